@@ -1,0 +1,37 @@
+/** X25519 key handling (sodium-native). Keys travel as base64 strings in profiles, as in wg(8). */
+import sodium from 'sodium-native'
+
+export const KEY_BYTES = 32
+
+export interface KeyPair {
+  publicKey: Buffer
+  privateKey: Buffer
+}
+
+export function generatePrivateKey(): Buffer {
+  const sk = Buffer.alloc(KEY_BYTES)
+  sodium.randombytes_buf(sk)
+  // Clamp as wg genkey does, so the stored key is canonical.
+  sk[0] &= 248
+  sk[31] = (sk[31] & 127) | 64
+  return sk
+}
+
+export function publicKeyFromPrivate(privateKey: Uint8Array): Buffer {
+  const pk = Buffer.alloc(KEY_BYTES)
+  sodium.crypto_scalarmult_base(pk, Buffer.from(privateKey.buffer, privateKey.byteOffset, privateKey.byteLength))
+  return pk
+}
+
+/** Decodes a base64 key; returns a reason string when it is not a 32-byte key. */
+export function decodeKey(s: unknown): Buffer | string {
+  if (typeof s !== 'string') return 'must be a base64 string of a 32-byte key'
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(s) || s.length % 4 !== 0) return `"${abbreviate(s)}" is not valid base64`
+  const b = Buffer.from(s, 'base64')
+  if (b.length !== KEY_BYTES) return `decodes to ${b.length} bytes; a key is ${KEY_BYTES} bytes (44 base64 characters)`
+  return b
+}
+
+function abbreviate(s: string): string {
+  return s.length > 16 ? s.slice(0, 12) + '…' : s
+}
