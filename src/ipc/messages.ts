@@ -1,0 +1,61 @@
+/** Control <-> worker messages (postMessage) that are not shared memory. */
+import type { SharedLayout } from './layout.js'
+import type { RingBuffers } from './ring.js'
+
+/** Values in the `local` table: where a destination lives on this node. */
+export const LOCAL_SELF = 0
+export const LOCAL_PROVIDED = 1
+
+/**
+ * An immutable snapshot of the routing state, swapped whole in each worker.
+ *  route:   destination -> peer slot (longest prefix; failover already resolved by control)
+ *  allow:   source -> group; groups[group] lists peer slots that may use that source (cryptokey routing)
+ *  local:   destination -> LOCAL_SELF | LOCAL_PROVIDED (what a peer may send to us)
+ *  provided: source in one of our ProvidesRoutes (exit node: such packets are replies only)
+ */
+export interface DataplaneTables {
+  gen: number
+  routeChild: Int32Array
+  routeVal: Int32Array
+  allowChild: Int32Array
+  allowVal: Int32Array
+  groupStart: Int32Array
+  groupPeers: Int32Array
+  localChild: Int32Array
+  localVal: Int32Array
+  providedChild: Int32Array
+  providedVal: Int32Array
+  exitNode: boolean
+}
+
+export interface WorkerInit {
+  id: number
+  layout: SharedLayout
+  ring: RingBuffers
+  conntrack: SharedArrayBuffer
+  tunFd: number
+  udpFd: number
+  mtu: number
+  batch: number
+  epochMs: number
+  tables: DataplaneTables
+}
+
+export interface FlowLog {
+  t: 'flow'
+  dir: 'in' | 'out'
+  peer: number
+  proto: number
+  src: number
+  dst: number
+  sport: number
+  dport: number
+  len: number
+  verdict: string
+}
+
+export interface WorkerLog {
+  t: 'log'
+  level: 'info' | 'warn' | 'error'
+  msg: string
+}

@@ -1,0 +1,72 @@
+/**
+ * The only importer of the native addon (native/enclave_io.cc). A thin facade: it checks
+ * lengths and batch sizes before crossing into C++, and turns -errno into typed errors where
+ * the caller wants them. The hot-path functions are re-exported as they are (they never throw
+ * and return -errno), so workers pay nothing extra per batch.
+ */
+import { createRequire } from 'node:module'
+import fs from 'node:fs'
+
+export interface NativeIo {
+  tunOpen(name: string, multiQueue: boolean): { fd: number; name?: string }
+  readBatch(fd: number, slab: Uint8Array, slotSize: number, offset: number, lens: Int32Array, max: number, timeoutMs: number): number
+  writeBatch(fd: number, slab: Uint8Array, slotSize: number, offset: number, lens: Int32Array, count: number): number
+  udpOpen(ip: number, port: number, reusePort: boolean, rcvbuf: number, sndbuf: number, mark: number): number
+  udpLocalPort(fd: number): number
+  recvBatch(fd: number, slab: Uint8Array, slotSize: number, lens: Int32Array, addrs: Uint32Array, max: number, timeoutMs: number): number
+  sendBatch(fd: number, slab: Uint8Array, slotSize: number, offset: number, lens: Int32Array, addrs: Uint32Array, count: number): number
+  poll2(fdA: number, fdB: number, timeoutMs: number): number
+  close(fd: number): number
+  strerror(errno: number): string
+  MAX_BATCH: number
+}
+
+const require = createRequire(import.meta.url)
+
+function load(): NativeIo {
+  const candidates = [
+    new URL('../../native/build/Release/enclave_io.node', import.meta.url),
+    new URL('../../../native/build/Release/enclave_io.node', import.meta.url),
+  ]
+  for (const c of candidates) if (fs.existsSync(c)) return require(c.pathname) as NativeIo
+  throw new Error('native addon enclave_io.node is not built; run `npm rebuild` (or `npm ci`) in the enclave package')
+}
+
+export const native: NativeIo = load()
+
+export class NativeError extends Error {
+  readonly errno: number
+  constructor(what: string, negErrno: number) {
+    super(`${what}: ${native.strerror(-negErrno)}`)
+    this.errno = -negErrno
+  }
+}
+
+/** Checks a slab/lens pair against a batch before it is used in a loop. */
+export function checkBatchBuffers(slab: Uint8Array, slotSize: number, lens: Int32Array, batch: number, addrs?: Uint32Array): void {
+  if (batch < 1 || batch > native.MAX_BATCH) throw new RangeError(`batch ${batch} outside 1..${native.MAX_BATCH}`)
+  if (slab.byteLength < slotSize * batch) throw new RangeError(`slab of ${slab.byteLength} B is smaller than ${batch} slots of ${slotSize} B`)
+  if (lens.length < batch) throw new RangeError(`lens has ${lens.length} entries, batch needs ${batch}`)
+  if (addrs && addrs.length < 2 * batch) throw new RangeError(`addrs has ${addrs.length} entries, batch needs ${2 * batch}`)
+}
+
+export function openTunQueues(name: string, queues: number): { fds: number[]; name: string } {
+  const fds: number[] = []
+  let actual = name
+  for (let i = 0; i < queues; i++) {
+    const r = native.tunOpen(actual, true)
+    if (r.fd < 0) {
+      for (const fd of fds) native.close(fd)
+      throw new NativeError(`cannot open TUN ${name} (queue ${i})`, r.fd)
+    }
+    actual = r.name ?? actual
+    fds.push(r.fd)
+  }
+  return { fds, name: actual }
+}
+
+export function openUdp(ip: number, port: number, reusePort: boolean, mark: number): number {
+  const fd = native.udpOpen(ip >>> 0, port, reusePort, 4 << 20, 4 << 20, mark)
+  if (fd < 0) throw new NativeError(`cannot bind UDP port ${port}`, fd)
+  return fd
+}
