@@ -1,0 +1,36 @@
+import { Flags } from '@oclif/core'
+import { BaseCommand } from '../base-command.js'
+import { Agent } from '../control/agent.js'
+import { runDir } from '../control/profile/profile.js'
+
+export default class Run extends BaseCommand {
+  static override description = 'Run the agent in the foreground (Ctrl-C stops it and removes everything it added)'
+  static override examples = ['sudo <%= config.bin %> run', 'sudo <%= config.bin %> run -v 5   # log every traffic flow']
+  static override flags = {
+    verbosity: Flags.integer({ char: 'v', description: 'log level: 0 minimal, 1 informational, 2 network events, 3 protocol events, 4 debug, 5 frame data', min: 0, max: 5, default: 1 }),
+    'log-format': Flags.string({ description: 'log line format', options: ['logfmt', 'json'], default: 'logfmt' }),
+    workers: Flags.integer({ description: 'data-plane worker threads (default: one per core, at most 4)', min: 1, max: 64 }),
+  }
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(Run)
+    const agent = new Agent({
+      configDir: this.configDirectory(flags), runDir: runDir(), verbosity: flags.verbosity,
+      logFormat: flags['log-format'] as 'logfmt' | 'json', workers: flags.workers,
+    })
+    const onSignal = (sig: string) => void agent.stop(`signal ${sig}`)
+    process.on('SIGINT', onSignal)
+    process.on('SIGTERM', onSignal)
+    process.on('SIGHUP', () => {
+      agent.reload().catch((e: Error) => agent.log.error({ err: e.message }, 'reload refused; still running on the previous profile'))
+    })
+    try {
+      await agent.start()
+    } catch (e) {
+      await agent.stop('start failed').catch(() => undefined)
+      throw e
+    }
+    await agent.stopped
+    process.exit(0)
+  }
+}

@@ -1,0 +1,199 @@
+/**
+ * Interface, route, rule, sysctl and NAT management through iproute2 and iptables.
+ * Everything the agent adds is tagged so that it removes exactly its own:
+ *  - routes: `proto 211` (ROUTE_PROTO) on our TUN device;
+ *  - policy rules for 0.0.0.0/0: priorities RULE_PRIO_* with our fwmark/table;
+ *  - NAT rules: an iptables comment `enclave:<interface>`.
+ */
+import fs from 'node:fs'
+import { mustRun, run } from './exec.js'
+import { type Cidr, cidrContains, cidrsOverlap, intToIp, parseCidr } from '../../control/profile/cidr.js'
+
+export const ROUTE_PROTO = '211'
+
+export async function configureInterface(dev: string, address: number, mtu: number): Promise<void> {
+  await mustRun('ip', ['addr', 'add', `${intToIp(address)}/10`, 'dev', dev])
+  await mustRun('ip', ['link', 'set', 'dev', dev, 'mtu', String(mtu), 'txqueuelen', '1000', 'up'])
+}
+
+export interface OsRoute {
+  dst: string
+  dev?: string
+  protocol?: string
+  scope?: string
+  table?: string
+  prefsrc?: string
+  gateway?: string
+}
+
+export async function listRoutes(table = 'main'): Promise<OsRoute[]> {
+  const r = await run('ip', ['-j', 'route', 'show', 'table', table])
+  if (r.code !== 0) return []
+  try {
+    return (JSON.parse(r.stdout || '[]') as OsRoute[]).map((x) => ({ ...x, dst: x.dst === 'default' ? '0.0.0.0/0' : x.dst.includes('/') ? x.dst : `${x.dst}/32` }))
+  } catch {
+    return []
+  }
+}
+
+export interface RouteDecision {
+  cidr: Cidr
+  install: boolean
+  reason?: string
+  warning?: string
+}
+
+/**
+ * Decides whether each AvailableRoute may be installed without hijacking the user's own networks:
+ * a route equal to or inside a directly connected subnet, or equal to an existing route of another
+ * device, is refused unless forced. A route that merely contains a connected subnet is installed
+ * (longest prefix keeps the LAN local) with a warning.
+ */
+export function decideRoutes(wanted: Cidr[], existing: OsRoute[], ourDev: string, force: boolean): RouteDecision[] {
+  const others = existing.filter((r) => r.dev !== ourDev)
+  return wanted.map((cidr) => {
+    if (cidr.len === 0) return { cidr, install: true, warning: 'default route: installed with policy routing so the tunnel\'s own UDP keeps the original path' }
+    for (const r of others) {
+      const c = parseCidr(r.dst)
+      if (typeof c === 'string') continue
+      const connected = r.scope === 'link' || r.protocol === 'kernel'
+      if (c.text === cidr.text && c.len > 0) {
+        const reason = `conflicts with the existing route "${r.dst}${r.dev ? ' dev ' + r.dev : ''}${r.gateway ? ' via ' + r.gateway : ''}"${connected ? ' (a directly connected subnet)' : ''}`
+        return force ? { cidr, install: true, warning: `${reason}; installed anyway (ForceRoutes)` } : { cidr, install: false, reason: `${reason}; set "ExitNode": {"ForceRoutes": true} to override` }
+      }
+      if (connected && c.len > 0 && cidr.len >= c.len && cidrContains(c, cidr.addr)) {
+        const reason = `overlaps this machine's directly connected subnet ${r.dst} on ${r.dev}`
+        return force ? { cidr, install: true, warning: `${reason}; installed anyway (ForceRoutes)` } : { cidr, install: false, reason: `${reason}; set "ExitNode": {"ForceRoutes": true} to override` }
+      }
+    }
+    const shadowed = others.filter((r) => (r.scope === 'link' || r.protocol === 'kernel') && (() => { const c = parseCidr(r.dst); return typeof c !== 'string' && c.len > cidr.len && cidrsOverlap(c, cidr) })())
+    return { cidr, install: true, warning: shadowed.length ? `the local subnet(s) ${shadowed.map((r) => r.dst).join(', ')} inside it stay local` : undefined }
+  })
+}
+
+export async function addRoute(cidr: Cidr, dev: string, table?: string): Promise<void> {
+  const args = ['route', 'replace', cidr.text, 'dev', dev, 'proto', ROUTE_PROTO]
+  if (table) args.push('table', table)
+  await mustRun('ip', args)
+}
+
+export async function delRoute(cidr: Cidr, dev: string, table?: string): Promise<void> {
+  const args = ['route', 'del', cidr.text, 'dev', dev, 'proto', ROUTE_PROTO]
+  if (table) args.push('table', table)
+  await run('ip', args)
+}
+
+export const RULE_PRIO_SUPPRESS = 32760
+export const RULE_PRIO_TABLE = 32761
+
+/** wg-quick's scheme: everything not marked by us goes to our table; main keeps its specific routes. */
+export async function addDefaultRouteRules(fwmark: number): Promise<void> {
+  await removeDefaultRouteRules(fwmark)
+  await mustRun('ip', ['rule', 'add', 'not', 'fwmark', String(fwmark), 'table', String(fwmark), 'priority', String(RULE_PRIO_TABLE)])
+  await mustRun('ip', ['rule', 'add', 'table', 'main', 'suppress_prefixlength', '0', 'priority', String(RULE_PRIO_SUPPRESS)])
+}
+
+export async function removeDefaultRouteRules(fwmark: number): Promise<void> {
+  for (let i = 0; i < 4; i++) {
+    const a = await run('ip', ['rule', 'del', 'priority', String(RULE_PRIO_TABLE), 'table', String(fwmark)])
+    const b = await run('ip', ['rule', 'del', 'priority', String(RULE_PRIO_SUPPRESS), 'table', 'main'])
+    if (a.code !== 0 && b.code !== 0) break
+  }
+}
+
+export function ipForwardEnabled(): boolean {
+  try {
+    return fs.readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim() === '1'
+  } catch {
+    return false
+  }
+}
+
+export function enableIpForward(): void {
+  fs.writeFileSync('/proc/sys/net/ipv4/ip_forward', '1')
+}
+
+/** The source address this machine uses towards `cidr` (its LAN address for an exit node). */
+export async function lanAddressFor(cidr: Cidr): Promise<string | undefined> {
+  const probe = cidr.len >= 31 ? cidr.addr : cidr.addr + 1
+  const r = await run('ip', ['-j', 'route', 'get', intToIp(probe)])
+  if (r.code !== 0) return undefined
+  try {
+    const j = JSON.parse(r.stdout) as Array<{ prefsrc?: string }>
+    return j[0]?.prefsrc
+  } catch {
+    return undefined
+  }
+}
+
+export interface NatRule {
+  source?: string
+  destination?: string
+  target: string
+  to?: string
+  comment?: string
+  pkts: number
+  bytes: number
+  spec: string
+}
+
+/** Reads nat POSTROUTING with counters (`iptables -t nat -L POSTROUTING -n -v -x` as structured rules). */
+export async function natRules(): Promise<NatRule[] | undefined> {
+  const r = await run('iptables', ['-w', '-t', 'nat', '-S', 'POSTROUTING'])
+  if (r.code !== 0) return undefined
+  const c = await run('iptables', ['-w', '-t', 'nat', '-L', 'POSTROUTING', '-n', '-v', '-x'])
+  const counts = c.stdout.split('\n').slice(2).filter((l) => l.trim()).map((l) => l.trim().split(/\s+/))
+  const rules: NatRule[] = []
+  let i = 0
+  for (const line of r.stdout.split('\n')) {
+    if (!line.startsWith('-A POSTROUTING')) continue
+    const get = (flag: string) => {
+      const m = new RegExp(`${flag} (\\S+)`).exec(line)
+      return m ? m[1] : undefined
+    }
+    const comment = /--comment "?([^"\s]+)"?/.exec(line)?.[1]
+    rules.push({
+      source: get('-s'), destination: get('-d'), target: get('-j') ?? '', to: get('--to-source') ?? get('--to'), comment,
+      pkts: Number(counts[i]?.[0] ?? 0), bytes: Number(counts[i]?.[1] ?? 0), spec: line.replace(/^-A POSTROUTING /, ''),
+    })
+    i++
+  }
+  return rules
+}
+
+/** Does some SNAT/MASQUERADE rule translate overlay sources going to `cidr`? */
+export function natCovers(rules: NatRule[], cidr: Cidr): NatRule | undefined {
+  return rules.find((r) => {
+    if (r.target !== 'SNAT' && r.target !== 'MASQUERADE') return false
+    if (r.source) {
+      const s = parseCidr(r.source.includes('/') ? r.source : `${r.source}/32`)
+      if (typeof s === 'string' || !(s.len <= 10 && cidrContains(s, 0x64400000))) return false
+    }
+    if (r.destination) {
+      const d = parseCidr(r.destination.includes('/') ? r.destination : `${r.destination}/32`)
+      if (typeof d === 'string' || !(d.len <= cidr.len && cidrContains(d, cidr.addr))) return false
+    }
+    return true
+  })
+}
+
+export function natRuleArgs(cidr: Cidr, to: string, tag: string): string[] {
+  return ['-s', '100.64.0.0/10', '-d', cidr.text, '-j', 'SNAT', '--to-source', to, '-m', 'comment', '--comment', tag]
+}
+
+export async function addNatRule(args: string[]): Promise<void> {
+  await mustRun('iptables', ['-w', '-t', 'nat', '-A', 'POSTROUTING', ...args])
+}
+
+/** Deletes every POSTROUTING rule carrying our comment tag (our own rules, also after a crash). */
+export async function removeTaggedNatRules(tag: string): Promise<number> {
+  const rules = (await natRules()) ?? []
+  let n = 0
+  for (const r of rules) {
+    if (r.comment !== tag) continue
+    const args = r.spec.match(/"[^"]*"|\S+/g)!.map((a) => a.replace(/^"|"$/g, ''))
+    const res = await run('iptables', ['-w', '-t', 'nat', '-D', 'POSTROUTING', ...args])
+    if (res.code === 0) n++
+  }
+  return n
+}
