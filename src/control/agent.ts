@@ -35,14 +35,15 @@ import {
   readReceiverIndex, type SessionKeys,
 } from '../protocol/noise.js'
 import {
-  KEEPALIVE_TIMEOUT_MS, MAX_INITIATIONS_PER_PEER_PER_S, MSG_COOKIE_REPLY, MSG_INITIATION, MSG_RESPONSE,
-  MSG_TRANSPORT, REJECT_AFTER_TIME_MS, REKEY_ATTEMPT_TIME_MS, REKEY_TIMEOUT_JITTER_MAX_MS, REKEY_TIMEOUT_MS,
+  MAX_INITIATIONS_PER_PEER_PER_S, MSG_COOKIE_REPLY, MSG_INITIATION, MSG_RESPONSE,
+  MSG_TRANSPORT, REJECT_AFTER_TIME_MS, REKEY_TIMEOUT_JITTER_MAX_MS, REKEY_TIMEOUT_MS,
   UNDER_LOAD_HANDSHAKES_PER_S,
 } from '../protocol/constants.js'
 import * as net from '../platform/linux/net.js'
 import { type RouteDecision } from '../platform/linux/net.js'
 import { STATUS_VERSION, type StatusModel, type RouteStatus } from './status/model.js'
 import { VERSION } from '../version.js'
+import { type PeerTimerState, type TimerAction, timerActions } from '../protocol/timers.js'
 import { ApiServer } from './api/server.js'
 
 export interface AgentOptions {
@@ -51,8 +52,6 @@ export interface AgentOptions {
   verbosity: number
   logFormat?: 'logfmt' | 'json'
   workers?: number
-  /** Test hook: shortens every protocol timer by this factor (never set in production). */
-  timeScale?: number
 }
 
 const MAX_STAGED_PER_PEER = 128
@@ -100,19 +99,13 @@ export class Agent {
   private stoppedResolve!: () => void
   readonly stopped: Promise<void>
   private verbosity: number
-  private scale: number
   private lastStageDropLog = 0
 
   constructor(opts: AgentOptions) {
     this.opts = opts
     this.verbosity = opts.verbosity
-    this.scale = opts.timeScale ?? 1
     this.log = createLogger(opts.verbosity, opts.logFormat)
     this.stopped = new Promise((r) => (this.stoppedResolve = r))
-  }
-
-  private ms(x: number): number {
-    return x * this.scale
   }
 
   async start(): Promise<void> {
@@ -356,7 +349,7 @@ export class Agent {
 
   initiate(peer: PeerRuntime, why: string): void {
     const now = Date.now()
-    if (now - peer.lastInitiationSentMs < this.ms(REKEY_TIMEOUT_MS)) return
+    if (now - peer.lastInitiationSentMs < REKEY_TIMEOUT_MS) return
     const ep = this.endpointOf(peer)
     if (!ep) {
       this.log.debug({ peer: peer.cfg.identity }, 'cannot initiate a handshake: no endpoint known; waiting for the peer')
@@ -368,7 +361,7 @@ export class Agent {
     const msg = createInitiation(this.local, peer.crypto, index, now)
     peer.lastInitiationSentMs = now
     if (peer.handshakeStartedMs === undefined) peer.handshakeStartedMs = now
-    peer.nextRetryMs = now + this.ms(REKEY_TIMEOUT_MS) + sodium.randombytes_uniform(REKEY_TIMEOUT_JITTER_MAX_MS + 1)
+    peer.nextRetryMs = now + REKEY_TIMEOUT_MS + sodium.randombytes_uniform(REKEY_TIMEOUT_JITTER_MAX_MS + 1)
     this.sendRaw(msg, ep.ip, ep.port)
     this.log.protocol({ peer: peer.cfg.identity, endpoint: `${intToIp(ep.ip)}:${ep.port}`, reason: why }, 'sent handshake initiation')
   }
@@ -552,59 +545,16 @@ export class Agent {
     const f = this.v.peerF64
     for (const peer of this.peers) {
       const pf = peer.slot * PF_FIELDS
-      const lastRxAny = f[pf + PF_LAST_RX_ANY]
-      const lastRxData = f[pf + PF_LAST_RX_DATA]
-      const lastTxAny = f[pf + PF_LAST_TX_ANY]
-      const lastTxData = f[pf + PF_LAST_TX_DATA]
-      // Expire keypairs past REJECT_AFTER_TIME.
-      for (const which of ['previous', 'current', 'next'] as const) {
-        const kp = peer[which]
-        if (kp && now - kp.createdMs >= REJECT_AFTER_TIME_MS) {
-          this.retireKeypair(kp.slot)
-          peer[which] = undefined
-          if (which === 'current') {
-            Atomics.store(this.v.peerI32, peer.slot * P_FIELDS + P_CUR_KP, -1)
-            this.log.network({ peer: peer.cfg.identity }, 'session expired (no new handshake within REJECT_AFTER_TIME)')
-          }
-        }
-      }
-      // Handshake retransmission and give-up (REKEY_TIMEOUT with jitter, REKEY_ATTEMPT_TIME).
-      if (peer.handshakeStartedMs !== undefined && now >= peer.nextRetryMs) {
-        if (now - peer.handshakeStartedMs >= this.ms(REKEY_ATTEMPT_TIME_MS)) {
-          this.log.network({ peer: peer.cfg.identity }, 'handshake did not complete within REKEY_ATTEMPT_TIME; giving up until there is new traffic')
-          peer.handshakeStartedMs = undefined
-          if (peer.staged.length) this.log.debug({ peer: peer.cfg.identity, packets: peer.staged.length }, 'dropped queued packets')
-          peer.staged = []
-          if (peer.pendingSlot !== undefined) this.retireKeypair(peer.pendingSlot)
-          peer.pendingSlot = undefined
-          peer.crypto.handshake = undefined
-        } else {
-          this.initiate(peer, 'retry (REKEY_TIMEOUT)')
-        }
-      }
-      const cur = peer.current
-      // Persistent keepalive.
-      if (peer.cfg.persistentKeepalive > 0 && now - Math.max(lastTxAny, peer.lastInitiationSentMs) >= peer.cfg.persistentKeepalive * 1000) {
-        if (cur) this.sendKeepalive(peer)
-        else this.initiate(peer, 'persistent keepalive')
-      }
-      // Passive keepalive: data received, nothing sent for KEEPALIVE_TIMEOUT.
-      if (cur && lastRxData > lastTxAny && now - lastRxData >= this.ms(KEEPALIVE_TIMEOUT_MS)) this.sendKeepalive(peer)
-      // Data sent but nothing heard for KEEPALIVE+REKEY_TIMEOUT: new handshake (and failover candidate).
-      if (lastTxData > lastRxAny && now - lastTxData < 60_000 && lastTxData - Math.max(lastRxAny, cur?.createdMs ?? 0) >= this.ms(KEEPALIVE_TIMEOUT_MS + REKEY_TIMEOUT_MS)) {
-        if (peer.unresponsiveSinceMs === undefined) {
-          peer.unresponsiveSinceMs = now
-          this.log.network({ peer: peer.cfg.identity }, 'peer is not answering; starting a new handshake')
-          this.initiate(peer, 'no reply to sent data')
-          this.refreshFailover()
-        }
-      }
-      // Initiator-side receive rekey at REJECT_AFTER_TIME - KEEPALIVE - REKEY_TIMEOUT.
-      if (cur && cur.isInitiator && now - cur.createdMs >= REJECT_AFTER_TIME_MS - KEEPALIVE_TIMEOUT_MS - REKEY_TIMEOUT_MS && lastRxData > cur.createdMs && peer.rekeyOnRxDone !== cur.slot) {
-        peer.rekeyOnRxDone = cur.slot
-        this.initiate(peer, 'rekey: keypair nearing REJECT_AFTER_TIME')
-      }
-      // Health probing of a preferred exit node that is down.
+      const kps: PeerTimerState['keypairs'] = {}
+      for (const w of ['previous', 'current', 'next'] as const) if (peer[w]) kps[w] = peer[w]
+      const actions = timerActions({
+        lastRxAny: f[pf + PF_LAST_RX_ANY], lastRxData: f[pf + PF_LAST_RX_DATA], lastTxAny: f[pf + PF_LAST_TX_ANY],
+        lastTxData: f[pf + PF_LAST_TX_DATA], persistentKeepaliveS: peer.cfg.persistentKeepalive,
+        handshakeStartedMs: peer.handshakeStartedMs, nextRetryMs: peer.nextRetryMs, lastInitiationSentMs: peer.lastInitiationSentMs,
+        keypairs: kps, unresponsive: peer.unresponsiveSinceMs !== undefined, rekeyOnRxDone: peer.rekeyOnRxDone === peer.current?.slot,
+      }, now)
+      for (const a of actions) this.applyTimerAction(peer, a, now)
+      // Health probing of an exit node that stopped answering (failover back when it returns).
       if (peer.cfg.availableRoutes.length && peer.unresponsiveSinceMs !== undefined && now - peer.lastInitiationSentMs >= HEALTH_PROBE_MS) this.initiate(peer, 'probing exit node')
       const e = f[pf + PF_ENDPOINT]
       if (peer.lastLoggedEndpoint !== undefined && e !== 0 && e !== peer.lastLoggedEndpoint) this.log.network({ peer: peer.cfg.identity, endpoint: `${intToIp(endpointIp(e))}:${endpointPort(e)}` }, 'peer roamed to a new endpoint')
@@ -612,6 +562,51 @@ export class Agent {
       const st = peerState(peer, now, REJECT_AFTER_TIME_MS)
       if (peer.lastState !== undefined && st !== peer.lastState) this.log.info({ peer: peer.cfg.identity, from: peer.lastState, to: st }, 'peer state changed')
       peer.lastState = st
+    }
+  }
+
+  private applyTimerAction(peer: PeerRuntime, a: TimerAction, now: number): void {
+    const id = peer.cfg.identity
+    switch (a.kind) {
+      case 'expire': {
+        const kp = peer[a.which]
+        if (!kp) return
+        this.retireKeypair(kp.slot)
+        peer[a.which] = undefined
+        if (a.which === 'current') {
+          Atomics.store(this.v.peerI32, peer.slot * P_FIELDS + P_CUR_KP, -1)
+          this.log.network({ peer: id }, 'session expired (no new handshake within REJECT_AFTER_TIME)')
+        }
+        return
+      }
+      case 'give-up':
+        this.log.network({ peer: id, queued: peer.staged.length }, 'handshake did not complete within REKEY_ATTEMPT_TIME; giving up until there is new traffic')
+        peer.handshakeStartedMs = undefined
+        peer.staged = []
+        if (peer.pendingSlot !== undefined) this.retireKeypair(peer.pendingSlot)
+        peer.pendingSlot = undefined
+        peer.crypto.handshake = undefined
+        this.refreshFailover()
+        return
+      case 'retry':
+        this.initiate(peer, 'retry (REKEY_TIMEOUT)')
+        if (now - (peer.handshakeStartedMs ?? now) >= 2 * REKEY_TIMEOUT_MS) this.refreshFailover()
+        return
+      case 'keepalive':
+        this.sendKeepalive(peer)
+        return
+      case 'initiate':
+        this.initiate(peer, a.why)
+        return
+      case 'unresponsive':
+        peer.unresponsiveSinceMs = now
+        this.log.network({ peer: id }, 'peer is not answering; starting a new handshake')
+        this.initiate(peer, 'no reply to sent data')
+        this.refreshFailover()
+        return
+      case 'rekey-on-receive':
+        peer.rekeyOnRxDone = peer.current?.slot
+        this.initiate(peer, 'rekey: keypair nearing REJECT_AFTER_TIME')
     }
   }
 
@@ -624,7 +619,7 @@ export class Agent {
     for (const peer of this.peers) for (const c of peer.cfg.availableRoutes) candidates.set(c.text, [...(candidates.get(c.text) ?? []), peer])
     for (const [route, list] of candidates) {
       list.sort((a, b) => this.routeOrder(a) - this.routeOrder(b))
-      const healthy = list.find((p) => p.unresponsiveSinceMs === undefined && !(p.handshakeStartedMs !== undefined && Date.now() - p.handshakeStartedMs > this.ms(2 * REKEY_TIMEOUT_MS)))
+      const healthy = list.find((p) => p.unresponsiveSinceMs === undefined && !(p.handshakeStartedMs !== undefined && Date.now() - p.handshakeStartedMs > 2 * REKEY_TIMEOUT_MS))
       m.set(route, (healthy ?? list[0]).slot)
     }
     return m
