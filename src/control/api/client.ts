@@ -14,7 +14,7 @@ export function socketPath(dir = runDir()): string {
 }
 
 export interface ApiRequest {
-  op: 'status' | 'stop' | 'reload' | 'loglevel' | 'ping'
+  op: 'status' | 'stop' | 'reload' | 'loglevel' | 'ping' | 'rekey' | 'debug'
   [k: string]: unknown
 }
 

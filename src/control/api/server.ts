@@ -85,6 +85,13 @@ export class ApiServer {
         this.agent.setVerbosity(level)
         return { level }
       }
+      case 'debug':
+        if (process.env.ENCLAVE_TEST_HOOKS !== '1') throw new EnclaveError('EPERM', 'test hooks are off (start the agent with ENCLAVE_TEST_HOOKS=1)')
+        if (req.action === 'crash-worker') {
+          this.agent.crashWorkerForTest(Number(req.arg ?? 0))
+          return { crashed: Number(req.arg ?? 0) }
+        }
+        throw new EnclaveError('EINVAL', `unknown debug action ${String(req.action)}`)
       case 'stop':
         setImmediate(() => void this.agent.stop('stop requested over the control socket'))
         return { stopping: true }

@@ -1,0 +1,18 @@
+import { Args } from '@oclif/core'
+import { BaseCommand } from '../base-command.js'
+import { callAgent } from '../control/api/client.js'
+
+export default class Debug extends BaseCommand {
+  static override description = 'Test hooks of a running agent started with ENCLAVE_TEST_HOOKS=1'
+  static override hidden = true
+  static override args = {
+    action: Args.string({ required: true, options: ['crash-worker'] }),
+    arg: Args.string({ required: false }),
+  }
+
+  async run() {
+    const { args } = await this.parse(Debug)
+    const r = await callAgent({ op: 'debug', action: args.action, arg: args.arg })
+    this.log(JSON.stringify(r))
+  }
+}

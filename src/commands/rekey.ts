@@ -1,0 +1,14 @@
+import { BaseCommand } from '../base-command.js'
+import { callAgent } from '../control/api/client.js'
+
+export default class Rekey extends BaseCommand {
+  static override description = 'Start a new handshake with every connected peer now (keys rotate without dropping traffic)'
+  static override enableJsonFlag = true
+
+  async run() {
+    await this.parse(Rekey)
+    const r = await callAgent<{ peers: string[] }>({ op: 'rekey' })
+    this.log(r.peers.length ? `Rekeying with ${r.peers.join(', ')}` : 'No peer has a session to rekey')
+    return r
+  }
+}

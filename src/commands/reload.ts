@@ -1,0 +1,15 @@
+import { BaseCommand } from '../base-command.js'
+import { callAgent } from '../control/api/client.js'
+
+export default class Reload extends BaseCommand {
+  static override description = 'Re-read the profile in the running agent; unchanged sessions stay up (SIGHUP does the same)'
+  static override enableJsonFlag = true
+
+  async run() {
+    await this.parse(Reload)
+    const r = await callAgent<{ added: string[]; removed: string[]; changed: string[] }>({ op: 'reload' })
+    this.log(`Profile reloaded: ${r.added.length} peer(s) added, ${r.removed.length} removed, ${r.changed.length} changed`)
+    for (const [k, v] of Object.entries(r)) if (v.length) this.log(`  ${k}: ${v.join(', ')}`)
+    return r
+  }
+}

@@ -1,0 +1,218 @@
+/**
+ * Network-namespace lab for tests: namespaces and veths made here, named with a prefix and the
+ * test process id, and deleted on teardown (also on SIGINT/SIGTERM and process exit). Every
+ * packet stays inside these namespaces. Processes are started here and ended by their PID only.
+ */
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { writeProfile } from '../../src/control/profile/profile.js'
+import { generatePrivateKey, publicKeyFromPrivate } from '../../src/control/keys.js'
+import { identityFromPublicKey, virtualAddressFromPublicKey } from '../../src/control/identity.js'
+import { intToIp } from '../../src/control/profile/cidr.js'
+
+export const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..')
+export const BIN = path.join(ROOT, 'bin', 'run.js')
+
+export function rootSkipReason(): string | false {
+  if (process.platform !== 'linux') return 'Linux only'
+  if (process.getuid?.() !== 0) return 'needs root (network namespaces, TUN devices): run the suite with sudo'
+  if (!fs.existsSync('/dev/net/tun')) return 'no /dev/net/tun on this machine'
+  return false
+}
+
+export function haveCommand(cmd: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' })
+    return true
+  } catch {
+    return false
+  }
+}
+
+export interface ExecOut {
+  code: number
+  stdout: string
+  stderr: string
+}
+
+let labCounter = 0
+const liveLabs = new Set<Lab>()
+function cleanupAllSync() {
+  for (const lab of liveLabs) lab.cleanupSync()
+}
+process.once('exit', cleanupAllSync)
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => { cleanupAllSync(); process.exit(130) })
+
+export interface AgentSpec {
+  name: string
+  ns: string
+  port?: number
+  extra?: Record<string, unknown>
+}
+
+export interface AgentInfo {
+  name: string
+  ns: string
+  dir: string
+  runDir: string
+  privateKey: string
+  publicKey: string
+  identity: string
+  va: string
+  port: number
+}
+
+export class AgentProc {
+  log = ''
+  private waiters: Array<{ re: RegExp; resolve: () => void }> = []
+  exited: Promise<number | null>
+  constructor(readonly info: AgentInfo, readonly proc: ChildProcess) {
+    const onData = (d: Buffer) => {
+      this.log += d.toString()
+      this.waiters = this.waiters.filter((w) => (w.re.test(this.log) ? (w.resolve(), false) : true))
+    }
+    proc.stdout!.on('data', onData)
+    proc.stderr!.on('data', onData)
+    this.exited = new Promise((r) => proc.on('exit', (code) => r(code)))
+  }
+
+  waitFor(re: RegExp, timeoutMs = 15000): Promise<void> {
+    if (re.test(this.log)) return Promise.resolve()
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`timed out waiting for ${re} in the log of ${this.info.name}:\n${this.log.slice(-3000)}`)), timeoutMs)
+      this.waiters.push({ re, resolve: () => { clearTimeout(timer); resolve() } })
+    })
+  }
+
+  async stop(signal: NodeJS.Signals = 'SIGINT'): Promise<number | null> {
+    if (this.proc.exitCode === null && this.proc.pid) process.kill(this.proc.pid, signal)
+    const t = setTimeout(() => this.proc.pid && this.proc.exitCode === null && process.kill(this.proc.pid, 'SIGKILL'), 8000)
+    const code = await this.exited
+    clearTimeout(t)
+    return code
+  }
+}
+
+export class Lab {
+  readonly prefix: string
+  readonly tmp: string
+  private namespaces: string[] = []
+  private procs: ChildProcess[] = []
+  constructor(tag: string) {
+    this.prefix = `enct${tag}${process.pid}${labCounter++}`
+    this.tmp = fs.mkdtempSync(path.join(os.tmpdir(), `${this.prefix}-`))
+    liveLabs.add(this)
+  }
+
+  nsName(n: string): string {
+    return `${this.prefix}-${n}`
+  }
+
+  async addNs(n: string): Promise<string> {
+    const ns = this.nsName(n)
+    await this.sh('ip', ['netns', 'add', ns])
+    this.namespaces.push(ns)
+    await this.sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up'])
+    return ns
+  }
+
+  /** A veth pair between two namespaces with addresses (a.b.c.d/len). Interface names are short. */
+  async link(nsA: string, ifA: string, addrA: string, nsB: string, ifB: string, addrB: string): Promise<void> {
+    const tmpA = `t${process.pid % 100000}${labCounter++}a`
+    const tmpB = tmpA.replace(/a$/, 'b')
+    await this.sh('ip', ['link', 'add', tmpA, 'type', 'veth', 'peer', 'name', tmpB])
+    await this.sh('ip', ['link', 'set', tmpA, 'netns', nsA, 'name', ifA])
+    await this.sh('ip', ['link', 'set', tmpB, 'netns', nsB, 'name', ifB])
+    for (const [ns, dev, addr] of [[nsA, ifA, addrA], [nsB, ifB, addrB]]) {
+      if (addr) await this.sh('ip', ['-n', ns, 'addr', 'add', addr, 'dev', dev])
+      await this.sh('ip', ['-n', ns, 'link', 'set', dev, 'up'])
+    }
+  }
+
+  exec(ns: string, cmd: string, args: string[], timeoutMs = 30000, env?: Record<string, string>): Promise<ExecOut> {
+    return new Promise((resolve) => {
+      execFile('ip', ['netns', 'exec', ns, cmd, ...args], { timeout: timeoutMs, maxBuffer: 32 << 20, env: { ...process.env, ...env } }, (err, stdout, stderr) => {
+        resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout: String(stdout), stderr: String(stderr) })
+      })
+    })
+  }
+
+  async sh(cmd: string, args: string[]): Promise<string> {
+    return new Promise((resolve, reject) => {
+      execFile(cmd, args, { timeout: 30000 }, (err, stdout, stderr) => (err ? reject(new Error(`${cmd} ${args.join(' ')}: ${stderr || err.message}`)) : resolve(String(stdout))))
+    })
+  }
+
+  spawn(ns: string, cmd: string, args: string[], env?: Record<string, string>): ChildProcess {
+    const p = spawn('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
+    this.procs.push(p)
+    return p
+  }
+
+  /** Creates a profile for an agent (keys fresh) in this lab's temp dir. */
+  makeAgent(spec: AgentSpec): AgentInfo {
+    const sk = generatePrivateKey()
+    const pk = publicKeyFromPrivate(sk)
+    const dir = path.join(this.tmp, spec.name)
+    const info: AgentInfo = {
+      name: spec.name, ns: spec.ns, dir, runDir: path.join(dir, 'run'), privateKey: sk.toString('base64'), publicKey: pk.toString('base64'),
+      identity: identityFromPublicKey(pk), va: intToIp(virtualAddressFromPublicKey(pk)), port: spec.port ?? 51820,
+    }
+    this.writeAgentProfile(info, { ...(spec.extra ?? {}) })
+    return info
+  }
+
+  writeAgentProfile(info: AgentInfo, extra: Record<string, unknown>): void {
+    writeProfile(path.join(info.dir, 'profiles', 'Universe.profile'), { PrivateKey: info.privateKey, LocalPort: info.port, Peers: [], ExitNode: {}, ...extra })
+  }
+
+  startAgent(info: AgentInfo, args: string[] = ['-v', '3']): AgentProc {
+    const p = this.spawn(info.ns, process.execPath, [BIN, 'run', '--config-dir', info.dir, ...args], { ENCLAVE_RUN_DIR: info.runDir, ENCLAVE_TEST_HOOKS: '1' })
+    return new AgentProc(info, p)
+  }
+
+  cli(info: AgentInfo, args: string[]): Promise<ExecOut> {
+    return this.exec(info.ns, process.execPath, [BIN, ...args, '--config-dir', info.dir], 30000, { ENCLAVE_RUN_DIR: info.runDir })
+  }
+
+  async cleanup(): Promise<void> {
+    this.cleanupSync()
+  }
+
+  cleanupSync(): void {
+    if (!liveLabs.has(this)) return
+    liveLabs.delete(this)
+    for (const p of this.procs) {
+      if (p.pid && p.exitCode === null && p.signalCode === null) {
+        try { process.kill(p.pid, 'SIGKILL') } catch { /* already gone */ }
+      }
+    }
+    // ip netns exec children (agents, wireguard-go) die with their namespace's processes below.
+    for (const ns of this.namespaces) {
+      try {
+        const pids = execFileSync('ip', ['netns', 'pids', ns]).toString().split(/\s+/).filter(Boolean)
+        for (const pid of pids) try { process.kill(Number(pid), 'SIGKILL') } catch { /* gone */ }
+      } catch { /* namespace already gone */ }
+    }
+    for (const ns of this.namespaces) {
+      try { execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' }) } catch { /* gone */ }
+    }
+    fs.rmSync(this.tmp, { recursive: true, force: true })
+  }
+}
+
+export function peerEntry(info: AgentInfo, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { PublicKey: info.publicKey, Identity: info.identity, Description: info.name, ...extra }
+}
+
+export async function statusJson(lab: Lab, info: AgentInfo): Promise<any> {
+  const r = await lab.cli(info, ['status', '--json'])
+  if (r.code !== 0) throw new Error(`status failed (${r.code}): ${r.stderr}${r.stdout}`)
+  return JSON.parse(r.stdout)
+}
+
+export function pingArgs(dst: string, count = 3): string[] {
+  return ['-c', String(count), '-i', '0.2', '-W', '2', dst]
+}

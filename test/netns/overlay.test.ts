@@ -1,0 +1,80 @@
+import t from 'tap'
+import { Lab, peerEntry, pingArgs, rootSkipReason, haveCommand, statusJson, ROOT } from '../helpers/netns.js'
+
+const skip = rootSkipReason()
+if (skip) {
+  t.comment(`skipping netns overlay tests: ${skip}`)
+  t.pass('skipped')
+} else {
+  t.test('two agents: ping both ways, TCP, forced rekey, worker restart, fuzzing', async (t) => {
+    const lab = new Lab('ov')
+    t.teardown(() => lab.cleanup())
+    const nsA = await lab.addNs('a')
+    const nsB = await lab.addNs('b')
+    await lab.link(nsA, 'eth0', '198.18.0.1/30', nsB, 'eth0', '198.18.0.2/30')
+    const A = lab.makeAgent({ name: 'a', ns: nsA })
+    const B = lab.makeAgent({ name: 'b', ns: nsB })
+    lab.writeAgentProfile(A, { Peers: [peerEntry(B, { Endpoint: '198.18.0.2:51820' })] })
+    lab.writeAgentProfile(B, { Peers: [peerEntry(A)] })
+    const a = lab.startAgent(A)
+    const b = lab.startAgent(B)
+    await a.waitFor(/control socket ready/)
+    await b.waitFor(/control socket ready/)
+
+    const p1 = await lab.exec(nsA, 'ping', pingArgs(B.va))
+    t.equal(p1.code, 0, `A pings B's virtual address ${B.va}\n${p1.stdout}`)
+    const p2 = await lab.exec(nsB, 'ping', pingArgs(A.va))
+    t.equal(p2.code, 0, 'B pings A (B learned A\'s endpoint from the handshake)')
+
+    const sa = await statusJson(lab, A)
+    t.equal(sa.running, true)
+    t.equal(sa.peers[0].identity, B.identity)
+    t.equal(sa.peers[0].state, 'Up')
+    t.equal(sa.peers[0].endpoint, '198.18.0.2:51820')
+    t.ok(sa.peers[0].txPackets >= 3 && sa.peers[0].rxPackets >= 3, 'status counts transfer')
+
+    if (haveCommand('iperf3')) {
+      const srv = lab.spawn(nsB, 'iperf3', ['-s', '-1', '-B', B.va])
+      await new Promise((r) => setTimeout(r, 500))
+      const ip = await lab.exec(nsA, 'iperf3', ['-c', B.va, '-t', '3', '-J'], 30000)
+      t.equal(ip.code, 0, 'iperf3 TCP through the tunnel')
+      const bps = JSON.parse(ip.stdout).end.sum_received.bits_per_second
+      t.ok(bps > 10e6, `TCP moves data: ${(bps / 1e9).toFixed(2)} Gbit/s`)
+      t.comment(`iperf3 TCP between two agents: ${(bps / 1e9).toFixed(2)} Gbit/s`)
+      srv.kill('SIGKILL')
+    } else t.comment('iperf3 not installed: TCP check skipped')
+
+    // Forced rekey: a new handshake mid-stream, traffic continues on the new keypair.
+    const rk = await lab.cli(A, ['rekey'])
+    t.equal(rk.code, 0, `rekey accepted ${rk.stderr}`)
+    await a.waitFor(/handshake complete \(we initiated\)[\s\S]*handshake complete \(we initiated\)/)
+    const p3 = await lab.exec(nsA, 'ping', pingArgs(B.va))
+    t.equal(p3.code, 0, 'traffic continues after the rekey')
+
+    // A crashed worker is restarted by control and the tunnel keeps working.
+    const cr = await lab.cli(B, ['debug', 'crash-worker', '0'])
+    t.equal(cr.code, 0, `crash hook ${cr.stderr}`)
+    await b.waitFor(/worker exited unexpectedly; restarting it/)
+    await new Promise((r) => setTimeout(r, 500))
+    const p4 = await lab.exec(nsA, 'ping', pingArgs(B.va, 4))
+    t.equal(p4.code, 0, 'tunnel works after a worker restart')
+
+    // Fuzz: random and mutated datagrams at B; nothing crashes, nothing forged is accepted.
+    const before = await statusJson(lab, B)
+    const fz = await lab.exec(nsA, process.execPath, ['--import', 'tsx', `${ROOT}/test/helpers/fuzz-sender.ts`, '198.18.0.2', '51820', '300000', A.privateKey, B.publicKey], 120000)
+    t.equal(fz.code, 0, `fuzzer ran: ${fz.stdout.trim()} ${fz.stderr.slice(0, 300)}`)
+    await new Promise((r) => setTimeout(r, 1000))
+    const after = await statusJson(lab, B)
+    t.equal(after.running, true, 'agent survived the fuzzing')
+    t.equal(after.peers[0].rxPackets, before.peers[0].rxPackets, 'no fuzzed datagram was accepted as a transport packet')
+    const dropped = ['bad_index', 'malformed', 'bad_mac', 'handshake_msgs', 'ring_full'].reduce((s, k) => s + after.counters[k] - before.counters[k], 0)
+    t.ok(dropped > 100000, `fuzzed datagrams were dropped and counted (${dropped})`)
+    const p5 = await lab.exec(nsA, 'ping', pingArgs(B.va))
+    t.equal(p5.code, 0, 'the legitimate tunnel still works after fuzzing')
+
+    t.equal(await a.stop(), 0, 'A exits cleanly on SIGINT')
+    t.equal(await b.stop('SIGTERM'), 0, 'B exits cleanly on SIGTERM')
+    const links = await lab.exec(nsA, 'ip', ['link', 'show', 'enclave0'])
+    t.not(links.code, 0, 'the TUN device is gone after stop')
+  })
+}
