@@ -874,7 +874,7 @@ export class Agent {
           const d = this.routeDecisions.find((x) => x.cidr.text === c.text)
           const installed = this.installedRoutes.some((x) => x.text === c.text)
           const active = this.activeRoute.get(c.text) === peer.slot
-          const reason = !installed ? d?.reason : !active ? `standby: ${this.peerBySlot(this.activeRoute.get(c.text) ?? -1)?.cfg.identity ?? 'another exit node'} is active` : undefined
+          const reason = !installed ? d?.reason : !active ? `${this.peerBySlot(this.activeRoute.get(c.text) ?? -1)?.cfg.identity ?? 'another exit node'} is active` : undefined
           return { route: c.text, installed, active, reason }
         })
         return {

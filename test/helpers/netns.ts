@@ -216,3 +216,28 @@ export async function statusJson(lab: Lab, info: AgentInfo): Promise<any> {
 export function pingArgs(dst: string, count = 3): string[] {
   return ['-c', String(count), '-i', '0.2', '-W', '2', dst]
 }
+
+/** Makes a bridge inside `ns` and returns a function that plugs a new veth from another namespace into it. */
+export async function bridge(lab: Lab, ns: string, name: string, addr?: string) {
+  await lab.sh('ip', ['-n', ns, 'link', 'add', name, 'type', 'bridge'])
+  if (addr) await lab.sh('ip', ['-n', ns, 'addr', 'add', addr, 'dev', name])
+  await lab.sh('ip', ['-n', ns, 'link', 'set', name, 'up'])
+  let n = 0
+  return async (other: string, ifname: string, otherAddr: string) => {
+    const port = `${name}p${n++}`
+    await lab.link(other, ifname, otherAddr, ns, port, '')
+    await lab.sh('ip', ['-n', ns, 'link', 'set', port, 'master', name])
+  }
+}
+
+/** A tiny UDP echo server that answers with the address it saw (to check SNAT from the LAN side). */
+export const UDP_WHOAMI = `
+const d = require('node:dgram').createSocket('udp4');
+d.on('message', (m, r) => d.send(r.address, r.port, r.address));
+d.bind(Number(process.argv[1]));`
+
+export const UDP_ASK = `
+const d = require('node:dgram').createSocket('udp4');
+const t = setTimeout(() => { console.log('timeout'); process.exit(1) }, 3000);
+d.on('message', (m) => { console.log(m.toString()); clearTimeout(t); d.close() });
+d.send('who am i', Number(process.argv[2]), process.argv[1]);`

@@ -55,16 +55,12 @@ export function decideRoutes(wanted: Cidr[], existing: OsRoute[], ourDev: string
     if (cidr.len === 0) return { cidr, install: true, warning: 'default route: installed with policy routing so the tunnel\'s own UDP keeps the original path' }
     for (const r of others) {
       const c = parseCidr(r.dst)
-      if (typeof c === 'string') continue
+      if (typeof c === 'string' || c.len === 0) continue
       const connected = r.scope === 'link' || r.protocol === 'kernel'
-      if (c.text === cidr.text && c.len > 0) {
-        const reason = `conflicts with the existing route "${r.dst}${r.dev ? ' dev ' + r.dev : ''}${r.gateway ? ' via ' + r.gateway : ''}"${connected ? ' (a directly connected subnet)' : ''}`
-        return force ? { cidr, install: true, warning: `${reason}; installed anyway (ForceRoutes)` } : { cidr, install: false, reason: `${reason}; set "ExitNode": {"ForceRoutes": true} to override` }
-      }
-      if (connected && c.len > 0 && cidr.len >= c.len && cidrContains(c, cidr.addr)) {
-        const reason = `overlaps this machine's directly connected subnet ${r.dst} on ${r.dev}`
-        return force ? { cidr, install: true, warning: `${reason}; installed anyway (ForceRoutes)` } : { cidr, install: false, reason: `${reason}; set "ExitNode": {"ForceRoutes": true} to override` }
-      }
+      let reason: string | undefined
+      if (connected && cidr.len >= c.len && cidrContains(c, cidr.addr)) reason = `overlaps this machine's directly connected subnet ${r.dst} on ${r.dev}`
+      else if (c.text === cidr.text) reason = `conflicts with the existing route "${r.dst}${r.dev ? ' dev ' + r.dev : ''}${r.gateway ? ' via ' + r.gateway : ''}"`
+      if (reason) return force ? { cidr, install: true, warning: `${reason}; installed anyway (ForceRoutes)` } : { cidr, install: false, reason: `${reason}; set "ExitNode": {"ForceRoutes": true} to override` }
     }
     const shadowed = others.filter((r) => (r.scope === 'link' || r.protocol === 'kernel') && (() => { const c = parseCidr(r.dst); return typeof c !== 'string' && c.len > cidr.len && cidrsOverlap(c, cidr) })())
     return { cidr, install: true, warning: shadowed.length ? `the local subnet(s) ${shadowed.map((r) => r.dst).join(', ')} inside it stay local` : undefined }

@@ -1,0 +1,191 @@
+/**
+ * The exit-node guide, end to end, in namespaces this test makes:
+ *
+ *   client ──┐                 ┌── exit1 (172.26.0.3) ──┐
+ *            ├─ underlay br ───┼── exit3 (172.26.0.4) ──┼── LAN br in "printer": 172.26.0.250/20 (+ 203.0.113.5 "internet")
+ *            │  198.18.0.0/24  └── exit2 (192.168.77.1) ── host2 192.168.77.10/24
+ *   client also has its own LAN 10.10.0.0/24 (home0, a veth to "home"), which an AvailableRoute must not hijack.
+ */
+import t from 'tap'
+import { Lab, type AgentInfo, type AgentProc, bridge, haveCommand, peerEntry, pingArgs, rootSkipReason, statusJson, UDP_ASK, UDP_WHOAMI } from '../helpers/netns.js'
+
+const skip = rootSkipReason() || (!haveCommand('iptables') ? 'iptables is not installed' : false)
+if (skip) {
+  t.comment(`skipping exit-node tests: ${skip}`)
+  t.pass('skipped')
+} else {
+  t.test('exit nodes as in the guide', async (t) => {
+    const lab = new Lab('ex')
+    t.teardown(() => lab.cleanup())
+    const [nsC, nsE1, nsE2, nsE3, nsP, nsH2, nsSw, nsHome] = await Promise.all(['client', 'exit1', 'exit2', 'exit3', 'printer', 'host2', 'sw', 'home'].map((n) => lab.addNs(n)))
+    const under = await bridge(lab, nsSw, 'br0')
+    await under(nsC, 'eth0', '198.18.0.1/24')
+    await under(nsE1, 'eth0', '198.18.0.2/24')
+    await under(nsE2, 'eth0', '198.18.0.3/24')
+    await under(nsE3, 'eth0', '198.18.0.4/24')
+    const lan = await bridge(lab, nsP, 'lanbr', '172.26.0.250/20')
+    await lab.sh('ip', ['-n', nsP, 'addr', 'add', '203.0.113.5/24', 'dev', 'lanbr'])
+    await lan(nsE1, 'lan0', '172.26.0.3/20')
+    await lan(nsE3, 'lan0', '172.26.0.4/20')
+    await lab.link(nsE2, 'lan0', '192.168.77.1/24', nsH2, 'eth0', '192.168.77.10/24')
+    await lab.link(nsC, 'home0', '10.10.0.1/24', nsHome, 'eth0', '10.10.0.2/24')
+    for (const ns of [nsE1, nsE3]) await lab.sh('ip', ['-n', ns, 'route', 'add', '203.0.113.0/24', 'via', '172.26.0.250'])
+
+    // The guide's manual exit-node setup on exit1 and exit3: ip_forward + one SNAT rule per subnet.
+    for (const [ns, lanIp] of [[nsE1, '172.26.0.3'], [nsE3, '172.26.0.4']]) {
+      await lab.exec(ns, 'sysctl', ['-w', 'net.ipv4.ip_forward=1'])
+      await lab.exec(ns, 'iptables', ['-t', 'nat', '-A', 'POSTROUTING', '-s', '100.64.0.0/10', '-d', '172.26.0.0/20', '-j', 'SNAT', '--to', lanIp])
+    }
+    await lab.exec(nsE1, 'iptables', ['-t', 'nat', '-A', 'POSTROUTING', '-s', '100.64.0.0/10', '-d', '203.0.113.0/24', '-j', 'SNAT', '--to', '172.26.0.3'])
+    // exit2 uses ManageNat; its admin already has an unrelated rule that must survive.
+    await lab.exec(nsE2, 'iptables', ['-t', 'nat', '-A', 'POSTROUTING', '-s', '10.200.0.0/16', '-j', 'MASQUERADE'])
+
+    const C = lab.makeAgent({ name: 'client', ns: nsC })
+    const E1 = lab.makeAgent({ name: 'exit1', ns: nsE1 })
+    const E2 = lab.makeAgent({ name: 'exit2', ns: nsE2 })
+    const E3 = lab.makeAgent({ name: 'exit3', ns: nsE3 })
+    const exitProfile = (routes: string[], extra: Record<string, unknown> = {}) => ({ Peers: [peerEntry(C)], ExitNode: { ProvidesRoutes: routes, ...extra } })
+    lab.writeAgentProfile(E1, exitProfile(['172.26.0.0/20', '203.0.113.0/24']))
+    lab.writeAgentProfile(E2, exitProfile(['192.168.77.0/24'], { ManageNat: true }))
+    lab.writeAgentProfile(E3, exitProfile(['172.26.0.0/20']))
+    const clientProfile = (e1Routes: string[]) => ({
+      Peers: [peerEntry(E1, { Endpoint: '198.18.0.2:51820' }), peerEntry(E3, { Endpoint: '198.18.0.4:51820' }), peerEntry(E2, { Endpoint: '198.18.0.3:51820' })],
+      ExitNode: { AvailableRoutes: { [E1.identity]: e1Routes, [E3.identity]: ['172.26.0.0/20'], [E2.identity]: ['192.168.77.10/32'] } },
+    })
+    lab.writeAgentProfile(C, clientProfile(['172.26.0.0/20', '10.10.0.0/24']))
+
+    const started: Record<string, AgentProc> = {}
+    for (const info of [E1, E2, E3, C] as AgentInfo[]) {
+      started[info.name] = lab.startAgent(info, info === E1 ? ['-v', '5'] : ['-v', '3'])
+      await started[info.name].waitFor(/control socket ready/)
+    }
+    const { client: c, exit1: e1, exit2: e2, exit3: e3 } = started
+
+    await t.test('the client pings the exit node, then the printer behind it', async (t) => {
+      t.equal((await lab.exec(nsC, 'ping', pingArgs(E1.va))).code, 0, 'exit node\'s virtual address answers')
+      const r = await lab.exec(nsC, 'ping', pingArgs('172.26.0.250', 4))
+      t.equal(r.code, 0, `printer answers through the exit node\n${r.stdout}`)
+    })
+
+    await t.test('the printer sees the exit node\'s LAN address as source (SNAT)', async (t) => {
+      const srv = lab.spawn(nsP, process.execPath, ['-e', UDP_WHOAMI, '9999'])
+      await new Promise((r) => setTimeout(r, 300))
+      const r = await lab.exec(nsC, process.execPath, ['-e', UDP_ASK, '172.26.0.250', '9999'])
+      t.equal(r.stdout.trim(), '172.26.0.3', 'UDP reply says the printer saw 172.26.0.3')
+      srv.kill('SIGKILL')
+      const nat = await lab.exec(nsE1, 'iptables', ['-t', 'nat', '-L', 'POSTROUTING', '-n', '-v', '-x'])
+      const line = nat.stdout.split('\n').find((l) => l.includes('172.26.0.0/20'))!
+      t.ok(Number(line.trim().split(/\s+/)[0]) > 0, `SNAT counters rise: ${line.trim()}`)
+    })
+
+    await t.test('TCP through the exit node', async (t) => {
+      if (!haveCommand('iperf3')) return t.skip('iperf3 not installed')
+      const srv = lab.spawn(nsP, 'iperf3', ['-s', '-1', '-B', '172.26.0.250'])
+      await new Promise((r) => setTimeout(r, 400))
+      const ip = await lab.exec(nsC, 'iperf3', ['-c', '172.26.0.250', '-t', '3', '-J'], 30000)
+      t.equal(ip.code, 0, 'iperf3 client -> exit node -> printer')
+      if (ip.code === 0) t.comment(`TCP through the exit node: ${(JSON.parse(ip.stdout).end.sum_received.bits_per_second / 1e9).toFixed(2)} Gbit/s`)
+      srv.kill('SIGKILL')
+    })
+
+    await t.test('LAN hosts may reply but never start traffic into the overlay', async (t) => {
+      await lab.sh('ip', ['-n', nsP, 'route', 'add', '100.64.0.0/10', 'via', '172.26.0.3'])
+      const before = (await statusJson(lab, E1)).exitNode.unsolicitedDrops
+      const r = await lab.exec(nsP, 'ping', ['-c', '3', '-i', '0.2', '-W', '1', C.va])
+      t.not(r.code, 0, 'the printer\'s ping to the client\'s virtual address gets nothing back')
+      t.match(r.stdout, /100% packet loss/)
+      const st = await statusJson(lab, E1)
+      t.ok(st.exitNode.unsolicitedDrops >= before + 3, `unsolicited counter rose from ${before} to ${st.exitNode.unsolicitedDrops}`)
+      await e1.waitFor(/verdict="drop unsolicited/, 5000)
+      t.pass('-v 5 logs the dropped unsolicited packet with its reason')
+      const cs = await statusJson(lab, C)
+      t.equal(cs.counters.not_for_us + cs.counters.not_allowed, 0, 'nothing unsolicited reached the client')
+      t.ok(st.exitNode.users.some((u: any) => u.identity === C.identity && u.flows > 0 && u.bytesToLan > 0), 'the exit node shows who uses it')
+    })
+
+    await t.test('two exit nodes with different subnets, one of them a /32', async (t) => {
+      const r = await lab.exec(nsC, 'ping', pingArgs('192.168.77.10'))
+      t.equal(r.code, 0, 'host behind exit2 via a /32 route (ManageNat rule did the SNAT)')
+      const routes = (await lab.exec(nsC, 'ip', ['route', 'show', 'dev', 'enclave0'])).stdout
+      t.match(routes, /192\.168\.77\.10 proto 211/, '/32 installed')
+      t.match(routes, /172\.26\.0\.0\/20 proto 211/, '/20 installed')
+      t.equal((await lab.exec(nsC, 'ping', ['-c', '1', '-W', '1', '192.168.77.11'])).code === 0, false, 'only the /32 is routed, not its neighbours')
+      const nat = (await lab.exec(nsE2, 'iptables', ['-t', 'nat', '-S', 'POSTROUTING'])).stdout
+      t.match(nat, /-s 100\.64\.0\.0\/10 -d 192\.168\.77\.0\/24 .*--comment "?enclave:enclave0"? -j SNAT --to-source 192\.168\.77\.1/, 'ManageNat added its tagged rule')
+    })
+
+    await t.test('a route that overlaps the client\'s own LAN is reported, not installed', async (t) => {
+      const routes = (await lab.exec(nsC, 'ip', ['route', 'show', '10.10.0.0/24'])).stdout
+      t.match(routes, /dev home0/)
+      t.notMatch(routes, /enclave0/, 'the LAN route was not hijacked')
+      const st = await statusJson(lab, C)
+      const e1s = st.peers.find((p: any) => p.identity === E1.identity)
+      const r = e1s.exitNodeFor.find((x: any) => x.route === '10.10.0.0/24')
+      t.equal(r.installed, false)
+      t.match(r.reason, /directly connected subnet 10\.10\.0\.0\/24 on home0/)
+      await c.waitFor(/route NOT installed.*10\.10\.0\.0\/24|10\.10\.0\.0\/24.*route NOT installed/)
+    })
+
+    await t.test('status on both sides shows "Exit node for"', async (t) => {
+      const cs = await lab.cli(C, ['status'])
+      t.equal(cs.code, 0)
+      t.match(cs.stdout, new RegExp(`Peer: ${E1.identity} \\(exit1\\)[\\s\\S]*?Peer state\\. \\. \\. \\. \\. : Up[\\s\\S]*?Exit node for \\. \\. \\. : 172\\.26\\.0\\.0/20`))
+      t.match(cs.stdout, /: 10\.10\.0\.0\/24 \(not installed: overlaps/)
+      t.match(cs.stdout, new RegExp(`Peer: ${E3.identity} \\(exit3\\)[\\s\\S]*?Exit node for \\. \\. \\. : 172\\.26\\.0\\.0/20 \\(standby: ${E1.identity} is active\\)`))
+      t.match(cs.stdout, /Exit node for \. \. \. : 192\.168\.77\.10\/32/)
+      const es = await lab.cli(E1, ['status'])
+      t.match(es.stdout, /Exit node for \. \. \. : 172\.26\.0\.0\/20\n\s+: 203\.0\.113\.0\/24/)
+      t.match(es.stdout, new RegExp(`Exit node users \\. \\. : ${C.identity}: \\d+ flows`))
+      const ej = await statusJson(lab, E1)
+      t.same(ej.exitNode.providesRoutes, ['172.26.0.0/20', '203.0.113.0/24'])
+      t.same(ej.exitNode.warnings, [], 'prerequisites satisfied: no warnings')
+    })
+
+    await t.test('0.0.0.0/0 through the exit node keeps the underlay up', async (t) => {
+      lab.writeAgentProfile(C, clientProfile(['0.0.0.0/0']))
+      const r = await lab.cli(C, ['reload'])
+      t.equal(r.code, 0, `reload: ${r.stdout}${r.stderr}`)
+      t.equal((await lab.exec(nsC, 'ping', pingArgs('203.0.113.5'))).code, 0, 'an "internet" address goes through the exit node')
+      t.equal((await lab.exec(nsC, 'ping', pingArgs('198.18.0.2'))).code, 0, 'the underlay to the exit node is untouched')
+      t.equal((await lab.exec(nsC, 'ping', pingArgs('10.10.0.2', 1))).code, 0, 'the local LAN stays local')
+      const rules = (await lab.exec(nsC, 'ip', ['rule', 'show'])).stdout
+      t.match(rules, /not from all fwmark/, 'policy rule steers unmarked traffic to our table')
+      const st = await statusJson(lab, C)
+      t.equal(st.peers.find((p: any) => p.identity === E1.identity).state, 'Up', 'tunnel stays up')
+      t.equal((await lab.exec(nsC, 'ping', pingArgs('172.26.0.250'))).code, 0, 'the printer is still reachable (via exit3\'s /20)')
+      lab.writeAgentProfile(C, clientProfile(['172.26.0.0/20']))
+      t.equal((await lab.cli(C, ['reload'])).code, 0)
+      t.notMatch((await lab.exec(nsC, 'ip', ['rule', 'show'])).stdout, /fwmark/, 'policy rules removed when 0.0.0.0/0 goes away')
+    })
+
+    await t.test('failover between two exit nodes offering the same subnet', async (t) => {
+      t.equal((await lab.exec(nsC, 'ping', pingArgs('172.26.0.250'))).code, 0)
+      let st = await statusJson(lab, C)
+      t.equal(st.peers.find((p: any) => p.identity === E1.identity).exitNodeFor[0].active, true, 'exit1 (first in profile order) is active')
+      await e1.stop('SIGKILL')
+      const pinger = lab.exec(nsC, 'ping', ['-c', '100', '-i', '0.3', '-W', '1', '172.26.0.250'], 60000)
+      await c.waitFor(/exit node failover/, 40000)
+      const out = await pinger
+      const tail = out.stdout.split('\n').filter((l) => /icmp_seq=(\d+)/.test(l)).map((l) => Number(/icmp_seq=(\d+)/.exec(l)![1]))
+      t.ok(tail.some((s) => s >= 90), `pings succeed again after failover (last replies: ${tail.slice(-3).join(',')})`)
+      st = await statusJson(lab, C)
+      t.equal(st.peers.find((p: any) => p.identity === E3.identity).exitNodeFor[0].active, true, 'exit3 is now active')
+      t.equal(st.peers.find((p: any) => p.identity === E1.identity).exitNodeFor[0].active, false)
+    })
+
+    await t.test('stop removes every route and rule the client added', async (t) => {
+      t.equal(await c.stop(), 0)
+      t.equal((await lab.exec(nsC, 'ip', ['route', 'show', 'proto', '211'])).stdout.trim(), '', 'no routes left')
+      t.notMatch((await lab.exec(nsC, 'ip', ['rule', 'show'])).stdout, /fwmark/, 'no policy rules left')
+      t.match((await lab.exec(nsC, 'ip', ['route', 'show'])).stdout, /10\.10\.0\.0\/24 dev home0/, 'the user\'s own routes are intact')
+    })
+
+    await t.test('ManageNat removes exactly its own rules', async (t) => {
+      t.equal(await e2.stop(), 0)
+      const nat = (await lab.exec(nsE2, 'iptables', ['-t', 'nat', '-S', 'POSTROUTING'])).stdout
+      t.notMatch(nat, /enclave:/, 'our tagged SNAT rule is gone')
+      t.match(nat, /-s 10\.200\.0\.0\/16 -j MASQUERADE/, 'the admin\'s own rule is untouched')
+      await e3.stop()
+    })
+  })
+}
