@@ -25,9 +25,9 @@ export default class Status extends BaseCommand {
         if (!(e instanceof AgentNotRunning)) throw e
         const s = offlineStatus(loadProfile(this.profileFile(flags)))
         if (!this.jsonEnabled()) this.log(formatStatus(s))
-        else this.logJson(s)
-        this.logToStderr(`\n${e.message}`)
-        this.exit(e.exitCode)
+        this.logToStderr(`${this.jsonEnabled() ? '' : '\n'}${e.message}`)
+        process.exitCode = e.exitCode
+        return s
       }
     }
     const s = offlineStatus(loadProfile(this.profileFile(flags)))

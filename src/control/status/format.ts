@@ -60,7 +60,7 @@ export function formatStatus(s: StatusModel): string {
     lines.push(...field(i1, 'Exit node for', en.providesRoutes))
     if (s.running) {
       lines.push(...field(i1, 'Exit node flows', `${en.activeFlows} active, ${en.unsolicitedDrops} unsolicited packets dropped`))
-      const users = en.users.map((u) => `${u.identity}: ${u.flows} flows, ${formatBytes(u.bytesToLan)} to LAN, ${formatBytes(u.bytesFromLan)} from LAN`)
+      const users = en.users.map((u) => `${u.identity}: ${u.flows} ${u.flows === 1 ? "flow" : "flows"}, ${formatBytes(u.bytesToLan)} to LAN, ${formatBytes(u.bytesFromLan)} from LAN`)
       if (users.length) lines.push(...field(i1, 'Exit node users', users))
     }
     for (const w of en.warnings) lines.push(...field(i1, 'Warning', w))

@@ -1,0 +1,31 @@
+import { Flags } from '@oclif/core'
+import { BaseCommand } from '../base-command.js'
+import { EnclaveError } from '../errors.js'
+import { Demo } from '../demo/demo.js'
+
+export default class DemoCmd extends BaseCommand {
+  static override description = 'Run the exit-node guide live in network namespaces (laptop -> exit node -> printer), then clean up'
+  static override examples = ['sudo <%= config.bin %> demo', 'sudo npm run demo']
+  static override flags = {
+    pause: Flags.integer({ description: 'milliseconds to pause between steps', default: 0, min: 0 }),
+  }
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(DemoCmd)
+    if (process.getuid?.() !== 0) throw new EnclaveError('EPERM', 'the demo creates network namespaces and TUN devices: run it as root (sudo npm run demo)')
+    const demo = new Demo({ out: (s) => this.log(s), pauseMs: flags.pause })
+    const onSignal = () => {
+      this.log('\nInterrupted: cleaning up')
+      demo.teardownSync()
+      process.exit(130)
+    }
+    process.once('SIGINT', onSignal)
+    process.once('SIGTERM', onSignal)
+    try {
+      await demo.run()
+    } finally {
+      demo.teardownSync()
+      this.log('\nCleaned up: agents stopped, namespaces deleted, nothing left behind.')
+    }
+  }
+}
