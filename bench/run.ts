@@ -1,0 +1,83 @@
+/**
+ * `npm run bench`: guards the throughput of the exit-node hot path.
+ *  1. In process (no syscalls): packets/s per worker through the real Pipeline at 1400 B and 64 B.
+ *  2. In namespaces (root, iperf3, wireguard-go): TCP client -> exit node -> LAN host for our agent and
+ *     for stock wireguard-go on the same path, and the ratio. Target: >= 1.5 x the best stock VPN
+ *     measured here (fastd 0.93 Gbit/s => 1.40 Gbit/s; ../shared/research/anchors-throughput.md).
+ * Results: JSON lines on stdout and in bench/results/<timestamp>.jsonl, then a table.
+ * Knobs: BENCH_SECONDS (iperf3 run length, default 5), BENCH_RUNS (default 3), BENCH_NETNS=0 to skip part 2.
+ */
+import fs from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { runHotpath, type HotpathResult } from './hotpath.js'
+import { ExitPathBench, type NetnsResult } from './netns.js'
+
+const TARGET_GBPS = 1.5 * 0.93
+const resultsDir = fileURLToPath(new URL('../../bench/results/', import.meta.url))
+fs.mkdirSync(resultsDir, { recursive: true })
+const file = path.join(resultsDir, `${new Date().toISOString().replace(/[:.]/g, '-')}.jsonl`)
+const emit = (o: object) => {
+  const line = JSON.stringify(o)
+  console.log(line)
+  fs.appendFileSync(file, line + '\n')
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+
+async function main() {
+  emit({ case: 'meta', node: process.version, cpus: (await import('node:os')).cpus().length, date: new Date().toISOString() })
+  const hot: HotpathResult[] = []
+  runHotpath(1400, 64, 0.5) // warm-up: let V8 optimise before measuring
+  for (const size of [1400, 64]) for (const batch of [1, 64]) {
+    const r = runHotpath(size, batch, 2)
+    hot.push(r)
+    emit(r)
+  }
+  const net: NetnsResult[] = []
+  const canNetns = process.getuid?.() === 0 && process.env.BENCH_NETNS !== '0'
+  if (canNetns) {
+    const seconds = Number(process.env.BENCH_SECONDS ?? 5)
+    const runs = Number(process.env.BENCH_RUNS ?? 3)
+    const b = new ExitPathBench()
+    const cleanup = () => { b.teardown(); process.exit(130) }
+    process.once('SIGINT', cleanup)
+    try {
+      await b.setup()
+      for (const impl of ['enclave', 'wireguard-go'] as const) {
+        const stop = await b.start(impl)
+        for (const test of ['tcp1', 'tcp4'] as const) for (let run = 0; run < runs; run++) {
+          const r = await b.iperf(test === 'tcp1' ? 1 : 4, seconds)
+          const rec: NetnsResult = { case: 'exit-path', impl, test, run, gbps: +r.gbps.toFixed(3), retransmits: r.retransmits }
+          net.push(rec)
+          emit(rec)
+        }
+        await stop()
+      }
+    } finally {
+      b.teardown()
+    }
+  }
+
+  console.log('\nIn-process hot path, one thread (client encrypt -> exit decrypt + checks + conntrack):')
+  console.log('  size  batch   outbound pps  Gbit/s    inbound pps  Gbit/s')
+  for (const r of hot) console.log(`  ${String(r.size).padStart(4)}  ${String(r.batch).padStart(5)}  ${String(r.outbound_pps).padStart(13)}  ${r.outbound_gbps.toFixed(2).padStart(6)}  ${String(r.inbound_pps).padStart(13)}  ${r.inbound_gbps.toFixed(2).padStart(6)}`)
+  if (net.length) {
+    console.log('\nTCP client -> exit node -> LAN host (iperf3, median of runs, Gbit/s):')
+    const summary: Record<string, number> = {}
+    for (const impl of ['enclave', 'wireguard-go']) for (const test of ['tcp1', 'tcp4']) {
+      const xs = net.filter((r) => r.impl === impl && r.test === test).map((r) => r.gbps)
+      summary[`${impl}/${test}`] = median(xs)
+      console.log(`  ${impl.padEnd(13)} ${test}: ${median(xs).toFixed(2)}  (runs: ${xs.map((x) => x.toFixed(2)).join(', ')})`)
+    }
+    const ratio = summary['enclave/tcp1'] / summary['wireguard-go/tcp1']
+    console.log(`  ratio enclave / wireguard-go (tcp1): ${ratio.toFixed(2)}x`)
+    console.log(`  target ${TARGET_GBPS.toFixed(2)} Gbit/s (1.5 x fastd 0.93): ${summary['enclave/tcp1'] >= TARGET_GBPS ? 'MET' : 'NOT MET'} by tcp1 ${summary['enclave/tcp1'].toFixed(2)}`)
+    emit({ case: 'summary', ...summary, ratio_tcp1: +ratio.toFixed(2), target_gbps: +TARGET_GBPS.toFixed(2) })
+  } else {
+    console.log('\n(netns throughput skipped: needs root, iperf3 and wireguard-go; BENCH_NETNS=0 also skips it)')
+  }
+  console.log(`\nresults: ${file}`)
+}
+
+await main()
