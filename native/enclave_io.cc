@@ -18,6 +18,7 @@
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -25,9 +26,23 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <atomic>
+
 namespace {
 
 constexpr int kMaxBatch = 256;
+constexpr int kMaxGsoSegments = 64;   // UDP_MAX_SEGMENTS
+constexpr int kMaxGsoBytes = 65000;
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+// Cleared at run time if the kernel refuses UDP_SEGMENT; then every datagram goes out alone.
+static std::atomic<bool> g_gso_ok{true};
+// Receive scratch for GRO-coalesced datagrams (one per thread: each worker owns its sockets).
+thread_local uint8_t t_gro_buf[65536 + 4096];
 
 struct View {
   uint8_t* data = nullptr;
@@ -57,17 +72,20 @@ bool GetView(napi_env env, napi_value v, View* out) {
 inline int32_t I32(const Napi::CallbackInfo& info, size_t i) { return info[i].As<Napi::Number>().Int32Value(); }
 inline Napi::Number Num(const Napi::CallbackInfo& info, double v) { return Napi::Number::New(info.Env(), v); }
 
-// tunOpen(name, multiQueue) -> { fd, name } or { fd: -errno }
+// tunOpen(name, multiQueue, offload) -> { fd, name, offload } or { fd: -errno }
+// With offload, the queue carries a 10-byte virtio_net_hdr before each packet and the kernel may
+// hand us TCP/IPv4 segments up to 64 KB (TSO) and packets whose checksum is left to us (CSUM).
 Napi::Value TunOpen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string name = info[0].As<Napi::String>().Utf8Value();
   bool multi = info[1].As<Napi::Boolean>().Value();
+  bool offload = info.Length() > 2 && info[2].As<Napi::Boolean>().Value();
   Napi::Object res = Napi::Object::New(env);
   int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) { res.Set("fd", -errno); return res; }
   struct ifreq ifr;
   memset(&ifr, 0, sizeof(ifr));
-  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (multi ? IFF_MULTI_QUEUE : 0);
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (multi ? IFF_MULTI_QUEUE : 0) | (offload ? IFF_VNET_HDR : 0);
   strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
   if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
     int e = errno;
@@ -75,8 +93,15 @@ Napi::Value TunOpen(const Napi::CallbackInfo& info) {
     res.Set("fd", -e);
     return res;
   }
+  bool off = false;
+  if (offload) {
+    int hs = 10;
+    unsigned long flags = TUN_F_CSUM | TUN_F_TSO4;
+    off = ioctl(fd, TUNSETVNETHDRSZ, &hs) == 0 && ioctl(fd, TUNSETOFFLOAD, flags) == 0;
+  }
   res.Set("fd", fd);
   res.Set("name", std::string(ifr.ifr_name));
+  res.Set("offload", off);
   return res;
 }
 
@@ -107,6 +132,61 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
   return Num(info, n);
 }
 
+// readArena(fd, arena, offs, lens, maxPkts, timeoutMs) -> count | -errno
+// Reads packets one after another into `arena` (each at a 64-byte aligned offset), while a maximal
+// packet (64 KB + header) still fits. Used with offload, where one read may be a 64 KB segment.
+Napi::Value ReadArena(const Napi::CallbackInfo& info) {
+  int fd = I32(info, 0);
+  View arena, offs, lens;
+  if (!GetView(info.Env(), info[1], &arena) || !GetView(info.Env(), info[2], &offs) || !GetView(info.Env(), info[3], &lens)) return Num(info, -EINVAL);
+  int max = I32(info, 4), timeout = I32(info, 5);
+  int32_t* of = reinterpret_cast<int32_t*>(offs.data);
+  int32_t* ln = reinterpret_cast<int32_t*>(lens.data);
+  if (timeout != 0) {
+    struct pollfd p = {fd, POLLIN, 0};
+    int r = poll(&p, 1, timeout);
+    if (r < 0) return Num(info, errno == EINTR ? 0 : -errno);
+    if (r == 0) return Num(info, 0);
+  }
+  const size_t kMaxPkt = 65536 + 64;
+  size_t pos = 0;
+  int n = 0;
+  while (n < max && pos + kMaxPkt <= arena.bytes) {
+    ssize_t r = read(fd, arena.data + pos, kMaxPkt);
+    if (r < 0) {
+      if (errno == EAGAIN || errno == EINTR || n > 0) break;
+      return Num(info, -errno);
+    }
+    of[n] = (int32_t)pos;
+    ln[n] = (int32_t)r;
+    n++;
+    pos = (pos + r + 63) & ~(size_t)63;
+  }
+  return Num(info, n);
+}
+
+// writeArena(fd, buf, base, offs, lens, count) -> packets written | -errno
+// Writes count packets at buf[base + offs[i]] of lens[i] bytes (the TUN GRO output).
+Napi::Value WriteArena(const Napi::CallbackInfo& info) {
+  int fd = I32(info, 0);
+  View buf, offs, lens;
+  if (!GetView(info.Env(), info[1], &buf) || !GetView(info.Env(), info[3], &offs) || !GetView(info.Env(), info[4], &lens)) return Num(info, -EINVAL);
+  int base = I32(info, 2), count = I32(info, 5);
+  int32_t* of = reinterpret_cast<int32_t*>(offs.data);
+  int32_t* ln = reinterpret_cast<int32_t*>(lens.data);
+  int written = 0;
+  for (int i = 0; i < count; i++) {
+    if (ln[i] <= 0 || (size_t)base + of[i] + ln[i] > buf.bytes) continue;
+    ssize_t r = write(fd, buf.data + base + of[i], ln[i]);
+    if (r < 0) {
+      if (errno == EAGAIN || errno == EINTR || errno == EINVAL || errno == EIO) continue;
+      return Num(info, -errno);
+    }
+    written++;
+  }
+  return Num(info, written);
+}
+
 // writeBatch(fd, slab, slotSize, offset, lens, count) -> packets written | -errno
 // Slots whose length is 0 are skipped (the caller dropped them).
 Napi::Value WriteBatch(const Napi::CallbackInfo& info) {
@@ -134,6 +214,7 @@ Napi::Value UdpOpen(const Napi::CallbackInfo& info) {
   int port = I32(info, 1);
   bool reuse = info[2].As<Napi::Boolean>().Value();
   int rcv = I32(info, 3), snd = I32(info, 4), mark = I32(info, 5);
+  bool gro = info.Length() > 6 && info[6].As<Napi::Boolean>().Value();
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return Num(info, -errno);
   int one = 1;
@@ -148,6 +229,8 @@ Napi::Value UdpOpen(const Napi::CallbackInfo& info) {
   sa.sin_port = htons((uint16_t)port);
   sa.sin_addr.s_addr = htonl(ip);
   if (bind(fd, (struct sockaddr*)&sa, sizeof(sa)) < 0) { int e = errno; close(fd); return Num(info, -e); }
+  // UDP GRO: the kernel may hand us several datagrams of one flow in one read (split in RecvBatch).
+  if (gro) setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof(one));
   return Num(info, fd);
 }
 
@@ -160,7 +243,9 @@ Napi::Value UdpLocalPort(const Napi::CallbackInfo& info) {
 }
 
 // recvBatch(fd, slab, slotSize, lens, addrs, max, timeoutMs) -> count | -errno
-// addrs receives [ip, port] (host order) per slot.
+// addrs receives [ip, port] (host order) per slot. A GRO-coalesced read (UDP_GRO cmsg) is split
+// back into its datagrams at the segment size the kernel reports; reads continue while a full
+// coalesced read (up to 64 datagrams) still fits in the remaining slots.
 Napi::Value RecvBatch(const Napi::CallbackInfo& info) {
   int fd = I32(info, 0);
   View slab, lens, addrs;
@@ -174,33 +259,56 @@ Napi::Value RecvBatch(const Napi::CallbackInfo& info) {
     if (r < 0) return Num(info, errno == EINTR ? 0 : -errno);
     if (r == 0) return Num(info, 0);
   }
-  struct mmsghdr msgs[kMaxBatch];
-  struct iovec iov[kMaxBatch];
-  struct sockaddr_in from[kMaxBatch];
-  for (int i = 0; i < max; i++) {
-    iov[i].iov_base = slab.data + (size_t)i * slot;
-    iov[i].iov_len = slot;
-    memset(&msgs[i].msg_hdr, 0, sizeof(msgs[i].msg_hdr));
-    msgs[i].msg_hdr.msg_iov = &iov[i];
-    msgs[i].msg_hdr.msg_iovlen = 1;
-    msgs[i].msg_hdr.msg_name = &from[i];
-    msgs[i].msg_hdr.msg_namelen = sizeof(from[i]);
-  }
-  int n = recvmmsg(fd, msgs, max, MSG_DONTWAIT, nullptr);
-  if (n < 0) return Num(info, (errno == EAGAIN || errno == EINTR) ? 0 : -errno);
   int32_t* len = reinterpret_cast<int32_t*>(lens.data);
   uint32_t* ad = reinterpret_cast<uint32_t*>(addrs.data);
-  for (int i = 0; i < n; i++) {
-    // A truncated datagram is larger than any valid message: report it as such.
-    len[i] = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? -1 : (int32_t)msgs[i].msg_len;
-    ad[2 * i] = ntohl(from[i].sin_addr.s_addr);
-    ad[2 * i + 1] = ntohs(from[i].sin_port);
+  int n = 0;
+  char control[CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(uint16_t))];
+  while (n < max) {
+    struct sockaddr_in from;
+    struct iovec iov = {t_gro_buf, sizeof(t_gro_buf)};
+    struct msghdr mh;
+    memset(&mh, 0, sizeof(mh));
+    mh.msg_name = &from;
+    mh.msg_namelen = sizeof(from);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = control;
+    mh.msg_controllen = sizeof(control);
+    ssize_t r = recvmsg(fd, &mh, MSG_DONTWAIT);
+    if (r < 0) {
+      if (errno == EAGAIN || errno == EINTR || n > 0) break;
+      return Num(info, -errno);
+    }
+    int seg = (int)r;
+    for (struct cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+      if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+        int v = 0;
+        memcpy(&v, CMSG_DATA(c), c->cmsg_len - CMSG_LEN(0) >= sizeof(int) ? sizeof(int) : sizeof(uint16_t));
+        if (v > 0) seg = v;
+      }
+    }
+    uint32_t ip = ntohl(from.sin_addr.s_addr), port = ntohs(from.sin_port);
+    for (ssize_t off = 0; off < r && n < max; off += seg) {
+      ssize_t l = r - off < seg ? r - off : seg;
+      if (l > slot) {
+        len[n] = -1;  // larger than any valid message
+      } else {
+        memcpy(slab.data + (size_t)n * slot, t_gro_buf + off, l);
+        len[n] = (int32_t)l;
+      }
+      ad[2 * n] = ip;
+      ad[2 * n + 1] = port;
+      n++;
+    }
+    if (max - n < kMaxGsoSegments) break;
   }
   return Num(info, n);
 }
 
 // sendBatch(fd, slab, slotSize, offset, lens, addrs, count) -> datagrams handed to the kernel | -errno
-// Slots with length 0 are skipped. A full socket buffer drops the rest (UDP semantics).
+// Slots with length 0 are skipped. Runs of datagrams to the same destination with the same size
+// (the last of a run may be shorter) go out as one UDP GSO send (UDP_SEGMENT); the kernel splits them.
+// A full socket buffer drops the rest (UDP semantics).
 Napi::Value SendBatch(const Napi::CallbackInfo& info) {
   int fd = I32(info, 0);
   View slab, lens, addrs;
@@ -213,33 +321,79 @@ Napi::Value SendBatch(const Napi::CallbackInfo& info) {
   struct mmsghdr msgs[kMaxBatch];
   struct iovec iov[kMaxBatch];
   struct sockaddr_in to[kMaxBatch];
-  int m = 0;
-  for (int i = 0; i < count; i++) {
-    if (len[i] <= 0) continue;
-    iov[m].iov_base = slab.data + (size_t)i * slot + off;
-    iov[m].iov_len = len[i];
+  int segs[kMaxBatch];
+  union { char buf[CMSG_SPACE(sizeof(uint16_t))]; struct cmsghdr align; } ctl[kMaxBatch];
+  bool gso = g_gso_ok.load(std::memory_order_relaxed);
+  int m = 0, v = 0;
+  for (int i = 0; i < count;) {
+    if (len[i] <= 0) { i++; continue; }
+    int start = i;
+    int run = 0, bytes = 0;
+    int seg0 = len[start];
+    uint32_t dip = ad[2 * start], dport = ad[2 * start + 1];
+    int j = start;
+    for (; j < count; j++) {
+      if (len[j] <= 0) continue;
+      if (run > 0) {
+        if (!gso || ad[2 * j] != dip || ad[2 * j + 1] != dport || len[j] > seg0 || run >= kMaxGsoSegments || bytes + len[j] > kMaxGsoBytes) break;
+      }
+      iov[v + run].iov_base = slab.data + (size_t)j * slot + off;
+      iov[v + run].iov_len = len[j];
+      bytes += len[j];
+      run++;
+      if (len[j] < seg0) { j++; break; }  // a shorter datagram ends the run
+    }
     memset(&to[m], 0, sizeof(to[m]));
     to[m].sin_family = AF_INET;
-    to[m].sin_addr.s_addr = htonl(ad[2 * i]);
-    to[m].sin_port = htons((uint16_t)ad[2 * i + 1]);
+    to[m].sin_addr.s_addr = htonl(dip);
+    to[m].sin_port = htons((uint16_t)dport);
     memset(&msgs[m].msg_hdr, 0, sizeof(msgs[m].msg_hdr));
-    msgs[m].msg_hdr.msg_iov = &iov[m];
-    msgs[m].msg_hdr.msg_iovlen = 1;
+    msgs[m].msg_hdr.msg_iov = &iov[v];
+    msgs[m].msg_hdr.msg_iovlen = run;
     msgs[m].msg_hdr.msg_name = &to[m];
     msgs[m].msg_hdr.msg_namelen = sizeof(to[m]);
+    if (run > 1) {
+      msgs[m].msg_hdr.msg_control = ctl[m].buf;
+      msgs[m].msg_hdr.msg_controllen = sizeof(ctl[m].buf);
+      struct cmsghdr* c = CMSG_FIRSTHDR(&msgs[m].msg_hdr);
+      c->cmsg_level = SOL_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      uint16_t gs = (uint16_t)seg0;
+      memcpy(CMSG_DATA(c), &gs, sizeof(gs));
+    }
+    segs[m] = run;
+    v += run;
     m++;
+    i = j;
   }
-  int sent = 0;
-  while (sent < m) {
-    int r = sendmmsg(fd, msgs + sent, m - sent, MSG_DONTWAIT);
+  int sent = 0, done = 0;
+  while (done < m) {
+    int r = sendmmsg(fd, msgs + done, m - done, MSG_DONTWAIT);
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == ENOBUFS) break;
-      // Per-destination errors (unreachable, no route) drop one datagram, not the batch.
-      if (errno == ENETUNREACH || errno == EHOSTUNREACH || errno == ECONNREFUSED || errno == EPERM || errno == EINVAL) { sent++; continue; }
+      if ((errno == EIO || errno == EINVAL || errno == EOPNOTSUPP) && segs[done] > 1 && g_gso_ok.load()) {
+        // The kernel or device refuses UDP GSO: turn it off for good and send this run one by one.
+        g_gso_ok.store(false);
+        struct msghdr* h = &msgs[done].msg_hdr;
+        for (size_t q = 0; q < h->msg_iovlen; q++) {
+          struct msghdr one = *h;
+          one.msg_iov = &h->msg_iov[q];
+          one.msg_iovlen = 1;
+          one.msg_control = nullptr;
+          one.msg_controllen = 0;
+          if (sendmsg(fd, &one, MSG_DONTWAIT) >= 0) sent++;
+        }
+        done++;
+        continue;
+      }
+      // Per-destination errors (unreachable, no route) drop one message, not the batch.
+      if (errno == ENETUNREACH || errno == EHOSTUNREACH || errno == ECONNREFUSED || errno == EPERM || errno == EINVAL) { done++; continue; }
       return Num(info, sent > 0 ? sent : -errno);
     }
-    sent += r;
+    for (int q = 0; q < r; q++) sent += segs[done + q];
+    done += r;
   }
   return Num(info, sent);
 }
@@ -267,6 +421,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("tunOpen", Napi::Function::New(env, TunOpen));
   exports.Set("readBatch", Napi::Function::New(env, ReadBatch));
   exports.Set("writeBatch", Napi::Function::New(env, WriteBatch));
+  exports.Set("readArena", Napi::Function::New(env, ReadArena));
+  exports.Set("writeArena", Napi::Function::New(env, WriteArena));
   exports.Set("udpOpen", Napi::Function::New(env, UdpOpen));
   exports.Set("udpLocalPort", Napi::Function::New(env, UdpLocalPort));
   exports.Set("recvBatch", Napi::Function::New(env, RecvBatch));

@@ -2,8 +2,9 @@
  * Data-plane worker: one per core, each owning one TUN queue and one UDP socket (SO_REUSEPORT).
  * Run to completion, batch by batch (src/dataplane/pipeline.ts does the per-packet work):
  *
- *   poll(UDP, TUN) -> recvBatch  -> pipeline.inbound  -> writeBatch (TUN)
- *                  -> readBatch  -> pipeline.outbound -> sendBatch  (UDP)
+ *   poll(UDP, TUN) -> recvBatch (UDP GRO split)           -> pipeline.inbound  -> writeBatch (TUN)
+ *                  -> readBatch, or with TUN offload:
+ *                     readArena -> segmentPacket (TSO split) -> pipeline.outbound -> sendBatch (UDP GSO)
  *
  * Handshake messages and packets without a session go to control through the SPSC ring.
  * Routing tables arrive as whole snapshots (postMessage, pulled synchronously when G_CONFIG_GEN
@@ -11,14 +12,23 @@
  */
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads'
 import { native } from '../src/native/io.js'
-import { G_CONFIG_GEN, G_LOG_LEVEL, G_STOP } from '../src/ipc/layout.js'
+import { G_CONFIG_GEN, G_LOG_LEVEL, G_STOP, R, REASONS } from '../src/ipc/layout.js'
 import type { DataplaneTables, WorkerInit } from '../src/ipc/messages.js'
 import { HEADROOM, Pipeline } from '../src/dataplane/pipeline.js'
+import { coalesceForTun, segmentPacket } from '../src/dataplane/offload.js'
 
 const init = workerData as WorkerInit
 const port = parentPort!
 const g = new Int32Array(init.layout.global)
-const pipe = new Pipeline({ ...init, post: (m) => port.postMessage(m) })
+// With TSO one read can become ~48 segments: the outbound batch must hold a whole one.
+const pipe = new Pipeline({ ...init, batch: init.offload ? 128 : init.batch, post: (m) => port.postMessage(m) })
+const reasons = new Float64Array(init.layout.reasons)
+const oU32 = new Uint32Array(pipe.oSlab.buffer, pipe.oSlab.byteOffset, pipe.oSlab.byteLength >> 2)
+const groOffs = new Int32Array(256)
+const groLens = new Int32Array(256)
+const groCursor = new Int32Array(1)
+const arenaOffs = new Int32Array(8)
+const arenaLens = new Int32Array(8)
 let tablesGen = init.tables.gen
 
 function pullTables(): void {
@@ -29,6 +39,31 @@ function pullTables(): void {
     if (msg.t === 'tables' && msg.tables) pipe.tables = msg.tables
   }
   tablesGen = Atomics.load(g, G_CONFIG_GEN)
+}
+
+function flushOutbound(udpFd: number, SLOT: number, k: number): void {
+  if (pipe.outbound(k) > 0) native.sendBatch(udpFd, pipe.oSlab, SLOT, 0, pipe.sLens, pipe.oAddrs, k)
+}
+
+/** Offload TUN: read up to 4 (possibly 64 KB TSO) packets, segment them into slots, send in batches. */
+function runOffloadOutbound(tunFd: number, udpFd: number, SLOT: number, B: number): void {
+  const n = native.readArena(tunFd, pipe.arena!, arenaOffs, arenaLens, 8, 0)
+  let filled = 0
+  for (let a = 0; a < n; a++) {
+    const off = pipe.arenaBase + arenaOffs[a]
+    let r = segmentPacket(pipe.oSlab, oU32, off, arenaLens[a], 0, SLOT, HEADROOM, filled, B - filled, pipe.oLens)
+    if (r === 0 && filled > 0) {
+      flushOutbound(udpFd, SLOT, filled)
+      filled = 0
+      r = segmentPacket(pipe.oSlab, oU32, off, arenaLens[a], 0, SLOT, HEADROOM, 0, B, pipe.oLens)
+    }
+    if (r <= 0) {
+      reasons[init.id * REASONS.length + R.malformed]++
+      continue
+    }
+    filled += r
+  }
+  if (filled > 0) flushOutbound(udpFd, SLOT, filled)
 }
 
 function runDataplaneLoop(): void {
@@ -49,15 +84,25 @@ function runDataplaneLoop(): void {
       const n = native.recvBatch(udpFd, pipe.iSlab, SLOT, pipe.iLens, pipe.iAddrs, B, 0)
       if (n > 0) {
         const writes = pipe.inbound(n)
-        if (writes > 0) {
+        if (writes > 0 && init.offload) {
+          groCursor[0] = 0
+          while (groCursor[0] < n) {
+            const k = coalesceForTun(pipe.iSlab, SLOT, HEADROOM, pipe.wLens, n, pipe.iArenaBase, pipe.iSlab.length, groOffs, groLens, groCursor)
+            if (k > 0) native.writeArena(tunFd, pipe.iSlab, pipe.iArenaBase, groOffs, groLens, k)
+            else break
+          }
+        } else if (writes > 0) {
           const w = native.writeBatch(tunFd, pipe.iSlab, SLOT, HEADROOM, pipe.wLens, n)
           if (w < writes) pipe.countTunWriteErrors(w < 0 ? writes : writes - w)
         }
       }
     }
     if (ev & 2) {
-      const n = native.readBatch(tunFd, pipe.oSlab, SLOT, HEADROOM, pipe.oLens, B, 0)
-      if (n > 0 && pipe.outbound(n) > 0) native.sendBatch(udpFd, pipe.oSlab, SLOT, 0, pipe.sLens, pipe.oAddrs, n)
+      if (init.offload) runOffloadOutbound(tunFd, udpFd, SLOT, B)
+      else {
+        const n = native.readBatch(tunFd, pipe.oSlab, SLOT, HEADROOM, pipe.oLens, B, 0)
+        if (n > 0 && pipe.outbound(n) > 0) native.sendBatch(udpFd, pipe.oSlab, SLOT, 0, pipe.sLens, pipe.oAddrs, n)
+      }
     }
   }
 }

@@ -73,6 +73,7 @@ export class Agent {
   private tunFds: number[] = []
   private udpFds: number[] = []
   private ifname = ''
+  private offload = false
   private port = 0
   private workers: Array<Worker | undefined> = []
   private workerRestarts: number[] = []
@@ -128,9 +129,10 @@ export class Agent {
     this.log.info({ identity: p.identity, virtualAddress: intToIp(p.virtualAddress), version: VERSION, verbosity: VERBOSITY_NAMES[this.verbosity] }, 'starting enclave agent')
     await this.cleanupStale()
 
-    const tun = openTunQueues(p.interface, nWorkers)
+    const tun = openTunQueues(p.interface, nWorkers, process.env.ENCLAVE_TUN_OFFLOAD !== '0')
     this.tunFds = tun.fds
     this.ifname = tun.name
+    this.offload = tun.offload
     try {
       await net.configureInterface(this.ifname, p.virtualAddress, p.mtu)
     } catch (e) {
@@ -155,7 +157,7 @@ export class Agent {
       this.consumers.push(new RingConsumer(this.rings[i]))
       this.startWorker(i)
     }
-    this.log.info({ interface: this.ifname, address: `${intToIp(p.virtualAddress)}/10`, mtu: p.mtu, port: this.port, workers: nWorkers }, 'data plane up')
+    this.log.info({ interface: this.ifname, address: `${intToIp(p.virtualAddress)}/10`, mtu: p.mtu, port: this.port, workers: nWorkers, offload: this.offload ? 'tso4+csum' : 'off' }, 'data plane up')
     await this.syncOsRoutes()
     await this.checkExitNode()
     for (const c of this.consumers) void this.consumeRing(c)
@@ -183,7 +185,7 @@ export class Agent {
   private workerInit(i: number): WorkerInit {
     return {
       id: i, layout: this.layout, ring: this.rings[i], conntrack: this.conntrack, tunFd: this.tunFds[i], udpFd: this.udpFds[i],
-      mtu: this.profile.mtu, batch: 64, epochMs: this.epochMs, tables: this.tables,
+      mtu: this.profile.mtu, batch: 64, epochMs: this.epochMs, tables: this.tables, offload: this.offload,
     }
   }
 

@@ -39,6 +39,8 @@ export interface WorkerInit {
   batch: number
   epochMs: number
   tables: DataplaneTables
+  /** The TUN queues were opened with IFF_VNET_HDR and TSO4/CSUM offload. */
+  offload: boolean
 }
 
 export interface FlowLog {

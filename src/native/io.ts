@@ -8,10 +8,12 @@ import { createRequire } from 'node:module'
 import fs from 'node:fs'
 
 export interface NativeIo {
-  tunOpen(name: string, multiQueue: boolean): { fd: number; name?: string }
+  tunOpen(name: string, multiQueue: boolean, offload?: boolean): { fd: number; name?: string; offload?: boolean }
+  writeArena(fd: number, buf: Uint8Array, base: number, offs: Int32Array, lens: Int32Array, count: number): number
+  readArena(fd: number, arena: Uint8Array, offs: Int32Array, lens: Int32Array, maxPkts: number, timeoutMs: number): number
   readBatch(fd: number, slab: Uint8Array, slotSize: number, offset: number, lens: Int32Array, max: number, timeoutMs: number): number
   writeBatch(fd: number, slab: Uint8Array, slotSize: number, offset: number, lens: Int32Array, count: number): number
-  udpOpen(ip: number, port: number, reusePort: boolean, rcvbuf: number, sndbuf: number, mark: number): number
+  udpOpen(ip: number, port: number, reusePort: boolean, rcvbuf: number, sndbuf: number, mark: number, gro?: boolean): number
   udpLocalPort(fd: number): number
   recvBatch(fd: number, slab: Uint8Array, slotSize: number, lens: Int32Array, addrs: Uint32Array, max: number, timeoutMs: number): number
   sendBatch(fd: number, slab: Uint8Array, slotSize: number, offset: number, lens: Int32Array, addrs: Uint32Array, count: number): number
@@ -50,11 +52,29 @@ export function checkBatchBuffers(slab: Uint8Array, slotSize: number, lens: Int3
   if (addrs && addrs.length < 2 * batch) throw new RangeError(`addrs has ${addrs.length} entries, batch needs ${2 * batch}`)
 }
 
-export function openTunQueues(name: string, queues: number): { fds: number[]; name: string } {
+/**
+ * Opens `queues` queues of one multi-queue TUN device. With `offload`, asks for virtio_net_hdr and
+ * TSO4/CSUM; if the kernel refuses, reopens without (the result says which one you got).
+ */
+export function openTunQueues(name: string, queues: number, offload = false): { fds: number[]; name: string; offload: boolean } {
+  if (offload) {
+    const first = native.tunOpen(name, true, true)
+    if (first.fd >= 0 && first.offload) {
+      const fds = [first.fd]
+      let ok = true
+      for (let i = 1; i < queues && ok; i++) {
+        const r = native.tunOpen(first.name ?? name, true, true)
+        if (r.fd < 0) ok = false
+        else fds.push(r.fd)
+      }
+      if (ok) return { fds, name: first.name ?? name, offload: true }
+      for (const fd of fds) native.close(fd)
+    } else if (first.fd >= 0) native.close(first.fd)
+  }
   const fds: number[] = []
   let actual = name
   for (let i = 0; i < queues; i++) {
-    const r = native.tunOpen(actual, true)
+    const r = native.tunOpen(actual, true, false)
     if (r.fd < 0) {
       for (const fd of fds) native.close(fd)
       throw new NativeError(`cannot open TUN ${name} (queue ${i})`, r.fd)
@@ -62,11 +82,11 @@ export function openTunQueues(name: string, queues: number): { fds: number[]; na
     actual = r.name ?? actual
     fds.push(r.fd)
   }
-  return { fds, name: actual }
+  return { fds, name: actual, offload: false }
 }
 
 export function openUdp(ip: number, port: number, reusePort: boolean, mark: number): number {
-  const fd = native.udpOpen(ip >>> 0, port, reusePort, 4 << 20, 4 << 20, mark)
+  const fd = native.udpOpen(ip >>> 0, port, reusePort, 4 << 20, 4 << 20, mark, true)
   if (fd < 0) throw new NativeError(`cannot bind UDP port ${port}`, fd)
   return fd
 }
