@@ -213,6 +213,14 @@ export class Agent {
     })
   }
 
+  /** Starts a handshake with one peer (by identity or virtual address) if it has no session. */
+  connect(which: string): string | null {
+    const peer = this.peers.find((p) => p.cfg.identity === which || intToIp(p.cfg.virtualAddress) === which)
+    if (!peer) return null
+    if (!peer.current) this.initiate(peer, 'connection requested (waitfor)')
+    return peer.cfg.identity
+  }
+
   /** Starts a new handshake with every peer that has a session (ops and test hook: `enclave rekey`). */
   rekeyAll(): string[] {
     const out: string[] = []

@@ -2,6 +2,7 @@
  * The CLI's side of the control socket: one newline-terminated JSON request, one JSON reply.
  * The socket lives in ENCLAVE_RUN_DIR (default /run/enclave), mode 0600 (or 0660 with ControlGroup).
  */
+import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
 import { EnclaveError } from '../../errors.js'
@@ -14,13 +15,25 @@ export function socketPath(dir = runDir()): string {
 }
 
 export interface ApiRequest {
-  op: 'status' | 'stop' | 'reload' | 'loglevel' | 'ping' | 'rekey' | 'debug'
+  op: 'status' | 'stop' | 'reload' | 'loglevel' | 'ping' | 'rekey' | 'debug' | 'connect'
   [k: string]: unknown
 }
 
 export class AgentNotRunning extends EnclaveError {
   constructor(sock: string, detail: string) {
     super('ENOTRUNNING', `agent is not running (${detail} at ${sock}); start it with \`sudo enclave start\` or \`sudo enclave run\``, 3)
+  }
+}
+
+/** ", or join group X" when the socket is group-accessible (ControlGroup in the profile). */
+function socketGroupHint(sock: string): string {
+  try {
+    const st = fs.statSync(sock)
+    if ((st.mode & 0o060) === 0 || st.gid === 0) return ''
+    const line = fs.readFileSync('/etc/group', 'utf8').split('\n').find((l) => l.split(':')[2] === String(st.gid))
+    return ` or join group ${line ? line.split(':')[0] : st.gid}`
+  } catch {
+    return ''
   }
 }
 
@@ -52,7 +65,7 @@ export async function callAgent<T = unknown>(req: ApiRequest, sock = socketPath(
       if (e.code === 'ENOENT') reject(new AgentNotRunning(sock, 'no socket'))
       else if (e.code === 'ECONNREFUSED') reject(new AgentNotRunning(sock, 'stale socket, nobody listening'))
       else if (e.code === 'EACCES' || e.code === 'EPERM') {
-        reject(new EnclaveError('EACCES', `permission denied on ${sock}: run as root, or join the group named by ControlGroup in the profile`, 4))
+        reject(new EnclaveError('EACCES', `permission denied on ${sock}: run as root${socketGroupHint(sock)}`, 4))
       } else reject(new EnclaveError(e.code ?? 'EIO', `cannot reach the agent at ${sock}: ${e.message}`))
     })
   })

@@ -77,6 +77,8 @@ export class ApiServer {
         return this.agent.status()
       case 'reload':
         return this.agent.reload()
+      case 'connect':
+        return { peer: this.agent.connect(String(req.peer ?? '')) }
       case 'rekey':
         return { peers: this.agent.rekeyAll() }
       case 'loglevel': {

@@ -1,0 +1,23 @@
+import { Flags } from '@oclif/core'
+import { BaseCommand } from '../base-command.js'
+import { runDir } from '../control/profile/profile.js'
+import { startDaemon, stopDaemon, systemctl, useSystemd } from '../control/service.js'
+
+export default class Restart extends BaseCommand {
+  static override description = 'Restart the agent service (for changes `enclave reload` cannot apply)'
+  static override flags = {
+    verbosity: Flags.integer({ char: 'v', description: 'log level for a daemon started without systemd', min: 0, max: 5, default: 1 }),
+  }
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(Restart)
+    if (useSystemd()) {
+      await systemctl('restart')
+      this.log('Restarted (systemctl restart enclave)')
+      return
+    }
+    await stopDaemon(runDir())
+    const r = await startDaemon({ configDir: this.configDirectory(flags), runDir: runDir(), verbosity: flags.verbosity })
+    this.log(`Restarted the agent (pid ${r.pid}); log: ${r.log}`)
+  }
+}

@@ -1,0 +1,22 @@
+import { Flags } from '@oclif/core'
+import { BaseCommand } from '../base-command.js'
+import { runDir } from '../control/profile/profile.js'
+import { startDaemon, systemctl, useSystemd } from '../control/service.js'
+
+export default class Start extends BaseCommand {
+  static override description = 'Start the agent as a service (systemd unit if installed, else a daemon with a pid file)'
+  static override flags = {
+    verbosity: Flags.integer({ char: 'v', description: 'log level for a daemon started without systemd', min: 0, max: 5, default: 1 }),
+  }
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(Start)
+    if (useSystemd()) {
+      await systemctl('start')
+      this.log('Started (systemctl start enclave)')
+      return
+    }
+    const r = await startDaemon({ configDir: this.configDirectory(flags), runDir: runDir(), verbosity: flags.verbosity })
+    this.log(`Started the agent (pid ${r.pid}); log: ${r.log}`)
+  }
+}

@@ -1,0 +1,89 @@
+/**
+ * `enclave doctor`: the exit-node guide's troubleshooting checklist, run on this machine.
+ * Each check gives pass, warn or fail, what was seen, and the fix.
+ */
+import { loadProfile, profilePath } from './profile/profile.js'
+import { callAgent } from './api/client.js'
+import type { StatusModel } from './status/model.js'
+import * as net from '../platform/linux/net.js'
+import { run } from '../platform/linux/exec.js'
+import { parseCidr, type Cidr } from './profile/cidr.js'
+
+export interface Check {
+  name: string
+  result: 'pass' | 'warn' | 'fail'
+  detail: string
+  fix?: string
+}
+
+export async function runDoctor(configDir: string, probe?: string): Promise<Check[]> {
+  const checks: Check[] = []
+  const add = (c: Check) => checks.push(c)
+  let profile
+  try {
+    profile = loadProfile(profilePath(configDir))
+    add({ name: 'profile', result: 'pass', detail: `${profile.file} is valid (identity ${profile.identity})` })
+  } catch (e) {
+    add({ name: 'profile', result: 'fail', detail: (e as Error).message, fix: 'correct the profile at the path and field named above, then `sudo enclave reload`' })
+    return checks
+  }
+  let status: StatusModel | undefined
+  try {
+    status = await callAgent<StatusModel>({ op: 'status' })
+    add({ name: 'agent', result: 'pass', detail: `running (pid ${status.pid}), listening on ${status.bindingAddress}` })
+  } catch (e) {
+    add({ name: 'agent', result: 'fail', detail: (e as Error).message, fix: 'sudo enclave start (or sudo enclave run -v 5 to watch it)' })
+  }
+  if (status) {
+    for (const p of status.peers) {
+      const isExit = p.exitNodeFor.length > 0
+      if (p.state === 'Up') add({ name: `peer ${p.identity}`, result: 'pass', detail: `up, endpoint ${p.endpoint}, last handshake ${p.lastHandshakeSecondsAgo?.toFixed(0)} s ago` })
+      else add({
+        name: `peer ${p.identity}`, result: isExit ? 'fail' : 'warn', detail: `${p.state}${p.endpoint ? `, endpoint ${p.endpoint}` : ', no endpoint known'}`,
+        fix: p.endpoint ? `check that UDP ${p.endpoint} is reachable and that the peer lists this system's public key; \`enclave waitfor ${p.identity}\` starts a handshake` : `set Endpoint for ${p.identity} in the profile, or let the peer connect first`,
+      })
+      for (const r of p.exitNodeFor) {
+        const c = parseCidr(r.route) as Cidr
+        const line = (await run('ip', c.len === 0 ? ['route', 'show', 'table', 'all', 'default', 'dev', status.interface] : ['route', 'show', r.route])).stdout.trim()
+        if (r.installed && line.includes(status.interface)) add({ name: `route ${r.route} via ${p.identity}`, result: r.active ? 'pass' : 'warn', detail: `${line.split('\n')[0]}${r.active ? '' : ` (standby: ${r.reason})`}` })
+        else add({ name: `route ${r.route} via ${p.identity}`, result: 'fail', detail: r.reason ?? `not in the routing table (ip route show ${r.route}: ${line || 'nothing'})`, fix: r.reason?.includes('ForceRoutes') ? 'use a more specific route than your LAN, or set "ExitNode": {"ForceRoutes": true}' : 'sudo enclave reload' })
+      }
+    }
+  }
+  const provides = profile.exitNode.providesRoutes
+  if (provides.length) {
+    if (net.ipForwardEnabled()) add({ name: 'ip_forward', result: 'pass', detail: 'net.ipv4.ip_forward = 1' })
+    else add({ name: 'ip_forward', result: 'fail', detail: 'net.ipv4.ip_forward = 0: the kernel will not forward overlay traffic to the LAN', fix: 'sudo sysctl -w net.ipv4.ip_forward=1 (and set it in /etc/sysctl.conf), or "ExitNode": {"ManageNat": true}' })
+    const rules = await net.natRules()
+    for (const c of provides) {
+      const rule = rules && net.natCovers(rules, c)
+      if (rule) add({ name: `SNAT ${c.text}`, result: 'pass', detail: `${rule.target}${rule.to ? ' to:' + rule.to : ''} (${rule.pkts} packets, ${rule.bytes} bytes so far)` })
+      else {
+        const to = (await net.lanAddressFor(c)) ?? '<this node\'s LAN address>'
+        add({ name: `SNAT ${c.text}`, result: 'fail', detail: rules ? 'no SNAT or MASQUERADE rule translates 100.64.0.0/10 to this subnet' : 'iptables is not available', fix: `sudo iptables -t nat -A POSTROUTING -s 100.64.0.0/10 -d ${c.text} -j SNAT --to ${to}` })
+      }
+    }
+    if (probe) {
+      const r = await run('ping', ['-c', '1', '-W', '2', probe])
+      const rtt = /time=([\d.]+ ms)/.exec(r.stdout)?.[1]
+      add(r.code === 0
+        ? { name: `LAN probe ${probe}`, result: 'pass', detail: `answers (${rtt})` }
+        : { name: `LAN probe ${probe}`, result: 'fail', detail: 'no answer to ICMP echo from the exit node itself', fix: `check this node's LAN interface and routes (ip route get ${probe}); the host's firewall may also drop ping` })
+    }
+    if (status) add({ name: 'unsolicited', result: 'pass', detail: `${status.exitNode.unsolicitedDrops} packets from the LAN dropped because no peer started their flow` })
+  }
+  return checks
+}
+
+export function formatChecks(checks: Check[]): string {
+  const tag = { pass: 'PASS', warn: 'WARN', fail: 'FAIL' }
+  const lines: string[] = []
+  for (const c of checks) {
+    lines.push(`${tag[c.result]}  ${c.name}: ${c.detail}`)
+    if (c.fix && c.result !== 'pass') lines.push(`      fix: ${c.fix}`)
+  }
+  const fails = checks.filter((c) => c.result === 'fail').length
+  const warns = checks.filter((c) => c.result === 'warn').length
+  lines.push('', fails ? `${fails} check(s) failed, ${warns} warning(s)` : warns ? `all checks passed, ${warns} warning(s)` : 'all checks passed')
+  return lines.join('\n')
+}
