@@ -1,68 +1,9 @@
 /**
  * In-process benchmark of the exit-node hot path: synthetic IPv4/UDP packets through the real
  * Pipeline code (parse + route + counter + encrypt outbound; decrypt + replay + cryptokey + destination
- * + conntrack inbound), one thread, no syscalls. Keys are installed into shared memory the way
- * control does after a handshake.
+ * + conntrack inbound), one thread, no syscalls.
  */
-import { createLayout, views, KEY_BYTES_PER_SLOT, K_FIELDS, K_INDEX, K_PEER, K_REMOTE, K_STATE, KF_CREATED_MS, KF_FIELDS, KP_VALID, P_CUR_KP, P_FIELDS, PF_ENDPOINT, PF_FIELDS, packEndpoint } from '../src/ipc/layout.js'
-import { createRing, RingConsumer } from '../src/ipc/ring.js'
-import { createConntrack } from '../src/dataplane/conntrack.js'
-import { buildRouteTable } from '../src/dataplane/route-table.js'
-import { HEADROOM, Pipeline } from '../src/dataplane/pipeline.js'
-import type { DataplaneTables } from '../src/ipc/messages.js'
-import { LOCAL_PROVIDED, LOCAL_SELF } from '../src/ipc/messages.js'
-import sodium from 'sodium-native'
-
-const A_VA = 0x64400001
-const B_VA = 0x64400002
-const LAN = 0xac1a0000 // 172.26.0.0/20 behind B
-
-function tables(selfVa: number, peerVa: number, provides: boolean): DataplaneTables {
-  const rt = buildRouteTable([{ addr: peerVa, len: 32, value: 0 }, ...(provides ? [] : [{ addr: LAN, len: 20, value: 0 }])])
-  const at = buildRouteTable([{ addr: peerVa, len: 32, value: 0 }, ...(provides ? [] : [{ addr: LAN, len: 20, value: 0 }])])
-  const lt = buildRouteTable([{ addr: selfVa, len: 32, value: LOCAL_SELF }, ...(provides ? [{ addr: LAN, len: 20, value: LOCAL_PROVIDED }] : [])])
-  const pt = buildRouteTable(provides ? [{ addr: LAN, len: 20, value: 0 }, { addr: 0x64400000, len: 10, value: -1 }] : [])
-  return {
-    gen: 1, routeChild: rt.child, routeVal: rt.val, allowChild: at.child, allowVal: at.val, groupStart: Int32Array.of(0, 1, 2),
-    groupPeers: Int32Array.of(0, 0), localChild: lt.child, localVal: lt.val, providedChild: pt.child, providedVal: pt.val, exitNode: provides,
-  }
-}
-
-function side(selfVa: number, peerVa: number, provides: boolean, sendKey: Uint8Array, recvKey: Uint8Array, localIndex: number, remoteIndex: number, batch: number) {
-  const layout = createLayout(64, 1)
-  const v = views(layout)
-  const kp = localIndex & 4095
-  v.kpKeys.set(sendKey, kp * KEY_BYTES_PER_SLOT)
-  v.kpKeys.set(recvKey, kp * KEY_BYTES_PER_SLOT + 32)
-  v.kpI32[kp * K_FIELDS + K_REMOTE] = remoteIndex | 0
-  v.kpI32[kp * K_FIELDS + K_PEER] = 0
-  v.kpI32[kp * K_FIELDS + K_INDEX] = localIndex | 0
-  v.kpF64[kp * KF_FIELDS + KF_CREATED_MS] = Date.now()
-  Atomics.store(v.kpI32, kp * K_FIELDS + K_STATE, KP_VALID)
-  Atomics.store(v.peerI32, 0 * P_FIELDS + P_CUR_KP, kp)
-  v.peerF64[0 * PF_FIELDS + PF_ENDPOINT] = packEndpoint(0xc6120002, 51820)
-  const ring = createRing(256)
-  const pipe = new Pipeline({ id: 0, layout, ring, conntrack: createConntrack(), mtu: 1420, batch, epochMs: Date.now(), tables: tables(selfVa, peerVa, provides), post: () => undefined })
-  return { pipe, ring: new RingConsumer(ring) }
-}
-
-function ipv4udp(buf: Uint8Array, off: number, size: number, src: number, dst: number, sport: number): void {
-  buf.fill(0, off, off + size)
-  buf[off] = 0x45
-  buf[off + 2] = size >> 8
-  buf[off + 3] = size & 255
-  buf[off + 8] = 64
-  buf[off + 9] = 17
-  for (let i = 0; i < 4; i++) {
-    buf[off + 12 + i] = (src >>> (24 - 8 * i)) & 255
-    buf[off + 16 + i] = (dst >>> (24 - 8 * i)) & 255
-  }
-  buf[off + 20] = sport >> 8
-  buf[off + 21] = sport & 255
-  buf[off + 22] = 0x1f
-  buf[off + 23] = 0x90
-  for (let i = 28; i < size; i++) buf[off + i] = i & 255
-}
+import { A_VA, HEADROOM, LAN, deliver, ipv4udp, sessionPair } from '../src/dataplane/testbed.js'
 
 export interface HotpathResult {
   case: string
@@ -78,21 +19,13 @@ export interface HotpathResult {
 
 /** Client side encrypts towards the exit node; the exit node decrypts, checks and tracks the flow. */
 export function runHotpath(size: number, batch: number, seconds: number): HotpathResult {
-  const k1 = Buffer.alloc(32)
-  const k2 = Buffer.alloc(32)
-  sodium.randombytes_buf(k1)
-  sodium.randombytes_buf(k2)
-  const client = side(A_VA, B_VA, false, k1, k2, (1 << 12) | 7, (2 << 12) | 9, batch)
-  const exit = side(B_VA, A_VA, true, k2, k1, (2 << 12) | 9, (1 << 12) | 7, batch)
-  const c = client.pipe
-  const e = exit.pipe
+  const { client: c, exit: e } = sessionPair(batch)
   const template = new Uint8Array(c.slot * batch)
   for (let i = 0; i < batch; i++) ipv4udp(template, i * c.slot + HEADROOM, size, A_VA, LAN + 250, 40000 + i)
   let outNs = 0
   let inNs = 0
   let packets = 0
   const until = process.hrtime.bigint() + BigInt(Math.round(seconds * 1e9))
-  let ctr = 0
   while (process.hrtime.bigint() < until) {
     const now = Date.now()
     c.setClock(now)
@@ -103,12 +36,7 @@ export function runHotpath(size: number, batch: number, seconds: number): Hotpat
     const sends = c.outbound(batch)
     const t1 = process.hrtime.bigint()
     if (sends !== batch) throw new Error(`outbound produced ${sends}/${batch} datagrams`)
-    e.iSlab.set(c.oSlab.subarray(0, c.slot * batch))
-    for (let i = 0; i < batch; i++) {
-      e.iLens[i] = c.sLens[i]
-      e.iAddrs[2 * i] = 0xc6120001
-      e.iAddrs[2 * i + 1] = 51820
-    }
+    deliver(c, e, batch)
     const t2 = process.hrtime.bigint()
     const writes = e.inbound(batch)
     const t3 = process.hrtime.bigint()
@@ -116,7 +44,6 @@ export function runHotpath(size: number, batch: number, seconds: number): Hotpat
     outNs += Number(t1 - t0)
     inNs += Number(t3 - t2)
     packets += batch
-    ctr++
   }
   const outPps = packets / (outNs / 1e9)
   const inPps = packets / (inNs / 1e9)

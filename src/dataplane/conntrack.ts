@@ -39,7 +39,10 @@ export function createConntrack(): SharedArrayBuffer {
   return new SharedArrayBuffer(CT_ENTRIES * CT_FIELDS * 4)
 }
 
-function hash(proto: number, peerIp: number, lanIp: number, ports: number): number {
+function hash(proto: number, peerHi: number, peerLo: number, lanHi: number, lanLo: number, peerPort: number, lanPort: number): number {
+  const peerIp = (peerHi << 16) | peerLo
+  const lanIp = (lanHi << 16) | lanLo
+  const ports = (peerPort << 16) | lanPort
   let h = Math.imul(peerIp ^ 0x9e3779b9, 0x85ebca6b)
   h ^= Math.imul(lanIp, 0xc2b2ae35)
   h ^= Math.imul(ports ^ (proto << 24), 0x27d4eb2f)
@@ -62,7 +65,15 @@ function unlockEntry(t: Int32Array, b: number): void {
  * and TCP flags. Returns 1 if a new entry was made, 0 if refreshed, 2 if an entry was evicted, -1 if busy.
  */
 export function ctTrack(t: Int32Array, proto: number, peerIp: number, lanIp: number, ports: number, peer: number, nowS: number, ttl: number): number {
-  const h = hash(proto, peerIp, lanIp, ports)
+  return ctTrack16(t, proto, (peerIp >>> 16) & 0xffff, peerIp & 0xffff, (lanIp >>> 16) & 0xffff, lanIp & 0xffff, (ports >>> 16) & 0xffff, ports & 0xffff, peer, nowS, ttl)
+}
+
+/** Hot-path form: addresses and the ports word as 16-bit halves (never boxed; see lookupRoute16). */
+export function ctTrack16(t: Int32Array, proto: number, peerHi: number, peerLo: number, lanHi: number, lanLo: number, peerPort: number, lanPort: number, peer: number, nowS: number, ttl: number): number {
+  const peerIp = (peerHi << 16) | peerLo
+  const lanIp = (lanHi << 16) | lanLo
+  const ports = (peerPort << 16) | lanPort
+  const h = hash(proto, peerHi, peerLo, lanHi, lanLo, peerPort, lanPort)
   let victim = -1
   let victimExp = 0x7fffffff
   for (let i = 0; i < CT_PROBE; i++) {
@@ -103,7 +114,15 @@ export function ctTrack(t: Int32Array, proto: number, peerIp: number, lanIp: num
  * slot that started it, or -1. On a hit the entry is marked replied and its lifetime refreshed.
  */
 export function ctReply(t: Int32Array, proto: number, peerIp: number, lanIp: number, ports: number, nowS: number, ttl: number): number {
-  const h = hash(proto, peerIp, lanIp, ports)
+  return ctReply16(t, proto, (peerIp >>> 16) & 0xffff, peerIp & 0xffff, (lanIp >>> 16) & 0xffff, lanIp & 0xffff, (ports >>> 16) & 0xffff, ports & 0xffff, nowS, ttl)
+}
+
+/** Hot-path form of ctReply (see ctTrack16). */
+export function ctReply16(t: Int32Array, proto: number, peerHi: number, peerLo: number, lanHi: number, lanLo: number, peerPort: number, lanPort: number, nowS: number, ttl: number): number {
+  const peerIp = (peerHi << 16) | peerLo
+  const lanIp = (lanHi << 16) | lanLo
+  const ports = (peerPort << 16) | lanPort
+  const h = hash(proto, peerHi, peerLo, lanHi, lanLo, peerPort, lanPort)
   for (let i = 0; i < CT_PROBE; i++) {
     const b = ((h + i) & (CT_ENTRIES - 1)) * CT_FIELDS
     const s1 = Atomics.load(t, b + F_SEQ)

@@ -23,9 +23,9 @@ import {
 } from '../ipc/layout.js'
 import { MSG_CONFIRMED, MSG_HANDSHAKE, MSG_REKEY, MSG_STAGED, RingProducer, type RingBuffers } from '../ipc/ring.js'
 import { LOCAL_PROVIDED, type DataplaneTables } from '../ipc/messages.js'
-import { lookupRoute } from './route-table.js'
-import { replayCheckAndSet, replayMaybeFresh } from './replay.js'
-import { PROTO_ICMP, PROTO_TCP, PROTO_UDP, ctReply, ctTrack, ttlFor } from './conntrack.js'
+import { lookupRoute16 } from './route-table.js'
+import { replayCheckAndSet32, replayMaybeFresh } from './replay.js'
+import { PROTO_ICMP, PROTO_TCP, PROTO_UDP, ctReply16, ctTrack16, ttlFor } from './conntrack.js'
 import {
   MSG_TRANSPORT, REJECT_AFTER_TIME_MS, REKEY_AFTER_TIME_MS, RECV_COUNTER_LIMIT, SEND_COUNTER_LIMIT, SEND_COUNTER_REKEY,
 } from '../protocol/constants.js'
@@ -56,29 +56,27 @@ type ViewCache = Array<Array<[Uint8Array, Uint8Array] | undefined>>
 function rd32(b: Uint8Array, o: number): number {
   return ((b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]) >>> 0
 }
-function rd32le(b: Uint8Array, o: number): number {
-  return (b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)) >>> 0
-}
-function wr32le(b: Uint8Array, o: number, x: number): void {
-  b[o] = x & 255
-  b[o + 1] = (x >>> 8) & 255
-  b[o + 2] = (x >>> 16) & 255
-  b[o + 3] = (x >>> 24) & 255
-}
+/*
+ * Numbers above 2^30 (IPv4 addresses, receiver indices) do not fit V8's small integers: passed to a
+ * function that is not inlined they are boxed, an allocation per packet. So addresses travel as two
+ * 16-bit halves, header words are written byte by byte inline, and port pairs come back through PORTS.
+ */
+const PORTS = new Int32Array(2) // [peerPort, lanPort] from portsInto()
 
-/** Ports word for conntrack, from the peer's side: peerPort<<16 | lanPort (ICMP echo: id<<16). */
-function portsWord(b: Uint8Array, p: number, proto: number, peerIsSource: boolean): number {
+/** Ports for conntrack, from the peer's side (ICMP echo: the identifier as the peer's "port"). */
+function portsInto(b: Uint8Array, p: number, proto: number, peerIsSource: boolean): void {
   const l4 = p + (b[p] & 15) * 4
+  PORTS[0] = 0
+  PORTS[1] = 0
   if (proto === PROTO_TCP || proto === PROTO_UDP) {
     const sp = (b[l4] << 8) | b[l4 + 1]
     const dp = (b[l4 + 2] << 8) | b[l4 + 3]
-    return peerIsSource ? ((sp << 16) | dp) >>> 0 : ((dp << 16) | sp) >>> 0
-  }
-  if (proto === PROTO_ICMP) {
+    PORTS[0] = peerIsSource ? sp : dp
+    PORTS[1] = peerIsSource ? dp : sp
+  } else if (proto === PROTO_ICMP) {
     const type = b[l4]
-    if (type === 8 || type === 0) return (((b[l4 + 4] << 8) | b[l4 + 5]) << 16) >>> 0
+    if (type === 8 || type === 0) PORTS[0] = (b[l4 + 4] << 8) | b[l4 + 5]
   }
-  return 0
 }
 
 export class Pipeline {
@@ -194,7 +192,7 @@ export class Pipeline {
   }
 
   /** Exit node: may this packet from the LAN (src in ProvidesRoutes) go to `dst`, a peer? */
-  private replyAllowed(b: Uint8Array, p: number, len: number, src: number, dst: number): boolean {
+  private replyAllowed(b: Uint8Array, p: number, len: number): boolean {
     const proto = b[p + 9]
     const l4 = p + (b[p] & 15) * 4
     if (proto === PROTO_ICMP && len >= l4 - p + 8 + 20) {
@@ -204,11 +202,14 @@ export class Pipeline {
         const q = l4 + 8
         const qproto = b[q + 9]
         if (len < q - p + (b[q] & 15) * 4 + 8) return false
-        return ctReply(this.ct, qproto, rd32(b, q + 12), rd32(b, q + 16), portsWord(b, q, qproto, true), this.nowS, 0) >= 0
+        portsInto(b, q, qproto, true)
+        return ctReply16(this.ct, qproto, (b[q + 12] << 8) | b[q + 13], (b[q + 14] << 8) | b[q + 15], (b[q + 16] << 8) | b[q + 17], (b[q + 18] << 8) | b[q + 19], PORTS[0], PORTS[1], this.nowS, 0) >= 0
       }
     }
     const flags = proto === PROTO_TCP ? b[l4 + 13] : 0
-    return ctReply(this.ct, proto, dst, src, portsWord(b, p, proto, false), this.nowS, ttlFor(proto, flags)) >= 0
+    portsInto(b, p, proto, false)
+    // The reply goes LAN -> peer: the peer is the destination.
+    return ctReply16(this.ct, proto, (b[p + 16] << 8) | b[p + 17], (b[p + 18] << 8) | b[p + 19], (b[p + 12] << 8) | b[p + 13], (b[p + 14] << 8) | b[p + 15], PORTS[0], PORTS[1], this.nowS, ttlFor(proto, flags)) >= 0
   }
 
   /** Classifies and encrypts n packets in oSlab; returns how many datagrams are ready (sLens > 0). */
@@ -221,17 +222,15 @@ export class Pipeline {
       const len = oLens[i]
       const p = i * SLOT + HEADROOM
       if (len < 20 || (oSlab[p] >> 4) !== 4) { this.drop(R.not_ipv4); continue }
-      const src = rd32(oSlab, p + 12)
-      const dst = rd32(oSlab, p + 16)
-      const peer = lookupRoute(t.routeChild, t.routeVal, dst)
+      const peer = lookupRoute16(t.routeChild, t.routeVal, (oSlab[p + 16] << 8) | oSlab[p + 17], (oSlab[p + 18] << 8) | oSlab[p + 19])
       if (peer < 0) {
         this.drop(R.no_route)
         if (this.logLevel >= 5) this.flowLog('out', -1, oSlab, p, len, 'drop no_route')
         continue
       }
       const cb = this.cBase + peer * C_PEER_FIELDS
-      if (t.exitNode && lookupRoute(t.providedChild, t.providedVal, src) >= 0) {
-        if (!this.replyAllowed(oSlab, p, len, src, dst)) {
+      if (t.exitNode && lookupRoute16(t.providedChild, t.providedVal, (oSlab[p + 12] << 8) | oSlab[p + 13], (oSlab[p + 14] << 8) | oSlab[p + 15]) >= 0) {
+        if (!this.replyAllowed(oSlab, p, len)) {
           this.drop(R.unsolicited)
           if (this.logLevel >= 5) this.flowLog('out', peer, oSlab, p, len, 'drop unsolicited (LAN hosts may only reply)')
           continue
@@ -262,10 +261,28 @@ export class Pipeline {
       oSlab[h + 1] = 0
       oSlab[h + 2] = 0
       oSlab[h + 3] = 0
-      wr32le(oSlab, h + 4, kpI32[kb + K_REMOTE])
-      wr32le(oSlab, h + 8, ctr)
-      wr32le(oSlab, h + 12, 0)
-      wr32le(this.oNonce, 4, ctr)
+      const remote = kpI32[kb + K_REMOTE]
+      oSlab[h + 4] = remote & 255
+      oSlab[h + 5] = (remote >>> 8) & 255
+      oSlab[h + 6] = (remote >>> 16) & 255
+      oSlab[h + 7] = (remote >>> 24) & 255
+      const n0 = ctr & 255
+      const n1 = (ctr >>> 8) & 255
+      const n2 = (ctr >>> 16) & 255
+      const n3 = (ctr >>> 24) & 255
+      oSlab[h + 8] = n0
+      oSlab[h + 9] = n1
+      oSlab[h + 10] = n2
+      oSlab[h + 11] = n3
+      oSlab[h + 12] = 0
+      oSlab[h + 13] = 0
+      oSlab[h + 14] = 0
+      oSlab[h + 15] = 0
+      const nonce = this.oNonce
+      nonce[4] = n0
+      nonce[5] = n1
+      nonce[6] = n2
+      nonce[7] = n3
       const sv = (padded & 15) === 0 ? this.slotViews(this.oViews, oSlab, i, padded) : [oSlab.subarray(p, p + padded), oSlab.subarray(p + padded, p + padded + 16)]
       sodium.crypto_aead_chacha20poly1305_ietf_encrypt_detached(sv[0], sv[1], sv[0], null, null, this.oNonce, this.sendKeys[kp])
       // The keypair may have been retired while we encrypted; never send under a recycled slot.
@@ -303,16 +320,17 @@ export class Pipeline {
         continue
       }
       if (len < 32) { this.drop(R.malformed); continue }
-      const idx = rd32le(iSlab, b + 4)
-      const kp = idx & KP_MASK
+      const idxLo = iSlab[b + 4] | (iSlab[b + 5] << 8)
+      const kp = idxLo & KP_MASK
       const kb = kp * K_FIELDS
       const state = Atomics.load(kpI32, kb + K_STATE)
-      if (state === 0 || (kpI32[kb + K_INDEX] >>> 0) !== idx) { this.drop(R.bad_index); continue }
+      if (state === 0 || kpI32[kb + K_INDEX] !== (idxLo | (iSlab[b + 6] << 16) | (iSlab[b + 7] << 24))) { this.drop(R.bad_index); continue }
       const kf = kp * KF_FIELDS
       if (now - kpF64[kf + KF_CREATED_MS] >= REJECT_AFTER_TIME_MS) { this.drop(R.expired); continue }
-      const counter = rd32le(iSlab, b + 12) * 4294967296 + rd32le(iSlab, b + 8)
+      const ctrLo = (iSlab[b + 8] | (iSlab[b + 9] << 8) | (iSlab[b + 10] << 16) | (iSlab[b + 11] << 24)) >>> 0
+      const ctrHi = (iSlab[b + 12] | (iSlab[b + 13] << 8) | (iSlab[b + 14] << 16) | (iSlab[b + 15] << 24)) >>> 0
       const rb = kp * REPLAY_WORDS
-      if (counter >= RECV_COUNTER_LIMIT || !replayMaybeFresh(kpReplay, rb, kpF64[kf + KF_REPLAY_LAST], counter)) { this.drop(R.replay); continue }
+      if (ctrHi >= RECV_COUNTER_LIMIT / 4294967296 || !replayMaybeFresh(kpReplay, rb, kpF64, kf + KF_REPLAY_LAST, ctrHi, ctrLo)) { this.drop(R.replay); continue }
       const clen = len - 32
       const nonce = this.iNonce
       for (let j = 0; j < 8; j++) nonce[4 + j] = iSlab[b + 8 + j]
@@ -326,7 +344,7 @@ export class Pipeline {
         continue
       }
       while (Atomics.compareExchange(kpI32, kb + K_LOCK, 0, 1) !== 0) { /* uncontended in practice: one worker per flow */ }
-      const fresh = replayCheckAndSet(kpReplay, rb, kpF64, kf + KF_REPLAY_LAST, counter)
+      const fresh = replayCheckAndSet32(kpReplay, rb, kpF64, kf + KF_REPLAY_LAST, ctrHi, ctrLo)
       Atomics.store(kpI32, kb + K_LOCK, 0)
       if (!fresh) { this.drop(R.replay); continue }
       const peer = kpI32[kb + K_PEER]
@@ -345,9 +363,11 @@ export class Pipeline {
       if (clen < 20 || (iSlab[p] >> 4) !== 4) { this.drop(R.not_ipv4); continue }
       const tot = (iSlab[p + 2] << 8) | iSlab[p + 3]
       if (tot < 20 || tot > clen) { this.drop(R.malformed); continue }
-      const src = rd32(iSlab, p + 12)
-      const dst = rd32(iSlab, p + 16)
-      const grp = lookupRoute(t.allowChild, t.allowVal, src)
+      const sHi = (iSlab[p + 12] << 8) | iSlab[p + 13]
+      const sLo = (iSlab[p + 14] << 8) | iSlab[p + 15]
+      const dHi = (iSlab[p + 16] << 8) | iSlab[p + 17]
+      const dLo = (iSlab[p + 18] << 8) | iSlab[p + 19]
+      const grp = lookupRoute16(t.allowChild, t.allowVal, sHi, sLo)
       let allowed = false
       if (grp >= 0) for (let j = t.groupStart[grp]; j < t.groupStart[grp + 1]; j++) if (t.groupPeers[j] === peer) allowed = true
       if (!allowed) {
@@ -355,7 +375,7 @@ export class Pipeline {
         if (this.logLevel >= 5) this.flowLog('in', peer, iSlab, p, tot, 'drop not_allowed (source not allowed for this peer)')
         continue
       }
-      const where = lookupRoute(t.localChild, t.localVal, dst)
+      const where = lookupRoute16(t.localChild, t.localVal, dHi, dLo)
       if (where < 0) {
         this.drop(R.not_for_us)
         if (this.logLevel >= 5) this.flowLog('in', peer, iSlab, p, tot, 'drop not_for_us')
@@ -364,7 +384,8 @@ export class Pipeline {
       if (where === LOCAL_PROVIDED) {
         const proto = iSlab[p + 9]
         const flags = proto === PROTO_TCP ? iSlab[p + (iSlab[p] & 15) * 4 + 13] : 0
-        if (ctTrack(this.ct, proto, src, dst, portsWord(iSlab, p, proto, true), peer, this.nowS, ttlFor(proto, flags)) === 2) this.drop(R.conntrack_full)
+        portsInto(iSlab, p, proto, true)
+        if (ctTrack16(this.ct, proto, sHi, sLo, dHi, dLo, PORTS[0], PORTS[1], peer, this.nowS, ttlFor(proto, flags)) === 2) this.drop(R.conntrack_full)
         counters[cb + C_TO_LAN_BYTES] += tot
       }
       if (this.logLevel >= 5) this.flowLog('in', peer, iSlab, p, tot, where === LOCAL_PROVIDED ? 'routed to LAN' : 'delivered')

@@ -16,6 +16,16 @@ export const REPLAY_WINDOW = (REPLAY_WORDS - 1) * 32
  * Call only after the packet authenticated.
  */
 export function replayCheckAndSet(bits: Uint32Array, base: number, lastArr: Float64Array, lastIdx: number, counter: number): boolean {
+  return replayCheckAndSet32(bits, base, lastArr, lastIdx, Math.floor(counter / 4294967296), counter % 4294967296)
+}
+
+/**
+ * The hot-path form, with the 64-bit counter as its high and low 32-bit words (each passed as
+ * two 16-bit halves would be excessive: words above 2^30 are rare, since counters start at 0 and
+ * a keypair lives 180 s; values are only boxed, never wrong).
+ */
+export function replayCheckAndSet32(bits: Uint32Array, base: number, lastArr: Float64Array, lastIdx: number, ctrHi: number, ctrLo: number): boolean {
+  const counter = ctrHi * 4294967296 + ctrLo
   const last = lastArr[lastIdx]
   const block = Math.floor(counter / 32)
   if (counter > last) {
@@ -35,7 +45,9 @@ export function replayCheckAndSet(bits: Uint32Array, base: number, lastArr: Floa
 }
 
 /** Cheap pre-check before decrypting: false if certainly a replay or too old. */
-export function replayMaybeFresh(bits: Uint32Array, base: number, last: number, counter: number): boolean {
+export function replayMaybeFresh(bits: Uint32Array, base: number, lastArr: Float64Array, lastIdx: number, ctrHi: number, ctrLo: number): boolean {
+  const counter = ctrHi * 4294967296 + ctrLo
+  const last = lastArr[lastIdx]
   if (counter > last) return true
   if (last - counter >= REPLAY_WINDOW) return false
   return (bits[base + (Math.floor(counter / 32) % REPLAY_WORDS)] & ((1 << (counter % 32)) >>> 0)) === 0

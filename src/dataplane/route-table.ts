@@ -64,8 +64,17 @@ function setCovering(child: Int32Array, val: Int32Array, idx: number, v: number)
   for (let i = c * 256; i < c * 256 + 256; i++) if (val[i] === old) setCovering(child, val, i, v)
 }
 
-/** Returns the value of the longest matching prefix, or -1. Allocation-free. */
+/** Returns the value of the longest matching prefix, or -1. */
 export function lookupRoute(child: Int32Array, val: Int32Array, addr: number): number {
+  return lookupRoute16(child, val, (addr >>> 16) & 0xffff, addr & 0xffff)
+}
+
+/**
+ * The hot-path form: the address as two 16-bit halves. Full IPv4 addresses do not fit V8's small
+ * integers and would be boxed (allocated) when passed to a function; halves never are.
+ */
+export function lookupRoute16(child: Int32Array, val: Int32Array, hi: number, lo: number): number {
+  const addr = (hi << 16) | lo
   let idx = (addr >>> 24) & 255
   let best = val[idx]
   let c = child[idx]
