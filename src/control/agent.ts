@@ -8,6 +8,7 @@
  * counters and timestamps in shared memory.
  */
 import { Worker } from 'node:worker_threads'
+import { Piscina } from 'piscina'
 import dns from 'node:dns/promises'
 import os from 'node:os'
 import sodium from 'sodium-native'
@@ -30,9 +31,9 @@ import { type DataplaneTables, type FlowLog, LOCAL_PROVIDED, LOCAL_SELF, type Wo
 import { type RouteEntry, buildRouteTable } from '../dataplane/route-table.js'
 import { createConntrack, ctCountByPeer } from '../dataplane/conntrack.js'
 import {
-  type CookieChecker, type LocalStatic, acceptInitiation, checkMac1, checkMac2, consumeCookieReply, consumeInitiation,
-  consumeResponse, cookieChecker, createCookieReply, createInitiation, createResponse, localStatic, peerCrypto,
-  readReceiverIndex, type SessionKeys,
+  type ConsumedInitiation, type LocalStatic, acceptInitiation, checkMac1, checkMac2, consumeCookieReply,
+  consumeResponse, cookieChecker, createCookieReply, createInitiation, localStatic, peerCrypto,
+  readReceiverIndex, type SessionKeys, writeMacs,
 } from '../protocol/noise.js'
 import {
   MAX_INITIATIONS_PER_PEER_PER_S, MSG_COOKIE_REPLY, MSG_INITIATION, MSG_RESPONSE,
@@ -58,6 +59,8 @@ const MAX_STAGED_PER_PEER = 128
 const TICK_MS = 100
 const STAGE_DROP_LOG_MS = 5000
 const HEALTH_PROBE_MS = 30_000
+/** Initiations being processed in the pool at once; beyond this they are dropped (initiators retry). */
+const MAX_HANDSHAKES_IN_FLIGHT = 64
 
 export class Agent {
   readonly opts: AgentOptions
@@ -97,6 +100,9 @@ export class Agent {
   private ctrlLens = new Int32Array(1)
   private ctrlAddrs = new Uint32Array(2)
   private api?: ApiServer
+  /** The responder's handshake crypto runs here (workers/handshake.ts), never on this thread. */
+  private hsPool?: Piscina
+  private hsInFlight = 0
   private stoppedResolve!: () => void
   readonly stopped: Promise<void>
   private verbosity: number
@@ -118,6 +124,7 @@ export class Agent {
       setVerbosity(this.log, p.logLevel)
     }
     this.local = localStatic(p.privateKey, p.publicKey)
+    this.hsPool = new Piscina({ filename: new URL('../../workers/handshake.js', import.meta.url).href, minThreads: 1, maxThreads: 1, idleTimeout: 60_000 })
     const nWorkers = this.opts.workers ?? p.workers ?? Math.max(1, Math.min(os.availableParallelism(), 4))
     this.layout = createLayout(Math.max(64, p.peers.length * 2 + 16), nWorkers)
     this.v = views(this.layout)
@@ -398,25 +405,12 @@ export class Agent {
       }
     }
     if (type === MSG_INITIATION) {
-      const ci = consumeInitiation(this.local, msg, (pk) => this.peers.find((p) => Buffer.compare(p.cfg.publicKey, pk) === 0)?.crypto.staticStatic, now)
-      if (!ci) {
-        this.log.network({ from }, 'handshake initiation from an unknown key or that does not authenticate: dropped')
+      if (this.hsInFlight >= MAX_HANDSHAKES_IN_FLIGHT) {
+        this.log.debug({ from }, 'handshake pool saturated: initiation dropped (the initiator retries)')
         return
       }
-      const peer = this.peers.find((p) => Buffer.compare(p.cfg.publicKey, ci.peerPublicKey) === 0)!
-      const verdict = acceptInitiation(peer.crypto, ci, now, 1000 / MAX_INITIATIONS_PER_PEER_PER_S)
-      if (verdict !== 'ok') {
-        this.log.protocol({ peer: peer.cfg.identity, from, verdict }, 'handshake initiation refused')
-        return
-      }
-      const { slot, index } = this.allocKeypair()
-      const { msg: resp, keys } = createResponse(peer.crypto, index, now)
-      if (peer.next) this.retireKeypair(peer.next.slot)
-      peer.next = this.installKeypair(peer, slot, index, keys, KP_RECV_ONLY)
-      this.v.peerF64[peer.slot * PF_FIELDS + PF_ENDPOINT] = packEndpoint(ip, port)
-      this.sendRaw(resp, ip, port)
-      peer.lastHandshakeMs = now
-      this.log.protocol({ peer: peer.cfg.identity, from }, 'answered handshake initiation')
+      this.hsInFlight++
+      void this.answerInitiation(msg, ip, port).catch((e: Error) => this.log.error({ from, err: e.message }, 'handshake task failed')).finally(() => this.hsInFlight--)
       return
     }
     if (type === MSG_RESPONSE) {
@@ -451,6 +445,39 @@ export class Agent {
         peer.lastInitiationSentMs = -Infinity
       }
     }
+  }
+
+  /** Responder: decrypt in the pool, check replay/flood here, build the response in the pool, install. */
+  private async answerInitiation(msg: Buffer, ip: number, port: number): Promise<void> {
+    const from = `${intToIp(ip)}:${port}`
+    const ci = await this.hsPool!.run({ op: 'consume', msg, privateKey: this.local.privateKey, publicKey: this.local.publicKey, nowMs: Date.now() }) as ConsumedInitiation | null
+    if (this.stopping) return
+    const peer = ci && this.peers.find((p) => Buffer.compare(p.cfg.publicKey, Buffer.from(ci.peerPublicKey)) === 0)
+    if (!ci || !peer) {
+      this.log.network({ from }, 'handshake initiation from an unknown key or that does not authenticate: dropped')
+      return
+    }
+    const verdict = acceptInitiation(peer.crypto, ci, Date.now(), 1000 / MAX_INITIATIONS_PER_PEER_PER_S)
+    if (verdict !== 'ok') {
+      this.log.protocol({ peer: peer.cfg.identity, from, verdict }, 'handshake initiation refused')
+      return
+    }
+    const { slot, index } = this.allocKeypair()
+    const state = peer.crypto.handshake!
+    peer.crypto.handshake = undefined
+    const r = await this.hsPool!.run({ op: 'respond', peerPublicKey: peer.cfg.publicKey, presharedKey: peer.crypto.presharedKey, state, localIndex: index, nowMs: Date.now() }) as { msg: Uint8Array; keys: SessionKeys }
+    if (this.stopping || !this.peers.includes(peer)) {
+      this.retireKeypair(slot)
+      return
+    }
+    const resp = Buffer.from(r.msg)
+    writeMacs(resp, peer.crypto, Date.now())
+    if (peer.next) this.retireKeypair(peer.next.slot)
+    peer.next = this.installKeypair(peer, slot, index, r.keys, KP_RECV_ONLY)
+    this.v.peerF64[peer.slot * PF_FIELDS + PF_ENDPOINT] = packEndpoint(ip, port)
+    this.sendRaw(resp, ip, port)
+    peer.lastHandshakeMs = Date.now()
+    this.log.protocol({ peer: peer.cfg.identity, from }, 'answered handshake initiation')
   }
 
   /** Encrypts and sends a transport message from control (keepalives, staged packets). */
@@ -930,6 +957,7 @@ export class Agent {
       this.log.info({ rules: n }, 'ManageNat: removed our SNAT rules')
     }
     await this.api?.close()
+    await this.hsPool?.destroy()
     await this.closeFds() // the TUN device disappears with its last queue
     this.log.info('stopped; everything this agent added was removed')
     this.stoppedResolve()

@@ -1,0 +1,52 @@
+/**
+ * Architecture rules, checked on the sources: the data plane never reaches into control, the CLI,
+ * platform code or oclif; commands never touch the data plane directly; one file loads the addon.
+ */
+import t from 'tap'
+import fs from 'node:fs'
+import path from 'node:path'
+
+const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..')
+
+function files(dir: string): string[] {
+  const out: string[] = []
+  for (const e of fs.readdirSync(path.join(ROOT, dir), { withFileTypes: true })) {
+    const rel = path.join(dir, e.name)
+    if (e.isDirectory()) out.push(...files(rel))
+    else if (rel.endsWith('.ts')) out.push(rel)
+  }
+  return out
+}
+
+function imports(file: string): string[] {
+  const src = fs.readFileSync(path.join(ROOT, file), 'utf8')
+  const out: string[] = []
+  // Multi-line import lists included: anything up to `from '…'` that is not a statement end.
+  for (const m of src.matchAll(/(?:^|\n)\s*(?:import|export)\s[^;'"]*?from\s+['"]([^'"]+)['"]/g)) {
+    const spec = m[1]
+    out.push(spec.startsWith('.') ? path.join(path.dirname(file), spec).replace(/\.js$/, '.ts') : spec)
+  }
+  return out
+}
+
+const dataplane = [...files('src/dataplane'), ...files('workers')]
+const forbiddenForDataplane = [/^src\/control\//, /^src\/commands\//, /^src\/platform\//, /^@oclif\//, /^src\/demo\//]
+
+t.test('the data plane imports no control, CLI or platform code', async (t) => {
+  const bad: string[] = []
+  for (const f of dataplane) for (const i of imports(f)) if (forbiddenForDataplane.some((re) => re.test(i))) bad.push(`${f} -> ${i}`)
+  t.same(bad, [], bad.join('\n'))
+  t.ok(dataplane.length >= 8, `checked ${dataplane.length} data-plane files`)
+  t.ok(imports('src/dataplane/pipeline.ts').includes('src/ipc/layout.ts'), 'multi-line imports are seen')
+})
+
+t.test('commands talk to the daemon, not to the data plane', async (t) => {
+  const bad: string[] = []
+  for (const f of files('src/commands')) for (const i of imports(f)) if (/^src\/dataplane\/|^workers\//.test(i)) bad.push(`${f} -> ${i}`)
+  t.same(bad, [], bad.join('\n'))
+})
+
+t.test('only src/native/io.ts loads the native addon', async (t) => {
+  const loaders = [...files('src'), ...files('workers'), ...files('bench')].filter((f) => fs.readFileSync(path.join(ROOT, f), 'utf8').includes('enclave_io.node'))
+  t.same(loaders, ['src/native/io.ts'])
+})
