@@ -69,6 +69,14 @@ bool GetView(napi_env env, napi_value v, View* out) {
   return true;
 }
 
+// Waits until fd is readable: 1, 0 on timeout or signal, -errno on error.
+int WaitReadable(int fd, int timeoutMs) {
+  struct pollfd p = {fd, POLLIN, 0};
+  int r = poll(&p, 1, timeoutMs);
+  if (r < 0) return errno == EINTR ? 0 : -errno;
+  return r;
+}
+
 inline int32_t I32(const Napi::CallbackInfo& info, size_t i) { return info[i].As<Napi::Number>().Int32Value(); }
 inline Napi::Number Num(const Napi::CallbackInfo& info, double v) { return Napi::Number::New(info.Env(), v); }
 
@@ -114,10 +122,8 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
   int slot = I32(info, 2), off = I32(info, 3), max = I32(info, 5), timeout = I32(info, 6);
   int32_t* len = reinterpret_cast<int32_t*>(lens.data);
   if (timeout != 0) {
-    struct pollfd p = {fd, POLLIN, 0};
-    int r = poll(&p, 1, timeout);
-    if (r < 0) return Num(info, errno == EINTR ? 0 : -errno);
-    if (r == 0) return Num(info, 0);
+    int w = WaitReadable(fd, timeout);
+    if (w <= 0) return Num(info, w);
   }
   int n = 0;
   for (; n < max; n++) {
@@ -143,10 +149,8 @@ Napi::Value ReadArena(const Napi::CallbackInfo& info) {
   int32_t* of = reinterpret_cast<int32_t*>(offs.data);
   int32_t* ln = reinterpret_cast<int32_t*>(lens.data);
   if (timeout != 0) {
-    struct pollfd p = {fd, POLLIN, 0};
-    int r = poll(&p, 1, timeout);
-    if (r < 0) return Num(info, errno == EINTR ? 0 : -errno);
-    if (r == 0) return Num(info, 0);
+    int w = WaitReadable(fd, timeout);
+    if (w <= 0) return Num(info, w);
   }
   const size_t kMaxPkt = 65536 + 64;
   size_t pos = 0;
@@ -254,10 +258,8 @@ Napi::Value RecvBatch(const Napi::CallbackInfo& info) {
   int slot = I32(info, 2), max = I32(info, 5), timeout = I32(info, 6);
   if (max > kMaxBatch) max = kMaxBatch;
   if (timeout != 0) {
-    struct pollfd p = {fd, POLLIN, 0};
-    int r = poll(&p, 1, timeout);
-    if (r < 0) return Num(info, errno == EINTR ? 0 : -errno);
-    if (r == 0) return Num(info, 0);
+    int w = WaitReadable(fd, timeout);
+    if (w <= 0) return Num(info, w);
   }
   int32_t* len = reinterpret_cast<int32_t*>(lens.data);
   uint32_t* ad = reinterpret_cast<uint32_t*>(addrs.data);

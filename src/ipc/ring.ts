@@ -36,18 +36,21 @@ export function createRing(capacity: number): RingBuffers {
   }
 }
 
-export class RingProducer {
+/** Views over one ring's shared memory; the producer and consumer each make their own. */
+class RingView {
   readonly h: Int32Array
   readonly meta: Int32Array
   readonly data: Uint8Array
-  private readonly mask: number
+  protected readonly mask: number
   constructor(r: RingBuffers) {
     this.h = new Int32Array(r.header)
     this.meta = new Int32Array(r.meta)
     this.data = new Uint8Array(r.data)
     this.mask = r.capacity - 1
   }
+}
 
+export class RingProducer extends RingView {
   /** Copies src[off, off+len) into the ring. Returns false when full (the caller counts a drop). */
   push(kind: number, src: Uint8Array, off: number, len: number, ip: number, port: number, peer: number, aux: number): boolean {
     const tail = Atomics.load(this.h, RING_TAIL)
@@ -78,18 +81,7 @@ export interface RingMessage {
   aux: number
 }
 
-export class RingConsumer {
-  readonly h: Int32Array
-  readonly meta: Int32Array
-  readonly data: Uint8Array
-  private readonly mask: number
-  constructor(r: RingBuffers) {
-    this.h = new Int32Array(r.header)
-    this.meta = new Int32Array(r.meta)
-    this.data = new Uint8Array(r.data)
-    this.mask = r.capacity - 1
-  }
-
+export class RingConsumer extends RingView {
   /** Takes every pending message (copies payloads out, then releases the slots). */
   drain(): RingMessage[] {
     const out: RingMessage[] = []
