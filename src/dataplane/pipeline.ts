@@ -330,7 +330,11 @@ export class Pipeline {
       const ctrLo = (iSlab[b + 8] | (iSlab[b + 9] << 8) | (iSlab[b + 10] << 16) | (iSlab[b + 11] << 24)) >>> 0
       const ctrHi = (iSlab[b + 12] | (iSlab[b + 13] << 8) | (iSlab[b + 14] << 16) | (iSlab[b + 15] << 24)) >>> 0
       const rb = kp * REPLAY_WORDS
-      if (ctrHi >= RECV_COUNTER_LIMIT / 4294967296 || !replayMaybeFresh(kpReplay, rb, kpF64, kf + KF_REPLAY_LAST, ctrHi, ctrLo)) { this.drop(R.replay); continue }
+      if (ctrHi >= RECV_COUNTER_LIMIT / 4294967296 || !replayMaybeFresh(kpReplay, rb, kpF64, kf + KF_REPLAY_LAST, ctrHi, ctrLo)) {
+        this.drop(R.replay)
+        if (this.logLevel >= 5) this.post({ t: 'log', level: 'info', msg: `inbound: verdict=drop replay (counter ${ctrHi * 4294967296 + ctrLo} already seen or too old) peer_slot=${kpI32[kb + K_PEER]}` })
+        continue
+      }
       const clen = len - 32
       const nonce = this.iNonce
       for (let j = 0; j < 8; j++) nonce[4 + j] = iSlab[b + 8 + j]
@@ -340,13 +344,17 @@ export class Pipeline {
         sodium.crypto_aead_chacha20poly1305_ietf_decrypt_detached(sv[0], null, sv[0], sv[1], null, nonce, this.recvKeys[kp])
       } catch {
         this.drop(R.bad_mac)
-        if (this.logLevel >= 5) this.post({ t: 'log', level: 'info', msg: `inbound: bad MAC from ${iAddrs[2 * i] >>> 24}.${(iAddrs[2 * i] >>> 16) & 255}.${(iAddrs[2 * i] >>> 8) & 255}.${iAddrs[2 * i] & 255}:${iAddrs[2 * i + 1]}` })
+        if (this.logLevel >= 5) this.post({ t: 'log', level: 'info', msg: `inbound: verdict=drop bad_mac from ${iAddrs[2 * i] >>> 24}.${(iAddrs[2 * i] >>> 16) & 255}.${(iAddrs[2 * i] >>> 8) & 255}.${iAddrs[2 * i] & 255}:${iAddrs[2 * i + 1]}` })
         continue
       }
       while (Atomics.compareExchange(kpI32, kb + K_LOCK, 0, 1) !== 0) { /* uncontended in practice: one worker per flow */ }
       const fresh = replayCheckAndSet32(kpReplay, rb, kpF64, kf + KF_REPLAY_LAST, ctrHi, ctrLo)
       Atomics.store(kpI32, kb + K_LOCK, 0)
-      if (!fresh) { this.drop(R.replay); continue }
+      if (!fresh) {
+        this.drop(R.replay)
+        if (this.logLevel >= 5) this.post({ t: 'log', level: 'info', msg: `inbound: verdict=drop replay (counter ${ctrHi * 4294967296 + ctrLo}) peer_slot=${kpI32[kb + K_PEER]}` })
+        continue
+      }
       const peer = kpI32[kb + K_PEER]
       if (state === KP_RECV_ONLY && Atomics.compareExchange(kpI32, kb + K_STATE, KP_RECV_ONLY, KP_VALID) === KP_RECV_ONLY) {
         // The initiator used the new session: it becomes ours for sending too.

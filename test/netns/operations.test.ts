@@ -154,5 +154,34 @@ if (skip) {
 
     t.equal(await a.stop(), 0)
     t.equal(await b.stop(), 0)
+
+    await t.test('after kill -9, the next start removes what the dead agent left', async (t) => {
+      lab.writeAgentProfile(A, { Peers: [peerEntry(B, { Endpoint: '198.18.0.2:51820' })], ExitNode: { AvailableRoutes: { [B.identity]: ['0.0.0.0/0'] } } })
+      lab.writeAgentProfile(B, { Peers: [peerEntry(A)], ExitNode: { ProvidesRoutes: ['172.26.0.0/20'], ManageNat: true } })
+      const countRules = async () => ((await lab.exec(nsA, 'ip', ['rule', 'show'])).stdout.match(/not from all fwmark/g) ?? []).length
+      const countNat = async () => ((await lab.exec(nsB, 'iptables', ['-t', 'nat', '-S', 'POSTROUTING'])).stdout.match(/enclave:enclave0/g) ?? []).length
+      let a2 = lab.startAgent(A)
+      let b2 = lab.startAgent(B)
+      await a2.waitFor(/control socket ready/)
+      await b2.waitFor(/control socket ready/)
+      t.equal(await countRules(), 1, 'policy rule for 0.0.0.0/0 installed')
+      t.equal(await countNat(), 1, 'ManageNat rule installed')
+      await a2.stop('SIGKILL')
+      await b2.stop('SIGKILL')
+      t.equal(await countRules(), 1, 'the killed client left its policy rule behind')
+      t.equal(await countNat(), 1, 'the killed exit node left its NAT rule behind')
+      a2 = lab.startAgent(A)
+      b2 = lab.startAgent(B)
+      await a2.waitFor(/control socket ready/)
+      await b2.waitFor(/control socket ready/)
+      await b2.waitFor(/removed NAT rules left by an earlier run/)
+      t.equal(await countRules(), 1, 'restart: exactly one policy rule (stale one replaced)')
+      t.equal(await countNat(), 1, 'restart: exactly one NAT rule (stale one removed first)')
+      t.equal((await lab.exec(nsA, 'ping', ['-c', '2', '-i', '0.2', '-W', '2', B.va])).code, 0, 'the restarted agents work')
+      t.equal(await a2.stop(), 0)
+      t.equal(await b2.stop(), 0)
+      t.equal(await countRules(), 0, 'clean stop: no rules')
+      t.equal(await countNat(), 0, 'clean stop: no NAT rules')
+    })
   })
 }
