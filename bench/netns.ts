@@ -22,10 +22,16 @@ function sh(cmd: string, args: string[], timeoutMs = 60000): Promise<{ code: num
 export interface NetnsResult {
   case: string
   impl: 'enclave' | 'wireguard-go'
-  test: 'tcp1' | 'tcp4'
+  test: 'tcp1' | 'tcp4' | 'udp64' | 'ping'
   run: number
-  gbps: number
-  retransmits: number
+  gbps?: number
+  retransmits?: number
+  /** udp64: packets per second that arrived at the LAN host (iperf3 -u -l 64 -b 0). */
+  kpps?: number
+  loss_pct?: number
+  /** ping: average and worst round trip in ms (200 echoes, 10 ms apart). */
+  avg_ms?: number
+  max_ms?: number
 }
 
 export class ExitPathBench {
@@ -124,6 +130,23 @@ export class ExitPathBench {
     if (r.code !== 0) throw new Error(`iperf3 failed: ${r.out.slice(0, 500)}`)
     const j = JSON.parse(r.out)
     return { gbps: j.end.sum_received.bits_per_second / 1e9, retransmits: j.end.sum_sent.retransmits ?? 0 }
+  }
+
+  async udp64(seconds: number): Promise<{ kpps: number; loss: number }> {
+    const srv = this.spawnIn(this.ns('lan'), 'iperf3', ['-s', '-1', '-B', '172.26.0.250'])
+    await new Promise((r) => setTimeout(r, 400))
+    const r = await sh('ip', ['netns', 'exec', this.ns('client'), 'iperf3', '-c', '172.26.0.250', '-u', '-l', '64', '-b', '0', '-t', String(seconds), '-J'], (seconds + 20) * 1000)
+    if (srv.pid && srv.exitCode === null) process.kill(srv.pid, 'SIGKILL')
+    if (r.code !== 0) throw new Error(`iperf3 -u failed: ${r.out.slice(0, 500)}`)
+    const s = JSON.parse(r.out).end.sum
+    return { kpps: (s.packets - s.lost_packets) / s.seconds / 1000, loss: s.lost_percent }
+  }
+
+  async ping(): Promise<{ avg: number; max: number }> {
+    const r = await sh('ip', ['netns', 'exec', this.ns('client'), 'ping', '-c', '200', '-i', '0.01', '-q', '172.26.0.250'], 30000)
+    const m = /= ([\d.]+)\/([\d.]+)\/([\d.]+)/.exec(r.out)
+    if (!m) throw new Error(`ping failed: ${r.out}`)
+    return { avg: Number(m[2]), max: Number(m[3]) }
   }
 
   teardown(): void {

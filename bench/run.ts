@@ -52,6 +52,16 @@ async function main() {
           net.push(rec)
           emit(rec)
         }
+        for (let run = 0; run < runs; run++) {
+          const u = await b.udp64(seconds)
+          const rec: NetnsResult = { case: 'exit-path', impl, test: 'udp64', run, kpps: +u.kpps.toFixed(1), loss_pct: +u.loss.toFixed(1) }
+          net.push(rec)
+          emit(rec)
+        }
+        const pg = await b.ping()
+        const prec: NetnsResult = { case: 'exit-path', impl, test: 'ping', run: 0, avg_ms: pg.avg, max_ms: pg.max }
+        net.push(prec)
+        emit(prec)
         await stop()
       }
     } finally {
@@ -66,9 +76,17 @@ async function main() {
     console.log('\nTCP client -> exit node -> LAN host (iperf3, median of runs, Gbit/s):')
     const summary: Record<string, number> = {}
     for (const impl of ['enclave', 'wireguard-go']) for (const test of ['tcp1', 'tcp4']) {
-      const xs = net.filter((r) => r.impl === impl && r.test === test).map((r) => r.gbps)
+      const xs = net.filter((r) => r.impl === impl && r.test === test).map((r) => r.gbps!)
       summary[`${impl}/${test}`] = median(xs)
       console.log(`  ${impl.padEnd(13)} ${test}: ${median(xs).toFixed(2)}  (runs: ${xs.map((x) => x.toFixed(2)).join(', ')})`)
+    }
+    console.log('\nUDP, 64-byte payloads, unlimited offered rate (kpps delivered to the LAN host, median) and ping (ms):')
+    for (const impl of ['enclave', 'wireguard-go']) {
+      const u = net.filter((r) => r.impl === impl && r.test === 'udp64')
+      const p = net.find((r) => r.impl === impl && r.test === 'ping')
+      summary[`${impl}/udp64_kpps`] = median(u.map((r) => r.kpps!))
+      if (p) summary[`${impl}/ping_avg_ms`] = p.avg_ms!
+      console.log(`  ${impl.padEnd(13)} udp64: ${median(u.map((r) => r.kpps!)).toFixed(1)} kpps (loss ${u.map((r) => r.loss_pct).join('/')} %)   ping avg ${p?.avg_ms} ms, max ${p?.max_ms} ms`)
     }
     const ratio = summary['enclave/tcp1'] / summary['wireguard-go/tcp1']
     console.log(`  ratio enclave / wireguard-go (tcp1): ${ratio.toFixed(2)}x`)
