@@ -124,7 +124,9 @@ export class Agent {
       setVerbosity(this.log, p.logLevel)
     }
     this.local = localStatic(p.privateKey, p.publicKey)
-    this.hsPool = new Piscina({ filename: new URL('../../workers/handshake.js', import.meta.url).href, minThreads: 1, maxThreads: 1, idleTimeout: 60_000 })
+    this.hsPool = new Piscina({ filename: new URL('../../workers/handshake.js', import.meta.url).href, minThreads: 1, maxThreads: 1, idleTimeout: Infinity })
+    // Warm the pool (module load, JIT) so the first peer's handshake is not the one that pays for it.
+    void this.hsPool.run({ op: 'consume', msg: new Uint8Array(148), privateKey: p.privateKey, publicKey: p.publicKey, nowMs: Date.now() }).catch(() => undefined)
     const nWorkers = this.opts.workers ?? p.workers ?? Math.max(1, Math.min(os.availableParallelism(), 4))
     this.layout = createLayout(Math.max(64, p.peers.length * 2 + 16), nWorkers)
     this.v = views(this.layout)
@@ -787,15 +789,23 @@ export class Agent {
         net.enableIpForward()
         this.log.info('ManageNat: enabled net.ipv4.ip_forward')
       }
-      await net.removeTaggedNatRules(this.natTag)
-      for (const c of en.providesRoutes) {
-        const to = en.snatAddress !== undefined ? intToIp(en.snatAddress) : await net.lanAddressFor(c)
-        if (!to) {
-          this.exitWarnings.push(`ManageNat: no local address reaches ${c.text}; no SNAT rule added`)
-          continue
+      if ((await net.natRules()) === undefined) {
+        this.exitWarnings.push('ManageNat needs iptables (iptables-nft works) and it is not installed: add the SNAT rules by hand (nft or iptables)')
+      } else {
+        await net.removeTaggedNatRules(this.natTag)
+        for (const c of en.providesRoutes) {
+          const to = en.snatAddress !== undefined ? intToIp(en.snatAddress) : await net.lanAddressFor(c)
+          if (!to) {
+            this.exitWarnings.push(`ManageNat: no local address reaches ${c.text}; no SNAT rule added`)
+            continue
+          }
+          try {
+            await net.addNatRule(net.natRuleArgs(c, to, this.natTag))
+            this.log.info({ route: c.text, to }, 'ManageNat: added SNAT rule')
+          } catch (e) {
+            this.exitWarnings.push(`ManageNat: could not add the SNAT rule for ${c.text}: ${(e as Error).message}`)
+          }
         }
-        await net.addNatRule(net.natRuleArgs(c, to, this.natTag))
-        this.log.info({ route: c.text, to }, 'ManageNat: added SNAT rule')
       }
     }
     if (!net.ipForwardEnabled()) this.exitWarnings.push('IP forwarding is off, so nothing reaches the LAN: run `sudo sysctl -w net.ipv4.ip_forward=1`')
