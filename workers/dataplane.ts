@@ -107,5 +107,6 @@ function runDataplaneLoop(): void {
   }
 }
 
+port.postMessage({ t: 'ready', id: init.id })
 runDataplaneLoop()
 port.postMessage({ t: 'stopped', id: init.id })

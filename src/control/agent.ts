@@ -161,11 +161,13 @@ export class Agent {
     }
     for (const cfg of p.peers) await this.addPeer(cfg)
     this.rebuildTables()
+    const started: Promise<void>[] = []
     for (let i = 0; i < nWorkers; i++) {
       this.rings.push(createRing(256))
       this.consumers.push(new RingConsumer(this.rings[i]))
-      this.startWorker(i)
+      started.push(this.startWorker(i))
     }
+    await Promise.all(started)
     this.log.info({ interface: this.ifname, address: `${intToIp(p.virtualAddress)}/10`, mtu: p.mtu, port: this.port, workers: nWorkers, offload: this.offload ? 'tso4+csum' : 'off' }, 'data plane up')
     await this.syncOsRoutes()
     await this.checkExitNode()
@@ -198,11 +200,15 @@ export class Agent {
     }
   }
 
-  private startWorker(i: number): void {
+  /** Starts worker i; resolves when its loop runs (so "ready" means packets are being read). */
+  private startWorker(i: number): Promise<void> {
     const w = new Worker(new URL('../../workers/dataplane.js', import.meta.url), { workerData: this.workerInit(i) })
     this.workers[i] = w
+    let ready!: () => void
+    const isReady = new Promise<void>((r) => (ready = r))
     w.on('message', (m: { t: string } & Record<string, unknown>) => {
-      if (m.t === 'flow') this.logFlow(m as unknown as FlowLog)
+      if (m.t === 'ready') ready()
+      else if (m.t === 'flow') this.logFlow(m as unknown as FlowLog)
       else if (m.t === 'log') this.log[(m.level as 'info' | 'warn' | 'error') ?? 'info']({ worker: i }, String(m.msg))
     })
     w.on('error', (e) => this.log.error({ worker: i, err: e.message }, 'data-plane worker crashed'))
@@ -218,8 +224,9 @@ export class Agent {
         return
       }
       this.log.error({ worker: i, code }, 'data-plane worker exited unexpectedly; restarting it')
-      setTimeout(() => !this.stopping && this.startWorker(i), 100)
+      setTimeout(() => !this.stopping && void this.startWorker(i), 100)
     })
+    return Promise.race([isReady, new Promise<void>((_, rej) => setTimeout(() => rej(new Error(`data-plane worker ${i} did not start within 15 s`)), 15_000).unref())])
   }
 
   /** Starts a handshake with one peer (by identity or virtual address) if it has no session. */
