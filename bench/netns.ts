@@ -4,7 +4,7 @@
  * The same topology and iperf3 command for our agent and for stock wireguard-go, back to back,
  * so the ratio compares like with like on this machine.
  */
-import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process'
+import { type ChildProcess, execFile, execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url'
 import { writeProfile } from '../src/control/profile/profile.js'
 import { generatePrivateKey, publicKeyFromPrivate } from '../src/control/keys.js'
 import { identityFromPublicKey } from '../src/control/identity.js'
+import { NetnsSet } from '../src/platform/linux/netns.js'
 
 const BIN = fileURLToPath(new URL('../../bin/run.js', import.meta.url))
 
@@ -35,39 +36,20 @@ export interface NetnsResult {
 }
 
 export class ExitPathBench {
-  readonly prefix = `encb${process.pid}`
-  private nss: string[] = []
-  private procs: ChildProcess[] = []
+  private net = new NetnsSet(`encb${process.pid}`)
   private tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'enclave-bench-'))
-  ns = (n: string) => `${this.prefix}-${n}`
+  ns = (n: string) => this.net.name(n)
 
   async setup(): Promise<void> {
-    for (const n of ['client', 'exit', 'lan']) {
-      await sh('ip', ['netns', 'add', this.ns(n)])
-      this.nss.push(this.ns(n))
-      await sh('ip', ['-n', this.ns(n), 'link', 'set', 'lo', 'up'])
-    }
-    const veth = async (a: string, ia: string, aa: string, b: string, ib: string, ab: string) => {
-      const t1 = `bv${process.pid % 100000}${ia}`.slice(0, 15)
-      const t2 = `bw${process.pid % 100000}${ib}`.slice(0, 15)
-      await sh('ip', ['link', 'add', t1, 'type', 'veth', 'peer', 'name', t2])
-      await sh('ip', ['link', 'set', t1, 'netns', a, 'name', ia])
-      await sh('ip', ['link', 'set', t2, 'netns', b, 'name', ib])
-      await sh('ip', ['-n', a, 'addr', 'add', aa, 'dev', ia])
-      await sh('ip', ['-n', b, 'addr', 'add', ab, 'dev', ib])
-      await sh('ip', ['-n', a, 'link', 'set', ia, 'up'])
-      await sh('ip', ['-n', b, 'link', 'set', ib, 'up'])
-    }
-    await veth(this.ns('client'), 'wan0', '198.18.0.1/30', this.ns('exit'), 'wan0', '198.18.0.2/30')
-    await veth(this.ns('exit'), 'lan0', '172.26.0.3/20', this.ns('lan'), 'eth0', '172.26.0.250/20')
+    for (const n of ['client', 'exit', 'lan']) await this.net.add(n)
+    await this.net.link(this.ns('client'), 'wan0', '198.18.0.1/30', this.ns('exit'), 'wan0', '198.18.0.2/30')
+    await this.net.link(this.ns('exit'), 'lan0', '172.26.0.3/20', this.ns('lan'), 'eth0', '172.26.0.250/20')
     await sh('ip', ['netns', 'exec', this.ns('exit'), 'sysctl', '-qw', 'net.ipv4.ip_forward=1'])
     await sh('ip', ['netns', 'exec', this.ns('exit'), 'iptables', '-t', 'nat', '-A', 'POSTROUTING', '-s', '100.64.0.0/10', '-d', '172.26.0.0/20', '-j', 'SNAT', '--to', '172.26.0.3'])
   }
 
   private spawnIn(ns: string, cmd: string, args: string[], env: Record<string, string> = {}): ChildProcess {
-    const p = spawn('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
-    this.procs.push(p)
-    return p
+    return this.net.spawn(ns, cmd, args, env)
   }
 
   private waitLog(p: ChildProcess, re: RegExp, ms = 20000): Promise<void> {
@@ -150,11 +132,7 @@ export class ExitPathBench {
   }
 
   teardown(): void {
-    for (const p of this.procs) if (p.pid && p.exitCode === null) try { process.kill(p.pid, 'SIGKILL') } catch { /* gone */ }
-    for (const ns of this.nss) {
-      try { for (const pid of execFileSync('ip', ['netns', 'pids', ns]).toString().split(/\s+/).filter(Boolean)) process.kill(Number(pid), 'SIGKILL') } catch { /* gone */ }
-      try { execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' }) } catch { /* gone */ }
-    }
+    this.net.teardownSync()
     fs.rmSync(this.tmp, { recursive: true, force: true })
   }
 }

@@ -6,7 +6,7 @@
  * Each step prints the commands a user would type and their real output. Everything is torn down
  * at the end, on error and on Ctrl-C: agents are stopped by PID, namespaces deleted.
  */
-import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process'
+import { type ChildProcess, execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -15,6 +15,7 @@ import { writeProfile } from '../control/profile/profile.js'
 import { generatePrivateKey, publicKeyFromPrivate } from '../control/keys.js'
 import { identityFromPublicKey, virtualAddressFromPublicKey } from '../control/identity.js'
 import { intToIp } from '../control/profile/cidr.js'
+import { NetnsSet } from '../platform/linux/netns.js'
 
 const BIN = fileURLToPath(new URL('../../../bin/run.js', import.meta.url))
 
@@ -37,8 +38,7 @@ export interface DemoOptions {
 }
 
 export class Demo {
-  readonly prefix = `encdemo${process.pid}`
-  private namespaces: string[] = []
+  private net = new NetnsSet(`encdemo${process.pid}`)
   private tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'enclave-demo-'))
   private nodes: Node[] = []
   private tornDown = false
@@ -53,25 +53,15 @@ export class Demo {
     this.say(process.stdout.isTTY ? `\u001b[1m== ${title}\u001b[0m` : `== ${title}`)
   }
 
-  private sh(cmd: string, args: string[]): Promise<{ code: number; out: string }> {
-    return new Promise((resolve) => {
-      execFile(cmd, args, { timeout: 30000 }, (err, stdout, stderr) => resolve({ code: err ? 1 : 0, out: String(stdout) + String(stderr) }))
-    })
-  }
-
-  private async must(cmd: string, args: string[]) {
-    const r = await this.sh(cmd, args)
-    if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.out.trim()}`)
-    return r.out
+  private must(cmd: string, args: string[]) {
+    return this.net.sh(cmd, args)
   }
 
   /** Runs a command in a node's namespace and prints it as the user would see it. */
   private async show(node: Node, display: string, cmd: string, args: string[], env: Record<string, string> = {}) {
     this.say(`\n${node.name}$ ${display}`)
-    const r = await new Promise<{ code: number; out: string }>((resolve) => {
-      execFile('ip', ['netns', 'exec', node.ns, cmd, ...args], { timeout: 30000, env: { ...process.env, ...env } }, (err, stdout, stderr) => resolve({ code: err ? 1 : 0, out: String(stdout) + String(stderr) }))
-    })
-    for (const line of r.out.trimEnd().split('\n')) this.say(`  ${line}`)
+    const r = await this.net.exec(node.ns, cmd, args, 30000, env)
+    for (const line of (r.stdout + r.stderr).trimEnd().split('\n')) this.say(`  ${line}`)
     return r
   }
 
@@ -90,30 +80,8 @@ export class Demo {
     return { name, ns, dir, runDir: path.join(dir, 'run'), sk: sk.toString('base64'), pk: pk.toString('base64'), id: identityFromPublicKey(pk), va: intToIp(virtualAddressFromPublicKey(pk)), log: [] }
   }
 
-  private async addNs(n: string) {
-    const ns = `${this.prefix}-${n}`
-    await this.must('ip', ['netns', 'add', ns])
-    this.namespaces.push(ns)
-    await this.must('ip', ['-n', ns, 'link', 'set', 'lo', 'up'])
-    return ns
-  }
-
-  private async veth(nsA: string, ifA: string, addrA: string, nsB: string, ifB: string, addrB: string) {
-    const a = `ed${process.pid % 100000}${ifA}`.slice(0, 15)
-    const b = `ed${process.pid % 100000}${ifB}x`.slice(0, 15)
-    await this.must('ip', ['link', 'add', a, 'type', 'veth', 'peer', 'name', b])
-    await this.must('ip', ['link', 'set', a, 'netns', nsA, 'name', ifA])
-    await this.must('ip', ['link', 'set', b, 'netns', nsB, 'name', ifB])
-    await this.must('ip', ['-n', nsA, 'addr', 'add', addrA, 'dev', ifA])
-    await this.must('ip', ['-n', nsB, 'addr', 'add', addrB, 'dev', ifB])
-    await this.must('ip', ['-n', nsA, 'link', 'set', ifA, 'up'])
-    await this.must('ip', ['-n', nsB, 'link', 'set', ifB, 'up'])
-  }
-
   private startAgent(node: Node): Promise<void> {
-    const p = spawn('ip', ['netns', 'exec', node.ns, process.execPath, BIN, 'run', '-v', '2', '--config-dir', node.dir], {
-      stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ENCLAVE_RUN_DIR: node.runDir },
-    })
+    const p = this.net.spawn(node.ns, process.execPath, [BIN, 'run', '-v', '2', '--config-dir', node.dir], { ENCLAVE_RUN_DIR: node.runDir })
     node.proc = p
     return new Promise((resolve, reject) => {
       const t = setTimeout(() => reject(new Error(`agent ${node.name} did not start:\n${node.log.join('')}`)), 20000)
@@ -135,11 +103,11 @@ export class Demo {
 
   async run(): Promise<void> {
     this.step('Building the guide\'s network in namespaces (nothing leaves this machine)')
-    const nsL = await this.addNs('laptop')
-    const nsE = await this.addNs('exit')
-    const nsP = await this.addNs('printer')
-    await this.veth(nsL, 'eth0', '198.18.0.1/30', nsE, 'wan0', '198.18.0.2/30')
-    await this.veth(nsE, 'eth0', '172.26.0.3/20', nsP, 'eth0', '172.26.0.250/20')
+    const nsL = await this.net.add('laptop')
+    const nsE = await this.net.add('exit')
+    const nsP = await this.net.add('printer')
+    await this.net.link(nsL, 'eth0', '198.18.0.1/30', nsE, 'wan0', '198.18.0.2/30')
+    await this.net.link(nsE, 'eth0', '172.26.0.3/20', nsP, 'eth0', '172.26.0.250/20')
     this.say(`  laptop  ${nsL}: 198.18.0.1 ("coffee shop", underlay only)`)
     this.say(`  exit    ${nsE}: 198.18.0.2 on the underlay, 172.26.0.3 on the office LAN 172.26.0.0/20`)
     this.say(`  printer ${nsP}: 172.26.0.250 (runs no agent)`)
@@ -211,12 +179,7 @@ export class Demo {
         execFileSync('sleep', ['0.05'])
       }
     }
-    for (const ns of this.namespaces) {
-      try {
-        for (const pid of execFileSync('ip', ['netns', 'pids', ns]).toString().split(/\s+/).filter(Boolean)) try { process.kill(Number(pid), 'SIGKILL') } catch { /* gone */ }
-      } catch { /* gone */ }
-      try { execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' }) } catch { /* gone */ }
-    }
+    this.net.teardownSync()
     fs.rmSync(this.tmp, { recursive: true, force: true })
   }
 }

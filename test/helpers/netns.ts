@@ -3,7 +3,7 @@
  * test process id, and deleted on teardown (also on SIGINT/SIGTERM and process exit). Every
  * packet stays inside these namespaces. Processes are started here and ended by their PID only.
  */
-import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process'
+import { type ChildProcess, execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -11,6 +11,7 @@ import { writeProfile } from '../../src/control/profile/profile.js'
 import { generatePrivateKey, publicKeyFromPrivate } from '../../src/control/keys.js'
 import { identityFromPublicKey, virtualAddressFromPublicKey } from '../../src/control/identity.js'
 import { intToIp } from '../../src/control/profile/cidr.js'
+import { type ExecOut, NetnsSet } from '../../src/platform/linux/netns.js'
 
 export const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..')
 export const BIN = path.join(ROOT, 'bin', 'run.js')
@@ -31,11 +32,7 @@ export function haveCommand(cmd: string): boolean {
   }
 }
 
-export interface ExecOut {
-  code: number
-  stdout: string
-  stderr: string
-}
+export type { ExecOut }
 
 let labCounter = 0
 const liveLabs = new Set<Lab>()
@@ -98,57 +95,36 @@ export class AgentProc {
 export class Lab {
   readonly prefix: string
   readonly tmp: string
-  private namespaces: string[] = []
-  private procs: ChildProcess[] = []
+  readonly net: NetnsSet
   constructor(tag: string) {
     this.prefix = `enct${tag}${process.pid}${labCounter++}`
+    this.net = new NetnsSet(this.prefix)
     this.tmp = fs.mkdtempSync(path.join(os.tmpdir(), `${this.prefix}-`))
     liveLabs.add(this)
   }
 
   nsName(n: string): string {
-    return `${this.prefix}-${n}`
+    return this.net.name(n)
   }
 
-  async addNs(n: string): Promise<string> {
-    const ns = this.nsName(n)
-    await this.sh('ip', ['netns', 'add', ns])
-    this.namespaces.push(ns)
-    await this.sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up'])
-    return ns
+  addNs(n: string): Promise<string> {
+    return this.net.add(n)
   }
 
-  /** A veth pair between two namespaces with addresses (a.b.c.d/len). Interface names are short. */
-  async link(nsA: string, ifA: string, addrA: string, nsB: string, ifB: string, addrB: string): Promise<void> {
-    const tmpA = `t${process.pid % 100000}${labCounter++}a`
-    const tmpB = tmpA.replace(/a$/, 'b')
-    await this.sh('ip', ['link', 'add', tmpA, 'type', 'veth', 'peer', 'name', tmpB])
-    await this.sh('ip', ['link', 'set', tmpA, 'netns', nsA, 'name', ifA])
-    await this.sh('ip', ['link', 'set', tmpB, 'netns', nsB, 'name', ifB])
-    for (const [ns, dev, addr] of [[nsA, ifA, addrA], [nsB, ifB, addrB]]) {
-      if (addr) await this.sh('ip', ['-n', ns, 'addr', 'add', addr, 'dev', dev])
-      await this.sh('ip', ['-n', ns, 'link', 'set', dev, 'up'])
-    }
+  link(nsA: string, ifA: string, addrA: string, nsB: string, ifB: string, addrB: string): Promise<void> {
+    return this.net.link(nsA, ifA, addrA, nsB, ifB, addrB)
   }
 
   exec(ns: string, cmd: string, args: string[], timeoutMs = 30000, env?: Record<string, string>): Promise<ExecOut> {
-    return new Promise((resolve) => {
-      execFile('ip', ['netns', 'exec', ns, cmd, ...args], { timeout: timeoutMs, maxBuffer: 32 << 20, env: { ...process.env, ...env } }, (err, stdout, stderr) => {
-        resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout: String(stdout), stderr: String(stderr) })
-      })
-    })
+    return this.net.exec(ns, cmd, args, timeoutMs, env)
   }
 
-  async sh(cmd: string, args: string[]): Promise<string> {
-    return new Promise((resolve, reject) => {
-      execFile(cmd, args, { timeout: 30000 }, (err, stdout, stderr) => (err ? reject(new Error(`${cmd} ${args.join(' ')}: ${stderr || err.message}`)) : resolve(String(stdout))))
-    })
+  sh(cmd: string, args: string[]): Promise<string> {
+    return this.net.sh(cmd, args)
   }
 
   spawn(ns: string, cmd: string, args: string[], env?: Record<string, string>): ChildProcess {
-    const p = spawn('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
-    this.procs.push(p)
-    return p
+    return this.net.spawn(ns, cmd, args, env)
   }
 
   /** Creates a profile for an agent (keys fresh) in this lab's temp dir. */
@@ -184,21 +160,7 @@ export class Lab {
   cleanupSync(): void {
     if (!liveLabs.has(this)) return
     liveLabs.delete(this)
-    for (const p of this.procs) {
-      if (p.pid && p.exitCode === null && p.signalCode === null) {
-        try { process.kill(p.pid, 'SIGKILL') } catch { /* already gone */ }
-      }
-    }
-    // ip netns exec children (agents, wireguard-go) die with their namespace's processes below.
-    for (const ns of this.namespaces) {
-      try {
-        const pids = execFileSync('ip', ['netns', 'pids', ns]).toString().split(/\s+/).filter(Boolean)
-        for (const pid of pids) try { process.kill(Number(pid), 'SIGKILL') } catch { /* gone */ }
-      } catch { /* namespace already gone */ }
-    }
-    for (const ns of this.namespaces) {
-      try { execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' }) } catch { /* gone */ }
-    }
+    this.net.teardownSync()
     fs.rmSync(this.tmp, { recursive: true, force: true })
   }
 }
