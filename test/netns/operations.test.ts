@@ -82,6 +82,27 @@ if (skip) {
       t.notMatch(r.out, /\n\s+at /)
     })
 
+    await t.test('ControlGroup opens the socket to that group, and only to it', async (t) => {
+      const C2 = lab.makeAgent({ name: 'cg', ns: nsC, port: 51899 })
+      lab.writeAgentProfile(C2, { ControlGroup: 'nogroup', Peers: [] })
+      const cg = lab.startAgent(C2)
+      await cg.waitFor(/control socket ready/)
+      const sock = path.join(C2.runDir, 'enclave.sock')
+      const st = fs.statSync(sock)
+      t.equal(st.mode & 0o777, 0o660, 'mode 0660')
+      t.equal(st.gid, 65534, 'group nogroup')
+      fs.chmodSync(lab.tmp, 0o755)
+      fs.chmodSync(C2.dir, 0o755)
+      const asUser = (gid: number, args: string[]) => new Promise<{ code: number; out: string }>((res) => execFile('env', ['-i', `PATH=${process.env.PATH}`, `ENCLAVE_RUN_DIR=${C2.runDir}`, 'HOME=/tmp', process.execPath, BIN, ...args], { uid: 65534, gid, cwd: '/' }, (e, so, se) => res({ code: e ? Number(e.code) : 0, out: String(so) + String(se) })))
+      const member = await asUser(65534, ['status', '--json'])
+      t.equal(member.code, 0, `a member of nogroup reads live status: ${member.out.slice(0, 200)}`)
+      t.equal(JSON.parse(member.out).running, true)
+      const other = await asUser(65533, ['status'])
+      t.equal(other.code, 4, 'a user outside the group is refused')
+      t.match(other.out, /run as root or join group nogroup/)
+      await cg.stop()
+    })
+
     await t.test('waitfor and loglevel', async (t) => {
       const w = await lab.cli(A, ['waitfor', B.identity, '-t', '10'])
       t.equal(w.code, 0, `waitfor: ${w.stdout}${w.stderr}`)
