@@ -61,6 +61,8 @@ const STAGE_DROP_LOG_MS = 5000
 const HEALTH_PROBE_MS = 30_000
 /** Initiations being processed in the pool at once; beyond this they are dropped (initiators retry). */
 const MAX_HANDSHAKES_IN_FLIGHT = 64
+/** While handshakes to a peer named by host name fail, its name is looked up again this often. */
+const DNS_RETRY_MS = 10_000
 
 export class Agent {
   readonly opts: AgentOptions
@@ -267,9 +269,10 @@ export class Agent {
 
   // ---------------------------------------------------------------- peers
 
-  private async resolveEndpoint(peer: PeerRuntime): Promise<void> {
+  private async resolveEndpoint(peer: PeerRuntime, force = false): Promise<void> {
     const ep = peer.cfg.endpoint
     if (!ep) return
+    peer.lastResolveMs = Date.now()
     let ip = parseIpv4(ep.host)
     if (typeof ip === 'string') {
       try {
@@ -280,8 +283,11 @@ export class Agent {
         return
       }
     }
+    const changed = peer.configuredEndpoint !== undefined && (peer.configuredEndpoint.ip !== ip || peer.configuredEndpoint.port !== ep.port)
     peer.configuredEndpoint = { ip: ip as number, port: ep.port }
-    if (this.v.peerF64[peer.slot * PF_FIELDS + PF_ENDPOINT] === 0) this.v.peerF64[peer.slot * PF_FIELDS + PF_ENDPOINT] = packEndpoint(ip as number, ep.port)
+    const pf = peer.slot * PF_FIELDS + PF_ENDPOINT
+    if (this.v.peerF64[pf] === 0 || (force && changed)) this.v.peerF64[pf] = packEndpoint(ip as number, ep.port)
+    if (changed) this.log.network({ peer: peer.cfg.identity, host: ep.host, address: `${intToIp(ip as number)}:${ep.port}` }, 'peer endpoint name resolves to a new address')
   }
 
   private async addPeer(cfg: Profile['peers'][number]): Promise<PeerRuntime> {
@@ -635,6 +641,10 @@ export class Agent {
         this.refreshFailover()
         return
       case 'retry':
+        // A host name may have moved (dynamic DNS): look it up again while handshakes keep failing.
+        if (peer.cfg.endpoint && typeof parseIpv4(peer.cfg.endpoint.host) === 'string' && now - (peer.lastResolveMs ?? 0) >= DNS_RETRY_MS) {
+          void this.resolveEndpoint(peer, true)
+        }
         this.initiate(peer, 'retry (REKEY_TIMEOUT)')
         if (now - (peer.handshakeStartedMs ?? now) >= 2 * REKEY_TIMEOUT_MS) this.refreshFailover()
         return

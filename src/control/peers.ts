@@ -23,8 +23,9 @@ export interface PeerRuntime {
   nextRetryMs: number
   lastHandshakeMs?: number
   staged: Buffer[]
-  /** Endpoint resolved from the profile (host names looked up at start and reload). */
+  /** Endpoint resolved from the profile (host names looked up at start, reload, and while handshakes fail). */
   configuredEndpoint?: { ip: number; port: number }
+  lastResolveMs?: number
   /** Set when a send went unanswered for KEEPALIVE+REKEY_TIMEOUT (used for exit-node failover). */
   unresponsiveSinceMs?: number
   rekeyOnRxDone?: number

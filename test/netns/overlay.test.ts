@@ -72,7 +72,18 @@ if (skip) {
     const p5 = await lab.exec(nsA, 'ping', pingArgs(B.va))
     t.equal(p5.code, 0, 'the legitimate tunnel still works after fuzzing')
 
+    // An endpoint given by host name is looked up again while handshakes fail (dynamic DNS).
     t.equal(await a.stop(), 0, 'A exits cleanly on SIGINT')
+    lab.net.writeHosts(nsA, '127.0.0.1 localhost\n198.18.0.77 peer-b.test\n')
+    lab.writeAgentProfile(A, { Peers: [peerEntry(B, { Endpoint: 'peer-b.test:51820' })] })
+    const a2 = lab.startAgent(A)
+    await a2.waitFor(/control socket ready/)
+    t.not((await lab.exec(nsA, 'ping', ['-c', '2', '-i', '0.5', '-W', '1', B.va])).code, 0, 'the name points at a wrong address: no tunnel')
+    lab.net.writeHosts(nsA, '127.0.0.1 localhost\n198.18.0.2 peer-b.test\n')
+    await a2.waitFor(/peer endpoint name resolves to a new address/, 30000)
+    const p6 = await lab.exec(nsA, 'ping', ['-c', '20', '-i', '0.5', '-W', '1', B.va], 30000)
+    t.match(p6.stdout, / [1-9]\d* received/, 'after the name moved, the tunnel comes up by itself')
+    t.equal(await a2.stop(), 0, 'A exits cleanly again')
     t.equal(await b.stop('SIGTERM'), 0, 'B exits cleanly on SIGTERM')
     const links = await lab.exec(nsA, 'ip', ['link', 'show', 'enclave0'])
     t.not(links.code, 0, 'the TUN device is gone after stop')

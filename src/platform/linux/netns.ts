@@ -4,6 +4,8 @@
  * Nothing here touches a namespace it did not create.
  */
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
 
 export interface ExecOut {
   code: number
@@ -52,6 +54,16 @@ export class NetnsSet {
     }
   }
 
+  /**
+   * Gives processes started in `ns` their own /etc/hosts (ip netns exec bind-mounts
+   * /etc/netns/<ns>/hosts over /etc/hosts). Written in place, so running processes see changes.
+   */
+  writeHosts(ns: string, content: string): void {
+    if (!this.namespaces.includes(ns)) throw new Error(`${ns} is not one of ours`)
+    fs.mkdirSync(path.join('/etc/netns', ns), { recursive: true })
+    fs.writeFileSync(path.join('/etc/netns', ns, 'hosts'), content)
+  }
+
   /** Runs a command inside a namespace and collects its output (never rejects). */
   exec(ns: string, cmd: string, args: string[], timeoutMs = 30_000, env?: Record<string, string>): Promise<ExecOut> {
     return new Promise((resolve) => {
@@ -80,6 +92,7 @@ export class NetnsSet {
         for (const pid of execFileSync('ip', ['netns', 'pids', ns]).toString().split(/\s+/).filter(Boolean)) try { process.kill(Number(pid), 'SIGKILL') } catch { /* gone */ }
       } catch { /* namespace already gone */ }
       try { execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' }) } catch { /* gone */ }
+      fs.rmSync(path.join('/etc/netns', ns), { recursive: true, force: true })
     }
   }
 }
