@@ -8,7 +8,7 @@
  *
  * Handshake messages and packets without a session go to control through the SPSC ring.
  * Routing tables arrive as whole snapshots (postMessage, pulled synchronously when G_CONFIG_GEN
- * moves), so a worker never sees a half-built table. The loop checks G_STOP at least every 50 ms.
+ * moves), so a worker never sees a half-built table. The loop checks G_STOP at least every 200 ms.
  */
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads'
 import { native } from '../src/native/io.js'
@@ -30,6 +30,8 @@ const groCursor = new Int32Array(1)
 const arenaOffs = new Int32Array(8)
 const arenaLens = new Int32Array(8)
 let tablesGen = init.tables.gen
+/** How long an idle worker sleeps in poll before it checks G_STOP and table updates again. */
+const IDLE_POLL_MS = 200
 
 function pullTables(): void {
   for (;;) {
@@ -72,7 +74,7 @@ function runDataplaneLoop(): void {
   const B = pipe.batch
   while (Atomics.load(g, G_STOP) === 0) {
     if (Atomics.load(g, G_CONFIG_GEN) !== tablesGen) pullTables()
-    const ev = native.poll2(udpFd, tunFd, 50)
+    const ev = native.poll2(udpFd, tunFd, IDLE_POLL_MS)
     if (ev < 0) {
       port.postMessage({ t: 'log', level: 'error', msg: `poll failed: ${native.strerror(-ev)}` })
       break
