@@ -859,10 +859,16 @@ export class Agent {
       }
       const before = JSON.stringify({ ...peer.cfg, index: 0 })
       const psk = peer.cfg.presharedKey?.toString('base64') !== cfg.presharedKey?.toString('base64')
+      const endpointEdited = `${peer.cfg.endpoint?.host}:${peer.cfg.endpoint?.port}` !== `${cfg.endpoint?.host}:${cfg.endpoint?.port}`
       peer.cfg = cfg
       if (psk) peer.crypto = peerCrypto(this.local, cfg.publicKey, cfg.presharedKey)
       if (JSON.stringify({ ...cfg, index: 0 }) !== before) {
         changed.push(cfg.identity)
+        if (endpointEdited) {
+          // The admin's new Endpoint wins over a roamed one.
+          peer.configuredEndpoint = undefined
+          this.v.peerF64[peer.slot * PF_FIELDS + PF_ENDPOINT] = 0
+        }
         await this.resolveEndpoint(peer)
       }
     }
