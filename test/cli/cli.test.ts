@@ -102,5 +102,5 @@ t.test('run refuses without root, version and help work', async (t) => {
   t.equal(v.code, 0)
   t.match(JSON.parse(v.stdout).protocol, /Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s/)
   const h = await cli(['--help'])
-  for (const c of ['init', 'add', 'remove', 'status', 'run', 'demo', 'reload', 'loglevel', 'start', 'stop', 'restart', 'doctor', 'waitfor', 'install-service']) t.match(h.stdout, new RegExp(`\\n  ${c}\\s`), `help lists ${c}`)
+  for (const c of ['init', 'add', 'remove', 'status', 'run', 'demo', 'reload', 'loglevel', 'start', 'stop', 'restart', 'doctor', 'waitfor', 'install-service', 'explain']) t.match(h.stdout, new RegExp(`\\n  ${c}\\s`), `help lists ${c}`)
 })

@@ -141,6 +141,20 @@ if (skip) {
       t.same(ej.exitNode.warnings, [], 'prerequisites satisfied: no warnings')
     })
 
+    await t.test('explain says where an address goes and why', async (t) => {
+      const p = await lab.cli(C, ['explain', '172.26.0.250'])
+      t.equal(p.code, 0, p.stderr)
+      t.match(p.stdout, /OS route. . . . . . : 172\.26\.0\.250 dev enclave0/)
+      t.match(p.stdout, new RegExp(`Carried by. . . . . : ${E1.identity} \\(exit1\\): Up`))
+      t.match(p.stdout, new RegExp(`Standby . . . . . . : ${E3.identity} \\(exit3\\)`))
+      const lan = JSON.parse((await lab.cli(C, ['explain', '10.10.0.2', '--json'])).stdout)
+      t.equal(lan.entersOverlay, false, 'the local LAN stays local')
+      t.match(lan.verdict, /not sent into the overlay: overlaps this machine's directly connected subnet/)
+      const other = JSON.parse((await lab.cli(C, ['explain', '192.0.2.1', '--json'])).stdout)
+      t.equal(other.overlayRoute, undefined)
+      t.match(other.verdict, /not an overlay destination/)
+    })
+
     await t.test('0.0.0.0/0 through the exit node keeps the underlay up', async (t) => {
       lab.writeAgentProfile(C, clientProfile(['0.0.0.0/0']))
       const r = await lab.cli(C, ['reload'])
