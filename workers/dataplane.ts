@@ -11,7 +11,7 @@
  * moves), so a worker never sees a half-built table. The loop checks G_STOP at least every 200 ms.
  */
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads'
-import { native } from '../src/native/io.js'
+import { checkBatchBuffers, native } from '../src/native/io.js'
 import { G_CONFIG_GEN, G_LOG_LEVEL, G_STOP, R, REASONS } from '../src/ipc/layout.js'
 import type { DataplaneTables, WorkerInit } from '../src/ipc/messages.js'
 import { HEADROOM, Pipeline } from '../src/dataplane/pipeline.js'
@@ -23,6 +23,9 @@ const g = new Int32Array(init.layout.global)
 // With TSO one read can become ~48 segments: the outbound batch must hold a whole one.
 const pipe = new Pipeline({ ...init, batch: init.offload ? 128 : init.batch, post: (m) => port.postMessage(m) })
 const reasons = new Float64Array(init.layout.reasons)
+// Lengths are checked once here, before the loop crosses into native code batch after batch.
+checkBatchBuffers(pipe.oSlab, pipe.slot, pipe.oLens, pipe.batch, pipe.oAddrs)
+checkBatchBuffers(pipe.iSlab, pipe.slot, pipe.iLens, pipe.batch, pipe.iAddrs)
 const oU32 = new Uint32Array(pipe.oSlab.buffer, pipe.oSlab.byteOffset, pipe.oSlab.byteLength >> 2)
 const groOffs = new Int32Array(256)
 const groLens = new Int32Array(256)

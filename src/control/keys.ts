@@ -1,20 +1,12 @@
 /** X25519 key handling (sodium-native). Keys travel as base64 strings in profiles, as in wg(8). */
 import sodium from 'sodium-native'
+import { generateKeyPair } from '../protocol/primitives.js'
 
 export const KEY_BYTES = 32
 
-export interface KeyPair {
-  publicKey: Buffer
-  privateKey: Buffer
-}
-
+/** A fresh clamped X25519 private key, as `wg genkey` makes (the protocol's own key generation). */
 export function generatePrivateKey(): Buffer {
-  const sk = Buffer.alloc(KEY_BYTES)
-  sodium.randombytes_buf(sk)
-  // Clamp as wg genkey does, so the stored key is canonical.
-  sk[0] &= 248
-  sk[31] = (sk[31] & 127) | 64
-  return sk
+  return generateKeyPair().privateKey
 }
 
 export function publicKeyFromPrivate(privateKey: Uint8Array): Buffer {

@@ -4,7 +4,7 @@
  * /var/log/enclave). stop() ends exactly the pid in the file, after checking it is our agent:
  * SIGTERM first, SIGKILL after a timeout.
  */
-import { spawn, execFileSync } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -149,11 +149,3 @@ WantedBy=multi-user.target
 `
 }
 
-export function systemdAnalyzeAvailable(): boolean {
-  try {
-    execFileSync('systemd-analyze', ['--version'], { stdio: 'ignore' })
-    return true
-  } catch {
-    return false
-  }
-}

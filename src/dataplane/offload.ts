@@ -75,11 +75,6 @@ function ipHeaderChecksum(b: Uint8Array, p: number, ihl: number): void {
   put16(b, p + 10, csumFold(csumAdd(b, p, p + ihl, 0)))
 }
 
-export interface SegmentResult {
-  /** Slots filled (0 = packet dropped). */
-  count: number
-}
-
 /**
  * `u32` is a Uint32Array over the same memory as `buf` (buf.byteOffset must be a multiple of 4).
  * Turns one packet read from an offload TUN (at buf[off, off+len), vnet header first) into ordinary

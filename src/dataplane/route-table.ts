@@ -94,7 +94,3 @@ export function lookupRoute16(child: Int32Array, val: Int32Array, hi: number, lo
   }
   return best - 1
 }
-
-export function emptyRouteTable(): RouteTable {
-  return buildRouteTable([])
-}

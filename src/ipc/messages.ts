@@ -56,8 +56,3 @@ export interface FlowLog {
   verdict: string
 }
 
-export interface WorkerLog {
-  t: 'log'
-  level: 'info' | 'warn' | 'error'
-  msg: string
-}
