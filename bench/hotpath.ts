@@ -48,7 +48,13 @@ export function runHotpath(size: number, batch: number, seconds: number): Hotpat
   const outPps = packets / (outNs / 1e9)
   const inPps = packets / (inNs / 1e9)
   return {
-    case: 'hotpath', size, batch, packets, outbound_pps: Math.round(outPps), inbound_pps: Math.round(inPps),
-    outbound_gbps: +(outPps * size * 8 / 1e9).toFixed(2), inbound_gbps: +(inPps * size * 8 / 1e9).toFixed(2),
+    case: 'hotpath',
+    size,
+    batch,
+    packets,
+    outbound_pps: Math.round(outPps),
+    inbound_pps: Math.round(inPps),
+    outbound_gbps: +((outPps * size * 8) / 1e9).toFixed(2),
+    inbound_gbps: +((inPps * size * 8) / 1e9).toFixed(2),
   }
 }

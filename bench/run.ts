@@ -29,29 +29,34 @@ async function main() {
   emit({ case: 'meta', node: process.version, cpus: (await import('node:os')).cpus().length, date: new Date().toISOString() })
   const hot: HotpathResult[] = []
   runHotpath(1400, 64, 0.5) // warm-up: let V8 optimise before measuring
-  for (const size of [1400, 64]) for (const batch of [1, 64]) {
-    const r = runHotpath(size, batch, 2)
-    hot.push(r)
-    emit(r)
-  }
+  for (const size of [1400, 64])
+    for (const batch of [1, 64]) {
+      const r = runHotpath(size, batch, 2)
+      hot.push(r)
+      emit(r)
+    }
   const net: NetnsResult[] = []
   const canNetns = process.getuid?.() === 0 && process.env.BENCH_NETNS !== '0'
   if (canNetns) {
     const seconds = Number(process.env.BENCH_SECONDS ?? 5)
     const runs = Number(process.env.BENCH_RUNS ?? 3)
     const b = new ExitPathBench()
-    const cleanup = () => { b.teardown(); process.exit(130) }
+    const cleanup = () => {
+      b.teardown()
+      process.exit(130)
+    }
     process.once('SIGINT', cleanup)
     try {
       await b.setup()
       for (const impl of ['enclave', 'wireguard-go'] as const) {
         const stop = await b.start(impl)
-        for (const test of ['tcp1', 'tcp4'] as const) for (let run = 0; run < runs; run++) {
-          const r = await b.iperf(test === 'tcp1' ? 1 : 4, seconds)
-          const rec: NetnsResult = { case: 'exit-path', impl, test, run, gbps: +r.gbps.toFixed(3), retransmits: r.retransmits }
-          net.push(rec)
-          emit(rec)
-        }
+        for (const test of ['tcp1', 'tcp4'] as const)
+          for (let run = 0; run < runs; run++) {
+            const r = await b.iperf(test === 'tcp1' ? 1 : 4, seconds)
+            const rec: NetnsResult = { case: 'exit-path', impl, test, run, gbps: +r.gbps.toFixed(3), retransmits: r.retransmits }
+            net.push(rec)
+            emit(rec)
+          }
         for (let run = 0; run < runs; run++) {
           const u = await b.udp64(seconds)
           const rec: NetnsResult = { case: 'exit-path', impl, test: 'udp64', run, kpps: +u.kpps.toFixed(1), loss_pct: +u.loss.toFixed(1) }
@@ -71,26 +76,34 @@ async function main() {
 
   console.log('\nIn-process hot path, one thread (client encrypt -> exit decrypt + checks + conntrack):')
   console.log('  size  batch   outbound pps  Gbit/s    inbound pps  Gbit/s')
-  for (const r of hot) console.log(`  ${String(r.size).padStart(4)}  ${String(r.batch).padStart(5)}  ${String(r.outbound_pps).padStart(13)}  ${r.outbound_gbps.toFixed(2).padStart(6)}  ${String(r.inbound_pps).padStart(13)}  ${r.inbound_gbps.toFixed(2).padStart(6)}`)
+  for (const r of hot)
+    console.log(
+      `  ${String(r.size).padStart(4)}  ${String(r.batch).padStart(5)}  ${String(r.outbound_pps).padStart(13)}  ${r.outbound_gbps.toFixed(2).padStart(6)}  ${String(r.inbound_pps).padStart(13)}  ${r.inbound_gbps.toFixed(2).padStart(6)}`,
+    )
   if (net.length) {
     console.log('\nTCP client -> exit node -> LAN host (iperf3, median of runs, Gbit/s):')
     const summary: Record<string, number> = {}
-    for (const impl of ['enclave', 'wireguard-go']) for (const test of ['tcp1', 'tcp4']) {
-      const xs = net.filter((r) => r.impl === impl && r.test === test).map((r) => r.gbps!)
-      summary[`${impl}/${test}`] = median(xs)
-      console.log(`  ${impl.padEnd(13)} ${test}: ${median(xs).toFixed(2)}  (runs: ${xs.map((x) => x.toFixed(2)).join(', ')})`)
-    }
+    for (const impl of ['enclave', 'wireguard-go'])
+      for (const test of ['tcp1', 'tcp4']) {
+        const xs = net.filter((r) => r.impl === impl && r.test === test).map((r) => r.gbps!)
+        summary[`${impl}/${test}`] = median(xs)
+        console.log(`  ${impl.padEnd(13)} ${test}: ${median(xs).toFixed(2)}  (runs: ${xs.map((x) => x.toFixed(2)).join(', ')})`)
+      }
     console.log('\nUDP, 64-byte payloads, unlimited offered rate (kpps delivered to the LAN host, median) and ping (ms):')
     for (const impl of ['enclave', 'wireguard-go']) {
       const u = net.filter((r) => r.impl === impl && r.test === 'udp64')
       const p = net.find((r) => r.impl === impl && r.test === 'ping')
       summary[`${impl}/udp64_kpps`] = median(u.map((r) => r.kpps!))
       if (p) summary[`${impl}/ping_avg_ms`] = p.avg_ms!
-      console.log(`  ${impl.padEnd(13)} udp64: ${median(u.map((r) => r.kpps!)).toFixed(1)} kpps (loss ${u.map((r) => r.loss_pct).join('/')} %)   ping avg ${p?.avg_ms} ms, max ${p?.max_ms} ms`)
+      console.log(
+        `  ${impl.padEnd(13)} udp64: ${median(u.map((r) => r.kpps!)).toFixed(1)} kpps (loss ${u.map((r) => r.loss_pct).join('/')} %)   ping avg ${p?.avg_ms} ms, max ${p?.max_ms} ms`,
+      )
     }
     const ratio = summary['enclave/tcp1'] / summary['wireguard-go/tcp1']
     console.log(`  ratio enclave / wireguard-go (tcp1): ${ratio.toFixed(2)}x`)
-    console.log(`  target ${TARGET_GBPS.toFixed(2)} Gbit/s (1.5 x fastd 0.93): ${summary['enclave/tcp1'] >= TARGET_GBPS ? 'MET' : 'NOT MET'} by tcp1 ${summary['enclave/tcp1'].toFixed(2)}`)
+    console.log(
+      `  target ${TARGET_GBPS.toFixed(2)} Gbit/s (1.5 x fastd 0.93): ${summary['enclave/tcp1'] >= TARGET_GBPS ? 'MET' : 'NOT MET'} by tcp1 ${summary['enclave/tcp1'].toFixed(2)}`,
+    )
     emit({ case: 'summary', ...summary, ratio_tcp1: +ratio.toFixed(2), target_gbps: +TARGET_GBPS.toFixed(2) })
   } else {
     console.log('\n(netns throughput skipped: needs root, iperf3 and wireguard-go; BENCH_NETNS=0 also skips it)')

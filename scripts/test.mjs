@@ -3,7 +3,9 @@
 // "N passed, N failed, N skipped". The exit code is tap's.
 import { spawn } from 'node:child_process'
 
-const tap = spawn(process.execPath, ['node_modules/tap/dist/esm/run.mjs', ...process.argv.slice(2)], { stdio: ['inherit', 'pipe', 'inherit'] })
+const tap = spawn(process.execPath, ['node_modules/tap/dist/esm/run.mjs', ...process.argv.slice(2)], {
+  stdio: ['inherit', 'pipe', 'inherit'],
+})
 let tail = ''
 tap.stdout.on('data', (d) => {
   process.stdout.write(d)

@@ -92,7 +92,18 @@ function runDataplaneLoop(): void {
         if (writes > 0 && init.offload) {
           groCursor[0] = 0
           while (groCursor[0] < n) {
-            const k = coalesceForTun(pipe.iSlab, SLOT, HEADROOM, pipe.wLens, n, pipe.iArenaBase, pipe.iSlab.length, groOffs, groLens, groCursor)
+            const k = coalesceForTun(
+              pipe.iSlab,
+              SLOT,
+              HEADROOM,
+              pipe.wLens,
+              n,
+              pipe.iArenaBase,
+              pipe.iSlab.length,
+              groOffs,
+              groLens,
+              groCursor,
+            )
             if (k > 0) native.writeArena(tunFd, pipe.iSlab, pipe.iArenaBase, groOffs, groLens, k)
             else break
           }

@@ -29,15 +29,25 @@ export interface RespondTask {
 export default function handshakeTask(task: ConsumeTask | RespondTask) {
   if (task.op === 'consume') {
     const local = localStatic(task.privateKey, task.publicKey)
-    return consumeInitiation(local, task.msg, (pk) => {
-      try {
-        return DH(task.privateKey, pk)
-      } catch {
-        return undefined
-      }
-    }, task.nowMs)
+    return consumeInitiation(
+      local,
+      task.msg,
+      (pk) => {
+        try {
+          return DH(task.privateKey, pk)
+        } catch {
+          return undefined
+        }
+      },
+      task.nowMs,
+    )
   }
-  const peer = { publicKey: task.peerPublicKey, presharedKey: task.presharedKey, handshake: task.state, mac1Key: new Uint8Array(32) } as unknown as PeerCrypto
+  const peer = {
+    publicKey: task.peerPublicKey,
+    presharedKey: task.presharedKey,
+    handshake: task.state,
+    mac1Key: new Uint8Array(32),
+  } as unknown as PeerCrypto
   const { msg, keys } = createResponse(peer, task.localIndex, task.nowMs)
   return { msg, keys }
 }

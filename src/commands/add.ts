@@ -10,12 +10,12 @@ export default class Add extends BaseCommand {
   static override description = 'Authorise a peer by its public key (edits Peers in the profile)'
   static override examples = ['<%= config.bin %> add 7cG0...= --endpoint 203.0.113.7:51820 -d "office exit node"']
   static override enableJsonFlag = true
-  static override args = { publicKey: Args.string({ description: 'the peer\'s base64 public key', required: true }) }
+  static override args = { publicKey: Args.string({ description: "the peer's base64 public key", required: true }) }
   static override flags = {
     endpoint: Flags.string({ description: 'where the peer listens, host:port' }),
     description: Flags.string({ char: 'd', description: 'a note shown in status' }),
     keepalive: Flags.integer({ description: 'persistent keepalive interval in seconds (0 = off)', min: 0, max: 65535 }),
-    'virtual-address': Flags.string({ description: 'the peer\'s virtual address if it overrides the derived one' }),
+    'virtual-address': Flags.string({ description: "the peer's virtual address if it overrides the derived one" }),
   }
 
   async run() {

@@ -12,7 +12,8 @@ export default class DemoCmd extends BaseCommand {
 
   async run(): Promise<void> {
     const { flags } = await this.parse(DemoCmd)
-    if (process.getuid?.() !== 0) throw new EnclaveError('EPERM', 'the demo creates network namespaces and TUN devices: run it as root (sudo npm run demo)')
+    if (process.getuid?.() !== 0)
+      throw new EnclaveError('EPERM', 'the demo creates network namespaces and TUN devices: run it as root (sudo npm run demo)')
     const demo = new Demo({ out: (s) => this.log(s), pauseMs: flags.pause })
     const onSignal = () => {
       this.log('\nInterrupted: cleaning up')

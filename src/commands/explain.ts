@@ -46,8 +46,15 @@ export default class Explain extends BaseCommand {
     const all: Array<Candidate & { cidr: Cidr }> = []
     for (const p of s.peers) {
       const base = { identity: p.identity, description: p.description, state: p.state, endpoint: p.endpoint }
-      all.push({ ...base, route: `${p.virtualAddress}/32`, active: true, installed: true, cidr: parseCidr(`${p.virtualAddress}/32`) as Cidr })
-      for (const r of p.exitNodeFor) all.push({ ...base, route: r.route, active: r.active, installed: r.installed, reason: r.reason, cidr: parseCidr(r.route) as Cidr })
+      all.push({
+        ...base,
+        route: `${p.virtualAddress}/32`,
+        active: true,
+        installed: true,
+        cidr: parseCidr(`${p.virtualAddress}/32`) as Cidr,
+      })
+      for (const r of p.exitNodeFor)
+        all.push({ ...base, route: r.route, active: r.active, installed: r.installed, reason: r.reason, cidr: parseCidr(r.route) as Cidr })
     }
     const matching = all.filter((c) => cidrContains(c.cidr, ip)).sort((a, b) => b.cidr.len - a.cidr.len)
     const best = matching.filter((c) => c.cidr.len === matching[0]?.cidr.len)
@@ -62,10 +69,16 @@ export default class Explain extends BaseCommand {
       standby: best.filter((c) => c !== carried).map(strip),
       verdict: '',
     }
-    if (!best.length) out.verdict = entersOverlay ? 'the OS sends it into the overlay, but no peer routes it: it is dropped (no_route)' : 'not an overlay destination: it leaves through your normal network'
-    else if (!entersOverlay) out.verdict = `not sent into the overlay: ${best[0].reason ?? 'the OS routes it elsewhere (a more specific local route wins)'}`
-    else if (carried && carried.state !== 'Up') out.verdict = `goes to ${carried.identity}, whose session is ${carried.state}: packets wait for the handshake`
-    else if (carried) out.verdict = `goes through ${carried.identity}${carried.description ? ` (${carried.description})` : ''} over the encrypted overlay`
+    if (!best.length)
+      out.verdict = entersOverlay
+        ? 'the OS sends it into the overlay, but no peer routes it: it is dropped (no_route)'
+        : 'not an overlay destination: it leaves through your normal network'
+    else if (!entersOverlay)
+      out.verdict = `not sent into the overlay: ${best[0].reason ?? 'the OS routes it elsewhere (a more specific local route wins)'}`
+    else if (carried && carried.state !== 'Up')
+      out.verdict = `goes to ${carried.identity}, whose session is ${carried.state}: packets wait for the handshake`
+    else if (carried)
+      out.verdict = `goes through ${carried.identity}${carried.description ? ` (${carried.description})` : ''} over the encrypted overlay`
     else out.verdict = 'no exit node for this route is available'
     if (!this.jsonEnabled()) {
       const lines = [
@@ -73,7 +86,8 @@ export default class Explain extends BaseCommand {
         ...field('', 'OS route', out.osRoute),
         ...field('', 'Overlay route', out.overlayRoute ?? '(none)'),
       ]
-      const who = (c: Candidate) => `${c.identity}${c.description ? ` (${c.description})` : ''}: ${c.state}${c.endpoint ? `, endpoint ${c.endpoint}` : ''}${c.installed ? '' : `, not installed: ${c.reason}`}`
+      const who = (c: Candidate) =>
+        `${c.identity}${c.description ? ` (${c.description})` : ''}: ${c.state}${c.endpoint ? `, endpoint ${c.endpoint}` : ''}${c.installed ? '' : `, not installed: ${c.reason}`}`
       if (out.carriedBy) lines.push(...field('', 'Carried by', who(out.carriedBy)))
       if (out.standby.length) lines.push(...field('', 'Standby', out.standby.map(who)))
       lines.push(...field('', 'Verdict', out.verdict))

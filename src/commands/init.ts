@@ -20,7 +20,10 @@ export default class Init extends BaseCommand {
     const { flags } = await this.parse(Init)
     const file = this.profileFile(flags)
     if (fs.existsSync(file) && !flags.force) {
-      throw new EnclaveError('EEXIST', `${file}: a profile already exists; use --force to replace it (its private key and identity will be lost)`)
+      throw new EnclaveError(
+        'EEXIST',
+        `${file}: a profile already exists; use --force to replace it (its private key and identity will be lost)`,
+      )
     }
     const raw: Record<string, unknown> = { PrivateKey: generatePrivateKey().toString('base64') }
     if (flags.port !== undefined) raw.LocalPort = flags.port

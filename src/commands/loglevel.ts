@@ -4,7 +4,7 @@ import { callAgent } from '../control/api/client.js'
 import { VERBOSITY_NAMES } from '../control/logger.js'
 
 export default class Loglevel extends BaseCommand {
-  static override description = 'Change the running agent\'s log level (0 minimal … 5 frame data)'
+  static override description = "Change the running agent's log level (0 minimal … 5 frame data)"
   static override enableJsonFlag = true
   static override args = { level: Args.integer({ description: '0..5', required: true, min: 0, max: 5 }) }
 

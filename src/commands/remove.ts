@@ -7,7 +7,7 @@ import { loadProfile, writeProfile } from '../control/profile/profile.js'
 export default class Remove extends BaseCommand {
   static override description = 'Remove a peer (and its AvailableRoutes entry) from the profile'
   static override enableJsonFlag = true
-  static override args = { identity: Args.string({ description: 'the peer\'s identity, e.g. G982V', required: true }) }
+  static override args = { identity: Args.string({ description: "the peer's identity, e.g. G982V", required: true }) }
 
   async run() {
     const { args, flags } = await this.parse(Remove)
@@ -16,7 +16,10 @@ export default class Remove extends BaseCommand {
     const id = normaliseIdentity(args.identity)
     const peer = profile.peers.find((p) => p.identity === id)
     if (!peer) {
-      throw new EnclaveError('ENOENT', `no peer ${args.identity} in ${file} (peers: ${profile.peers.map((p) => p.identity).join(', ') || 'none'})`)
+      throw new EnclaveError(
+        'ENOENT',
+        `no peer ${args.identity} in ${file} (peers: ${profile.peers.map((p) => p.identity).join(', ') || 'none'})`,
+      )
     }
     const raw = structuredClone(profile.raw)
     ;(raw.Peers as unknown[]).splice(peer.index, 1)

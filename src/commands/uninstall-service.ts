@@ -14,7 +14,8 @@ export default class UninstallService extends BaseCommand {
   async run(): Promise<void> {
     const { flags } = await this.parse(UninstallService)
     const file = path.join(flags['unit-dir'], `${UNIT_NAME}.service`)
-    if (fs.existsSync('/run/systemd/system') && flags['unit-dir'] === '/etc/systemd/system') await run('systemctl', ['disable', '--now', UNIT_NAME])
+    if (fs.existsSync('/run/systemd/system') && flags['unit-dir'] === '/etc/systemd/system')
+      await run('systemctl', ['disable', '--now', UNIT_NAME])
     if (!fs.existsSync(file)) {
       this.log(`No unit at ${file}`)
       return

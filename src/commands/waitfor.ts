@@ -30,6 +30,10 @@ export default class Waitfor extends BaseCommand {
       if (Date.now() >= deadline) break
       await new Promise((r) => setTimeout(r, 250))
     }
-    throw new EnclaveError('ETIMEDOUT', known ? `${args.peer} is not up after ${flags.timeout} s` : `${args.peer} is not a peer of this agent`, 1)
+    throw new EnclaveError(
+      'ETIMEDOUT',
+      known ? `${args.peer} is not up after ${flags.timeout} s` : `${args.peer} is not a peer of this agent`,
+      1,
+    )
   }
 }

@@ -20,28 +20,84 @@ import type { KeypairRef, PeerRuntime } from './peers.js'
 import { peerState } from './peers.js'
 import { native, openTunQueues, openUdp } from '../native/io.js'
 import {
-  C_FROM_LAN_BYTES, C_PEER_FIELDS, C_RX_BYTES, C_RX_PKTS, C_TO_LAN_BYTES, C_TX_BYTES, C_TX_PKTS, G_CONFIG_GEN, G_LOG_LEVEL,
-  G_STOP, KEYPAIR_QUARANTINE_MS, KEY_BYTES_PER_SLOT, KF_CREATED_MS, KF_FIELDS, KF_REPLAY_LAST, KP_RECV_ONLY, KP_SLOTS,
-  KP_VALID, K_FIELDS, K_INDEX, K_INITIATOR, K_PEER, K_REMOTE, K_SEND_CTR, K_STATE, type LayoutViews, PF_ENDPOINT,
-  PF_FIELDS, PF_LAST_RX_ANY, PF_LAST_RX_DATA, PF_LAST_TX_ANY, PF_LAST_TX_DATA, P_ACTIVE, P_CUR_KP, P_FIELDS, REASONS,
-  REPLAY_WORDS, type SharedLayout, createLayout, endpointIp, endpointPort, packEndpoint, views,
+  C_FROM_LAN_BYTES,
+  C_PEER_FIELDS,
+  C_RX_BYTES,
+  C_RX_PKTS,
+  C_TO_LAN_BYTES,
+  C_TX_BYTES,
+  C_TX_PKTS,
+  G_CONFIG_GEN,
+  G_LOG_LEVEL,
+  G_STOP,
+  KEYPAIR_QUARANTINE_MS,
+  KEY_BYTES_PER_SLOT,
+  KF_CREATED_MS,
+  KF_FIELDS,
+  KF_REPLAY_LAST,
+  KP_RECV_ONLY,
+  KP_SLOTS,
+  KP_VALID,
+  K_FIELDS,
+  K_INDEX,
+  K_INITIATOR,
+  K_PEER,
+  K_REMOTE,
+  K_SEND_CTR,
+  K_STATE,
+  type LayoutViews,
+  PF_ENDPOINT,
+  PF_FIELDS,
+  PF_LAST_RX_ANY,
+  PF_LAST_RX_DATA,
+  PF_LAST_TX_ANY,
+  PF_LAST_TX_DATA,
+  P_ACTIVE,
+  P_CUR_KP,
+  P_FIELDS,
+  REASONS,
+  REPLAY_WORDS,
+  type SharedLayout,
+  createLayout,
+  endpointIp,
+  endpointPort,
+  packEndpoint,
+  views,
 } from '../ipc/layout.js'
 import { MSG_CONFIRMED, MSG_HANDSHAKE, MSG_REKEY, MSG_STAGED, type RingBuffers, RingConsumer, createRing } from '../ipc/ring.js'
 import { type DataplaneTables, type FlowLog, LOCAL_PROVIDED, LOCAL_SELF, type WorkerInit } from '../ipc/messages.js'
 import { type RouteEntry, buildRouteTable } from '../dataplane/route-table.js'
 import { createConntrack, ctCountByPeer } from '../dataplane/conntrack.js'
 import {
-  type ConsumedInitiation, type LocalStatic, acceptInitiation, checkMac1, checkMac2, consumeCookieReply,
-  consumeResponse, cookieChecker, createCookieReply, createInitiation, localStatic, peerCrypto,
-  readReceiverIndex, type SessionKeys, writeMacs,
+  type ConsumedInitiation,
+  type LocalStatic,
+  acceptInitiation,
+  checkMac1,
+  checkMac2,
+  consumeCookieReply,
+  consumeResponse,
+  cookieChecker,
+  createCookieReply,
+  createInitiation,
+  localStatic,
+  peerCrypto,
+  readReceiverIndex,
+  type SessionKeys,
+  writeMacs,
 } from '../protocol/noise.js'
 import {
-  MAX_INITIATIONS_PER_PEER_PER_S, MSG_COOKIE_REPLY, MSG_INITIATION, MSG_RESPONSE,
-  MSG_TRANSPORT, REJECT_AFTER_TIME_MS, REKEY_TIMEOUT_JITTER_MAX_MS, REKEY_TIMEOUT_MS,
+  MAX_INITIATIONS_PER_PEER_PER_S,
+  MSG_COOKIE_REPLY,
+  MSG_INITIATION,
+  MSG_RESPONSE,
+  MSG_TRANSPORT,
+  REJECT_AFTER_TIME_MS,
+  REKEY_TIMEOUT_JITTER_MAX_MS,
+  REKEY_TIMEOUT_MS,
   UNDER_LOAD_HANDSHAKES_PER_S,
 } from '../protocol/constants.js'
 import * as net from '../platform/linux/net.js'
-import { type RouteDecision } from '../platform/linux/net.js'
+import type { RouteDecision } from '../platform/linux/net.js'
 import { STATUS_VERSION, type StatusModel, type RouteStatus } from './status/model.js'
 import { VERSION } from '../version.js'
 import { type PeerTimerState, type TimerAction, timerActions } from '../protocol/timers.js'
@@ -118,7 +174,8 @@ export class Agent {
   }
 
   async start(): Promise<void> {
-    if (process.getuid && process.getuid() !== 0) throw new EnclaveError('EPERM', 'enclave run needs root (CAP_NET_ADMIN) to create the TUN device and routes; try `sudo enclave run`')
+    if (process.getuid && process.getuid() !== 0)
+      throw new EnclaveError('EPERM', 'enclave run needs root (CAP_NET_ADMIN) to create the TUN device and routes; try `sudo enclave run`')
     this.profile = loadProfile(profilePath(this.opts.configDir))
     const p = this.profile
     if (p.logLevel !== undefined && this.opts.verbosity === 1) {
@@ -126,9 +183,16 @@ export class Agent {
       setVerbosity(this.log, p.logLevel)
     }
     this.local = localStatic(p.privateKey, p.publicKey)
-    this.hsPool = new Piscina({ filename: new URL('../../workers/handshake.js', import.meta.url).href, minThreads: 1, maxThreads: 1, idleTimeout: Infinity })
+    this.hsPool = new Piscina({
+      filename: new URL('../../workers/handshake.js', import.meta.url).href,
+      minThreads: 1,
+      maxThreads: 1,
+      idleTimeout: Infinity,
+    })
     // Warm the pool (module load, JIT) so the first peer's handshake is not the one that pays for it.
-    void this.hsPool.run({ op: 'consume', msg: new Uint8Array(148), privateKey: p.privateKey, publicKey: p.publicKey, nowMs: Date.now() }).catch(() => undefined)
+    void this.hsPool
+      .run({ op: 'consume', msg: new Uint8Array(148), privateKey: p.privateKey, publicKey: p.publicKey, nowMs: Date.now() })
+      .catch(() => undefined)
     const nWorkers = this.opts.workers ?? p.workers ?? Math.max(1, Math.min(os.availableParallelism(), 4))
     this.layout = createLayout(Math.max(64, p.peers.length * 2 + 16), nWorkers)
     this.v = views(this.layout)
@@ -137,7 +201,10 @@ export class Agent {
     for (let s = this.layout.maxPeers - 1; s >= 0; s--) this.freePeerSlots.push(s)
     this.natTag = `enclave:${p.interface}`
 
-    this.log.info({ identity: p.identity, virtualAddress: intToIp(p.virtualAddress), version: VERSION, verbosity: VERBOSITY_NAMES[this.verbosity] }, 'starting enclave agent')
+    this.log.info(
+      { identity: p.identity, virtualAddress: intToIp(p.virtualAddress), version: VERSION, verbosity: VERBOSITY_NAMES[this.verbosity] },
+      'starting enclave agent',
+    )
     await this.cleanupStale()
 
     const tun = openTunQueues(p.interface, nWorkers, process.env.ENCLAVE_TUN_OFFLOAD !== '0')
@@ -170,12 +237,23 @@ export class Agent {
       started.push(this.startWorker(i))
     }
     await Promise.all(started)
-    this.log.info({ interface: this.ifname, address: `${intToIp(p.virtualAddress)}/10`, mtu: p.mtu, port: this.port, workers: nWorkers, offload: this.offload ? 'tso4+csum' : 'off' }, 'data plane up')
+    this.log.info(
+      {
+        interface: this.ifname,
+        address: `${intToIp(p.virtualAddress)}/10`,
+        mtu: p.mtu,
+        port: this.port,
+        workers: nWorkers,
+        offload: this.offload ? 'tso4+csum' : 'off',
+      },
+      'data plane up',
+    )
     await this.syncOsRoutes()
     await this.checkExitNode()
     for (const c of this.consumers) void this.consumeRing(c)
     this.tickTimer = setInterval(() => this.tick(), TICK_MS)
-    for (const peer of this.peers) if (peer.cfg.persistentKeepalive > 0 && peer.configuredEndpoint) this.initiate(peer, 'persistent keepalive configured')
+    for (const peer of this.peers)
+      if (peer.cfg.persistentKeepalive > 0 && peer.configuredEndpoint) this.initiate(peer, 'persistent keepalive configured')
     this.api = new ApiServer(this, this.opts.runDir, p.controlGroup)
     await this.api.listen()
     this.log.info({ socket: this.api.path }, 'control socket ready')
@@ -197,8 +275,17 @@ export class Agent {
 
   private workerInit(i: number): WorkerInit {
     return {
-      id: i, layout: this.layout, ring: this.rings[i], conntrack: this.conntrack, tunFd: this.tunFds[i], udpFd: this.udpFds[i],
-      mtu: this.profile.mtu, batch: 64, epochMs: this.epochMs, tables: this.tables, offload: this.offload,
+      id: i,
+      layout: this.layout,
+      ring: this.rings[i],
+      conntrack: this.conntrack,
+      tunFd: this.tunFds[i],
+      udpFd: this.udpFds[i],
+      mtu: this.profile.mtu,
+      batch: 64,
+      epochMs: this.epochMs,
+      tables: this.tables,
+      offload: this.offload,
     }
   }
 
@@ -228,7 +315,10 @@ export class Agent {
       this.log.error({ worker: i, code }, 'data-plane worker exited unexpectedly; restarting it')
       setTimeout(() => !this.stopping && void this.startWorker(i), 100)
     })
-    return Promise.race([isReady, new Promise<void>((_, rej) => setTimeout(() => rej(new Error(`data-plane worker ${i} did not start within 15 s`)), 15_000).unref())])
+    return Promise.race([
+      isReady,
+      new Promise<void>((_, rej) => setTimeout(() => rej(new Error(`data-plane worker ${i} did not start within 15 s`)), 15_000).unref()),
+    ])
   }
 
   /** Starts a handshake with one peer (by identity or virtual address) if it has no session. */
@@ -258,13 +348,21 @@ export class Agent {
 
   private logFlow(f: FlowLog): void {
     const protoName = f.proto === 1 ? 'icmp' : f.proto === 6 ? 'tcp' : f.proto === 17 ? 'udp' : String(f.proto)
-    const peer = f.peer >= 0 ? this.peers.find((p) => p.slot === f.peer)?.cfg.identity ?? `slot${f.peer}` : '-'
+    const peer = f.peer >= 0 ? (this.peers.find((p) => p.slot === f.peer)?.cfg.identity ?? `slot${f.peer}`) : '-'
     const ports = f.proto === 6 || f.proto === 17
-    this.log.trace({
-      dir: f.dir === 'out' ? 'outbound' : 'inbound', peer, proto: protoName,
-      src: ports ? `${intToIp(f.src)}:${f.sport}` : intToIp(f.src), dst: ports ? `${intToIp(f.dst)}:${f.dport}` : intToIp(f.dst),
-      ...(f.proto === 1 ? { icmp_type: f.sport } : {}), size: f.len, verdict: f.verdict,
-    }, 'flow')
+    this.log.trace(
+      {
+        dir: f.dir === 'out' ? 'outbound' : 'inbound',
+        peer,
+        proto: protoName,
+        src: ports ? `${intToIp(f.src)}:${f.sport}` : intToIp(f.src),
+        dst: ports ? `${intToIp(f.dst)}:${f.dport}` : intToIp(f.dst),
+        ...(f.proto === 1 ? { icmp_type: f.sport } : {}),
+        size: f.len,
+        verdict: f.verdict,
+      },
+      'flow',
+    )
   }
 
   // ---------------------------------------------------------------- peers
@@ -279,7 +377,10 @@ export class Agent {
         const r = await dns.lookup(ep.host, { family: 4 })
         ip = parseIpv4(r.address) as number
       } catch (e) {
-        this.log.warn({ peer: peer.cfg.identity, endpoint: `${ep.host}:${ep.port}`, err: (e as Error).message }, 'cannot resolve peer endpoint; waiting for the peer to connect')
+        this.log.warn(
+          { peer: peer.cfg.identity, endpoint: `${ep.host}:${ep.port}`, err: (e as Error).message },
+          'cannot resolve peer endpoint; waiting for the peer to connect',
+        )
         return
       }
     }
@@ -287,15 +388,24 @@ export class Agent {
     peer.configuredEndpoint = { ip: ip as number, port: ep.port }
     const pf = peer.slot * PF_FIELDS + PF_ENDPOINT
     if (this.v.peerF64[pf] === 0 || (force && changed)) this.v.peerF64[pf] = packEndpoint(ip as number, ep.port)
-    if (changed) this.log.network({ peer: peer.cfg.identity, host: ep.host, address: `${intToIp(ip as number)}:${ep.port}` }, 'peer endpoint name resolves to a new address')
+    if (changed)
+      this.log.network(
+        { peer: peer.cfg.identity, host: ep.host, address: `${intToIp(ip as number)}:${ep.port}` },
+        'peer endpoint name resolves to a new address',
+      )
   }
 
   private async addPeer(cfg: Profile['peers'][number]): Promise<PeerRuntime> {
     const slot = this.freePeerSlots.pop()
     if (slot === undefined) throw new EnclaveError('EPEERS', 'too many peers for this run; restart the agent to grow the table')
     const peer: PeerRuntime = {
-      slot, cfg, crypto: peerCrypto(this.local, cfg.publicKey, cfg.presharedKey), lastInitiationSentMs: -Infinity,
-      nextRetryMs: 0, staged: [], lastTxDataHandled: 0,
+      slot,
+      cfg,
+      crypto: peerCrypto(this.local, cfg.publicKey, cfg.presharedKey),
+      lastInitiationSentMs: -Infinity,
+      nextRetryMs: 0,
+      staged: [],
+      lastTxDataHandled: 0,
     }
     const pb = slot * P_FIELDS
     Atomics.store(this.v.peerI32, pb + P_CUR_KP, -1)
@@ -425,7 +535,9 @@ export class Agent {
         return
       }
       this.hsInFlight++
-      void this.answerInitiation(msg, ip, port).catch((e: Error) => this.log.error({ from, err: e.message }, 'handshake task failed')).finally(() => this.hsInFlight--)
+      void this.answerInitiation(msg, ip, port)
+        .catch((e: Error) => this.log.error({ from, err: e.message }, 'handshake task failed'))
+        .finally(() => this.hsInFlight--)
       return
     }
     if (type === MSG_RESPONSE) {
@@ -465,7 +577,13 @@ export class Agent {
   /** Responder: decrypt in the pool, check replay/flood here, build the response in the pool, install. */
   private async answerInitiation(msg: Buffer, ip: number, port: number): Promise<void> {
     const from = `${intToIp(ip)}:${port}`
-    const ci = await this.hsPool!.run({ op: 'consume', msg, privateKey: this.local.privateKey, publicKey: this.local.publicKey, nowMs: Date.now() }) as ConsumedInitiation | null
+    const ci = (await this.hsPool!.run({
+      op: 'consume',
+      msg,
+      privateKey: this.local.privateKey,
+      publicKey: this.local.publicKey,
+      nowMs: Date.now(),
+    })) as ConsumedInitiation | null
     if (this.stopping) return
     const peer = ci && this.peers.find((p) => Buffer.compare(p.cfg.publicKey, Buffer.from(ci.peerPublicKey)) === 0)
     if (!ci || !peer) {
@@ -480,7 +598,14 @@ export class Agent {
     const { slot, index } = this.allocKeypair()
     const state = peer.crypto.handshake!
     peer.crypto.handshake = undefined
-    const r = await this.hsPool!.run({ op: 'respond', peerPublicKey: peer.cfg.publicKey, presharedKey: peer.crypto.presharedKey, state, localIndex: index, nowMs: Date.now() }) as { msg: Uint8Array; keys: SessionKeys }
+    const r = (await this.hsPool!.run({
+      op: 'respond',
+      peerPublicKey: peer.cfg.publicKey,
+      presharedKey: peer.crypto.presharedKey,
+      state,
+      localIndex: index,
+      nowMs: Date.now(),
+    })) as { msg: Uint8Array; keys: SessionKeys }
     if (this.stopping || !this.peers.includes(peer)) {
       this.retireKeypair(slot)
       return
@@ -548,11 +673,19 @@ export class Agent {
   }
 
   private handleRingMessage(kind: number, payload: Buffer, ip: number, port: number, slot: number, aux: number): void {
-    if (kind === MSG_HANDSHAKE) return this.handleHandshake(payload, ip, port)
+    if (kind === MSG_HANDSHAKE) {
+      this.handleHandshake(payload, ip, port)
+      return
+    }
     const peer = this.peerBySlot(slot)
     if (!peer) return
     if (kind === MSG_STAGED) {
-      if (peer.current && Atomics.load(this.v.kpI32, peer.current.slot * K_FIELDS + K_STATE) === KP_VALID && Date.now() - peer.current.createdMs < REJECT_AFTER_TIME_MS && this.endpointOf(peer)) {
+      if (
+        peer.current &&
+        Atomics.load(this.v.kpI32, peer.current.slot * K_FIELDS + K_STATE) === KP_VALID &&
+        Date.now() - peer.current.createdMs < REJECT_AFTER_TIME_MS &&
+        this.endpointOf(peer)
+      ) {
         this.sendTransport(peer, payload) // a session came up while this packet was in the ring
         return
       }
@@ -560,7 +693,10 @@ export class Agent {
       if (peer.staged.length > MAX_STAGED_PER_PEER) peer.staged.shift()
       if (!this.endpointOf(peer) && Date.now() - this.lastStageDropLog > STAGE_DROP_LOG_MS) {
         this.lastStageDropLog = Date.now()
-        this.log.warn({ peer: peer.cfg.identity }, 'traffic for a peer with no endpoint: it has to connect to us first (or set Endpoint in the profile)')
+        this.log.warn(
+          { peer: peer.cfg.identity },
+          'traffic for a peer with no endpoint: it has to connect to us first (or set Endpoint in the profile)',
+        )
       }
       this.initiate(peer, 'traffic waiting')
     } else if (kind === MSG_CONFIRMED) {
@@ -599,20 +735,36 @@ export class Agent {
       const pf = peer.slot * PF_FIELDS
       const kps: PeerTimerState['keypairs'] = {}
       for (const w of ['previous', 'current', 'next'] as const) if (peer[w]) kps[w] = peer[w]
-      const actions = timerActions({
-        lastRxAny: f[pf + PF_LAST_RX_ANY], lastRxData: f[pf + PF_LAST_RX_DATA], lastTxAny: f[pf + PF_LAST_TX_ANY],
-        lastTxData: f[pf + PF_LAST_TX_DATA], persistentKeepaliveS: peer.cfg.persistentKeepalive,
-        handshakeStartedMs: peer.handshakeStartedMs, nextRetryMs: peer.nextRetryMs, lastInitiationSentMs: peer.lastInitiationSentMs,
-        keypairs: kps, unresponsive: peer.unresponsiveSinceMs !== undefined, rekeyOnRxDone: peer.rekeyOnRxDone === peer.current?.slot,
-      }, now)
+      const actions = timerActions(
+        {
+          lastRxAny: f[pf + PF_LAST_RX_ANY],
+          lastRxData: f[pf + PF_LAST_RX_DATA],
+          lastTxAny: f[pf + PF_LAST_TX_ANY],
+          lastTxData: f[pf + PF_LAST_TX_DATA],
+          persistentKeepaliveS: peer.cfg.persistentKeepalive,
+          handshakeStartedMs: peer.handshakeStartedMs,
+          nextRetryMs: peer.nextRetryMs,
+          lastInitiationSentMs: peer.lastInitiationSentMs,
+          keypairs: kps,
+          unresponsive: peer.unresponsiveSinceMs !== undefined,
+          rekeyOnRxDone: peer.rekeyOnRxDone === peer.current?.slot,
+        },
+        now,
+      )
       for (const a of actions) this.applyTimerAction(peer, a, now)
       // Health probing of an exit node that stopped answering (failover back when it returns).
-      if (peer.cfg.availableRoutes.length && peer.unresponsiveSinceMs !== undefined && now - peer.lastInitiationSentMs >= HEALTH_PROBE_MS) this.initiate(peer, 'probing exit node')
+      if (peer.cfg.availableRoutes.length && peer.unresponsiveSinceMs !== undefined && now - peer.lastInitiationSentMs >= HEALTH_PROBE_MS)
+        this.initiate(peer, 'probing exit node')
       const e = f[pf + PF_ENDPOINT]
-      if (peer.lastLoggedEndpoint !== undefined && e !== 0 && e !== peer.lastLoggedEndpoint) this.log.network({ peer: peer.cfg.identity, endpoint: `${intToIp(endpointIp(e))}:${endpointPort(e)}` }, 'peer roamed to a new endpoint')
+      if (peer.lastLoggedEndpoint !== undefined && e !== 0 && e !== peer.lastLoggedEndpoint)
+        this.log.network(
+          { peer: peer.cfg.identity, endpoint: `${intToIp(endpointIp(e))}:${endpointPort(e)}` },
+          'peer roamed to a new endpoint',
+        )
       if (e !== 0) peer.lastLoggedEndpoint = e
       const st = peerState(peer, now, REJECT_AFTER_TIME_MS)
-      if (peer.lastState !== undefined && st !== peer.lastState) this.log.info({ peer: peer.cfg.identity, from: peer.lastState, to: st }, 'peer state changed')
+      if (peer.lastState !== undefined && st !== peer.lastState)
+        this.log.info({ peer: peer.cfg.identity, from: peer.lastState, to: st }, 'peer state changed')
       peer.lastState = st
     }
   }
@@ -632,7 +784,10 @@ export class Agent {
         return
       }
       case 'give-up':
-        this.log.network({ peer: id, queued: peer.staged.length }, 'handshake did not complete within REKEY_ATTEMPT_TIME; giving up until there is new traffic')
+        this.log.network(
+          { peer: id, queued: peer.staged.length },
+          'handshake did not complete within REKEY_ATTEMPT_TIME; giving up until there is new traffic',
+        )
         peer.handshakeStartedMs = undefined
         peer.staged = []
         if (peer.pendingSlot !== undefined) this.retireKeypair(peer.pendingSlot)
@@ -672,10 +827,15 @@ export class Agent {
   private chooseRoutes(): Map<string, number> {
     const m = new Map<string, number>()
     const candidates = new Map<string, PeerRuntime[]>()
-    for (const peer of this.peers) for (const c of peer.cfg.availableRoutes) candidates.set(c.text, [...(candidates.get(c.text) ?? []), peer])
+    for (const peer of this.peers)
+      for (const c of peer.cfg.availableRoutes) candidates.set(c.text, [...(candidates.get(c.text) ?? []), peer])
     for (const [route, list] of candidates) {
       list.sort((a, b) => this.routeOrder(a) - this.routeOrder(b))
-      const healthy = list.find((p) => p.unresponsiveSinceMs === undefined && !(p.handshakeStartedMs !== undefined && Date.now() - p.handshakeStartedMs > 2 * REKEY_TIMEOUT_MS))
+      const healthy = list.find(
+        (p) =>
+          p.unresponsiveSinceMs === undefined &&
+          !(p.handshakeStartedMs !== undefined && Date.now() - p.handshakeStartedMs > 2 * REKEY_TIMEOUT_MS),
+      )
       m.set(route, (healthy ?? list[0]).slot)
     }
     return m
@@ -693,7 +853,8 @@ export class Agent {
       const prev = this.activeRoute.get(r)
       if (prev !== s) {
         changed = true
-        if (prev !== undefined) this.log.warn({ route: r, from: this.peerBySlot(prev)?.cfg.identity, to: this.peerBySlot(s)?.cfg.identity }, 'exit node failover')
+        if (prev !== undefined)
+          this.log.warn({ route: r, from: this.peerBySlot(prev)?.cfg.identity, to: this.peerBySlot(s)?.cfg.identity }, 'exit node failover')
       }
     }
     if (changed) this.rebuildTables()
@@ -744,8 +905,17 @@ export class Agent {
     const pt = buildRouteTable(provided)
     const gen = (this.tables?.gen ?? 0) + 1
     this.tables = {
-      gen, routeChild: rt.child, routeVal: rt.val, allowChild: at.child, allowVal: at.val, groupStart,
-      groupPeers: Int32Array.from(flat), localChild: lt.child, localVal: lt.val, providedChild: pt.child, providedVal: pt.val,
+      gen,
+      routeChild: rt.child,
+      routeVal: rt.val,
+      allowChild: at.child,
+      allowVal: at.val,
+      groupStart,
+      groupPeers: Int32Array.from(flat),
+      localChild: lt.child,
+      localVal: lt.val,
+      providedChild: pt.child,
+      providedVal: pt.val,
       exitNode: p.exitNode.providesRoutes.length > 0,
     }
     for (const w of this.workers) w?.postMessage({ t: 'tables', tables: this.tables })
@@ -758,7 +928,12 @@ export class Agent {
     const wanted: Cidr[] = []
     for (const peer of this.peers) for (const c of peer.cfg.availableRoutes) if (!wanted.some((w) => w.text === c.text)) wanted.push(c)
     const existing = await net.listRoutes('main')
-    const decisions = net.decideRoutes(wanted, existing.filter((r) => !this.installedRoutes.some((i) => i.text === r.dst)), this.ifname, this.profile.exitNode.forceRoutes)
+    const decisions = net.decideRoutes(
+      wanted,
+      existing.filter((r) => !this.installedRoutes.some((i) => i.text === r.dst)),
+      this.ifname,
+      this.profile.exitNode.forceRoutes,
+    )
     const fwmark = String(this.fwmark())
     for (const old of this.installedRoutes) {
       if (decisions.some((d) => d.install && d.cidr.text === old.text)) continue
@@ -782,7 +957,16 @@ export class Agent {
           await net.addRoute(d.cidr, this.ifname)
         }
         installed.push(d.cidr)
-        if (!this.installedRoutes.some((c) => c.text === d.cidr.text)) this.log.info({ route: d.cidr.text, dev: this.ifname, via: this.peerBySlot(this.activeRoute.get(d.cidr.text) ?? -1)?.cfg.identity, note: d.warning }, 'installed route')
+        if (!this.installedRoutes.some((c) => c.text === d.cidr.text))
+          this.log.info(
+            {
+              route: d.cidr.text,
+              dev: this.ifname,
+              via: this.peerBySlot(this.activeRoute.get(d.cidr.text) ?? -1)?.cfg.identity,
+              note: d.warning,
+            },
+            'installed route',
+          )
       } catch (e) {
         d.install = false
         d.reason = (e as Error).message
@@ -807,7 +991,9 @@ export class Agent {
         this.log.info('ManageNat: enabled net.ipv4.ip_forward')
       }
       if ((await net.natRules()) === undefined) {
-        this.exitWarnings.push('ManageNat needs iptables (iptables-nft works) and it is not installed: add the SNAT rules by hand (nft or iptables)')
+        this.exitWarnings.push(
+          'ManageNat needs iptables (iptables-nft works) and it is not installed: add the SNAT rules by hand (nft or iptables)',
+        )
       } else {
         await net.removeTaggedNatRules(this.natTag)
         for (const c of en.providesRoutes) {
@@ -825,7 +1011,8 @@ export class Agent {
         }
       }
     }
-    if (!net.ipForwardEnabled()) this.exitWarnings.push('IP forwarding is off, so nothing reaches the LAN: run `sudo sysctl -w net.ipv4.ip_forward=1`')
+    if (!net.ipForwardEnabled())
+      this.exitWarnings.push('IP forwarding is off, so nothing reaches the LAN: run `sudo sysctl -w net.ipv4.ip_forward=1`')
     const rules = await net.natRules()
     for (const c of en.providesRoutes) {
       if (rules === undefined) {
@@ -833,8 +1020,10 @@ export class Agent {
         break
       }
       if (!net.natCovers(rules, c)) {
-        const to = (await net.lanAddressFor(c)) ?? '<this node\'s LAN address>'
-        this.exitWarnings.push(`no SNAT rule for ${c.text}: run \`sudo iptables -t nat -A POSTROUTING -s 100.64.0.0/10 -d ${c.text} -j SNAT --to ${to}\``)
+        const to = (await net.lanAddressFor(c)) ?? "<this node's LAN address>"
+        this.exitWarnings.push(
+          `no SNAT rule for ${c.text}: run \`sudo iptables -t nat -A POSTROUTING -s 100.64.0.0/10 -d ${c.text} -j SNAT --to ${to}\``,
+        )
       }
     }
     for (const w of this.exitWarnings) this.log.warn(w)
@@ -844,8 +1033,16 @@ export class Agent {
 
   async reload(): Promise<{ added: string[]; removed: string[]; changed: string[] }> {
     const next = loadProfile(profilePath(this.opts.configDir)) // throws the usual ProfileError: nothing applied
-    if (!next.privateKey.equals(this.profile.privateKey) || next.interface !== this.profile.interface || next.localPort !== this.profile.localPort || next.mtu !== this.profile.mtu) {
-      throw new EnclaveError('ERELOAD', 'PrivateKey, Interface, LocalPort and Mtu cannot change while running; restart the agent (`enclave restart`)')
+    if (
+      !next.privateKey.equals(this.profile.privateKey) ||
+      next.interface !== this.profile.interface ||
+      next.localPort !== this.profile.localPort ||
+      next.mtu !== this.profile.mtu
+    ) {
+      throw new EnclaveError(
+        'ERELOAD',
+        'PrivateKey, Interface, LocalPort and Mtu cannot change while running; restart the agent (`enclave restart`)',
+      )
     }
     const added: string[] = []
     const removed: string[] = []
@@ -934,7 +1131,12 @@ export class Agent {
         unsolicitedDrops: counters.unsolicited,
         users: this.peers
           .filter((peer) => flows.has(peer.slot) || this.peerCounter(peer.slot, C_TO_LAN_BYTES) > 0)
-          .map((peer) => ({ identity: peer.cfg.identity, flows: flows.get(peer.slot) ?? 0, bytesToLan: this.peerCounter(peer.slot, C_TO_LAN_BYTES), bytesFromLan: this.peerCounter(peer.slot, C_FROM_LAN_BYTES) })),
+          .map((peer) => ({
+            identity: peer.cfg.identity,
+            flows: flows.get(peer.slot) ?? 0,
+            bytesToLan: this.peerCounter(peer.slot, C_TO_LAN_BYTES),
+            bytesFromLan: this.peerCounter(peer.slot, C_FROM_LAN_BYTES),
+          })),
         warnings: this.exitWarnings,
       },
       counters,
@@ -944,7 +1146,11 @@ export class Agent {
           const d = this.routeDecisions.find((x) => x.cidr.text === c.text)
           const installed = this.installedRoutes.some((x) => x.text === c.text)
           const active = this.activeRoute.get(c.text) === peer.slot
-          const reason = !installed ? d?.reason : !active ? `${this.peerBySlot(this.activeRoute.get(c.text) ?? -1)?.cfg.identity ?? 'another exit node'} is active` : undefined
+          const reason = !installed
+            ? d?.reason
+            : !active
+              ? `${this.peerBySlot(this.activeRoute.get(c.text) ?? -1)?.cfg.identity ?? 'another exit node'} is active`
+              : undefined
           return { route: c.text, installed, active, reason }
         })
         return {
@@ -979,10 +1185,22 @@ export class Agent {
     this.log.info({ reason: why }, 'stopping')
     if (this.tickTimer) clearInterval(this.tickTimer)
     Atomics.store(this.v.global, G_STOP, 1)
-    await Promise.all(this.workers.map((w) => w && new Promise<void>((r) => {
-      const t = setTimeout(() => { void w.terminate(); r() }, 2000)
-      w.once('exit', () => { clearTimeout(t); r() })
-    })))
+    await Promise.all(
+      this.workers.map(
+        (w) =>
+          w &&
+          new Promise<void>((r) => {
+            const t = setTimeout(() => {
+              void w.terminate()
+              r()
+            }, 2000)
+            w.once('exit', () => {
+              clearTimeout(t)
+              r()
+            })
+          }),
+      ),
+    )
     for (const c of this.installedRoutes) await net.delRoute(c, this.ifname, c.len === 0 ? String(this.fwmark()) : undefined)
     if (this.defaultRouteRules) await net.removeDefaultRouteRules(this.fwmark())
     if (this.profile.exitNode.manageNat) {

@@ -19,12 +19,17 @@ export interface Check {
 export async function runDoctor(configDir: string, probe?: string): Promise<Check[]> {
   const checks: Check[] = []
   const add = (c: Check) => checks.push(c)
-  let profile
+  let profile: ReturnType<typeof loadProfile> | undefined
   try {
     profile = loadProfile(profilePath(configDir))
     add({ name: 'profile', result: 'pass', detail: `${profile.file} is valid (identity ${profile.identity})` })
   } catch (e) {
-    add({ name: 'profile', result: 'fail', detail: (e as Error).message, fix: 'correct the profile at the path and field named above, then `sudo enclave reload`' })
+    add({
+      name: 'profile',
+      result: 'fail',
+      detail: (e as Error).message,
+      fix: 'correct the profile at the path and field named above, then `sudo enclave reload`',
+    })
     return checks
   }
   let status: StatusModel | undefined
@@ -37,40 +42,93 @@ export async function runDoctor(configDir: string, probe?: string): Promise<Chec
   if (status) {
     for (const p of status.peers) {
       const isExit = p.exitNodeFor.length > 0
-      if (p.state === 'Up') add({ name: `peer ${p.identity}`, result: 'pass', detail: `up, endpoint ${p.endpoint}, last handshake ${p.lastHandshakeSecondsAgo?.toFixed(0)} s ago` })
-      else add({
-        name: `peer ${p.identity}`, result: isExit ? 'fail' : 'warn', detail: `${p.state}${p.endpoint ? `, endpoint ${p.endpoint}` : ', no endpoint known'}`,
-        fix: p.endpoint ? `check that UDP ${p.endpoint} is reachable and that the peer lists this system's public key; \`enclave waitfor ${p.identity}\` starts a handshake` : `set Endpoint for ${p.identity} in the profile, or let the peer connect first`,
-      })
+      if (p.state === 'Up')
+        add({
+          name: `peer ${p.identity}`,
+          result: 'pass',
+          detail: `up, endpoint ${p.endpoint}, last handshake ${p.lastHandshakeSecondsAgo?.toFixed(0)} s ago`,
+        })
+      else
+        add({
+          name: `peer ${p.identity}`,
+          result: isExit ? 'fail' : 'warn',
+          detail: `${p.state}${p.endpoint ? `, endpoint ${p.endpoint}` : ', no endpoint known'}`,
+          fix: p.endpoint
+            ? `check that UDP ${p.endpoint} is reachable and that the peer lists this system's public key; \`enclave waitfor ${p.identity}\` starts a handshake`
+            : `set Endpoint for ${p.identity} in the profile, or let the peer connect first`,
+        })
       for (const r of p.exitNodeFor) {
         const c = parseCidr(r.route) as Cidr
-        const line = (await run('ip', c.len === 0 ? ['route', 'show', 'table', 'all', 'default', 'dev', status.interface] : ['route', 'show', r.route])).stdout.trim()
-        if (r.installed && line.includes(status.interface)) add({ name: `route ${r.route} via ${p.identity}`, result: r.active ? 'pass' : 'warn', detail: `${line.split('\n')[0]}${r.active ? '' : ` (standby: ${r.reason})`}` })
-        else add({ name: `route ${r.route} via ${p.identity}`, result: 'fail', detail: r.reason ?? `not in the routing table (ip route show ${r.route}: ${line || 'nothing'})`, fix: r.reason?.includes('ForceRoutes') ? 'use a more specific route than your LAN, or set "ExitNode": {"ForceRoutes": true}' : 'sudo enclave reload' })
+        const line = (
+          await run('ip', c.len === 0 ? ['route', 'show', 'table', 'all', 'default', 'dev', status.interface] : ['route', 'show', r.route])
+        ).stdout.trim()
+        if (r.installed && line.includes(status.interface))
+          add({
+            name: `route ${r.route} via ${p.identity}`,
+            result: r.active ? 'pass' : 'warn',
+            detail: `${line.split('\n')[0]}${r.active ? '' : ` (standby: ${r.reason})`}`,
+          })
+        else
+          add({
+            name: `route ${r.route} via ${p.identity}`,
+            result: 'fail',
+            detail: r.reason ?? `not in the routing table (ip route show ${r.route}: ${line || 'nothing'})`,
+            fix: r.reason?.includes('ForceRoutes')
+              ? 'use a more specific route than your LAN, or set "ExitNode": {"ForceRoutes": true}'
+              : 'sudo enclave reload',
+          })
       }
     }
   }
   const provides = profile.exitNode.providesRoutes
   if (provides.length) {
     if (net.ipForwardEnabled()) add({ name: 'ip_forward', result: 'pass', detail: 'net.ipv4.ip_forward = 1' })
-    else add({ name: 'ip_forward', result: 'fail', detail: 'net.ipv4.ip_forward = 0: the kernel will not forward overlay traffic to the LAN', fix: 'sudo sysctl -w net.ipv4.ip_forward=1 (and set it in /etc/sysctl.conf), or "ExitNode": {"ManageNat": true}' })
+    else
+      add({
+        name: 'ip_forward',
+        result: 'fail',
+        detail: 'net.ipv4.ip_forward = 0: the kernel will not forward overlay traffic to the LAN',
+        fix: 'sudo sysctl -w net.ipv4.ip_forward=1 (and set it in /etc/sysctl.conf), or "ExitNode": {"ManageNat": true}',
+      })
     const rules = await net.natRules()
     for (const c of provides) {
       const rule = rules && net.natCovers(rules, c)
-      if (rule) add({ name: `SNAT ${c.text}`, result: 'pass', detail: `${rule.target}${rule.to ? ' to:' + rule.to : ''} (${rule.pkts} packets, ${rule.bytes} bytes so far)` })
+      if (rule)
+        add({
+          name: `SNAT ${c.text}`,
+          result: 'pass',
+          detail: `${rule.target}${rule.to ? ' to:' + rule.to : ''} (${rule.pkts} packets, ${rule.bytes} bytes so far)`,
+        })
       else {
-        const to = (await net.lanAddressFor(c)) ?? '<this node\'s LAN address>'
-        add({ name: `SNAT ${c.text}`, result: 'fail', detail: rules ? 'no SNAT or MASQUERADE rule translates 100.64.0.0/10 to this subnet' : 'iptables is not available', fix: `sudo iptables -t nat -A POSTROUTING -s 100.64.0.0/10 -d ${c.text} -j SNAT --to ${to}` })
+        const to = (await net.lanAddressFor(c)) ?? "<this node's LAN address>"
+        add({
+          name: `SNAT ${c.text}`,
+          result: 'fail',
+          detail: rules ? 'no SNAT or MASQUERADE rule translates 100.64.0.0/10 to this subnet' : 'iptables is not available',
+          fix: `sudo iptables -t nat -A POSTROUTING -s 100.64.0.0/10 -d ${c.text} -j SNAT --to ${to}`,
+        })
       }
     }
     if (probe) {
       const r = await run('ping', ['-c', '1', '-W', '2', probe])
       const rtt = /time=([\d.]+ ms)/.exec(r.stdout)?.[1]
-      add(r.code === 0
-        ? { name: `LAN probe ${probe}`, result: 'pass', detail: `answers (${rtt})` }
-        : { name: `LAN probe ${probe}`, result: 'fail', detail: 'no answer to ICMP echo from the exit node itself', fix: `check this node's LAN interface and routes (ip route get ${probe}); the host's firewall may also drop ping` })
+      add(
+        r.code === 0
+          ? { name: `LAN probe ${probe}`, result: 'pass', detail: `answers (${rtt})` }
+          : {
+              name: `LAN probe ${probe}`,
+              result: 'fail',
+              detail: 'no answer to ICMP echo from the exit node itself',
+              fix: `check this node's LAN interface and routes (ip route get ${probe}); the host's firewall may also drop ping`,
+            },
+      )
     }
-    if (status) add({ name: 'unsolicited', result: 'pass', detail: `${status.exitNode.unsolicitedDrops} packets from the LAN dropped because no peer started their flow` })
+    if (status)
+      add({
+        name: 'unsolicited',
+        result: 'pass',
+        detail: `${status.exitNode.unsolicitedDrops} packets from the LAN dropped because no peer started their flow`,
+      })
   }
   return checks
 }
@@ -84,6 +142,9 @@ export function formatChecks(checks: Check[]): string {
   }
   const fails = checks.filter((c) => c.result === 'fail').length
   const warns = checks.filter((c) => c.result === 'warn').length
-  lines.push('', fails ? `${fails} check(s) failed, ${warns} warning(s)` : warns ? `all checks passed, ${warns} warning(s)` : 'all checks passed')
+  lines.push(
+    '',
+    fails ? `${fails} check(s) failed, ${warns} warning(s)` : warns ? `all checks passed, ${warns} warning(s)` : 'all checks passed',
+  )
   return lines.join('\n')
 }

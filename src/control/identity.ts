@@ -51,5 +51,5 @@ export function virtualAddressFromPublicKey(publicKey: Uint8Array): number {
 }
 
 export function inOverlay(addr: number): boolean {
-  return (addr >>> (32 - OVERLAY_PREFIX)) === (OVERLAY_NETWORK >>> (32 - OVERLAY_PREFIX))
+  return addr >>> (32 - OVERLAY_PREFIX) === OVERLAY_NETWORK >>> (32 - OVERLAY_PREFIX)
 }

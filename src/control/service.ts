@@ -62,13 +62,16 @@ export interface DaemonOptions {
 /** Starts `enclave run` detached; resolves once its control socket answers (or fails with its log). */
 export async function startDaemon(o: DaemonOptions): Promise<{ pid: number; log: string }> {
   const existing = readPid(o.runDir)
-  if (existing && isOurAgent(existing)) throw new EnclaveError('EALREADY', `the agent is already running (pid ${existing}); use \`enclave restart\` to restart it`)
+  if (existing && isOurAgent(existing))
+    throw new EnclaveError('EALREADY', `the agent is already running (pid ${existing}); use \`enclave restart\` to restart it`)
   fs.mkdirSync(o.runDir, { recursive: true, mode: 0o755 })
   fs.mkdirSync(logDir(), { recursive: true, mode: 0o750 })
   const log = path.join(logDir(), 'enclave.log')
   const fd = fs.openSync(log, 'a', 0o640)
   const child = spawn(process.execPath, [BIN_PATH, 'run', '-v', String(o.verbosity), '--config-dir', o.configDir], {
-    detached: true, stdio: ['ignore', fd, fd], env: { ...process.env, ENCLAVE_RUN_DIR: o.runDir },
+    detached: true,
+    stdio: ['ignore', fd, fd],
+    env: { ...process.env, ENCLAVE_RUN_DIR: o.runDir },
   })
   fs.closeSync(fd)
   const pid = child.pid!
@@ -85,7 +88,10 @@ export async function startDaemon(o: DaemonOptions): Promise<{ pid: number; log:
     if (fs.existsSync(sock)) return { pid, log }
     await new Promise((r) => setTimeout(r, 100))
   }
-  throw new EnclaveError('ETIMEDOUT', `the agent (pid ${pid}) did not open its control socket within ${(o.timeoutMs ?? 20_000) / 1000} s; see ${log}`)
+  throw new EnclaveError(
+    'ETIMEDOUT',
+    `the agent (pid ${pid}) did not open its control socket within ${(o.timeoutMs ?? 20_000) / 1000} s; see ${log}`,
+  )
 }
 
 /** Stops the daemon in the pid file: SIGTERM, then SIGKILL after `graceMs`. */
@@ -148,4 +154,3 @@ DeviceAllow=/dev/net/tun rw
 WantedBy=multi-user.target
 `
 }
-

@@ -64,12 +64,45 @@ function unlockEntry(t: Int32Array, b: number): void {
  * Records or refreshes a flow started by `peer`. `ttl` is chosen by the caller from the protocol
  * and TCP flags. Returns 1 if a new entry was made, 0 if refreshed, 2 if an entry was evicted, -1 if busy.
  */
-export function ctTrack(t: Int32Array, proto: number, peerIp: number, lanIp: number, ports: number, peer: number, nowS: number, ttl: number): number {
-  return ctTrack16(t, proto, (peerIp >>> 16) & 0xffff, peerIp & 0xffff, (lanIp >>> 16) & 0xffff, lanIp & 0xffff, (ports >>> 16) & 0xffff, ports & 0xffff, peer, nowS, ttl)
+export function ctTrack(
+  t: Int32Array,
+  proto: number,
+  peerIp: number,
+  lanIp: number,
+  ports: number,
+  peer: number,
+  nowS: number,
+  ttl: number,
+): number {
+  return ctTrack16(
+    t,
+    proto,
+    (peerIp >>> 16) & 0xffff,
+    peerIp & 0xffff,
+    (lanIp >>> 16) & 0xffff,
+    lanIp & 0xffff,
+    (ports >>> 16) & 0xffff,
+    ports & 0xffff,
+    peer,
+    nowS,
+    ttl,
+  )
 }
 
 /** Hot-path form: addresses and the ports word as 16-bit halves (never boxed; see lookupRoute16). */
-export function ctTrack16(t: Int32Array, proto: number, peerHi: number, peerLo: number, lanHi: number, lanLo: number, peerPort: number, lanPort: number, peer: number, nowS: number, ttl: number): number {
+export function ctTrack16(
+  t: Int32Array,
+  proto: number,
+  peerHi: number,
+  peerLo: number,
+  lanHi: number,
+  lanLo: number,
+  peerPort: number,
+  lanPort: number,
+  peer: number,
+  nowS: number,
+  ttl: number,
+): number {
   const peerIp = (peerHi << 16) | peerLo
   const lanIp = (lanHi << 16) | lanLo
   const ports = (peerPort << 16) | lanPort
@@ -79,7 +112,13 @@ export function ctTrack16(t: Int32Array, proto: number, peerHi: number, peerLo: 
   for (let i = 0; i < CT_PROBE; i++) {
     const b = ((h + i) & (CT_ENTRIES - 1)) * CT_FIELDS
     const exp = t[b + F_EXPIRES]
-    if (exp > nowS && t[b + F_PEER_IP] === (peerIp | 0) && t[b + F_LAN_IP] === (lanIp | 0) && t[b + F_PORTS] === (ports | 0) && (t[b + F_PROTO] & 255) === proto) {
+    if (
+      exp > nowS &&
+      t[b + F_PEER_IP] === (peerIp | 0) &&
+      t[b + F_LAN_IP] === (lanIp | 0) &&
+      t[b + F_PORTS] === (ports | 0) &&
+      (t[b + F_PROTO] & 255) === proto
+    ) {
       if (!lockEntry(t, b)) return -1
       if (ttl < exp - nowS && proto === PROTO_TCP && ttl !== CT_TCP_CLOSING_S) ttl = exp - nowS
       t[b + F_EXPIRES] = nowS + ttl
@@ -114,11 +153,33 @@ export function ctTrack16(t: Int32Array, proto: number, peerHi: number, peerLo: 
  * slot that started it, or -1. On a hit the entry is marked replied and its lifetime refreshed.
  */
 export function ctReply(t: Int32Array, proto: number, peerIp: number, lanIp: number, ports: number, nowS: number, ttl: number): number {
-  return ctReply16(t, proto, (peerIp >>> 16) & 0xffff, peerIp & 0xffff, (lanIp >>> 16) & 0xffff, lanIp & 0xffff, (ports >>> 16) & 0xffff, ports & 0xffff, nowS, ttl)
+  return ctReply16(
+    t,
+    proto,
+    (peerIp >>> 16) & 0xffff,
+    peerIp & 0xffff,
+    (lanIp >>> 16) & 0xffff,
+    lanIp & 0xffff,
+    (ports >>> 16) & 0xffff,
+    ports & 0xffff,
+    nowS,
+    ttl,
+  )
 }
 
 /** Hot-path form of ctReply (see ctTrack16). */
-export function ctReply16(t: Int32Array, proto: number, peerHi: number, peerLo: number, lanHi: number, lanLo: number, peerPort: number, lanPort: number, nowS: number, ttl: number): number {
+export function ctReply16(
+  t: Int32Array,
+  proto: number,
+  peerHi: number,
+  peerLo: number,
+  lanHi: number,
+  lanLo: number,
+  peerPort: number,
+  lanPort: number,
+  nowS: number,
+  ttl: number,
+): number {
   const peerIp = (peerHi << 16) | peerLo
   const lanIp = (lanHi << 16) | lanLo
   const ports = (peerPort << 16) | lanPort
@@ -127,7 +188,13 @@ export function ctReply16(t: Int32Array, proto: number, peerHi: number, peerLo: 
     const b = ((h + i) & (CT_ENTRIES - 1)) * CT_FIELDS
     const s1 = Atomics.load(t, b + F_SEQ)
     if ((s1 & 1) !== 0) continue
-    if (t[b + F_EXPIRES] > nowS && t[b + F_PEER_IP] === (peerIp | 0) && t[b + F_LAN_IP] === (lanIp | 0) && t[b + F_PORTS] === (ports | 0) && (t[b + F_PROTO] & 255) === proto) {
+    if (
+      t[b + F_EXPIRES] > nowS &&
+      t[b + F_PEER_IP] === (peerIp | 0) &&
+      t[b + F_LAN_IP] === (lanIp | 0) &&
+      t[b + F_PORTS] === (ports | 0) &&
+      (t[b + F_PROTO] & 255) === proto
+    ) {
       const peer = t[b + F_PEER]
       if (Atomics.load(t, b + F_SEQ) !== s1) return -1
       if (lockEntry(t, b)) {

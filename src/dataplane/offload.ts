@@ -82,7 +82,18 @@ function ipHeaderChecksum(b: Uint8Array, p: number, ihl: number): void {
  * Writes each packet length to lens[first+k]. Returns the number of slots used, 0 if the packet is
  * malformed or needs more than `room` slots, -1 if it is a kind we do not handle.
  */
-export function segmentPacket(buf: Uint8Array, u32: Uint32Array, off: number, len: number, slotBase: number, slot: number, headroom: number, first: number, room: number, lens: Int32Array): number {
+export function segmentPacket(
+  buf: Uint8Array,
+  u32: Uint32Array,
+  off: number,
+  len: number,
+  slotBase: number,
+  slot: number,
+  headroom: number,
+  first: number,
+  room: number,
+  lens: Int32Array,
+): number {
   if (len < VNET_HDR_LEN + 20) return 0
   const flags = buf[off]
   const gsoType = buf[off + 1] & 0x7f
@@ -104,7 +115,7 @@ export function segmentPacket(buf: Uint8Array, u32: Uint32Array, off: number, le
     return 1
   }
   if (gsoType !== GSO_TCPV4) return -1
-  if ((buf[p] >> 4) !== 4 || buf[p + 9] !== 6) return 0
+  if (buf[p] >> 4 !== 4 || buf[p + 9] !== 6) return 0
   const ihl = (buf[p] & 15) * 4
   const thl = (buf[p + ihl + 12] >> 4) * 4
   const hdr = ihl + thl
@@ -121,7 +132,7 @@ export function segmentPacket(buf: Uint8Array, u32: Uint32Array, off: number, le
   for (let k = 0; k < segs; k++) {
     const q = slotBase + (first + k) * slot + headroom
     const from = k * gsoSize
-    const seglen = payload - from < gsoSize ? payload - from : gsoSize
+    const seglen = Math.min(payload - from, gsoSize)
     buf.copyWithin(q, p, p + hdr)
     buf.copyWithin(q + hdr, p + hdr + from, p + hdr + from + seglen)
     put16(buf, q + 2, hdr + seglen)
@@ -161,7 +172,18 @@ const GROUP_RESERVE = (VNET_HDR_LEN + GRO_MAX_BYTES + 63) & ~63
  * Writes arena offsets/lengths (relative to arenaBase) to offs/outLens and returns how many packets
  * to write; cursor[0] is advanced to the first packet not yet placed (n when done).
  */
-export function coalesceForTun(b: Uint8Array, slot: number, headroom: number, lens: Int32Array, n: number, arenaBase: number, arenaEnd: number, offs: Int32Array, outLens: Int32Array, cursor: Int32Array): number {
+export function coalesceForTun(
+  b: Uint8Array,
+  slot: number,
+  headroom: number,
+  lens: Int32Array,
+  n: number,
+  arenaBase: number,
+  arenaEnd: number,
+  offs: Int32Array,
+  outLens: Int32Array,
+  cursor: Int32Array,
+): number {
   let pos = arenaBase
   let k = 0
   let open = -1 // index in offs of the group that may still grow
@@ -178,7 +200,14 @@ export function coalesceForTun(b: Uint8Array, slot: number, headroom: number, le
     const thl = isTcp ? (b[p + 32] >> 4) * 4 : 0
     const payload = len - ihl - thl
     const flags = isTcp ? b[p + 33] : 0
-    if (open >= 0 && isTcp && payload > 0 && payload <= gso && (flags === 0x10 || flags === 0x18) && outLens[open] - VNET_HDR_LEN + payload <= GRO_MAX_BYTES) {
+    if (
+      open >= 0 &&
+      isTcp &&
+      payload > 0 &&
+      payload <= gso &&
+      (flags === 0x10 || flags === 0x18) &&
+      outLens[open] - VNET_HDR_LEN + payload <= GRO_MAX_BYTES
+    ) {
       const h = arenaBase + offs[open] + VNET_HDR_LEN
       const seq = ((b[p + 24] << 24) | (b[p + 25] << 16) | (b[p + 26] << 8) | b[p + 27]) >>> 0
       let same = seq === nextSeq && (b[h + 32] >> 4) * 4 === thl && b[h + 8] === b[p + 8] && b[h + 1] === b[p + 1]

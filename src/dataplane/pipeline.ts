@@ -16,10 +16,43 @@
  */
 import sodium from 'sodium-native'
 import {
-  C_FROM_LAN_BYTES, C_PEER_FIELDS, C_RX_BYTES, C_RX_PKTS, C_TO_LAN_BYTES, C_TX_BYTES, C_TX_PKTS, KEY_BYTES_PER_SLOT,
-  KF_CREATED_MS, KF_FIELDS, KF_REPLAY_LAST, KP_MASK, KP_RECV_ONLY, KP_SLOTS, KP_VALID, K_FIELDS, K_INDEX, K_INITIATOR,
-  K_LOCK, K_PEER, K_REMOTE, K_SEND_CTR, K_STATE, type LayoutViews, PF_ENDPOINT, PF_FIELDS, PF_LAST_RX_ANY,
-  PF_LAST_RX_DATA, PF_LAST_TX_ANY, PF_LAST_TX_DATA, P_CUR_KP, P_FIELDS, R, REASONS, REPLAY_WORDS, type SharedLayout, views,
+  C_FROM_LAN_BYTES,
+  C_PEER_FIELDS,
+  C_RX_BYTES,
+  C_RX_PKTS,
+  C_TO_LAN_BYTES,
+  C_TX_BYTES,
+  C_TX_PKTS,
+  KEY_BYTES_PER_SLOT,
+  KF_CREATED_MS,
+  KF_FIELDS,
+  KF_REPLAY_LAST,
+  KP_MASK,
+  KP_RECV_ONLY,
+  KP_SLOTS,
+  KP_VALID,
+  K_FIELDS,
+  K_INDEX,
+  K_INITIATOR,
+  K_LOCK,
+  K_PEER,
+  K_REMOTE,
+  K_SEND_CTR,
+  K_STATE,
+  type LayoutViews,
+  PF_ENDPOINT,
+  PF_FIELDS,
+  PF_LAST_RX_ANY,
+  PF_LAST_RX_DATA,
+  PF_LAST_TX_ANY,
+  PF_LAST_TX_DATA,
+  P_CUR_KP,
+  P_FIELDS,
+  R,
+  REASONS,
+  REPLAY_WORDS,
+  type SharedLayout,
+  views,
 } from '../ipc/layout.js'
 import { MSG_CONFIRMED, MSG_HANDSHAKE, MSG_REKEY, MSG_STAGED, RingProducer, type RingBuffers } from '../ipc/ring.js'
 import { LOCAL_PROVIDED, type DataplaneTables } from '../ipc/messages.js'
@@ -27,7 +60,12 @@ import { lookupRoute16 } from './route-table.js'
 import { replayCheckAndSet32, replayMaybeFresh } from './replay.js'
 import { PROTO_ICMP, PROTO_TCP, PROTO_UDP, ctReply16, ctTrack16, ttlFor } from './conntrack.js'
 import {
-  MSG_TRANSPORT, REJECT_AFTER_TIME_MS, REKEY_AFTER_TIME_MS, RECV_COUNTER_LIMIT, SEND_COUNTER_LIMIT, SEND_COUNTER_REKEY,
+  MSG_TRANSPORT,
+  REJECT_AFTER_TIME_MS,
+  REKEY_AFTER_TIME_MS,
+  RECV_COUNTER_LIMIT,
+  SEND_COUNTER_LIMIT,
+  SEND_COUNTER_REKEY,
 } from '../protocol/constants.js'
 
 export const HEADROOM = 16 // transport header: room to encrypt in place
@@ -184,10 +222,16 @@ export class Pipeline {
     const ihl = (b[p] & 15) * 4
     const hasPorts = proto === PROTO_TCP || proto === PROTO_UDP
     this.post({
-      t: 'flow', dir, peer, proto, src: rd32(b, p + 12), dst: rd32(b, p + 16),
+      t: 'flow',
+      dir,
+      peer,
+      proto,
+      src: rd32(b, p + 12),
+      dst: rd32(b, p + 16),
       sport: hasPorts ? (b[p + ihl] << 8) | b[p + ihl + 1] : proto === PROTO_ICMP ? b[p + ihl] : 0,
       dport: hasPorts ? (b[p + ihl + 2] << 8) | b[p + ihl + 3] : proto === PROTO_ICMP ? (b[p + ihl + 4] << 8) | b[p + ihl + 5] : 0,
-      len, verdict,
+      len,
+      verdict,
     })
   }
 
@@ -203,13 +247,39 @@ export class Pipeline {
         const qproto = b[q + 9]
         if (len < q - p + (b[q] & 15) * 4 + 8) return false
         portsInto(b, q, qproto, true)
-        return ctReply16(this.ct, qproto, (b[q + 12] << 8) | b[q + 13], (b[q + 14] << 8) | b[q + 15], (b[q + 16] << 8) | b[q + 17], (b[q + 18] << 8) | b[q + 19], PORTS[0], PORTS[1], this.nowS, 0) >= 0
+        return (
+          ctReply16(
+            this.ct,
+            qproto,
+            (b[q + 12] << 8) | b[q + 13],
+            (b[q + 14] << 8) | b[q + 15],
+            (b[q + 16] << 8) | b[q + 17],
+            (b[q + 18] << 8) | b[q + 19],
+            PORTS[0],
+            PORTS[1],
+            this.nowS,
+            0,
+          ) >= 0
+        )
       }
     }
     const flags = proto === PROTO_TCP ? b[l4 + 13] : 0
     portsInto(b, p, proto, false)
     // The reply goes LAN -> peer: the peer is the destination.
-    return ctReply16(this.ct, proto, (b[p + 16] << 8) | b[p + 17], (b[p + 18] << 8) | b[p + 19], (b[p + 12] << 8) | b[p + 13], (b[p + 14] << 8) | b[p + 15], PORTS[0], PORTS[1], this.nowS, ttlFor(proto, flags)) >= 0
+    return (
+      ctReply16(
+        this.ct,
+        proto,
+        (b[p + 16] << 8) | b[p + 17],
+        (b[p + 18] << 8) | b[p + 19],
+        (b[p + 12] << 8) | b[p + 13],
+        (b[p + 14] << 8) | b[p + 15],
+        PORTS[0],
+        PORTS[1],
+        this.nowS,
+        ttlFor(proto, flags),
+      ) >= 0
+    )
   }
 
   /** Classifies and encrypts n packets in oSlab; returns how many datagrams are ready (sLens > 0). */
@@ -221,7 +291,10 @@ export class Pipeline {
       sLens[i] = 0
       const len = oLens[i]
       const p = i * SLOT + HEADROOM
-      if (len < 20 || (oSlab[p] >> 4) !== 4) { this.drop(R.not_ipv4); continue }
+      if (len < 20 || oSlab[p] >> 4 !== 4) {
+        this.drop(R.not_ipv4)
+        continue
+      }
       const peer = lookupRoute16(t.routeChild, t.routeVal, (oSlab[p + 16] << 8) | oSlab[p + 17], (oSlab[p + 18] << 8) | oSlab[p + 19])
       if (peer < 0) {
         this.drop(R.no_route)
@@ -229,7 +302,10 @@ export class Pipeline {
         continue
       }
       const cb = this.cBase + peer * C_PEER_FIELDS
-      if (t.exitNode && lookupRoute16(t.providedChild, t.providedVal, (oSlab[p + 12] << 8) | oSlab[p + 13], (oSlab[p + 14] << 8) | oSlab[p + 15]) >= 0) {
+      if (
+        t.exitNode &&
+        lookupRoute16(t.providedChild, t.providedVal, (oSlab[p + 12] << 8) | oSlab[p + 13], (oSlab[p + 14] << 8) | oSlab[p + 15]) >= 0
+      ) {
         if (!this.replyAllowed(oSlab, p, len)) {
           this.drop(R.unsolicited)
           if (this.logLevel >= 5) this.flowLog('out', peer, oSlab, p, len, 'drop unsolicited (LAN hosts may only reply)')
@@ -240,7 +316,12 @@ export class Pipeline {
       const kp = Atomics.load(peerI32, peer * P_FIELDS + P_CUR_KP)
       const endpoint = peerF64[peer * PF_FIELDS + PF_ENDPOINT]
       const kb = kp * K_FIELDS
-      if (kp < 0 || endpoint === 0 || Atomics.load(kpI32, kb + K_STATE) !== KP_VALID || now - kpF64[kp * KF_FIELDS + KF_CREATED_MS] >= REJECT_AFTER_TIME_MS) {
+      if (
+        kp < 0 ||
+        endpoint === 0 ||
+        Atomics.load(kpI32, kb + K_STATE) !== KP_VALID ||
+        now - kpF64[kp * KF_FIELDS + KF_CREATED_MS] >= REJECT_AFTER_TIME_MS
+      ) {
         if (!this.ring.push(MSG_STAGED, oSlab, p, len, 0, 0, peer, 0)) this.drop(R.ring_full)
         else this.drop(R.staged)
         if (this.logLevel >= 5) this.flowLog('out', peer, oSlab, p, len, 'queued: waiting for handshake')
@@ -248,13 +329,20 @@ export class Pipeline {
       }
       const index = kpI32[kb + K_INDEX]
       const ctr = Atomics.add(kpI32, kb + K_SEND_CTR, 1) >>> 0
-      if (ctr >= SEND_COUNTER_LIMIT) { this.drop(R.counter_exhausted); continue }
-      if ((ctr >= SEND_COUNTER_REKEY || (kpI32[kb + K_INITIATOR] === 1 && now - kpF64[kp * KF_FIELDS + KF_CREATED_MS] >= REKEY_AFTER_TIME_MS)) && now - this.rekeySignalled[peer] > 1000) {
+      if (ctr >= SEND_COUNTER_LIMIT) {
+        this.drop(R.counter_exhausted)
+        continue
+      }
+      if (
+        (ctr >= SEND_COUNTER_REKEY ||
+          (kpI32[kb + K_INITIATOR] === 1 && now - kpF64[kp * KF_FIELDS + KF_CREATED_MS] >= REKEY_AFTER_TIME_MS)) &&
+        now - this.rekeySignalled[peer] > 1000
+      ) {
         this.rekeySignalled[peer] = now
         this.ring.push(MSG_REKEY, oSlab, 0, 0, 0, 0, peer, kp)
       }
       let padded = (len + 15) & ~15
-      if (padded > MTU) padded = len > MTU ? len : MTU
+      if (padded > MTU) padded = Math.max(len, MTU)
       for (let j = len; j < padded; j++) oSlab[p + j] = 0
       const h = i * SLOT
       oSlab[h] = MSG_TRANSPORT
@@ -283,10 +371,16 @@ export class Pipeline {
       nonce[5] = n1
       nonce[6] = n2
       nonce[7] = n3
-      const sv = (padded & 15) === 0 ? this.slotViews(this.oViews, oSlab, i, padded) : [oSlab.subarray(p, p + padded), oSlab.subarray(p + padded, p + padded + 16)]
+      const sv =
+        (padded & 15) === 0
+          ? this.slotViews(this.oViews, oSlab, i, padded)
+          : [oSlab.subarray(p, p + padded), oSlab.subarray(p + padded, p + padded + 16)]
       sodium.crypto_aead_chacha20poly1305_ietf_encrypt_detached(sv[0], sv[1], sv[0], null, null, this.oNonce, this.sendKeys[kp])
       // The keypair may have been retired while we encrypted; never send under a recycled slot.
-      if (Atomics.load(kpI32, kb + K_INDEX) !== index) { this.drop(R.expired); continue }
+      if (Atomics.load(kpI32, kb + K_INDEX) !== index) {
+        this.drop(R.expired)
+        continue
+      }
       if (this.logLevel >= 5) this.flowLog('out', peer, oSlab, p, len, 'routed')
       sLens[i] = HEADROOM + padded + 16
       oAddrs[2 * i] = Math.floor(endpoint / 65536) >>> 0
@@ -310,7 +404,10 @@ export class Pipeline {
       wLens[i] = 0
       const len = iLens[i]
       const b = i * SLOT
-      if (len < 4 || iSlab[b + 1] !== 0 || iSlab[b + 2] !== 0 || iSlab[b + 3] !== 0) { this.drop(R.malformed); continue }
+      if (len < 4 || iSlab[b + 1] !== 0 || iSlab[b + 2] !== 0 || iSlab[b + 3] !== 0) {
+        this.drop(R.malformed)
+        continue
+      }
       const type = iSlab[b]
       if (type !== MSG_TRANSPORT) {
         if (type >= 1 && type <= 3) {
@@ -319,40 +416,69 @@ export class Pipeline {
         } else this.drop(R.malformed)
         continue
       }
-      if (len < 32) { this.drop(R.malformed); continue }
+      if (len < 32) {
+        this.drop(R.malformed)
+        continue
+      }
       const idxLo = iSlab[b + 4] | (iSlab[b + 5] << 8)
       const kp = idxLo & KP_MASK
       const kb = kp * K_FIELDS
       const state = Atomics.load(kpI32, kb + K_STATE)
-      if (state === 0 || kpI32[kb + K_INDEX] !== (idxLo | (iSlab[b + 6] << 16) | (iSlab[b + 7] << 24))) { this.drop(R.bad_index); continue }
+      if (state === 0 || kpI32[kb + K_INDEX] !== (idxLo | (iSlab[b + 6] << 16) | (iSlab[b + 7] << 24))) {
+        this.drop(R.bad_index)
+        continue
+      }
       const kf = kp * KF_FIELDS
-      if (now - kpF64[kf + KF_CREATED_MS] >= REJECT_AFTER_TIME_MS) { this.drop(R.expired); continue }
+      if (now - kpF64[kf + KF_CREATED_MS] >= REJECT_AFTER_TIME_MS) {
+        this.drop(R.expired)
+        continue
+      }
       const ctrLo = (iSlab[b + 8] | (iSlab[b + 9] << 8) | (iSlab[b + 10] << 16) | (iSlab[b + 11] << 24)) >>> 0
       const ctrHi = (iSlab[b + 12] | (iSlab[b + 13] << 8) | (iSlab[b + 14] << 16) | (iSlab[b + 15] << 24)) >>> 0
       const rb = kp * REPLAY_WORDS
       if (ctrHi >= RECV_COUNTER_LIMIT / 4294967296 || !replayMaybeFresh(kpReplay, rb, kpF64, kf + KF_REPLAY_LAST, ctrHi, ctrLo)) {
         this.drop(R.replay)
-        if (this.logLevel >= 5) this.post({ t: 'log', level: 'info', msg: `inbound: verdict=drop replay (counter ${ctrHi * 4294967296 + ctrLo} already seen or too old) peer_slot=${kpI32[kb + K_PEER]}` })
+        if (this.logLevel >= 5)
+          this.post({
+            t: 'log',
+            level: 'info',
+            msg: `inbound: verdict=drop replay (counter ${ctrHi * 4294967296 + ctrLo} already seen or too old) peer_slot=${kpI32[kb + K_PEER]}`,
+          })
         continue
       }
       const clen = len - 32
       const nonce = this.iNonce
       for (let j = 0; j < 8; j++) nonce[4 + j] = iSlab[b + 8 + j]
       const p = b + HEADROOM
-      const sv = (clen & 15) === 0 ? this.slotViews(this.iViews, iSlab, i, clen) : [iSlab.subarray(p, p + clen), iSlab.subarray(p + clen, p + clen + 16)]
+      const sv =
+        (clen & 15) === 0
+          ? this.slotViews(this.iViews, iSlab, i, clen)
+          : [iSlab.subarray(p, p + clen), iSlab.subarray(p + clen, p + clen + 16)]
       try {
         sodium.crypto_aead_chacha20poly1305_ietf_decrypt_detached(sv[0], null, sv[0], sv[1], null, nonce, this.recvKeys[kp])
       } catch {
         this.drop(R.bad_mac)
-        if (this.logLevel >= 5) this.post({ t: 'log', level: 'info', msg: `inbound: verdict=drop bad_mac from ${iAddrs[2 * i] >>> 24}.${(iAddrs[2 * i] >>> 16) & 255}.${(iAddrs[2 * i] >>> 8) & 255}.${iAddrs[2 * i] & 255}:${iAddrs[2 * i + 1]}` })
+        if (this.logLevel >= 5)
+          this.post({
+            t: 'log',
+            level: 'info',
+            msg: `inbound: verdict=drop bad_mac from ${iAddrs[2 * i] >>> 24}.${(iAddrs[2 * i] >>> 16) & 255}.${(iAddrs[2 * i] >>> 8) & 255}.${iAddrs[2 * i] & 255}:${iAddrs[2 * i + 1]}`,
+          })
         continue
       }
-      while (Atomics.compareExchange(kpI32, kb + K_LOCK, 0, 1) !== 0) { /* uncontended in practice: one worker per flow */ }
+      while (Atomics.compareExchange(kpI32, kb + K_LOCK, 0, 1) !== 0) {
+        /* uncontended in practice: one worker per flow */
+      }
       const fresh = replayCheckAndSet32(kpReplay, rb, kpF64, kf + KF_REPLAY_LAST, ctrHi, ctrLo)
       Atomics.store(kpI32, kb + K_LOCK, 0)
       if (!fresh) {
         this.drop(R.replay)
-        if (this.logLevel >= 5) this.post({ t: 'log', level: 'info', msg: `inbound: verdict=drop replay (counter ${ctrHi * 4294967296 + ctrLo}) peer_slot=${kpI32[kb + K_PEER]}` })
+        if (this.logLevel >= 5)
+          this.post({
+            t: 'log',
+            level: 'info',
+            msg: `inbound: verdict=drop replay (counter ${ctrHi * 4294967296 + ctrLo}) peer_slot=${kpI32[kb + K_PEER]}`,
+          })
         continue
       }
       const peer = kpI32[kb + K_PEER]
@@ -367,10 +493,19 @@ export class Pipeline {
       peerF64[pf + PF_LAST_RX_ANY] = now
       const cb = this.cBase + peer * C_PEER_FIELDS
       counters[cb + C_RX_PKTS]++
-      if (clen === 0) { this.drop(R.keepalive); continue }
-      if (clen < 20 || (iSlab[p] >> 4) !== 4) { this.drop(R.not_ipv4); continue }
+      if (clen === 0) {
+        this.drop(R.keepalive)
+        continue
+      }
+      if (clen < 20 || iSlab[p] >> 4 !== 4) {
+        this.drop(R.not_ipv4)
+        continue
+      }
       const tot = (iSlab[p + 2] << 8) | iSlab[p + 3]
-      if (tot < 20 || tot > clen) { this.drop(R.malformed); continue }
+      if (tot < 20 || tot > clen) {
+        this.drop(R.malformed)
+        continue
+      }
       const sHi = (iSlab[p + 12] << 8) | iSlab[p + 13]
       const sLo = (iSlab[p + 14] << 8) | iSlab[p + 15]
       const dHi = (iSlab[p + 16] << 8) | iSlab[p + 17]
@@ -393,7 +528,8 @@ export class Pipeline {
         const proto = iSlab[p + 9]
         const flags = proto === PROTO_TCP ? iSlab[p + (iSlab[p] & 15) * 4 + 13] : 0
         portsInto(iSlab, p, proto, true)
-        if (ctTrack16(this.ct, proto, sHi, sLo, dHi, dLo, PORTS[0], PORTS[1], peer, this.nowS, ttlFor(proto, flags)) === 2) this.drop(R.conntrack_full)
+        if (ctTrack16(this.ct, proto, sHi, sLo, dHi, dLo, PORTS[0], PORTS[1], peer, this.nowS, ttlFor(proto, flags)) === 2)
+          this.drop(R.conntrack_full)
         counters[cb + C_TO_LAN_BYTES] += tot
       }
       if (this.logLevel >= 5) this.flowLog('in', peer, iSlab, p, tot, where === LOCAL_PROVIDED ? 'routed to LAN' : 'delivered')

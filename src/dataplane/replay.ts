@@ -24,7 +24,14 @@ export function replayCheckAndSet(bits: Uint32Array, base: number, lastArr: Floa
  * two 16-bit halves would be excessive: words above 2^30 are rare, since counters start at 0 and
  * a keypair lives 180 s; values are only boxed, never wrong).
  */
-export function replayCheckAndSet32(bits: Uint32Array, base: number, lastArr: Float64Array, lastIdx: number, ctrHi: number, ctrLo: number): boolean {
+export function replayCheckAndSet32(
+  bits: Uint32Array,
+  base: number,
+  lastArr: Float64Array,
+  lastIdx: number,
+  ctrHi: number,
+  ctrLo: number,
+): boolean {
   const counter = ctrHi * 4294967296 + ctrLo
   const last = lastArr[lastIdx]
   const block = Math.floor(counter / 32)
@@ -45,7 +52,14 @@ export function replayCheckAndSet32(bits: Uint32Array, base: number, lastArr: Fl
 }
 
 /** Cheap pre-check before decrypting: false if certainly a replay or too old. */
-export function replayMaybeFresh(bits: Uint32Array, base: number, lastArr: Float64Array, lastIdx: number, ctrHi: number, ctrLo: number): boolean {
+export function replayMaybeFresh(
+  bits: Uint32Array,
+  base: number,
+  lastArr: Float64Array,
+  lastIdx: number,
+  ctrHi: number,
+  ctrLo: number,
+): boolean {
   const counter = ctrHi * 4294967296 + ctrLo
   const last = lastArr[lastIdx]
   if (counter > last) return true

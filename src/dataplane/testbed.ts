@@ -2,7 +2,24 @@
  * A client/exit-node pair of Pipelines with one session installed in shared memory the way control
  * does after a handshake, plus synthetic IPv4/UDP packets: for benchmarks and allocation tests.
  */
-import { createLayout, views, KEY_BYTES_PER_SLOT, K_FIELDS, K_INDEX, K_PEER, K_REMOTE, K_STATE, KF_CREATED_MS, KF_FIELDS, KP_VALID, P_CUR_KP, P_FIELDS, PF_ENDPOINT, PF_FIELDS, packEndpoint } from '../ipc/layout.js'
+import {
+  createLayout,
+  views,
+  KEY_BYTES_PER_SLOT,
+  K_FIELDS,
+  K_INDEX,
+  K_PEER,
+  K_REMOTE,
+  K_STATE,
+  KF_CREATED_MS,
+  KF_FIELDS,
+  KP_VALID,
+  P_CUR_KP,
+  P_FIELDS,
+  PF_ENDPOINT,
+  PF_FIELDS,
+  packEndpoint,
+} from '../ipc/layout.js'
 import { createRing, RingConsumer } from '../ipc/ring.js'
 import { createConntrack } from './conntrack.js'
 import { buildRouteTable } from './route-table.js'
@@ -18,15 +35,44 @@ export const LAN = 0xac1a0000 // 172.26.0.0/20 behind B
 function tables(selfVa: number, peerVa: number, provides: boolean): DataplaneTables {
   const rt = buildRouteTable([{ addr: peerVa, len: 32, value: 0 }, ...(provides ? [] : [{ addr: LAN, len: 20, value: 0 }])])
   const at = buildRouteTable([{ addr: peerVa, len: 32, value: 0 }, ...(provides ? [] : [{ addr: LAN, len: 20, value: 0 }])])
-  const lt = buildRouteTable([{ addr: selfVa, len: 32, value: LOCAL_SELF }, ...(provides ? [{ addr: LAN, len: 20, value: LOCAL_PROVIDED }] : [])])
-  const pt = buildRouteTable(provides ? [{ addr: LAN, len: 20, value: 0 }, { addr: 0x64400000, len: 10, value: -1 }] : [])
+  const lt = buildRouteTable([
+    { addr: selfVa, len: 32, value: LOCAL_SELF },
+    ...(provides ? [{ addr: LAN, len: 20, value: LOCAL_PROVIDED }] : []),
+  ])
+  const pt = buildRouteTable(
+    provides
+      ? [
+          { addr: LAN, len: 20, value: 0 },
+          { addr: 0x64400000, len: 10, value: -1 },
+        ]
+      : [],
+  )
   return {
-    gen: 1, routeChild: rt.child, routeVal: rt.val, allowChild: at.child, allowVal: at.val, groupStart: Int32Array.of(0, 1, 2),
-    groupPeers: Int32Array.of(0, 0), localChild: lt.child, localVal: lt.val, providedChild: pt.child, providedVal: pt.val, exitNode: provides,
+    gen: 1,
+    routeChild: rt.child,
+    routeVal: rt.val,
+    allowChild: at.child,
+    allowVal: at.val,
+    groupStart: Int32Array.of(0, 1, 2),
+    groupPeers: Int32Array.of(0, 0),
+    localChild: lt.child,
+    localVal: lt.val,
+    providedChild: pt.child,
+    providedVal: pt.val,
+    exitNode: provides,
   }
 }
 
-function side(selfVa: number, peerVa: number, provides: boolean, sendKey: Uint8Array, recvKey: Uint8Array, localIndex: number, remoteIndex: number, batch: number) {
+function side(
+  selfVa: number,
+  peerVa: number,
+  provides: boolean,
+  sendKey: Uint8Array,
+  recvKey: Uint8Array,
+  localIndex: number,
+  remoteIndex: number,
+  batch: number,
+) {
   const layout = createLayout(64, 1)
   const v = views(layout)
   const kp = localIndex & 4095
@@ -40,7 +86,17 @@ function side(selfVa: number, peerVa: number, provides: boolean, sendKey: Uint8A
   Atomics.store(v.peerI32, 0 * P_FIELDS + P_CUR_KP, kp)
   v.peerF64[0 * PF_FIELDS + PF_ENDPOINT] = packEndpoint(0xc6120002, 51820)
   const ring = createRing(256)
-  const pipe = new Pipeline({ id: 0, layout, ring, conntrack: createConntrack(), mtu: 1420, batch, epochMs: Date.now(), tables: tables(selfVa, peerVa, provides), post: () => undefined })
+  const pipe = new Pipeline({
+    id: 0,
+    layout,
+    ring,
+    conntrack: createConntrack(),
+    mtu: 1420,
+    batch,
+    epochMs: Date.now(),
+    tables: tables(selfVa, peerVa, provides),
+    post: () => undefined,
+  })
   return { pipe, ring: new RingConsumer(ring) }
 }
 
@@ -61,7 +117,6 @@ export function ipv4udp(buf: Uint8Array, off: number, size: number, src: number,
   buf[off + 23] = 0x90
   for (let i = 28; i < size; i++) buf[off + i] = i & 255
 }
-
 
 /** A client and an exit node sharing one session: client.outbound -> exit.inbound. */
 export function sessionPair(batch: number) {

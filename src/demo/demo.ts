@@ -66,7 +66,9 @@ export class Demo {
   }
 
   private enclave(node: Node, args: string[]) {
-    return this.show(node, `sudo enclave ${args.join(' ')}`, process.execPath, [BIN, ...args, '--config-dir', node.dir], { ENCLAVE_RUN_DIR: node.runDir })
+    return this.show(node, `sudo enclave ${args.join(' ')}`, process.execPath, [BIN, ...args, '--config-dir', node.dir], {
+      ENCLAVE_RUN_DIR: node.runDir,
+    })
   }
 
   private async pause() {
@@ -77,7 +79,17 @@ export class Demo {
     const sk = generatePrivateKey()
     const pk = publicKeyFromPrivate(sk)
     const dir = path.join(this.tmp, name)
-    return { name, ns, dir, runDir: path.join(dir, 'run'), sk: sk.toString('base64'), pk: pk.toString('base64'), id: identityFromPublicKey(pk), va: intToIp(virtualAddressFromPublicKey(pk)), log: [] }
+    return {
+      name,
+      ns,
+      dir,
+      runDir: path.join(dir, 'run'),
+      sk: sk.toString('base64'),
+      pk: pk.toString('base64'),
+      id: identityFromPublicKey(pk),
+      va: intToIp(virtualAddressFromPublicKey(pk)),
+      log: [],
+    }
   }
 
   private startAgent(node: Node): Promise<void> {
@@ -96,13 +108,14 @@ export class Demo {
       p.stderr!.on('data', on)
       p.on('exit', (code) => {
         clearTimeout(t)
-        if (!/control socket ready/.test(node.log.join(''))) reject(new Error(`agent ${node.name} exited with ${code}:\n${node.log.join('')}`))
+        if (!/control socket ready/.test(node.log.join('')))
+          reject(new Error(`agent ${node.name} exited with ${code}:\n${node.log.join('')}`))
       })
     })
   }
 
   async run(): Promise<void> {
-    this.step('Building the guide\'s network in namespaces (nothing leaves this machine)')
+    this.step("Building the guide's network in namespaces (nothing leaves this machine)")
     const nsL = await this.net.add('laptop')
     const nsE = await this.net.add('exit')
     const nsP = await this.net.add('printer')
@@ -118,14 +131,27 @@ export class Demo {
 
     this.step('Step 2: set up your exit node')
     writeProfile(path.join(exit.dir, 'profiles', 'Universe.profile'), {
-      PrivateKey: exit.sk, Peers: [{ PublicKey: laptop.pk, Identity: laptop.id, Description: 'laptop' }],
+      PrivateKey: exit.sk,
+      Peers: [{ PublicKey: laptop.pk, Identity: laptop.id, Description: 'laptop' }],
       ExitNode: { ProvidesRoutes: ['172.26.0.0/20'] },
     })
     this.say(`  Profile ${exit.dir}/profiles/Universe.profile now has:`)
     this.say('    "ExitNode": { "ProvidesRoutes": [ "172.26.0.0/20" ] }')
     await this.show(exit, 'sudo sysctl -w net.ipv4.ip_forward=1', 'sysctl', ['-w', 'net.ipv4.ip_forward=1'])
-    await this.show(exit, 'sudo iptables -t nat -A POSTROUTING -s 100.64.0.0/10 -d 172.26.0.0/20 -j SNAT --to 172.26.0.3', 'iptables',
-      ['-t', 'nat', '-A', 'POSTROUTING', '-s', '100.64.0.0/10', '-d', '172.26.0.0/20', '-j', 'SNAT', '--to', '172.26.0.3'])
+    await this.show(exit, 'sudo iptables -t nat -A POSTROUTING -s 100.64.0.0/10 -d 172.26.0.0/20 -j SNAT --to 172.26.0.3', 'iptables', [
+      '-t',
+      'nat',
+      '-A',
+      'POSTROUTING',
+      '-s',
+      '100.64.0.0/10',
+      '-d',
+      '172.26.0.0/20',
+      '-j',
+      'SNAT',
+      '--to',
+      '172.26.0.3',
+    ])
     this.say('\nexit$ sudo enclave start')
     await this.startAgent(exit)
     await this.enclave(exit, ['status'])
@@ -134,7 +160,8 @@ export class Demo {
 
     this.step('Step 3: set up the client')
     writeProfile(path.join(laptop.dir, 'profiles', 'Universe.profile'), {
-      PrivateKey: laptop.sk, Peers: [{ PublicKey: exit.pk, Identity: exit.id, Endpoint: '198.18.0.2:51820', Description: 'office exit node' }],
+      PrivateKey: laptop.sk,
+      Peers: [{ PublicKey: exit.pk, Identity: exit.id, Endpoint: '198.18.0.2:51820', Description: 'office exit node' }],
       ExitNode: { AvailableRoutes: { [exit.id]: ['172.26.0.0/20'] } },
     })
     this.say(`    "ExitNode": { "AvailableRoutes": { "${exit.id}": [ "172.26.0.0/20" ] } }`)
@@ -153,7 +180,14 @@ export class Demo {
 
     this.step('Troubleshooting checklist, as in the guide')
     await this.show(laptop, 'ip route show 172.26.0.0/20', 'ip', ['route', 'show', '172.26.0.0/20'])
-    await this.show(exit, 'sudo iptables -t nat -L POSTROUTING -n -v   # SNAT counters rise with the pings', 'iptables', ['-t', 'nat', '-L', 'POSTROUTING', '-n', '-v'])
+    await this.show(exit, 'sudo iptables -t nat -L POSTROUTING -n -v   # SNAT counters rise with the pings', 'iptables', [
+      '-t',
+      'nat',
+      '-L',
+      'POSTROUTING',
+      '-n',
+      '-v',
+    ])
     await this.show(exit, 'ping -c 1 172.26.0.250   # the exit node reaches its LAN', 'ping', ['-c', '1', '-W', '2', '172.26.0.250'])
     this.say('\n  The printer now tries to START traffic into the overlay (it has a route to 100.64.0.0/10 via the exit node):')
     await this.must('ip', ['-n', nsP, 'route', 'add', '100.64.0.0/10', 'via', '172.26.0.3'])
@@ -161,7 +195,11 @@ export class Demo {
     await this.enclave(exit, ['status'])
     this.say('')
     this.say(ping.code === 0 ? '  ✔ the laptop reached the printer through the exit node' : '  ✘ the printer did not answer')
-    this.say(uns.code !== 0 ? '  ✔ the printer could not start traffic into the overlay; the exit node counted it as unsolicited' : '  ✘ unsolicited traffic got through')
+    this.say(
+      uns.code !== 0
+        ? '  ✔ the printer could not start traffic into the overlay; the exit node counted it as unsolicited'
+        : '  ✘ unsolicited traffic got through',
+    )
     if (ping.code !== 0 || uns.code === 0) throw new Error('the demo did not behave as the guide says')
   }
 
@@ -170,12 +208,21 @@ export class Demo {
     if (this.tornDown) return
     this.tornDown = true
     for (const n of this.nodes) {
-      if (n.proc?.pid && n.proc.exitCode === null) try { process.kill(n.proc.pid, 'SIGTERM') } catch { /* gone */ }
+      if (n.proc?.pid && n.proc.exitCode === null)
+        try {
+          process.kill(n.proc.pid, 'SIGTERM')
+        } catch {
+          /* gone */
+        }
     }
     const deadline = Date.now() + 3000
     for (const n of this.nodes) {
       while (n.proc?.pid && Date.now() < deadline) {
-        try { process.kill(n.proc.pid, 0) } catch { break }
+        try {
+          process.kill(n.proc.pid, 0)
+        } catch {
+          break
+        }
         execFileSync('sleep', ['0.05'])
       }
     }

@@ -53,9 +53,24 @@ export const C_PEER_FIELDS = 8
 
 /** Drop and event reasons, counted per worker. Names are shown in status and logs. */
 export const REASONS = [
-  'no_route', 'not_ipv4', 'no_session', 'bad_index', 'bad_mac', 'replay', 'expired', 'malformed',
-  'not_allowed', 'not_for_us', 'unsolicited', 'ring_full', 'keepalive', 'staged', 'tun_write_error', 'counter_exhausted',
-  'handshake_msgs', 'conntrack_full',
+  'no_route',
+  'not_ipv4',
+  'no_session',
+  'bad_index',
+  'bad_mac',
+  'replay',
+  'expired',
+  'malformed',
+  'not_allowed',
+  'not_for_us',
+  'unsolicited',
+  'ring_full',
+  'keepalive',
+  'staged',
+  'tun_write_error',
+  'counter_exhausted',
+  'handshake_msgs',
+  'conntrack_full',
 ] as const
 export type Reason = (typeof REASONS)[number]
 export const R: Record<Reason, number> = Object.fromEntries(REASONS.map((r, i) => [r, i])) as Record<Reason, number>

@@ -55,4 +55,3 @@ export interface FlowLog {
   len: number
   verdict: string
 }
-

@@ -47,7 +47,8 @@ export class NativeError extends Error {
 /** Checks a slab/lens pair against a batch before it is used in a loop. */
 export function checkBatchBuffers(slab: Uint8Array, slotSize: number, lens: Int32Array, batch: number, addrs?: Uint32Array): void {
   if (batch < 1 || batch > native.MAX_BATCH) throw new RangeError(`batch ${batch} outside 1..${native.MAX_BATCH}`)
-  if (slab.byteLength < slotSize * batch) throw new RangeError(`slab of ${slab.byteLength} B is smaller than ${batch} slots of ${slotSize} B`)
+  if (slab.byteLength < slotSize * batch)
+    throw new RangeError(`slab of ${slab.byteLength} B is smaller than ${batch} slots of ${slotSize} B`)
   if (lens.length < batch) throw new RangeError(`lens has ${lens.length} entries, batch needs ${batch}`)
   if (addrs && addrs.length < 2 * batch) throw new RangeError(`addrs has ${addrs.length} entries, batch needs ${2 * batch}`)
 }

@@ -9,12 +9,33 @@
  *   cookie reply 64 B: type(1) reserved(3) receiver(4) nonce(24) cookie(32)
  */
 import {
-  AEAD, AEAD_OPEN, DH, HASH, KDF, MAC, XAEAD, XAEAD_OPEN, compareBytes, constantTimeEqual, enc, generateKeyPair,
-  randomBytes, tai64n,
+  AEAD,
+  AEAD_OPEN,
+  DH,
+  HASH,
+  KDF,
+  MAC,
+  XAEAD,
+  XAEAD_OPEN,
+  compareBytes,
+  constantTimeEqual,
+  enc,
+  generateKeyPair,
+  randomBytes,
+  tai64n,
 } from './primitives.js'
 import {
-  CONSTRUCTION, COOKIE_REFRESH_TIME_MS, COOKIE_REPLY_SIZE, IDENTIFIER, INITIATION_SIZE, LABEL_COOKIE, LABEL_MAC1,
-  MSG_COOKIE_REPLY, MSG_INITIATION, MSG_RESPONSE, RESPONSE_SIZE,
+  CONSTRUCTION,
+  COOKIE_REFRESH_TIME_MS,
+  COOKIE_REPLY_SIZE,
+  IDENTIFIER,
+  INITIATION_SIZE,
+  LABEL_COOKIE,
+  LABEL_MAC1,
+  MSG_COOKIE_REPLY,
+  MSG_INITIATION,
+  MSG_RESPONSE,
+  RESPONSE_SIZE,
 } from './constants.js'
 
 const C0 = HASH(enc.encode(CONSTRUCTION))
@@ -137,7 +158,12 @@ export interface ConsumedInitiation {
  * state to respond with, or null if it does not authenticate. The caller finds the peer by key
  * and applies the timestamp and rate checks with acceptInitiation().
  */
-export function consumeInitiation(local: LocalStatic, msg: Uint8Array, staticStaticFor: (pk: Uint8Array) => Uint8Array | undefined, nowMs: number): ConsumedInitiation | null {
+export function consumeInitiation(
+  local: LocalStatic,
+  msg: Uint8Array,
+  staticStaticFor: (pk: Uint8Array) => Uint8Array | undefined,
+  nowMs: number,
+): ConsumedInitiation | null {
   if (msg.length !== INITIATION_SIZE || msg[0] !== MSG_INITIATION) return null
   const view = Buffer.from(msg.buffer, msg.byteOffset, msg.byteLength)
   const remoteIndex = view.readUInt32LE(4)
@@ -170,7 +196,12 @@ export function consumeInitiation(local: LocalStatic, msg: Uint8Array, staticSta
 }
 
 /** Replay and flood checks for an authenticated initiation; updates the peer when accepted. */
-export function acceptInitiation(peer: PeerCrypto, ci: ConsumedInitiation, nowMs: number, minIntervalMs: number): 'ok' | 'replay' | 'flood' {
+export function acceptInitiation(
+  peer: PeerCrypto,
+  ci: ConsumedInitiation,
+  nowMs: number,
+  minIntervalMs: number,
+): 'ok' | 'replay' | 'flood' {
   if (compareBytes(ci.timestamp, peer.lastTimestamp) <= 0) return 'replay'
   if (nowMs - peer.lastInitiationMs < minIntervalMs) return 'flood'
   peer.lastTimestamp = ci.timestamp
@@ -181,7 +212,7 @@ export function acceptInitiation(peer: PeerCrypto, ci: ConsumedInitiation, nowMs
 
 export function createResponse(peer: PeerCrypto, localIndex: number, nowMs: number): { msg: Buffer; keys: SessionKeys } {
   const st = peer.handshake
-  if (!st || st.role !== 'responder' || !st.remoteEphemeral) throw new Error('no initiation to respond to')
+  if (st?.role !== 'responder' || !st.remoteEphemeral) throw new Error('no initiation to respond to')
   const e = generateKeyPair()
   let c = st.chainKey
   let h = st.hash
@@ -210,7 +241,7 @@ export function createResponse(peer: PeerCrypto, localIndex: number, nowMs: numb
 /** Consumes a response to our initiation (mac1 already checked). Null if it does not authenticate. */
 export function consumeResponse(local: LocalStatic, peer: PeerCrypto, msg: Uint8Array): SessionKeys | null {
   const st = peer.handshake
-  if (!st || st.role !== 'initiator' || !st.ephemeralPrivate || msg.length !== RESPONSE_SIZE) return null
+  if (st?.role !== 'initiator' || !st.ephemeralPrivate || msg.length !== RESPONSE_SIZE) return null
   const view = Buffer.from(msg.buffer, msg.byteOffset, msg.byteLength)
   const remoteIndex = view.readUInt32LE(4)
   if (view.readUInt32LE(8) !== st.localIndex >>> 0) return null
@@ -263,7 +294,14 @@ export function checkMac2(cc: CookieChecker, msg: Uint8Array, srcIp: number, src
 }
 
 /** A cookie reply to a handshake message from srcIp:srcPort (whose mac1 was valid). */
-export function createCookieReply(local: LocalStatic, cc: CookieChecker, msg: Uint8Array, srcIp: number, srcPort: number, nowMs: number): Buffer {
+export function createCookieReply(
+  local: LocalStatic,
+  cc: CookieChecker,
+  msg: Uint8Array,
+  srcIp: number,
+  srcPort: number,
+  nowMs: number,
+): Buffer {
   const view = Buffer.from(msg.buffer, msg.byteOffset, msg.byteLength)
   const senderIndex = view.readUInt32LE(4)
   const mac1 = msg.subarray(msg.length - 32, msg.length - 16)
@@ -288,4 +326,3 @@ export function consumeCookieReply(peer: PeerCrypto, msg: Uint8Array, nowMs: num
 export function readReceiverIndex(msg: Uint8Array, offset: number): number {
   return (msg[offset] | (msg[offset + 1] << 8) | (msg[offset + 2] << 16) | (msg[offset + 3] << 24)) >>> 0
 }
-

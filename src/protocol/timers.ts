@@ -11,9 +11,7 @@
  *  - the initiator rekeys on receive at REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
  *    (REKEY_AFTER_TIME and REKEY_AFTER_MESSAGES on send are signalled by the workers).
  */
-import {
-  KEEPALIVE_TIMEOUT_MS, REJECT_AFTER_TIME_MS, REKEY_ATTEMPT_TIME_MS, REKEY_TIMEOUT_MS,
-} from './constants.js'
+import { KEEPALIVE_TIMEOUT_MS, REJECT_AFTER_TIME_MS, REKEY_ATTEMPT_TIME_MS, REKEY_TIMEOUT_MS } from './constants.js'
 
 export type KeypairWhich = 'previous' | 'current' | 'next'
 
@@ -59,12 +57,20 @@ export function timerActions(s: PeerTimerState, now: number): TimerAction[] {
   } else if (current && s.lastRxData > s.lastTxAny && now - s.lastRxData >= KEEPALIVE_TIMEOUT_MS) {
     out.push({ kind: 'keepalive', why: 'passive' })
   }
-  if (!s.unresponsive && s.lastTxData > s.lastRxAny && now - s.lastTxData < 60_000 &&
-      s.lastTxData - Math.max(s.lastRxAny, current?.createdMs ?? 0) >= KEEPALIVE_TIMEOUT_MS + REKEY_TIMEOUT_MS) {
+  if (
+    !s.unresponsive &&
+    s.lastTxData > s.lastRxAny &&
+    now - s.lastTxData < 60_000 &&
+    s.lastTxData - Math.max(s.lastRxAny, current?.createdMs ?? 0) >= KEEPALIVE_TIMEOUT_MS + REKEY_TIMEOUT_MS
+  ) {
     out.push({ kind: 'unresponsive' })
   }
-  if (current && current.isInitiator && !s.rekeyOnRxDone && s.lastRxData > current.createdMs &&
-      now - current.createdMs >= REJECT_AFTER_TIME_MS - KEEPALIVE_TIMEOUT_MS - REKEY_TIMEOUT_MS) {
+  if (
+    current?.isInitiator &&
+    !s.rekeyOnRxDone &&
+    s.lastRxData > current.createdMs &&
+    now - current.createdMs >= REJECT_AFTER_TIME_MS - KEEPALIVE_TIMEOUT_MS - REKEY_TIMEOUT_MS
+  ) {
     out.push({ kind: 'rekey-on-receive' })
   }
   return out

@@ -59,14 +59,20 @@ t.test('add and remove edit Peers in place, keeping unknown keys', async (t) => 
   const after = JSON.parse(fs.readFileSync(file, 'utf8'))
   t.equal(after.Peers.length, 1, 'the failed add changed nothing')
   t.same(after.Custom, { note: 'kept' })
-  t.same(after.Peers[0], { PublicKey: peer.pkB64, Identity: id, Description: 'office', Endpoint: '198.18.0.2:51820', PersistentKeepalive: 25 })
+  t.same(after.Peers[0], {
+    PublicKey: peer.pkB64,
+    Identity: id,
+    Description: 'office',
+    Endpoint: '198.18.0.2:51820',
+    PersistentKeepalive: 25,
+  })
 
   after.ExitNode = { AvailableRoutes: { [id]: ['172.26.0.0/20'] } }
   fs.writeFileSync(file, JSON.stringify(after))
   const st = await cli(['status', '--offline', '--config-dir', dir], env)
   t.match(st.stdout, new RegExp(`Peer: ${id} \\(office\\)`))
-  t.match(st.stdout, /    Exit node for \. \. \. : 172\.26\.0\.0\/20/)
-  t.match(st.stdout, /  Virtual address \. \. : 100\./)
+  t.match(st.stdout, / {4}Exit node for \. \. \. : 172\.26\.0\.0\/20/)
+  t.match(st.stdout, / {2}Virtual address \. \. : 100\./)
   const rm = await cli(['remove', id.toLowerCase(), '--config-dir', dir], env)
   t.equal(rm.code, 0, rm.stderr)
   t.match(rm.stdout, /and its AvailableRoutes entry/)
@@ -102,5 +108,22 @@ t.test('run refuses without root, version and help work', async (t) => {
   t.equal(v.code, 0)
   t.match(JSON.parse(v.stdout).protocol, /Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s/)
   const h = await cli(['--help'])
-  for (const c of ['init', 'add', 'remove', 'status', 'run', 'demo', 'reload', 'loglevel', 'start', 'stop', 'restart', 'doctor', 'waitfor', 'install-service', 'explain']) t.match(h.stdout, new RegExp(`\\n  ${c}\\s`), `help lists ${c}`)
+  for (const c of [
+    'init',
+    'add',
+    'remove',
+    'status',
+    'run',
+    'demo',
+    'reload',
+    'loglevel',
+    'start',
+    'stop',
+    'restart',
+    'doctor',
+    'waitfor',
+    'install-service',
+    'explain',
+  ])
+    t.match(h.stdout, new RegExp(`\\n  ${c}\\s`), `help lists ${c}`)
 })

@@ -23,7 +23,12 @@ for (let r = 0; r < 2000; r++) round() // warm up: optimise, fill the view cache
 globalThis.gc() // start from an empty young generation
 let gcs = 0
 const kinds = []
-const obs = new PerformanceObserver((list) => { for (const en of list.getEntries()) { gcs++; kinds.push(en.detail?.kind) } })
+const obs = new PerformanceObserver((list) => {
+  for (const en of list.getEntries()) {
+    gcs++
+    kinds.push(en.detail?.kind)
+  }
+})
 obs.observe({ entryTypes: ['gc'] })
 const before = process.memoryUsage().heapUsed
 const rounds = 6250

@@ -40,7 +40,7 @@ while (sent < count) {
       slab.set(s, o)
       len = s.length
       const flips = 1 + (rnd[r++ % 4096] % 4)
-      for (let f = 0; f < flips; f++) slab[o + (rnd[r++ % 4096] % len)] ^= 1 << rnd[r++ % 4096] % 8
+      for (let f = 0; f < flips; f++) slab[o + (rnd[r++ % 4096] % len)] ^= 1 << (rnd[r++ % 4096] % 8)
       const sz = rnd[r++ % 4096]
       if (sz < 20) len = sz % len
       else if (sz > 240) len += sz % 64
@@ -49,13 +49,19 @@ while (sent < count) {
       len = 32 + (rnd[r++ % 4096] % 1400)
       for (let j = 0; j < len; j++) slab[o + j] = rnd[(r + j) % 4096]
       r += len
-      slab[o] = 4; slab[o + 1] = 0; slab[o + 2] = 0; slab[o + 3] = 0
+      slab[o] = 4
+      slab[o + 1] = 0
+      slab[o + 2] = 0
+      slab[o + 3] = 0
     } else if (kind === 2) {
       // response / cookie sized messages with random contents
       len = rnd[r++ % 4096] % 2 ? 92 : 64
       for (let j = 0; j < len; j++) slab[o + j] = rnd[(r + j) % 4096]
       r += len
-      slab[o] = len === 92 ? 2 : 3; slab[o + 1] = 0; slab[o + 2] = 0; slab[o + 3] = 0
+      slab[o] = len === 92 ? 2 : 3
+      slab[o + 1] = 0
+      slab[o + 2] = 0
+      slab[o + 3] = 0
     } else {
       len = rnd[r++ % 4096] % 200
       for (let j = 0; j < len; j++) slab[o + j] = rnd[(r + j) % 4096]
@@ -66,7 +72,7 @@ while (sent < count) {
     addrs[2 * i + 1] = port
   }
   const n = native.sendBatch(fd, slab, SLOT, 0, lens, addrs, B)
-  sent += n > 0 ? n : 0
+  sent += Math.max(n, 0)
   if (n <= 0) await new Promise((res) => setTimeout(res, 1))
 }
 console.log(JSON.stringify({ sent }))

@@ -40,7 +40,11 @@ function cleanupAllSync() {
   for (const lab of liveLabs) lab.cleanupSync()
 }
 process.once('exit', cleanupAllSync)
-for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => { cleanupAllSync(); process.exit(130) })
+for (const sig of ['SIGINT', 'SIGTERM'] as const)
+  process.once(sig, () => {
+    cleanupAllSync()
+    process.exit(130)
+  })
 
 export interface AgentSpec {
   name: string
@@ -65,7 +69,10 @@ export class AgentProc {
   log = ''
   private waiters: Array<{ re: RegExp; resolve: () => void }> = []
   exited: Promise<number | null>
-  constructor(readonly info: AgentInfo, readonly proc: ChildProcess) {
+  constructor(
+    readonly info: AgentInfo,
+    readonly proc: ChildProcess,
+  ) {
     const onData = (d: Buffer) => {
       this.log += d.toString()
       this.waiters = this.waiters.filter((w) => (w.re.test(this.log) ? (w.resolve(), false) : true))
@@ -78,8 +85,17 @@ export class AgentProc {
   waitFor(re: RegExp, timeoutMs = 15000): Promise<void> {
     if (re.test(this.log)) return Promise.resolve()
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`timed out waiting for ${re} in the log of ${this.info.name}:\n${this.log.slice(-3000)}`)), timeoutMs)
-      this.waiters.push({ re, resolve: () => { clearTimeout(timer); resolve() } })
+      const timer = setTimeout(
+        () => reject(new Error(`timed out waiting for ${re} in the log of ${this.info.name}:\n${this.log.slice(-3000)}`)),
+        timeoutMs,
+      )
+      this.waiters.push({
+        re,
+        resolve: () => {
+          clearTimeout(timer)
+          resolve()
+        },
+      })
     })
   }
 
@@ -133,19 +149,35 @@ export class Lab {
     const pk = publicKeyFromPrivate(sk)
     const dir = path.join(this.tmp, spec.name)
     const info: AgentInfo = {
-      name: spec.name, ns: spec.ns, dir, runDir: path.join(dir, 'run'), privateKey: sk.toString('base64'), publicKey: pk.toString('base64'),
-      identity: identityFromPublicKey(pk), va: intToIp(virtualAddressFromPublicKey(pk)), port: spec.port ?? 51820,
+      name: spec.name,
+      ns: spec.ns,
+      dir,
+      runDir: path.join(dir, 'run'),
+      privateKey: sk.toString('base64'),
+      publicKey: pk.toString('base64'),
+      identity: identityFromPublicKey(pk),
+      va: intToIp(virtualAddressFromPublicKey(pk)),
+      port: spec.port ?? 51820,
     }
     this.writeAgentProfile(info, { ...(spec.extra ?? {}) })
     return info
   }
 
   writeAgentProfile(info: AgentInfo, extra: Record<string, unknown>): void {
-    writeProfile(path.join(info.dir, 'profiles', 'Universe.profile'), { PrivateKey: info.privateKey, LocalPort: info.port, Peers: [], ExitNode: {}, ...extra })
+    writeProfile(path.join(info.dir, 'profiles', 'Universe.profile'), {
+      PrivateKey: info.privateKey,
+      LocalPort: info.port,
+      Peers: [],
+      ExitNode: {},
+      ...extra,
+    })
   }
 
   startAgent(info: AgentInfo, args: string[] = ['-v', '3']): AgentProc {
-    const p = this.spawn(info.ns, process.execPath, [BIN, 'run', '--config-dir', info.dir, ...args], { ENCLAVE_RUN_DIR: info.runDir, ENCLAVE_TEST_HOOKS: '1' })
+    const p = this.spawn(info.ns, process.execPath, [BIN, 'run', '--config-dir', info.dir, ...args], {
+      ENCLAVE_RUN_DIR: info.runDir,
+      ENCLAVE_TEST_HOOKS: '1',
+    })
     return new AgentProc(info, p)
   }
 

@@ -7,7 +7,19 @@
  *   client also has its own LAN 10.10.0.0/24 (home0, a veth to "home"), which an AvailableRoute must not hijack.
  */
 import t from 'tap'
-import { Lab, type AgentInfo, type AgentProc, bridge, haveCommand, peerEntry, pingArgs, rootSkipReason, statusJson, UDP_ASK, UDP_WHOAMI } from '../helpers/netns.js'
+import {
+  Lab,
+  type AgentInfo,
+  type AgentProc,
+  bridge,
+  haveCommand,
+  peerEntry,
+  pingArgs,
+  rootSkipReason,
+  statusJson,
+  UDP_ASK,
+  UDP_WHOAMI,
+} from '../helpers/netns.js'
 
 const skip = rootSkipReason() || (!haveCommand('iptables') ? 'iptables is not installed' : false)
 if (skip) {
@@ -17,7 +29,9 @@ if (skip) {
   t.test('exit nodes as in the guide', async (t) => {
     const lab = new Lab('ex')
     t.teardown(() => lab.cleanup())
-    const [nsC, nsE1, nsE2, nsE3, nsP, nsH2, nsSw, nsHome] = await Promise.all(['client', 'exit1', 'exit2', 'exit3', 'printer', 'host2', 'sw', 'home'].map((n) => lab.addNs(n)))
+    const [nsC, nsE1, nsE2, nsE3, nsP, nsH2, nsSw, nsHome] = await Promise.all(
+      ['client', 'exit1', 'exit2', 'exit3', 'printer', 'host2', 'sw', 'home'].map((n) => lab.addNs(n)),
+    )
     const under = await bridge(lab, nsSw, 'br0')
     await under(nsC, 'eth0', '198.18.0.1/24')
     await under(nsE1, 'eth0', '198.18.0.2/24')
@@ -32,11 +46,40 @@ if (skip) {
     for (const ns of [nsE1, nsE3]) await lab.sh('ip', ['-n', ns, 'route', 'add', '203.0.113.0/24', 'via', '172.26.0.250'])
 
     // The guide's manual exit-node setup on exit1 and exit3: ip_forward + one SNAT rule per subnet.
-    for (const [ns, lanIp] of [[nsE1, '172.26.0.3'], [nsE3, '172.26.0.4']]) {
+    for (const [ns, lanIp] of [
+      [nsE1, '172.26.0.3'],
+      [nsE3, '172.26.0.4'],
+    ]) {
       await lab.exec(ns, 'sysctl', ['-w', 'net.ipv4.ip_forward=1'])
-      await lab.exec(ns, 'iptables', ['-t', 'nat', '-A', 'POSTROUTING', '-s', '100.64.0.0/10', '-d', '172.26.0.0/20', '-j', 'SNAT', '--to', lanIp])
+      await lab.exec(ns, 'iptables', [
+        '-t',
+        'nat',
+        '-A',
+        'POSTROUTING',
+        '-s',
+        '100.64.0.0/10',
+        '-d',
+        '172.26.0.0/20',
+        '-j',
+        'SNAT',
+        '--to',
+        lanIp,
+      ])
     }
-    await lab.exec(nsE1, 'iptables', ['-t', 'nat', '-A', 'POSTROUTING', '-s', '100.64.0.0/10', '-d', '203.0.113.0/24', '-j', 'SNAT', '--to', '172.26.0.3'])
+    await lab.exec(nsE1, 'iptables', [
+      '-t',
+      'nat',
+      '-A',
+      'POSTROUTING',
+      '-s',
+      '100.64.0.0/10',
+      '-d',
+      '203.0.113.0/24',
+      '-j',
+      'SNAT',
+      '--to',
+      '172.26.0.3',
+    ])
     // exit2 uses ManageNat; its admin already has an unrelated rule that must survive.
     await lab.exec(nsE2, 'iptables', ['-t', 'nat', '-A', 'POSTROUTING', '-s', '10.200.0.0/16', '-j', 'MASQUERADE'])
 
@@ -44,12 +87,19 @@ if (skip) {
     const E1 = lab.makeAgent({ name: 'exit1', ns: nsE1 })
     const E2 = lab.makeAgent({ name: 'exit2', ns: nsE2 })
     const E3 = lab.makeAgent({ name: 'exit3', ns: nsE3 })
-    const exitProfile = (routes: string[], extra: Record<string, unknown> = {}) => ({ Peers: [peerEntry(C)], ExitNode: { ProvidesRoutes: routes, ...extra } })
+    const exitProfile = (routes: string[], extra: Record<string, unknown> = {}) => ({
+      Peers: [peerEntry(C)],
+      ExitNode: { ProvidesRoutes: routes, ...extra },
+    })
     lab.writeAgentProfile(E1, exitProfile(['172.26.0.0/20', '203.0.113.0/24']))
     lab.writeAgentProfile(E2, exitProfile(['192.168.77.0/24'], { ManageNat: true }))
     lab.writeAgentProfile(E3, exitProfile(['172.26.0.0/20']))
     const clientProfile = (e1Routes: string[]) => ({
-      Peers: [peerEntry(E1, { Endpoint: '198.18.0.2:51820' }), peerEntry(E3, { Endpoint: '198.18.0.4:51820' }), peerEntry(E2, { Endpoint: '198.18.0.3:51820' })],
+      Peers: [
+        peerEntry(E1, { Endpoint: '198.18.0.2:51820' }),
+        peerEntry(E3, { Endpoint: '198.18.0.4:51820' }),
+        peerEntry(E2, { Endpoint: '198.18.0.3:51820' }),
+      ],
       ExitNode: { AvailableRoutes: { [E1.identity]: e1Routes, [E3.identity]: ['172.26.0.0/20'], [E2.identity]: ['192.168.77.10/32'] } },
     })
     lab.writeAgentProfile(C, clientProfile(['172.26.0.0/20', '10.10.0.0/24']))
@@ -62,12 +112,12 @@ if (skip) {
     const { client: c, exit1: e1, exit2: e2, exit3: e3 } = started
 
     await t.test('the client pings the exit node, then the printer behind it', async (t) => {
-      t.equal((await lab.exec(nsC, 'ping', pingArgs(E1.va))).code, 0, 'exit node\'s virtual address answers')
+      t.equal((await lab.exec(nsC, 'ping', pingArgs(E1.va))).code, 0, "exit node's virtual address answers")
       const r = await lab.exec(nsC, 'ping', pingArgs('172.26.0.250', 4))
       t.equal(r.code, 0, `printer answers through the exit node\n${r.stdout}`)
     })
 
-    await t.test('the printer sees the exit node\'s LAN address as source (SNAT)', async (t) => {
+    await t.test("the printer sees the exit node's LAN address as source (SNAT)", async (t) => {
       const srv = lab.spawn(nsP, process.execPath, ['-e', UDP_WHOAMI, '9999'])
       await new Promise((r) => setTimeout(r, 300))
       const r = await lab.exec(nsC, process.execPath, ['-e', UDP_ASK, '172.26.0.250', '9999'])
@@ -84,7 +134,8 @@ if (skip) {
       await new Promise((r) => setTimeout(r, 400))
       const ip = await lab.exec(nsC, 'iperf3', ['-c', '172.26.0.250', '-t', '3', '-J'], 30000)
       t.equal(ip.code, 0, 'iperf3 client -> exit node -> printer')
-      if (ip.code === 0) t.comment(`TCP through the exit node: ${(JSON.parse(ip.stdout).end.sum_received.bits_per_second / 1e9).toFixed(2)} Gbit/s`)
+      if (ip.code === 0)
+        t.comment(`TCP through the exit node: ${(JSON.parse(ip.stdout).end.sum_received.bits_per_second / 1e9).toFixed(2)} Gbit/s`)
       srv.kill('SIGKILL')
     })
 
@@ -92,7 +143,7 @@ if (skip) {
       await lab.sh('ip', ['-n', nsP, 'route', 'add', '100.64.0.0/10', 'via', '172.26.0.3'])
       const before = (await statusJson(lab, E1)).exitNode.unsolicitedDrops
       const r = await lab.exec(nsP, 'ping', ['-c', '3', '-i', '0.2', '-W', '1', C.va])
-      t.not(r.code, 0, 'the printer\'s ping to the client\'s virtual address gets nothing back')
+      t.not(r.code, 0, "the printer's ping to the client's virtual address gets nothing back")
       t.match(r.stdout, /100% packet loss/)
       const st = await statusJson(lab, E1)
       t.ok(st.exitNode.unsolicitedDrops >= before + 3, `unsolicited counter rose from ${before} to ${st.exitNode.unsolicitedDrops}`)
@@ -100,7 +151,10 @@ if (skip) {
       t.pass('-v 5 logs the dropped unsolicited packet with its reason')
       const cs = await statusJson(lab, C)
       t.equal(cs.counters.not_for_us + cs.counters.not_allowed, 0, 'nothing unsolicited reached the client')
-      t.ok(st.exitNode.users.some((u: any) => u.identity === C.identity && u.flows > 0 && u.bytesToLan > 0), 'the exit node shows who uses it')
+      t.ok(
+        st.exitNode.users.some((u: any) => u.identity === C.identity && u.flows > 0 && u.bytesToLan > 0),
+        'the exit node shows who uses it',
+      )
     })
 
     await t.test('two exit nodes with different subnets, one of them a /32', async (t) => {
@@ -109,12 +163,20 @@ if (skip) {
       const routes = (await lab.exec(nsC, 'ip', ['route', 'show', 'dev', 'enclave0'])).stdout
       t.match(routes, /192\.168\.77\.10 proto 211/, '/32 installed')
       t.match(routes, /172\.26\.0\.0\/20 proto 211/, '/20 installed')
-      t.equal((await lab.exec(nsC, 'ping', ['-c', '1', '-W', '1', '192.168.77.11'])).code === 0, false, 'only the /32 is routed, not its neighbours')
+      t.equal(
+        (await lab.exec(nsC, 'ping', ['-c', '1', '-W', '1', '192.168.77.11'])).code === 0,
+        false,
+        'only the /32 is routed, not its neighbours',
+      )
       const nat = (await lab.exec(nsE2, 'iptables', ['-t', 'nat', '-S', 'POSTROUTING'])).stdout
-      t.match(nat, /-s 100\.64\.0\.0\/10 -d 192\.168\.77\.0\/24 .*--comment "?enclave:enclave0"? -j SNAT --to-source 192\.168\.77\.1/, 'ManageNat added its tagged rule')
+      t.match(
+        nat,
+        /-s 100\.64\.0\.0\/10 -d 192\.168\.77\.0\/24 .*--comment "?enclave:enclave0"? -j SNAT --to-source 192\.168\.77\.1/,
+        'ManageNat added its tagged rule',
+      )
     })
 
-    await t.test('a route that overlaps the client\'s own LAN is reported, not installed', async (t) => {
+    await t.test("a route that overlaps the client's own LAN is reported, not installed", async (t) => {
       const routes = (await lab.exec(nsC, 'ip', ['route', 'show', '10.10.0.0/24'])).stdout
       t.match(routes, /dev home0/)
       t.notMatch(routes, /enclave0/, 'the LAN route was not hijacked')
@@ -129,9 +191,19 @@ if (skip) {
     await t.test('status on both sides shows "Exit node for"', async (t) => {
       const cs = await lab.cli(C, ['status'])
       t.equal(cs.code, 0)
-      t.match(cs.stdout, new RegExp(`Peer: ${E1.identity} \\(exit1\\)[\\s\\S]*?Peer state\\. \\. \\. \\. \\. : Up[\\s\\S]*?Exit node for \\. \\. \\. : 172\\.26\\.0\\.0/20`))
+      t.match(
+        cs.stdout,
+        new RegExp(
+          `Peer: ${E1.identity} \\(exit1\\)[\\s\\S]*?Peer state\\. \\. \\. \\. \\. : Up[\\s\\S]*?Exit node for \\. \\. \\. : 172\\.26\\.0\\.0/20`,
+        ),
+      )
       t.match(cs.stdout, /: 10\.10\.0\.0\/24 \(not installed: overlaps/)
-      t.match(cs.stdout, new RegExp(`Peer: ${E3.identity} \\(exit3\\)[\\s\\S]*?Exit node for \\. \\. \\. : 172\\.26\\.0\\.0/20 \\(standby: ${E1.identity} is active\\)`))
+      t.match(
+        cs.stdout,
+        new RegExp(
+          `Peer: ${E3.identity} \\(exit3\\)[\\s\\S]*?Exit node for \\. \\. \\. : 172\\.26\\.0\\.0/20 \\(standby: ${E1.identity} is active\\)`,
+        ),
+      )
       t.match(cs.stdout, /Exit node for \. \. \. : 192\.168\.77\.10\/32/)
       const es = await lab.cli(E1, ['status'])
       t.match(es.stdout, /Exit node for \. \. \. : 172\.26\.0\.0\/20\n\s+: 203\.0\.113\.0\/24/)
@@ -166,7 +238,7 @@ if (skip) {
       t.match(rules, /not from all fwmark/, 'policy rule steers unmarked traffic to our table')
       const st = await statusJson(lab, C)
       t.equal(st.peers.find((p: any) => p.identity === E1.identity).state, 'Up', 'tunnel stays up')
-      t.equal((await lab.exec(nsC, 'ping', pingArgs('172.26.0.250'))).code, 0, 'the printer is still reachable (via exit3\'s /20)')
+      t.equal((await lab.exec(nsC, 'ping', pingArgs('172.26.0.250'))).code, 0, "the printer is still reachable (via exit3's /20)")
       lab.writeAgentProfile(C, clientProfile(['172.26.0.0/20']))
       t.equal((await lab.cli(C, ['reload'])).code, 0)
       t.notMatch((await lab.exec(nsC, 'ip', ['rule', 'show'])).stdout, /fwmark/, 'policy rules removed when 0.0.0.0/0 goes away')
@@ -180,8 +252,14 @@ if (skip) {
       const pinger = lab.exec(nsC, 'ping', ['-c', '100', '-i', '0.3', '-W', '1', '172.26.0.250'], 60000)
       await c.waitFor(/exit node failover/, 40000)
       const out = await pinger
-      const tail = out.stdout.split('\n').filter((l) => /icmp_seq=(\d+)/.test(l)).map((l) => Number(/icmp_seq=(\d+)/.exec(l)![1]))
-      t.ok(tail.some((s) => s >= 90), `pings succeed again after failover (last replies: ${tail.slice(-3).join(',')})`)
+      const tail = out.stdout
+        .split('\n')
+        .filter((l) => /icmp_seq=(\d+)/.test(l))
+        .map((l) => Number(/icmp_seq=(\d+)/.exec(l)![1]))
+      t.ok(
+        tail.some((s) => s >= 90),
+        `pings succeed again after failover (last replies: ${tail.slice(-3).join(',')})`,
+      )
       st = await statusJson(lab, C)
       t.equal(st.peers.find((p: any) => p.identity === E3.identity).exitNodeFor[0].active, true, 'exit3 is now active')
       t.equal(st.peers.find((p: any) => p.identity === E1.identity).exitNodeFor[0].active, false)
@@ -191,14 +269,14 @@ if (skip) {
       t.equal(await c.stop(), 0)
       t.equal((await lab.exec(nsC, 'ip', ['route', 'show', 'proto', '211'])).stdout.trim(), '', 'no routes left')
       t.notMatch((await lab.exec(nsC, 'ip', ['rule', 'show'])).stdout, /fwmark/, 'no policy rules left')
-      t.match((await lab.exec(nsC, 'ip', ['route', 'show'])).stdout, /10\.10\.0\.0\/24 dev home0/, 'the user\'s own routes are intact')
+      t.match((await lab.exec(nsC, 'ip', ['route', 'show'])).stdout, /10\.10\.0\.0\/24 dev home0/, "the user's own routes are intact")
     })
 
     await t.test('ManageNat removes exactly its own rules', async (t) => {
       t.equal(await e2.stop(), 0)
       const nat = (await lab.exec(nsE2, 'iptables', ['-t', 'nat', '-S', 'POSTROUTING'])).stdout
       t.notMatch(nat, /enclave:/, 'our tagged SNAT rule is gone')
-      t.match(nat, /-s 10\.200\.0\.0\/16 -j MASQUERADE/, 'the admin\'s own rule is untouched')
+      t.match(nat, /-s 10\.200\.0\.0\/16 -j MASQUERADE/, "the admin's own rule is untouched")
       await e3.stop()
     })
   })

@@ -2,9 +2,13 @@ import t from 'tap'
 import fs from 'node:fs'
 import path from 'node:path'
 import { execFileSync } from 'node:child_process'
-import { Lab, haveCommand, peerEntry, pingArgs, rootSkipReason, statusJson } from '../helpers/netns.js'
+import { Lab, haveCommand, pingArgs, rootSkipReason, statusJson } from '../helpers/netns.js'
 
-const skip = rootSkipReason() || (!haveCommand('wireguard-go') || !haveCommand('wg') ? 'wireguard-go and wireguard-tools are not installed (apt-get install wireguard-go wireguard-tools)' : false)
+const skip =
+  rootSkipReason() ||
+  (!haveCommand('wireguard-go') || !haveCommand('wg')
+    ? 'wireguard-go and wireguard-tools are not installed (apt-get install wireguard-go wireguard-tools)'
+    : false)
 if (skip) {
   t.comment(`skipping wireguard-go interop tests: ${skip}`)
   t.pass('skipped')
@@ -21,12 +25,21 @@ if (skip) {
       const A = lab.makeAgent({ name: 'agent', ns: nsA })
       const wgVa = '100.64.0.2'
       // Only the initiating side knows the other's endpoint.
-      lab.writeAgentProfile(A, { Peers: [{ PublicKey: wgPub, VirtualAddress: wgVa, Description: 'wireguard-go', ...(initiator === 'agent' ? { Endpoint: '198.18.0.2:51820' } : {}) }] })
+      lab.writeAgentProfile(A, {
+        Peers: [
+          {
+            PublicKey: wgPub,
+            VirtualAddress: wgVa,
+            Description: 'wireguard-go',
+            ...(initiator === 'agent' ? { Endpoint: '198.18.0.2:51820' } : {}),
+          },
+        ],
+      })
       const keyFile = path.join(lab.tmp, 'wg.key')
       fs.writeFileSync(keyFile, wgKey + '\n', { mode: 0o600 })
       const dev = 'wgt0'
       const r = await lab.exec(nsW, 'wireguard-go', [dev])
-      t.equal(r.code, 0, `wireguard-go started${r.code ? ": " + r.stderr : ""}`)
+      t.equal(r.code, 0, `wireguard-go started${r.code ? ': ' + r.stderr : ''}`)
       const setArgs = ['set', dev, 'listen-port', '51820', 'private-key', keyFile, 'peer', A.publicKey, 'allowed-ips', `${A.va}/32`]
       if (initiator === 'wireguard-go') setArgs.push('endpoint', '198.18.0.1:51820')
       t.equal((await lab.exec(nsW, 'wg', setArgs)).code, 0, 'wg set')
@@ -48,7 +61,8 @@ if (skip) {
         await new Promise((res) => setTimeout(res, 400))
         const ip = await lab.exec(nsA, 'iperf3', ['-c', wgVa, '-t', '2', '-J'], 30000)
         t.equal(ip.code, 0, 'TCP between agent and wireguard-go')
-        if (ip.code === 0) t.comment(`agent -> wireguard-go TCP: ${(JSON.parse(ip.stdout).end.sum_received.bits_per_second / 1e9).toFixed(2)} Gbit/s`)
+        if (ip.code === 0)
+          t.comment(`agent -> wireguard-go TCP: ${(JSON.parse(ip.stdout).end.sum_received.bits_per_second / 1e9).toFixed(2)} Gbit/s`)
         srv.kill('SIGKILL')
       }
       const st = await statusJson(lab, A)

@@ -58,9 +58,21 @@ if (skip) {
       const r = await lab.cli(A, ['install-service', '--unit-dir', dir])
       t.equal(r.code, 0, r.stderr)
       const unit = fs.readFileSync(path.join(dir, 'enclave.service'), 'utf8')
-      for (const line of ['Restart=on-failure', 'AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW', 'NoNewPrivileges=true', 'ProtectSystem=strict', 'ProtectHome=true', 'ExecReload=/bin/kill -HUP $MAINPID']) t.ok(unit.includes(line), line)
+      for (const line of [
+        'Restart=on-failure',
+        'AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW',
+        'NoNewPrivileges=true',
+        'ProtectSystem=strict',
+        'ProtectHome=true',
+        'ExecReload=/bin/kill -HUP $MAINPID',
+      ])
+        t.ok(unit.includes(line), line)
       if (haveCommand('systemd-analyze')) {
-        const v = await new Promise<{ code: number; out: string }>((res) => execFile('systemd-analyze', ['verify', path.join(dir, 'enclave.service')], (e, so, se) => res({ code: e ? 1 : 0, out: String(so) + String(se) })))
+        const v = await new Promise<{ code: number; out: string }>((res) =>
+          execFile('systemd-analyze', ['verify', path.join(dir, 'enclave.service')], (e, so, se) =>
+            res({ code: e ? 1 : 0, out: String(so) + String(se) }),
+          ),
+        )
         t.equal(v.code, 0, `systemd-analyze verify: ${v.out}`)
       } else t.comment('systemd-analyze not installed: unit verification skipped')
       const u = await lab.cli(A, ['uninstall-service', '--unit-dir', dir])
@@ -76,7 +88,24 @@ if (skip) {
     await t.test('the control socket is root-only; others get a clear refusal', async (t) => {
       const sock = path.join(A.runDir, 'enclave.sock')
       t.equal(fs.statSync(sock).mode & 0o777, 0o600)
-      const r = await new Promise<{ code: number; out: string }>((res) => execFile('env', ['-i', `PATH=${process.env.PATH}`, `ENCLAVE_RUN_DIR=${A.runDir}`, 'HOME=/tmp', process.execPath, BIN, 'status', '--config-dir', A.dir], { uid: 65534, gid: 65534, cwd: '/' }, (e, so, se) => res({ code: e ? Number(e.code) : 0, out: String(so) + String(se) })))
+      const r = await new Promise<{ code: number; out: string }>((res) =>
+        execFile(
+          'env',
+          [
+            '-i',
+            `PATH=${process.env.PATH}`,
+            `ENCLAVE_RUN_DIR=${A.runDir}`,
+            'HOME=/tmp',
+            process.execPath,
+            BIN,
+            'status',
+            '--config-dir',
+            A.dir,
+          ],
+          { uid: 65534, gid: 65534, cwd: '/' },
+          (e, so, se) => res({ code: e ? Number(e.code) : 0, out: String(so) + String(se) }),
+        ),
+      )
       t.equal(r.code, 4, `non-root exit code 4: ${JSON.stringify(r.out)}`)
       t.match(r.out, /permission denied on .*enclave\.sock: run as root/)
       t.notMatch(r.out, /\n\s+at /)
@@ -93,7 +122,15 @@ if (skip) {
       t.equal(st.gid, 65534, 'group nogroup')
       fs.chmodSync(lab.tmp, 0o755)
       fs.chmodSync(C2.dir, 0o755)
-      const asUser = (gid: number, args: string[]) => new Promise<{ code: number; out: string }>((res) => execFile('env', ['-i', `PATH=${process.env.PATH}`, `ENCLAVE_RUN_DIR=${C2.runDir}`, 'HOME=/tmp', process.execPath, BIN, ...args], { uid: 65534, gid, cwd: '/' }, (e, so, se) => res({ code: e ? Number(e.code) : 0, out: String(so) + String(se) })))
+      const asUser = (gid: number, args: string[]) =>
+        new Promise<{ code: number; out: string }>((res) =>
+          execFile(
+            'env',
+            ['-i', `PATH=${process.env.PATH}`, `ENCLAVE_RUN_DIR=${C2.runDir}`, 'HOME=/tmp', process.execPath, BIN, ...args],
+            { uid: 65534, gid, cwd: '/' },
+            (e, so, se) => res({ code: e ? Number(e.code) : 0, out: String(so) + String(se) }),
+          ),
+        )
       const member = await asUser(65534, ['status', '--json'])
       t.equal(member.code, 0, `a member of nogroup reads live status: ${member.out.slice(0, 200)}`)
       t.equal(JSON.parse(member.out).running, true)
@@ -119,7 +156,10 @@ if (skip) {
     await t.test('reload adds and removes a peer and a route while traffic keeps flowing', async (t) => {
       const pinger = lab.exec(nsA, 'ping', ['-c', '40', '-i', '0.1', '-W', '1', B.va], 30000)
       await new Promise((r) => setTimeout(r, 800))
-      lab.writeAgentProfile(A, { Peers: [peerEntry(B, { Endpoint: '198.18.0.2:51820' }), peerEntry(C, { Endpoint: '198.18.1.2:51820' })], ExitNode: { AvailableRoutes: { [B.identity]: ['172.26.0.0/20'] } } })
+      lab.writeAgentProfile(A, {
+        Peers: [peerEntry(B, { Endpoint: '198.18.0.2:51820' }), peerEntry(C, { Endpoint: '198.18.1.2:51820' })],
+        ExitNode: { AvailableRoutes: { [B.identity]: ['172.26.0.0/20'] } },
+      })
       const r1 = await lab.cli(A, ['reload'])
       t.equal(r1.code, 0, r1.stderr)
       t.match(r1.stdout, /1 peer\(s\) added/)
@@ -135,7 +175,10 @@ if (skip) {
       const m = /(\d+) packets transmitted, (\d+) received/.exec(out)!
       t.ok(Number(m[1]) - Number(m[2]) <= 1, `ping through the unchanged peer: ${m[0]}`)
       const st = await statusJson(lab, A)
-      t.same(st.peers.map((p: any) => p.identity), [B.identity])
+      t.same(
+        st.peers.map((p: any) => p.identity),
+        [B.identity],
+      )
       t.equal(st.peers[0].state, 'Up', 'the unchanged session stayed up')
       await c.stop()
     })
@@ -158,12 +201,28 @@ if (skip) {
       await lab.exec(nsB, 'sysctl', ['-w', 'net.ipv4.ip_forward=0'])
       const d1 = await lab.cli(B, ['doctor', '--probe', '172.26.0.250'])
       t.equal(d1.code, 1, 'doctor exits 1 on failures')
-      t.match(d1.stdout, /FAIL  ip_forward: .*\n\s+fix: sudo sysctl -w net\.ipv4\.ip_forward=1/)
-      t.match(d1.stdout, /FAIL  SNAT 172\.26\.0\.0\/20: .*\n\s+fix: sudo iptables -t nat -A POSTROUTING -s 100\.64\.0\.0\/10 -d 172\.26\.0\.0\/20 -j SNAT --to 172\.26\.0\.3/)
-      t.match(d1.stdout, /PASS  LAN probe 172\.26\.0\.250: answers/)
-      t.match(d1.stdout, /PASS  agent: running/)
+      t.match(d1.stdout, /FAIL {2}ip_forward: .*\n\s+fix: sudo sysctl -w net\.ipv4\.ip_forward=1/)
+      t.match(
+        d1.stdout,
+        /FAIL {2}SNAT 172\.26\.0\.0\/20: .*\n\s+fix: sudo iptables -t nat -A POSTROUTING -s 100\.64\.0\.0\/10 -d 172\.26\.0\.0\/20 -j SNAT --to 172\.26\.0\.3/,
+      )
+      t.match(d1.stdout, /PASS {2}LAN probe 172\.26\.0\.250: answers/)
+      t.match(d1.stdout, /PASS {2}agent: running/)
       await lab.exec(nsB, 'sysctl', ['-w', 'net.ipv4.ip_forward=1'])
-      await lab.exec(nsB, 'iptables', ['-t', 'nat', '-A', 'POSTROUTING', '-s', '100.64.0.0/10', '-d', '172.26.0.0/20', '-j', 'SNAT', '--to', '172.26.0.3'])
+      await lab.exec(nsB, 'iptables', [
+        '-t',
+        'nat',
+        '-A',
+        'POSTROUTING',
+        '-s',
+        '100.64.0.0/10',
+        '-d',
+        '172.26.0.0/20',
+        '-j',
+        'SNAT',
+        '--to',
+        '172.26.0.3',
+      ])
       const d2 = await lab.cli(B, ['doctor', '--json'])
       t.equal(d2.code, 0, d2.stdout)
       const j = JSON.parse(d2.stdout)
@@ -177,10 +236,14 @@ if (skip) {
     t.equal(await b.stop(), 0)
 
     await t.test('after kill -9, the next start removes what the dead agent left', async (t) => {
-      lab.writeAgentProfile(A, { Peers: [peerEntry(B, { Endpoint: '198.18.0.2:51820' })], ExitNode: { AvailableRoutes: { [B.identity]: ['0.0.0.0/0'] } } })
+      lab.writeAgentProfile(A, {
+        Peers: [peerEntry(B, { Endpoint: '198.18.0.2:51820' })],
+        ExitNode: { AvailableRoutes: { [B.identity]: ['0.0.0.0/0'] } },
+      })
       lab.writeAgentProfile(B, { Peers: [peerEntry(A)], ExitNode: { ProvidesRoutes: ['172.26.0.0/20'], ManageNat: true } })
       const countRules = async () => ((await lab.exec(nsA, 'ip', ['rule', 'show'])).stdout.match(/not from all fwmark/g) ?? []).length
-      const countNat = async () => ((await lab.exec(nsB, 'iptables', ['-t', 'nat', '-S', 'POSTROUTING'])).stdout.match(/enclave:enclave0/g) ?? []).length
+      const countNat = async () =>
+        ((await lab.exec(nsB, 'iptables', ['-t', 'nat', '-S', 'POSTROUTING'])).stdout.match(/enclave:enclave0/g) ?? []).length
       let a2 = lab.startAgent(A)
       let b2 = lab.startAgent(B)
       await a2.waitFor(/control socket ready/)

@@ -24,7 +24,7 @@ if (skip) {
     const p1 = await lab.exec(nsA, 'ping', pingArgs(B.va))
     t.equal(p1.code, 0, `A pings B's virtual address ${B.va}\n${p1.stdout}`)
     const p2 = await lab.exec(nsB, 'ping', pingArgs(A.va))
-    t.equal(p2.code, 0, 'B pings A (B learned A\'s endpoint from the handshake)')
+    t.equal(p2.code, 0, "B pings A (B learned A's endpoint from the handshake)")
 
     const sa = await statusJson(lab, A)
     t.equal(sa.running, true)
@@ -61,13 +61,21 @@ if (skip) {
 
     // Fuzz: random and mutated datagrams at B; nothing crashes, nothing forged is accepted.
     const before = await statusJson(lab, B)
-    const fz = await lab.exec(nsA, process.execPath, ['--import', 'tsx', `${ROOT}/test/helpers/fuzz-sender.ts`, '198.18.0.2', '51820', '300000', A.privateKey, B.publicKey], 120000)
+    const fz = await lab.exec(
+      nsA,
+      process.execPath,
+      ['--import', 'tsx', `${ROOT}/test/helpers/fuzz-sender.ts`, '198.18.0.2', '51820', '300000', A.privateKey, B.publicKey],
+      120000,
+    )
     t.equal(fz.code, 0, `fuzzer ran: ${fz.stdout.trim()} ${fz.stderr.slice(0, 300)}`)
     await new Promise((r) => setTimeout(r, 1000))
     const after = await statusJson(lab, B)
     t.equal(after.running, true, 'agent survived the fuzzing')
     t.equal(after.peers[0].rxPackets, before.peers[0].rxPackets, 'no fuzzed datagram was accepted as a transport packet')
-    const dropped = ['bad_index', 'malformed', 'bad_mac', 'handshake_msgs', 'ring_full'].reduce((s, k) => s + after.counters[k] - before.counters[k], 0)
+    const dropped = ['bad_index', 'malformed', 'bad_mac', 'handshake_msgs', 'ring_full'].reduce(
+      (s, k) => s + after.counters[k] - before.counters[k],
+      0,
+    )
     t.ok(dropped > 100000, `fuzzed datagrams were dropped and counted (${dropped})`)
     const p5 = await lab.exec(nsA, 'ping', pingArgs(B.va))
     t.equal(p5.code, 0, 'the legitimate tunnel still works after fuzzing')

@@ -47,6 +47,8 @@ t.test('commands talk to the daemon, not to the data plane', async (t) => {
 })
 
 t.test('only src/native/io.ts loads the native addon', async (t) => {
-  const loaders = [...files('src'), ...files('workers'), ...files('bench')].filter((f) => fs.readFileSync(path.join(ROOT, f), 'utf8').includes('enclave_io.node'))
+  const loaders = [...files('src'), ...files('workers'), ...files('bench')].filter((f) =>
+    fs.readFileSync(path.join(ROOT, f), 'utf8').includes('enclave_io.node'),
+  )
   t.same(loaders, ['src/native/io.ts'])
 })

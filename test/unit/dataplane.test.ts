@@ -2,20 +2,46 @@ import t from 'tap'
 import { buildRouteTable, lookupRoute } from '../../src/dataplane/route-table.js'
 import { REPLAY_WINDOW, replayCheckAndSet, replayMaybeFresh } from '../../src/dataplane/replay.js'
 import { REPLAY_WORDS } from '../../src/ipc/layout.js'
-import { CT_ENTRIES, CT_FIELDS, CT_TCP_CLOSING_S, PROTO_ICMP, PROTO_TCP, PROTO_UDP, createConntrack, ctCountByPeer, ctReply, ctTrack, ttlFor } from '../../src/dataplane/conntrack.js'
+import {
+  CT_ENTRIES,
+  CT_FIELDS,
+  CT_TCP_CLOSING_S,
+  PROTO_ICMP,
+  PROTO_TCP,
+  PROTO_UDP,
+  createConntrack,
+  ctCountByPeer,
+  ctReply,
+  ctTrack,
+  ttlFor,
+} from '../../src/dataplane/conntrack.js'
 import { timerActions, type PeerTimerState } from '../../src/protocol/timers.js'
 import { KEEPALIVE_TIMEOUT_MS, REJECT_AFTER_TIME_MS, REKEY_ATTEMPT_TIME_MS, REKEY_TIMEOUT_MS } from '../../src/protocol/constants.js'
 import { RingConsumer, RingProducer, createRing, MSG_HANDSHAKE } from '../../src/ipc/ring.js'
 import { parseCidr, maskOf } from '../../src/control/profile/cidr.js'
 
 t.test('route table: longest prefix wins, matches a brute-force reference', async (t) => {
-  const routes = ['0.0.0.0/0', '10.0.0.0/8', '10.1.0.0/16', '10.1.2.0/24', '10.1.2.3/32', '172.26.0.0/20', '172.26.0.250/32', '192.168.0.0/23', '100.64.0.0/10']
+  const routes = [
+    '0.0.0.0/0',
+    '10.0.0.0/8',
+    '10.1.0.0/16',
+    '10.1.2.0/24',
+    '10.1.2.3/32',
+    '172.26.0.0/20',
+    '172.26.0.250/32',
+    '192.168.0.0/23',
+    '100.64.0.0/10',
+  ]
   const entries = routes.map((r, i) => ({ ...(parseCidr(r) as { addr: number; len: number }), value: i }))
   const tb = buildRouteTable(entries)
   const ref = (a: number) => {
     let best = -1
     let bl = -1
-    for (const e of entries) if (((a & maskOf(e.len)) >>> 0) === e.addr && e.len > bl) { best = e.value; bl = e.len }
+    for (const e of entries)
+      if ((a & maskOf(e.len)) >>> 0 === e.addr && e.len > bl) {
+        best = e.value
+        bl = e.len
+      }
     return best
   }
   t.equal(lookupRoute(tb.child, tb.val, 0x0a010203), 4, '10.1.2.3 -> /32')
@@ -59,7 +85,10 @@ t.test('replay window: order, duplicates, window edge, far jumps', async (t) => 
   const b2 = new Uint32Array(REPLAY_WORDS)
   const l2 = new Float64Array(1)
   const order = Array.from({ length: 3000 }, (_, i) => i)
-  for (let i = order.length - 1; i > 0; i--) { const j = (i * 7919) % (i + 1); [order[i], order[j]] = [order[j], order[i]] }
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = (i * 7919) % (i + 1)
+    ;[order[i], order[j]] = [order[j], order[i]]
+  }
   let ok = 0
   for (const c of order) if (replayCheckAndSet(b2, 0, l2, 0, c)) ok++
   for (const c of order) if (replayCheckAndSet(b2, 0, l2, 0, c)) ok += 1000
@@ -98,23 +127,56 @@ t.test('conntrack stays bounded under a flood of new flows', async (t) => {
 
 t.test('timers follow the whitepaper', async (t) => {
   const base: PeerTimerState = {
-    lastRxAny: 0, lastRxData: 0, lastTxAny: 0, lastTxData: 0, persistentKeepaliveS: 0, nextRetryMs: 0,
-    lastInitiationSentMs: 0, keypairs: {}, unresponsive: false, rekeyOnRxDone: false,
+    lastRxAny: 0,
+    lastRxData: 0,
+    lastTxAny: 0,
+    lastTxData: 0,
+    persistentKeepaliveS: 0,
+    nextRetryMs: 0,
+    lastInitiationSentMs: 0,
+    keypairs: {},
+    unresponsive: false,
+    rekeyOnRxDone: false,
   }
   const T0 = 1_000_000
-  const kinds = (s: Partial<PeerTimerState>, now: number) => timerActions({ ...base, ...s }, now).map((a) => a.kind + ('why' in a ? `:${a.why}` : '') + ('which' in a ? `:${a.which}` : ''))
+  const kinds = (s: Partial<PeerTimerState>, now: number) =>
+    timerActions({ ...base, ...s }, now).map((a) => a.kind + ('why' in a ? `:${a.why}` : '') + ('which' in a ? `:${a.which}` : ''))
   t.same(kinds({}, T0), [], 'idle peer: nothing')
   const cur = { current: { createdMs: T0, isInitiator: true } }
   t.same(kinds({ keypairs: cur }, T0 + REJECT_AFTER_TIME_MS), ['expire:current'], 'keys die at REJECT_AFTER_TIME')
   t.same(kinds({ keypairs: cur }, T0 + REJECT_AFTER_TIME_MS - 1), [])
-  t.same(kinds({ handshakeStartedMs: T0, nextRetryMs: T0 + REKEY_TIMEOUT_MS }, T0 + REKEY_TIMEOUT_MS - 1), [], 'no retry before REKEY_TIMEOUT')
+  t.same(
+    kinds({ handshakeStartedMs: T0, nextRetryMs: T0 + REKEY_TIMEOUT_MS }, T0 + REKEY_TIMEOUT_MS - 1),
+    [],
+    'no retry before REKEY_TIMEOUT',
+  )
   t.same(kinds({ handshakeStartedMs: T0, nextRetryMs: T0 + REKEY_TIMEOUT_MS }, T0 + REKEY_TIMEOUT_MS), ['retry'])
-  t.same(kinds({ handshakeStartedMs: T0, nextRetryMs: T0 + REKEY_ATTEMPT_TIME_MS }, T0 + REKEY_ATTEMPT_TIME_MS), ['give-up'], 'give up after REKEY_ATTEMPT_TIME')
-  t.same(kinds({ keypairs: cur, lastRxData: T0 + 10, lastTxAny: T0 }, T0 + 10 + KEEPALIVE_TIMEOUT_MS), ['keepalive:passive'], 'passive keepalive')
-  t.same(kinds({ keypairs: cur, lastRxData: T0 + 10, lastTxAny: T0 + 20 }, T0 + 10 + KEEPALIVE_TIMEOUT_MS), [], 'no keepalive when we already sent')
+  t.same(
+    kinds({ handshakeStartedMs: T0, nextRetryMs: T0 + REKEY_ATTEMPT_TIME_MS }, T0 + REKEY_ATTEMPT_TIME_MS),
+    ['give-up'],
+    'give up after REKEY_ATTEMPT_TIME',
+  )
+  t.same(
+    kinds({ keypairs: cur, lastRxData: T0 + 10, lastTxAny: T0 }, T0 + 10 + KEEPALIVE_TIMEOUT_MS),
+    ['keepalive:passive'],
+    'passive keepalive',
+  )
+  t.same(
+    kinds({ keypairs: cur, lastRxData: T0 + 10, lastTxAny: T0 + 20 }, T0 + 10 + KEEPALIVE_TIMEOUT_MS),
+    [],
+    'no keepalive when we already sent',
+  )
   t.same(kinds({ keypairs: cur, persistentKeepaliveS: 25, lastTxAny: T0, lastInitiationSentMs: T0 }, T0 + 25_000), ['keepalive:persistent'])
-  t.same(kinds({ persistentKeepaliveS: 25, lastTxAny: T0, lastInitiationSentMs: T0 }, T0 + 25_000), ['initiate:persistent keepalive'], 'persistent keepalive without a session handshakes')
-  t.same(kinds({ keypairs: { current: { createdMs: T0 - 20_000, isInitiator: false } }, lastTxData: T0 + 15_000, lastRxAny: T0 }, T0 + 15_000), ['unresponsive'], 'sent data, heard nothing for 15 s')
+  t.same(
+    kinds({ persistentKeepaliveS: 25, lastTxAny: T0, lastInitiationSentMs: T0 }, T0 + 25_000),
+    ['initiate:persistent keepalive'],
+    'persistent keepalive without a session handshakes',
+  )
+  t.same(
+    kinds({ keypairs: { current: { createdMs: T0 - 20_000, isInitiator: false } }, lastTxData: T0 + 15_000, lastRxAny: T0 }, T0 + 15_000),
+    ['unresponsive'],
+    'sent data, heard nothing for 15 s',
+  )
   const old = { current: { createdMs: T0, isInitiator: true } }
   const at = T0 + REJECT_AFTER_TIME_MS - KEEPALIVE_TIMEOUT_MS - REKEY_TIMEOUT_MS
   t.same(kinds({ keypairs: old, lastRxData: at, lastTxAny: at }, at), ['rekey-on-receive'], 'initiator rekeys on receive at 165 s')
@@ -129,7 +191,15 @@ t.test('SPSC ring carries messages in order and refuses when full', async (t) =>
   for (let i = 0; i < 4; i++) t.ok(p.push(MSG_HANDSHAKE, src, i, 1, 0xc6120001, 51820 + i, -1, i))
   t.notOk(p.push(MSG_HANDSHAKE, src, 0, 1, 0, 0, -1, 0), 'full ring refuses')
   const got = c.drain()
-  t.same(got.map((m) => [m.payload[0], m.port, m.aux, m.ip]), [[1, 51820, 0, 0xc6120001], [2, 51821, 1, 0xc6120001], [3, 51822, 2, 0xc6120001], [4, 51823, 3, 0xc6120001]])
+  t.same(
+    got.map((m) => [m.payload[0], m.port, m.aux, m.ip]),
+    [
+      [1, 51820, 0, 0xc6120001],
+      [2, 51821, 1, 0xc6120001],
+      [3, 51822, 2, 0xc6120001],
+      [4, 51823, 3, 0xc6120001],
+    ],
+  )
   t.ok(p.push(MSG_HANDSHAKE, src, 0, 5, 0, 0, -1, 0), 'space again after draining')
   t.equal(c.drain()[0].payload.length, 5)
 })

@@ -11,14 +11,23 @@ import path from 'node:path'
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..')
 const probe = path.join(ROOT, 'test/helpers/alloc-probe.mjs')
 
-t.test('steady-state packets allocate nothing', { skip: fs.existsSync(path.join(ROOT, 'lib/src/dataplane/testbed.js')) ? false : 'run `npm run build` first (npm test does)' }, async (t) => {
-  const out = await new Promise<string>((resolve, reject) => {
-    // env -i: a clean environment, so no loader or coverage hook of the test runner is injected.
-    execFile('env', ['-i', `PATH=${process.env.PATH}`, process.execPath, '--expose-gc', probe], { cwd: ROOT, timeout: 60000 }, (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)))
-  })
-  const r = JSON.parse(out) as { gcs: number; kinds: number[]; heapGrowth: number; packets: number }
-  t.equal(r.gcs, 0, `garbage collections during ${r.packets} packets: ${r.gcs} (kinds ${r.kinds.join(',')})`)
-  // The smallest per-packet allocation (a boxed number) is 16 bytes: 6.4 MB for 400k packets.
-  const perPacket = r.heapGrowth / r.packets
-  t.ok(perPacket < 0.25, `heap growth ${(r.heapGrowth / 1024).toFixed(0)} KiB = ${perPacket.toFixed(3)} bytes per packet`)
-})
+t.test(
+  'steady-state packets allocate nothing',
+  { skip: fs.existsSync(path.join(ROOT, 'lib/src/dataplane/testbed.js')) ? false : 'run `npm run build` first (npm test does)' },
+  async (t) => {
+    const out = await new Promise<string>((resolve, reject) => {
+      // env -i: a clean environment, so no loader or coverage hook of the test runner is injected.
+      execFile(
+        'env',
+        ['-i', `PATH=${process.env.PATH}`, process.execPath, '--expose-gc', probe],
+        { cwd: ROOT, timeout: 60000 },
+        (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)),
+      )
+    })
+    const r = JSON.parse(out) as { gcs: number; kinds: number[]; heapGrowth: number; packets: number }
+    t.equal(r.gcs, 0, `garbage collections during ${r.packets} packets: ${r.gcs} (kinds ${r.kinds.join(',')})`)
+    // The smallest per-packet allocation (a boxed number) is 16 bytes: 6.4 MB for 400k packets.
+    const perPacket = r.heapGrowth / r.packets
+    t.ok(perPacket < 0.25, `heap growth ${(r.heapGrowth / 1024).toFixed(0)} KiB = ${perPacket.toFixed(3)} bytes per packet`)
+  },
+)

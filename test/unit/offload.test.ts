@@ -22,12 +22,24 @@ function tcp(buf: Uint8Array, p: number, payload: number, seq: number, flags: nu
   buf.set(SRC, p + 12)
   buf.set(DST, p + 16)
   const q = p + 20
-  buf[q] = 0x9c; buf[q + 1] = 0x40; buf[q + 2] = 0x14; buf[q + 3] = 0x51
-  buf[q + 4] = seq >>> 24; buf[q + 5] = (seq >>> 16) & 255; buf[q + 6] = (seq >>> 8) & 255; buf[q + 7] = seq & 255
-  buf[q + 8] = ack >>> 24; buf[q + 9] = (ack >>> 16) & 255; buf[q + 10] = (ack >>> 8) & 255; buf[q + 11] = ack & 255
+  buf[q] = 0x9c
+  buf[q + 1] = 0x40
+  buf[q + 2] = 0x14
+  buf[q + 3] = 0x51
+  buf[q + 4] = seq >>> 24
+  buf[q + 5] = (seq >>> 16) & 255
+  buf[q + 6] = (seq >>> 8) & 255
+  buf[q + 7] = seq & 255
+  buf[q + 8] = ack >>> 24
+  buf[q + 9] = (ack >>> 16) & 255
+  buf[q + 10] = (ack >>> 8) & 255
+  buf[q + 11] = ack & 255
   buf[q + 12] = 0x80
   buf[q + 13] = flags
-  buf[q + 20] = 1; buf[q + 21] = 1; buf[q + 22] = 8; buf[q + 23] = 10 // NOP NOP TS
+  buf[q + 20] = 1
+  buf[q + 21] = 1
+  buf[q + 22] = 8
+  buf[q + 23] = 10 // NOP NOP TS
   for (let i = 0; i < payload; i++) buf[q + 32 + i] = (i * 31 + fill) & 255
   return len
 }
@@ -46,9 +58,10 @@ t.test('the word-wise checksum equals the byte-wise one at every alignment', asy
   for (let i = 0; i < b.length; i++) b[i] = (i * 131 + 7) & 255
   const u32 = new Uint32Array(b.buffer)
   let bad = 0
-  for (const start of [0, 2, 4, 6, 18, 100]) for (let len = 0; len < 1500; len += 37) {
-    if (csumFold(csumAddFast(b, u32, start, start + len, 12345)) !== csumFold(csumAdd(b, start, start + len, 12345))) bad++
-  }
+  for (const start of [0, 2, 4, 6, 18, 100])
+    for (let len = 0; len < 1500; len += 37) {
+      if (csumFold(csumAddFast(b, u32, start, start + len, 12345)) !== csumFold(csumAdd(b, start, start + len, 12345))) bad++
+    }
   t.equal(bad, 0)
 })
 
@@ -79,7 +92,7 @@ t.test('a TSO super-segment becomes MSS-sized packets with valid headers and che
     t.equal(s, seq >>> 0, 'sequence numbers advance by MSS')
     seq = (seq + plen) >>> 0
     t.equal(buf[p + 33], k < 10 ? 0x10 : 0x19, 'FIN/PSH only on the last segment')
-    t.equal(buf[p + 52], (((k * MSS) * 31) & 255), 'payload bytes in order')
+    t.equal(buf[p + 52], (k * MSS * 31) & 255, 'payload bytes in order')
   }
   t.equal(segmentPacket(buf, u32, base, VNET_HDR_LEN + 52 + payload, 0, SLOT, HEAD, 0, 5, lens), 0, 'refuses when the slots cannot hold it')
 })
@@ -114,7 +127,9 @@ t.test('GRO merges a run of one flow and keeps everything else apart, in order',
   for (let i = 0; i < 5; i++) lens[i] = tcp(buf, i * SLOT + HEAD, i < 4 ? 1000 : 600, seq0 + i * 1000, i < 4 ? 0x10 : 0x18)
   lens[5] = tcp(buf, 5 * SLOT + HEAD, 1000, seq0 + 4600, 0x10, 0x99999999)
   const icmp = 6 * SLOT + HEAD
-  buf[icmp] = 0x45; buf[icmp + 3] = 28; buf[icmp + 9] = 1
+  buf[icmp] = 0x45
+  buf[icmp + 3] = 28
+  buf[icmp + 9] = 1
   lens[6] = 28
   lens[7] = 0
   const offs = new Int32Array(n)

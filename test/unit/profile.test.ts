@@ -76,7 +76,10 @@ t.test('a full profile round-trips and keeps unknown keys', async (t) => {
   t.equal(p.mtu, 1420)
   t.equal(p.peers[0].identity, exitId)
   t.same(p.peers[0].endpoint, { host: '198.18.0.2', port: 51820 })
-  t.same(p.exitNode.availableRoutes.get(exitId)!.map((c) => c.text), ['172.26.0.0/20', '10.1.2.3/32'])
+  t.same(
+    p.exitNode.availableRoutes.get(exitId)!.map((c) => c.text),
+    ['172.26.0.0/20', '10.1.2.3/32'],
+  )
   const back = JSON.parse(fs.readFileSync(file, 'utf8'))
   t.same(back.SomethingNew, { keep: [1, 2, 3] }, 'unknown top-level key kept')
   t.equal(back.Peers[0].Future, true, 'unknown peer key kept')
@@ -90,27 +93,69 @@ t.test('every bad input names the file, the JSON path and the reason', async (t)
   const cases: Array<[string, unknown, RegExp]> = [
     ['bad base64 key', { PrivateKey: 'not*base64' }, /Universe\.profile: PrivateKey: "not\*base64" is not valid base64/],
     ['short key', { PrivateKey: Buffer.alloc(16).toString('base64') }, /PrivateKey: decodes to 16 bytes; a key is 32 bytes/],
-    ['peer key length', { PrivateKey: me.skB64, Peers: [{ PublicKey: Buffer.alloc(31).toString('base64') }] }, /Peers\[0\]\.PublicKey: decodes to 31 bytes/],
-    ['IPv6 route', { PrivateKey: me.skB64, ExitNode: { ProvidesRoutes: ['fd00::/64'] } }, /ExitNode\.ProvidesRoutes\[0\]: "fd00::\/64" is IPv6/],
-    ['out of range', { PrivateKey: me.skB64, ExitNode: { ProvidesRoutes: ['10.0.0.0/8', '10.0.0.0/33'] } }, /ExitNode\.ProvidesRoutes\[1\]: .*\/33/],
-    ['host bits', { PrivateKey: me.skB64, Peers: [{ PublicKey: a.pkB64 }], ExitNode: { AvailableRoutes: { [aId]: ['172.26.0.0/20', '172.26.0.3/20'] } } },
-      new RegExp(`ExitNode\\.AvailableRoutes\\.${aId}\\[1\\]: "172\\.26\\.0\\.3/20" has host bits set`)],
-    ['unknown AvailableRoutes key', { PrivateKey: me.skB64, Peers: [{ PublicKey: a.pkB64 }], ExitNode: { AvailableRoutes: { [other]: ['10.0.0.0/8'] } } },
-      new RegExp(`ExitNode\\.AvailableRoutes\\.${other}: ${other} is not a known peer \\(known peers: ${aId}\\)`)],
-    ['identity mismatch', { PrivateKey: me.skB64, Peers: [{ PublicKey: a.pkB64, Identity: other, Description: 'printer gw' }] },
-      new RegExp(`Peers\\[0\\]\\.Identity: peer "printer gw" gives identity ${other}, but its PublicKey derives identity ${aId}`)],
-    ['duplicate peers', { PrivateKey: me.skB64, Peers: [{ PublicKey: a.pkB64 }, { PublicKey: a.pkB64 }] }, /Peers\[1\]\.PublicKey: identity \w{5} is already used by Peers\[0\]/],
-    ['duplicate virtual address', { PrivateKey: me.skB64, VirtualAddress: '100.64.1.1', Peers: [{ PublicKey: a.pkB64, VirtualAddress: '100.64.1.1' }] },
-      /Peers\[0\]\.VirtualAddress: virtual address 100\.64\.1\.1 is already used by this system/],
-    ['address outside overlay', { PrivateKey: me.skB64, VirtualAddress: '10.0.0.1' }, /VirtualAddress: "10\.0\.0\.1" is outside the overlay network 100\.64\.0\.0\/10/],
+    [
+      'peer key length',
+      { PrivateKey: me.skB64, Peers: [{ PublicKey: Buffer.alloc(31).toString('base64') }] },
+      /Peers\[0\]\.PublicKey: decodes to 31 bytes/,
+    ],
+    [
+      'IPv6 route',
+      { PrivateKey: me.skB64, ExitNode: { ProvidesRoutes: ['fd00::/64'] } },
+      /ExitNode\.ProvidesRoutes\[0\]: "fd00::\/64" is IPv6/,
+    ],
+    [
+      'out of range',
+      { PrivateKey: me.skB64, ExitNode: { ProvidesRoutes: ['10.0.0.0/8', '10.0.0.0/33'] } },
+      /ExitNode\.ProvidesRoutes\[1\]: .*\/33/,
+    ],
+    [
+      'host bits',
+      {
+        PrivateKey: me.skB64,
+        Peers: [{ PublicKey: a.pkB64 }],
+        ExitNode: { AvailableRoutes: { [aId]: ['172.26.0.0/20', '172.26.0.3/20'] } },
+      },
+      new RegExp(`ExitNode\\.AvailableRoutes\\.${aId}\\[1\\]: "172\\.26\\.0\\.3/20" has host bits set`),
+    ],
+    [
+      'unknown AvailableRoutes key',
+      { PrivateKey: me.skB64, Peers: [{ PublicKey: a.pkB64 }], ExitNode: { AvailableRoutes: { [other]: ['10.0.0.0/8'] } } },
+      new RegExp(`ExitNode\\.AvailableRoutes\\.${other}: ${other} is not a known peer \\(known peers: ${aId}\\)`),
+    ],
+    [
+      'identity mismatch',
+      { PrivateKey: me.skB64, Peers: [{ PublicKey: a.pkB64, Identity: other, Description: 'printer gw' }] },
+      new RegExp(`Peers\\[0\\]\\.Identity: peer "printer gw" gives identity ${other}, but its PublicKey derives identity ${aId}`),
+    ],
+    [
+      'duplicate peers',
+      { PrivateKey: me.skB64, Peers: [{ PublicKey: a.pkB64 }, { PublicKey: a.pkB64 }] },
+      /Peers\[1\]\.PublicKey: identity \w{5} is already used by Peers\[0\]/,
+    ],
+    [
+      'duplicate virtual address',
+      { PrivateKey: me.skB64, VirtualAddress: '100.64.1.1', Peers: [{ PublicKey: a.pkB64, VirtualAddress: '100.64.1.1' }] },
+      /Peers\[0\]\.VirtualAddress: virtual address 100\.64\.1\.1 is already used by this system/,
+    ],
+    [
+      'address outside overlay',
+      { PrivateKey: me.skB64, VirtualAddress: '10.0.0.1' },
+      /VirtualAddress: "10\.0\.0\.1" is outside the overlay network 100\.64\.0\.0\/10/,
+    ],
     ['wrong type', { PrivateKey: me.skB64, LocalPort: '51820' }, /LocalPort: must be a number \(got string\)/],
     ['missing key', {}, /PrivateKey: is required/],
   ]
   for (const [name, raw, re] of cases) {
     const msgs = problems(raw)
     t.ok(msgs.length > 0, `${name}: rejected`)
-    t.ok(msgs.some((m) => re.test(m)), `${name}: ${msgs.join(' | ')}`)
-    t.ok(msgs.every((m) => m.startsWith(F + ': ')), `${name}: every line names the file`)
+    t.ok(
+      msgs.some((m) => re.test(m)),
+      `${name}: ${msgs.join(' | ')}`,
+    )
+    t.ok(
+      msgs.every((m) => m.startsWith(F + ': ')),
+      `${name}: every line names the file`,
+    )
   }
 })
 
@@ -141,5 +186,9 @@ t.test('a failed write leaves the original profile untouched', async (t) => {
     t.throws(() => writeProfile(path.join(blocker, 'Universe.profile'), { PrivateKey: keyPair().skB64 }))
   }
   t.equal(fs.readFileSync(file, 'utf8'), before)
-  t.same(fs.readdirSync(dir).filter((f) => f.endsWith('.tmp')), [], 'no temp files left behind')
+  t.same(
+    fs.readdirSync(dir).filter((f) => f.endsWith('.tmp')),
+    [],
+    'no temp files left behind',
+  )
 })

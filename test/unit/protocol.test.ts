@@ -1,7 +1,18 @@
 import t from 'tap'
 import {
-  acceptInitiation, checkMac1, checkMac2, consumeCookieReply, consumeInitiation, consumeResponse, cookieChecker,
-  createCookieReply, createInitiation, createResponse, localStatic, peerCrypto, writeMacs,
+  acceptInitiation,
+  checkMac1,
+  checkMac2,
+  consumeCookieReply,
+  consumeInitiation,
+  consumeResponse,
+  cookieChecker,
+  createCookieReply,
+  createInitiation,
+  createResponse,
+  localStatic,
+  peerCrypto,
+  writeMacs,
 } from '../../src/protocol/noise.js'
 import { generateKeyPair, tai64n, compareBytes, AEAD, AEAD_OPEN } from '../../src/protocol/primitives.js'
 import { COOKIE_REFRESH_TIME_MS } from '../../src/protocol/constants.js'
@@ -17,7 +28,12 @@ function parties() {
 function handshake(p: ReturnType<typeof parties>, now = 1_700_000_000_000) {
   const init = createInitiation(p.A, p.AtoB, 0x1234, now)
   t.ok(checkMac1(p.B, init), 'initiation carries a valid mac1 for the responder')
-  const ci = consumeInitiation(p.B, init, (pk) => (Buffer.compare(Buffer.from(pk), Buffer.from(p.A.publicKey)) === 0 ? p.BtoA.staticStatic : undefined), now)
+  const ci = consumeInitiation(
+    p.B,
+    init,
+    (pk) => (Buffer.compare(Buffer.from(pk), Buffer.from(p.A.publicKey)) === 0 ? p.BtoA.staticStatic : undefined),
+    now,
+  )
   t.ok(ci, 'responder authenticates the initiation')
   t.equal(acceptInitiation(p.BtoA, ci!, now, 20), 'ok')
   const { msg: resp, keys: rk } = createResponse(p.BtoA, 0x5678, now)
@@ -106,7 +122,7 @@ t.test('cookie flow: reply under load, mac2 on the retry, expiry after two minut
   const reply = createCookieReply(p.B, cc, init, 0xc6120001, 51820, now)
   t.equal(reply.length, 64)
   t.equal(reply[0], 3)
-  t.equal(reply.readUInt32LE(4), 9, 'addressed to the initiation\'s sender index')
+  t.equal(reply.readUInt32LE(4), 9, "addressed to the initiation's sender index")
   t.ok(consumeCookieReply(p.AtoB, reply, now), 'initiator decrypts the cookie')
   const retry = createInitiation(p.A, p.AtoB, 10, now + 10)
   t.ok(checkMac2(cc, retry, 0xc6120001, 51820, now + 10), 'retry carries a valid mac2')
@@ -116,5 +132,8 @@ t.test('cookie flow: reply under load, mac2 on the retry, expiry after two minut
   t.notOk(consumeCookieReply(parties().AtoB, tampered, now), 'a forged cookie reply is ignored')
   const late = Buffer.from(retry)
   writeMacs(late, p.AtoB, now + COOKIE_REFRESH_TIME_MS + 1)
-  t.ok(late.subarray(132).every((x) => x === 0), 'an expired cookie is not used')
+  t.ok(
+    late.subarray(132).every((x) => x === 0),
+    'an expired cookie is not used',
+  )
 })

@@ -30,7 +30,10 @@ function socketGroupHint(sock: string): string {
   try {
     const st = fs.statSync(sock)
     if ((st.mode & 0o060) === 0 || st.gid === 0) return ''
-    const line = fs.readFileSync('/etc/group', 'utf8').split('\n').find((l) => l.split(':')[2] === String(st.gid))
+    const line = fs
+      .readFileSync('/etc/group', 'utf8')
+      .split('\n')
+      .find((l) => l.split(':')[2] === String(st.gid))
     return ` or join group ${line ? line.split(':')[0] : st.gid}`
   } catch {
     return ''

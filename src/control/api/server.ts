@@ -15,7 +15,11 @@ import type { Agent } from '../agent.js'
 export class ApiServer {
   readonly path: string
   private server?: net.Server
-  constructor(private agent: Agent, runDir: string, private group?: string) {
+  constructor(
+    private agent: Agent,
+    runDir: string,
+    private group?: string,
+  ) {
     this.path = path.join(runDir, SOCKET_NAME)
   }
 
@@ -24,7 +28,10 @@ export class ApiServer {
     if (fs.existsSync(this.path)) {
       const alive = await new Promise<boolean>((r) => {
         const s = net.createConnection(this.path)
-        s.on('connect', () => { s.destroy(); r(true) })
+        s.on('connect', () => {
+          s.destroy()
+          r(true)
+        })
         s.on('error', () => r(false))
       })
       if (alive) throw new EnclaveError('EALREADY', `another agent is already running with control socket ${this.path}`)
@@ -88,7 +95,8 @@ export class ApiServer {
         return { level }
       }
       case 'debug':
-        if (process.env.ENCLAVE_TEST_HOOKS !== '1') throw new EnclaveError('EPERM', 'test hooks are off (start the agent with ENCLAVE_TEST_HOOKS=1)')
+        if (process.env.ENCLAVE_TEST_HOOKS !== '1')
+          throw new EnclaveError('EPERM', 'test hooks are off (start the agent with ENCLAVE_TEST_HOOKS=1)')
         if (req.action === 'crash-worker') {
           this.agent.crashWorkerForTest(Number(req.arg ?? 0))
           return { crashed: Number(req.arg ?? 0) }

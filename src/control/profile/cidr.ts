@@ -51,11 +51,11 @@ export function parseCidr(s: unknown): Cidr | string {
 }
 
 export function cidrContains(outer: Cidr, addr: number): boolean {
-  return ((addr & maskOf(outer.len)) >>> 0) === outer.addr
+  return (addr & maskOf(outer.len)) >>> 0 === outer.addr
 }
 
 export function cidrsOverlap(a: Cidr, b: Cidr): boolean {
   const len = Math.min(a.len, b.len)
   const m = maskOf(len)
-  return ((a.addr & m) >>> 0) === ((b.addr & m) >>> 0)
+  return (a.addr & m) >>> 0 === (b.addr & m) >>> 0
 }

@@ -22,7 +22,10 @@ export function locateJsonError(text: string): JsonSyntaxProblem {
     if (c === '{') {
       i++
       ws()
-      if (text[i] === '}') { i++; return }
+      if (text[i] === '}') {
+        i++
+        return
+      }
       for (;;) {
         ws()
         if (text[i] !== '"') fail('expected a double-quoted property name')
@@ -32,19 +35,38 @@ export function locateJsonError(text: string): JsonSyntaxProblem {
         i++
         value()
         ws()
-        if (text[i] === ',') { i++; ws(); if (text[i] === '}') fail('trailing comma before }'); continue }
-        if (text[i] === '}') { i++; return }
+        if (text[i] === ',') {
+          i++
+          ws()
+          if (text[i] === '}') fail('trailing comma before }')
+          continue
+        }
+        if (text[i] === '}') {
+          i++
+          return
+        }
         fail("expected ',' or '}' after a property value")
       }
     } else if (c === '[') {
       i++
       ws()
-      if (text[i] === ']') { i++; return }
+      if (text[i] === ']') {
+        i++
+        return
+      }
       for (;;) {
         value()
         ws()
-        if (text[i] === ',') { i++; ws(); if (text[i] === ']') fail('trailing comma before ]'); continue }
-        if (text[i] === ']') { i++; return }
+        if (text[i] === ',') {
+          i++
+          ws()
+          if (text[i] === ']') fail('trailing comma before ]')
+          continue
+        }
+        if (text[i] === ']') {
+          i++
+          return
+        }
         fail("expected ',' or ']' after an array element")
       }
     } else if (c === '"') {
@@ -55,7 +77,10 @@ export function locateJsonError(text: string): JsonSyntaxProblem {
       i += m![0].length
     } else {
       for (const lit of ['true', 'false', 'null']) {
-        if (text.startsWith(lit, i)) { i += lit.length; return }
+        if (text.startsWith(lit, i)) {
+          i += lit.length
+          return
+        }
       }
       fail(c === undefined ? 'unexpected end of file' : `unexpected character '${c}'`)
     }

@@ -12,9 +12,7 @@ import { decodeKey, publicKeyFromPrivate } from '../keys.js'
 import { identityFromPublicKey, normaliseIdentity, virtualAddressFromPublicKey } from '../identity.js'
 import { type Cidr, cidrsOverlap, intToIp, parseCidr, parseIpv4 } from './cidr.js'
 import { locateJsonError } from './json-position.js'
-import {
-  DEFAULT_INTERFACE, DEFAULT_LOCAL_PORT, DEFAULT_MTU, errorMap, formatPath, profileSchema, type RawProfile,
-} from './schema.js'
+import { DEFAULT_INTERFACE, DEFAULT_LOCAL_PORT, DEFAULT_MTU, errorMap, formatPath, profileSchema, type RawProfile } from './schema.js'
 
 export interface Endpoint {
   host: string
@@ -96,7 +94,8 @@ export function loadProfile(file: string): Profile {
   } catch (e) {
     const err = e as NodeJS.ErrnoException
     if (err.code === 'ENOENT') throw new ProfileError(file, [{ path: '', reason: 'no profile here; create one with `enclave init`' }])
-    if (err.code === 'EACCES') throw new ProfileError(file, [{ path: '', reason: 'permission denied reading the profile (it holds a private key: run as root)' }])
+    if (err.code === 'EACCES')
+      throw new ProfileError(file, [{ path: '', reason: 'permission denied reading the profile (it holds a private key: run as root)' }])
     throw new ProfileError(file, [{ path: '', reason: err.message }])
   }
   return parseProfileText(file, text)
@@ -123,15 +122,22 @@ export function validateProfile(file: string, raw: Record<string, unknown>): Pro
     const pk = decodeKey(p.PublicKey) as Buffer
     const derived = identityFromPublicKey(pk)
     if (p.Identity !== undefined && normaliseIdentity(p.Identity) !== derived) {
-      problems.push({ path: `${where}.Identity`, reason: `peer "${p.Description ?? p.Identity}" gives identity ${p.Identity}, but its PublicKey derives identity ${derived}` })
+      problems.push({
+        path: `${where}.Identity`,
+        reason: `peer "${p.Description ?? p.Identity}" gives identity ${p.Identity}, but its PublicKey derives identity ${derived}`,
+      })
     }
-    if (pk.equals(publicKey)) problems.push({ path: `${where}.PublicKey`, reason: 'is this system\'s own public key' })
+    if (pk.equals(publicKey)) problems.push({ path: `${where}.PublicKey`, reason: "is this system's own public key" })
     const va = p.VirtualAddress ? (parseIpv4(p.VirtualAddress) as number) : virtualAddressFromPublicKey(pk)
     const idOwner = seenIds.get(derived)
     if (idOwner) problems.push({ path: `${where}.PublicKey`, reason: `identity ${derived} is already used by ${idOwner}` })
     else seenIds.set(derived, where)
     const vaOwner = seenAddrs.get(va)
-    if (vaOwner) problems.push({ path: p.VirtualAddress ? `${where}.VirtualAddress` : `${where}.PublicKey`, reason: `virtual address ${intToIp(va)} is already used by ${vaOwner}` })
+    if (vaOwner)
+      problems.push({
+        path: p.VirtualAddress ? `${where}.VirtualAddress` : `${where}.PublicKey`,
+        reason: `virtual address ${intToIp(va)} is already used by ${vaOwner}`,
+      })
     else seenAddrs.set(va, where)
     let endpoint: Endpoint | undefined
     if (p.Endpoint) {
@@ -166,7 +172,13 @@ export function validateProfile(file: string, raw: Record<string, unknown>): Pro
     const peer = peers.find((p) => p.identity === id)
     if (!peer) {
       const known = peers.map((p) => p.identity).join(', ') || 'none'
-      problems.push({ path: where, reason: id === identity ? 'is this system itself; list the exit node\'s identity' : `${rawId} is not a known peer (known peers: ${known}); add it with \`enclave add <public key>\` first` })
+      problems.push({
+        path: where,
+        reason:
+          id === identity
+            ? "is this system itself; list the exit node's identity"
+            : `${rawId} is not a known peer (known peers: ${known}); add it with \`enclave add <public key>\` first`,
+      })
       continue
     }
     const cidrs = list.map((c) => parseCidr(c) as Cidr)
@@ -174,7 +186,10 @@ export function validateProfile(file: string, raw: Record<string, unknown>): Pro
       const dup = cidrs.findIndex((d) => d.text === c.text)
       if (dup < i) problems.push({ path: `${where}[${i}]`, reason: `${c.text} is listed twice (also at [${dup}])` })
       if (cidrsOverlap(c, { addr: 0x64400000, len: 10, text: '100.64.0.0/10' }) && c.len >= 10) {
-        problems.push({ path: `${where}[${i}]`, reason: `${c.text} lies inside the overlay network 100.64.0.0/10; peers are reached by their virtual addresses` })
+        problems.push({
+          path: `${where}[${i}]`,
+          reason: `${c.text} lies inside the overlay network 100.64.0.0/10; peers are reached by their virtual addresses`,
+        })
       }
     })
     peer.availableRoutes = cidrs

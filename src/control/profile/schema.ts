@@ -22,7 +22,8 @@ const overlayAddress = z.string().superRefine((s, ctx) => {
   const r = parseIpv4(s)
   if (typeof r === 'string') ctx.addIssue({ code: 'custom', message: r })
   else if (!inOverlay(r)) ctx.addIssue({ code: 'custom', message: `"${s}" is outside the overlay network 100.64.0.0/10` })
-  else if (r === 0x64400000 || r === 0x647fffff) ctx.addIssue({ code: 'custom', message: `"${s}" is the overlay's network or broadcast address` })
+  else if (r === 0x64400000 || r === 0x647fffff)
+    ctx.addIssue({ code: 'custom', message: `"${s}" is the overlay's network or broadcast address` })
 })
 
 const cidr = z.string().superRefine((s, ctx) => {
@@ -37,14 +38,22 @@ const endpoint = z.string().superRefine((s, ctx) => {
     ctx.addIssue({ code: 'custom', message: `"${s}" is not ${ENDPOINT_FORM}` })
     return
   }
-  if (m[1].startsWith('[')) ctx.addIssue({ code: 'custom', message: `"${s}": IPv6 endpoints are not supported yet; use an IPv4 address or a host name` })
+  if (m[1].startsWith('['))
+    ctx.addIssue({ code: 'custom', message: `"${s}": IPv6 endpoints are not supported yet; use an IPv4 address or a host name` })
 })
 
 const identity = z.string().superRefine((s, ctx) => {
-  if (!isIdentity(s)) ctx.addIssue({ code: 'custom', message: `"${s}" is not an identity (5 characters of 0-9 and A-Z without I, L, O, U)` })
+  if (!isIdentity(s))
+    ctx.addIssue({ code: 'custom', message: `"${s}" is not an identity (5 characters of 0-9 and A-Z without I, L, O, U)` })
 })
 
-const tags = z.array(z.string().min(1).max(64).regex(/^[A-Za-z0-9_.:-]+$/, 'tags use letters, digits and _ . : -'))
+const tags = z.array(
+  z
+    .string()
+    .min(1)
+    .max(64)
+    .regex(/^[A-Za-z0-9_.:-]+$/, 'tags use letters, digits and _ . : -'),
+)
 
 export const peerSchema = z
   .object({
@@ -66,10 +75,13 @@ export const exitNodeSchema = z
     /** The agent enables ip_forward and manages its own SNAT rules (off by default: the guide's manual setup). */
     ManageNat: z.boolean().optional(),
     /** LAN-side source address for managed SNAT; default: the address of the interface that reaches each route. */
-    SnatAddress: z.string().superRefine((s, ctx) => {
-      const r = parseIpv4(s)
-      if (typeof r === 'string') ctx.addIssue({ code: 'custom', message: r })
-    }).optional(),
+    SnatAddress: z
+      .string()
+      .superRefine((s, ctx) => {
+        const r = parseIpv4(s)
+        if (typeof r === 'string') ctx.addIssue({ code: 'custom', message: r })
+      })
+      .optional(),
     /** Install AvailableRoutes even where they overlap a connected subnet or an existing route. */
     ForceRoutes: z.boolean().optional(),
   })
@@ -80,14 +92,20 @@ export const profileSchema = z
     PrivateKey: key,
     VirtualAddress: overlayAddress.optional(),
     LocalPort: z.number().int().min(0).max(65535).optional(),
-    Interface: z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, 'an interface name is 1-15 characters of letters, digits, _ . -').optional(),
+    Interface: z
+      .string()
+      .regex(/^[A-Za-z0-9_.-]{1,15}$/, 'an interface name is 1-15 characters of letters, digits, _ . -')
+      .optional(),
     Mtu: z.number().int().min(576).max(9000).optional(),
     Peers: z.array(peerSchema).optional(),
     Tags: tags.optional(),
     ExitNode: exitNodeSchema.optional(),
     LogLevel: z.number().int().min(0).max(5).optional(),
     /** Unix group allowed to use the control socket besides root. */
-    ControlGroup: z.string().regex(/^[a-z_][a-z0-9_-]*\$?$/, 'a Unix group name').optional(),
+    ControlGroup: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_-]*\$?$/, 'a Unix group name')
+      .optional(),
     Workers: z.number().int().min(1).max(64).optional(),
   })
   .passthrough()

@@ -60,7 +60,10 @@ export function formatStatus(s: StatusModel): string {
     lines.push(...field(i1, 'Exit node for', en.providesRoutes))
     if (s.running) {
       lines.push(...field(i1, 'Exit node flows', `${en.activeFlows} active, ${en.unsolicitedDrops} unsolicited packets dropped`))
-      const users = en.users.map((u) => `${u.identity}: ${u.flows} ${u.flows === 1 ? "flow" : "flows"}, ${formatBytes(u.bytesToLan)} to LAN, ${formatBytes(u.bytesFromLan)} from LAN`)
+      const users = en.users.map(
+        (u) =>
+          `${u.identity}: ${u.flows} ${u.flows === 1 ? 'flow' : 'flows'}, ${formatBytes(u.bytesToLan)} to LAN, ${formatBytes(u.bytesFromLan)} from LAN`,
+      )
       if (users.length) lines.push(...field(i1, 'Exit node users', users))
     }
     for (const w of en.warnings) lines.push(...field(i1, 'Warning', w))
@@ -77,12 +80,18 @@ export function formatStatus(s: StatusModel): string {
       lines.push(...field(i2, 'Transfer', `${formatBytes(p.rxBytes)} received, ${formatBytes(p.txBytes)} sent`))
     }
     if (p.exitNodeFor.length) {
-      lines.push(...field(i2, 'Exit node for', p.exitNodeFor.map((r) => {
-        const notes: string[] = []
-        if (s.running && !r.installed) notes.push(`not installed: ${r.reason ?? 'unknown'}`)
-        else if (s.running && r.active === false) notes.push(`standby: ${r.reason ?? 'another exit node is preferred'}`)
-        return notes.length ? `${r.route} (${notes.join('; ')})` : r.route
-      })))
+      lines.push(
+        ...field(
+          i2,
+          'Exit node for',
+          p.exitNodeFor.map((r) => {
+            const notes: string[] = []
+            if (s.running && !r.installed) notes.push(`not installed: ${r.reason ?? 'unknown'}`)
+            else if (s.running && r.active === false) notes.push(`standby: ${r.reason ?? 'another exit node is preferred'}`)
+            return notes.length ? `${r.route} (${notes.join('; ')})` : r.route
+          }),
+        ),
+      )
     }
   }
   return lines.join('\n')

@@ -11,7 +11,11 @@ export function run(cmd: string, args: string[], timeoutMs = 10_000): Promise<Ex
   return new Promise((resolve) => {
     execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
       const code = err ? (typeof (err as NodeJS.ErrnoException).code === 'number' ? Number((err as NodeJS.ErrnoException).code) : 1) : 0
-      resolve({ code: err && (err as NodeJS.ErrnoException).code === 'ENOENT' ? 127 : code, stdout: String(stdout), stderr: String(stderr || (err && !stderr ? err.message : '')) })
+      resolve({
+        code: err && (err as NodeJS.ErrnoException).code === 'ENOENT' ? 127 : code,
+        stdout: String(stdout),
+        stderr: String(stderr || (err && !stderr ? err.message : '')),
+      })
     })
   })
 }

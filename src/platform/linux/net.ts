@@ -30,7 +30,10 @@ export async function listRoutes(table = 'main'): Promise<OsRoute[]> {
   const r = await run('ip', ['-j', 'route', 'show', 'table', table])
   if (r.code !== 0) return []
   try {
-    return (JSON.parse(r.stdout || '[]') as OsRoute[]).map((x) => ({ ...x, dst: x.dst === 'default' ? '0.0.0.0/0' : x.dst.includes('/') ? x.dst : `${x.dst}/32` }))
+    return (JSON.parse(r.stdout || '[]') as OsRoute[]).map((x) => ({
+      ...x,
+      dst: x.dst === 'default' ? '0.0.0.0/0' : x.dst.includes('/') ? x.dst : `${x.dst}/32`,
+    }))
   } catch {
     return []
   }
@@ -52,18 +55,39 @@ export interface RouteDecision {
 export function decideRoutes(wanted: Cidr[], existing: OsRoute[], ourDev: string, force: boolean): RouteDecision[] {
   const others = existing.filter((r) => r.dev !== ourDev)
   return wanted.map((cidr) => {
-    if (cidr.len === 0) return { cidr, install: true, warning: 'default route: installed with policy routing so the tunnel\'s own UDP keeps the original path' }
+    if (cidr.len === 0)
+      return {
+        cidr,
+        install: true,
+        warning: "default route: installed with policy routing so the tunnel's own UDP keeps the original path",
+      }
     for (const r of others) {
       const c = parseCidr(r.dst)
       if (typeof c === 'string' || c.len === 0) continue
       const connected = r.scope === 'link' || r.protocol === 'kernel'
       let reason: string | undefined
-      if (connected && cidr.len >= c.len && cidrContains(c, cidr.addr)) reason = `overlaps this machine's directly connected subnet ${r.dst} on ${r.dev}`
-      else if (c.text === cidr.text) reason = `conflicts with the existing route "${r.dst}${r.dev ? ' dev ' + r.dev : ''}${r.gateway ? ' via ' + r.gateway : ''}"`
-      if (reason) return force ? { cidr, install: true, warning: `${reason}; installed anyway (ForceRoutes)` } : { cidr, install: false, reason: `${reason}; set "ExitNode": {"ForceRoutes": true} to override` }
+      if (connected && cidr.len >= c.len && cidrContains(c, cidr.addr))
+        reason = `overlaps this machine's directly connected subnet ${r.dst} on ${r.dev}`
+      else if (c.text === cidr.text)
+        reason = `conflicts with the existing route "${r.dst}${r.dev ? ' dev ' + r.dev : ''}${r.gateway ? ' via ' + r.gateway : ''}"`
+      if (reason)
+        return force
+          ? { cidr, install: true, warning: `${reason}; installed anyway (ForceRoutes)` }
+          : { cidr, install: false, reason: `${reason}; set "ExitNode": {"ForceRoutes": true} to override` }
     }
-    const shadowed = others.filter((r) => (r.scope === 'link' || r.protocol === 'kernel') && (() => { const c = parseCidr(r.dst); return typeof c !== 'string' && c.len > cidr.len && cidrsOverlap(c, cidr) })())
-    return { cidr, install: true, warning: shadowed.length ? `the local subnet(s) ${shadowed.map((r) => r.dst).join(', ')} inside it stay local` : undefined }
+    const shadowed = others.filter(
+      (r) =>
+        (r.scope === 'link' || r.protocol === 'kernel') &&
+        (() => {
+          const c = parseCidr(r.dst)
+          return typeof c !== 'string' && c.len > cidr.len && cidrsOverlap(c, cidr)
+        })(),
+    )
+    return {
+      cidr,
+      install: true,
+      warning: shadowed.length ? `the local subnet(s) ${shadowed.map((r) => r.dst).join(', ')} inside it stay local` : undefined,
+    }
   })
 }
 
@@ -138,7 +162,11 @@ export async function natRules(): Promise<NatRule[] | undefined> {
   const r = await run('iptables', ['-w', '-t', 'nat', '-S', 'POSTROUTING'])
   if (r.code !== 0) return undefined
   const c = await run('iptables', ['-w', '-t', 'nat', '-L', 'POSTROUTING', '-n', '-v', '-x'])
-  const counts = c.stdout.split('\n').slice(2).filter((l) => l.trim()).map((l) => l.trim().split(/\s+/))
+  const counts = c.stdout
+    .split('\n')
+    .slice(2)
+    .filter((l) => l.trim())
+    .map((l) => l.trim().split(/\s+/))
   const rules: NatRule[] = []
   let i = 0
   for (const line of r.stdout.split('\n')) {
@@ -149,8 +177,14 @@ export async function natRules(): Promise<NatRule[] | undefined> {
     }
     const comment = /--comment "?([^"\s]+)"?/.exec(line)?.[1]
     rules.push({
-      source: get('-s'), destination: get('-d'), target: get('-j') ?? '', to: get('--to-source') ?? get('--to'), comment,
-      pkts: Number(counts[i]?.[0] ?? 0), bytes: Number(counts[i]?.[1] ?? 0), spec: line.replace(/^-A POSTROUTING /, ''),
+      source: get('-s'),
+      destination: get('-d'),
+      target: get('-j') ?? '',
+      to: get('--to-source') ?? get('--to'),
+      comment,
+      pkts: Number(counts[i]?.[0] ?? 0),
+      bytes: Number(counts[i]?.[1] ?? 0),
+      spec: line.replace(/^-A POSTROUTING /, ''),
     })
     i++
   }

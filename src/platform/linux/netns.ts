@@ -29,7 +29,9 @@ export class NetnsSet {
   /** Runs a host command; rejects with its stderr. */
   sh(cmd: string, args: string[], timeoutMs = 30_000): Promise<string> {
     return new Promise((resolve, reject) => {
-      execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 32 << 20 }, (err, stdout, stderr) => (err ? reject(new Error(`${cmd} ${args.join(' ')}: ${String(stderr).trim() || err.message}`)) : resolve(String(stdout))))
+      execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 32 << 20 }, (err, stdout, stderr) =>
+        err ? reject(new Error(`${cmd} ${args.join(' ')}: ${String(stderr).trim() || err.message}`)) : resolve(String(stdout)),
+      )
     })
   }
 
@@ -48,7 +50,10 @@ export class NetnsSet {
     await this.sh('ip', ['link', 'add', tmpA, 'type', 'veth', 'peer', 'name', tmpB])
     await this.sh('ip', ['link', 'set', tmpA, 'netns', nsA, 'name', ifA])
     await this.sh('ip', ['link', 'set', tmpB, 'netns', nsB, 'name', ifB])
-    for (const [ns, dev, addr] of [[nsA, ifA, addrA], [nsB, ifB, addrB]]) {
+    for (const [ns, dev, addr] of [
+      [nsA, ifA, addrA],
+      [nsB, ifB, addrB],
+    ]) {
       if (addr) await this.sh('ip', ['-n', ns, 'addr', 'add', addr, 'dev', dev])
       await this.sh('ip', ['-n', ns, 'link', 'set', dev, 'up'])
     }
@@ -67,9 +72,14 @@ export class NetnsSet {
   /** Runs a command inside a namespace and collects its output (never rejects). */
   exec(ns: string, cmd: string, args: string[], timeoutMs = 30_000, env?: Record<string, string>): Promise<ExecOut> {
     return new Promise((resolve) => {
-      execFile('ip', ['netns', 'exec', ns, cmd, ...args], { timeout: timeoutMs, maxBuffer: 32 << 20, env: { ...process.env, ...env } }, (err, stdout, stderr) => {
-        resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout: String(stdout), stderr: String(stderr) })
-      })
+      execFile(
+        'ip',
+        ['netns', 'exec', ns, cmd, ...args],
+        { timeout: timeoutMs, maxBuffer: 32 << 20, env: { ...process.env, ...env } },
+        (err, stdout, stderr) => {
+          resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout: String(stdout), stderr: String(stderr) })
+        },
+      )
     })
   }
 
@@ -85,13 +95,29 @@ export class NetnsSet {
     if (this.torn) return
     this.torn = true
     for (const p of this.procs) {
-      if (p.pid && p.exitCode === null && p.signalCode === null) try { process.kill(p.pid, 'SIGKILL') } catch { /* already gone */ }
+      if (p.pid && p.exitCode === null && p.signalCode === null)
+        try {
+          process.kill(p.pid, 'SIGKILL')
+        } catch {
+          /* already gone */
+        }
     }
     for (const ns of this.namespaces) {
       try {
-        for (const pid of execFileSync('ip', ['netns', 'pids', ns]).toString().split(/\s+/).filter(Boolean)) try { process.kill(Number(pid), 'SIGKILL') } catch { /* gone */ }
-      } catch { /* namespace already gone */ }
-      try { execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' }) } catch { /* gone */ }
+        for (const pid of execFileSync('ip', ['netns', 'pids', ns]).toString().split(/\s+/).filter(Boolean))
+          try {
+            process.kill(Number(pid), 'SIGKILL')
+          } catch {
+            /* gone */
+          }
+      } catch {
+        /* namespace already gone */
+      }
+      try {
+        execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' })
+      } catch {
+        /* gone */
+      }
       fs.rmSync(path.join('/etc/netns', ns), { recursive: true, force: true })
     }
   }
