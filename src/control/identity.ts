@@ -45,8 +45,12 @@ export function isIdentity(s: string): boolean {
 /** Returns the derived virtual address as a host-order uint32. */
 export function virtualAddressFromPublicKey(publicKey: Uint8Array): number {
   const h = tagged('enclave address', publicKey)
-  const x = ((h[0] << 24) | (h[1] << 16) | (h[2] << 8) | h[3]) >>> 0
-  const host = (x % (OVERLAY_SIZE - 2)) + 1 // 1 .. size-2: skips network and broadcast
+  return overlayAddressFromWord(((h[0] << 24) | (h[1] << 16) | (h[2] << 8) | h[3]) >>> 0)
+}
+
+/** Maps any 32-bit word to an overlay host address: 1 .. size-2, never the network or broadcast. */
+export function overlayAddressFromWord(x: number): number {
+  const host = ((x >>> 0) % (OVERLAY_SIZE - 2)) + 1
   return (OVERLAY_NETWORK + host) >>> 0
 }
 

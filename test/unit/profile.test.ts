@@ -3,7 +3,14 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { parseProfileText, validateProfile, writeProfile, loadProfile } from '../../src/control/profile/profile.js'
-import { identityFromPublicKey, virtualAddressFromPublicKey, isIdentity, CROCKFORD_ALPHABET } from '../../src/control/identity.js'
+import {
+  identityFromPublicKey,
+  virtualAddressFromPublicKey,
+  isIdentity,
+  CROCKFORD_ALPHABET,
+  overlayAddressFromWord,
+  OVERLAY_SIZE,
+} from '../../src/control/identity.js'
 import { parseCidr, intToIp } from '../../src/control/profile/cidr.js'
 import { ProfileError } from '../../src/errors.js'
 import { keyPair } from '../helpers/keys.js'
@@ -40,6 +47,19 @@ t.test('virtual address derives inside 100.64.0.0/10, never network or broadcast
   }
   const k = keyPair().pk
   t.equal(virtualAddressFromPublicKey(k), virtualAddressFromPublicKey(Buffer.from(k)))
+})
+
+t.test('the address mapping skips network and broadcast at its edges', async (t) => {
+  // The words that would land on the edges if the mapping were a plain modulo of the overlay size.
+  t.equal(intToIp(overlayAddressFromWord(0)), '100.64.0.1', 'word 0: first host, not the network address')
+  t.equal(intToIp(overlayAddressFromWord(OVERLAY_SIZE - 3)), '100.127.255.254', 'last host')
+  t.equal(intToIp(overlayAddressFromWord(OVERLAY_SIZE - 2)), '100.64.0.1', 'wraps before broadcast')
+  t.equal(intToIp(overlayAddressFromWord(OVERLAY_SIZE - 1)), '100.64.0.2')
+  t.equal(intToIp(overlayAddressFromWord(OVERLAY_SIZE)), '100.64.0.3')
+  for (const w of [0xffffffff, 0xfffffffe, 0x80000000, 0x7fffffff]) {
+    const a = overlayAddressFromWord(w)
+    t.ok(a > 0x64400000 && a < 0x647fffff, `word ${w.toString(16)} maps strictly inside the overlay: ${intToIp(a)}`)
+  }
 })
 
 t.test('CIDR parsing accepts /0 to /32 and explains rejections', async (t) => {
@@ -91,12 +111,12 @@ t.test('every bad input names the file, the JSON path and the reason', async (t)
   const aId = identityFromPublicKey(a.pk)
   const other = identityFromPublicKey(keyPair().pk)
   const cases: Array<[string, unknown, RegExp]> = [
-    ['bad base64 key', { PrivateKey: 'not*base64' }, /Universe\.profile: PrivateKey: "not\*base64" is not valid base64/],
+    ['bad base64 key', { PrivateKey: 'not*base64' }, /Universe\.profile: PrivateKey: is not valid base64/],
     ['short key', { PrivateKey: Buffer.alloc(16).toString('base64') }, /PrivateKey: decodes to 16 bytes; a key is 32 bytes/],
     [
       'peer key length',
       { PrivateKey: me.skB64, Peers: [{ PublicKey: Buffer.alloc(31).toString('base64') }] },
-      /Peers\[0\]\.PublicKey: decodes to 31 bytes/,
+      /Peers\[0\]\.PublicKey: "A+==" decodes to 31 bytes/,
     ],
     [
       'IPv6 route',
@@ -191,4 +211,76 @@ t.test('a failed write leaves the original profile untouched', async (t) => {
     [],
     'no temp files left behind',
   )
+})
+
+t.test('a malformed PrivateKey or PresharedKey is never quoted in the error', async (t) => {
+  const me = keyPair()
+  const peer = keyPair()
+  // A real key with one character damaged: the message must not carry any of it.
+  const damaged = `${me.skB64.slice(0, 20)}*${me.skB64.slice(21)}`
+  const psk = `${peer.skB64.slice(0, 43)}`
+  const msgs = problems({ PrivateKey: damaged, Peers: [{ PublicKey: peer.pkB64, PresharedKey: psk }] })
+  t.equal(msgs.length, 2, msgs.join(' | '))
+  t.match(msgs[0], /PrivateKey: is not valid base64/)
+  t.match(msgs[1], /Peers\[0\]\.PresharedKey: is not valid base64/)
+  for (const m of msgs)
+    for (const secret of [damaged, psk])
+      for (let i = 0; i + 6 <= secret.length; i++) t.notOk(m.includes(secret.slice(i, i + 6)), `no 6 characters of key material in: ${m}`)
+})
+
+t.test('wrong-case and misspelt keys are errors with "did you mean"; other unknown keys are kept as warnings', async (t) => {
+  const me = keyPair()
+  const a = keyPair()
+  const cases: Array<[unknown, RegExp]> = [
+    [
+      { PrivateKey: me.skB64, ExitNode: { providesRoutes: ['10.0.0.0/8'] } },
+      /ExitNode\.providesRoutes: unknown key "providesRoutes"; did you mean ProvidesRoutes\?/,
+    ],
+    [{ PrivateKey: me.skB64, exitnode: {} }, /exitnode: unknown key "exitnode"; did you mean ExitNode\?/],
+    [{ PrivateKey: me.skB64, Peers: [{ PublicKey: a.pkB64, Endpiont: '1.2.3.4:5' }] }, /Peers\[0\]\.Endpiont: .*did you mean Endpoint\?/],
+    [{ PrivateKey: me.skB64, ExitNode: { ManageNAT: true } }, /ExitNode\.ManageNAT: .*did you mean ManageNat\?/],
+    [{ PrivateKey: me.skB64, MetricListen: '127.0.0.1:9586' }, /did you mean MetricsListen\?/],
+    [{ PrivateKey: me.skB64, Policies: [{ SenderTag: ['x'] }] }, /Policies\[0\]\.SenderTag: .*did you mean SenderTags\?/],
+    [{ PrivateKey: me.skB64, Policies: [{ Acls: [{ Protcol: 'Tcp' }] }] }, /Policies\[0\]\.Acls\[0\]\.Protcol: .*did you mean Protocol\?/],
+  ]
+  for (const [raw, re] of cases) {
+    const msgs = problems(raw)
+    t.ok(
+      msgs.some((m) => re.test(m)),
+      msgs.join(' | ') || 'accepted',
+    )
+  }
+  const p = validateProfile(F, { PrivateKey: me.skB64, Custom: 1, Peers: [{ PublicKey: a.pkB64, Future: true }] })
+  t.same(p.unknownKeys, ['Custom', 'Peers[0].Future'])
+  t.equal(validateProfile(F, { PrivateKey: me.skB64, MetricsListen: '127.0.0.1:9586' }).metricsListen, '127.0.0.1:9586')
+  t.match(problems({ PrivateKey: me.skB64, MetricsListen: '0.0.0.0:0' }), [/MetricsListen: "0\.0\.0\.0:0": port 0 is out of range/])
+})
+
+t.test('shape and cross-field problems are reported in one round', async (t) => {
+  const me = keyPair()
+  const a = keyPair()
+  const other = identityFromPublicKey(keyPair().pk)
+  const msgs = problems({
+    PrivateKey: me.skB64,
+    LocalPort: 'x',
+    Peers: [{ PublicKey: a.pkB64, Endpoint: 'nohost' }],
+    ExitNode: { AvailableRoutes: { [other]: ['10.0.0.0/8'] } },
+  })
+  t.equal(msgs.length, 3, msgs.join(' | '))
+  t.match(msgs.join('\n'), /LocalPort: must be a number/)
+  t.match(msgs.join('\n'), /Peers\[0\]\.Endpoint: "nohost" is not host:port/)
+  t.match(msgs.join('\n'), new RegExp(`AvailableRoutes\\.${other}: ${other} is not a known peer`))
+})
+
+t.test("this system's own key as a peer gives one line", async (t) => {
+  const me = keyPair()
+  const msgs = problems({ PrivateKey: me.skB64, Peers: [{ PublicKey: me.pkB64 }] })
+  t.same(msgs, [`${F}: Peers[0].PublicKey: is this system's own public key; a system is not its own peer`])
+})
+
+t.test('an identity given where a public key belongs says what to do', async (t) => {
+  const me = keyPair()
+  t.match(problems({ PrivateKey: me.skB64, Peers: [{ PublicKey: 'G982V' }] }), [
+    /looks like an identity: peers are added by their public key/,
+  ])
 })

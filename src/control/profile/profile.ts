@@ -12,7 +12,17 @@ import { decodeKey, publicKeyFromPrivate } from '../keys.js'
 import { identityFromPublicKey, normaliseIdentity, virtualAddressFromPublicKey } from '../identity.js'
 import { type Cidr, cidrsOverlap, intToIp, parseCidr, parseIpv4 } from './cidr.js'
 import { locateJsonError } from './json-position.js'
-import { DEFAULT_INTERFACE, DEFAULT_LOCAL_PORT, DEFAULT_MTU, errorMap, formatPath, profileSchema, type RawProfile } from './schema.js'
+import {
+  DEFAULT_INTERFACE,
+  DEFAULT_LOCAL_PORT,
+  DEFAULT_MTU,
+  endpointProblem,
+  errorMap,
+  formatPath,
+  profileSchema,
+  type RawProfile,
+} from './schema.js'
+import { checkKeys } from './known-keys.js'
 
 export interface Endpoint {
   host: string
@@ -57,6 +67,10 @@ export interface Profile {
   logLevel?: number
   controlGroup?: string
   workers?: number
+  /** Opt-in Prometheus endpoint (MetricsListen), "address:port". */
+  metricsListen?: string
+  /** JSON paths of keys this version does not know: kept on rewrite, listed as warnings. */
+  unknownKeys: string[]
 }
 
 export const PROFILE_NAME = 'Universe'
@@ -102,33 +116,48 @@ export function loadProfile(file: string): Profile {
 }
 
 export function validateProfile(file: string, raw: Record<string, unknown>): Profile {
+  // Every check runs in one round: key spelling, each field's shape, and the rules across fields
+  // (the latter skip values whose shape is wrong), so one edit can fix every reported problem.
+  const keys = checkKeys(raw)
+  const problems: ProfileProblem[] = [...keys.problems]
   const parsed = profileSchema.safeParse(raw, { errorMap })
-  if (!parsed.success) {
-    const problems = parsed.error.issues.map((i) => ({ path: formatPath(i.path), reason: i.message }))
-    throw new ProfileError(file, dedupe(problems))
-  }
-  const r = parsed.data as RawProfile
-  const problems: ProfileProblem[] = []
-  const privateKey = decodeKey(r.PrivateKey) as Buffer
-  const publicKey = publicKeyFromPrivate(privateKey)
-  const identity = identityFromPublicKey(publicKey)
-  const virtualAddress = r.VirtualAddress ? (parseIpv4(r.VirtualAddress) as number) : virtualAddressFromPublicKey(publicKey)
+  if (!parsed.success) problems.push(...parsed.error.issues.map((i) => ({ path: formatPath(i.path), reason: i.message })))
+  // Past this point `r` may hold values of the wrong shape when parsing failed: read it defensively.
+  const r = (parsed.success ? parsed.data : raw) as RawProfile
+  const privateKey = decodeKey(r.PrivateKey)
+  const own = typeof privateKey === 'string' ? undefined : publicKeyFromPrivate(privateKey)
+  const identity = own ? identityFromPublicKey(own) : ''
+  const ownVa = typeof r.VirtualAddress === 'string' ? parseIpv4(r.VirtualAddress) : undefined
+  const virtualAddress = typeof ownVa === 'number' ? ownVa : own ? virtualAddressFromPublicKey(own) : 0
 
-  const seenIds = new Map<string, string>([[identity, 'this system']])
-  const seenAddrs = new Map<number, string>([[virtualAddress, 'this system']])
+  const seenIds = new Map<string, string>(own ? [[identity, 'this system']] : [])
+  const seenAddrs = new Map<number, string>(own ? [[virtualAddress, 'this system']] : [])
   const peers: PeerConfig[] = []
-  ;(r.Peers ?? []).forEach((p, index) => {
+  /** Identities named by peers whose PublicKey is invalid: AvailableRoutes may still name them. */
+  const unresolved = new Set<string>()
+  const rawPeers = Array.isArray(r.Peers) ? r.Peers : []
+  rawPeers.forEach((p, index) => {
+    if (typeof p !== 'object' || p === null) return
     const where = `Peers[${index}]`
-    const pk = decodeKey(p.PublicKey) as Buffer
+    const pk = decodeKey(p.PublicKey)
+    if (typeof pk === 'string') {
+      if (typeof p.Identity === 'string') unresolved.add(normaliseIdentity(p.Identity))
+      else unresolved.add('*')
+      return
+    }
+    if (own && pk.equals(own)) {
+      problems.push({ path: `${where}.PublicKey`, reason: "is this system's own public key; a system is not its own peer" })
+      return
+    }
     const derived = identityFromPublicKey(pk)
-    if (p.Identity !== undefined && normaliseIdentity(p.Identity) !== derived) {
+    if (typeof p.Identity === 'string' && normaliseIdentity(p.Identity) !== derived) {
       problems.push({
         path: `${where}.Identity`,
         reason: `peer "${p.Description ?? p.Identity}" gives identity ${p.Identity}, but its PublicKey derives identity ${derived}`,
       })
     }
-    if (pk.equals(publicKey)) problems.push({ path: `${where}.PublicKey`, reason: "is this system's own public key" })
-    const va = p.VirtualAddress ? (parseIpv4(p.VirtualAddress) as number) : virtualAddressFromPublicKey(pk)
+    const given = typeof p.VirtualAddress === 'string' ? parseIpv4(p.VirtualAddress) : undefined
+    const va = typeof given === 'number' ? given : virtualAddressFromPublicKey(pk)
     const idOwner = seenIds.get(derived)
     if (idOwner) problems.push({ path: `${where}.PublicKey`, reason: `identity ${derived} is already used by ${idOwner}` })
     else seenIds.set(derived, where)
@@ -140,10 +169,11 @@ export function validateProfile(file: string, raw: Record<string, unknown>): Pro
       })
     else seenAddrs.set(va, where)
     let endpoint: Endpoint | undefined
-    if (p.Endpoint) {
+    if (typeof p.Endpoint === 'string' && !endpointProblem(p.Endpoint)) {
       const i = p.Endpoint.lastIndexOf(':')
       endpoint = { host: p.Endpoint.slice(0, i), port: Number(p.Endpoint.slice(i + 1)) }
     }
+    const psk = p.PresharedKey ? decodeKey(p.PresharedKey) : undefined
     peers.push({
       index,
       publicKey: pk,
@@ -151,39 +181,46 @@ export function validateProfile(file: string, raw: Record<string, unknown>): Pro
       identity: derived,
       virtualAddress: va,
       endpoint,
-      persistentKeepalive: p.PersistentKeepalive ?? 0,
-      presharedKey: p.PresharedKey ? (decodeKey(p.PresharedKey) as Buffer) : undefined,
+      persistentKeepalive: typeof p.PersistentKeepalive === 'number' ? p.PersistentKeepalive : 0,
+      presharedKey: psk instanceof Buffer ? psk : undefined,
       description: p.Description,
-      tags: p.Tags ?? [],
+      tags: Array.isArray(p.Tags) ? p.Tags : [],
       availableRoutes: [],
     })
   })
 
-  const en = r.ExitNode ?? {}
-  const providesRoutes = (en.ProvidesRoutes ?? []).map((c) => parseCidr(c) as Cidr)
-  providesRoutes.forEach((c, i) => {
-    const dup = providesRoutes.findIndex((d) => d.text === c.text)
-    if (dup < i) problems.push({ path: `ExitNode.ProvidesRoutes[${i}]`, reason: `${c.text} is listed twice (also at [${dup}])` })
+  const en = (typeof r.ExitNode === 'object' && r.ExitNode !== null ? r.ExitNode : {}) as NonNullable<RawProfile['ExitNode']>
+  const cidrsOf = (list: unknown): Array<Cidr | undefined> =>
+    Array.isArray(list)
+      ? list.map((c) => (typeof c === 'string' ? parseCidr(c) : undefined)).map((c) => (typeof c === 'object' ? c : undefined))
+      : []
+  const provided = cidrsOf(en.ProvidesRoutes)
+  provided.forEach((c, i) => {
+    const dup = provided.findIndex((d) => d && c && d.text === c.text)
+    if (c && dup < i) problems.push({ path: `ExitNode.ProvidesRoutes[${i}]`, reason: `${c.text} is listed twice (also at [${dup}])` })
   })
   const availableRoutes = new Map<string, Cidr[]>()
-  for (const [rawId, list] of Object.entries(en.AvailableRoutes ?? {})) {
+  const av = typeof en.AvailableRoutes === 'object' && en.AvailableRoutes !== null ? en.AvailableRoutes : {}
+  for (const [rawId, list] of Object.entries(av)) {
     const id = normaliseIdentity(rawId)
     const where = `ExitNode.AvailableRoutes.${rawId}`
     const peer = peers.find((p) => p.identity === id)
     if (!peer) {
+      if (unresolved.has(id) || unresolved.has('*')) continue
       const known = peers.map((p) => p.identity).join(', ') || 'none'
       problems.push({
         path: where,
         reason:
-          id === identity
+          own && id === identity
             ? "is this system itself; list the exit node's identity"
             : `${rawId} is not a known peer (known peers: ${known}); add it with \`enclave add <public key>\` first`,
       })
       continue
     }
-    const cidrs = list.map((c) => parseCidr(c) as Cidr)
+    const cidrs = cidrsOf(list)
     cidrs.forEach((c, i) => {
-      const dup = cidrs.findIndex((d) => d.text === c.text)
+      if (!c) return
+      const dup = cidrs.findIndex((d) => d && d.text === c.text)
       if (dup < i) problems.push({ path: `${where}[${i}]`, reason: `${c.text} is listed twice (also at [${dup}])` })
       if (cidrsOverlap(c, { addr: 0x64400000, len: 10, text: '100.64.0.0/10' }) && c.len >= 10) {
         problems.push({
@@ -192,16 +229,16 @@ export function validateProfile(file: string, raw: Record<string, unknown>): Pro
         })
       }
     })
-    peer.availableRoutes = cidrs
-    availableRoutes.set(id, cidrs)
+    peer.availableRoutes = cidrs.filter((c): c is Cidr => !!c)
+    availableRoutes.set(id, peer.availableRoutes)
   }
-  if (problems.length) throw new ProfileError(file, problems)
+  if (problems.length || !own) throw new ProfileError(file, dedupe(problems))
 
   return {
     file,
     raw,
-    privateKey,
-    publicKey,
+    privateKey: privateKey as Buffer,
+    publicKey: own,
     identity,
     virtualAddress,
     localPort: r.LocalPort ?? DEFAULT_LOCAL_PORT,
@@ -210,7 +247,7 @@ export function validateProfile(file: string, raw: Record<string, unknown>): Pro
     tags: r.Tags ?? [],
     peers,
     exitNode: {
-      providesRoutes,
+      providesRoutes: provided.filter((c): c is Cidr => !!c),
       availableRoutes,
       manageNat: en.ManageNat ?? false,
       snatAddress: en.SnatAddress ? (parseIpv4(en.SnatAddress) as number) : undefined,
@@ -219,6 +256,8 @@ export function validateProfile(file: string, raw: Record<string, unknown>): Pro
     logLevel: r.LogLevel,
     controlGroup: r.ControlGroup,
     workers: r.Workers,
+    metricsListen: r.MetricsListen,
+    unknownKeys: keys.unknown,
   }
 }
 

@@ -13,9 +13,25 @@ export const DEFAULT_LOCAL_PORT = 51820
 export const DEFAULT_INTERFACE = 'enclave0'
 export const DEFAULT_MTU = 1420
 
+/** A secret key (PrivateKey, PresharedKey): the reason never quotes the value. */
 const key = z.string().superRefine((s, ctx) => {
   const r = decodeKey(s)
   if (typeof r === 'string') ctx.addIssue({ code: 'custom', message: r })
+})
+
+/** Why `s` is not a public key, quoting it (public keys are not secret), with what to do for an identity. */
+export function publicKeyProblem(s: string): string | undefined {
+  const r = decodeKey(s)
+  if (typeof r !== 'string') return undefined
+  const hint = isIdentity(s.toUpperCase())
+    ? `; "${s}" looks like an identity: peers are added by their public key (run \`enclave pubkey\` on that machine)`
+    : ''
+  return `"${s}" ${r}${hint}`
+}
+
+const publicKey = z.string().superRefine((s, ctx) => {
+  const why = publicKeyProblem(s)
+  if (why) ctx.addIssue({ code: 'custom', message: why })
 })
 
 const overlayAddress = z.string().superRefine((s, ctx) => {
@@ -32,15 +48,30 @@ const cidr = z.string().superRefine((s, ctx) => {
 })
 
 export const ENDPOINT_FORM = 'host:port, e.g. 203.0.113.7:51820 or vpn.example.com:51820'
-const endpoint = z.string().superRefine((s, ctx) => {
+
+/** Why `s` is not a usable peer endpoint, or undefined when it is one. */
+export function endpointProblem(s: string): string | undefined {
   const m = /^(\[[^\]]+\]|[^:\s]+):(\d{1,5})$/.exec(s)
-  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) {
-    ctx.addIssue({ code: 'custom', message: `"${s}" is not ${ENDPOINT_FORM}` })
-    return
-  }
-  if (m[1].startsWith('['))
-    ctx.addIssue({ code: 'custom', message: `"${s}": IPv6 endpoints are not supported yet; use an IPv4 address or a host name` })
+  if (!m) return `"${s}" is not ${ENDPOINT_FORM}`
+  if (Number(m[2]) < 1 || Number(m[2]) > 65535) return `"${s}": port ${Number(m[2])} is out of range (1-65535)`
+  if (m[1].startsWith('[')) return `"${s}": IPv6 endpoints are not supported yet; use an IPv4 address or a host name`
+  return undefined
+}
+
+const endpoint = z.string().superRefine((s, ctx) => {
+  const why = endpointProblem(s)
+  if (why) ctx.addIssue({ code: 'custom', message: why })
 })
+
+/** Why `s` is not an IPv4 address:port to listen on (MetricsListen), or undefined. */
+export function listenProblem(s: string): string | undefined {
+  const m = /^([^:\s]+):(\d{1,5})$/.exec(s)
+  if (!m) return `"${s}" is not an IPv4 address and port, e.g. 127.0.0.1:9586`
+  const ip = parseIpv4(m[1])
+  if (typeof ip === 'string') return `"${s}": ${ip}`
+  if (Number(m[2]) < 1 || Number(m[2]) > 65535) return `"${s}": port ${Number(m[2])} is out of range (1-65535)`
+  return undefined
+}
 
 const identity = z.string().superRefine((s, ctx) => {
   if (!isIdentity(s))
@@ -57,7 +88,7 @@ const tags = z.array(
 
 export const peerSchema = z
   .object({
-    PublicKey: key,
+    PublicKey: publicKey,
     Identity: identity.optional(),
     VirtualAddress: overlayAddress.optional(),
     Endpoint: endpoint.optional(),
@@ -107,6 +138,14 @@ export const profileSchema = z
       .regex(/^[a-z_][a-z0-9_-]*\$?$/, 'a Unix group name')
       .optional(),
     Workers: z.number().int().min(1).max(64).optional(),
+    /** Opt-in Prometheus endpoint, e.g. "127.0.0.1:9586". */
+    MetricsListen: z
+      .string()
+      .superRefine((s, ctx) => {
+        const why = listenProblem(s)
+        if (why) ctx.addIssue({ code: 'custom', message: why })
+      })
+      .optional(),
   })
   .passthrough()
 
