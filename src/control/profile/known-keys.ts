@@ -102,7 +102,7 @@ export function checkKeys(raw: unknown, level: Level = PROFILE_KEYS, at = '', ou
     const child = level.children?.[k]
     if (!child) continue
     if (Array.isArray(child)) {
-      if (Array.isArray(v)) v.forEach((item, i) => checkKeys(item, child[0], `${path}[${i}]`, out))
+      if (Array.isArray(v)) for (const [i, item] of v.entries()) checkKeys(item, child[0], `${path}[${i}]`, out)
     } else checkKeys(v, child, path, out)
   }
   return out
