@@ -1,5 +1,5 @@
 import { Args } from '@oclif/core'
-import { BaseCommand } from '../base-command.js'
+import { BaseCommand, runDirFlag } from '../base-command.js'
 import { callAgent } from '../control/api/client.js'
 
 export default class Debug extends BaseCommand {
@@ -9,6 +9,7 @@ export default class Debug extends BaseCommand {
     action: Args.string({ required: true, options: ['crash-worker'] }),
     arg: Args.string({ required: false }),
   }
+  static override flags = { ...runDirFlag }
 
   async run() {
     const { args } = await this.parse(Debug)

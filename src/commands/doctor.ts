@@ -1,5 +1,5 @@
 import { Flags } from '@oclif/core'
-import { BaseCommand } from '../base-command.js'
+import { BaseCommand, configDirFlag, runDirFlag } from '../base-command.js'
 import { type Check, formatChecks, runDoctor } from '../control/doctor.js'
 
 export default class Doctor extends BaseCommand {
@@ -7,6 +7,8 @@ export default class Doctor extends BaseCommand {
   static override examples = ['sudo <%= config.bin %> doctor', 'sudo <%= config.bin %> doctor --probe 172.26.0.250 --json']
   static override enableJsonFlag = true
   static override flags = {
+    ...configDirFlag,
+    ...runDirFlag,
     probe: Flags.string({ description: 'a LAN host the exit node should reach (ICMP echo)' }),
   }
 

@@ -1,5 +1,5 @@
 import { Args } from '@oclif/core'
-import { BaseCommand } from '../base-command.js'
+import { BaseCommand, runDirFlag } from '../base-command.js'
 import { EnclaveError } from '../errors.js'
 import { callAgent } from '../control/api/client.js'
 import type { StatusModel } from '../control/status/model.js'
@@ -33,11 +33,12 @@ export default class Explain extends BaseCommand {
   static override examples = ['<%= config.bin %> explain 172.26.0.250', '<%= config.bin %> explain 8.8.8.8 --json']
   static override enableJsonFlag = true
   static override args = { address: Args.string({ description: 'an IPv4 address', required: true }) }
+  static override flags = { ...runDirFlag }
 
   async run(): Promise<Explanation> {
     const { args } = await this.parse(Explain)
     const ip = parseIpv4(args.address)
-    if (typeof ip === 'string') throw new EnclaveError('EINVAL', ip)
+    if (typeof ip === 'string') throw new EnclaveError('EUSAGE', `<address>: ${ip}`, 2)
     const s = await callAgent<StatusModel>({ op: 'status' })
     const os = await run('ip', ['route', 'get', args.address])
     const osRoute = (os.stdout.split('\n')[0] ?? '').trim() || os.stderr.trim()

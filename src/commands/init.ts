@@ -1,6 +1,6 @@
 import fs from 'node:fs'
 import { Flags } from '@oclif/core'
-import { BaseCommand } from '../base-command.js'
+import { BaseCommand, configDirFlag } from '../base-command.js'
 import { EnclaveError } from '../errors.js'
 import { generatePrivateKey } from '../control/keys.js'
 import { writeProfile } from '../control/profile/profile.js'
@@ -11,6 +11,7 @@ export default class Init extends BaseCommand {
   static override examples = ['sudo <%= config.bin %> init', '<%= config.bin %> init --config-dir ./site-a --port 51821']
   static override enableJsonFlag = true
   static override flags = {
+    ...configDirFlag,
     force: Flags.boolean({ description: 'overwrite an existing profile (its private key is lost)' }),
     port: Flags.integer({ description: 'UDP port to listen on (0 = random)', min: 0, max: 65535 }),
     interface: Flags.string({ description: 'TUN interface name' }),

@@ -1,13 +1,14 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { Flags } from '@oclif/core'
-import { BaseCommand } from '../base-command.js'
+import { BaseCommand, configDirFlag } from '../base-command.js'
 import { UNIT_NAME, unitFile } from '../control/service.js'
 import { run } from '../platform/linux/exec.js'
 
 export default class InstallService extends BaseCommand {
   static override description = 'Write the systemd unit for the agent (then: systemctl enable --now enclave)'
   static override flags = {
+    ...configDirFlag,
     'unit-dir': Flags.string({ description: 'where to write the unit', default: '/etc/systemd/system' }),
   }
 

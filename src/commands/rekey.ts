@@ -1,9 +1,10 @@
-import { BaseCommand } from '../base-command.js'
+import { BaseCommand, runDirFlag } from '../base-command.js'
 import { callAgent } from '../control/api/client.js'
 
 export default class Rekey extends BaseCommand {
   static override description = 'Start a new handshake with every connected peer now (keys rotate without dropping traffic)'
   static override enableJsonFlag = true
+  static override flags = { ...runDirFlag }
 
   async run() {
     await this.parse(Rekey)

@@ -1,9 +1,10 @@
-import { BaseCommand } from '../base-command.js'
+import { BaseCommand, runDirFlag } from '../base-command.js'
 import { callAgent } from '../control/api/client.js'
 
 export default class Reload extends BaseCommand {
   static override description = 'Re-read the profile in the running agent; unchanged sessions stay up (SIGHUP does the same)'
   static override enableJsonFlag = true
+  static override flags = { ...runDirFlag }
 
   async run() {
     await this.parse(Reload)

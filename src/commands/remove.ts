@@ -1,40 +1,23 @@
 import { Args } from '@oclif/core'
-import { BaseCommand } from '../base-command.js'
-import { EnclaveError } from '../errors.js'
-import { normaliseIdentity } from '../control/identity.js'
-import { loadProfile, writeProfile } from '../control/profile/profile.js'
+import { BaseCommand, configDirFlag, runDirFlag } from '../base-command.js'
+import { applyToAgent, removePeer } from '../control/profile/edit.js'
 
 export default class Remove extends BaseCommand {
-  static override description = 'Remove a peer (and its AvailableRoutes entry) from the profile'
+  static override summary = 'Remove a peer and its AvailableRoutes entry'
+  static override description = 'Removes the peer from the profile and applies it to a running agent: its session ends.'
+  static override examples = ['$ sudo <%= config.bin %> remove G982V']
   static override enableJsonFlag = true
-  static override args = { identity: Args.string({ description: "the peer's identity, e.g. G982V", required: true }) }
+  static override args = {
+    identity: Args.string({ description: "the peer's identity (e.g. G982V), virtual address or public key", required: true }),
+  }
+  static override flags = { ...configDirFlag, ...runDirFlag }
 
   async run() {
     const { args, flags } = await this.parse(Remove)
-    const file = this.profileFile(flags)
-    const profile = loadProfile(file)
-    const id = normaliseIdentity(args.identity)
-    const peer = profile.peers.find((p) => p.identity === id)
-    if (!peer) {
-      throw new EnclaveError(
-        'ENOENT',
-        `no peer ${args.identity} in ${file} (peers: ${profile.peers.map((p) => p.identity).join(', ') || 'none'})`,
-      )
-    }
-    const raw = structuredClone(profile.raw)
-    ;(raw.Peers as unknown[]).splice(peer.index, 1)
-    const en = raw.ExitNode as { AvailableRoutes?: Record<string, unknown> } | undefined
-    let droppedRoutes = false
-    if (en?.AvailableRoutes) {
-      for (const k of Object.keys(en.AvailableRoutes)) {
-        if (normaliseIdentity(k) === id) {
-          delete en.AvailableRoutes[k]
-          droppedRoutes = true
-        }
-      }
-    }
-    writeProfile(file, raw)
-    this.log(`Removed peer ${id}${droppedRoutes ? ' and its AvailableRoutes entry' : ''}`)
-    return { identity: id, removedRoutes: droppedRoutes }
+    const r = removePeer(this.profileFile(flags), args.identity)
+    const applied = await applyToAgent()
+    this.log(`Removed peer ${r.identity}${r.removedRoutes ? ' and its AvailableRoutes entry' : ''}`)
+    this.log(applied.applied ? 'Applied to the running agent.' : `Saved: ${applied.reason}.`)
+    return { ...r, ...applied }
   }
 }

@@ -1,11 +1,13 @@
 import { Flags } from '@oclif/core'
-import { BaseCommand } from '../base-command.js'
+import { BaseCommand, configDirFlag, runDirFlag } from '../base-command.js'
 import { runDir } from '../control/profile/profile.js'
 import { startDaemon, stopDaemon, systemctl, useSystemd } from '../control/service.js'
 
 export default class Restart extends BaseCommand {
   static override description = 'Restart the agent service (for changes `enclave reload` cannot apply)'
   static override flags = {
+    ...configDirFlag,
+    ...runDirFlag,
     verbosity: Flags.integer({ char: 'v', description: 'log level for a daemon started without systemd', min: 0, max: 5, default: 1 }),
   }
 

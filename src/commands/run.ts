@@ -1,5 +1,5 @@
 import { Flags } from '@oclif/core'
-import { BaseCommand } from '../base-command.js'
+import { BaseCommand, configDirFlag, runDirFlag } from '../base-command.js'
 import { Agent } from '../control/agent.js'
 import { runDir } from '../control/profile/profile.js'
 
@@ -7,6 +7,8 @@ export default class Run extends BaseCommand {
   static override description = 'Run the agent in the foreground (Ctrl-C stops it and removes everything it added)'
   static override examples = ['sudo <%= config.bin %> run', 'sudo <%= config.bin %> run -v 5   # log every traffic flow']
   static override flags = {
+    ...configDirFlag,
+    ...runDirFlag,
     verbosity: Flags.integer({
       char: 'v',
       description: 'log level: 0 minimal, 1 informational, 2 network events, 3 protocol events, 4 debug, 5 frame data',

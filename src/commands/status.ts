@@ -1,5 +1,5 @@
 import { Flags } from '@oclif/core'
-import { BaseCommand } from '../base-command.js'
+import { BaseCommand, configDirFlag, runDirFlag } from '../base-command.js'
 import { loadProfile } from '../control/profile/profile.js'
 import { offlineStatus } from '../control/status/offline.js'
 import { formatStatus } from '../control/status/format.js'
@@ -11,6 +11,8 @@ export default class Status extends BaseCommand {
   static override examples = ['<%= config.bin %> status', '<%= config.bin %> status --json', '<%= config.bin %> status --offline']
   static override enableJsonFlag = true
   static override flags = {
+    ...configDirFlag,
+    ...runDirFlag,
     offline: Flags.boolean({ description: 'show the profile only, without asking the running agent' }),
   }
 

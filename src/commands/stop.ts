@@ -1,9 +1,10 @@
-import { BaseCommand } from '../base-command.js'
+import { BaseCommand, runDirFlag } from '../base-command.js'
 import { runDir } from '../control/profile/profile.js'
 import { stopDaemon, systemctl, useSystemd } from '../control/service.js'
 
 export default class Stop extends BaseCommand {
   static override description = 'Stop the agent service; it removes every route and rule it added'
+  static override flags = { ...runDirFlag }
 
   async run(): Promise<void> {
     await this.parse(Stop)

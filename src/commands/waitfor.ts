@@ -1,5 +1,5 @@
 import { Args, Flags } from '@oclif/core'
-import { BaseCommand } from '../base-command.js'
+import { BaseCommand, runDirFlag } from '../base-command.js'
 import { EnclaveError } from '../errors.js'
 import { callAgent } from '../control/api/client.js'
 import { normaliseIdentity } from '../control/identity.js'
@@ -10,6 +10,7 @@ export default class Waitfor extends BaseCommand {
   static override examples = ['<%= config.bin %> waitfor G982V -t 10', '<%= config.bin %> waitfor 100.64.69.156']
   static override args = { peer: Args.string({ description: 'identity or virtual address of the peer', required: true }) }
   static override flags = {
+    ...runDirFlag,
     timeout: Flags.integer({ char: 't', description: 'seconds to wait (0 = check once)', default: 30, min: 0 }),
   }
 

@@ -7,7 +7,8 @@ import { callAgent } from './api/client.js'
 import type { StatusModel } from './status/model.js'
 import * as net from '../platform/linux/net.js'
 import { run } from '../platform/linux/exec.js'
-import { parseCidr, type Cidr } from './profile/cidr.js'
+import { intToIp, parseCidr, parseIpv4, type Cidr } from './profile/cidr.js'
+import { EnclaveError, ProfileError } from '../errors.js'
 
 export interface Check {
   name: string
@@ -17,6 +18,12 @@ export interface Check {
 }
 
 export async function runDoctor(configDir: string, probe?: string): Promise<Check[]> {
+  // The probe goes to ping(8) as an argument: accept a dotted IPv4 address and nothing else.
+  if (probe !== undefined) {
+    const ip = parseIpv4(probe)
+    if (typeof ip === 'string') throw new EnclaveError('EUSAGE', `--probe: ${ip}`, 2)
+    probe = intToIp(ip)
+  }
   const checks: Check[] = []
   const add = (c: Check) => checks.push(c)
   let profile: ReturnType<typeof loadProfile> | undefined
@@ -24,14 +31,24 @@ export async function runDoctor(configDir: string, probe?: string): Promise<Chec
     profile = loadProfile(profilePath(configDir))
     add({ name: 'profile', result: 'pass', detail: `${profile.file} is valid (identity ${profile.identity})` })
   } catch (e) {
+    const missing = e instanceof ProfileError && e.problems.some((p) => /no profile here/.test(p.reason))
     add({
       name: 'profile',
       result: 'fail',
       detail: (e as Error).message,
-      fix: 'correct the profile at the path and field named above, then `sudo enclave reload`',
+      fix: missing
+        ? 'create one with `sudo enclave init`'
+        : 'correct the profile at the path and field named above, then `sudo enclave reload`',
     })
     return checks
   }
+  if (profile.unknownKeys.length)
+    add({
+      name: 'profile keys',
+      result: 'warn',
+      detail: `keys this version does not know (kept, ignored): ${profile.unknownKeys.join(', ')}`,
+      fix: 'check their spelling against the README; remove them if they are not notes of your own',
+    })
   let status: StatusModel | undefined
   try {
     status = await callAgent<StatusModel>({ op: 'status' })

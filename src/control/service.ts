@@ -117,10 +117,16 @@ export async function stopDaemon(runDir: string, graceMs = 10_000): Promise<{ pi
   return { pid, forced }
 }
 
-/** The systemd unit: restart on failure, only the capabilities the agent needs, and hardening. */
+/**
+ * The systemd unit: restart on failure, only the capabilities the agent needs, and hardening.
+ * Paths are made absolute (systemd rejects relative ones); a path with spaces is refused.
+ */
 export function unitFile(o: { configDir: string; nodePath?: string; binPath?: string }): string {
-  const node = o.nodePath ?? process.execPath
-  const bin = o.binPath ?? BIN_PATH
+  const node = path.resolve(o.nodePath ?? process.execPath)
+  const bin = path.resolve(o.binPath ?? BIN_PATH)
+  const configDir = path.resolve(o.configDir)
+  for (const p of [node, bin, configDir])
+    if (/\s/.test(p)) throw new EnclaveError('EINVAL', `${p}: a path with white space cannot go into the systemd unit`, 2)
   return `[Unit]
 Description=Enclave overlay network agent (WireGuard protocol, exit nodes)
 After=network-online.target
@@ -128,7 +134,7 @@ Wants=network-online.target
 
 [Service]
 Type=simple
-ExecStart=${node} ${bin} run --config-dir ${o.configDir}
+ExecStart=${node} ${bin} run --config-dir ${configDir}
 ExecReload=/bin/kill -HUP $MAINPID
 Restart=on-failure
 RestartSec=2
@@ -140,7 +146,7 @@ CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_CHOWN
 AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW
 NoNewPrivileges=true
 ProtectSystem=strict
-ReadWritePaths=${o.configDir} /run/enclave /proc/sys/net/ipv4
+ReadWritePaths=${configDir} /run/enclave /proc/sys/net/ipv4
 ProtectHome=true
 PrivateTmp=true
 ProtectKernelModules=true

@@ -66,8 +66,9 @@ export class Demo {
   }
 
   private enclave(node: Node, args: string[]) {
-    return this.show(node, `sudo enclave ${args.join(' ')}`, process.execPath, [BIN, ...args, '--config-dir', node.dir], {
+    return this.show(node, `sudo enclave ${args.join(' ')}`, process.execPath, [BIN, ...args], {
       ENCLAVE_RUN_DIR: node.runDir,
+      ENCLAVE_CONFIG_DIR: node.dir,
     })
   }
 

@@ -8,9 +8,13 @@ import { identityFromPublicKey } from '../../src/control/identity.js'
 
 const BIN = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../bin/run.js')
 
-function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+function cli(
+  args: string[],
+  env: Record<string, string> = {},
+  as?: { uid: number; gid: number },
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { env: { ...process.env, DEBUG: '', ...env } }, (err, stdout, stderr) => {
+    execFile(process.execPath, [BIN, ...args], { env: { ...process.env, DEBUG: '', ...env }, ...as }, (err, stdout, stderr) => {
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout: String(stdout), stderr: String(stderr) })
     })
   })
@@ -53,9 +57,20 @@ t.test('add and remove edit Peers in place, keeping unknown keys', async (t) => 
   const dup = await cli(['add', peer.pkB64, '--config-dir', dir], env)
   t.match(dup.stderr, new RegExp(`peer ${id} is already in`))
   const bad = await cli(['add', 'AAAA', '--config-dir', dir], env)
-  t.match(bad.stderr, /public key: decodes to 3 bytes; a key is 32 bytes/)
+  t.match(bad.stderr, /<public key>: "AAAA" decodes to 3 bytes; a key is 32 bytes/)
+  t.equal(bad.code, 2)
   const badEp = await cli(['add', keyPair().pkB64, '--endpoint', 'nohost', '--config-dir', dir], env)
-  t.match(badEp.stderr, /Universe\.profile: Peers\[1\]\.Endpoint: "nohost" is not host:port/)
+  t.equal(badEp.stderr, 'Error: --endpoint: "nohost" is not host:port, e.g. 203.0.113.7:51820 or vpn.example.com:51820\n', 'names the flag')
+  t.equal(badEp.code, 2)
+  const port0 = await cli(['add', keyPair().pkB64, '--endpoint', '203.0.113.8:0', '--config-dir', dir], env)
+  t.match(port0.stderr, /--endpoint: "203\.0\.113\.8:0": port 0 is out of range \(1-65535\)/)
+  const own = JSON.parse((await cli(['status', '--offline', '--json', '--config-dir', dir], env)).stdout).publicKey
+  const self = await cli(['add', own, '--config-dir', dir], env)
+  t.equal(self.stderr.trim().split('\n').length, 1, 'one mistake, one line')
+  t.match(self.stderr, /<public key>: is this system's own public key/)
+  t.equal(self.code, 2)
+  const ident = await cli(['add', 'G982V', '--config-dir', dir], env)
+  t.match(ident.stderr, /looks like an identity: peers are added by their public key \(run `enclave pubkey` on that machine\)/)
   const after = JSON.parse(fs.readFileSync(file, 'utf8'))
   t.equal(after.Peers.length, 1, 'the failed add changed nothing')
   t.same(after.Custom, { note: 'kept' })
@@ -76,6 +91,7 @@ t.test('add and remove edit Peers in place, keeping unknown keys', async (t) => 
   const rm = await cli(['remove', id.toLowerCase(), '--config-dir', dir], env)
   t.equal(rm.code, 0, rm.stderr)
   t.match(rm.stdout, /and its AvailableRoutes entry/)
+  t.match(rm.stdout, /Saved: the agent is not running/)
   const final = JSON.parse(fs.readFileSync(file, 'utf8'))
   t.same(final.Peers, [])
   t.same(final.ExitNode.AvailableRoutes, {})
@@ -103,7 +119,28 @@ t.test('a broken profile gives one clear line per problem and no stack', async (
   t.match(r2.stderr, /ExitNode\.ProvidesRoutes\[0\]: "172\.26\.0\.1\/20" has host bits set; did you mean 172\.26\.0\.0\/20\?/)
 })
 
-t.test('run refuses without root, version and help work', async (t) => {
+t.test('run refuses without root, with exit code 4', async (t) => {
+  const home = fs.mkdtempSync(path.join(os.tmpdir(), 'enclave-cli-home-'))
+  t.teardown(() => fs.rmSync(home, { recursive: true, force: true }))
+  fs.chmodSync(dir, 0o755)
+  fs.chmodSync(home, 0o777)
+  // As root, run the CLI as nobody; otherwise this process already is unprivileged.
+  const nobody = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : undefined
+  // env -u NODE_OPTIONS: tap's process-info hook would write into .tap/ as nobody and fail.
+  const r = await new Promise<{ code: number; stderr: string }>((resolve) => {
+    execFile(
+      '/usr/bin/env',
+      ['-u', 'NODE_OPTIONS', process.execPath, BIN, 'run', '--config-dir', dir],
+      { env: { ...process.env, ...env, HOME: home, DEBUG: '' }, cwd: home, ...nobody },
+      (err, _out, stderr) => resolve({ code: err ? Number(err.code) : 0, stderr: String(stderr) }),
+    )
+  })
+  t.equal(r.code, 4, r.stderr)
+  t.match(r.stderr, /enclave run needs root \(CAP_NET_ADMIN\)/)
+  t.notMatch(r.stderr, /\n\s+at /)
+})
+
+t.test('version and help work', async (t) => {
   const v = await cli(['version', '--json'])
   t.equal(v.code, 0)
   t.match(JSON.parse(v.stdout).protocol, /Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s/)
@@ -126,4 +163,52 @@ t.test('run refuses without root, version and help work', async (t) => {
     'explain',
   ])
     t.match(h.stdout, new RegExp(`\\n  ${c}\\s`), `help lists ${c}`)
+})
+
+t.test('--json errors: {"error": {code, message, problems}} on stdout, with the exit code', async (t) => {
+  const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'enclave-cli-empty-'))
+  t.teardown(() => fs.rmSync(empty, { recursive: true, force: true }))
+  const noAgent = { ENCLAVE_RUN_DIR: path.join(empty, 'run') }
+  const cases: Array<[string[], number, string, RegExp]> = [
+    [['add', 'notakey'], 2, 'EUSAGE', /<public key>: "notakey" is not valid base64/],
+    [['add', keyPair().pkB64, '--endpoint', 'x'], 2, 'EUSAGE', /--endpoint/],
+    [['remove', 'ZZZZZ'], 2, 'EPROFILE', /no profile here; create one with `enclave init`/],
+    [['status'], 2, 'EPROFILE', /no profile here/],
+    [['status', '--offline'], 2, 'EPROFILE', /no profile here/],
+    [['explain', '10.0.0.1'], 3, 'ENOTRUNNING', /agent is not running/],
+    [['explain'], 2, 'EUSAGE', /Missing 1 required arg/],
+    [['explain', '10.0.0.300'], 2, 'EUSAGE', /<address>: .*10\.0\.0\.300/],
+    [['reload'], 3, 'ENOTRUNNING', /agent is not running/],
+    [['rekey'], 3, 'ENOTRUNNING', /agent is not running/],
+    [['loglevel', 'debug'], 3, 'ENOTRUNNING', /agent is not running/],
+    [['loglevel', 'loud'], 2, 'EUSAGE', /"loud" is not a log level/],
+    [['exit-node', 'provide', '10.0.0.1/8'], 2, 'EUSAGE', /<cidr>: "10\.0\.0\.1\/8" has host bits set/],
+    [['exit-node', 'unprovide', '10.0.0.0/8'], 2, 'EPROFILE', /no profile here/],
+    [['route', 'add', 'G982V', '10.0.0.0/8'], 2, 'EPROFILE', /no profile here/],
+    [['route', 'remove', 'G982V', '10.0.0.0/8'], 2, 'EPROFILE', /no profile here/],
+    [['doctor', '--probe', '8.8.8.8; reboot'], 2, 'EUSAGE', /--probe: .*not an IPv4 address/],
+  ]
+  for (const [args, code, errCode, re] of cases) {
+    const socketOnly = ['explain', 'reload', 'rekey', 'loglevel'].includes(args[0])
+    const r = await cli([...args, '--json', ...(socketOnly ? [] : ['--config-dir', empty])], noAgent)
+    const what = args.join(' ')
+    t.equal(r.code, code, `${what}: exit code`)
+    let out: { error?: { code: string; message: string; problems: unknown[] } } = {}
+    try {
+      out = JSON.parse(r.stdout)
+    } catch {
+      t.fail(`${what}: stdout is JSON: ${r.stdout.slice(0, 200)}`)
+    }
+    t.equal(out.error?.code, errCode, `${what}: code`)
+    t.match(out.error?.message, re, `${what}: message`)
+    t.ok(Array.isArray(out.error?.problems), `${what}: problems is a list`)
+    t.ok(r.stdout.split('\n').length < 40, `${what}: short`)
+  }
+  const gone = await cli(['reload', '--config-dir', empty], noAgent)
+  t.equal(gone.code, 2, 'reload has no --config-dir (it never reads the profile)')
+  t.match(gone.stderr, /Nonexistent flag: --config-dir/)
+  const st = JSON.parse((await cli(['status', '--json', '--config-dir', empty], noAgent)).stdout)
+  t.same(st.error.problems, [
+    { file: path.join(empty, 'profiles', 'Universe.profile'), path: '', reason: 'no profile here; create one with `enclave init`' },
+  ])
 })

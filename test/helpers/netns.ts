@@ -182,7 +182,8 @@ export class Lab {
   }
 
   cli(info: AgentInfo, args: string[]): Promise<ExecOut> {
-    return this.exec(info.ns, process.execPath, [BIN, ...args, '--config-dir', info.dir], 30000, { ENCLAVE_RUN_DIR: info.runDir })
+    // The environment, not --config-dir: commands that only use the control socket do not take that flag.
+    return this.exec(info.ns, process.execPath, [BIN, ...args], 30000, { ENCLAVE_RUN_DIR: info.runDir, ENCLAVE_CONFIG_DIR: info.dir })
   }
 
   async cleanup(): Promise<void> {

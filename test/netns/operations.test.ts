@@ -40,7 +40,7 @@ if (skip) {
       t.not(again.code, 0, 'a second start is refused')
       t.match(again.stderr, /already running \(pid \d+\)/)
       t.ok(fs.readFileSync(path.join(B.dir, 'log', 'enclave.log'), 'utf8').includes('data plane up'), 'the daemon logs to its log file')
-      const st = await lab.exec(nsB, process.execPath, [BIN, 'stop', '--config-dir', B.dir], 30000, env)
+      const st = await lab.exec(nsB, process.execPath, [BIN, 'stop'], 30000, env)
       t.equal(st.code, 0)
       t.match(st.stdout, new RegExp(`Stopped the agent \\(pid ${pid}\\)`))
       // Gone, or at most a zombie awaiting its reaper (this machine's PID 1 reaps lazily): not running.
@@ -49,7 +49,7 @@ if (skip) {
       t.notOk(fs.existsSync(path.join(B.runDir, 'enclave.pid')), 'pid file removed')
       const pids = (await lab.sh('ip', ['netns', 'pids', nsB])).trim()
       t.equal(pids, '', 'no process left in the namespace')
-      const st2 = await lab.exec(nsB, process.execPath, [BIN, 'stop', '--config-dir', B.dir], 30000, env)
+      const st2 = await lab.exec(nsB, process.execPath, [BIN, 'stop'], 30000, env)
       t.match(st2.stdout, /was not running/)
     })
 

@@ -1,0 +1,28 @@
+import { Args } from '@oclif/core'
+import { BaseCommand, configDirFlag, runDirFlag } from '../../base-command.js'
+import { applyToAgent, setAvailableRoute } from '../../control/profile/edit.js'
+
+export default class RouteRemove extends BaseCommand {
+  static override summary = 'Stop using a route through an exit node (ExitNode.AvailableRoutes)'
+  static override description =
+    'Edits the profile and applies it to a running agent, which removes the OS route. The exit node is a peer already added with `enclave add`; list several exit nodes for the same route for failover (the first added is preferred).'
+  static override examples = ['$ sudo <%= config.bin %> route remove G982V 172.26.0.0/20']
+  static override enableJsonFlag = true
+  static override args = {
+    identity: Args.string({ description: "the exit node's identity (e.g. G982V), virtual address or public key", required: true }),
+    cidr: Args.string({ description: 'an IPv4 network, e.g. 172.26.0.0/20', required: true }),
+  }
+  static override flags = { ...configDirFlag, ...runDirFlag }
+
+  async run() {
+    const { args, flags } = await this.parse(RouteRemove)
+    const r = setAvailableRoute(this.profileFile(flags), args.identity, args.cidr, false)
+    const applied = r.changed ? await applyToAgent() : { applied: false, reason: 'nothing changed' }
+    if (!r.changed) this.log(`${r.route} through ${r.identity} is not configured; nothing to do`)
+    else {
+      this.log(`Route ${r.route} no longer goes through ${r.identity}`)
+      this.log(applied.applied ? 'Applied to the running agent.' : `Saved: ${applied.reason}.`)
+    }
+    return { ...r, ...applied }
+  }
+}
