@@ -1,0 +1,14 @@
+import { BaseCommand, configDirFlag } from '../base-command.js'
+import { loadProfile } from '../control/profile/profile.js'
+import { intToIp } from '../control/profile/cidr.js'
+
+export default class Address extends BaseCommand {
+  static override summary = "Print this system's virtual address in the overlay"
+  static override examples = ['$ sudo <%= config.bin %> address']
+  static override flags = { ...configDirFlag }
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(Address)
+    this.log(intToIp(loadProfile(this.profileFile(flags)).virtualAddress))
+  }
+}

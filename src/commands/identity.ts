@@ -1,0 +1,13 @@
+import { BaseCommand, configDirFlag } from '../base-command.js'
+import { loadProfile } from '../control/profile/profile.js'
+
+export default class Identity extends BaseCommand {
+  static override summary = "Print this system's identity (the name peers use in AvailableRoutes, waitfor and route add)"
+  static override examples = ['$ sudo <%= config.bin %> identity']
+  static override flags = { ...configDirFlag }
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(Identity)
+    this.log(loadProfile(this.profileFile(flags)).identity)
+  }
+}

@@ -1,0 +1,13 @@
+import { BaseCommand, configDirFlag } from '../base-command.js'
+import { loadProfile } from '../control/profile/profile.js'
+
+export default class Pubkey extends BaseCommand {
+  static override summary = "Print this system's public key (give it to each peer's `enclave add`)"
+  static override examples = ['$ sudo <%= config.bin %> pubkey', '$ ssh exit-node sudo enclave add "$(sudo enclave pubkey)" -d laptop']
+  static override flags = { ...configDirFlag }
+
+  async run(): Promise<void> {
+    const { flags } = await this.parse(Pubkey)
+    this.log(loadProfile(this.profileFile(flags)).publicKey.toString('base64'))
+  }
+}
