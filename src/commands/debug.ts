@@ -3,7 +3,7 @@ import { BaseCommand, runDirFlag } from '../base-command.js'
 import { callAgent } from '../control/api/client.js'
 
 export default class Debug extends BaseCommand {
-  static override description = 'Test hooks of a running agent started with ENCLAVE_TEST_HOOKS=1'
+  static override summary = 'Test hooks of a running agent started with ENCLAVE_TEST_HOOKS=1'
   static override hidden = true
   static override args = {
     action: Args.string({ required: true, options: ['crash-worker'] }),

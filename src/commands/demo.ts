@@ -4,8 +4,8 @@ import { EnclaveError } from '../errors.js'
 import { Demo } from '../demo/demo.js'
 
 export default class DemoCmd extends BaseCommand {
-  static override description = 'Run the exit-node guide live in network namespaces (laptop -> exit node -> printer), then clean up'
-  static override examples = ['sudo <%= config.bin %> demo', 'sudo npm run demo']
+  static override summary = 'Run the exit-node guide live in network namespaces (laptop -> exit node -> printer), then clean up'
+  static override examples = ['$ sudo <%= config.bin %> demo', '$ sudo npm run demo']
   static override flags = {
     pause: Flags.integer({ description: 'milliseconds to pause between steps', default: 0, min: 0 }),
   }

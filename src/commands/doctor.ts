@@ -3,8 +3,8 @@ import { BaseCommand, configDirFlag, runDirFlag } from '../base-command.js'
 import { type Check, formatChecks, runDoctor } from '../control/doctor.js'
 
 export default class Doctor extends BaseCommand {
-  static override description = 'Run the exit-node troubleshooting checklist on this machine, with a fix for each failure'
-  static override examples = ['sudo <%= config.bin %> doctor', 'sudo <%= config.bin %> doctor --probe 172.26.0.250 --json']
+  static override summary = 'Run the exit-node troubleshooting checklist on this machine, with a fix for each failure'
+  static override examples = ['$ sudo <%= config.bin %> doctor', '$ sudo <%= config.bin %> doctor --probe 172.26.0.250 --json']
   static override enableJsonFlag = true
   static override flags = {
     ...configDirFlag,

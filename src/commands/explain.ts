@@ -29,8 +29,8 @@ export interface Explanation {
 }
 
 export default class Explain extends BaseCommand {
-  static override description = 'Explain where traffic to an address goes: OS route, overlay route, which exit node carries it and why'
-  static override examples = ['<%= config.bin %> explain 172.26.0.250', '<%= config.bin %> explain 8.8.8.8 --json']
+  static override summary = 'Explain where traffic to an address goes: OS route, overlay route, which exit node carries it and why'
+  static override examples = ['$ <%= config.bin %> explain 172.26.0.250', '$ <%= config.bin %> explain 8.8.8.8 --json']
   static override enableJsonFlag = true
   static override args = { address: Args.string({ description: 'an IPv4 address', required: true }) }
   static override flags = { ...runDirFlag }

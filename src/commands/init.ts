@@ -5,10 +5,11 @@ import { EnclaveError } from '../errors.js'
 import { generatePrivateKey } from '../control/keys.js'
 import { writeProfile } from '../control/profile/profile.js'
 import { intToIp } from '../control/profile/cidr.js'
+import { field } from '../control/status/format.js'
 
 export default class Init extends BaseCommand {
-  static override description = 'Create the profile with a fresh key pair'
-  static override examples = ['sudo <%= config.bin %> init', '<%= config.bin %> init --config-dir ./site-a --port 51821']
+  static override summary = 'Create the profile with a fresh key pair'
+  static override examples = ['$ sudo <%= config.bin %> init', '$ <%= config.bin %> init --config-dir ./site-a --port 51821']
   static override enableJsonFlag = true
   static override flags = {
     ...configDirFlag,
@@ -38,10 +39,22 @@ export default class Init extends BaseCommand {
       virtualAddress: intToIp(p.virtualAddress),
       profile: file,
     }
-    this.log(`Local identity: ${out.identity}`)
-    this.log(`Public key:     ${out.publicKey}`)
-    this.log(`Virtual address: ${out.virtualAddress}`)
-    this.log(`Profile:        ${file}`)
+    const sudo = process.getuid?.() === 0 ? 'sudo ' : ''
+    this.log(
+      [
+        ...field('', 'Local identity', out.identity),
+        ...field('', 'Public key', out.publicKey),
+        ...field('', 'Virtual address', out.virtualAddress),
+        ...field('', 'Profile', file),
+        '',
+        'Next steps:',
+        `  1. Give this public key to each peer; there: ${sudo}enclave add ${out.publicKey} -d "<this machine>"`,
+        `  2. Add each peer here:                       ${sudo}enclave add <its public key> --endpoint <host:port>`,
+        `  3. On an exit node, provide its LAN:         ${sudo}enclave exit-node provide 172.26.0.0/20`,
+        `     On a client, use it:                      ${sudo}enclave route add <exit node identity> 172.26.0.0/20`,
+        `  4. Start the agent:                          ${sudo}enclave start   (or: ${sudo}enclave run -v 2)`,
+      ].join('\n'),
+    )
     return out
   }
 }

@@ -6,7 +6,8 @@ import { UNIT_NAME, unitFile } from '../control/service.js'
 import { run } from '../platform/linux/exec.js'
 
 export default class InstallService extends BaseCommand {
-  static override description = 'Write the systemd unit for the agent (then: systemctl enable --now enclave)'
+  static override summary = 'Write the systemd unit for the agent (then: systemctl enable --now enclave)'
+  static override examples = ['$ sudo <%= config.bin %> install-service && sudo systemctl enable --now enclave']
   static override flags = {
     ...configDirFlag,
     'unit-dir': Flags.string({ description: 'where to write the unit', default: '/etc/systemd/system' }),

@@ -2,7 +2,8 @@ import { BaseCommand, runDirFlag } from '../base-command.js'
 import { callAgent } from '../control/api/client.js'
 
 export default class Rekey extends BaseCommand {
-  static override description = 'Start a new handshake with every connected peer now (keys rotate without dropping traffic)'
+  static override summary = 'Start a new handshake with every connected peer now (keys rotate without dropping traffic)'
+  static override examples = ['$ sudo <%= config.bin %> rekey']
   static override enableJsonFlag = true
   static override flags = { ...runDirFlag }
 

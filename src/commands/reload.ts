@@ -2,7 +2,8 @@ import { BaseCommand, runDirFlag } from '../base-command.js'
 import { callAgent } from '../control/api/client.js'
 
 export default class Reload extends BaseCommand {
-  static override description = 'Re-read the profile in the running agent; unchanged sessions stay up (SIGHUP does the same)'
+  static override summary = 'Re-read the profile in the running agent; unchanged sessions stay up (SIGHUP does the same)'
+  static override examples = ['$ sudo <%= config.bin %> reload', '$ sudo systemctl reload enclave   # the same, through systemd (SIGHUP)']
   static override enableJsonFlag = true
   static override flags = { ...runDirFlag }
 

@@ -4,7 +4,8 @@ import { runDir } from '../control/profile/profile.js'
 import { startDaemon, stopDaemon, systemctl, useSystemd } from '../control/service.js'
 
 export default class Restart extends BaseCommand {
-  static override description = 'Restart the agent service (for changes `enclave reload` cannot apply)'
+  static override summary = 'Restart the agent service (for changes `enclave reload` cannot apply)'
+  static override examples = ['$ sudo <%= config.bin %> restart']
   static override flags = {
     ...configDirFlag,
     ...runDirFlag,

@@ -4,8 +4,8 @@ import { Agent } from '../control/agent.js'
 import { runDir } from '../control/profile/profile.js'
 
 export default class Run extends BaseCommand {
-  static override description = 'Run the agent in the foreground (Ctrl-C stops it and removes everything it added)'
-  static override examples = ['sudo <%= config.bin %> run', 'sudo <%= config.bin %> run -v 5   # log every traffic flow']
+  static override summary = 'Run the agent in the foreground (Ctrl-C stops it and removes everything it added)'
+  static override examples = ['$ sudo <%= config.bin %> run', '$ sudo <%= config.bin %> run -v 5   # log every traffic flow']
   static override flags = {
     ...configDirFlag,
     ...runDirFlag,

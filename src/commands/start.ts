@@ -4,7 +4,8 @@ import { runDir } from '../control/profile/profile.js'
 import { startDaemon, systemctl, useSystemd } from '../control/service.js'
 
 export default class Start extends BaseCommand {
-  static override description = 'Start the agent as a service (systemd unit if installed, else a daemon with a pid file)'
+  static override summary = 'Start the agent as a service (systemd unit if installed, else a daemon with a pid file)'
+  static override examples = ['$ sudo <%= config.bin %> start', '$ sudo <%= config.bin %> start -v 2 --config-dir /srv/site-a']
   static override flags = {
     ...configDirFlag,
     ...runDirFlag,

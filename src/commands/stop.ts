@@ -3,7 +3,8 @@ import { runDir } from '../control/profile/profile.js'
 import { stopDaemon, systemctl, useSystemd } from '../control/service.js'
 
 export default class Stop extends BaseCommand {
-  static override description = 'Stop the agent service; it removes every route and rule it added'
+  static override summary = 'Stop the agent service; it removes every route and rule it added'
+  static override examples = ['$ sudo <%= config.bin %> stop']
   static override flags = { ...runDirFlag }
 
   async run(): Promise<void> {

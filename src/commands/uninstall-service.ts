@@ -6,7 +6,8 @@ import { UNIT_NAME } from '../control/service.js'
 import { run } from '../platform/linux/exec.js'
 
 export default class UninstallService extends BaseCommand {
-  static override description = 'Stop, disable and remove the systemd unit'
+  static override summary = 'Stop, disable and remove the systemd unit'
+  static override examples = ['$ sudo <%= config.bin %> uninstall-service']
   static override flags = {
     'unit-dir': Flags.string({ description: 'where the unit is', default: '/etc/systemd/system' }),
   }

@@ -2,7 +2,8 @@ import { Command } from '@oclif/core'
 import { VERSION } from '../version.js'
 
 export default class Version extends Command {
-  static override description = "Show the agent's version"
+  static override summary = "Show the agent's version"
+  static override examples = ['$ <%= config.bin %> version --json']
   static override enableJsonFlag = true
 
   async run() {

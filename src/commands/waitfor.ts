@@ -6,8 +6,8 @@ import { normaliseIdentity } from '../control/identity.js'
 import type { StatusModel } from '../control/status/model.js'
 
 export default class Waitfor extends BaseCommand {
-  static override description = 'Wait until the session with a peer is up (exit 0), or time out (exit 1): a health check'
-  static override examples = ['<%= config.bin %> waitfor G982V -t 10', '<%= config.bin %> waitfor 100.64.69.156']
+  static override summary = 'Wait until the session with a peer is up (exit 0), or time out (exit 1): a health check'
+  static override examples = ['$ <%= config.bin %> waitfor G982V -t 10', '$ <%= config.bin %> waitfor 100.64.69.156']
   static override args = { peer: Args.string({ description: 'identity or virtual address of the peer', required: true }) }
   static override flags = {
     ...runDirFlag,

@@ -187,6 +187,9 @@ t.test('--json errors: {"error": {code, message, problems}} on stdout, with the 
     [['route', 'add', 'G982V', '10.0.0.0/8'], 2, 'EPROFILE', /no profile here/],
     [['route', 'remove', 'G982V', '10.0.0.0/8'], 2, 'EPROFILE', /no profile here/],
     [['doctor', '--probe', '8.8.8.8; reboot'], 2, 'EUSAGE', /--probe: .*not an IPv4 address/],
+    [['doctor', '--probe=-f'], 2, 'EUSAGE', /--probe: "-f" is not an IPv4 address/],
+    [['peers'], 2, 'EPROFILE', /no profile here/],
+    [['export', 'wireguard', 'G982V'], 2, 'EPROFILE', /no profile here/],
   ]
   for (const [args, code, errCode, re] of cases) {
     const socketOnly = ['explain', 'reload', 'rekey', 'loglevel'].includes(args[0])
@@ -211,4 +214,56 @@ t.test('--json errors: {"error": {code, message, problems}} on stdout, with the 
   t.same(st.error.problems, [
     { file: path.join(empty, 'profiles', 'Universe.profile'), path: '', reason: 'no profile here; create one with `enclave init`' },
   ])
+})
+
+t.test('one value for scripts, peers, help details and suggestions', async (t) => {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'enclave-cli-one-'))
+  t.teardown(() => fs.rmSync(d, { recursive: true, force: true }))
+  const e = { ENCLAVE_RUN_DIR: path.join(d, 'run'), ENCLAVE_CONFIG_DIR: d }
+  const init = await cli(['init'], e)
+  t.match(init.stdout, /^Local identity\. \. \. : [0-9A-Z]{5}\nPublic key\. \. \. \. \. : /, 'aligned fields')
+  t.match(init.stdout, /Next steps:/)
+  const j = JSON.parse((await cli(['status', '--offline', '--json'], e)).stdout)
+  t.equal((await cli(['pubkey'], e)).stdout, `${j.publicKey}\n`)
+  t.equal((await cli(['identity'], e)).stdout, `${j.localIdentity}\n`)
+  t.equal((await cli(['address'], e)).stdout, `${j.virtualAddress}\n`)
+  const peer = keyPair()
+  await cli(['add', peer.pkB64, '-d', 'office', '--endpoint', '198.18.0.2:51820'], e)
+  const id = identityFromPublicKey(peer.pk)
+  await cli(['route', 'add', id, '172.26.0.0/20'], e)
+  const peers = await cli(['peers'], e)
+  t.equal(peers.code, 0, peers.stderr)
+  t.match(peers.stdout, /^IDENTITY +DESCRIPTION +STATE +ENDPOINT +HANDSHAKE +TRANSFER \(rx\/tx\) +ROUTES\n/)
+  t.match(peers.stdout, new RegExp(`\\n${id} +office +Configured +198\\.18\\.0\\.2:51820 +- +- +172\\.26\\.0\\.0/20\\n$`))
+
+  const raw = JSON.parse(fs.readFileSync(path.join(d, 'profiles', 'Universe.profile'), 'utf8'))
+  raw.MyNote = 'x'
+  fs.writeFileSync(path.join(d, 'profiles', 'Universe.profile'), JSON.stringify(raw))
+  const st = await cli(['status', '--offline'], e)
+  t.equal(st.code, 0)
+  t.match(st.stderr, /Warning: profile key MyNote is not known to this version/)
+  raw.ExitNode.providesRoutes = ['10.0.0.0/8']
+  fs.writeFileSync(path.join(d, 'profiles', 'Universe.profile'), JSON.stringify(raw))
+  const typo = await cli(['status', '--offline'], e)
+  t.equal(typo.code, 2)
+  t.match(typo.stderr, /ExitNode\.providesRoutes: unknown key "providesRoutes"; did you mean ProvidesRoutes\?/)
+
+  const h = await cli(['remove', '-h'], e)
+  t.equal(h.code, 0)
+  t.match(h.stdout, /\$ sudo enclave remove G982V/, 'examples keep their $ sudo prompt')
+  t.match(h.stdout, /Exit codes: 0 success, 1 failure, 2 bad flag, argument or profile, 3 agent not running, 4 permission denied/)
+  const s = await cli(['status', '--help'], e)
+  t.equal(s.stdout.split('Show identity, virtual address, peers and exit-node routes').length - 1, 1, 'the summary appears once')
+  const miss = await cli(['stauts'], e)
+  t.equal(miss.code, 2)
+  t.match(miss.stderr, /did you mean `enclave status`\?/)
+  const lv = await cli(['loglevel', 'DEBUG'], e)
+  t.equal(lv.code, 3, 'a level name parses; then the agent is not running')
+
+  const unitDir = path.join(d, 'units')
+  const rel = path.relative(process.cwd(), path.join(d, 'site-a'))
+  const inst = await cli(['install-service', '--unit-dir', unitDir, '--config-dir', rel], e)
+  t.equal(inst.code, 0, inst.stderr)
+  const unit = fs.readFileSync(path.join(unitDir, 'enclave.service'), 'utf8')
+  t.match(unit, new RegExp(`ExecStart=/\\S+ /\\S+ run --config-dir ${path.join(d, 'site-a').replace(/[.]/g, '\\.')}\\n`), 'absolute paths')
 })

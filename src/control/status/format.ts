@@ -96,3 +96,25 @@ export function formatStatus(s: StatusModel): string {
   }
   return lines.join('\n')
 }
+
+/** `enclave peers`: one line per peer, like `wg show`, with a header. */
+export function formatPeerLines(s: StatusModel): string {
+  const rows = [['IDENTITY', 'DESCRIPTION', 'STATE', 'ENDPOINT', 'HANDSHAKE', 'TRANSFER (rx/tx)', 'ROUTES']]
+  for (const p of s.peers)
+    rows.push([
+      p.identity,
+      p.description ?? '-',
+      p.state,
+      p.endpoint ?? '-',
+      s.running ? formatAgo(p.lastHandshakeSecondsAgo) : '-',
+      s.running ? `${formatBytes(p.rxBytes)} / ${formatBytes(p.txBytes)}` : '-',
+      p.exitNodeFor.map((r) => r.route + (s.running && !r.active ? ' (standby)' : '')).join(', ') || '-',
+    ])
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)))
+  return rows.map((r) => r.map((v, c) => (c === r.length - 1 ? v : v.padEnd(widths[c]))).join('  ')).join('\n')
+}
+
+/** Warnings about the profile that do not stop it from loading (unknown keys are kept, ignored). */
+export function formatProfileWarnings(unknownKeys: string[]): string[] {
+  return unknownKeys.map((k) => `Warning: profile key ${k} is not known to this version: kept, ignored (check its spelling)`)
+}
