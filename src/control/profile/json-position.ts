@@ -1,6 +1,8 @@
 /**
  * Finds where a JSON text first goes wrong, as line and column (1-based).
- * Node 20's JSON.parse does not always say where; this small scanner does.
+ * Node 20's JSON.parse does not always say where; this small scanner does. npm's
+ * json-parse-even-better-errors was tried in its place: for Node 20's "Unexpected token" errors
+ * (e.g. `"Peers": [}`) it reports position 0, so it cannot give the line and column.
  */
 export interface JsonSyntaxProblem {
   line: number
