@@ -8,7 +8,11 @@
 // the TypeScript facade (src/native/io.ts) decides what is fatal.
 //
 // Ownership: the slab, lens and addrs arrays are borrowed for the duration of
-// one call only. The TS facade checks every length before calling in.
+// one call only. Every size JavaScript passes is checked here, once per batch,
+// in 64-bit arithmetic: count x slot against the slab, each offset + length
+// against its buffer, and the lens/offs/addrs arrays against count. A violation
+// throws a RangeError (a caller bug, not a runtime condition) and touches no
+// memory; nothing is read from or written to outside the caller's buffers.
 
 #include <napi.h>
 
@@ -27,6 +31,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdint>
+#include <string>
 
 namespace {
 
@@ -80,6 +86,36 @@ int WaitReadable(int fd, int timeoutMs) {
 inline int32_t I32(const Napi::CallbackInfo& info, size_t i) { return info[i].As<Napi::Number>().Int32Value(); }
 inline Napi::Number Num(const Napi::CallbackInfo& info, double v) { return Napi::Number::New(info.Env(), v); }
 
+// A size argument as a 64-bit integer (NaN and infinities read as 0, fractions truncate): never wraps
+// the way a 32-bit conversion of 2^32 + n would.
+inline int64_t I64(const Napi::CallbackInfo& info, size_t i) { return info[i].As<Napi::Number>().Int64Value(); }
+
+// Throws a RangeError naming the call and returns false, so callers write `if (!Check(...)) return ...`.
+bool Fail(const Napi::CallbackInfo& info, const char* fn, const std::string& why) {
+  Napi::RangeError::New(info.Env(), std::string(fn) + ": " + why).ThrowAsJavaScriptException();
+  return false;
+}
+
+constexpr int64_t kMaxSlot = 1 << 20;
+
+// One check per batch for the slab functions: slot in 1..1 MiB, offset in 0..slot-1, count in
+// 0..kMaxBatch, count slots within the slab, and `perSlot` entries of `elemBytes` per slot in each side
+// array. All products are of values bounded above, so uint64 arithmetic cannot overflow.
+bool CheckSlab(const Napi::CallbackInfo& info, const char* fn, const View& slab, int64_t slot, int64_t off, int64_t count) {
+  if (slot < 1 || slot > kMaxSlot) return Fail(info, fn, "slot size " + std::to_string(slot) + " outside 1.." + std::to_string(kMaxSlot));
+  if (off < 0 || off >= slot) return Fail(info, fn, "offset " + std::to_string(off) + " outside 0.." + std::to_string(slot - 1));
+  if (count < 0 || count > kMaxBatch) return Fail(info, fn, "count " + std::to_string(count) + " outside 0.." + std::to_string(kMaxBatch));
+  if ((uint64_t)count * (uint64_t)slot > slab.bytes)
+    return Fail(info, fn, std::to_string(count) + " slots of " + std::to_string(slot) + " B exceed the slab of " + std::to_string(slab.bytes) + " B");
+  return true;
+}
+
+bool CheckArray(const Napi::CallbackInfo& info, const char* fn, const char* what, const View& v, int64_t entries, size_t elemBytes) {
+  if ((uint64_t)entries * elemBytes > v.bytes)
+    return Fail(info, fn, std::string(what) + " of " + std::to_string(v.bytes) + " B is too small for " + std::to_string(entries) + " entries");
+  return true;
+}
+
 // tunOpen(name, multiQueue, offload) -> { fd, name, offload } or { fd: -errno }
 // With offload, the queue carries a 10-byte virtio_net_hdr before each packet and the kernel may
 // hand us TCP/IPv4 segments up to 64 KB (TSO) and packets whose checksum is left to us (CSUM).
@@ -119,7 +155,9 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
   int fd = I32(info, 0);
   View slab, lens;
   if (!GetView(info.Env(), info[1], &slab) || !GetView(info.Env(), info[4], &lens)) return Num(info, -EINVAL);
-  int slot = I32(info, 2), off = I32(info, 3), max = I32(info, 5), timeout = I32(info, 6);
+  int64_t slot = I64(info, 2), off = I64(info, 3), max = I64(info, 5);
+  int timeout = I32(info, 6);
+  if (!CheckSlab(info, "readBatch", slab, slot, off, max) || !CheckArray(info, "readBatch", "lens", lens, max, 4)) return info.Env().Undefined();
   int32_t* len = reinterpret_cast<int32_t*>(lens.data);
   if (timeout != 0) {
     int w = WaitReadable(fd, timeout);
@@ -127,7 +165,7 @@ Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
   }
   int n = 0;
   for (; n < max; n++) {
-    ssize_t r = read(fd, slab.data + (size_t)n * slot + off, slot - off);
+    ssize_t r = read(fd, slab.data + (size_t)n * (size_t)slot + (size_t)off, (size_t)(slot - off));
     if (r < 0) {
       if (errno == EAGAIN || errno == EINTR) break;
       if (n == 0) return Num(info, -errno);
@@ -145,7 +183,17 @@ Napi::Value ReadArena(const Napi::CallbackInfo& info) {
   int fd = I32(info, 0);
   View arena, offs, lens;
   if (!GetView(info.Env(), info[1], &arena) || !GetView(info.Env(), info[2], &offs) || !GetView(info.Env(), info[3], &lens)) return Num(info, -EINVAL);
-  int max = I32(info, 4), timeout = I32(info, 5);
+  int64_t max = I64(info, 4);
+  int timeout = I32(info, 5);
+  if (max < 0 || max > kMaxBatch) {
+    Fail(info, "readArena", "count " + std::to_string(max) + " outside 0.." + std::to_string(kMaxBatch));
+    return info.Env().Undefined();
+  }
+  if (arena.bytes > (size_t)INT32_MAX) {
+    Fail(info, "readArena", "arena larger than 2 GiB: offsets would not fit in int32");
+    return info.Env().Undefined();
+  }
+  if (!CheckArray(info, "readArena", "offs", offs, max, 4) || !CheckArray(info, "readArena", "lens", lens, max, 4)) return info.Env().Undefined();
   int32_t* of = reinterpret_cast<int32_t*>(offs.data);
   int32_t* ln = reinterpret_cast<int32_t*>(lens.data);
   if (timeout != 0) {
@@ -175,13 +223,32 @@ Napi::Value WriteArena(const Napi::CallbackInfo& info) {
   int fd = I32(info, 0);
   View buf, offs, lens;
   if (!GetView(info.Env(), info[1], &buf) || !GetView(info.Env(), info[3], &offs) || !GetView(info.Env(), info[4], &lens)) return Num(info, -EINVAL);
-  int base = I32(info, 2), count = I32(info, 5);
+  int64_t base = I64(info, 2), count = I64(info, 5);
+  if (count < 0 || count > kMaxBatch) {
+    Fail(info, "writeArena", "count " + std::to_string(count) + " outside 0.." + std::to_string(kMaxBatch));
+    return info.Env().Undefined();
+  }
+  if (base < 0 || (uint64_t)base > buf.bytes) {
+    Fail(info, "writeArena", "base " + std::to_string(base) + " outside the buffer of " + std::to_string(buf.bytes) + " B");
+    return info.Env().Undefined();
+  }
+  if (!CheckArray(info, "writeArena", "offs", offs, count, 4) || !CheckArray(info, "writeArena", "lens", lens, count, 4)) return info.Env().Undefined();
   int32_t* of = reinterpret_cast<int32_t*>(offs.data);
   int32_t* ln = reinterpret_cast<int32_t*>(lens.data);
+  // Every packet is checked before the first write: offsets are never negative, and base + offset +
+  // length (at most 2^53 + 2^32, no overflow in uint64) stays inside the buffer. Length 0 is skipped.
+  for (int64_t i = 0; i < count; i++) {
+    if (ln[i] == 0) continue;
+    if (ln[i] < 0 || of[i] < 0 || (uint64_t)base + (uint64_t)of[i] + (uint64_t)ln[i] > buf.bytes) {
+      Fail(info, "writeArena", "packet " + std::to_string(i) + " (offset " + std::to_string(of[i]) + ", length " + std::to_string(ln[i]) +
+                                   ") lies outside the buffer of " + std::to_string(buf.bytes) + " B");
+      return info.Env().Undefined();
+    }
+  }
   int written = 0;
-  for (int i = 0; i < count; i++) {
-    if (ln[i] <= 0 || (size_t)base + of[i] + ln[i] > buf.bytes) continue;
-    ssize_t r = write(fd, buf.data + base + of[i], ln[i]);
+  for (int64_t i = 0; i < count; i++) {
+    if (ln[i] == 0) continue;
+    ssize_t r = write(fd, buf.data + (size_t)base + (size_t)of[i], (size_t)ln[i]);
     if (r < 0) {
       if (errno == EAGAIN || errno == EINTR || errno == EINVAL || errno == EIO) continue;
       return Num(info, -errno);
@@ -197,12 +264,19 @@ Napi::Value WriteBatch(const Napi::CallbackInfo& info) {
   int fd = I32(info, 0);
   View slab, lens;
   if (!GetView(info.Env(), info[1], &slab) || !GetView(info.Env(), info[4], &lens)) return Num(info, -EINVAL);
-  int slot = I32(info, 2), off = I32(info, 3), count = I32(info, 5);
+  int64_t slot = I64(info, 2), off = I64(info, 3), count = I64(info, 5);
+  if (!CheckSlab(info, "writeBatch", slab, slot, off, count) || !CheckArray(info, "writeBatch", "lens", lens, count, 4)) return info.Env().Undefined();
   int32_t* len = reinterpret_cast<int32_t*>(lens.data);
+  for (int64_t i = 0; i < count; i++) {
+    if (len[i] > slot - off) {
+      Fail(info, "writeBatch", "length " + std::to_string(len[i]) + " of slot " + std::to_string(i) + " exceeds the slot's " + std::to_string(slot - off) + " B");
+      return info.Env().Undefined();
+    }
+  }
   int written = 0;
-  for (int i = 0; i < count; i++) {
+  for (int64_t i = 0; i < count; i++) {
     if (len[i] <= 0) continue;
-    ssize_t r = write(fd, slab.data + (size_t)i * slot + off, len[i]);
+    ssize_t r = write(fd, slab.data + (size_t)i * (size_t)slot + (size_t)off, (size_t)len[i]);
     if (r < 0) {
       if (errno == EAGAIN || errno == EINTR || errno == EINVAL || errno == EIO) continue;  // dropped
       return Num(info, -errno);
@@ -255,8 +329,11 @@ Napi::Value RecvBatch(const Napi::CallbackInfo& info) {
   View slab, lens, addrs;
   if (!GetView(info.Env(), info[1], &slab) || !GetView(info.Env(), info[3], &lens) || !GetView(info.Env(), info[4], &addrs))
     return Num(info, -EINVAL);
-  int slot = I32(info, 2), max = I32(info, 5), timeout = I32(info, 6);
-  if (max > kMaxBatch) max = kMaxBatch;
+  int64_t slot = I64(info, 2), max = I64(info, 5);
+  int timeout = I32(info, 6);
+  if (!CheckSlab(info, "recvBatch", slab, slot, 0, max) || !CheckArray(info, "recvBatch", "lens", lens, max, 4) ||
+      !CheckArray(info, "recvBatch", "addrs", addrs, max, 8))
+    return info.Env().Undefined();
   if (timeout != 0) {
     int w = WaitReadable(fd, timeout);
     if (w <= 0) return Num(info, w);
@@ -295,7 +372,7 @@ Napi::Value RecvBatch(const Napi::CallbackInfo& info) {
       if (l > slot) {
         len[n] = -1;  // larger than any valid message
       } else {
-        memcpy(slab.data + (size_t)n * slot, t_gro_buf + off, l);
+        memcpy(slab.data + (size_t)n * (size_t)slot, t_gro_buf + off, (size_t)l);
         len[n] = (int32_t)l;
       }
       ad[2 * n] = ip;
@@ -316,10 +393,20 @@ Napi::Value SendBatch(const Napi::CallbackInfo& info) {
   View slab, lens, addrs;
   if (!GetView(info.Env(), info[1], &slab) || !GetView(info.Env(), info[4], &lens) || !GetView(info.Env(), info[5], &addrs))
     return Num(info, -EINVAL);
-  int slot = I32(info, 2), off = I32(info, 3), count = I32(info, 6);
-  if (count > kMaxBatch) count = kMaxBatch;
+  int64_t slot = I64(info, 2), off = I64(info, 3);
+  int64_t count64 = I64(info, 6);
+  if (!CheckSlab(info, "sendBatch", slab, slot, off, count64) || !CheckArray(info, "sendBatch", "lens", lens, count64, 4) ||
+      !CheckArray(info, "sendBatch", "addrs", addrs, count64, 8))
+    return info.Env().Undefined();
+  int count = (int)count64;
   int32_t* len = reinterpret_cast<int32_t*>(lens.data);
   uint32_t* ad = reinterpret_cast<uint32_t*>(addrs.data);
+  for (int i = 0; i < count; i++) {
+    if (len[i] > slot - off) {
+      Fail(info, "sendBatch", "length " + std::to_string(len[i]) + " of slot " + std::to_string(i) + " exceeds the slot's " + std::to_string(slot - off) + " B");
+      return info.Env().Undefined();
+    }
+  }
   struct mmsghdr msgs[kMaxBatch];
   struct iovec iov[kMaxBatch];
   struct sockaddr_in to[kMaxBatch];
@@ -339,7 +426,7 @@ Napi::Value SendBatch(const Napi::CallbackInfo& info) {
       if (run > 0) {
         if (!gso || ad[2 * j] != dip || ad[2 * j + 1] != dport || len[j] > seg0 || run >= kMaxGsoSegments || bytes + len[j] > kMaxGsoBytes) break;
       }
-      iov[v + run].iov_base = slab.data + (size_t)j * slot + off;
+      iov[v + run].iov_base = slab.data + (size_t)j * (size_t)slot + (size_t)off;
       iov[v + run].iov_len = len[j];
       bytes += len[j];
       run++;
@@ -411,6 +498,28 @@ Napi::Value Poll2(const Napi::CallbackInfo& info) {
   return Num(info, mask);
 }
 
+// peerCred(fd) -> { pid, uid, gid } of the process at the other end of a Unix socket (SO_PEERCRED:
+// its credentials when it connected), or { pid: -errno }.
+Napi::Value PeerCred(const Napi::CallbackInfo& info) {
+  Napi::Object res = Napi::Object::New(info.Env());
+  struct ucred c;
+  socklen_t l = sizeof(c);
+  if (getsockopt(I32(info, 0), SOL_SOCKET, SO_PEERCRED, &c, &l) < 0) {
+    res.Set("pid", -errno);
+    return res;
+  }
+  res.Set("pid", (double)c.pid);
+  res.Set("uid", (double)c.uid);
+  res.Set("gid", (double)c.gid);
+  return res;
+}
+
+// dup2(oldFd, newFd) -> newFd | -errno (used to point stdout/stderr at a freshly rotated log file).
+Napi::Value Dup2(const Napi::CallbackInfo& info) {
+  int r = dup2(I32(info, 0), I32(info, 1));
+  return Num(info, r < 0 ? -errno : r);
+}
+
 Napi::Value Close(const Napi::CallbackInfo& info) {
   return Num(info, close(I32(info, 0)) < 0 ? -errno : 0);
 }
@@ -430,6 +539,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("recvBatch", Napi::Function::New(env, RecvBatch));
   exports.Set("sendBatch", Napi::Function::New(env, SendBatch));
   exports.Set("poll2", Napi::Function::New(env, Poll2));
+  exports.Set("peerCred", Napi::Function::New(env, PeerCred));
+  exports.Set("dup2", Napi::Function::New(env, Dup2));
   exports.Set("close", Napi::Function::New(env, Close));
   exports.Set("strerror", Napi::Function::New(env, StrError));
   exports.Set("MAX_BATCH", Napi::Number::New(env, kMaxBatch));

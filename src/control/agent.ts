@@ -15,7 +15,7 @@ import sodium from 'sodium-native'
 import { EnclaveError } from '../errors.js'
 import { type Profile, loadProfile, profilePath } from './profile/profile.js'
 import { type Cidr, intToIp, parseIpv4 } from './profile/cidr.js'
-import { type AgentLogger, VERBOSITY_NAMES, createLogger, setVerbosity } from './logger.js'
+import { type AgentLogger, VERBOSITY_NAMES, WorkerLogQueue, createLogger, setVerbosity } from './logger.js'
 import type { KeypairRef, PeerRuntime } from './peers.js'
 import { peerState } from './peers.js'
 import { native, openTunQueues, openUdp } from '../native/io.js'
@@ -297,8 +297,7 @@ export class Agent {
     const isReady = new Promise<void>((r) => (ready = r))
     w.on('message', (m: { t: string } & Record<string, unknown>) => {
       if (m.t === 'ready') ready()
-      else if (m.t === 'flow') this.logFlow(m as unknown as FlowLog)
-      else if (m.t === 'log') this.log[(m.level as 'info' | 'warn' | 'error') ?? 'info']({ worker: i }, String(m.msg))
+      else if (m.t === 'flow' || m.t === 'log') this.workerLogs.push({ worker: i, msg: m })
     })
     w.on('error', (e) => this.log.error({ worker: i, err: e.message }, 'data-plane worker crashed'))
     w.on('exit', (code) => {
@@ -345,6 +344,15 @@ export class Agent {
   crashWorkerForTest(i: number): void {
     void this.workers[i]?.terminate()
   }
+
+  /** Worker log lines, bounded: beyond 1024 waiting, dropped and counted (logger.ts). */
+  private workerLogs = new WorkerLogQueue(
+    ({ worker, msg: m }) =>
+      m.t === 'flow'
+        ? this.logFlow(m as unknown as FlowLog)
+        : this.log[(m.level as 'info' | 'warn' | 'error') ?? 'info']({ worker }, String(m.msg)),
+    (n) => this.log.warn({ dropped: n }, 'worker log messages dropped: control could not keep up'),
+  )
 
   private logFlow(f: FlowLog): void {
     const protoName = f.proto === 1 ? 'icmp' : f.proto === 6 ? 'tcp' : f.proto === 17 ? 'udp' : String(f.proto)

@@ -10,6 +10,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { EnclaveError } from '../errors.js'
 import { run } from '../platform/linux/exec.js'
+import { ensurePrivateDir, openLogNoFollow, openNoFollow } from '../platform/linux/files.js'
 
 export const UNIT_NAME = 'enclave'
 export const BIN_PATH = fileURLToPath(new URL('../../../bin/run.js', import.meta.url))
@@ -64,19 +65,29 @@ export async function startDaemon(o: DaemonOptions): Promise<{ pid: number; log:
   const existing = readPid(o.runDir)
   if (existing && isOurAgent(existing))
     throw new EnclaveError('EALREADY', `the agent is already running (pid ${existing}); use \`enclave restart\` to restart it`)
-  fs.mkdirSync(o.runDir, { recursive: true, mode: 0o755 })
-  fs.mkdirSync(logDir(), { recursive: true, mode: 0o750 })
+  // Neither file is written through a symlink or hard link planted at its path (files.ts).
+  ensurePrivateDir(o.runDir, 0o755)
+  ensurePrivateDir(logDir(), 0o750)
   const log = path.join(logDir(), 'enclave.log')
-  const fd = fs.openSync(log, 'a', 0o640)
+  const fd = openLogNoFollow(log)
+  let pidFd: number
+  try {
+    pidFd = openNoFollow(pidFile(o.runDir), 0o644, false)
+  } catch (e) {
+    fs.closeSync(fd)
+    throw e
+  }
+  // ENCLAVE_LOG_FILE: the agent rotates this file itself at a size limit (control/logger.ts).
   const child = spawn(process.execPath, [BIN_PATH, 'run', '-v', String(o.verbosity), '--config-dir', o.configDir], {
     detached: true,
     stdio: ['ignore', fd, fd],
-    env: { ...process.env, ENCLAVE_RUN_DIR: o.runDir },
+    env: { ...process.env, ENCLAVE_RUN_DIR: o.runDir, ENCLAVE_LOG_FILE: log },
   })
   fs.closeSync(fd)
   const pid = child.pid!
   child.unref()
-  fs.writeFileSync(pidFile(o.runDir), `${pid}\n`, { mode: 0o644 })
+  fs.writeSync(pidFd, `${pid}\n`)
+  fs.closeSync(pidFd)
   const deadline = Date.now() + (o.timeoutMs ?? 20_000)
   const sock = path.join(o.runDir, 'enclave.sock')
   while (Date.now() < deadline) {

@@ -1,8 +1,10 @@
 /**
- * The only importer of the native addon (native/enclave_io.cc). A thin facade: it checks
- * lengths and batch sizes before crossing into C++, and turns -errno into typed errors where
- * the caller wants them. The hot-path functions are re-exported as they are (they never throw
- * and return -errno), so workers pay nothing extra per batch.
+ * The only importer of the native addon (native/enclave_io.cc). A thin facade that turns -errno
+ * into typed errors where the caller wants them. The hot-path functions are re-exported as they
+ * are: they return -errno for system errors, and the addon itself checks every size it is given
+ * (count x slot against the slab, offsets and lengths against their buffers), throwing a
+ * RangeError for a caller's bug instead of touching memory outside the buffers.
+ * checkBatchBuffers is the same check in JavaScript, for a clear message once at worker start.
  */
 import { createRequire } from 'node:module'
 import fs from 'node:fs'
@@ -18,6 +20,9 @@ export interface NativeIo {
   recvBatch(fd: number, slab: Uint8Array, slotSize: number, lens: Int32Array, addrs: Uint32Array, max: number, timeoutMs: number): number
   sendBatch(fd: number, slab: Uint8Array, slotSize: number, offset: number, lens: Int32Array, addrs: Uint32Array, count: number): number
   poll2(fdA: number, fdB: number, timeoutMs: number): number
+  /** SO_PEERCRED of a connected Unix socket; pid < 0 is -errno. */
+  peerCred(fd: number): { pid: number; uid?: number; gid?: number }
+  dup2(oldFd: number, newFd: number): number
   close(fd: number): number
   strerror(errno: number): string
   MAX_BATCH: number

@@ -58,7 +58,7 @@ export async function callAgent<T = unknown>(req: ApiRequest, sock = socketPath(
       try {
         const msg = JSON.parse(buf.slice(0, nl)) as { ok: boolean; result?: T; error?: string; code?: string }
         if (msg.ok) resolve(msg.result as T)
-        else reject(new EnclaveError(msg.code ?? 'EAGENT', msg.error ?? 'the agent refused the request'))
+        else reject(new EnclaveError(msg.code ?? 'EAGENT', msg.error ?? 'the agent refused the request', msg.code === 'EPERM' ? 4 : 1))
       } catch (e) {
         reject(new EnclaveError('EPROTO', `bad reply from the agent: ${(e as Error).message}`))
       }

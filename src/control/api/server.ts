@@ -1,8 +1,14 @@
 /**
  * The control socket: a Unix socket in ENCLAVE_RUN_DIR, mode 0600 owned by root (0660 with the
- * profile's ControlGroup). One JSON request per line, one JSON reply per line. The kernel enforces
- * access through the socket file's mode; we also check the peer's credentials are root or in the group
- * by the file permission alone (connect(2) needs write permission on the socket).
+ * profile's ControlGroup). One JSON request per line, one JSON reply per line.
+ *
+ * Access is checked twice. The kernel checks the socket file's mode at connect(2) (write permission
+ * needed): the socket is bound inside a fresh 0700 directory, given its mode and group there, and
+ * only then renamed into place, so it is never connectable by others, whatever the umask, and no
+ * chmod or chown goes through a path someone else could swap for a symlink. Then, per request, the
+ * server reads the client's credentials (SO_PEERCRED): requests that change state (reload, rekey,
+ * loglevel, stop, connect, debug) need uid 0; reading (ping, status) needs uid 0 or membership of
+ * ControlGroup. So a socket mode opened up by mistake still lets nobody else change anything.
  */
 import fs from 'node:fs'
 import net from 'node:net'
@@ -10,11 +16,55 @@ import path from 'node:path'
 import { execFileSync } from 'node:child_process'
 import { SOCKET_NAME } from './client.js'
 import { EnclaveError } from '../../errors.js'
+import { native } from '../../native/io.js'
+import { ensurePrivateDir } from '../../platform/linux/files.js'
 import type { Agent } from '../agent.js'
+
+/** Requests anyone allowed to connect may make; every other op needs root. */
+export const READ_ONLY_OPS: ReadonlySet<string> = new Set(['ping', 'status'])
+
+export interface PeerCredentials {
+  pid: number
+  uid: number
+  gid: number
+}
+
+/** The credentials of the process at the other end of an accepted Unix socket, if the kernel tells. */
+export function peerCredentials(sock: net.Socket): PeerCredentials | undefined {
+  const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd
+  if (typeof fd !== 'number' || fd < 0) return undefined
+  const c = native.peerCred(fd)
+  return c.pid > 0 && c.uid !== undefined && c.gid !== undefined ? { pid: c.pid, uid: c.uid, gid: c.gid } : undefined
+}
+
+/** True if the process `pid` has `gid` as its primary or a supplementary group (from /proc). */
+function inGroup(cred: PeerCredentials, gid: number): boolean {
+  if (cred.gid === gid) return true
+  try {
+    const line = fs
+      .readFileSync(`/proc/${cred.pid}/status`, 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('Groups:'))
+    return !!line && line.slice(7).trim().split(/\s+/).map(Number).includes(gid)
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Whether a client may make request `op`: root may do anything; a member of the control group may
+ * read; nobody else may do anything (even if the socket's mode were opened up).
+ */
+export function mayRequest(op: string, cred: PeerCredentials | undefined, groupGid: number | undefined): boolean {
+  if (!cred) return false
+  if (cred.uid === 0) return true
+  return READ_ONLY_OPS.has(op) && groupGid !== undefined && inGroup(cred, groupGid)
+}
 
 export class ApiServer {
   readonly path: string
   private server?: net.Server
+  private groupGid?: number
   constructor(
     private agent: Agent,
     runDir: string,
@@ -24,7 +74,8 @@ export class ApiServer {
   }
 
   async listen(): Promise<void> {
-    fs.mkdirSync(path.dirname(this.path), { recursive: true, mode: 0o755 })
+    const dir = path.dirname(this.path)
+    ensurePrivateDir(dir, 0o755)
     if (fs.existsSync(this.path)) {
       const alive = await new Promise<boolean>((r) => {
         const s = net.createConnection(this.path)
@@ -37,20 +88,27 @@ export class ApiServer {
       if (alive) throw new EnclaveError('EALREADY', `another agent is already running with control socket ${this.path}`)
       fs.rmSync(this.path)
     }
-    this.server = net.createServer((sock) => this.serve(sock))
-    await new Promise<void>((resolve, reject) => {
-      this.server!.once('error', reject)
-      this.server!.listen(this.path, () => resolve())
-    })
-    fs.chmodSync(this.path, this.group ? 0o660 : 0o600)
     if (this.group) {
       try {
-        const gid = Number(execFileSync('getent', ['group', this.group]).toString().split(':')[2])
-        fs.chownSync(this.path, 0, gid)
+        this.groupGid = Number(execFileSync('getent', ['group', this.group]).toString().split(':')[2])
       } catch {
         this.agent.log.warn({ group: this.group }, 'ControlGroup does not exist; the control socket stays root-only')
-        fs.chmodSync(this.path, 0o600)
       }
+    }
+    // Bind in a directory only we can enter, set mode and group there, then move it into place.
+    const staging = fs.mkdtempSync(path.join(dir, '.sock-'))
+    const tmp = path.join(staging, SOCKET_NAME)
+    try {
+      this.server = net.createServer((sock) => this.serve(sock))
+      await new Promise<void>((resolve, reject) => {
+        this.server!.once('error', reject)
+        this.server!.listen(tmp, () => resolve())
+      })
+      fs.chmodSync(tmp, this.groupGid !== undefined ? 0o660 : 0o600)
+      if (this.groupGid !== undefined) fs.chownSync(tmp, 0, this.groupGid)
+      fs.renameSync(tmp, this.path)
+    } finally {
+      fs.rmSync(staging, { recursive: true, force: true })
     }
   }
 
@@ -68,7 +126,13 @@ export class ApiServer {
       buf = ''
       let reply: unknown
       try {
-        reply = { ok: true, result: await this.handle(JSON.parse(line) as { op: string; [k: string]: unknown }) }
+        const req = JSON.parse(line) as { op: string; [k: string]: unknown }
+        if (!mayRequest(String(req.op), peerCredentials(sock), this.groupGid))
+          throw new EnclaveError(
+            'EPERM',
+            READ_ONLY_OPS.has(String(req.op)) ? `"${String(req.op)}" needs root or the control group` : `"${String(req.op)}" needs root`,
+          )
+        reply = { ok: true, result: await this.handle(req) }
       } catch (e) {
         reply = { ok: false, error: (e as Error).message, code: (e as EnclaveError).code }
       }
