@@ -904,13 +904,9 @@ export class Agent {
     groupStart[groups.length] = flat.length
     const local: RouteEntry[] = [{ addr: p.virtualAddress, len: 32, value: LOCAL_SELF }]
     for (const c of p.exitNode.providesRoutes) local.push({ addr: c.addr, len: c.len, value: LOCAL_PROVIDED })
-    // Overlay addresses are never "provided" (an exit node for 0.0.0.0/0 still answers as itself).
-    const provided: RouteEntry[] = p.exitNode.providesRoutes.map((c) => ({ addr: c.addr, len: c.len, value: 0 }))
-    if (provided.length) provided.push({ addr: 0x64400000, len: 10, value: -1 })
     const rt = buildRouteTable(route)
     const at = buildRouteTable(allow)
     const lt = buildRouteTable(local)
-    const pt = buildRouteTable(provided)
     const gen = (this.tables?.gen ?? 0) + 1
     this.tables = {
       gen,
@@ -922,9 +918,8 @@ export class Agent {
       groupPeers: Int32Array.from(flat),
       localChild: lt.child,
       localVal: lt.val,
-      providedChild: pt.child,
-      providedVal: pt.val,
       exitNode: p.exitNode.providesRoutes.length > 0,
+      selfAddr: p.virtualAddress | 0,
     }
     for (const w of this.workers) w?.postMessage({ t: 'tables', tables: this.tables })
     Atomics.store(this.v.global, G_CONFIG_GEN, gen)

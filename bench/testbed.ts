@@ -1,6 +1,7 @@
 /**
  * A client/exit-node pair of Pipelines with one session installed in shared memory the way control
- * does after a handshake, plus synthetic IPv4/UDP packets: for benchmarks and allocation tests.
+ * does after a handshake, plus synthetic IPv4/UDP packets: a fixture for the benchmark, the allocation
+ * probe and the Pipeline unit tests (kept out of src/, which holds only what the agent runs).
  */
 import {
   createLayout,
@@ -19,47 +20,46 @@ import {
   PF_ENDPOINT,
   PF_FIELDS,
   packEndpoint,
-} from '../ipc/layout.js'
-import { createRing, RingConsumer } from '../ipc/ring.js'
-import { createConntrack } from './conntrack.js'
-import { buildRouteTable } from './route-table.js'
-import { HEADROOM, Pipeline } from './pipeline.js'
-import type { DataplaneTables } from '../ipc/messages.js'
-import { LOCAL_PROVIDED, LOCAL_SELF } from '../ipc/messages.js'
+} from '../src/ipc/layout.js'
+import { createRing, RingConsumer } from '../src/ipc/ring.js'
+import { createConntrack } from '../src/dataplane/conntrack.js'
+import { buildRouteTable } from '../src/dataplane/route-table.js'
+import { HEADROOM, Pipeline } from '../src/dataplane/pipeline.js'
+import type { DataplaneTables } from '../src/ipc/messages.js'
+import { LOCAL_PROVIDED, LOCAL_SELF } from '../src/ipc/messages.js'
 import sodium from 'sodium-native'
 
 export const A_VA = 0x64400001
 export const B_VA = 0x64400002
 export const LAN = 0xac1a0000 // 172.26.0.0/20 behind B
+/** A second peer of the exit node (slot 1), with no session: for checks that involve another peer. */
+export const C_VA = 0x64400003
 
 function tables(selfVa: number, peerVa: number, provides: boolean): DataplaneTables {
-  const rt = buildRouteTable([{ addr: peerVa, len: 32, value: 0 }, ...(provides ? [] : [{ addr: LAN, len: 20, value: 0 }])])
-  const at = buildRouteTable([{ addr: peerVa, len: 32, value: 0 }, ...(provides ? [] : [{ addr: LAN, len: 20, value: 0 }])])
+  const rt = buildRouteTable([
+    { addr: peerVa, len: 32, value: 0 },
+    ...(provides ? [{ addr: C_VA, len: 32, value: 1 }] : [{ addr: LAN, len: 20, value: 0 }]),
+  ])
+  const at = buildRouteTable([
+    { addr: peerVa, len: 32, value: 0 },
+    ...(provides ? [{ addr: C_VA, len: 32, value: 2 }] : [{ addr: LAN, len: 20, value: 0 }]),
+  ])
   const lt = buildRouteTable([
     { addr: selfVa, len: 32, value: LOCAL_SELF },
     ...(provides ? [{ addr: LAN, len: 20, value: LOCAL_PROVIDED }] : []),
   ])
-  const pt = buildRouteTable(
-    provides
-      ? [
-          { addr: LAN, len: 20, value: 0 },
-          { addr: 0x64400000, len: 10, value: -1 },
-        ]
-      : [],
-  )
   return {
     gen: 1,
     routeChild: rt.child,
     routeVal: rt.val,
     allowChild: at.child,
     allowVal: at.val,
-    groupStart: Int32Array.of(0, 1, 2),
-    groupPeers: Int32Array.of(0, 0),
+    groupStart: Int32Array.of(0, 1, 2, 3),
+    groupPeers: Int32Array.of(0, 0, 1),
     localChild: lt.child,
     localVal: lt.val,
-    providedChild: pt.child,
-    providedVal: pt.val,
     exitNode: provides,
+    selfAddr: selfVa | 0,
   }
 }
 
@@ -72,6 +72,7 @@ function side(
   localIndex: number,
   remoteIndex: number,
   batch: number,
+  post: (msg: unknown) => void,
 ) {
   const layout = createLayout(64, 1)
   const v = views(layout)
@@ -86,18 +87,19 @@ function side(
   Atomics.store(v.peerI32, 0 * P_FIELDS + P_CUR_KP, kp)
   v.peerF64[0 * PF_FIELDS + PF_ENDPOINT] = packEndpoint(0xc6120002, 51820)
   const ring = createRing(256)
+  const conntrack = createConntrack()
   const pipe = new Pipeline({
     id: 0,
     layout,
     ring,
-    conntrack: createConntrack(),
+    conntrack,
     mtu: 1420,
     batch,
     epochMs: Date.now(),
     tables: tables(selfVa, peerVa, provides),
-    post: () => undefined,
+    post,
   })
-  return { pipe, ring: new RingConsumer(ring) }
+  return { pipe, ring: new RingConsumer(ring), v, kp, layout, conntrack }
 }
 
 export function ipv4udp(buf: Uint8Array, off: number, size: number, src: number, dst: number, sport: number): void {
@@ -118,15 +120,18 @@ export function ipv4udp(buf: Uint8Array, off: number, size: number, src: number,
   for (let i = 28; i < size; i++) buf[off + i] = i & 255
 }
 
-/** A client and an exit node sharing one session: client.outbound -> exit.inbound. */
-export function sessionPair(batch: number) {
+/**
+ * A client and an exit node sharing one session: client.outbound -> exit.inbound. `c` and `e` give
+ * each side's shared memory (as control sees it), ring consumer and keypair slot, for tests.
+ */
+export function sessionPair(batch: number, post: (msg: unknown) => void = () => undefined) {
   const k1 = Buffer.alloc(32)
   const k2 = Buffer.alloc(32)
   sodium.randombytes_buf(k1)
   sodium.randombytes_buf(k2)
-  const client = side(A_VA, B_VA, false, k1, k2, (1 << 12) | 7, (2 << 12) | 9, batch)
-  const exit = side(B_VA, A_VA, true, k2, k1, (2 << 12) | 9, (1 << 12) | 7, batch)
-  return { client: client.pipe, exit: exit.pipe }
+  const client = side(A_VA, B_VA, false, k1, k2, (1 << 12) | 7, (2 << 12) | 9, batch, post)
+  const exit = side(B_VA, A_VA, true, k2, k1, (2 << 12) | 9, (1 << 12) | 7, batch, post)
+  return { client: client.pipe, exit: exit.pipe, c: client, e: exit }
 }
 
 const deliverViews = new WeakMap<Pipeline, Uint8Array>()
