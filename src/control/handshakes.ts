@@ -41,6 +41,8 @@ import type { SendDatagram } from './transport-send.js'
 
 /** Initiations being processed in the pool at once; beyond this they are dropped (initiators retry). */
 export const MAX_HANDSHAKES_IN_FLIGHT = 64
+/** "No keypair slot" is logged at most this often. */
+export const NO_SLOT_LOG_MS = 5000
 
 /** Runs a task of workers/handshake.ts (in a piscina pool in the agent, in-process in tests). */
 export type HandshakeTaskRunner = {
@@ -65,6 +67,8 @@ export class Handshakes {
   private readonly cookie = cookieChecker(Date.now())
   private readonly recent: number[] = []
   private inFlight = 0
+  private lastNoSlotLog = -Infinity
+  private noSlotCount = 0
   private closed = false
   private readonly now: () => number
 
@@ -85,8 +89,12 @@ export class Handshakes {
       this.d.log.debug({ peer: peer.cfg.identity }, 'cannot initiate a handshake: no endpoint known; waiting for the peer')
       return
     }
-    const { index } = this.d.sessions.beginInitiation(peer, now)
-    const msg = createInitiation(this.d.local, peer.crypto, index, now)
+    const kp = this.d.sessions.beginInitiation(peer, now)
+    if (!kp) {
+      this.noSlot(peer, 'initiation deferred', now)
+      return
+    }
+    const msg = createInitiation(this.d.local, peer.crypto, kp.index, now)
     peer.lastInitiationSentMs = now
     if (peer.handshakeStartedMs === undefined) peer.handshakeStartedMs = now
     peer.nextRetryMs = now + REKEY_TIMEOUT_MS + sodium.randombytes_uniform(REKEY_TIMEOUT_JITTER_MAX_MS + 1)
@@ -113,6 +121,18 @@ export class Handshakes {
     if (type === MSG_INITIATION) this.startAnswer(msg, ip, port)
     else if (type === MSG_RESPONSE) this.handleResponse(msg, ip, port, now)
     else if (type === MSG_COOKIE_REPLY && msg.length === COOKIE_REPLY_SIZE) this.handleCookieReply(msg, now)
+  }
+
+  /** Logs (at most once per NO_SLOT_LOG_MS) that a handshake could not get a keypair slot. */
+  private noSlot(peer: PeerRuntime, what: string, now: number): void {
+    this.noSlotCount++
+    if (now - this.lastNoSlotLog < NO_SLOT_LOG_MS) return
+    this.d.log.warn(
+      { peer: peer.cfg.identity, held: this.d.keypairs.heldBy(peer.slot), free: this.d.keypairs.freeCount, times: this.noSlotCount },
+      `no keypair slot free: ${what} (slots return after the quarantine)`,
+    )
+    this.lastNoSlotLog = now
+    this.noSlotCount = 0
   }
 
   private underLoad(now: number): boolean {
@@ -171,7 +191,12 @@ export class Handshakes {
       this.d.log.protocol({ peer: peer.cfg.identity, from, verdict }, 'handshake initiation refused')
       return
     }
-    const { slot, index } = this.d.keypairs.alloc(this.now())
+    const kp = this.d.keypairs.alloc(peer.slot, this.now())
+    if (!kp) {
+      this.noSlot(peer, 'initiation refused', this.now())
+      return
+    }
+    const { slot, index } = kp
     const state = peer.crypto.handshake!
     peer.crypto.handshake = undefined
     const r = await this.d.runTask({

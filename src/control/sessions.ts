@@ -36,10 +36,14 @@ export class Sessions {
     return !!kp && this.keypairs.state(kp.slot) === KP_VALID && now - kp.createdMs < REJECT_AFTER_TIME_MS && !!this.endpointOf(peer)
   }
 
-  /** Reserves the keypair slot for a new initiation of ours (the previous one's slot is retired). */
-  beginInitiation(peer: PeerRuntime, now: number): { slot: number; index: number } {
+  /**
+   * Reserves the keypair slot for a new initiation of ours (the previous one's slot is retired).
+   * Undefined when no slot is free for this peer: the caller defers the handshake.
+   */
+  beginInitiation(peer: PeerRuntime, now: number): { slot: number; index: number } | undefined {
     this.abandonInitiation(peer, now)
-    const kp = this.keypairs.alloc(now)
+    const kp = this.keypairs.alloc(peer.slot, now)
+    if (!kp) return undefined
     peer.pendingSlot = kp.slot
     this.peers.setInitiationIndex(peer, kp.index)
     return kp

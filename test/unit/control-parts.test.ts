@@ -34,7 +34,7 @@ function slots(quarantineMs = 1000) {
 
 t.test('keypair slots: indexes carry the slot, install publishes, retire quarantines', async (t) => {
   const { v, kp } = slots()
-  const a = kp.alloc(0)
+  const a = kp.alloc(5, 0)!
   t.ok(a.slot >= 1 && a.slot < KP_SLOTS, 'slot 0 is never handed out')
   t.equal(a.index & KP_MASK, a.slot, 'the receiver index carries the slot in its low bits')
   t.equal(kp.state(a.slot), 0, 'allocated but not visible to workers')
@@ -54,9 +54,9 @@ t.test('keypair slots: indexes carry the slot, install publishes, retire quarant
   t.equal(v.kpI32[a.slot * K_FIELDS + K_INDEX], 0)
   t.equal(kp.ownerOf(a.index), undefined, 'a retired index has no owner')
   t.equal(kp.quarantined, 1)
-  kp.alloc(1999)
+  kp.alloc(5, 1999)
   t.equal(kp.freeCount, free - 1, 'still quarantined one tick before the end')
-  kp.alloc(2000)
+  kp.alloc(5, 2000)
   t.equal(kp.quarantined, 0, 'released when the quarantine ends')
   t.equal(kp.freeCount, free - 1)
   t.equal(v.kpKeys.length, KP_SLOTS * KEY_BYTES_PER_SLOT)

@@ -1,0 +1,56 @@
+/** Issue 9, control side: exhaustion, key retirement, confirmations, floods, cookies, replays. */
+import t from 'tap'
+import * as keypairsModule from '../../src/control/keypairs.js'
+import { PeerTimers } from '../../src/control/peer-timers.js'
+import { KP_SLOTS } from '../../src/ipc/layout.js'
+import { generateKeyPair } from '../../src/protocol/primitives.js'
+import { controlHarness } from '../helpers/control-harness.js'
+
+// A namespace import, so that this file also runs (and fails) against code without the bound.
+const MAX_SLOTS_PER_PEER = (keypairsModule as Record<string, unknown>).MAX_SLOTS_PER_PEER as number
+
+t.test('keypair slots: bounded per peer, exhaustion returns nothing instead of throwing', async (t) => {
+  const h = controlHarness({ quarantineMs: 1000 })
+  const got: number[] = []
+  for (let i = 0; i < MAX_SLOTS_PER_PEER + 3; i++) {
+    const kp = h.keypairs.alloc(1, 0)
+    if (kp) {
+      got.push(kp.slot)
+      h.keypairs.retire(kp.slot, 0) // what a flood of accepted initiations does: retire the previous next
+    }
+  }
+  t.equal(got.length, MAX_SLOTS_PER_PEER, `one peer holds at most ${MAX_SLOTS_PER_PEER} slots, live and quarantined`)
+  t.ok(h.keypairs.alloc(2, 0), 'another peer still gets a slot')
+  t.equal(h.keypairs.alloc(1, 999), undefined, 'still bounded during the quarantine')
+  t.ok(h.keypairs.alloc(1, 1000), 'slots come back when the quarantine ends')
+  let n = 0
+  for (let p = 100; h.keypairs.alloc(p, 1000) || h.keypairs.alloc(p + 1000, 1000); p += 2) n++
+  t.ok(n > 0 && h.keypairs.freeCount === 0, `the table fills (${KP_SLOTS - 1} slots)`)
+  t.equal(h.keypairs.alloc(3, 1000), undefined, 'a full table gives nothing, and does not throw')
+})
+
+t.test('a handshake with no keypair slot free is deferred with one log line, never thrown', async (t) => {
+  const h = controlHarness()
+  const peer = h.addPeer(generateKeyPair().publicKey, 'alice')
+  for (let p = 100; h.keypairs.freeCount > 0; p++) h.keypairs.alloc(p, h.clock.now)
+  t.doesNotThrow(() => h.handshakes.initiate(peer, 'test'), 'initiate does not throw')
+  t.equal(h.sent.length, 0, 'no initiation went out')
+  t.equal(peer.pendingSlot, undefined)
+  const timers = new PeerTimers({
+    memory: h.memory,
+    sessions: h.sessions,
+    handshakes: h.handshakes,
+    log: h.log,
+    onHealthChange: () => undefined,
+    resolveEndpoint: () => undefined,
+  })
+  peer.handshakeStartedMs = h.clock.now - 6000
+  peer.nextRetryMs = h.clock.now - 1 // the timer wants a retry
+  peer.lastInitiationSentMs = -Infinity
+  for (let i = 0; i < 40; i++) {
+    h.clock.now += 100
+    t.doesNotThrow(() => timers.tick(peer, h.clock.now))
+  }
+  const warned = h.lines.filter((l) => /no keypair slot free/.test(l.msg))
+  t.equal(warned.length, 1, 'one rate-limited line for 41 refusals within 5 s')
+})
