@@ -225,6 +225,7 @@ export class Agent implements AgentApi {
 
   private tick(): void {
     const now = Date.now()
+    this.keypairs.sweep(now)
     for (const peer of this.peers) {
       try {
         this.timers.tick(peer, now)

@@ -84,7 +84,7 @@ export class KeypairSlots {
    * until installed). Undefined when the peer is at its bound or the table is full.
    */
   alloc(peer: number, now: number): { slot: number; index: number } | undefined {
-    this.releaseExpired(now)
+    this.sweep(now)
     if (this.heldBy(peer) >= MAX_SLOTS_PER_PEER) return undefined
     const slot = this.free.pop()
     if (slot === undefined) return undefined
@@ -96,12 +96,16 @@ export class KeypairSlots {
     return { slot, index }
   }
 
-  /** Takes a slot out of service; it is reused only after the quarantine. */
+  /**
+   * Takes a slot out of service; it is reused only after the quarantine. The keys stay in place
+   * until then: a worker may be between its state check and its crypto, and must not find an
+   * all-zero key there (a packet sealed under zeros would authenticate). They are zeroed when the
+   * slot leaves quarantine (sweep).
+   */
   retire(slot: number, now: number): void {
     const kb = slot * K_FIELDS
     Atomics.store(this.v.kpI32, kb + K_STATE, 0)
     Atomics.store(this.v.kpI32, kb + K_INDEX, 0)
-    this.v.kpKeys.fill(0, slot * KEY_BYTES_PER_SLOT, (slot + 1) * KEY_BYTES_PER_SLOT)
     this.quarantine.push({ slot, peer: this.ownerSlot[slot], until: now + this.quarantineMs })
   }
 
@@ -148,9 +152,11 @@ export class KeypairSlots {
     return new Uint8Array(this.v.kpKeys.buffer, slot * KEY_BYTES_PER_SLOT, 32)
   }
 
-  private releaseExpired(now: number): void {
+  /** Frees the slots whose quarantine ended, zeroing their keys (call on every tick too). */
+  sweep(now: number): void {
     while (this.quarantine.length && this.quarantine[0].until <= now) {
       const q = this.quarantine.shift()!
+      this.v.kpKeys.fill(0, q.slot * KEY_BYTES_PER_SLOT, (q.slot + 1) * KEY_BYTES_PER_SLOT)
       const n = this.heldBy(q.peer) - 1
       if (n > 0) this.held.set(q.peer, n)
       else this.held.delete(q.peer)

@@ -2,7 +2,7 @@
 import t from 'tap'
 import * as keypairsModule from '../../src/control/keypairs.js'
 import { PeerTimers } from '../../src/control/peer-timers.js'
-import { KP_SLOTS } from '../../src/ipc/layout.js'
+import { KEY_BYTES_PER_SLOT, KP_SLOTS, KP_VALID } from '../../src/ipc/layout.js'
 import { generateKeyPair } from '../../src/protocol/primitives.js'
 import { controlHarness } from '../helpers/control-harness.js'
 
@@ -53,4 +53,28 @@ t.test('a handshake with no keypair slot free is deferred with one log line, nev
   }
   const warned = h.lines.filter((l) => /no keypair slot free/.test(l.msg))
   t.equal(warned.length, 1, 'one rate-limited line for 41 refusals within 5 s')
+})
+
+t.test('retiring a keypair leaves its keys in place until it leaves quarantine', async (t) => {
+  const h = controlHarness({ quarantineMs: 1000 })
+  const kp = h.keypairs.alloc(1, 0)!
+  const keys = {
+    sendKey: new Uint8Array(32).fill(0x11),
+    recvKey: new Uint8Array(32).fill(0x22),
+    localIndex: kp.index,
+    remoteIndex: 9,
+    isInitiator: false,
+  }
+  h.keypairs.install(kp.slot, kp.index, 1, keys, KP_VALID, 0)
+  const recvKey = () => [...h.v.kpKeys.subarray(kp.slot * KEY_BYTES_PER_SLOT + 32, (kp.slot + 1) * KEY_BYTES_PER_SLOT)]
+  // A worker checked K_STATE (valid) and is about to decrypt when control retires the keypair:
+  h.keypairs.retire(kp.slot, 100)
+  t.equal(h.keypairs.state(kp.slot), 0, 'retired: workers that check now see it gone')
+  t.same(recvKey(), new Array(32).fill(0x22), 'the worker already past the check still decrypts with the real key, not zeros')
+  t.same([...h.keypairs.sendKey(kp.slot)], new Array(32).fill(0x11))
+  h.keypairs.sweep(1099)
+  t.same(recvKey(), new Array(32).fill(0x22), 'kept during the quarantine')
+  h.keypairs.sweep(1100)
+  t.same(recvKey(), new Array(32).fill(0), 'zeroed when the slot leaves quarantine')
+  t.same([...h.keypairs.sendKey(kp.slot)], new Array(32).fill(0))
 })
