@@ -87,6 +87,7 @@ export class Agent implements AgentApi {
   private sessions!: Sessions
   private handshakes!: Handshakes
   private timers!: PeerTimers
+  private dispatch!: RingDispatcher
   private supervisor!: WorkerSupervisor
   private routes!: OsRouteInstaller
   private readonly routing = new Routing()
@@ -142,14 +143,7 @@ export class Agent implements AgentApi {
     const address = `${intToIp(p.virtualAddress)}/10`
     this.log.info({ interface: d.ifname, address, mtu: p.mtu, port: d.port, workers: nWorkers, offload }, 'data plane up')
     await this.applyOsState()
-    const dispatch = new RingDispatcher({
-      peers: this.peers,
-      sessions: this.sessions,
-      handshakes: this.handshakes,
-      log: this.log,
-      onSessionUp: (peer) => this.sessionUp(peer),
-    })
-    for (const r of this.rings) void dispatch.consume(new RingConsumer(r), () => this.stopping)
+    for (const r of this.rings) void this.dispatch.consume(new RingConsumer(r), () => this.stopping)
     this.tickTimer = setInterval(() => this.tick(), TICK_MS)
     for (const peer of this.peers)
       if (peer.cfg.persistentKeepalive > 0 && peer.configuredEndpoint) this.handshakes.initiate(peer, 'persistent keepalive configured')
@@ -196,6 +190,7 @@ export class Agent implements AgentApi {
       },
       log,
     )
+    this.dispatch = new RingDispatcher({ peers: this.peers, sessions: this.sessions, handshakes: this.handshakes, log, onSessionUp })
     this.routes = new OsRouteInstaller(this.dev.ifname, fwmarkFor(this.profile), log)
   }
 
@@ -226,6 +221,7 @@ export class Agent implements AgentApi {
   private tick(): void {
     const now = Date.now()
     this.keypairs.sweep(now)
+    this.dispatch.pollConfirmations(now)
     for (const peer of this.peers) {
       try {
         this.timers.tick(peer, now)

@@ -34,6 +34,7 @@ import {
 } from '../protocol/noise.js'
 import type { ConsumeTask, RespondTask } from '../../workers/handshake.js'
 import type { KeypairSlots } from './keypairs.js'
+import { SourceRateLimiter } from './rate-limit.js'
 import type { AgentLogger } from './logger.js'
 import type { PeerRuntime, PeerTable } from './peer-table.js'
 import type { Sessions } from './sessions.js'
@@ -61,11 +62,14 @@ export interface HandshakeDeps {
   /** A session came up (we initiated: true; the peer's first data confirmed ours: see Sessions.confirm). */
   onSessionUp: (peer: PeerRuntime) => void
   clock?: () => number
+  /** Handshake messages per second above which we are under load (mac2 and per-source limits). */
+  underLoadPerS?: number
 }
 
 export class Handshakes {
   private readonly cookie = cookieChecker(Date.now())
   private readonly recent: number[] = []
+  private readonly limiter = new SourceRateLimiter()
   private inFlight = 0
   private lastNoSlotLog = -Infinity
   private noSlotCount = 0
@@ -112,10 +116,17 @@ export class Handshakes {
         this.d.log.debug({ from, type }, 'dropped handshake message: bad size or mac1')
         return
       }
-      if (this.underLoad(now) && !checkMac2(this.cookie, msg, ip, port, now)) {
-        this.d.send(createCookieReply(this.d.local, this.cookie, msg, ip, port, now), ip, port)
-        this.d.log.protocol({ from }, 'under load: sent cookie reply')
-        return
+      if (this.underLoad(now)) {
+        if (!checkMac2(this.cookie, msg, ip, port, now)) {
+          this.d.send(createCookieReply(this.d.local, this.cookie, msg, ip, port, now), ip, port)
+          this.d.log.protocol({ from }, 'under load: sent cookie reply')
+          return
+        }
+        // A valid cookie proves the address, not good intent: each address gets its own small share.
+        if (!this.limiter.allow(ip, now)) {
+          this.d.log.debug({ from }, 'under load: handshake over the per-address rate, dropped')
+          return
+        }
       }
     }
     if (type === MSG_INITIATION) this.startAnswer(msg, ip, port)
@@ -138,7 +149,7 @@ export class Handshakes {
   private underLoad(now: number): boolean {
     this.recent.push(now)
     while (this.recent.length && now - this.recent[0] > 1000) this.recent.shift()
-    return this.recent.length > UNDER_LOAD_HANDSHAKES_PER_S
+    return this.recent.length > (this.d.underLoadPerS ?? UNDER_LOAD_HANDSHAKES_PER_S)
   }
 
   private handleResponse(msg: Buffer, ip: number, port: number, now: number): void {

@@ -80,6 +80,14 @@ export class Sessions {
     peer.lastHandshakeMs = now
   }
 
+  /**
+   * The keypair slot of `next` when a worker has already promoted it in shared memory
+   * (KP_RECV_ONLY -> KP_VALID), whether or not its "confirmed" message made it through the ring.
+   */
+  promotedByWorker(peer: PeerRuntime): number | undefined {
+    return peer.next && this.keypairs.state(peer.next.slot) === KP_VALID ? peer.next.slot : undefined
+  }
+
   /** The initiator spoke on our `next` keypair (a worker promoted it): it becomes current. */
   confirm(peer: PeerRuntime, kpSlot: number, now: number): boolean {
     if (!peer.next || peer.next.slot !== kpSlot) return false

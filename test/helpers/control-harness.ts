@@ -9,9 +9,10 @@ import { PeerMemory } from '../../src/control/peer-memory.js'
 import { type PeerRuntime, PeerTable, newPeer } from '../../src/control/peer-table.js'
 import type { PeerConfig } from '../../src/control/profile/profile.js'
 import { Sessions } from '../../src/control/sessions.js'
+import { RingDispatcher } from '../../src/control/ring-dispatch.js'
 import { type HandshakeTaskRunner, Handshakes } from '../../src/control/handshakes.js'
 import { createLayout, views } from '../../src/ipc/layout.js'
-import { localStatic, peerCrypto } from '../../src/protocol/noise.js'
+import { createInitiation, localStatic, peerCrypto } from '../../src/protocol/noise.js'
 import { generateKeyPair } from '../../src/protocol/primitives.js'
 
 export interface LogLine {
@@ -34,7 +35,7 @@ export function recordingLog(lines: LogLine[]): AgentLogger {
 export const PEER_IP = 0x7f000002
 export const PEER_PORT = 51820
 
-export function controlHarness(opts: { quarantineMs?: number; maxPeers?: number } = {}) {
+export function controlHarness(opts: { quarantineMs?: number; maxPeers?: number; underLoadPerS?: number } = {}) {
   const maxPeers = opts.maxPeers ?? 16
   const v = views(createLayout(maxPeers, 1))
   const keypairs = new KeypairSlots(v, opts.quarantineMs ?? 10_000)
@@ -51,7 +52,14 @@ export function controlHarness(opts: { quarantineMs?: number; maxPeers?: number 
   const me = generateKeyPair()
   const local = localStatic(me.privateKey, me.publicKey)
   const up: PeerRuntime[] = []
-  const runTask = ((task: Parameters<typeof handshakeTask>[0]) => Promise.resolve(handshakeTask(task))) as HandshakeTaskRunner
+  const tasks = { consume: 0, respond: 0 }
+  const runTask = ((task: Parameters<typeof handshakeTask>[0]) => {
+    tasks[task.op]++
+    return Promise.resolve(handshakeTask(task))
+  }) as HandshakeTaskRunner
+  const onSessionUp = (p: PeerRuntime) => {
+    up.push(p)
+  }
   const handshakes = new Handshakes({
     local,
     peers,
@@ -60,9 +68,11 @@ export function controlHarness(opts: { quarantineMs?: number; maxPeers?: number 
     send,
     runTask,
     log,
-    onSessionUp: (p) => up.push(p),
+    onSessionUp,
     clock: () => clock.now,
+    underLoadPerS: opts.underLoadPerS,
   })
+  const dispatcher = new RingDispatcher({ peers, sessions, handshakes, log, onSessionUp })
   const addPeer = (publicKey: Uint8Array, name = `peer${peers.size}`, presharedKey?: Buffer): PeerRuntime => {
     const slot = peers.takeSlot(clock.now)!
     const cfg = {
@@ -81,5 +91,18 @@ export function controlHarness(opts: { quarantineMs?: number; maxPeers?: number 
     peers.add(peer)
     return peer
   }
-  return { v, keypairs, memory, peers, sessions, handshakes, local, me, sent, clock, lines, log, up, addPeer }
+  return { v, keypairs, memory, peers, sessions, handshakes, dispatcher, local, me, sent, clock, lines, log, up, tasks, addPeer }
+}
+
+/** Lets pending handshake tasks (promises) finish. */
+export async function settle(): Promise<void> {
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r))
+}
+
+/** A WireGuard initiator talking to the harness's agent (noise functions, as a stock peer would). */
+export function initiator(agentPublicKey: Uint8Array) {
+  const keys = generateKeyPair()
+  const local = localStatic(keys.privateKey, keys.publicKey)
+  const crypto = peerCrypto(local, agentPublicKey)
+  return { keys, local, crypto, initiation: (index: number, nowMs: number) => createInitiation(local, crypto, index, nowMs) }
 }

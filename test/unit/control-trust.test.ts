@@ -2,9 +2,12 @@
 import t from 'tap'
 import * as keypairsModule from '../../src/control/keypairs.js'
 import { PeerTimers } from '../../src/control/peer-timers.js'
-import { KEY_BYTES_PER_SLOT, KP_SLOTS, KP_VALID } from '../../src/ipc/layout.js'
+import { KEY_BYTES_PER_SLOT, KP_RECV_ONLY, KP_SLOTS, KP_VALID, K_FIELDS, K_STATE } from '../../src/ipc/layout.js'
 import { generateKeyPair } from '../../src/protocol/primitives.js'
-import { controlHarness } from '../helpers/control-harness.js'
+import { PEER_IP, PEER_PORT, controlHarness, initiator, settle } from '../helpers/control-harness.js'
+import { SourceRateLimiter } from '../../src/control/rate-limit.js'
+import { MSG_CONFIRMED } from '../../src/ipc/ring.js'
+import { consumeCookieReply } from '../../src/protocol/noise.js'
 
 // A namespace import, so that this file also runs (and fails) against code without the bound.
 const MAX_SLOTS_PER_PEER = (keypairsModule as Record<string, unknown>).MAX_SLOTS_PER_PEER as number
@@ -77,4 +80,65 @@ t.test('retiring a keypair leaves its keys in place until it leaves quarantine',
   h.keypairs.sweep(1100)
   t.same(recvKey(), new Array(32).fill(0), 'zeroed when the slot leaves quarantine')
   t.same([...h.keypairs.sendKey(kp.slot)], new Array(32).fill(0))
+})
+
+t.test('a confirmation is seen from shared memory even when the ring dropped its message', async (t) => {
+  const h = controlHarness()
+  const client = initiator(h.me.publicKey)
+  const peer = h.addPeer(client.keys.publicKey, 'client')
+  h.handshakes.handle(client.initiation(77, h.clock.now), PEER_IP, PEER_PORT)
+  await settle()
+  t.equal(h.sent.length, 1, 'answered')
+  const next = peer.next
+  t.ok(next, 'a next keypair waits for the initiator')
+  if (!next) return
+  h.dispatcher.pollConfirmations(h.clock.now)
+  t.equal(peer.next, next, 'nothing to confirm before the initiator speaks')
+  // A worker decrypts the initiator's first data on `next` and promotes it; its ring was full, so no message.
+  t.equal(Atomics.compareExchange(h.v.kpI32, next.slot * K_FIELDS + K_STATE, KP_RECV_ONLY, KP_VALID), KP_RECV_ONLY)
+  h.dispatcher.pollConfirmations(h.clock.now)
+  t.equal(peer.current?.slot, next.slot, 'control promoted next to current on its own')
+  t.equal(peer.next, undefined)
+  t.same(
+    h.up.map((p) => p.cfg.identity),
+    ['client'],
+    'session up once',
+  )
+  h.dispatcher.dispatch(MSG_CONFIRMED, Buffer.alloc(0), 0, 0, peer.slot, next.slot)
+  t.equal(h.up.length, 1, 'the late ring message changes nothing')
+})
+
+t.test('under load, one address with a valid cookie gets 20/s (burst 5); a legitimate peer still handshakes', async (t) => {
+  const h = controlHarness({ underLoadPerS: 0 }) // always under load
+  const ATTACKER = 0x7f000063
+  const attacker = initiator(h.me.publicKey) // a valid mac1 needs only our public key
+  const withCookie = (c: ReturnType<typeof initiator>, ip: number, port: number) => {
+    h.handshakes.handle(c.initiation(1, h.clock.now), ip, port)
+    const reply = h.sent.pop()
+    t.equal(reply?.buf[0], 3, 'cookie reply')
+    t.ok(consumeCookieReply(c.crypto, reply!.buf, h.clock.now), 'cookie accepted')
+  }
+  withCookie(attacker, ATTACKER, 4000)
+  for (let i = 0; i < 30; i++) h.handshakes.handle(attacker.initiation(100 + i, h.clock.now), ATTACKER, 4000)
+  await settle()
+  t.equal(h.tasks.consume, 5, '30 initiations with a valid mac2 from one address: 5 reach the pool')
+  h.clock.now += 1000
+  for (let i = 0; i < 30; i++) h.handshakes.handle(attacker.initiation(200 + i, h.clock.now), ATTACKER, 4000)
+  await settle()
+  t.equal(h.tasks.consume, 10, 'one second later: the burst again (refill is capped at 5)')
+  const client = initiator(h.me.publicKey)
+  const peer = h.addPeer(client.keys.publicKey, 'legit')
+  withCookie(client, PEER_IP, PEER_PORT)
+  h.handshakes.handle(client.initiation(300, h.clock.now), PEER_IP, PEER_PORT)
+  await settle()
+  t.ok(peer.next, 'the legitimate peer was answered during the flood')
+})
+
+t.test('the per-address limiter forgets sources: memory stays bounded', async (t) => {
+  const lim = new SourceRateLimiter(20, 5, 100)
+  for (let ip = 1; ip <= 10_000; ip++) lim.allow(ip, ip)
+  t.ok(lim.size <= 100, `10,000 sources, ${lim.size} remembered`)
+  for (let i = 0; i < 5; i++) t.ok(lim.allow(5, 20_000))
+  t.notOk(lim.allow(5, 20_000), 'the sixth in the same instant is refused')
+  t.ok(lim.allow(5, 20_050), 'a token refills after 50 ms')
 })
