@@ -166,11 +166,22 @@ export class Handshakes {
     this.d.onSessionUp(peer)
   }
 
+  /**
+   * A cookie reply names the receiver index of the message it answers: our initiation (its index
+   * is in the peer table) or our response (its index is the `next` keypair's). Either way, as in
+   * WireGuard, the cookie is stored and the next handshake message we send that peer carries mac2:
+   * a retried initiation of ours at once, or our answer to the initiator's retry.
+   */
   private handleCookieReply(msg: Buffer, now: number): void {
-    const peer = this.d.peers.byInitiationIndex(readReceiverIndex(msg, 4))
-    if (peer && consumeCookieReply(peer.crypto, msg, now)) {
+    const index = readReceiverIndex(msg, 4)
+    const initiating = this.d.peers.byInitiationIndex(index)
+    const peer = initiating ?? this.d.peers.get(this.d.keypairs.ownerOf(index) ?? -1)
+    if (!peer || !consumeCookieReply(peer.crypto, msg, now)) return
+    if (initiating) {
       this.d.log.protocol({ peer: peer.cfg.identity }, 'peer is under load: got a cookie; retrying handshake with mac2')
       peer.lastInitiationSentMs = -Infinity
+    } else {
+      this.d.log.protocol({ peer: peer.cfg.identity }, 'peer is under load: got a cookie for our response; the next one carries mac2')
     }
   }
 

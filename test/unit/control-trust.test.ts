@@ -7,7 +7,7 @@ import { generateKeyPair } from '../../src/protocol/primitives.js'
 import { PEER_IP, PEER_PORT, controlHarness, initiator, settle } from '../helpers/control-harness.js'
 import { SourceRateLimiter } from '../../src/control/rate-limit.js'
 import { MSG_CONFIRMED } from '../../src/ipc/ring.js'
-import { consumeCookieReply } from '../../src/protocol/noise.js'
+import { checkMac2, consumeCookieReply, cookieChecker, createCookieReply } from '../../src/protocol/noise.js'
 
 // A namespace import, so that this file also runs (and fails) against code without the bound.
 const MAX_SLOTS_PER_PEER = (keypairsModule as Record<string, unknown>).MAX_SLOTS_PER_PEER as number
@@ -141,4 +141,30 @@ t.test('the per-address limiter forgets sources: memory stays bounded', async (t
   for (let i = 0; i < 5; i++) t.ok(lim.allow(5, 20_000))
   t.notOk(lim.allow(5, 20_000), 'the sixth in the same instant is refused')
   t.ok(lim.allow(5, 20_050), 'a token refills after 50 ms')
+})
+
+t.test('a cookie reply to our handshake response is used: the answer to the retry carries mac2', async (t) => {
+  const h = controlHarness()
+  const AGENT_IP = 0x7f000001
+  const AGENT_PORT = 51820
+  const client = initiator(h.me.publicKey)
+  const clientCookies = cookieChecker(h.clock.now) // the stock initiator is under load
+  const peer = h.addPeer(client.keys.publicKey, 'busy-initiator')
+  h.handshakes.handle(client.initiation(11, h.clock.now), PEER_IP, PEER_PORT)
+  await settle()
+  const first = h.sent.pop()!.buf
+  t.equal(first[0], 2, 'a response')
+  t.notOk(
+    checkMac2(clientCookies, first, AGENT_IP, AGENT_PORT, h.clock.now),
+    'without a cookie the response fails mac2 at a loaded initiator',
+  )
+  // The initiator answers our response with a cookie reply (receiver index: our response's sender index).
+  h.handshakes.handle(createCookieReply(client.local, clientCookies, first, AGENT_IP, AGENT_PORT, h.clock.now), PEER_IP, PEER_PORT)
+  h.clock.now += 1000
+  h.handshakes.handle(client.initiation(12, h.clock.now), PEER_IP, PEER_PORT)
+  await settle()
+  const second = h.sent.pop()!.buf
+  t.equal(second[0], 2, 'a response to the retry')
+  t.ok(checkMac2(clientCookies, second, AGENT_IP, AGENT_PORT, h.clock.now), 'the response now carries a valid mac2')
+  t.ok(peer.next, 'session pending confirmation')
 })
