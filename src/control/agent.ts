@@ -53,7 +53,7 @@ import { Routing, routePeer } from './routes/routing.js'
 import { Devices, fwmarkFor } from './devices.js'
 import { checkExitNode, natTag } from './exit-node.js'
 import { resolveEndpoint } from './endpoints.js'
-import { planReload, restartNeeded } from './reload.js'
+import { applyConfig, planReload, restartNeeded } from './reload.js'
 import { gatherStatus } from './status/gather.js'
 import { RingDispatcher } from './ring-dispatch.js'
 import { logFlow } from './flow-log.js'
@@ -321,8 +321,7 @@ export class Agent implements AgentApi {
     const plan = planReload(this.peers, next)
     for (const peer of plan.removed) this.removePeer(peer)
     for (const c of plan.kept) {
-      c.peer.cfg = c.cfg
-      if (c.presharedKeyChanged) c.peer.crypto = peerCrypto(this.local, c.cfg.publicKey, c.cfg.presharedKey)
+      applyConfig(c, this.local)
       if (!c.edited) continue
       if (c.endpointEdited) {
         // The admin's new Endpoint wins over a roamed one.
