@@ -56,8 +56,16 @@ export function planReload<P extends { cfg: PeerConfig }>(running: Iterable<P>, 
   return plan
 }
 
-/** Applies a kept peer's new configuration (a new PresharedKey needs new handshake crypto). */
+/**
+ * Applies a kept peer's new configuration. A new PresharedKey needs new handshake crypto, but the
+ * replay floor carries over: the greatest initiation timestamp seen and the last accepted time
+ * (an initiation does not depend on the PresharedKey, so a recorded one would be accepted again).
+ */
 export function applyConfig(c: PeerChange<{ cfg: PeerConfig; crypto: PeerCrypto }>, local: LocalStatic): void {
   c.peer.cfg = c.cfg
-  if (c.presharedKeyChanged) c.peer.crypto = peerCrypto(local, c.cfg.publicKey, c.cfg.presharedKey)
+  if (!c.presharedKeyChanged) return
+  const fresh = peerCrypto(local, c.cfg.publicKey, c.cfg.presharedKey)
+  fresh.lastTimestamp = c.peer.crypto.lastTimestamp
+  fresh.lastInitiationMs = c.peer.crypto.lastInitiationMs
+  c.peer.crypto = fresh
 }

@@ -6,6 +6,8 @@ import { KEY_BYTES_PER_SLOT, KP_RECV_ONLY, KP_SLOTS, KP_VALID, K_FIELDS, K_STATE
 import { generateKeyPair } from '../../src/protocol/primitives.js'
 import { PEER_IP, PEER_PORT, controlHarness, initiator, settle } from '../helpers/control-harness.js'
 import { SourceRateLimiter } from '../../src/control/rate-limit.js'
+import { applyConfig, planReload } from '../../src/control/reload.js'
+import type { Profile } from '../../src/control/profile/profile.js'
 import { MSG_CONFIRMED } from '../../src/ipc/ring.js'
 import { checkMac2, consumeCookieReply, cookieChecker, createCookieReply } from '../../src/protocol/noise.js'
 
@@ -167,4 +169,34 @@ t.test('a cookie reply to our handshake response is used: the answer to the retr
   t.equal(second[0], 2, 'a response to the retry')
   t.ok(checkMac2(clientCookies, second, AGENT_IP, AGENT_PORT, h.clock.now), 'the response now carries a valid mac2')
   t.ok(peer.next, 'session pending confirmation')
+})
+
+t.test('a recorded initiation stays a replay after a PresharedKey reload and after remove + re-add', async (t) => {
+  const h = controlHarness()
+  const client = initiator(h.me.publicKey)
+  const psk1 = Buffer.alloc(32, 1)
+  let peer = h.addPeer(client.keys.publicKey, 'client', psk1)
+  const recorded = client.initiation(21, h.clock.now) // an on-path attacker keeps a copy
+  h.handshakes.handle(recorded, PEER_IP, PEER_PORT)
+  await settle()
+  t.equal(h.sent.length, 1, 'the original is answered')
+  const cfg = { ...peer.cfg, presharedKey: Buffer.alloc(32, 2) }
+  const plan = planReload([peer], { peers: [cfg] } as unknown as Profile)
+  t.equal(plan.kept[0].presharedKeyChanged, true)
+  applyConfig(plan.kept[0], h.local)
+  h.clock.now += 60_000
+  h.handshakes.handle(recorded, PEER_IP, PEER_PORT)
+  await settle()
+  t.equal(h.sent.length, 1, 'replayed after the PresharedKey change: not answered')
+  t.match(h.lines.at(-1), { msg: 'handshake initiation refused', obj: { verdict: 'replay' } })
+  h.peers.remove(peer, h.clock.now)
+  h.clock.now += 60_000
+  peer = h.addPeer(client.keys.publicKey, 'client again', psk1)
+  h.handshakes.handle(recorded, PEER_IP, PEER_PORT)
+  await settle()
+  t.equal(h.sent.length, 1, 'replayed after the peer was removed and added again: not answered')
+  h.handshakes.handle(client.initiation(22, h.clock.now), PEER_IP, PEER_PORT)
+  await settle()
+  t.equal(h.sent.length, 2, 'a fresh initiation is answered')
+  t.ok(peer.next)
 })
