@@ -14,7 +14,6 @@
  *   exit-node (ip_forward, NAT)             status/builder (pure status model)
  *   WorkerSupervisor (workers, restarts)    ApiServer (control socket, over AgentApi)
  */
-import { Piscina } from 'piscina'
 import os from 'node:os'
 import { EnclaveError } from '../errors.js'
 import { type Profile, loadProfile, profilePath } from './profile/profile.js'
@@ -43,7 +42,8 @@ import { KeypairSlots } from './keypairs.js'
 import { PeerMemory } from './peer-memory.js'
 import { type PeerRuntime, PeerTable, newPeer } from './peer-table.js'
 import { Sessions } from './sessions.js'
-import { Handshakes, type HandshakeTaskRunner } from './handshakes.js'
+import { Handshakes } from './handshakes.js'
+import { type HandshakePool, startHandshakePool } from './handshake-pool.js'
 import { PeerTimers } from './peer-timers.js'
 import { WorkerSupervisor } from './supervisor.js'
 import { UdpSender } from './udp-sender.js'
@@ -92,7 +92,7 @@ export class Agent implements AgentApi {
   private routes!: OsRouteInstaller
   private readonly routing = new Routing()
   private exitWarnings: string[] = []
-  private hsPool?: Piscina
+  private hsPool?: HandshakePool
   private api?: ApiServer
   private tickTimer?: NodeJS.Timeout
   private stopping = false
@@ -113,16 +113,7 @@ export class Agent implements AgentApi {
       setVerbosity(this.log, p.logLevel)
     }
     this.local = localStatic(p.privateKey, p.publicKey)
-    this.hsPool = new Piscina({
-      filename: new URL('../../workers/handshake.js', import.meta.url).href,
-      minThreads: 1,
-      maxThreads: 1,
-      idleTimeout: Infinity,
-    })
-    // Warm the pool (module load, JIT) so the first peer's handshake is not the one that pays for it.
-    void this.hsPool
-      .run({ op: 'consume', msg: new Uint8Array(148), privateKey: p.privateKey, publicKey: p.publicKey, nowMs: 0 })
-      .catch(() => undefined)
+    this.hsPool = startHandshakePool(p.privateKey, p.publicKey)
     const nWorkers = this.opts.workers ?? p.workers ?? Math.max(1, Math.min(os.availableParallelism(), 4))
     this.layout = createLayout(Math.max(64, p.peers.length * 2 + 16), nWorkers)
     this.v = views(this.layout)
@@ -160,8 +151,7 @@ export class Agent implements AgentApi {
     this.peers = new PeerTable(this.layout.maxPeers, KEYPAIR_QUARANTINE_MS)
     const send = new UdpSender(this.dev.udpFds[0]).send
     this.sessions = new Sessions(this.keypairs, this.memory, this.peers, send, this.profile.mtu)
-    const pool = this.hsPool!
-    const runTask = ((task) => pool.run(task)) as HandshakeTaskRunner
+    const runTask = this.hsPool!.runTask
     const onSessionUp = (peer: PeerRuntime) => this.sessionUp(peer)
     this.handshakes = new Handshakes({
       local: this.local,
