@@ -1,7 +1,7 @@
 import { Args, Flags } from '@oclif/core'
 import { BaseCommand, configDirFlag, runDirFlag } from '../base-command.js'
 import { addPeer, applyToAgent } from '../control/profile/edit.js'
-import { intToIp } from '../control/profile/cidr.js'
+import { intToIp } from '../common/ipv4.js'
 
 export default class Add extends BaseCommand {
   static override summary = 'Authorise a peer by its public key'

@@ -1,6 +1,6 @@
 import { BaseCommand, configDirFlag } from '../base-command.js'
 import { loadProfile } from '../control/profile/profile.js'
-import { intToIp } from '../control/profile/cidr.js'
+import { intToIp } from '../common/ipv4.js'
 
 export default class Address extends BaseCommand {
   static override summary = "Print this system's virtual address in the overlay"

@@ -33,7 +33,7 @@ export default class Run extends BaseCommand {
     process.on('SIGINT', onSignal)
     process.on('SIGTERM', onSignal)
     process.on('SIGHUP', () => {
-      agent.reload().catch((e: Error) => agent.log.error({ err: e.message }, 'reload refused; still running on the previous profile'))
+      agent.reload().catch(() => undefined) // the agent logs a refused reload itself
     })
     try {
       await agent.start()

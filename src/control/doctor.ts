@@ -7,7 +7,7 @@ import { callAgent } from './api/client.js'
 import type { StatusModel } from './status/model.js'
 import * as net from '../platform/linux/net.js'
 import { run } from '../platform/linux/exec.js'
-import { intToIp, parseCidr, parseIpv4, type Cidr } from './profile/cidr.js'
+import { intToIp, parseCidr, parseIpv4, type Cidr } from '../common/ipv4.js'
 import { EnclaveError, ProfileError } from '../errors.js'
 
 export interface Check {

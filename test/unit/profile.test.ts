@@ -11,7 +11,7 @@ import {
   overlayAddressFromWord,
   OVERLAY_SIZE,
 } from '../../src/control/identity.js'
-import { parseCidr, intToIp } from '../../src/control/profile/cidr.js'
+import { parseCidr, intToIp } from '../../src/common/ipv4.js'
 import { ProfileError } from '../../src/errors.js'
 import { keyPair } from '../helpers/keys.js'
 

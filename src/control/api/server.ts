@@ -18,7 +18,7 @@ import { SOCKET_NAME } from './client.js'
 import { EnclaveError } from '../../errors.js'
 import { native } from '../../native/io.js'
 import { ensurePrivateDir } from '../../platform/linux/files.js'
-import type { Agent } from '../agent.js'
+import type { AgentApi } from './agent-api.js'
 
 /** Requests anyone allowed to connect may make; every other op needs root. */
 export const READ_ONLY_OPS: ReadonlySet<string> = new Set(['ping', 'status'])
@@ -66,7 +66,7 @@ export class ApiServer {
   private server?: net.Server
   private groupGid?: number
   constructor(
-    private agent: Agent,
+    private agent: AgentApi,
     runDir: string,
     private group?: string,
   ) {

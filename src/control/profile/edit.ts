@@ -8,7 +8,7 @@ import { EnclaveError } from '../../errors.js'
 import { decodeKey } from '../keys.js'
 import { identityFromPublicKey, inOverlay, normaliseIdentity } from '../identity.js'
 import { AgentNotRunning, callAgent } from '../api/client.js'
-import { type Cidr, intToIp, parseCidr, parseIpv4 } from './cidr.js'
+import { type Cidr, intToIp, parseCidr, parseIpv4 } from '../../common/ipv4.js'
 import { loadProfile, type PeerConfig, type Profile, writeProfile } from './profile.js'
 import { endpointProblem, publicKeyProblem } from './schema.js'
 

@@ -10,7 +10,7 @@ import path from 'node:path'
 import { ProfileError, type ProfileProblem } from '../../errors.js'
 import { decodeKey, publicKeyFromPrivate } from '../keys.js'
 import { identityFromPublicKey, normaliseIdentity, virtualAddressFromPublicKey } from '../identity.js'
-import { type Cidr, cidrsOverlap, intToIp, parseCidr, parseIpv4 } from './cidr.js'
+import { type Cidr, cidrsOverlap, intToIp, parseCidr, parseIpv4 } from '../../common/ipv4.js'
 import { locateJsonError } from './json-position.js'
 import {
   DEFAULT_INTERFACE,

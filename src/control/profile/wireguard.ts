@@ -6,7 +6,7 @@
  */
 import { EnclaveError } from '../../errors.js'
 import { decodeKey, publicKeyFromPrivate } from '../keys.js'
-import { intToIp } from './cidr.js'
+import { intToIp } from '../../common/ipv4.js'
 import { findPeer, usageError } from './edit.js'
 import type { Profile } from './profile.js'
 import { endpointProblem } from './schema.js'
