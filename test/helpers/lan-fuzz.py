@@ -48,7 +48,9 @@ def rand_overlay():
 
 def sources():
     if source_mode == 'lan':
-        return rng.choice([ip(lan_ip), ip('172.26.%d.%d' % (rng.randrange(16), rng.randrange(1, 255)))])
+        # A few neighbours only: ICMP errors the exit node's kernel sends back to thousands of random LAN sources
+        # would fill its neighbour table and cost the real LAN host its entry (a kernel effect, not the agent's).
+        return rng.choice([ip(lan_ip), ip(lan_ip), ip('172.26.0.%d' % rng.randrange(240, 250))])
     return rng.choice([ip('100.64.77.77'), ip(client_va), rand_overlay(), ip('198.51.100.%d' % rng.randrange(1, 255)), struct.pack('!I', rng.getrandbits(32))])
 
 
