@@ -4,17 +4,10 @@
  * The same topology and iperf3 command for our agent and for stock wireguard-go, back to back,
  * so the ratio compares like with like on this machine.
  */
-import { type ChildProcess, execFile, execFileSync } from 'node:child_process'
+import { execFile, execFileSync } from 'node:child_process'
 import fs from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { writeProfile } from '../src/control/profile/profile.js'
-import { generatePrivateKey, publicKeyFromPrivate } from '../src/control/keys.js'
-import { identityFromPublicKey } from '../src/control/identity.js'
-import { NetnsSet } from '../src/platform/linux/netns.js'
-
-const BIN = fileURLToPath(new URL('../../bin/run.js', import.meta.url))
+import { Lab } from '../src/lab/lab.js'
 
 function sh(cmd: string, args: string[], timeoutMs = 60000): Promise<{ code: number; out: string }> {
   return new Promise((resolve) =>
@@ -40,14 +33,13 @@ export interface NetnsResult {
 }
 
 export class ExitPathBench {
-  private net = new NetnsSet(`encb${process.pid}`)
-  private tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'enclave-bench-'))
-  ns = (n: string) => this.net.name(n)
+  private lab = new Lab('', { kind: 'encb' })
+  ns = (n: string) => this.lab.nsName(n)
 
   async setup(): Promise<void> {
-    for (const n of ['client', 'exit', 'lan']) await this.net.add(n)
-    await this.net.link(this.ns('client'), 'wan0', '198.18.0.1/30', this.ns('exit'), 'wan0', '198.18.0.2/30')
-    await this.net.link(this.ns('exit'), 'lan0', '172.26.0.3/20', this.ns('lan'), 'eth0', '172.26.0.250/20')
+    for (const n of ['client', 'exit', 'lan']) await this.lab.addNs(n)
+    await this.lab.link(this.ns('client'), 'wan0', '198.18.0.1/30', this.ns('exit'), 'wan0', '198.18.0.2/30')
+    await this.lab.link(this.ns('exit'), 'lan0', '172.26.0.3/20', this.ns('lan'), 'eth0', '172.26.0.250/20')
     await sh('ip', ['netns', 'exec', this.ns('exit'), 'sysctl', '-qw', 'net.ipv4.ip_forward=1'])
     await sh('ip', [
       'netns',
@@ -69,68 +61,32 @@ export class ExitPathBench {
     ])
   }
 
-  private spawnIn(ns: string, cmd: string, args: string[], env: Record<string, string> = {}): ChildProcess {
-    return this.net.spawn(ns, cmd, args, env)
-  }
-
-  private waitLog(p: ChildProcess, re: RegExp, ms = 20000): Promise<void> {
-    let buf = ''
-    return new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`timeout waiting for ${re}: ${buf}`)), ms)
-      const on = (d: Buffer) => {
-        buf += d
-        if (re.test(buf)) {
-          clearTimeout(t)
-          resolve()
-        }
-      }
-      p.stdout!.on('data', on)
-      p.stderr!.on('data', on)
-    })
-  }
-
   /** Starts the given implementation on client and exit; returns a function that stops it. */
   async start(impl: 'enclave' | 'wireguard-go', workers?: number): Promise<() => Promise<void>> {
-    const keys = [0, 1].map(() => {
-      const sk = generatePrivateKey()
-      return {
-        sk: sk.toString('base64'),
-        pk: publicKeyFromPrivate(sk).toString('base64'),
-        id: identityFromPublicKey(publicKeyFromPrivate(sk)),
-      }
-    })
-    const [kc, ke] = keys
     if (impl === 'enclave') {
-      const cdir = path.join(this.tmp, 'c')
-      const edir = path.join(this.tmp, 'e')
-      writeProfile(path.join(cdir, 'profiles', 'Universe.profile'), {
-        PrivateKey: kc.sk,
+      const c = this.lab.makeNode({ name: 'c', ns: this.ns('client') })
+      const e = this.lab.makeNode({ name: 'e', ns: this.ns('exit') })
+      this.lab.writeProfile(c, {
         VirtualAddress: '100.64.0.1',
-        Peers: [{ PublicKey: ke.pk, VirtualAddress: '100.64.0.2', Endpoint: '198.18.0.2:51820' }],
-        ExitNode: { AvailableRoutes: { [ke.id]: ['172.26.0.0/20'] } },
+        Peers: [{ PublicKey: e.publicKey, VirtualAddress: '100.64.0.2', Endpoint: '198.18.0.2:51820' }],
+        ExitNode: { AvailableRoutes: { [e.identity]: ['172.26.0.0/20'] } },
       })
-      writeProfile(path.join(edir, 'profiles', 'Universe.profile'), {
-        PrivateKey: ke.sk,
+      this.lab.writeProfile(e, {
         VirtualAddress: '100.64.0.2',
-        Peers: [{ PublicKey: kc.pk, VirtualAddress: '100.64.0.1' }],
+        Peers: [{ PublicKey: c.publicKey, VirtualAddress: '100.64.0.1' }],
         ExitNode: { ProvidesRoutes: ['172.26.0.0/20'] },
       })
       const extra = workers ? ['--workers', String(workers)] : []
-      const e = this.spawnIn(this.ns('exit'), process.execPath, [BIN, 'run', '-v', '0', '--config-dir', edir, ...extra], {
-        ENCLAVE_RUN_DIR: path.join(edir, 'run'),
-      })
-      const c = this.spawnIn(this.ns('client'), process.execPath, [BIN, 'run', '-v', '1', '--config-dir', cdir, ...extra], {
-        ENCLAVE_RUN_DIR: path.join(cdir, 'run'),
-      })
-      await this.waitLog(c, /control socket ready/)
+      const ea = this.lab.startAgent(e, ['-v', '0', ...extra])
+      const ca = this.lab.startAgent(c, ['-v', '1', ...extra])
+      await ca.waitFor(/control socket ready/, 20000)
       await sh('ip', ['netns', 'exec', this.ns('client'), 'ping', '-c', '2', '-W', '3', '172.26.0.250'])
       return async () => {
-        for (const p of [c, e]) if (p.pid && p.exitCode === null) process.kill(p.pid, 'SIGTERM')
-        await Promise.all([c, e].map((p) => (p.exitCode === null ? new Promise((r) => p.on('exit', r)) : undefined)))
+        await Promise.all([ca.stop('SIGTERM'), ea.stop('SIGTERM')])
       }
     }
     const kf = (k: string) => {
-      const f = path.join(this.tmp, `wg-${Math.random()}`)
+      const f = path.join(this.lab.tmp, `wg-${Math.random()}`)
       fs.writeFileSync(f, k + '\n', { mode: 0o600 })
       return f
     }
@@ -139,11 +95,13 @@ export class ExitPathBench {
       return { k, p: execFileSync('wg', ['pubkey'], { input: k }).toString().trim() }
     })
     const [wc, we] = wgKeys
+    const devC = this.lab.wgDeviceName()
+    const devE = this.lab.wgDeviceName()
     for (const [ns, dev, me, peer, allowed, ep, addr] of [
-      [this.ns('client'), 'wgbc0', wc, we, '100.64.0.2/32,172.26.0.0/20', '198.18.0.2:51820', '100.64.0.1/10'],
-      [this.ns('exit'), 'wgbe0', we, wc, '100.64.0.1/32', undefined, '100.64.0.2/10'],
+      [this.ns('client'), devC, wc, we, '100.64.0.2/32,172.26.0.0/20', '198.18.0.2:51820', '100.64.0.1/10'],
+      [this.ns('exit'), devE, we, wc, '100.64.0.1/32', undefined, '100.64.0.2/10'],
     ] as const) {
-      await sh('ip', ['netns', 'exec', ns, 'wireguard-go', dev])
+      await this.lab.wireguardGo(ns, dev)
       const args = [
         'netns',
         'exec',
@@ -165,17 +123,17 @@ export class ExitPathBench {
       await sh('ip', ['-n', ns, 'addr', 'add', addr, 'dev', dev])
       await sh('ip', ['-n', ns, 'link', 'set', dev, 'mtu', '1420', 'up'])
     }
-    await sh('ip', ['-n', this.ns('client'), 'route', 'add', '172.26.0.0/20', 'dev', 'wgbc0'])
+    await sh('ip', ['-n', this.ns('client'), 'route', 'add', '172.26.0.0/20', 'dev', devC])
     await sh('ip', ['netns', 'exec', this.ns('client'), 'ping', '-c', '2', '-W', '3', '172.26.0.250'])
     return async () => {
-      // wireguard-go's UAPI sockets live in /var/run/wireguard (not namespaced): hence distinct names.
-      await sh('ip', ['-n', this.ns('client'), 'link', 'del', 'wgbc0'])
-      await sh('ip', ['-n', this.ns('exit'), 'link', 'del', 'wgbe0'])
+      // wireguard-go's UAPI sockets live in /var/run/wireguard (not namespaced): the lab names devices per process.
+      await sh('ip', ['-n', this.ns('client'), 'link', 'del', devC])
+      await sh('ip', ['-n', this.ns('exit'), 'link', 'del', devE])
     }
   }
 
   async iperf(streams: number, seconds: number): Promise<{ gbps: number; retransmits: number }> {
-    const srv = this.spawnIn(this.ns('lan'), 'iperf3', ['-s', '-1', '-B', '172.26.0.250'])
+    const srv = this.lab.spawn(this.ns('lan'), 'iperf3', ['-s', '-1', '-B', '172.26.0.250'])
     await new Promise((r) => setTimeout(r, 400))
     const r = await sh(
       'ip',
@@ -189,7 +147,7 @@ export class ExitPathBench {
   }
 
   async udp64(seconds: number): Promise<{ kpps: number; loss: number }> {
-    const srv = this.spawnIn(this.ns('lan'), 'iperf3', ['-s', '-1', '-B', '172.26.0.250'])
+    const srv = this.lab.spawn(this.ns('lan'), 'iperf3', ['-s', '-1', '-B', '172.26.0.250'])
     await new Promise((r) => setTimeout(r, 400))
     const r = await sh(
       'ip',
@@ -210,7 +168,6 @@ export class ExitPathBench {
   }
 
   teardown(): void {
-    this.net.teardownSync()
-    fs.rmSync(this.tmp, { recursive: true, force: true })
+    this.lab.cleanupSync()
   }
 }

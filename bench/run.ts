@@ -41,11 +41,7 @@ async function main() {
     const seconds = Number(process.env.BENCH_SECONDS ?? 5)
     const runs = Number(process.env.BENCH_RUNS ?? 3)
     const b = new ExitPathBench()
-    const cleanup = () => {
-      b.teardown()
-      process.exit(130)
-    }
-    process.once('SIGINT', cleanup)
+    // The lab tears the namespaces down on SIGINT/SIGTERM and on exit as well.
     try {
       await b.setup()
       for (const impl of ['enclave', 'wireguard-go'] as const) {

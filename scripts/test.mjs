@@ -12,10 +12,12 @@ tap.stdout.on('data', (d) => {
   tail = (tail + d.toString()).slice(-4000)
 })
 tap.on('exit', (code, signal) => {
-  const m = /# \{ total: (\d+)(?:, pass: (\d+))?(?:, fail: (\d+))?(?:, skip: (\d+))?(?:, todo: (\d+))?/.exec(tail)
+  // tap's last line is like "# { total: 15, pass: 12, fail: 1, todo: 2, skip: 1 }" (keys present only when non-zero).
+  const m = /# \{ (total: \d+[^}]*) \}/.exec(tail)
   if (m) {
-    const [, total, pass = '0', fail = '0', skip = '0'] = m
-    console.log(`\ntests: ${pass} passed, ${fail} failed, ${skip} skipped (${total} assertions)`)
+    const n = Object.fromEntries(m[1].split(', ').map((kv) => kv.split(': ')))
+    const todo = n.todo ? `, ${n.todo} todo` : ''
+    console.log(`\ntests: ${n.pass ?? 0} passed, ${n.fail ?? 0} failed, ${n.skip ?? 0} skipped${todo} (${n.total} assertions)`)
   } else {
     console.log('\ntests: 0 passed, 1 failed (tap printed no summary)')
   }

@@ -15,13 +15,6 @@ export default class DemoCmd extends BaseCommand {
     if (process.getuid?.() !== 0)
       throw new EnclaveError('EPERM', 'the demo creates network namespaces and TUN devices: run it as root (sudo npm run demo)')
     const demo = new Demo({ out: (s) => this.log(s), pauseMs: flags.pause })
-    const onSignal = () => {
-      this.log('\nInterrupted: cleaning up')
-      demo.teardownSync()
-      process.exit(130)
-    }
-    process.once('SIGINT', onSignal)
-    process.once('SIGTERM', onSignal)
     try {
       await demo.run()
     } finally {

@@ -127,13 +127,40 @@ t.test('cookie flow: reply under load, mac2 on the retry, expiry after two minut
   const retry = createInitiation(p.A, p.AtoB, 10, now + 10)
   t.ok(checkMac2(cc, retry, 0xc6120001, 51820, now + 10), 'retry carries a valid mac2')
   t.notOk(checkMac2(cc, retry, 0xc6120002, 51820, now + 10), 'the cookie is bound to the source address')
-  const tampered = Buffer.from(reply)
-  tampered[40] ^= 1
-  t.notOk(consumeCookieReply(parties().AtoB, tampered, now), 'a forged cookie reply is ignored')
   const late = Buffer.from(retry)
   writeMacs(late, p.AtoB, now + COOKIE_REFRESH_TIME_MS + 1)
   t.ok(
     late.subarray(132).every((x) => x === 0),
     'an expired cookie is not used',
   )
+})
+
+t.test('a tampered cookie reply is refused by the initiator that would accept the genuine one', async (t) => {
+  const now = 1_700_000_000_000
+  // Two initiators in the same state: both sent the same initiation (same mac1), so both could accept its reply.
+  const p = parties()
+  const twin = peerCrypto(p.A, p.B.publicKey)
+  const cc = cookieChecker(now)
+  const init = createInitiation(p.A, p.AtoB, 21, now)
+  twin.lastSentMac1 = p.AtoB.lastSentMac1
+  t.ok(p.AtoB.lastSentMac1 && p.AtoB.lastSentMac1.length === 16, 'the initiator remembers the mac1 it sent')
+  const reply = createCookieReply(p.B, cc, init, 0xc6120001, 51820, now)
+  for (const [where, at] of [
+    ['nonce', 8],
+    ['encrypted cookie', 40],
+    ['tag', 60],
+  ] as const) {
+    const tampered = Buffer.from(reply)
+    tampered[at] ^= 1
+    t.notOk(consumeCookieReply(twin, tampered, now), `a cookie reply with one bit flipped in the ${where} is refused`)
+    t.equal(twin.cookie, undefined, `no cookie is stored from the tampered ${where}`)
+  }
+  t.notOk(consumeCookieReply(twin, reply.subarray(0, 63), now), 'a truncated cookie reply is refused')
+  t.ok(consumeCookieReply(twin, reply, now), 'the same initiator accepts the genuine reply')
+  t.ok(twin.cookie, 'and stores its cookie')
+  const stranger = peerCrypto(p.A, generateKeyPair().publicKey)
+  stranger.lastSentMac1 = p.AtoB.lastSentMac1
+  t.notOk(consumeCookieReply(stranger, reply, now), "a reply sealed under another responder's key is refused")
+  createInitiation(p.A, p.AtoB, 22, now + 5)
+  t.notOk(consumeCookieReply(p.AtoB, reply, now + 5), 'a reply to an earlier message (another mac1) is refused')
 })
