@@ -1,19 +1,22 @@
 import { BaseCommand } from '../base-command.js'
 import { runDir } from '../control/profile/profile.js'
 import { stopDaemon, systemctl, useSystemd } from '../control/service.js'
+import { cleanupAfterCrash } from '../control/crash-leftovers.js'
 
 export default class Stop extends BaseCommand {
   static override description = 'Stop the agent service; it removes every route and rule it added'
 
   async run(): Promise<void> {
-    await this.parse(Stop)
+    const { flags } = await this.parse(Stop)
     if (useSystemd()) {
       await systemctl('stop')
       this.log('Stopped (systemctl stop enclave)')
-      return
+    } else {
+      const r = await stopDaemon(runDir())
+      if (!r.pid) this.log('The agent was not running')
+      else this.log(`Stopped the agent (pid ${r.pid})${r.forced ? ' forcefully: it did not exit within 10 s' : ''}`)
     }
-    const r = await stopDaemon(runDir())
-    if (!r.pid) this.log('The agent was not running')
-    else this.log(`Stopped the agent (pid ${r.pid})${r.forced ? ' forcefully: it did not exit within 10 s' : ''}`)
+    const left = await cleanupAfterCrash(this.configDirectory(flags), runDir())
+    if (left) this.log(`Removed ${left} fail-closed routes and policy rules left by an agent that did not stop cleanly`)
   }
 }
