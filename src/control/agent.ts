@@ -48,7 +48,7 @@ import { Handshakes, type HandshakeTaskRunner } from './handshakes.js'
 import { PeerTimers } from './peer-timers.js'
 import { WorkerSupervisor } from './supervisor.js'
 import { UdpSender } from './udp-sender.js'
-import { OsRouteInstaller } from './routes/installer.js'
+import { OsRouteInstaller, agentFwmark } from './routes/installer.js'
 import { type RoutePeer, chooseRoutes, compileTables, failovers, sameChoice, wantedRoutes } from './routes/compiler.js'
 import { checkExitNode, natTag } from './exit-node.js'
 import { resolveEndpoint } from './endpoints.js'
@@ -56,6 +56,7 @@ import { planReload, restartNeeded } from './reload.js'
 import { gatherStatus } from './status/gather.js'
 import { RingDispatcher } from './ring-dispatch.js'
 import { logFlow } from './flow-log.js'
+import { type CachedPeer, PEER_CACHE_RECENT_MS, PeerCache, loadPeerCache } from './peer-cache.js'
 
 export interface AgentOptions {
   configDir: string
@@ -98,6 +99,7 @@ export class Agent implements AgentApi {
   private hsPool?: Piscina
   private api?: ApiServer
   private tickTimer?: NodeJS.Timeout
+  private peerCache?: PeerCache
   private stopping = false
 
   constructor(readonly opts: AgentOptions) {
@@ -157,11 +159,40 @@ export class Agent implements AgentApi {
     })
     for (const r of this.rings) void dispatch.consume(new RingConsumer(r), () => this.stopping)
     this.tickTimer = setInterval(() => this.tick(), TICK_MS)
+    this.resumeRecentPeers()
     for (const peer of this.peers)
       if (peer.cfg.persistentKeepalive > 0 && peer.configuredEndpoint) this.handshakes.initiate(peer, 'persistent keepalive configured')
     this.api = new ApiServer(this, this.opts.runDir, p.controlGroup)
     await this.api.listen()
+    this.peerCache = new PeerCache(
+      this.opts.runDir,
+      (now) => this.recentPeers(now),
+      (msg, err) => this.log.warn({ err }, msg),
+    )
     this.log.info({ socket: this.api.path }, 'control socket ready')
+  }
+
+  /** Peers active before a restart (peer-cache.ts) hear from us at once, not after their rekey timeout. */
+  private resumeRecentPeers(): void {
+    const loaded = loadPeerCache(this.opts.runDir, Date.now())
+    if (loaded.warning) this.log.warn({}, loaded.warning)
+    for (const peer of this.peers) {
+      const c = loaded.peers.get(Buffer.from(peer.cfg.publicKey).toString('base64'))
+      if (!c) continue
+      if (!this.memory.endpoint(peer.slot)) this.memory.setEndpoint(peer.slot, c.endpoint)
+      this.handshakes.initiate(peer, 'peer was active before the restart')
+    }
+  }
+
+  private recentPeers(now: number): CachedPeer[] {
+    const out: CachedPeer[] = []
+    for (const peer of this.peers) {
+      const seenMs = this.memory.times(peer.slot).lastRxAny
+      const endpoint = this.memory.endpoint(peer.slot)
+      if (seenMs > 0 && now - seenMs <= PEER_CACHE_RECENT_MS && endpoint)
+        out.push({ publicKey: Buffer.from(peer.cfg.publicKey).toString('base64'), endpoint, seenMs })
+    }
+    return out
   }
 
   /** Builds the parts over the shared layout and the opened sockets. */
@@ -231,12 +262,14 @@ export class Agent implements AgentApi {
 
   /** Also the routing table number for 0.0.0.0/0; distinct per LocalPort so that agents can coexist. */
   private fwmark(): number {
-    return 0xec0000 + this.profile.localPort
+    return agentFwmark(this.profile.localPort)
   }
 
-  /** Removes what a crashed earlier run of this profile may have left: policy rules and NAT rules. */
+  /**
+   * Removes the NAT rules a crashed earlier run of this profile may have left. Its policy rules and
+   * fail-closed routes stay until the first route sync has installed ours (no leak while starting).
+   */
   private async cleanupStale(): Promise<void> {
-    await net.removeDefaultRouteRules(this.fwmark())
     const n = await net.removeTaggedNatRules(natTag(this.profile))
     if (n) this.log.warn({ rules: n }, 'removed NAT rules left by an earlier run that did not stop cleanly')
   }
@@ -267,6 +300,7 @@ export class Agent implements AgentApi {
         this.log.error({ peer: peer.cfg.identity, err: (e as Error).message }, 'timer tick failed for a peer')
       }
     }
+    this.peerCache?.tick(now)
   }
 
   private sessionUp(peer: PeerRuntime): void {
@@ -429,6 +463,7 @@ export class Agent implements AgentApi {
     this.handshakes?.close()
     Atomics.store(this.v.global, G_STOP, 1)
     await this.supervisor?.stopAll()
+    this.peerCache?.flush(Date.now())
     await this.routes?.removeAll()
     if (this.profile.exitNode.manageNat) {
       const n = await net.removeTaggedNatRules(natTag(this.profile))
