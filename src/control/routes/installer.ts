@@ -125,14 +125,8 @@ export class OsRouteInstaller {
 export async function removeCrashLeftovers(fwmark: number): Promise<number> {
   let n = 0
   const table = String(fwmark)
-  for (const c of await net.listUnreachableRoutes(fwmark, table)) {
-    await net.delUnreachableRoute(c, fwmark, table)
-    n++
-  }
-  for (const c of await net.listUnreachableRoutes(fwmark, 'main')) {
-    await net.delUnreachableRoute(c, fwmark)
-    n++
-  }
+  for (const c of await net.listUnreachableRoutes(fwmark, table)) if (await net.delUnreachableRoute(c, fwmark, table)) n++
+  for (const c of await net.listUnreachableRoutes(fwmark, 'main')) if (await net.delUnreachableRoute(c, fwmark)) n++
   n += await net.removeDefaultRouteRules(fwmark)
   return n
 }

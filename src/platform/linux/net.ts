@@ -67,10 +67,11 @@ export async function addUnreachableRoute(cidr: Cidr, metric: number, table?: st
   await mustRun('ip', args)
 }
 
-export async function delUnreachableRoute(cidr: Cidr, metric: number, table?: string): Promise<void> {
+/** Returns whether a route was removed. */
+export async function delUnreachableRoute(cidr: Cidr, metric: number, table?: string): Promise<boolean> {
   const args = ['route', 'del', 'unreachable', cidr.text, 'proto', ROUTE_PROTO, 'metric', String(metric)]
   if (table) args.push('table', table)
-  await run('ip', args)
+  return (await run('ip', args)).code === 0
 }
 
 /** Our fail-closed routes (tagged with `metric`) in `table`, as prefixes. */
