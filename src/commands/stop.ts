@@ -1,6 +1,7 @@
 import { BaseCommand, runDirFlag } from '../base-command.js'
 import { runDir } from '../control/profile/profile.js'
 import { stopDaemon, systemctl, useSystemd } from '../control/service.js'
+import { cleanupAfterCrash } from '../control/crash-leftovers.js'
 
 export default class Stop extends BaseCommand {
   static override summary = 'Stop the agent service; it removes every route and rule it added'
@@ -12,10 +13,12 @@ export default class Stop extends BaseCommand {
     if (useSystemd()) {
       await systemctl('stop')
       this.log('Stopped (systemctl stop enclave)')
-      return
+    } else {
+      const r = await stopDaemon(runDir())
+      if (!r.pid) this.log('The agent was not running')
+      else this.log(`Stopped the agent (pid ${r.pid})${r.forced ? ' forcefully: it did not exit within 10 s' : ''}`)
     }
-    const r = await stopDaemon(runDir())
-    if (!r.pid) this.log('The agent was not running')
-    else this.log(`Stopped the agent (pid ${r.pid})${r.forced ? ' forcefully: it did not exit within 10 s' : ''}`)
+    const left = await cleanupAfterCrash(this.configDirectory({}), runDir())
+    if (left) this.log(`Removed ${left} fail-closed routes and policy rules left by an agent that did not stop cleanly`)
   }
 }

@@ -58,6 +58,7 @@ import { applyConfig, planReload, restartNeeded } from './reload.js'
 import { gatherStatus } from './status/gather.js'
 import { RingDispatcher } from './ring-dispatch.js'
 import { logFlow } from './flow-log.js'
+import { type CachedPeer, PEER_CACHE_RECENT_MS, PeerCache, loadPeerCache } from './peer-cache.js'
 
 export interface AgentOptions {
   configDir: string
@@ -97,6 +98,7 @@ export class Agent implements AgentApi {
   private api?: ApiServer
   private metrics?: MetricsServer
   private tickTimer?: NodeJS.Timeout
+  private peerCache?: PeerCache
   private stopping = false
 
   constructor(readonly opts: AgentOptions) {
@@ -138,10 +140,16 @@ export class Agent implements AgentApi {
     await this.applyOsState()
     for (const r of this.rings) void this.dispatch.consume(new RingConsumer(r), () => this.stopping)
     this.tickTimer = setInterval(() => this.tick(), TICK_MS)
+    this.resumeRecentPeers()
     for (const peer of this.peers)
       if (peer.cfg.persistentKeepalive > 0 && peer.configuredEndpoint) this.handshakes.initiate(peer, 'persistent keepalive configured')
     this.api = new ApiServer(this, this.opts.runDir, p.controlGroup)
     await this.api.listen()
+    this.peerCache = new PeerCache(
+      this.opts.runDir,
+      (now) => this.recentPeers(now),
+      (msg, err) => this.log.warn({ err }, msg),
+    )
     this.log.info({ socket: this.api.path }, 'control socket ready')
     await this.syncMetrics(undefined)
   }
@@ -159,6 +167,29 @@ export class Agent implements AgentApi {
     } catch (e) {
       this.log.error({ listen: want, err: (e as Error).message }, 'metrics endpoint could not start')
     }
+  }
+
+  /** Peers active before a restart (peer-cache.ts) hear from us at once, not after their rekey timeout. */
+  private resumeRecentPeers(): void {
+    const loaded = loadPeerCache(this.opts.runDir, Date.now())
+    if (loaded.warning) this.log.warn({}, loaded.warning)
+    for (const peer of this.peers) {
+      const c = loaded.peers.get(Buffer.from(peer.cfg.publicKey).toString('base64'))
+      if (!c) continue
+      if (!this.memory.endpoint(peer.slot)) this.memory.setEndpoint(peer.slot, c.endpoint)
+      this.handshakes.initiate(peer, 'peer was active before the restart')
+    }
+  }
+
+  private recentPeers(now: number): CachedPeer[] {
+    const out: CachedPeer[] = []
+    for (const peer of this.peers) {
+      const seenMs = this.memory.times(peer.slot).lastRxAny
+      const endpoint = this.memory.endpoint(peer.slot)
+      if (seenMs > 0 && now - seenMs <= PEER_CACHE_RECENT_MS && endpoint)
+        out.push({ publicKey: Buffer.from(peer.cfg.publicKey).toString('base64'), endpoint, seenMs })
+    }
+    return out
   }
 
   /** Builds the parts over the shared layout and the opened sockets. */
@@ -202,9 +233,11 @@ export class Agent implements AgentApi {
     this.routes = new OsRouteInstaller(this.dev.ifname, fwmarkFor(this.profile), log)
   }
 
-  /** Removes what a crashed earlier run of this profile may have left: policy rules and NAT rules. */
+  /**
+   * Removes the NAT rules a crashed earlier run of this profile may have left. Its policy rules and
+   * fail-closed routes stay until the first route sync has installed ours (no leak while starting).
+   */
   private async cleanupStale(): Promise<void> {
-    await net.removeDefaultRouteRules(fwmarkFor(this.profile))
     const n = await net.removeTaggedNatRules(natTag(this.profile))
     if (n) this.log.warn({ rules: n }, 'removed NAT rules left by an earlier run that did not stop cleanly')
   }
@@ -237,6 +270,7 @@ export class Agent implements AgentApi {
         this.log.error({ peer: peer.cfg.identity, err: (e as Error).message }, 'timer tick failed for a peer')
       }
     }
+    this.peerCache?.tick(now)
   }
 
   private sessionUp(peer: PeerRuntime): void {
@@ -390,6 +424,7 @@ export class Agent implements AgentApi {
     this.handshakes?.close()
     Atomics.store(this.v.global, G_STOP, 1)
     await this.supervisor?.stopAll()
+    this.peerCache?.flush(Date.now())
     await this.routes?.removeAll()
     if (this.profile.exitNode.manageNat) {
       const n = await net.removeTaggedNatRules(natTag(this.profile))

@@ -2,6 +2,7 @@
  * The TUN queues and UDP sockets of one run (one of each per data-plane worker), opened together
  * and closed together. The TUN device disappears with its last queue.
  */
+import { agentFwmark } from './routes/installer.js'
 import { EnclaveError } from '../errors.js'
 import { native, openTunQueues, openUdp } from '../native/io.js'
 import * as net from '../platform/linux/net.js'
@@ -9,7 +10,7 @@ import type { Profile } from './profile/profile.js'
 
 /** Also the routing table number for 0.0.0.0/0; distinct per LocalPort so that agents can coexist. */
 export function fwmarkFor(profile: Profile): number {
-  return 0xec0000 + profile.localPort
+  return agentFwmark(profile.localPort)
 }
 
 export class Devices {

@@ -2,6 +2,8 @@
  * Interface, route, rule, sysctl and NAT management through iproute2 and iptables.
  * Everything the agent adds is tagged so that it removes exactly its own:
  *  - routes: `proto 211` (ROUTE_PROTO) on our TUN device;
+ *  - fail-closed routes: `unreachable <prefix> proto 211 metric <fwmark>` beside each TUN route
+ *    (the metric names the agent: several agents with distinct LocalPorts can coexist);
  *  - policy rules for 0.0.0.0/0: priorities RULE_PRIO_* with our fwmark/table;
  *  - NAT rules: an iptables comment `enclave:<interface>`.
  */
@@ -24,6 +26,8 @@ export interface OsRoute {
   table?: string
   prefsrc?: string
   gateway?: string
+  type?: string
+  metric?: number
 }
 
 export async function listRoutes(table = 'main'): Promise<OsRoute[]> {
@@ -51,6 +55,49 @@ export async function delRoute(cidr: Cidr, dev: string, table?: string): Promise
   await run('ip', args)
 }
 
+/**
+ * The fail-closed twin of a TUN route: same prefix, same table, type unreachable, at a metric worse
+ * than the TUN route's (0). While the TUN route exists it wins; when the agent dies without cleaning
+ * up (kill -9, crash) the TUN device and its routes vanish and this one remains, so traffic meant for
+ * the tunnel is refused instead of leaving through the underlay.
+ */
+export async function addUnreachableRoute(cidr: Cidr, metric: number, table?: string): Promise<void> {
+  const args = ['route', 'replace', 'unreachable', cidr.text, 'proto', ROUTE_PROTO, 'metric', String(metric)]
+  if (table) args.push('table', table)
+  await mustRun('ip', args)
+}
+
+/** Returns whether a route was removed. */
+export async function delUnreachableRoute(cidr: Cidr, metric: number, table?: string): Promise<boolean> {
+  const args = ['route', 'del', 'unreachable', cidr.text, 'proto', ROUTE_PROTO, 'metric', String(metric)]
+  if (table) args.push('table', table)
+  return (await run('ip', args)).code === 0
+}
+
+/** Our fail-closed routes (tagged with `metric`) in `table`, as prefixes. */
+export async function listUnreachableRoutes(metric: number, table = 'main'): Promise<Cidr[]> {
+  const r = await run('ip', ['-j', 'route', 'show', 'table', table, 'proto', ROUTE_PROTO, 'type', 'unreachable'])
+  if (r.code !== 0) return []
+  let list: OsRoute[]
+  try {
+    list = JSON.parse(r.stdout || '[]') as OsRoute[]
+  } catch {
+    return []
+  }
+  const out: Cidr[] = []
+  for (const x of list) {
+    if (x.metric !== metric) continue
+    const c = parseCidr(x.dst === 'default' ? '0.0.0.0/0' : x.dst.includes('/') ? x.dst : `${x.dst}/32`)
+    if (typeof c !== 'string') out.push(c)
+  }
+  return out
+}
+
+/** Is `r` one of our own fail-closed routes (not a route of the user's to check for conflicts)? */
+export function isOurUnreachable(r: OsRoute, metric: number): boolean {
+  return r.type === 'unreachable' && r.protocol === ROUTE_PROTO && r.metric === metric
+}
+
 export const RULE_PRIO_SUPPRESS = 32760
 export const RULE_PRIO_TABLE = 32761
 
@@ -61,12 +108,16 @@ export async function addDefaultRouteRules(fwmark: number): Promise<void> {
   await mustRun('ip', ['rule', 'add', 'table', 'main', 'suppress_prefixlength', '0', 'priority', String(RULE_PRIO_SUPPRESS)])
 }
 
-export async function removeDefaultRouteRules(fwmark: number): Promise<void> {
+/** Removes our two policy rules (also duplicates a crashed run left); returns how many it removed. */
+export async function removeDefaultRouteRules(fwmark: number): Promise<number> {
+  let n = 0
   for (let i = 0; i < 4; i++) {
     const a = await run('ip', ['rule', 'del', 'priority', String(RULE_PRIO_TABLE), 'table', String(fwmark)])
     const b = await run('ip', ['rule', 'del', 'priority', String(RULE_PRIO_SUPPRESS), 'table', 'main'])
+    n += (a.code === 0 ? 1 : 0) + (b.code === 0 ? 1 : 0)
     if (a.code !== 0 && b.code !== 0) break
   }
+  return n
 }
 
 export function ipForwardEnabled(): boolean {

@@ -1,0 +1,28 @@
+/**
+ * `enclave stop` after the agent died without stopping (kill -9, crash): the fail-closed routes and
+ * policy rules it left keep refusing the traffic its profile sends through exit nodes (see
+ * routes/installer.ts). Once nobody answers on the control socket, stop removes them.
+ */
+import { AgentNotRunning, callAgent, socketPath } from './api/client.js'
+import { loadProfile, profilePath } from './profile/profile.js'
+import { agentFwmark, removeCrashLeftovers } from './routes/installer.js'
+
+/**
+ * Removes what a dead agent of the profile in `configDir` left; returns how many routes and rules,
+ * or undefined when an agent still answers (its routes are its own) or the profile cannot be read.
+ */
+export async function cleanupAfterCrash(configDir: string, runDir: string): Promise<number | undefined> {
+  try {
+    await callAgent({ op: 'ping' }, socketPath(runDir), 2000)
+    return undefined
+  } catch (e) {
+    if (!(e instanceof AgentNotRunning)) return undefined
+  }
+  let localPort: number
+  try {
+    localPort = loadProfile(profilePath(configDir)).localPort
+  } catch {
+    return undefined
+  }
+  return removeCrashLeftovers(agentFwmark(localPort))
+}
