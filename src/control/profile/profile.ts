@@ -12,6 +12,7 @@ import { decodeKey, publicKeyFromPrivate } from '../keys.js'
 import { identityFromPublicKey, normaliseIdentity, virtualAddressFromPublicKey } from '../identity.js'
 import { type Cidr, cidrsOverlap, intToIp, parseCidr, parseIpv4 } from './cidr.js'
 import { locateJsonError } from './json-position.js'
+import { type PolicyConfig, checkPolicies } from './policies.js'
 import { DEFAULT_INTERFACE, DEFAULT_LOCAL_PORT, DEFAULT_MTU, errorMap, formatPath, profileSchema, type RawProfile } from './schema.js'
 
 export interface Endpoint {
@@ -57,6 +58,8 @@ export interface Profile {
   logLevel?: number
   controlGroup?: string
   workers?: number
+  /** undefined: no Policies key, compatibility mode (every configured peer allowed). */
+  policies?: PolicyConfig[]
 }
 
 export const PROFILE_NAME = 'Universe'
@@ -195,6 +198,7 @@ export function validateProfile(file: string, raw: Record<string, unknown>): Pro
     peer.availableRoutes = cidrs
     availableRoutes.set(id, cidrs)
   }
+  const policies = checkPolicies(r.Policies, r.Tags ?? [], providesRoutes, problems)
   if (problems.length) throw new ProfileError(file, problems)
 
   return {
@@ -219,6 +223,7 @@ export function validateProfile(file: string, raw: Record<string, unknown>): Pro
     logLevel: r.LogLevel,
     controlGroup: r.ControlGroup,
     workers: r.Workers,
+    policies,
   }
 }
 

@@ -8,6 +8,7 @@ import { z } from 'zod'
 import { decodeKey } from '../keys.js'
 import { parseCidr, parseIpv4 } from './cidr.js'
 import { inOverlay, isIdentity } from '../identity.js'
+import { policiesSchema } from './policies.js'
 
 export const DEFAULT_LOCAL_PORT = 51820
 export const DEFAULT_INTERFACE = 'enclave0'
@@ -107,6 +108,7 @@ export const profileSchema = z
       .regex(/^[a-z_][a-z0-9_-]*\$?$/, 'a Unix group name')
       .optional(),
     Workers: z.number().int().min(1).max(64).optional(),
+    Policies: policiesSchema.optional(),
   })
   .passthrough()
 
