@@ -1,0 +1,173 @@
+/**
+ * Policy compiler: (this system's tags, address and provided routes, peers by slot with their tags,
+ * the profile's policies) -> the integer tables of src/dataplane/policy.ts, plus labels for logs and
+ * status. Pure: no I/O, deterministic, run at start and at every reload; the worker swaps the
+ * result whole.
+ *
+ * Semantics (issue 10, reference §A.9/§A.11): a new flow from peer P to destination D is allowed iff
+ * some enabled policy has a sender tag P carries, a receiver tag this system carries, an ACL entry
+ * matching protocol and destination port, and D is this system (policy without gateway keys) or lies
+ * inside one of the policy's granted ranges (GatewayAllowedIpRanges, else GatewayRoutes). No
+ * Policies key = compatibility mode: everything allowed. Policies present = everything else dropped.
+ */
+import { type Cidr, cidrContains, intToIp } from '../profile/cidr.js'
+import { type PolicyConfig, gatewayRanges } from '../profile/policies.js'
+import { buildRouteTable, type RouteEntry } from '../../dataplane/route-table.js'
+import { ACL_ANY, DST_ROUTE, DST_SELF, POLICY_MODE_ENFORCE, type PolicyTable, compatPolicyTable } from '../../dataplane/policy.js'
+
+const IP_PROTO = { Any: ACL_ANY, Icmp: 1, Tcp: 6, Udp: 17 } as const
+
+export interface PolicyPeer {
+  /** The peer's slot in the data plane (the index the firewall passes to evaluatePolicy). */
+  slot: number
+  tags: readonly string[]
+}
+
+export interface PolicyInput {
+  selfTags: readonly string[]
+  /** This system's virtual address (host-order uint32). */
+  selfAddress: number
+  providesRoutes: readonly Cidr[]
+  peers: readonly PolicyPeer[]
+  /** undefined = no Policies key (compatibility mode). */
+  policies: readonly PolicyConfig[] | undefined
+}
+
+export interface PolicyInfo {
+  index: number
+  /** `Policies[2] "laptops to printer"`: how logs and status name the policy. */
+  label: string
+  /** `laptops -> exit-node: Tcp 9100, Icmp; to 172.26.0.250/32`. */
+  rule: string
+  enabled: boolean
+  /** Enabled and naming a receiver tag this system carries: enforced here. */
+  active: boolean
+  /** Peer slots this policy lets start flows here (empty when inactive). */
+  senders: number[]
+}
+
+export interface CompiledPolicies {
+  mode: 'compat' | 'enforce'
+  table: PolicyTable
+  /** labels[i] = policies[i].label; sent to workers with the table for -v 5 drop logs. */
+  labels: string[]
+  policies: PolicyInfo[]
+}
+
+export function compilePolicies(input: PolicyInput): CompiledPolicies {
+  if (input.policies === undefined) return { mode: 'compat', table: compatPolicyTable(), labels: [], policies: [] }
+  const pols = input.policies
+  const n = pols.length
+  const W = Math.max(1, Math.ceil(n / 32))
+  const mine = new Set(input.selfTags)
+  const active = pols.map((p) => p.enabled && p.receiverTags.some((t) => mine.has(t)))
+
+  const slots = input.peers.reduce((m, p) => Math.max(m, p.slot + 1), 0)
+  const peerMask = new Int32Array(slots * W)
+  const senders: number[][] = pols.map(() => [])
+  for (const peer of input.peers) {
+    const tags = new Set(peer.tags)
+    pols.forEach((p, i) => {
+      if (!active[i] || !p.senderTags.some((t) => tags.has(t))) return
+      peerMask[peer.slot * W + (i >> 5)] |= 1 << (i & 31)
+      senders[i].push(peer.slot)
+    })
+  }
+
+  // Destination classes: every distinct prefix; a class's policies are those granting any prefix that
+  // contains it. CIDRs nest or are disjoint, so the trie's longest match decides the class exactly.
+  const selfCidr: Cidr = { addr: input.selfAddress >>> 0, len: 32, text: `${intToIp(input.selfAddress)}/32` }
+  const prefixes = new Map<string, Cidr>()
+  for (const c of [...input.providesRoutes, ...pols.flatMap((p, i) => (active[i] ? (gatewayRanges(p) ?? []) : []))])
+    if (c.text !== selfCidr.text && input.providesRoutes.some((r) => contains(r, c))) prefixes.set(c.text, c)
+  const classes = [selfCidr, ...prefixes.values()]
+  const dstMask = new Int32Array(classes.length * W)
+  const dstKind = new Int32Array(classes.length)
+  const entries: RouteEntry[] = []
+  classes.forEach((c, k) => {
+    dstKind[k] = k === 0 ? DST_SELF : DST_ROUTE
+    entries.push({ addr: c.addr, len: c.len, value: k })
+    pols.forEach((p, i) => {
+      if (!active[i]) return
+      const ranges = gatewayRanges(p)
+      const grants = k === 0 ? ranges === undefined : ranges?.some((r) => contains(r, c))
+      if (grants) dstMask[k * W + (i >> 5)] |= 1 << (i & 31)
+    })
+  })
+  const trie = buildRouteTable(entries)
+
+  const aclStart = new Int32Array(n + 1)
+  const acls = pols.flatMap((p) => p.acls)
+  const aclProto = new Int32Array(acls.length)
+  const aclLo = new Int32Array(acls.length)
+  const aclHi = new Int32Array(acls.length)
+  let a = 0
+  pols.forEach((p, i) => {
+    aclStart[i] = a
+    for (const acl of p.acls) {
+      aclProto[a] = IP_PROTO[acl.protocol]
+      aclLo[a] = acl.portLo
+      aclHi[a] = acl.portHi
+      a++
+    }
+  })
+  aclStart[n] = a
+
+  const infos = pols.map((p, i) => ({
+    index: i,
+    label: policyLabel(p),
+    rule: policyRule(p),
+    enabled: p.enabled,
+    active: active[i],
+    senders: senders[i],
+  }))
+  return {
+    mode: 'enforce',
+    table: {
+      mode: POLICY_MODE_ENFORCE,
+      words: W,
+      slots,
+      policies: n,
+      peerMask,
+      dstChild: trie.child,
+      dstVal: trie.val,
+      dstMask,
+      dstKind,
+      aclStart,
+      aclProto,
+      aclLo,
+      aclHi,
+    },
+    labels: infos.map((x) => x.label),
+    policies: infos,
+  }
+}
+
+/** outer contains inner (equal counts). */
+function contains(outer: Cidr, inner: Cidr): boolean {
+  return outer.len <= inner.len && cidrContains(outer, inner.addr)
+}
+
+export function policyLabel(p: PolicyConfig): string {
+  return p.description ? `Policies[${p.index}] "${p.description}"` : `Policies[${p.index}]`
+}
+
+export function policyRule(p: PolicyConfig): string {
+  const acls = p.acls
+    .map((a) =>
+      (a.protocol === 'Tcp' || a.protocol === 'Udp') && !(a.portLo === 0 && a.portHi === 65535)
+        ? `${a.protocol} ${a.portLo === a.portHi ? a.portLo : `${a.portLo}-${a.portHi}`}`
+        : a.protocol,
+    )
+    .join(', ')
+  const ranges = gatewayRanges(p)
+  const to = ranges ? `; to ${ranges.map((c) => c.text).join(', ')}` : ''
+  return `${p.senderTags.join(' ')} -> ${p.receiverTags.join(' ')}: ${acls}${to}${p.enabled ? '' : ' (disabled)'}`
+}
+
+/** Human mode line for start-up logs and status. */
+export function policyModeLine(c: CompiledPolicies): string {
+  if (c.mode === 'compat') return 'policy: none, all peers allowed'
+  const on = c.policies.filter((p) => p.active).length
+  return `policy: ${c.policies.length} policies, ${on} enforced here; everything else from peers is dropped`
+}
