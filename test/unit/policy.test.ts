@@ -1,7 +1,13 @@
 import t from 'tap'
 import { type PolicyConfig, type RawPolicy, checkPolicies, gatewayRanges } from '../../src/control/profile/policies.js'
 import { type Cidr, cidrContains, parseCidr, parseIpv4 } from '../../src/control/profile/cidr.js'
-import { type CompiledPolicies, type PolicyPeer, compilePolicies, policyModeLine } from '../../src/control/policy/compile.js'
+import {
+  type CompiledPolicies,
+  type PolicyPeer,
+  compilePolicies,
+  policyModeLine,
+  policyWarnings,
+} from '../../src/control/policy/compile.js'
 import {
   ALLOW_ALL,
   DENY_NOT_LOCAL,
@@ -319,3 +325,24 @@ function reference(
   }
   return -1
 }
+
+t.test("doctor's warnings: unknown tags and provided routes no policy grants", async (t) => {
+  const warn = (raw: RawPolicy[] | undefined) =>
+    policyWarnings({
+      selfTags: ['exit-node'],
+      selfAddress: ip(SELF),
+      providesRoutes: ['172.26.0.0/20', '10.9.0.0/16'].map(cidr),
+      peers: [{ slot: 0, tags: ['laptops'] }],
+      policies: configs(raw),
+    })
+  t.same(warn(undefined), [], 'compatibility mode: nothing to warn about')
+  t.same(warn([pol({ GatewayRoutes: ['172.26.0.0/20'] }), pol({ GatewayAllowedIpRanges: [{ IpRange: '10.9.1.0/24' }] })]), [])
+  t.same(warn([pol({ SenderTags: ['laptops', 'lapotps'], GatewayRoutes: ['172.26.0.0/20', '10.9.0.0/16'] })]), [
+    'Policies[0].SenderTags[1]: tag "lapotps" is carried by no peer and not by this system',
+  ])
+  t.same(
+    warn([pol({}), pol({ IsEnabled: false, GatewayRoutes: ['10.9.0.0/16'] }), pol({ GatewayAllowedIpRanges: [{ IpRange: PRINTER }] })]),
+    ['ExitNode.ProvidesRoutes[1]: 10.9.0.0/16 is granted by no enabled policy here; with Policies set, no peer can use it'],
+  )
+  t.equal(warn([]).length, 2, 'an empty list grants neither route')
+})

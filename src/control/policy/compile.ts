@@ -10,7 +10,7 @@
  * inside one of the policy's granted ranges (GatewayAllowedIpRanges, else GatewayRoutes). No
  * Policies key = compatibility mode: everything allowed. Policies present = everything else dropped.
  */
-import { type Cidr, cidrContains, intToIp } from '../profile/cidr.js'
+import { type Cidr, cidrContains, cidrsOverlap, intToIp } from '../profile/cidr.js'
 import { type PolicyConfig, gatewayRanges } from '../profile/policies.js'
 import { buildRouteTable, type RouteEntry } from '../../dataplane/route-table.js'
 import { ACL_ANY, DST_ROUTE, DST_SELF, POLICY_MODE_ENFORCE, type PolicyTable, compatPolicyTable } from '../../dataplane/policy.js'
@@ -170,4 +170,30 @@ export function policyModeLine(c: CompiledPolicies): string {
   if (c.mode === 'compat') return 'policy: none, all peers allowed'
   const on = c.policies.filter((p) => p.active).length
   return `policy: ${c.policies.length} policies, ${on} enforced here; everything else from peers is dropped`
+}
+
+/**
+ * Doctor's warnings (one line each, JSON path first): a tag a policy names that neither this system
+ * nor any peer carries, and, with Policies set, a provided route that no enabled policy here grants.
+ */
+export function policyWarnings(input: PolicyInput): string[] {
+  const pols = input.policies
+  if (pols === undefined) return []
+  const out: string[] = []
+  const known = new Set([...input.selfTags, ...input.peers.flatMap((p) => p.tags)])
+  const warned = new Set<string>()
+  for (const p of pols)
+    for (const key of ['SenderTags', 'ReceiverTags'] as const)
+      (key === 'SenderTags' ? p.senderTags : p.receiverTags).forEach((tag, i) => {
+        if (known.has(tag) || warned.has(tag)) return
+        warned.add(tag)
+        out.push(`Policies[${p.index}].${key}[${i}]: tag "${tag}" is carried by no peer and not by this system`)
+      })
+  const mine = new Set(input.selfTags)
+  const granted = pols.filter((p) => p.enabled && p.receiverTags.some((t) => mine.has(t))).flatMap((p) => gatewayRanges(p) ?? [])
+  input.providesRoutes.forEach((r, i) => {
+    if (!granted.some((g) => cidrsOverlap(g, r)))
+      out.push(`ExitNode.ProvidesRoutes[${i}]: ${r.text} is granted by no enabled policy here; with Policies set, no peer can use it`)
+  })
+  return out
 }
