@@ -5,6 +5,7 @@ import {
   type CompiledPolicies,
   type PolicyPeer,
   compilePolicies,
+  judgeFlow,
   policyModeLine,
   policyWarnings,
 } from '../../src/control/policy/compile.js'
@@ -345,4 +346,20 @@ t.test("doctor's warnings: unknown tags and provided routes no policy grants", a
     ['ExitNode.ProvidesRoutes[1]: 10.9.0.0/16 is granted by no enabled policy here; with Policies set, no peer can use it'],
   )
   t.equal(warn([]).length, 2, 'an empty list grants neither route')
+})
+
+t.test('judgeFlow: explain for both directions from this profile', async (t) => {
+  const pcs = configs([
+    pol({ Description: 'laptops to exit node', Acls: [{ Protocol: 'Icmp' }] }),
+    pol({ Description: 'printing', Acls: [{ Protocol: 'Tcp', Ports: '9100' }], GatewayAllowedIpRanges: [{ IpRange: PRINTER }] }),
+  ])
+  const exitNode = { tags: ['exit-node'], address: ip(SELF), routes: [cidr('172.26.0.0/20')] }
+  // A laptop explains its own traffic to the exit node's LAN: the exit node is the receiver.
+  t.match(judgeFlow(pcs, exitNode, ['laptops'], TCP, ip(PRINTER), 9100), { verdict: 1, text: /allow by Policies\[1\] "printing"/ })
+  t.match(judgeFlow(pcs, exitNode, ['laptops'], TCP, ip(PRINTER), 22).text, /drop: no policy allows \(Policies\[1\] "printing"/)
+  t.match(judgeFlow(pcs, exitNode, ['guests'], ICMP, ip(SELF), 0).text, /^drop: no policy allows$/)
+  // The exit node explains traffic it would send to a laptop: the laptop receives, and nothing names it receiver.
+  const laptop = { tags: ['laptops'], address: ip('100.100.0.9'), routes: [] }
+  t.equal(denyReason(judgeFlow(pcs, laptop, ['exit-node'], ICMP, ip('100.100.0.9'), 0).verdict), DENY_NO_POLICY)
+  t.match(judgeFlow(undefined, laptop, [], TCP, ip('100.100.0.9'), 22).text, /policy: none, all peers allowed/)
 })

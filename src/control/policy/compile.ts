@@ -13,7 +13,16 @@
 import { type Cidr, cidrContains, cidrsOverlap, intToIp } from '../profile/cidr.js'
 import { type PolicyConfig, gatewayRanges } from '../profile/policies.js'
 import { buildRouteTable, type RouteEntry } from '../../dataplane/route-table.js'
-import { ACL_ANY, DST_ROUTE, DST_SELF, POLICY_MODE_ENFORCE, type PolicyTable, compatPolicyTable } from '../../dataplane/policy.js'
+import {
+  ACL_ANY,
+  DST_ROUTE,
+  DST_SELF,
+  POLICY_MODE_ENFORCE,
+  type PolicyTable,
+  compatPolicyTable,
+  describeVerdict,
+  evaluatePolicy,
+} from '../../dataplane/policy.js'
 
 const IP_PROTO = { Any: ACL_ANY, Icmp: 1, Tcp: 6, Udp: 17 } as const
 
@@ -196,4 +205,35 @@ export function policyWarnings(input: PolicyInput): string[] {
       out.push(`ExitNode.ProvidesRoutes[${i}]: ${r.text} is granted by no enabled policy here; with Policies set, no peer can use it`)
   })
   return out
+}
+
+export interface PolicySystem {
+  tags: readonly string[]
+  address: number
+  /** The receiver's provided routes (for a peer: its AvailableRoutes as this profile knows them). */
+  routes: readonly Cidr[]
+}
+
+/**
+ * For `enclave explain`: how `receiver` judges a new flow from a sender carrying `senderTags`, by the
+ * policies of this profile (this system's local view). Inbound: receiver = this system. Outbound: the
+ * receiver is the peer, which enforces with its own profile; this is what ours predicts.
+ */
+export function judgeFlow(
+  policies: readonly PolicyConfig[] | undefined,
+  receiver: PolicySystem,
+  senderTags: readonly string[],
+  proto: number,
+  dst: number,
+  port: number,
+): { verdict: number; text: string } {
+  const c = compilePolicies({
+    selfTags: receiver.tags,
+    selfAddress: receiver.address,
+    providesRoutes: receiver.routes,
+    peers: [{ slot: 0, tags: senderTags }],
+    policies,
+  })
+  const verdict = evaluatePolicy(c.table, 0, proto, dst >>> 16, dst & 0xffff, port)
+  return { verdict, text: describeVerdict(c.labels, verdict) }
 }
