@@ -6,6 +6,9 @@
  * no system id is needed) and GatewayAllowedIpRanges[{IpRange, Description}] (the original's
  * gatewayAllowedIpRanges, same shape).
  *
+ * Every object schema here is a plain z.object().passthrough() (unknown keys survive a rewrite, and a
+ * key checker can read .shape); checks across keys are in checkPolicies().
+ *
  * Hook: schema.ts adds `Policies: policiesSchema.optional()`; profile.ts calls checkPolicies() after
  * ProvidesRoutes is parsed and keeps the result as `policies` (undefined = no Policies key =
  * compatibility mode, everything allowed).
@@ -87,14 +90,6 @@ export const aclSchema = z
     Description: description.optional(),
   })
   .passthrough()
-  .superRefine((a, ctx) => {
-    if (a.Ports !== undefined && a.Protocol !== 'Tcp' && a.Protocol !== 'Udp' && (PROTOCOLS as readonly string[]).includes(a.Protocol))
-      ctx.addIssue({
-        code: 'custom',
-        path: ['Ports'],
-        message: `Ports apply only to Tcp and Udp; remove Ports from this ${a.Protocol} entry or set Protocol to Tcp or Udp`,
-      })
-  })
 
 export const policySchema = z
   .object({
@@ -166,6 +161,13 @@ export function checkPolicies(
     const appliesHere = p.ReceiverTags.some((t) => mine.has(t))
     const gatewayRoutes = p.GatewayRoutes?.map((s) => parseCidr(s) as Cidr)
     const allowed = p.GatewayAllowedIpRanges?.map((r) => parseIpRange(r.IpRange) as Cidr)
+    p.Acls.forEach((a, i) => {
+      if (a.Ports !== undefined && a.Protocol !== 'Tcp' && a.Protocol !== 'Udp')
+        problems.push({
+          path: `${where}.Acls[${i}].Ports`,
+          reason: `Ports apply only to Tcp and Udp; remove Ports from this ${a.Protocol} entry or set Protocol to Tcp or Udp`,
+        })
+    })
     if (appliesHere) {
       gatewayRoutes?.forEach((c, i) => {
         const path = `${where}.GatewayRoutes[${i}]`
