@@ -16,6 +16,14 @@
  *
  * Evaluation: cls = trie(dst); candidates = peerMask[peer] & dstMask[cls]; the lowest candidate whose
  * ACL matches (proto, dport) allows. 100 policies x 1000 peers = 16 KB of masks.
+ *
+ * How the firewall calls it (inbound = UDP -> TUN, after decrypt): 1. source allowed for the peer
+ * (cryptokey), 2. destination is ours (self or a provided route), 3. conntrack hit -> pass, no
+ * evaluation, 4. otherwise, if the packet may start a flow (TCP SYN without ACK, UDP, ICMP echo request,
+ * other protocols): v = evaluatePolicy(table, peerSlot, proto, dHi, dLo, dport) with dport = the TCP/UDP
+ * destination port (0 for others); v >= 0 -> count a hit for policy v (ALLOW_ALL: none), record the flow
+ * with the table's generation, deliver; v < 0 -> count denyReason(v) (and a drop for denyPolicy(v) if
+ * >= 0), log describeVerdict(labels, v) at -v 5, drop.
  */
 import { lookupRoute16 } from './route-table.js'
 
