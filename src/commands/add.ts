@@ -4,7 +4,7 @@ import { EnclaveError } from '../errors.js'
 import { decodeKey } from '../control/keys.js'
 import { identityFromPublicKey } from '../control/identity.js'
 import { loadProfile, writeProfile } from '../control/profile/profile.js'
-import { intToIp } from '../control/profile/cidr.js'
+import { intToIp } from '../common/ipv4.js'
 
 export default class Add extends BaseCommand {
   static override description = 'Authorise a peer by its public key (edits Peers in the profile)'

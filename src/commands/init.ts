@@ -4,7 +4,7 @@ import { BaseCommand } from '../base-command.js'
 import { EnclaveError } from '../errors.js'
 import { generatePrivateKey } from '../control/keys.js'
 import { writeProfile } from '../control/profile/profile.js'
-import { intToIp } from '../control/profile/cidr.js'
+import { intToIp } from '../common/ipv4.js'
 
 export default class Init extends BaseCommand {
   static override description = 'Create the profile with a fresh key pair'

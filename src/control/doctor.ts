@@ -7,7 +7,7 @@ import { callAgent } from './api/client.js'
 import type { StatusModel } from './status/model.js'
 import * as net from '../platform/linux/net.js'
 import { run } from '../platform/linux/exec.js'
-import { parseCidr, type Cidr } from './profile/cidr.js'
+import { parseCidr, type Cidr } from '../common/ipv4.js'
 
 export interface Check {
   name: string

@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url'
 import { writeProfile } from '../control/profile/profile.js'
 import { generatePrivateKey, publicKeyFromPrivate } from '../control/keys.js'
 import { identityFromPublicKey, virtualAddressFromPublicKey } from '../control/identity.js'
-import { intToIp } from '../control/profile/cidr.js'
+import { intToIp } from '../common/ipv4.js'
 import { NetnsSet } from '../platform/linux/netns.js'
 
 const BIN = fileURLToPath(new URL('../../../bin/run.js', import.meta.url))

@@ -14,7 +14,7 @@ export const LAYOUT_VERSION = 3
 export const KP_SLOTS = 4096
 export const KP_MASK = KP_SLOTS - 1
 export const KEYPAIR_QUARANTINE_MS = 10_000
-export const K_STATE = 0 // KP_FREE | KP_RECV_ONLY | KP_VALID
+export const K_STATE = 0 // 0 (not in use) | KP_RECV_ONLY | KP_VALID
 export const K_INDEX = 1 // our receiver index (low bits = slot)
 export const K_REMOTE = 2 // the peer's receiver index
 export const K_PEER = 3 // peer slot
@@ -25,7 +25,6 @@ export const K_FIELDS = 8
 export const KF_CREATED_MS = 0
 export const KF_REPLAY_LAST = 1 // highest accepted receive counter
 export const KF_FIELDS = 2
-export const KP_FREE = 0
 export const KP_RECV_ONLY = 1 // responder's "next" keypair: receive only until the initiator speaks
 export const KP_VALID = 2
 export const KEY_BYTES_PER_SLOT = 64 // send key [0,32), receive key [32,64)
@@ -33,7 +32,6 @@ export const REPLAY_WORDS = 128 // 4096 bits of which 4064 form the window (>= 2
 
 // ---- peers ----
 export const P_CUR_KP = 0 // keypair slot used for sending, -1 none
-export const P_ACTIVE = 1 // 1 if configured
 export const P_FIELDS = 4
 export const PF_ENDPOINT = 0 // ip * 65536 + port, 0 = unknown
 export const PF_LAST_RX_DATA = 1

@@ -105,7 +105,7 @@ export class RingConsumer extends RingView {
     return out
   }
 
-  /** Resolves when the producer publishes past `seen` (or after timeoutMs). Never blocks the thread. */
+  /** Resolves when the ring holds a message (at once if it already does) or after timeoutMs. Never blocks the thread. */
   async waitForData(timeoutMs: number): Promise<void> {
     const tail = Atomics.load(this.h, RING_TAIL)
     if (tail !== Atomics.load(this.h, RING_HEAD)) return

@@ -19,7 +19,6 @@ export const TRANSPORT_MIN_SIZE = 32 // header + Poly1305 tag (a keepalive)
 export const AEAD_TAG_SIZE = 16
 
 export const REKEY_AFTER_MESSAGES = 2 ** 60
-export const REJECT_AFTER_MESSAGES = 2 ** 64 - 2 ** 13 - 1
 export const REKEY_AFTER_TIME_MS = 120_000
 export const REJECT_AFTER_TIME_MS = 180_000
 export const REKEY_ATTEMPT_TIME_MS = 90_000
@@ -39,7 +38,6 @@ export const SEND_COUNTER_REKEY = 2 ** 31
 export const SEND_COUNTER_LIMIT = 2 ** 32 - 2 ** 13 - 1
 /** Counters above this cannot be represented exactly in a double; never reached in 180 s. */
 export const RECV_COUNTER_LIMIT = 2 ** 53
-export const REPLAY_WINDOW_BITS = 2048
 /** Initiations accepted per peer per second (wireguard-go: HandshakeInitationRate). */
 export const MAX_INITIATIONS_PER_PEER_PER_S = 50
 /** Handshake messages per second above which the responder demands cookies (mac2). */

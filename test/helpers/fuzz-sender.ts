@@ -7,7 +7,7 @@
 import { native } from '../../src/native/io.js'
 import { createInitiation, localStatic, peerCrypto } from '../../src/protocol/noise.js'
 import { publicKeyFromPrivate } from '../../src/control/keys.js'
-import { parseIpv4 } from '../../src/control/profile/cidr.js'
+import { parseIpv4 } from '../../src/common/ipv4.js'
 import sodium from 'sodium-native'
 
 const [dstS, portS, countS, skB64, peerPkB64] = process.argv.slice(2)

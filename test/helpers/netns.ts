@@ -10,7 +10,7 @@ import path from 'node:path'
 import { writeProfile } from '../../src/control/profile/profile.js'
 import { generatePrivateKey, publicKeyFromPrivate } from '../../src/control/keys.js'
 import { identityFromPublicKey, virtualAddressFromPublicKey } from '../../src/control/identity.js'
-import { intToIp } from '../../src/control/profile/cidr.js'
+import { intToIp } from '../../src/common/ipv4.js'
 import { type ExecOut, NetnsSet } from '../../src/platform/linux/netns.js'
 
 export const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..')

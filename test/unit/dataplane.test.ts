@@ -18,7 +18,7 @@ import {
 import { timerActions, type PeerTimerState } from '../../src/protocol/timers.js'
 import { KEEPALIVE_TIMEOUT_MS, REJECT_AFTER_TIME_MS, REKEY_ATTEMPT_TIME_MS, REKEY_TIMEOUT_MS } from '../../src/protocol/constants.js'
 import { RingConsumer, RingProducer, createRing, MSG_HANDSHAKE } from '../../src/ipc/ring.js'
-import { parseCidr, maskOf } from '../../src/control/profile/cidr.js'
+import { parseCidr, maskOf } from '../../src/common/ipv4.js'
 
 t.test('route table: longest prefix wins, matches a brute-force reference', async (t) => {
   const routes = [

@@ -4,7 +4,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { parseProfileText, validateProfile, writeProfile, loadProfile } from '../../src/control/profile/profile.js'
 import { identityFromPublicKey, virtualAddressFromPublicKey, isIdentity, CROCKFORD_ALPHABET } from '../../src/control/identity.js'
-import { parseCidr, intToIp } from '../../src/control/profile/cidr.js'
+import { parseCidr, intToIp } from '../../src/common/ipv4.js'
 import { ProfileError } from '../../src/errors.js'
 import { keyPair } from '../helpers/keys.js'
 

@@ -10,13 +10,13 @@ import path from 'node:path'
 import { execFileSync } from 'node:child_process'
 import { SOCKET_NAME } from './client.js'
 import { EnclaveError } from '../../errors.js'
-import type { Agent } from '../agent.js'
+import type { AgentApi } from './agent-api.js'
 
 export class ApiServer {
   readonly path: string
   private server?: net.Server
   constructor(
-    private agent: Agent,
+    private agent: AgentApi,
     runDir: string,
     private group?: string,
   ) {

@@ -6,7 +6,7 @@
  */
 import { z } from 'zod'
 import { decodeKey } from '../keys.js'
-import { parseCidr, parseIpv4 } from './cidr.js'
+import { parseCidr, parseIpv4 } from '../../common/ipv4.js'
 import { inOverlay, isIdentity } from '../identity.js'
 import { policiesSchema } from './policies.js'
 

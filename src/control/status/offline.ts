@@ -1,6 +1,6 @@
 /** The status of a profile with no running agent: configuration only. */
 import type { Profile } from '../profile/profile.js'
-import { intToIp } from '../profile/cidr.js'
+import { intToIp } from '../../common/ipv4.js'
 import { VERSION } from '../../version.js'
 import { STATUS_VERSION, type StatusModel } from './model.js'
 

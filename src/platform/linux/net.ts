@@ -7,7 +7,7 @@
  */
 import fs from 'node:fs'
 import { mustRun, run } from './exec.js'
-import { type Cidr, cidrContains, cidrsOverlap, intToIp, parseCidr } from '../../control/profile/cidr.js'
+import { type Cidr, cidrContains, intToIp, parseCidr } from '../../common/ipv4.js'
 
 export const ROUTE_PROTO = '211'
 
@@ -37,58 +37,6 @@ export async function listRoutes(table = 'main'): Promise<OsRoute[]> {
   } catch {
     return []
   }
-}
-
-export interface RouteDecision {
-  cidr: Cidr
-  install: boolean
-  reason?: string
-  warning?: string
-}
-
-/**
- * Decides whether each AvailableRoute may be installed without hijacking the user's own networks:
- * a route equal to or inside a directly connected subnet, or equal to an existing route of another
- * device, is refused unless forced. A route that merely contains a connected subnet is installed
- * (longest prefix keeps the LAN local) with a warning.
- */
-export function decideRoutes(wanted: Cidr[], existing: OsRoute[], ourDev: string, force: boolean): RouteDecision[] {
-  const others = existing.filter((r) => r.dev !== ourDev)
-  return wanted.map((cidr) => {
-    if (cidr.len === 0)
-      return {
-        cidr,
-        install: true,
-        warning: "default route: installed with policy routing so the tunnel's own UDP keeps the original path",
-      }
-    for (const r of others) {
-      const c = parseCidr(r.dst)
-      if (typeof c === 'string' || c.len === 0) continue
-      const connected = r.scope === 'link' || r.protocol === 'kernel'
-      let reason: string | undefined
-      if (connected && cidr.len >= c.len && cidrContains(c, cidr.addr))
-        reason = `overlaps this machine's directly connected subnet ${r.dst} on ${r.dev}`
-      else if (c.text === cidr.text)
-        reason = `conflicts with the existing route "${r.dst}${r.dev ? ' dev ' + r.dev : ''}${r.gateway ? ' via ' + r.gateway : ''}"`
-      if (reason)
-        return force
-          ? { cidr, install: true, warning: `${reason}; installed anyway (ForceRoutes)` }
-          : { cidr, install: false, reason: `${reason}; set "ExitNode": {"ForceRoutes": true} to override` }
-    }
-    const shadowed = others.filter(
-      (r) =>
-        (r.scope === 'link' || r.protocol === 'kernel') &&
-        (() => {
-          const c = parseCidr(r.dst)
-          return typeof c !== 'string' && c.len > cidr.len && cidrsOverlap(c, cidr)
-        })(),
-    )
-    return {
-      cidr,
-      install: true,
-      warning: shadowed.length ? `the local subnet(s) ${shadowed.map((r) => r.dst).join(', ')} inside it stay local` : undefined,
-    }
-  })
 }
 
 export async function addRoute(cidr: Cidr, dev: string, table?: string): Promise<void> {

@@ -1,5 +1,5 @@
 /**
- * Strict IPv4 parsing for profiles (ipaddr.js does the parsing; we add the rules).
+ * IPv4 addresses and CIDR networks, shared by every layer (ipaddr.js parses; we add the rules).
  * Accepted form for routes: a.b.c.d/len with len 0..32 and no host bits set.
  */
 import ipaddr from 'ipaddr.js'

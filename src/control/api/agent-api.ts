@@ -1,0 +1,21 @@
+/** What the control socket asks of the running agent (the server depends on this, not on the Agent class). */
+import type { AgentLogger } from '../logger.js'
+import type { StatusModel } from '../status/model.js'
+
+export interface ReloadResult {
+  added: string[]
+  removed: string[]
+  changed: string[]
+}
+
+export interface AgentApi {
+  readonly log: AgentLogger
+  status(): StatusModel
+  reload(): Promise<ReloadResult>
+  /** Starts a handshake with one peer (identity or virtual address); null when there is no such peer. */
+  connect(which: string): string | null
+  rekeyAll(): string[]
+  setVerbosity(level: number): void
+  crashWorkerForTest(i: number): void
+  stop(why?: string): Promise<void>
+}

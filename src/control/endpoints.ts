@@ -1,0 +1,37 @@
+/** Resolving a peer's configured Endpoint (an address or a host name looked up over DNS, IPv4 only). */
+import dns from 'node:dns/promises'
+import { intToIp, parseIpv4 } from '../common/ipv4.js'
+import type { AgentLogger } from './logger.js'
+import type { PeerMemory } from './peer-memory.js'
+import type { PeerRuntime } from './peer-table.js'
+
+/**
+ * Sets `peer.configuredEndpoint`. The endpoint workers send to is set too when none is known yet,
+ * or (with `force`) when the name now resolves elsewhere.
+ */
+export async function resolveEndpoint(peer: PeerRuntime, memory: PeerMemory, log: AgentLogger, force = false): Promise<void> {
+  const ep = peer.cfg.endpoint
+  if (!ep) return
+  peer.lastResolveMs = Date.now()
+  let ip = parseIpv4(ep.host)
+  if (typeof ip === 'string') {
+    try {
+      ip = parseIpv4((await dns.lookup(ep.host, { family: 4 })).address) as number
+    } catch (e) {
+      log.warn(
+        { peer: peer.cfg.identity, endpoint: `${ep.host}:${ep.port}`, err: (e as Error).message },
+        'cannot resolve peer endpoint; waiting for the peer to connect',
+      )
+      return
+    }
+  }
+  const prev = peer.configuredEndpoint
+  const changed = prev !== undefined && (prev.ip !== ip || prev.port !== ep.port)
+  peer.configuredEndpoint = { ip, port: ep.port }
+  if (memory.endpointRaw(peer.slot) === 0 || (force && changed)) memory.setEndpoint(peer.slot, peer.configuredEndpoint)
+  if (changed)
+    log.network(
+      { peer: peer.cfg.identity, host: ep.host, address: `${intToIp(ip)}:${ep.port}` },
+      'peer endpoint name resolves to a new address',
+    )
+}

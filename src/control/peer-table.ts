@@ -1,0 +1,126 @@
+/**
+ * The peers of this run, indexed by peer slot, public key, identity, virtual address and the
+ * receiver index of our in-flight initiation (no linear search on any packet or message path).
+ * A removed peer's slot is reused only after the keypair quarantine, so that a worker still
+ * holding an old keypair never attributes its packets to the slot's next owner.
+ */
+import type { PeerConfig } from './profile/profile.js'
+import type { PeerCrypto } from '../protocol/noise.js'
+import { intToIp } from '../common/ipv4.js'
+import type { KeypairRef } from './keypairs.js'
+import type { Endpoint } from './peer-memory.js'
+
+export interface PeerRuntime {
+  readonly slot: number
+  cfg: PeerConfig
+  crypto: PeerCrypto
+  current?: KeypairRef
+  previous?: KeypairRef
+  next?: KeypairRef
+  /** Keypair slot reserved for our in-flight initiation. */
+  pendingSlot?: number
+  handshakeStartedMs?: number
+  lastInitiationSentMs: number
+  nextRetryMs: number
+  lastHandshakeMs?: number
+  staged: Buffer[]
+  /** Endpoint resolved from the profile (host names looked up at start, reload, and while handshakes fail). */
+  configuredEndpoint?: Endpoint
+  lastResolveMs?: number
+  /** Set when a send went unanswered for KEEPALIVE+REKEY_TIMEOUT (used for exit-node failover). */
+  unresponsiveSinceMs?: number
+  rekeyOnRxDone?: number
+  lastLoggedEndpoint?: number
+  lastState?: string
+}
+
+export type PeerStateName = 'Up' | 'Connecting' | 'Down'
+
+export function peerState(p: PeerRuntime, nowMs: number, rejectAfterMs: number): PeerStateName {
+  if (p.current && nowMs - p.current.createdMs < rejectAfterMs && p.unresponsiveSinceMs === undefined) return 'Up'
+  if (p.handshakeStartedMs !== undefined) return 'Connecting'
+  return 'Down'
+}
+
+export function newPeer(slot: number, cfg: PeerConfig, crypto: PeerCrypto): PeerRuntime {
+  return { slot, cfg, crypto, lastInitiationSentMs: -Infinity, nextRetryMs: 0, staged: [] }
+}
+
+const keyOf = (publicKey: Uint8Array) => Buffer.from(publicKey).toString('base64')
+
+export class PeerTable implements Iterable<PeerRuntime> {
+  private readonly bySlot = new Map<number, PeerRuntime>()
+  private readonly byKey = new Map<string, PeerRuntime>()
+  private readonly byIndex = new Map<number, PeerRuntime>()
+  private readonly indexOf = new Map<PeerRuntime, number>()
+  private readonly free: number[] = []
+  private readonly releasing: Array<{ slot: number; at: number }> = []
+
+  constructor(
+    maxPeers: number,
+    private readonly slotReuseDelayMs: number,
+  ) {
+    for (let s = maxPeers - 1; s >= 0; s--) this.free.push(s)
+  }
+
+  get size(): number {
+    return this.bySlot.size
+  }
+
+  [Symbol.iterator](): Iterator<PeerRuntime> {
+    return this.bySlot.values()
+  }
+
+  list(): PeerRuntime[] {
+    return [...this.bySlot.values()]
+  }
+
+  /** A free peer slot, or undefined when the table is full. */
+  takeSlot(now: number): number | undefined {
+    while (this.releasing.length && this.releasing[0].at <= now) this.free.push(this.releasing.shift()!.slot)
+    return this.free.pop()
+  }
+
+  add(peer: PeerRuntime): void {
+    this.bySlot.set(peer.slot, peer)
+    this.byKey.set(keyOf(peer.cfg.publicKey), peer)
+  }
+
+  remove(peer: PeerRuntime, now: number): void {
+    if (this.bySlot.get(peer.slot) !== peer) return
+    this.bySlot.delete(peer.slot)
+    this.byKey.delete(keyOf(peer.cfg.publicKey))
+    this.setInitiationIndex(peer, undefined)
+    this.releasing.push({ slot: peer.slot, at: now + this.slotReuseDelayMs })
+  }
+
+  get(slot: number): PeerRuntime | undefined {
+    return this.bySlot.get(slot)
+  }
+
+  byPublicKey(publicKey: Uint8Array): PeerRuntime | undefined {
+    return this.byKey.get(keyOf(publicKey))
+  }
+
+  /** By identity or virtual address (operator requests). */
+  byName(which: string): PeerRuntime | undefined {
+    for (const p of this.bySlot.values()) if (p.cfg.identity === which || intToIp(p.cfg.virtualAddress) === which) return p
+    return undefined
+  }
+
+  /** Records the receiver index of our in-flight initiation to `peer` (undefined: none). */
+  setInitiationIndex(peer: PeerRuntime, index: number | undefined): void {
+    const old = this.indexOf.get(peer)
+    if (old !== undefined) this.byIndex.delete(old)
+    this.indexOf.delete(peer)
+    if (index === undefined) return
+    this.byIndex.set(index >>> 0, peer)
+    this.indexOf.set(peer, index >>> 0)
+  }
+
+  /** The peer whose in-flight initiation carries receiver index `index` (its Noise state still held). */
+  byInitiationIndex(index: number): PeerRuntime | undefined {
+    const p = this.byIndex.get(index >>> 0)
+    return p && p.crypto.handshake?.localIndex !== undefined && p.crypto.handshake.localIndex >>> 0 === index >>> 0 ? p : undefined
+  }
+}

@@ -1,0 +1,70 @@
+/**
+ * Drains the workers' rings on the control thread and routes each message: handshake datagrams to
+ * Handshakes, packets waiting for a session to Sessions (starting a handshake), "session confirmed"
+ * and "rekey needed" events to the peer's session. A failing message is logged, never thrown.
+ */
+import { MSG_CONFIRMED, MSG_HANDSHAKE, MSG_REKEY, MSG_STAGED, type RingConsumer } from '../ipc/ring.js'
+import type { Handshakes } from './handshakes.js'
+import type { AgentLogger } from './logger.js'
+import { endpointText } from './peer-memory.js'
+import type { PeerRuntime, PeerTable } from './peer-table.js'
+import type { Sessions } from './sessions.js'
+
+const STAGE_DROP_LOG_MS = 5000
+
+export interface DispatchDeps {
+  peers: PeerTable
+  sessions: Sessions
+  handshakes: Handshakes
+  log: AgentLogger
+  onSessionUp: (peer: PeerRuntime) => void
+}
+
+export class RingDispatcher {
+  private lastNoEndpointLog = 0
+
+  constructor(private readonly d: DispatchDeps) {}
+
+  async consume(c: RingConsumer, stopping: () => boolean): Promise<void> {
+    while (!stopping()) {
+      await c.waitForData(500)
+      for (const m of c.drain()) this.dispatch(m.kind, m.payload, m.ip, m.port, m.peer, m.aux)
+    }
+  }
+
+  dispatch(kind: number, payload: Buffer, ip: number, port: number, slot: number, aux: number): void {
+    try {
+      this.handle(kind, payload, ip, port, slot, aux)
+    } catch (e) {
+      this.d.log.error({ err: (e as Error).message }, 'error handling a control message')
+    }
+  }
+
+  private handle(kind: number, payload: Buffer, ip: number, port: number, slot: number, aux: number): void {
+    if (kind === MSG_HANDSHAKE) {
+      this.d.handshakes.handle(payload, ip, port)
+      return
+    }
+    const peer = this.d.peers.get(slot)
+    if (!peer) return
+    const now = Date.now()
+    if (kind === MSG_STAGED) {
+      if (!this.d.sessions.stage(peer, payload, now)) return // a session came up while this packet was in the ring
+      if (!this.d.sessions.endpointOf(peer) && now - this.lastNoEndpointLog > STAGE_DROP_LOG_MS) {
+        this.lastNoEndpointLog = now
+        this.d.log.warn(
+          { peer: peer.cfg.identity },
+          'traffic for a peer with no endpoint: it has to connect to us first (or set Endpoint in the profile)',
+        )
+      }
+      this.d.handshakes.initiate(peer, 'traffic waiting')
+    } else if (kind === MSG_CONFIRMED) {
+      if (!this.d.sessions.confirm(peer, aux, now)) return
+      const endpoint = endpointText(this.d.sessions.endpointOf(peer))
+      this.d.log.network({ peer: peer.cfg.identity, endpoint }, 'handshake complete (peer initiated); session up')
+      this.d.onSessionUp(peer)
+    } else if (kind === MSG_REKEY) {
+      this.d.handshakes.initiate(peer, 'rekey: keypair age or message count')
+    }
+  }
+}

@@ -1,0 +1,143 @@
+/**
+ * Sessions: which keypair slot is a peer's previous, current and next, and the transitions between
+ * them (initiator completes, responder installs, data confirms, timers expire), plus control's own
+ * sends on a session (keepalives, packets staged while the handshake was in flight).
+ * The keypair table and the peer table are parts of their own; this file only calls them.
+ */
+import { KP_RECV_ONLY, KP_VALID } from '../ipc/layout.js'
+import type { SessionKeys } from '../protocol/noise.js'
+import { REJECT_AFTER_TIME_MS } from '../protocol/constants.js'
+import type { KeypairWhich } from '../protocol/timers.js'
+import type { KeypairSlots } from './keypairs.js'
+import type { Endpoint, PeerMemory } from './peer-memory.js'
+import type { PeerRuntime, PeerTable } from './peer-table.js'
+import { type SendDatagram, sealTransport } from './transport-send.js'
+
+/** Packets kept per peer while its handshake is in flight (oldest dropped first). */
+export const MAX_STAGED_PER_PEER = 128
+
+export class Sessions {
+  constructor(
+    private readonly keypairs: KeypairSlots,
+    private readonly memory: PeerMemory,
+    private readonly peers: PeerTable,
+    private readonly send: SendDatagram,
+    private readonly mtu: number,
+  ) {}
+
+  /** The endpoint workers learned (roaming) or else the configured one. */
+  endpointOf(peer: PeerRuntime): Endpoint | undefined {
+    return this.memory.endpoint(peer.slot) ?? peer.configuredEndpoint
+  }
+
+  /** True when the current keypair can carry data now. */
+  canSend(peer: PeerRuntime, now: number): boolean {
+    const kp = peer.current
+    return !!kp && this.keypairs.state(kp.slot) === KP_VALID && now - kp.createdMs < REJECT_AFTER_TIME_MS && !!this.endpointOf(peer)
+  }
+
+  /** Reserves the keypair slot for a new initiation of ours (the previous one's slot is retired). */
+  beginInitiation(peer: PeerRuntime, now: number): { slot: number; index: number } {
+    this.abandonInitiation(peer, now)
+    const kp = this.keypairs.alloc(now)
+    peer.pendingSlot = kp.slot
+    this.peers.setInitiationIndex(peer, kp.index)
+    return kp
+  }
+
+  /** Drops our in-flight initiation, if any. */
+  abandonInitiation(peer: PeerRuntime, now: number): void {
+    if (peer.pendingSlot !== undefined) this.keypairs.retire(peer.pendingSlot, now)
+    peer.pendingSlot = undefined
+    this.peers.setInitiationIndex(peer, undefined)
+  }
+
+  /** Our initiation was answered: the new keypair becomes current at once. */
+  completeAsInitiator(peer: PeerRuntime, keys: SessionKeys, from: Endpoint, now: number): boolean {
+    const slot = peer.pendingSlot
+    if (slot === undefined) return false
+    peer.pendingSlot = undefined
+    this.peers.setInitiationIndex(peer, undefined)
+    if (peer.previous) this.keypairs.retire(peer.previous.slot, now)
+    peer.previous = peer.current
+    peer.current = this.keypairs.install(slot, keys.localIndex, peer.slot, keys, KP_VALID, now)
+    this.memory.setSendKeypair(peer.slot, slot)
+    this.memory.setEndpoint(peer.slot, from)
+    peer.lastHandshakeMs = now
+    this.sessionUp(peer)
+    return true
+  }
+
+  /** We answered an initiation: the keypair receives only until the initiator's first data. */
+  installAsResponder(peer: PeerRuntime, slot: number, index: number, keys: SessionKeys, from: Endpoint, now: number): void {
+    if (peer.next) this.keypairs.retire(peer.next.slot, now)
+    peer.next = this.keypairs.install(slot, index, peer.slot, keys, KP_RECV_ONLY, now)
+    this.memory.setEndpoint(peer.slot, from)
+    peer.lastHandshakeMs = now
+  }
+
+  /** The initiator spoke on our `next` keypair (a worker promoted it): it becomes current. */
+  confirm(peer: PeerRuntime, kpSlot: number, now: number): boolean {
+    if (!peer.next || peer.next.slot !== kpSlot) return false
+    if (peer.previous) this.keypairs.retire(peer.previous.slot, now)
+    peer.previous = peer.current
+    peer.current = peer.next
+    peer.next = undefined
+    if (peer.pendingSlot !== undefined) {
+      this.abandonInitiation(peer, now)
+      peer.crypto.handshake = undefined
+    }
+    this.sessionUp(peer)
+    return true
+  }
+
+  /** A keypair reached REJECT_AFTER_TIME. Returns true when it was the current one. */
+  expire(peer: PeerRuntime, which: KeypairWhich, now: number): boolean {
+    const kp = peer[which]
+    if (!kp) return false
+    this.keypairs.retire(kp.slot, now)
+    peer[which] = undefined
+    if (which === 'current') this.memory.setSendKeypair(peer.slot, -1)
+    return which === 'current'
+  }
+
+  /** Retires every keypair of a peer that is being removed. */
+  dropAll(peer: PeerRuntime, now: number): void {
+    this.memory.setSendKeypair(peer.slot, -1)
+    for (const kp of [peer.current, peer.previous, peer.next]) if (kp) this.keypairs.retire(kp.slot, now)
+    peer.current = peer.previous = peer.next = undefined
+    this.abandonInitiation(peer, now)
+  }
+
+  /** Sends one transport message on the current keypair; false when there is no usable session. */
+  sendTransport(peer: PeerRuntime, payload: Uint8Array, now: number): boolean {
+    const kp = peer.current
+    const ep = this.endpointOf(peer)
+    if (!kp || !ep || this.keypairs.state(kp.slot) !== KP_VALID) return false
+    this.send(sealTransport(this.keypairs, kp.slot, payload, this.mtu), ep.ip, ep.port)
+    this.memory.noteSent(peer.slot, payload.length > 0, now)
+    return true
+  }
+
+  /** Keeps a packet until the session is up; returns false when it was sent at once instead. */
+  stage(peer: PeerRuntime, pkt: Buffer, now: number): boolean {
+    if (this.canSend(peer, now) && this.sendTransport(peer, pkt, now)) return false
+    peer.staged.push(pkt)
+    if (peer.staged.length > MAX_STAGED_PER_PEER) peer.staged.shift()
+    return true
+  }
+
+  /** Sends staged packets; returns how many went out. */
+  flushStaged(peer: PeerRuntime, now: number): number {
+    const list = peer.staged
+    peer.staged = []
+    let sent = 0
+    for (const pkt of list) if (this.sendTransport(peer, pkt, now)) sent++
+    return sent
+  }
+
+  private sessionUp(peer: PeerRuntime): void {
+    peer.handshakeStartedMs = undefined
+    peer.unresponsiveSinceMs = undefined
+  }
+}

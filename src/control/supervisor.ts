@@ -1,0 +1,108 @@
+/**
+ * The worker supervisor: starts the data-plane workers, forwards their log and flow messages,
+ * restarts a worker that exits unexpectedly, and gives up (asks the agent to stop) when workers
+ * keep crashing. It owns the Worker objects; the agent only asks it to start, post and stop.
+ */
+import { Worker } from 'node:worker_threads'
+import type { FlowLog, WorkerInit } from '../ipc/messages.js'
+import type { AgentLogger } from './logger.js'
+
+const START_TIMEOUT_MS = 15_000
+const RESTART_DELAY_MS = 100
+const CRASH_WINDOW_MS = 60_000
+const MAX_CRASHES_IN_WINDOW = 10
+const STOP_GRACE_MS = 2000
+
+export interface SupervisorHooks {
+  /** The init message for worker i (read at every (re)start, so it carries the latest tables). */
+  init: (i: number) => WorkerInit
+  onFlow: (f: FlowLog) => void
+  /** Workers keep crashing: the agent should stop. */
+  onCrashLoop: () => void
+}
+
+export class WorkerSupervisor {
+  private readonly workers: Array<Worker | undefined> = []
+  private restarts: number[] = []
+  private stopping = false
+
+  constructor(
+    private readonly hooks: SupervisorHooks,
+    private readonly log: AgentLogger,
+  ) {}
+
+  /** Starts workers 0..n-1; resolves when every loop runs (so "ready" means packets are being read). */
+  async startAll(n: number): Promise<void> {
+    await Promise.all(Array.from({ length: n }, (_, i) => this.start(i)))
+  }
+
+  post(msg: unknown): void {
+    for (const w of this.workers) w?.postMessage(msg)
+  }
+
+  /** Test hook: crash a worker to exercise the restart path. */
+  crash(i: number): void {
+    void this.workers[i]?.terminate()
+  }
+
+  /** Waits for workers to leave their loops (the agent set G_STOP), terminating stragglers. */
+  async stopAll(): Promise<void> {
+    this.stopping = true
+    await Promise.all(
+      this.workers.map(
+        (w) =>
+          w &&
+          new Promise<void>((r) => {
+            const t = setTimeout(() => {
+              void w.terminate()
+              r()
+            }, STOP_GRACE_MS)
+            w.once('exit', () => {
+              clearTimeout(t)
+              r()
+            })
+          }),
+      ),
+    )
+  }
+
+  private start(i: number): Promise<void> {
+    const w = new Worker(new URL('../../workers/dataplane.js', import.meta.url), { workerData: this.hooks.init(i) })
+    this.workers[i] = w
+    let ready!: () => void
+    const isReady = new Promise<void>((r) => (ready = r))
+    w.on('message', (m: { t: string } & Record<string, unknown>) => {
+      if (m.t === 'ready') ready()
+      else if (m.t === 'flow') this.hooks.onFlow(m as unknown as FlowLog)
+      else if (m.t === 'log') this.log[(m.level as 'info' | 'warn' | 'error') ?? 'info']({ worker: i }, String(m.msg))
+    })
+    w.on('error', (e) => this.log.error({ worker: i, err: e.message }, 'data-plane worker crashed'))
+    w.on('exit', (code) => this.exited(i, code))
+    return Promise.race([
+      isReady,
+      new Promise<void>((_, rej) =>
+        setTimeout(
+          () => rej(new Error(`data-plane worker ${i} did not start within ${START_TIMEOUT_MS / 1000} s`)),
+          START_TIMEOUT_MS,
+        ).unref(),
+      ),
+    ])
+  }
+
+  private exited(i: number, code: number): void {
+    this.workers[i] = undefined
+    if (this.stopping) return
+    const now = Date.now()
+    this.restarts = this.restarts.filter((t) => now - t < CRASH_WINDOW_MS)
+    this.restarts.push(now)
+    if (this.restarts.length > MAX_CRASHES_IN_WINDOW) {
+      this.log.error('data-plane workers keep crashing; stopping the agent')
+      this.hooks.onCrashLoop()
+      return
+    }
+    this.log.error({ worker: i, code }, 'data-plane worker exited unexpectedly; restarting it')
+    setTimeout(() => {
+      if (!this.stopping) this.start(i).catch((e: Error) => this.log.error({ worker: i, err: e.message }, 'worker restart failed'))
+    }, RESTART_DELAY_MS)
+  }
+}
