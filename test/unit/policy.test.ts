@@ -1,6 +1,6 @@
 import t from 'tap'
 import { type PolicyConfig, type RawPolicy, checkPolicies, gatewayRanges } from '../../src/control/profile/policies.js'
-import { type Cidr, cidrContains, parseCidr, parseIpv4 } from '../../src/control/profile/cidr.js'
+import { type Cidr, cidrContains, parseCidr, parseIpv4 } from '../../src/common/ipv4.js'
 import {
   type CompiledPolicies,
   type PolicyPeer,

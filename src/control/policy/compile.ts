@@ -10,7 +10,7 @@
  * inside one of the policy's granted ranges (GatewayAllowedIpRanges, else GatewayRoutes). No
  * Policies key = compatibility mode: everything allowed. Policies present = everything else dropped.
  */
-import { type Cidr, cidrContains, cidrsOverlap, intToIp } from '../profile/cidr.js'
+import { type Cidr, cidrContains, cidrsOverlap, intToIp } from '../../common/ipv4.js'
 import { type PolicyConfig, gatewayRanges } from '../profile/policies.js'
 import { buildRouteTable, type RouteEntry } from '../../dataplane/route-table.js'
 import {

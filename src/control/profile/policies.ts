@@ -14,7 +14,7 @@
  * compatibility mode, everything allowed).
  */
 import { z } from 'zod'
-import { type Cidr, cidrContains, intToIp, parseCidr, parseIpv4 } from './cidr.js'
+import { type Cidr, cidrContains, intToIp, parseCidr, parseIpv4 } from '../../common/ipv4.js'
 
 export const PROTOCOLS = ['Any', 'Tcp', 'Udp', 'Icmp'] as const
 export type PolicyProtocol = (typeof PROTOCOLS)[number]
