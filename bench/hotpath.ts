@@ -3,7 +3,7 @@
  * Pipeline code (parse + route + counter + encrypt outbound; decrypt + replay + cryptokey + destination
  * + conntrack inbound), one thread, no syscalls.
  */
-import { A_VA, HEADROOM, LAN, deliver, ipv4udp, sessionPair } from '../src/dataplane/testbed.js'
+import { A_VA, HEADROOM, LAN, deliver, ipv4udp, sessionPair } from './testbed.js'
 
 export interface HotpathResult {
   case: string

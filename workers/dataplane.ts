@@ -125,4 +125,3 @@ function runDataplaneLoop(): void {
 
 port.postMessage({ t: 'ready', id: init.id })
 runDataplaneLoop()
-port.postMessage({ t: 'stopped', id: init.id })

@@ -4,13 +4,21 @@
  * A flow is keyed from the peer's side as it first crosses into the LAN:
  *   (proto, peerIp, lanIp, peerPort<<16 | lanPort)  — for ICMP echo the ports word is id<<16.
  * Inbound (peer -> LAN) creates or refreshes it; outbound (LAN -> peer) must hit it with the
- * addresses and ports swapped. ICMP errors from the LAN are admitted when the packet they quote
- * belongs to a flow (keeps PMTU discovery working).
+ * addresses and ports swapped (src/dataplane/firewall.ts decides what may leave).
  *
  * The table is a fixed open-addressing hash in shared memory, so every worker sees the same
- * flows (inbound and outbound may be handled by different workers), and a flood cannot grow it:
- * when a probe window is full the entry closest to expiry is evicted. Entries are guarded by a
- * per-entry sequence lock; a reader that races a writer treats it as a miss for that packet.
+ * flows (inbound and outbound may be handled by different workers), and a flood cannot grow it.
+ * Against a peer that computes colliding tuples or floods the table:
+ *  - the bucket is HalfSipHash-2-4 of the tuple under a random 64-bit key made at each start;
+ *  - a flow that has not been answered yet lives at most CT_UNREPLIED_S (the kernel's "unreplied"
+ *    timeouts): a bare ACK or a stream of one-way datagrams cannot pin entries for hours;
+ *  - each peer holds at most CT_PEER_SHARE live entries;
+ *  - when a probe window is full, a new flow replaces the starting peer's own entry closest to expiry,
+ *    else another peer's unreplied entry (only while the starter is under its share); answered
+ *    flows of other peers are never evicted. Every eviction is counted by the caller (conntrack_evicted).
+ * Entries are guarded by a per-entry sequence lock; a reader that races a writer treats it as a miss.
+ * Entries that expire are reclaimed lazily (overwritten) and by ctSweep, which keeps the per-peer
+ * counts honest.
  */
 export const CT_ENTRIES = 65536
 export const CT_PROBE = 8
@@ -18,11 +26,19 @@ const F_SEQ = 0
 const F_PEER_IP = 1
 const F_LAN_IP = 2
 const F_PORTS = 3
-const F_PROTO = 4 // proto | REPLIED << 8
+const F_PROTO = 4 // proto | USED | REPLIED; 0 = free
 const F_PEER = 5
 const F_EXPIRES = 6 // seconds on the table's clock
 export const CT_FIELDS = 8
 const REPLIED = 1 << 8
+const USED = 1 << 9
+
+/** Per-peer live-entry counts, indexed by peer slot modulo this (slots beyond share a count). */
+export const CT_COUNT_SLOTS = 4096
+export const CT_PEER_SHARE = CT_ENTRIES / 4
+const H_KEY0 = CT_ENTRIES * CT_FIELDS
+const H_KEY1 = H_KEY0 + 1
+const H_COUNTS = H_KEY0 + 8
 
 export const PROTO_ICMP = 1
 export const PROTO_TCP = 6
@@ -34,20 +50,75 @@ export const CT_TCP_CLOSING_S = 10
 export const CT_UDP_S = 180
 export const CT_ICMP_S = 30
 export const CT_OTHER_S = 60
+/** Lifetime of a flow until the LAN side has answered it once. */
+export const CT_UNREPLIED_S = 30
 
-export function createConntrack(): SharedArrayBuffer {
-  return new SharedArrayBuffer(CT_ENTRIES * CT_FIELDS * 4)
+/** ctTrack results. */
+export const CT_REFRESHED = 0
+export const CT_NEW = 1
+export const CT_EVICTED = 2
+export const CT_BUSY = -1
+export const CT_FULL = -2
+
+/** A table with a fresh random hash key (one per agent start). */
+export function createConntrack(key?: Int32Array): SharedArrayBuffer {
+  const sab = new SharedArrayBuffer((CT_ENTRIES * CT_FIELDS + 8 + CT_COUNT_SLOTS) * 4)
+  const t = new Int32Array(sab)
+  const k = key ?? crypto.getRandomValues(new Int32Array(2))
+  t[H_KEY0] = k[0]
+  t[H_KEY1] = k[1]
+  return sab
 }
 
-function hash(proto: number, peerHi: number, peerLo: number, lanHi: number, lanLo: number, peerPort: number, lanPort: number): number {
-  const peerIp = (peerHi << 16) | peerLo
-  const lanIp = (lanHi << 16) | lanLo
-  const ports = (peerPort << 16) | lanPort
-  let h = Math.imul(peerIp ^ 0x9e3779b9, 0x85ebca6b)
-  h ^= Math.imul(lanIp, 0xc2b2ae35)
-  h ^= Math.imul(ports ^ (proto << 24), 0x27d4eb2f)
-  h ^= h >>> 15
-  return h & (CT_ENTRIES - 1)
+function rotl(x: number, b: number): number {
+  return (x << b) | (x >>> (32 - b))
+}
+
+/**
+ * HalfSipHash-2-4 with a 32-bit result (Aumasson and Bernstein's reference, halfsiphash.c) over
+ * `n` little-endian 32-bit words; k0, k1 are the key's two little-endian words. Allocation-free.
+ */
+export function halfSipHash4(k0: number, k1: number, n: number, m0: number, m1: number, m2: number, m3: number): number {
+  let v0 = k0 | 0
+  let v1 = k1 | 0
+  let v2 = 0x6c796765 ^ k0
+  let v3 = 0x74656462 ^ k1
+  for (let i = 0; i <= n; i++) {
+    // Words m0..m(n-1), then the final block: the length in bytes in the top byte.
+    const m = i === n ? (n * 4) << 24 : i === 0 ? m0 : i === 1 ? m1 : i === 2 ? m2 : m3
+    v3 ^= m
+    for (let r = 0; r < 2; r++) {
+      v0 = (v0 + v1) | 0
+      v1 = rotl(v1, 5) ^ v0
+      v0 = rotl(v0, 16)
+      v2 = (v2 + v3) | 0
+      v3 = rotl(v3, 8) ^ v2
+      v0 = (v0 + v3) | 0
+      v3 = rotl(v3, 7) ^ v0
+      v2 = (v2 + v1) | 0
+      v1 = rotl(v1, 13) ^ v2
+      v2 = rotl(v2, 16)
+    }
+    v0 ^= m
+  }
+  v2 ^= 0xff
+  for (let r = 0; r < 4; r++) {
+    v0 = (v0 + v1) | 0
+    v1 = rotl(v1, 5) ^ v0
+    v0 = rotl(v0, 16)
+    v2 = (v2 + v3) | 0
+    v3 = rotl(v3, 8) ^ v2
+    v0 = (v0 + v3) | 0
+    v3 = rotl(v3, 7) ^ v0
+    v2 = (v2 + v1) | 0
+    v1 = rotl(v1, 13) ^ v2
+    v2 = rotl(v2, 16)
+  }
+  return v1 ^ v3
+}
+
+function bucket(t: Int32Array, proto: number, peerIp: number, lanIp: number, ports: number): number {
+  return halfSipHash4(t[H_KEY0], t[H_KEY1], 4, peerIp, lanIp, ports, proto) & (CT_ENTRIES - 1)
 }
 
 function lockEntry(t: Int32Array, b: number): boolean {
@@ -60,9 +131,15 @@ function unlockEntry(t: Int32Array, b: number): void {
   Atomics.add(t, b + F_SEQ, 1)
 }
 
+/** Live entries `peer` holds (counted on insert, released when an entry is reused, evicted or swept). */
+export function ctPeerCount(t: Int32Array, peer: number): number {
+  return Atomics.load(t, H_COUNTS + (peer & (CT_COUNT_SLOTS - 1)))
+}
+
 /**
  * Records or refreshes a flow started by `peer`. `ttl` is chosen by the caller from the protocol
- * and TCP flags. Returns 1 if a new entry was made, 0 if refreshed, 2 if an entry was evicted, -1 if busy.
+ * and TCP flags. Returns CT_NEW, CT_REFRESHED, CT_EVICTED (a live entry was replaced), CT_BUSY
+ * (lost a race: not tracked this time) or CT_FULL (no room within this peer's share).
  */
 export function ctTrack(
   t: Int32Array,
@@ -106,51 +183,76 @@ export function ctTrack16(
   const peerIp = (peerHi << 16) | peerLo
   const lanIp = (lanHi << 16) | lanLo
   const ports = (peerPort << 16) | lanPort
-  const h = hash(proto, peerHi, peerLo, lanHi, lanLo, peerPort, lanPort)
-  let victim = -1
-  let victimExp = 0x7fffffff
+  const h = bucket(t, proto, peerIp, lanIp, ports)
+  let free = -1
+  let own = -1
+  let ownExp = 0x7fffffff
+  let other = -1
+  let otherExp = 0x7fffffff
   for (let i = 0; i < CT_PROBE; i++) {
     const b = ((h + i) & (CT_ENTRIES - 1)) * CT_FIELDS
     const exp = t[b + F_EXPIRES]
-    if (
-      exp > nowS &&
-      t[b + F_PEER_IP] === (peerIp | 0) &&
-      t[b + F_LAN_IP] === (lanIp | 0) &&
-      t[b + F_PORTS] === (ports | 0) &&
-      (t[b + F_PROTO] & 255) === proto
-    ) {
-      if (!lockEntry(t, b)) return -1
-      if (ttl < exp - nowS && proto === PROTO_TCP && ttl !== CT_TCP_CLOSING_S) ttl = exp - nowS
-      t[b + F_EXPIRES] = nowS + ttl
-      t[b + F_PEER] = peer
-      unlockEntry(t, b)
-      return 0
+    const pr = t[b + F_PROTO]
+    if (pr === 0 || exp <= nowS) {
+      if (free < 0) free = b
+      continue
     }
-    if (exp <= nowS) {
-      if (victimExp > 0) {
-        victim = b
-        victimExp = 0
+    if (t[b + F_PEER_IP] === peerIp && t[b + F_LAN_IP] === lanIp && t[b + F_PORTS] === ports && (pr & 255) === proto) {
+      if (!lockEntry(t, b)) return CT_BUSY
+      if (ttl < exp - nowS && proto === PROTO_TCP && ttl !== CT_TCP_CLOSING_S) ttl = exp - nowS
+      if ((t[b + F_PROTO] & REPLIED) === 0 && ttl > CT_UNREPLIED_S) ttl = CT_UNREPLIED_S
+      t[b + F_EXPIRES] = nowS + ttl
+      const was = t[b + F_PEER]
+      if (was !== peer) {
+        Atomics.sub(t, H_COUNTS + (was & (CT_COUNT_SLOTS - 1)), 1)
+        Atomics.add(t, H_COUNTS + (peer & (CT_COUNT_SLOTS - 1)), 1)
+        t[b + F_PEER] = peer
       }
-    } else if (exp < victimExp) {
-      victim = b
-      victimExp = exp
+      unlockEntry(t, b)
+      return CT_REFRESHED
+    }
+    if (t[b + F_PEER] === peer) {
+      if (exp < ownExp) {
+        own = b
+        ownExp = exp
+      }
+    } else if ((pr & REPLIED) === 0 && exp < otherExp) {
+      other = b
+      otherExp = exp
     }
   }
-  if (!lockEntry(t, victim)) return -1
-  const evicted = victimExp > 0 ? 2 : 1
-  t[victim + F_PEER_IP] = peerIp | 0
-  t[victim + F_LAN_IP] = lanIp | 0
-  t[victim + F_PORTS] = ports | 0
-  t[victim + F_PROTO] = proto
+  const under = ctPeerCount(t, peer) < CT_PEER_SHARE
+  let victim: number
+  let result: number
+  if (under && free >= 0) {
+    victim = free
+    result = CT_NEW
+  } else if (own >= 0) {
+    victim = own
+    result = CT_EVICTED
+  } else if (under && other >= 0) {
+    victim = other
+    result = CT_EVICTED
+  } else return CT_FULL
+  if (!lockEntry(t, victim)) return CT_BUSY
+  const pr = t[victim + F_PROTO]
+  // Re-read under the lock: the entry may have changed since the scan.
+  if (pr !== 0) Atomics.sub(t, H_COUNTS + (t[victim + F_PEER] & (CT_COUNT_SLOTS - 1)), 1)
+  Atomics.add(t, H_COUNTS + (peer & (CT_COUNT_SLOTS - 1)), 1)
+  t[victim + F_PEER_IP] = peerIp
+  t[victim + F_LAN_IP] = lanIp
+  t[victim + F_PORTS] = ports
+  t[victim + F_PROTO] = proto | USED
   t[victim + F_PEER] = peer
-  t[victim + F_EXPIRES] = nowS + ttl
+  t[victim + F_EXPIRES] = nowS + Math.min(ttl, CT_UNREPLIED_S)
   unlockEntry(t, victim)
-  return evicted
+  return result
 }
 
 /**
  * Looks up the flow a LAN reply belongs to (key given from the peer's side). Returns the peer
- * slot that started it, or -1. On a hit the entry is marked replied and its lifetime refreshed.
+ * slot that started it, or -1. On a hit with ttl > 0 the entry is marked replied and its lifetime
+ * refreshed (an ICMP error passes ttl 0: it neither answers nor extends the flow).
  */
 export function ctReply(t: Int32Array, proto: number, peerIp: number, lanIp: number, ports: number, nowS: number, ttl: number): number {
   return ctReply16(
@@ -183,21 +285,23 @@ export function ctReply16(
   const peerIp = (peerHi << 16) | peerLo
   const lanIp = (lanHi << 16) | lanLo
   const ports = (peerPort << 16) | lanPort
-  const h = hash(proto, peerHi, peerLo, lanHi, lanLo, peerPort, lanPort)
+  const h = bucket(t, proto, peerIp, lanIp, ports)
   for (let i = 0; i < CT_PROBE; i++) {
     const b = ((h + i) & (CT_ENTRIES - 1)) * CT_FIELDS
     const s1 = Atomics.load(t, b + F_SEQ)
     if ((s1 & 1) !== 0) continue
+    const pr = t[b + F_PROTO]
     if (
+      pr !== 0 &&
       t[b + F_EXPIRES] > nowS &&
-      t[b + F_PEER_IP] === (peerIp | 0) &&
-      t[b + F_LAN_IP] === (lanIp | 0) &&
-      t[b + F_PORTS] === (ports | 0) &&
-      (t[b + F_PROTO] & 255) === proto
+      t[b + F_PEER_IP] === peerIp &&
+      t[b + F_LAN_IP] === lanIp &&
+      t[b + F_PORTS] === ports &&
+      (pr & 255) === proto
     ) {
       const peer = t[b + F_PEER]
       if (Atomics.load(t, b + F_SEQ) !== s1) return -1
-      if (lockEntry(t, b)) {
+      if (ttl > 0 && lockEntry(t, b)) {
         t[b + F_PROTO] |= REPLIED
         const exp = t[b + F_EXPIRES]
         if (nowS + ttl > exp) t[b + F_EXPIRES] = nowS + ttl
@@ -209,16 +313,30 @@ export function ctReply16(
   return -1
 }
 
+/** Frees expired entries in [from, from + n) (entry numbers, wrapping); returns the next start. */
+export function ctSweep(t: Int32Array, nowS: number, from: number, n: number): number {
+  for (let i = 0; i < n; i++) {
+    const b = ((from + i) & (CT_ENTRIES - 1)) * CT_FIELDS
+    if (t[b + F_PROTO] === 0 || t[b + F_EXPIRES] > nowS || !lockEntry(t, b)) continue
+    if (t[b + F_PROTO] !== 0 && t[b + F_EXPIRES] <= nowS) {
+      Atomics.sub(t, H_COUNTS + (t[b + F_PEER] & (CT_COUNT_SLOTS - 1)), 1)
+      t[b + F_PROTO] = 0
+    }
+    unlockEntry(t, b)
+  }
+  return (from + n) & (CT_ENTRIES - 1)
+}
+
 /** Control-side scan: live flows per peer slot. */
 export function ctCountByPeer(t: Int32Array, nowS: number): Map<number, number> {
   const m = new Map<number, number>()
-  for (let b = 0; b < t.length; b += CT_FIELDS) {
+  for (let b = 0; b < CT_ENTRIES * CT_FIELDS; b += CT_FIELDS) {
     if (t[b + F_EXPIRES] > nowS && t[b + F_PROTO] !== 0) m.set(t[b + F_PEER], (m.get(t[b + F_PEER]) ?? 0) + 1)
   }
   return m
 }
 
-/** TTL for a packet a peer sends into the LAN. */
+/** TTL for a packet a peer sends into the LAN (capped at CT_UNREPLIED_S until the flow is answered). */
 export function ttlFor(proto: number, tcpFlags: number): number {
   if (proto === PROTO_TCP) {
     if ((tcpFlags & 0x05) !== 0) return CT_TCP_CLOSING_S // FIN or RST

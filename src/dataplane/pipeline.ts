@@ -3,18 +3,19 @@
  * fills the slabs from the TUN queue and UDP socket and drains them; the benchmark (bench/) feeds
  * the same code synthetic packets. Stages, all sequential within one batch:
  *
- *   outbound(n)  slab of n IP packets at HEADROOM -> parse IPv4 -> route lookup -> [exit node: reply-only
- *                check] -> keypair + counter (Atomics.add) -> pad + encrypt in place -> sLens/oAddrs
- *   inbound(n)   slab of n datagrams -> index -> keypair -> replay pre-check -> decrypt in place ->
- *                replay window -> cryptokey check (source allowed for that peer) -> destination check
- *                -> [exit node: track flow] -> wLens (packet at HEADROOM)
+ *   outbound(n)  slab of n IP packets at HEADROOM -> parse IPv4 -> route lookup -> reply-only
+ *                check (firewall.ts: own address or a reply) -> keypair -> seal (transport.ts: counter,
+ *                encrypt in place, re-check) -> sLens/oAddrs
+ *   inbound(n)   slab of n datagrams -> index -> keypair -> replay pre-check -> open (transport.ts:
+ *                decrypt in place, re-check) -> replay window -> cryptokey check (source allowed for
+ *                that peer) -> destination check -> [exit node: track flow] -> wLens (packet at HEADROOM)
  *
  * Ownership: the slabs and length arrays belong to this pipeline (one per worker); a packet's bytes
  * are borrowed from the caller's batch until the next outbound()/inbound() call.
- * No-allocation contract: nothing per packet is allocated unless the log level is 5 (frame data)
- * or a datagram's length is not a multiple of 16 (never true for WireGuard senders, which pad).
+ * No-allocation contract: nothing per packet is allocated unless the log level is 5 (frame data,
+ * at most LOG_LINES_PER_S lines per second per reason) or a datagram's length is not a multiple of
+ * 16 (never true for WireGuard senders, which pad).
  */
-import sodium from 'sodium-native'
 import {
   C_FROM_LAN_BYTES,
   C_PEER_FIELDS,
@@ -36,7 +37,6 @@ import {
   K_INITIATOR,
   K_LOCK,
   K_PEER,
-  K_REMOTE,
   K_SEND_CTR,
   K_STATE,
   type LayoutViews,
@@ -58,21 +58,35 @@ import { MSG_CONFIRMED, MSG_HANDSHAKE, MSG_REKEY, MSG_STAGED, RingProducer, type
 import { LOCAL_PROVIDED, type DataplaneTables } from '../ipc/messages.js'
 import { lookupRoute16 } from './route-table.js'
 import { replayCheckAndSet32, replayMaybeFresh } from './replay.js'
-import { PROTO_ICMP, PROTO_TCP, PROTO_UDP, ctReply16, ctTrack16, ttlFor } from './conntrack.js'
+import { PROTO_ICMP, PROTO_TCP, PROTO_UDP, CT_EVICTED, CT_FULL } from './conntrack.js'
+import { EGRESS_DROP, EGRESS_REPLY, Firewall } from './firewall.js'
+import { OPEN_BAD_MAC, OPEN_OK, SEAL_COUNTER_LIMIT, open, paddedLength, seal } from './transport.js'
 import {
+  AEAD_TAG_SIZE,
+  MSG_COOKIE_REPLY,
+  MSG_INITIATION,
   MSG_TRANSPORT,
   REJECT_AFTER_TIME_MS,
   REKEY_AFTER_TIME_MS,
   RECV_COUNTER_LIMIT,
-  SEND_COUNTER_LIMIT,
   SEND_COUNTER_REKEY,
+  TRANSPORT_HEADER_SIZE,
+  TRANSPORT_MIN_SIZE,
 } from '../protocol/constants.js'
 
-export const HEADROOM = 16 // transport header: room to encrypt in place
+export const HEADROOM = TRANSPORT_HEADER_SIZE // room to encrypt in place
 
 export function slotSizeFor(mtu: number): number {
-  return (HEADROOM + mtu + 16 + 16 + 63) & ~63
+  return (HEADROOM + mtu + 16 + AEAD_TAG_SIZE + 63) & ~63
 }
+
+/** -v 5 lines per second per reason (then one "N similar lines suppressed"). */
+export const LOG_LINES_PER_S = 20
+/** Log keys: the drop reasons, then the accepted verdicts. */
+const LOG_ROUTED = REASONS.length
+const LOG_DELIVERED = REASONS.length + 1
+const LOG_KEYS = REASONS.length + 2
+const LOG_KEY_NAMES: readonly string[] = [...REASONS, 'routed', 'delivered']
 
 export interface PipelineOptions {
   id: number
@@ -97,25 +111,8 @@ function rd32(b: Uint8Array, o: number): number {
 /*
  * Numbers above 2^30 (IPv4 addresses, receiver indices) do not fit V8's small integers: passed to a
  * function that is not inlined they are boxed, an allocation per packet. So addresses travel as two
- * 16-bit halves, header words are written byte by byte inline, and port pairs come back through PORTS.
+ * 16-bit halves and header words are written byte by byte inline.
  */
-const PORTS = new Int32Array(2) // [peerPort, lanPort] from portsInto()
-
-/** Ports for conntrack, from the peer's side (ICMP echo: the identifier as the peer's "port"). */
-function portsInto(b: Uint8Array, p: number, proto: number, peerIsSource: boolean): void {
-  const l4 = p + (b[p] & 15) * 4
-  PORTS[0] = 0
-  PORTS[1] = 0
-  if (proto === PROTO_TCP || proto === PROTO_UDP) {
-    const sp = (b[l4] << 8) | b[l4 + 1]
-    const dp = (b[l4 + 2] << 8) | b[l4 + 3]
-    PORTS[0] = peerIsSource ? sp : dp
-    PORTS[1] = peerIsSource ? dp : sp
-  } else if (proto === PROTO_ICMP) {
-    const type = b[l4]
-    if (type === 8 || type === 0) PORTS[0] = (b[l4 + 4] << 8) | b[l4 + 5]
-  }
-}
 
 export class Pipeline {
   readonly slot: number
@@ -142,7 +139,7 @@ export class Pipeline {
 
   private readonly v: LayoutViews
   private readonly ring: RingProducer
-  private readonly ct: Int32Array
+  private readonly fw: Firewall
   private readonly mtu: number
   private readonly cBase: number
   private readonly rBase: number
@@ -155,11 +152,14 @@ export class Pipeline {
   private readonly oViews: ViewCache = []
   private readonly iViews: ViewCache = []
   private readonly post: (msg: unknown) => void
+  private readonly logWindow = new Float64Array(LOG_KEYS)
+  private readonly logCount = new Int32Array(LOG_KEYS)
+  private readonly logSuppressed = new Int32Array(LOG_KEYS)
 
   constructor(o: PipelineOptions) {
     this.v = views(o.layout)
     this.ring = new RingProducer(o.ring)
-    this.ct = new Int32Array(o.conntrack)
+    this.fw = new Firewall(o.conntrack, o.id)
     this.mtu = o.mtu
     this.batch = o.batch
     this.slot = slotSizeFor(o.mtu)
@@ -198,6 +198,33 @@ export class Pipeline {
   setClock(nowMs: number): void {
     this.now = nowMs
     this.nowS = Math.floor((nowMs - this.epochMs) / 1000)
+    if (this.tables.exitNode) this.fw.sweep(this.nowS)
+    if (this.logLevel >= 5) for (let k = 0; k < LOG_KEYS; k++) if (this.logSuppressed[k] > 0) this.logAllowed(k)
+  }
+
+  /**
+   * -v 5 only: may a line for `key` (a reason, LOG_ROUTED or LOG_DELIVERED) be posted now? At most
+   * LOG_LINES_PER_S per second per key, so no sender can make per-packet lines at line rate; the
+   * lines held back are reported once, as a count, when the key's next second starts.
+   */
+  private logAllowed(key: number): boolean {
+    if (this.now - this.logWindow[key] >= 1000) {
+      const held = this.logSuppressed[key]
+      this.logWindow[key] = this.now
+      this.logCount[key] = 0
+      this.logSuppressed[key] = 0
+      if (held > 0) this.post({ t: 'log', level: 'info', msg: `${held} similar lines suppressed (${LOG_KEY_NAMES[key]})` })
+    }
+    if (this.logCount[key] < LOG_LINES_PER_S) {
+      this.logCount[key]++
+      return true
+    }
+    this.logSuppressed[key]++
+    return false
+  }
+
+  private log5(key: number): boolean {
+    return this.logLevel >= 5 && this.logAllowed(key)
   }
 
   private slotViews(cache: ViewCache, slab: Uint8Array, i: number, len: number): [Uint8Array, Uint8Array] {
@@ -235,53 +262,6 @@ export class Pipeline {
     })
   }
 
-  /** Exit node: may this packet from the LAN (src in ProvidesRoutes) go to `dst`, a peer? */
-  private replyAllowed(b: Uint8Array, p: number, len: number): boolean {
-    const proto = b[p + 9]
-    const l4 = p + (b[p] & 15) * 4
-    if (proto === PROTO_ICMP && len >= l4 - p + 8 + 20) {
-      const type = b[l4]
-      if (type === 3 || type === 11 || type === 12) {
-        // An ICMP error quoting a packet the peer sent: check the quoted flow.
-        const q = l4 + 8
-        const qproto = b[q + 9]
-        if (len < q - p + (b[q] & 15) * 4 + 8) return false
-        portsInto(b, q, qproto, true)
-        return (
-          ctReply16(
-            this.ct,
-            qproto,
-            (b[q + 12] << 8) | b[q + 13],
-            (b[q + 14] << 8) | b[q + 15],
-            (b[q + 16] << 8) | b[q + 17],
-            (b[q + 18] << 8) | b[q + 19],
-            PORTS[0],
-            PORTS[1],
-            this.nowS,
-            0,
-          ) >= 0
-        )
-      }
-    }
-    const flags = proto === PROTO_TCP ? b[l4 + 13] : 0
-    portsInto(b, p, proto, false)
-    // The reply goes LAN -> peer: the peer is the destination.
-    return (
-      ctReply16(
-        this.ct,
-        proto,
-        (b[p + 16] << 8) | b[p + 17],
-        (b[p + 18] << 8) | b[p + 19],
-        (b[p + 12] << 8) | b[p + 13],
-        (b[p + 14] << 8) | b[p + 15],
-        PORTS[0],
-        PORTS[1],
-        this.nowS,
-        ttlFor(proto, flags),
-      ) >= 0
-    )
-  }
-
   /** Classifies and encrypts n packets in oSlab; returns how many datagrams are ready (sLens > 0). */
   outbound(n: number): number {
     const { oSlab, oLens, sLens, oAddrs, tables: t, slot: SLOT, mtu: MTU, now } = this
@@ -298,21 +278,18 @@ export class Pipeline {
       const peer = lookupRoute16(t.routeChild, t.routeVal, (oSlab[p + 16] << 8) | oSlab[p + 17], (oSlab[p + 18] << 8) | oSlab[p + 19])
       if (peer < 0) {
         this.drop(R.no_route)
-        if (this.logLevel >= 5) this.flowLog('out', -1, oSlab, p, len, 'drop no_route')
+        if (this.log5(R.no_route)) this.flowLog('out', -1, oSlab, p, len, 'drop no_route')
         continue
       }
       const cb = this.cBase + peer * C_PEER_FIELDS
-      if (
-        t.exitNode &&
-        lookupRoute16(t.providedChild, t.providedVal, (oSlab[p + 12] << 8) | oSlab[p + 13], (oSlab[p + 14] << 8) | oSlab[p + 15]) >= 0
-      ) {
-        if (!this.replyAllowed(oSlab, p, len)) {
-          this.drop(R.unsolicited)
-          if (this.logLevel >= 5) this.flowLog('out', peer, oSlab, p, len, 'drop unsolicited (LAN hosts may only reply)')
-          continue
-        }
-        counters[cb + C_FROM_LAN_BYTES] += len
+      // Reply-only, judged by ingress: our own traffic, or a reply to a flow this peer started.
+      const verdict = this.fw.egress(oSlab, p, len, peer, t.selfAddr, this.nowS)
+      if (verdict === EGRESS_DROP) {
+        this.drop(R.unsolicited)
+        if (this.log5(R.unsolicited)) this.flowLog('out', peer, oSlab, p, len, 'drop unsolicited (only replies to peer flows may leave)')
+        continue
       }
+      if (verdict === EGRESS_REPLY) counters[cb + C_FROM_LAN_BYTES] += len
       const kp = Atomics.load(peerI32, peer * P_FIELDS + P_CUR_KP)
       const endpoint = peerF64[peer * PF_FIELDS + PF_ENDPOINT]
       const kb = kp * K_FIELDS
@@ -324,65 +301,33 @@ export class Pipeline {
       ) {
         if (!this.ring.push(MSG_STAGED, oSlab, p, len, 0, 0, peer, 0)) this.drop(R.ring_full)
         else this.drop(R.staged)
-        if (this.logLevel >= 5) this.flowLog('out', peer, oSlab, p, len, 'queued: waiting for handshake')
+        if (this.log5(R.staged)) this.flowLog('out', peer, oSlab, p, len, 'queued: waiting for handshake')
         continue
       }
-      const index = kpI32[kb + K_INDEX]
-      const ctr = Atomics.add(kpI32, kb + K_SEND_CTR, 1) >>> 0
-      if (ctr >= SEND_COUNTER_LIMIT) {
-        this.drop(R.counter_exhausted)
+      const padded = paddedLength(len, MTU)
+      for (let j = len; j < padded; j++) oSlab[p + j] = 0
+      const sv =
+        (padded & 15) === 0
+          ? this.slotViews(this.oViews, oSlab, i, padded)
+          : [oSlab.subarray(p, p + padded), oSlab.subarray(p + padded, p + padded + AEAD_TAG_SIZE)]
+      const dlen = seal(kpI32, this.sendKeys[kp], kp, oSlab, i * SLOT, padded, sv[0], sv[1], this.oNonce)
+      if (dlen < 0) {
+        // The keypair reached its counter limit, or was retired before or during encryption.
+        const why = dlen === SEAL_COUNTER_LIMIT ? R.counter_exhausted : R.expired
+        this.drop(why)
+        if (this.log5(why)) this.flowLog('out', peer, oSlab, p, len, `drop ${REASONS[why]}`)
         continue
       }
       if (
-        (ctr >= SEND_COUNTER_REKEY ||
+        (Atomics.load(kpI32, kb + K_SEND_CTR) >>> 0 >= SEND_COUNTER_REKEY ||
           (kpI32[kb + K_INITIATOR] === 1 && now - kpF64[kp * KF_FIELDS + KF_CREATED_MS] >= REKEY_AFTER_TIME_MS)) &&
         now - this.rekeySignalled[peer] > 1000
       ) {
         this.rekeySignalled[peer] = now
         this.ring.push(MSG_REKEY, oSlab, 0, 0, 0, 0, peer, kp)
       }
-      let padded = (len + 15) & ~15
-      if (padded > MTU) padded = Math.max(len, MTU)
-      for (let j = len; j < padded; j++) oSlab[p + j] = 0
-      const h = i * SLOT
-      oSlab[h] = MSG_TRANSPORT
-      oSlab[h + 1] = 0
-      oSlab[h + 2] = 0
-      oSlab[h + 3] = 0
-      const remote = kpI32[kb + K_REMOTE]
-      oSlab[h + 4] = remote & 255
-      oSlab[h + 5] = (remote >>> 8) & 255
-      oSlab[h + 6] = (remote >>> 16) & 255
-      oSlab[h + 7] = (remote >>> 24) & 255
-      const n0 = ctr & 255
-      const n1 = (ctr >>> 8) & 255
-      const n2 = (ctr >>> 16) & 255
-      const n3 = (ctr >>> 24) & 255
-      oSlab[h + 8] = n0
-      oSlab[h + 9] = n1
-      oSlab[h + 10] = n2
-      oSlab[h + 11] = n3
-      oSlab[h + 12] = 0
-      oSlab[h + 13] = 0
-      oSlab[h + 14] = 0
-      oSlab[h + 15] = 0
-      const nonce = this.oNonce
-      nonce[4] = n0
-      nonce[5] = n1
-      nonce[6] = n2
-      nonce[7] = n3
-      const sv =
-        (padded & 15) === 0
-          ? this.slotViews(this.oViews, oSlab, i, padded)
-          : [oSlab.subarray(p, p + padded), oSlab.subarray(p + padded, p + padded + 16)]
-      sodium.crypto_aead_chacha20poly1305_ietf_encrypt_detached(sv[0], sv[1], sv[0], null, null, this.oNonce, this.sendKeys[kp])
-      // The keypair may have been retired while we encrypted; never send under a recycled slot.
-      if (Atomics.load(kpI32, kb + K_INDEX) !== index) {
-        this.drop(R.expired)
-        continue
-      }
-      if (this.logLevel >= 5) this.flowLog('out', peer, oSlab, p, len, 'routed')
-      sLens[i] = HEADROOM + padded + 16
+      if (this.log5(LOG_ROUTED)) this.flowLog('out', peer, oSlab, p, len, 'routed')
+      sLens[i] = dlen
       oAddrs[2 * i] = Math.floor(endpoint / 65536) >>> 0
       oAddrs[2 * i + 1] = endpoint % 65536
       counters[cb + C_TX_BYTES] += len
@@ -410,21 +355,23 @@ export class Pipeline {
       }
       const type = iSlab[b]
       if (type !== MSG_TRANSPORT) {
-        if (type >= 1 && type <= 3) {
+        if (type >= MSG_INITIATION && type <= MSG_COOKIE_REPLY) {
           this.drop(R.handshake_msgs)
           if (!this.ring.push(MSG_HANDSHAKE, iSlab, b, len, iAddrs[2 * i], iAddrs[2 * i + 1], -1, 0)) this.drop(R.ring_full)
         } else this.drop(R.malformed)
         continue
       }
-      if (len < 32) {
+      if (len < TRANSPORT_MIN_SIZE) {
         this.drop(R.malformed)
         continue
       }
       const idxLo = iSlab[b + 4] | (iSlab[b + 5] << 8)
+      const index = idxLo | (iSlab[b + 6] << 16) | (iSlab[b + 7] << 24)
       const kp = idxLo & KP_MASK
       const kb = kp * K_FIELDS
+      // State and index read once; open() re-checks both after decryption.
       const state = Atomics.load(kpI32, kb + K_STATE)
-      if (state === 0 || kpI32[kb + K_INDEX] !== (idxLo | (iSlab[b + 6] << 16) | (iSlab[b + 7] << 24))) {
+      if (state === 0 || Atomics.load(kpI32, kb + K_INDEX) !== index) {
         this.drop(R.bad_index)
         continue
       }
@@ -438,7 +385,7 @@ export class Pipeline {
       const rb = kp * REPLAY_WORDS
       if (ctrHi >= RECV_COUNTER_LIMIT / 4294967296 || !replayMaybeFresh(kpReplay, rb, kpF64, kf + KF_REPLAY_LAST, ctrHi, ctrLo)) {
         this.drop(R.replay)
-        if (this.logLevel >= 5)
+        if (this.log5(R.replay))
           this.post({
             t: 'log',
             level: 'info',
@@ -446,23 +393,24 @@ export class Pipeline {
           })
         continue
       }
-      const clen = len - 32
+      const clen = len - TRANSPORT_MIN_SIZE
       const nonce = this.iNonce
       for (let j = 0; j < 8; j++) nonce[4 + j] = iSlab[b + 8 + j]
       const p = b + HEADROOM
       const sv =
         (clen & 15) === 0
           ? this.slotViews(this.iViews, iSlab, i, clen)
-          : [iSlab.subarray(p, p + clen), iSlab.subarray(p + clen, p + clen + 16)]
-      try {
-        sodium.crypto_aead_chacha20poly1305_ietf_decrypt_detached(sv[0], null, sv[0], sv[1], null, nonce, this.recvKeys[kp])
-      } catch {
-        this.drop(R.bad_mac)
-        if (this.logLevel >= 5)
+          : [iSlab.subarray(p, p + clen), iSlab.subarray(p + clen, p + clen + AEAD_TAG_SIZE)]
+      const opened = open(kpI32, this.recvKeys[kp], kb, index, sv[0], sv[1], nonce)
+      if (opened !== OPEN_OK) {
+        // A bad tag, or the keypair was retired during decryption (its key may have been zero).
+        const why = opened === OPEN_BAD_MAC ? R.bad_mac : R.expired
+        this.drop(why)
+        if (this.log5(why))
           this.post({
             t: 'log',
             level: 'info',
-            msg: `inbound: verdict=drop bad_mac from ${iAddrs[2 * i] >>> 24}.${(iAddrs[2 * i] >>> 16) & 255}.${(iAddrs[2 * i] >>> 8) & 255}.${iAddrs[2 * i] & 255}:${iAddrs[2 * i + 1]}`,
+            msg: `inbound: verdict=drop ${REASONS[why]} from ${iAddrs[2 * i] >>> 24}.${(iAddrs[2 * i] >>> 16) & 255}.${(iAddrs[2 * i] >>> 8) & 255}.${iAddrs[2 * i] & 255}:${iAddrs[2 * i + 1]}`,
           })
         continue
       }
@@ -473,7 +421,7 @@ export class Pipeline {
       Atomics.store(kpI32, kb + K_LOCK, 0)
       if (!fresh) {
         this.drop(R.replay)
-        if (this.logLevel >= 5)
+        if (this.log5(R.replay))
           this.post({
             t: 'log',
             level: 'info',
@@ -515,24 +463,22 @@ export class Pipeline {
       if (grp >= 0) for (let j = t.groupStart[grp]; j < t.groupStart[grp + 1]; j++) if (t.groupPeers[j] === peer) allowed = true
       if (!allowed) {
         this.drop(R.not_allowed)
-        if (this.logLevel >= 5) this.flowLog('in', peer, iSlab, p, tot, 'drop not_allowed (source not allowed for this peer)')
+        if (this.log5(R.not_allowed)) this.flowLog('in', peer, iSlab, p, tot, 'drop not_allowed (source not allowed for this peer)')
         continue
       }
       const where = lookupRoute16(t.localChild, t.localVal, dHi, dLo)
       if (where < 0) {
         this.drop(R.not_for_us)
-        if (this.logLevel >= 5) this.flowLog('in', peer, iSlab, p, tot, 'drop not_for_us')
+        if (this.log5(R.not_for_us)) this.flowLog('in', peer, iSlab, p, tot, 'drop not_for_us')
         continue
       }
       if (where === LOCAL_PROVIDED) {
-        const proto = iSlab[p + 9]
-        const flags = proto === PROTO_TCP ? iSlab[p + (iSlab[p] & 15) * 4 + 13] : 0
-        portsInto(iSlab, p, proto, true)
-        if (ctTrack16(this.ct, proto, sHi, sLo, dHi, dLo, PORTS[0], PORTS[1], peer, this.nowS, ttlFor(proto, flags)) === 2)
-          this.drop(R.conntrack_full)
+        const tracked = this.fw.track(iSlab, p, peer, this.nowS)
+        if (tracked === CT_EVICTED) this.drop(R.conntrack_evicted)
+        else if (tracked === CT_FULL) this.drop(R.conntrack_full)
         counters[cb + C_TO_LAN_BYTES] += tot
       }
-      if (this.logLevel >= 5) this.flowLog('in', peer, iSlab, p, tot, where === LOCAL_PROVIDED ? 'routed to LAN' : 'delivered')
+      if (this.log5(LOG_DELIVERED)) this.flowLog('in', peer, iSlab, p, tot, where === LOCAL_PROVIDED ? 'routed to LAN' : 'delivered')
       counters[cb + C_RX_BYTES] += tot
       peerF64[pf + PF_LAST_RX_DATA] = now
       wLens[i] = tot

@@ -4,7 +4,8 @@
  * Everything here is a SharedArrayBuffer carved into typed arrays at fixed offsets. Control
  * writes keys and peer settings; workers write counters and timestamps. Rules:
  *  - A keypair slot is published by writing its fields and keys first, then Atomics.store of
- *    K_STATE. Workers read K_STATE first (acquire) and re-check K_INDEX after crypto.
+ *    K_STATE. Workers read K_INDEX and K_STATE once before crypto (src/dataplane/transport.ts) and
+ *    re-check both after encryption and after decryption.
  *  - Slots are recycled only after KEYPAIR_QUARANTINE_MS, far longer than a worker holds one.
  *  - Counters are per worker (one writer each); control sums them for status.
  */
@@ -53,7 +54,6 @@ export const C_PEER_FIELDS = 8
 export const REASONS = [
   'no_route',
   'not_ipv4',
-  'no_session',
   'bad_index',
   'bad_mac',
   'replay',
@@ -69,6 +69,7 @@ export const REASONS = [
   'counter_exhausted',
   'handshake_msgs',
   'conntrack_full',
+  'conntrack_evicted',
 ] as const
 export type Reason = (typeof REASONS)[number]
 export const R: Record<Reason, number> = Object.fromEntries(REASONS.map((r, i) => [r, i])) as Record<Reason, number>

@@ -1,7 +1,7 @@
 // Runs 400k packets through the compiled Pipeline (lib/) in a clean process started with
 // --expose-gc, and prints {gcs, kinds, heapGrowth, packets} as JSON. Used by no-allocation.test.ts.
 import { PerformanceObserver } from 'node:perf_hooks'
-import { A_VA, HEADROOM, LAN, deliver, ipv4udp, sessionPair } from '../../lib/src/dataplane/testbed.js'
+import { A_VA, HEADROOM, LAN, deliver, ipv4udp, sessionPair } from '../../lib/bench/testbed.js'
 
 const batch = 64
 const { client: c, exit: e } = sessionPair(batch)

@@ -13,7 +13,7 @@ const probe = path.join(ROOT, 'test/helpers/alloc-probe.mjs')
 
 t.test(
   'steady-state packets allocate nothing',
-  { skip: fs.existsSync(path.join(ROOT, 'lib/src/dataplane/testbed.js')) ? false : 'run `npm run build` first (npm test does)' },
+  { skip: fs.existsSync(path.join(ROOT, 'lib/bench/testbed.js')) ? false : 'run `npm run build` first (npm test does)' },
   async (t) => {
     const out = await new Promise<string>((resolve, reject) => {
       // env -i: a clean environment, so no loader or coverage hook of the test runner is injected.

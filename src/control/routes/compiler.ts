@@ -107,13 +107,9 @@ export function compileTables(
   groupStart[groups.length] = flat.length
   const local: RouteEntry[] = [{ addr: profile.virtualAddress, len: 32, value: LOCAL_SELF }]
   for (const c of profile.providesRoutes) local.push({ addr: c.addr, len: c.len, value: LOCAL_PROVIDED })
-  // Overlay addresses are never "provided" (an exit node for 0.0.0.0/0 still answers as itself).
-  const provided: RouteEntry[] = profile.providesRoutes.map((c) => ({ addr: c.addr, len: c.len, value: 0 }))
-  if (provided.length) provided.push({ addr: 0x64400000, len: 10, value: -1 })
   const rt = buildRouteTable(route)
   const at = buildRouteTable(allow)
   const lt = buildRouteTable(local)
-  const pt = buildRouteTable(provided)
   return {
     gen,
     routeChild: rt.child,
@@ -124,9 +120,8 @@ export function compileTables(
     groupPeers: Int32Array.from(flat),
     localChild: lt.child,
     localVal: lt.val,
-    providedChild: pt.child,
-    providedVal: pt.val,
     exitNode: profile.providesRoutes.length > 0,
+    selfAddr: profile.virtualAddress | 0,
   }
 }
 

@@ -1,6 +1,7 @@
 /**
  * A client/exit-node pair of Pipelines with one session installed in shared memory the way control
- * does after a handshake, plus synthetic IPv4/UDP packets: for benchmarks and allocation tests.
+ * does after a handshake, plus synthetic IPv4/UDP packets: a fixture for the benchmark, the allocation
+ * probe and the Pipeline unit tests (kept out of src/, which holds only what the agent runs).
  */
 import {
   createLayout,
@@ -19,13 +20,13 @@ import {
   PF_ENDPOINT,
   PF_FIELDS,
   packEndpoint,
-} from '../ipc/layout.js'
-import { createRing, RingConsumer } from '../ipc/ring.js'
-import { createConntrack } from './conntrack.js'
-import { buildRouteTable } from './route-table.js'
-import { HEADROOM, Pipeline } from './pipeline.js'
-import type { DataplaneTables } from '../ipc/messages.js'
-import { LOCAL_PROVIDED, LOCAL_SELF } from '../ipc/messages.js'
+} from '../src/ipc/layout.js'
+import { createRing, RingConsumer } from '../src/ipc/ring.js'
+import { createConntrack } from '../src/dataplane/conntrack.js'
+import { buildRouteTable } from '../src/dataplane/route-table.js'
+import { HEADROOM, Pipeline } from '../src/dataplane/pipeline.js'
+import type { DataplaneTables } from '../src/ipc/messages.js'
+import { LOCAL_PROVIDED, LOCAL_SELF } from '../src/ipc/messages.js'
 import sodium from 'sodium-native'
 
 export const A_VA = 0x64400001
@@ -39,14 +40,6 @@ function tables(selfVa: number, peerVa: number, provides: boolean): DataplaneTab
     { addr: selfVa, len: 32, value: LOCAL_SELF },
     ...(provides ? [{ addr: LAN, len: 20, value: LOCAL_PROVIDED }] : []),
   ])
-  const pt = buildRouteTable(
-    provides
-      ? [
-          { addr: LAN, len: 20, value: 0 },
-          { addr: 0x64400000, len: 10, value: -1 },
-        ]
-      : [],
-  )
   return {
     gen: 1,
     routeChild: rt.child,
@@ -57,9 +50,8 @@ function tables(selfVa: number, peerVa: number, provides: boolean): DataplaneTab
     groupPeers: Int32Array.of(0, 0),
     localChild: lt.child,
     localVal: lt.val,
-    providedChild: pt.child,
-    providedVal: pt.val,
     exitNode: provides,
+    selfAddr: selfVa | 0,
   }
 }
 

@@ -1,0 +1,138 @@
+/**
+ * The reply-only firewall (as Nebula keeps firewall.go): what a node may send to a peer and which
+ * peer flows it remembers. The guide's promise: hosts behind an exit node may answer peers, never
+ * start anything, whatever source address they forge.
+ *
+ * Judged by ingress, on every node: a packet read from the TUN for a peer leaves only if
+ *  - its source is this node's own virtual address (the node's own traffic), or
+ *  - it answers a flow that this very peer started into our ProvidesRoutes (conntrack hit, owner = peer), or
+ *  - it is an ICMP error (unreachable, time exceeded, parameter problem) quoting such a flow, sent to
+ *    the address that started it (outer destination = quoted source).
+ * Everything else is `unsolicited`. A node that provides no routes tracks nothing, so only its own
+ * address passes. Peer packets into ProvidesRoutes are tracked on the way in (track()).
+ */
+import { CT_ENTRIES, CT_FULL, CT_EVICTED, PROTO_ICMP, PROTO_TCP, PROTO_UDP, ctReply16, ctSweep, ctTrack16, ttlFor } from './conntrack.js'
+
+/** egress() verdicts. */
+export const EGRESS_DROP = 0
+export const EGRESS_OWN = 1
+export const EGRESS_REPLY = 2
+
+/** Entries each sweep() call examines: a worker's clock tick reclaims expired entries for the per-peer shares. */
+const SWEEP_PER_TICK = 512
+
+export class Firewall {
+  readonly ct: Int32Array
+  /** [peerPort, lanPort] from portsInto(): numbers above 2^30 would box, so ports travel here. */
+  private readonly ports = new Int32Array(2)
+  private sweepAt: number
+
+  constructor(conntrack: SharedArrayBuffer, worker: number) {
+    this.ct = new Int32Array(conntrack)
+    this.sweepAt = (worker * 8191) & (CT_ENTRIES - 1)
+  }
+
+  /** Ports for conntrack, from the peer's side (ICMP echo: the identifier as the peer's "port"). */
+  private portsInto(b: Uint8Array, p: number, proto: number, peerIsSource: boolean): void {
+    const l4 = p + (b[p] & 15) * 4
+    const P = this.ports
+    P[0] = 0
+    P[1] = 0
+    if (proto === PROTO_TCP || proto === PROTO_UDP) {
+      const sp = (b[l4] << 8) | b[l4 + 1]
+      const dp = (b[l4 + 2] << 8) | b[l4 + 3]
+      P[0] = peerIsSource ? sp : dp
+      P[1] = peerIsSource ? dp : sp
+    } else if (proto === PROTO_ICMP) {
+      const type = b[l4]
+      if (type === 8 || type === 0) P[0] = (b[l4 + 4] << 8) | b[l4 + 5]
+    }
+  }
+
+  /**
+   * TUN -> `peer`: the IPv4 packet at b[p, p+len) (len >= 20). `selfAddr` is this node's virtual
+   * address. Returns EGRESS_OWN, EGRESS_REPLY or EGRESS_DROP.
+   */
+  egress(b: Uint8Array, p: number, len: number, peer: number, selfAddr: number, nowS: number): number {
+    const sHi = (b[p + 12] << 8) | b[p + 13]
+    const sLo = (b[p + 14] << 8) | b[p + 15]
+    if (((sHi << 16) | sLo) === (selfAddr | 0)) return EGRESS_OWN
+    const proto = b[p + 9]
+    const ihl = (b[p] & 15) * 4
+    if (ihl < 20 || len < ihl + 8) return EGRESS_DROP
+    const l4 = p + ihl
+    if (proto === PROTO_ICMP) {
+      const type = b[l4]
+      if (type === 3 || type === 11 || type === 12) {
+        // An ICMP error quoting a packet that `peer` sent into the LAN.
+        const q = l4 + 8
+        if (len < ihl + 8 + 20 || b[q] >> 4 !== 4) return EGRESS_DROP
+        const qihl = (b[q] & 15) * 4
+        if (qihl < 20 || len < ihl + 8 + qihl + 8) return EGRESS_DROP
+        // Addressed to the quoted flow's peer side, not to anyone else.
+        if (b[p + 16] !== b[q + 12] || b[p + 17] !== b[q + 13] || b[p + 18] !== b[q + 14] || b[p + 19] !== b[q + 15]) return EGRESS_DROP
+        const qproto = b[q + 9]
+        this.portsInto(b, q, qproto, true)
+        const owner = ctReply16(
+          this.ct,
+          qproto,
+          (b[q + 12] << 8) | b[q + 13],
+          (b[q + 14] << 8) | b[q + 15],
+          (b[q + 16] << 8) | b[q + 17],
+          (b[q + 18] << 8) | b[q + 19],
+          this.ports[0],
+          this.ports[1],
+          nowS,
+          0,
+        )
+        return owner === peer ? EGRESS_REPLY : EGRESS_DROP
+      }
+    }
+    const flags = proto === PROTO_TCP ? b[l4 + 13] : 0
+    this.portsInto(b, p, proto, false)
+    // The reply goes LAN -> peer: the peer's side is the destination.
+    const owner = ctReply16(
+      this.ct,
+      proto,
+      (b[p + 16] << 8) | b[p + 17],
+      (b[p + 18] << 8) | b[p + 19],
+      sHi,
+      sLo,
+      this.ports[0],
+      this.ports[1],
+      nowS,
+      ttlFor(proto, flags),
+    )
+    return owner === peer ? EGRESS_REPLY : EGRESS_DROP
+  }
+
+  /**
+   * `peer` -> our ProvidesRoutes: remember the flow so the LAN may answer it. Returns 0 when tracked
+   * or refreshed (or a race left it for the next packet), CT_EVICTED when a live entry made room,
+   * CT_FULL when the peer's share had no room (the packet still goes; replies to it will not).
+   */
+  track(b: Uint8Array, p: number, peer: number, nowS: number): number {
+    const proto = b[p + 9]
+    const flags = proto === PROTO_TCP ? b[p + (b[p] & 15) * 4 + 13] : 0
+    this.portsInto(b, p, proto, true)
+    const r = ctTrack16(
+      this.ct,
+      proto,
+      (b[p + 12] << 8) | b[p + 13],
+      (b[p + 14] << 8) | b[p + 15],
+      (b[p + 16] << 8) | b[p + 17],
+      (b[p + 18] << 8) | b[p + 19],
+      this.ports[0],
+      this.ports[1],
+      peer,
+      nowS,
+      ttlFor(proto, flags),
+    )
+    return r === CT_EVICTED || r === CT_FULL ? r : 0
+  }
+
+  /** Once per batch on nodes that provide routes: reclaim a slice of expired entries. */
+  sweep(nowS: number): void {
+    this.sweepAt = ctSweep(this.ct, nowS, this.sweepAt, SWEEP_PER_TICK)
+  }
+}
