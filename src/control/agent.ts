@@ -13,6 +13,7 @@
  *   routes/compiler (pure tables, failover) OsRouteInstaller (OS routes and rules)
  *   exit-node (ip_forward, NAT)             status/builder (pure status model)
  *   WorkerSupervisor (workers, restarts)    ApiServer (control socket, over AgentApi)
+ *   policy/compile (tags + Policies -> integer tables, compiled at start and reload, sent with the routes)
  */
 import { Piscina } from 'piscina'
 import os from 'node:os'
@@ -32,8 +33,10 @@ import {
   views,
 } from '../ipc/layout.js'
 import { type RingBuffers, RingConsumer, createRing } from '../ipc/ring.js'
-import type { DataplaneTables, WorkerInit } from '../ipc/messages.js'
-import { createConntrack } from '../dataplane/conntrack.js'
+import type { DataplaneTables, PolicyTables, WorkerInit } from '../ipc/messages.js'
+import { createConntrack, ctCutFlows } from '../dataplane/conntrack.js'
+import { evaluatePolicy } from '../dataplane/policy.js'
+import { type CompiledPolicies, compilePolicies, policyModeLine, policyTablesFor } from './policy/compile.js'
 import { type LocalStatic, localStatic, peerCrypto } from '../protocol/noise.js'
 import * as net from '../platform/linux/net.js'
 import type { StatusModel } from './status/model.js'
@@ -93,6 +96,8 @@ export class Agent implements AgentApi {
   private supervisor!: WorkerSupervisor
   private routes!: OsRouteInstaller
   private tables!: DataplaneTables
+  private policy!: CompiledPolicies
+  private policyTables!: PolicyTables
   private active = new Map<string, number>() // route text -> peer slot carrying it
   private exitWarnings: string[] = []
   private hsPool?: Piscina
@@ -138,6 +143,7 @@ export class Agent implements AgentApi {
     await this.openDevices(nWorkers)
     this.wire()
     for (const cfg of p.peers) await this.addPeer(cfg)
+    this.compilePolicy()
     this.rebuildTables()
     for (let i = 0; i < nWorkers; i++) this.rings.push(createRing(256))
     await this.supervisor.startAll(nWorkers)
@@ -324,14 +330,45 @@ export class Agent implements AgentApi {
     const p = this.profile
     const peers = this.routePeers()
     this.active = chooseRoutes(peers, [...p.exitNode.availableRoutes.keys()], Date.now())
-    this.tables = compileTables(
-      { virtualAddress: p.virtualAddress, providesRoutes: p.exitNode.providesRoutes },
-      peers,
-      this.active,
-      (this.tables?.gen ?? 0) + 1,
-    )
+    this.tables = {
+      ...compileTables(
+        { virtualAddress: p.virtualAddress, providesRoutes: p.exitNode.providesRoutes },
+        peers,
+        this.active,
+        (this.tables?.gen ?? 0) + 1,
+      ),
+      ...this.policyTables,
+    }
     this.supervisor.post({ t: 'tables', tables: this.tables })
     Atomics.store(this.v.global, G_CONFIG_GEN, this.tables.gen)
+  }
+
+  /**
+   * Compiles the profile's Policies over the current peer slots (start and reload). The workers get
+   * the result with the next tables; flows judged by an older compile are judged again there.
+   */
+  private compilePolicy(): void {
+    const p = this.profile
+    this.policy = compilePolicies({
+      selfTags: p.tags,
+      selfAddress: p.virtualAddress,
+      providesRoutes: p.exitNode.providesRoutes,
+      peers: this.peers.list().map((peer) => ({ slot: peer.slot, tags: peer.cfg.tags })),
+      policies: p.policies,
+    })
+    this.policyTables = policyTablesFor(this.policy, this.layout.workers, (this.policyTables?.policyGen ?? 0) + 1)
+    this.log.info({ tags: p.tags.join(' ') || '(none)' }, policyModeLine(this.policy))
+  }
+
+  /** Reload: cuts tracked flows that peers started and the new policy no longer allows. */
+  private cutDisallowedFlows(): number {
+    const table = this.policy.table
+    const nowS = Math.floor((Date.now() - this.epochMs) / 1000)
+    return ctCutFlows(
+      new Int32Array(this.conntrack),
+      nowS,
+      (peer, proto, lanIp, lanPort) => evaluatePolicy(table, peer, proto, lanIp >>> 16, lanIp & 0xffff, lanPort) >= 0,
+    )
   }
 
   // ---------------------------------------------------------------- operator requests (AgentApi)
@@ -384,6 +421,9 @@ export class Agent implements AgentApi {
     }
     this.profile = next
     for (const cfg of plan.added) await this.addPeer(cfg)
+    this.compilePolicy()
+    const cut = this.cutDisallowedFlows()
+    if (cut) this.log.info({ flows: cut }, 'policy reload: cut flows the new policy no longer allows')
     this.rebuildTables()
     await this.routes.sync(wantedRoutes(this.routePeers()), next.exitNode.forceRoutes, (r) => this.carrierName(r))
     this.exitWarnings = await checkExitNode(next, this.log)
@@ -410,6 +450,9 @@ export class Agent implements AgentApi {
       port: this.port,
       verbosity: this.verbosity,
       exitWarnings: this.exitWarnings,
+      policy: this.policy,
+      policyTables: this.policyTables,
+      workers: this.layout.workers,
     })
   }
 

@@ -13,6 +13,7 @@
 import { type Cidr, cidrContains, cidrsOverlap, intToIp } from '../../common/ipv4.js'
 import { type PolicyConfig, gatewayRanges } from '../profile/policies.js'
 import { buildRouteTable, type RouteEntry } from '../../dataplane/route-table.js'
+import type { PolicyTables } from '../../ipc/messages.js'
 import {
   ACL_ANY,
   DST_ROUTE,
@@ -236,4 +237,37 @@ export function judgeFlow(
   })
   const verdict = evaluatePolicy(c.table, 0, proto, dst >>> 16, dst & 0xffff, port)
   return { verdict, text: describeVerdict(c.labels, verdict) }
+}
+
+/** What the workers get with the route tables: the table, its labels and fresh per-worker counters. */
+export function policyTablesFor(c: CompiledPolicies, workers: number, gen: number): PolicyTables {
+  return {
+    policy: c.table,
+    policyGen: gen,
+    policyLabels: c.labels,
+    policyCounters: new SharedArrayBuffer(Math.max(1, workers) * policyCounterStride(c.table.policies) * 8),
+  }
+}
+
+/** Float64 counters per worker: hits[p], drops[p], then one "no policy allows". */
+export function policyCounterStride(policies: number): number {
+  return 2 * policies + 1
+}
+
+/** Sums the workers' counters: per policy hits and drops, and drops no policy came near. */
+export function sumPolicyCounters(t: PolicyTables, workers: number): { hits: number[]; drops: number[]; noPolicy: number } {
+  const n = t.policy.policies
+  const stride = policyCounterStride(n)
+  const f = new Float64Array(t.policyCounters)
+  const hits = new Array<number>(n).fill(0)
+  const drops = new Array<number>(n).fill(0)
+  let noPolicy = 0
+  for (let w = 0; w < workers && (w + 1) * stride <= f.length; w++) {
+    for (let i = 0; i < n; i++) {
+      hits[i] += f[w * stride + i]
+      drops[i] += f[w * stride + n + i]
+    }
+    noPolicy += f[w * stride + 2 * n]
+  }
+  return { hits, drops, noPolicy }
 }
