@@ -8,6 +8,7 @@ import type { StatusModel } from './status/model.js'
 import * as net from '../platform/linux/net.js'
 import { run } from '../platform/linux/exec.js'
 import { parseCidr, type Cidr } from '../common/ipv4.js'
+import { compilePolicies, policyModeLine, policyWarnings } from './policy/compile.js'
 
 export interface Check {
   name: string
@@ -32,6 +33,7 @@ export async function runDoctor(configDir: string, probe?: string): Promise<Chec
     })
     return checks
   }
+  for (const c of policyChecks(profile)) add(c)
   let status: StatusModel | undefined
   try {
     status = await callAgent<StatusModel>({ op: 'status' })
@@ -147,4 +149,25 @@ export function formatChecks(checks: Check[]): string {
     fails ? `${fails} check(s) failed, ${warns} warning(s)` : warns ? `all checks passed, ${warns} warning(s)` : 'all checks passed',
   )
   return lines.join('\n')
+}
+
+/** Tags and Policies (issue 10): the mode, tags nobody carries, provided routes no policy grants. */
+function policyChecks(p: ReturnType<typeof loadProfile>): Check[] {
+  const input = {
+    selfTags: p.tags,
+    selfAddress: p.virtualAddress,
+    providesRoutes: p.exitNode.providesRoutes,
+    peers: p.peers.map((peer, slot) => ({ slot, tags: peer.tags })),
+    policies: p.policies,
+  }
+  const warnings = policyWarnings(input)
+  if (!warnings.length) return [{ name: 'policies', result: 'pass', detail: policyModeLine(compilePolicies(input)) }]
+  return warnings.map((w) => ({
+    name: 'policies',
+    result: 'warn' as const,
+    detail: w,
+    fix: w.includes('ProvidesRoutes')
+      ? 'add a policy with GatewayRoutes (or GatewayAllowedIpRanges) for it, naming a tag this system carries in ReceiverTags'
+      : 'correct the tag, or add it to Tags of this system or of the peers that should carry it',
+  }))
 }

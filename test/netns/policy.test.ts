@@ -190,6 +190,22 @@ t.test('tags and policies between real agents', { skip }, async (t) => {
     t.match(text, /Policies[. ]+: Policies\[0\] "laptops to the exit node": laptops -> exit-node: Icmp, Tcp 9100/)
   })
 
+  await t.test('explain judges both directions; doctor names the policy mode', async (t) => {
+    const [sent22, sent9100, recv, doctor] = await Promise.all([
+      lab.cli(L1, ['explain', PRINTER, '--proto', 'tcp', '--port', '22']),
+      lab.cli(L1, ['explain', PRINTER, '--port', '9100', '--json']),
+      lab.cli(E, ['explain', E.va, '--from', S.identity, '--proto', 'icmp']),
+      lab.cli(E, ['doctor']),
+    ])
+    t.match(
+      sent22.stdout,
+      /Sent from here[. ]+: judged by \S+ .*drop: no policy allows \(Policies\[1\] "laptops to the printer": protocol or port/,
+    )
+    t.match(JSON.parse(sent9100.stdout).policy.sends.verdict, /allow by Policies\[1\] "laptops to the printer"/)
+    t.match(recv.stdout, new RegExp(`Received here[. ]+: from ${S.identity}: drop: no policy allows`))
+    t.match(doctor.stdout, /policy: 3 policies, 2 enforced here/)
+  })
+
   await t.test('a reload that removes a permission cuts its flow; one that adds it opens it; other flows continue', async (t) => {
     const stream = (to: string) => {
       const p = lab.spawn(ns.laptop1, process.execPath, ['-e', TCP_STREAM, to, '9100'])
