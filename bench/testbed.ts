@@ -33,10 +33,18 @@ import { compatPolicyTable } from '../src/dataplane/policy.js'
 export const A_VA = 0x64400001
 export const B_VA = 0x64400002
 export const LAN = 0xac1a0000 // 172.26.0.0/20 behind B
+/** A second peer of the exit node (slot 1), with no session: for checks that involve another peer. */
+export const C_VA = 0x64400003
 
 function tables(selfVa: number, peerVa: number, provides: boolean): DataplaneTables {
-  const rt = buildRouteTable([{ addr: peerVa, len: 32, value: 0 }, ...(provides ? [] : [{ addr: LAN, len: 20, value: 0 }])])
-  const at = buildRouteTable([{ addr: peerVa, len: 32, value: 0 }, ...(provides ? [] : [{ addr: LAN, len: 20, value: 0 }])])
+  const rt = buildRouteTable([
+    { addr: peerVa, len: 32, value: 0 },
+    ...(provides ? [{ addr: C_VA, len: 32, value: 1 }] : [{ addr: LAN, len: 20, value: 0 }]),
+  ])
+  const at = buildRouteTable([
+    { addr: peerVa, len: 32, value: 0 },
+    ...(provides ? [{ addr: C_VA, len: 32, value: 2 }] : [{ addr: LAN, len: 20, value: 0 }]),
+  ])
   const lt = buildRouteTable([
     { addr: selfVa, len: 32, value: LOCAL_SELF },
     ...(provides ? [{ addr: LAN, len: 20, value: LOCAL_PROVIDED }] : []),
@@ -47,8 +55,8 @@ function tables(selfVa: number, peerVa: number, provides: boolean): DataplaneTab
     routeVal: rt.val,
     allowChild: at.child,
     allowVal: at.val,
-    groupStart: Int32Array.of(0, 1, 2),
-    groupPeers: Int32Array.of(0, 0),
+    groupStart: Int32Array.of(0, 1, 2, 3),
+    groupPeers: Int32Array.of(0, 0, 1),
     localChild: lt.child,
     localVal: lt.val,
     exitNode: provides,
@@ -69,6 +77,7 @@ function side(
   localIndex: number,
   remoteIndex: number,
   batch: number,
+  post: (msg: unknown) => void,
 ) {
   const layout = createLayout(64, 1)
   const v = views(layout)
@@ -83,18 +92,19 @@ function side(
   Atomics.store(v.peerI32, 0 * P_FIELDS + P_CUR_KP, kp)
   v.peerF64[0 * PF_FIELDS + PF_ENDPOINT] = packEndpoint(0xc6120002, 51820)
   const ring = createRing(256)
+  const conntrack = createConntrack()
   const pipe = new Pipeline({
     id: 0,
     layout,
     ring,
-    conntrack: createConntrack(),
+    conntrack,
     mtu: 1420,
     batch,
     epochMs: Date.now(),
     tables: tables(selfVa, peerVa, provides),
-    post: () => undefined,
+    post,
   })
-  return { pipe, ring: new RingConsumer(ring) }
+  return { pipe, ring: new RingConsumer(ring), v, kp, layout, conntrack }
 }
 
 export function ipv4udp(buf: Uint8Array, off: number, size: number, src: number, dst: number, sport: number): void {
@@ -115,15 +125,18 @@ export function ipv4udp(buf: Uint8Array, off: number, size: number, src: number,
   for (let i = 28; i < size; i++) buf[off + i] = i & 255
 }
 
-/** A client and an exit node sharing one session: client.outbound -> exit.inbound. */
-export function sessionPair(batch: number) {
+/**
+ * A client and an exit node sharing one session: client.outbound -> exit.inbound. `c` and `e` give
+ * each side's shared memory (as control sees it), ring consumer and keypair slot, for tests.
+ */
+export function sessionPair(batch: number, post: (msg: unknown) => void = () => undefined) {
   const k1 = Buffer.alloc(32)
   const k2 = Buffer.alloc(32)
   sodium.randombytes_buf(k1)
   sodium.randombytes_buf(k2)
-  const client = side(A_VA, B_VA, false, k1, k2, (1 << 12) | 7, (2 << 12) | 9, batch)
-  const exit = side(B_VA, A_VA, true, k2, k1, (2 << 12) | 9, (1 << 12) | 7, batch)
-  return { client: client.pipe, exit: exit.pipe }
+  const client = side(A_VA, B_VA, false, k1, k2, (1 << 12) | 7, (2 << 12) | 9, batch, post)
+  const exit = side(B_VA, A_VA, true, k2, k1, (2 << 12) | 9, (1 << 12) | 7, batch, post)
+  return { client: client.pipe, exit: exit.pipe, c: client, e: exit }
 }
 
 const deliverViews = new WeakMap<Pipeline, Uint8Array>()

@@ -66,6 +66,8 @@ import { DENY_ROUTE_NOT_GRANTED, POLICY_MODE_ENFORCE, denyPolicy, denyReason, de
 import { OPEN_BAD_MAC, OPEN_OK, SEAL_COUNTER_LIMIT, open, paddedLength, seal } from './transport.js'
 import {
   AEAD_TAG_SIZE,
+  KEY_SIZE,
+  NONCE_SIZE,
   MSG_COOKIE_REPLY,
   MSG_INITIATION,
   MSG_TRANSPORT,
@@ -80,6 +82,7 @@ import {
 export const HEADROOM = TRANSPORT_HEADER_SIZE // room to encrypt in place
 
 export function slotSizeFor(mtu: number): number {
+  // Room for the header, the packet, up to 15 bytes of padding and the tag, rounded to a cache line.
   return (HEADROOM + mtu + 16 + AEAD_TAG_SIZE + 63) & ~63
 }
 
@@ -149,8 +152,8 @@ export class Pipeline {
   private readonly epochMs: number
   private readonly sendKeys: Uint8Array[] = new Array(KP_SLOTS)
   private readonly recvKeys: Uint8Array[] = new Array(KP_SLOTS)
-  private readonly oNonce = new Uint8Array(12)
-  private readonly iNonce = new Uint8Array(12)
+  private readonly oNonce = new Uint8Array(NONCE_SIZE)
+  private readonly iNonce = new Uint8Array(NONCE_SIZE)
   private readonly rekeySignalled: Float64Array
   private readonly oViews: ViewCache = []
   private readonly iViews: ViewCache = []
@@ -179,8 +182,8 @@ export class Pipeline {
     this.rBase = o.id * REASONS.length
     this.rekeySignalled = new Float64Array(o.layout.maxPeers)
     for (let k = 0; k < KP_SLOTS; k++) {
-      this.sendKeys[k] = this.v.kpKeys.subarray(k * KEY_BYTES_PER_SLOT, k * KEY_BYTES_PER_SLOT + 32)
-      this.recvKeys[k] = this.v.kpKeys.subarray(k * KEY_BYTES_PER_SLOT + 32, k * KEY_BYTES_PER_SLOT + 64)
+      this.sendKeys[k] = this.v.kpKeys.subarray(k * KEY_BYTES_PER_SLOT, k * KEY_BYTES_PER_SLOT + KEY_SIZE)
+      this.recvKeys[k] = this.v.kpKeys.subarray(k * KEY_BYTES_PER_SLOT + KEY_SIZE, k * KEY_BYTES_PER_SLOT + 2 * KEY_SIZE)
     }
     this.offload = o.offload ?? false
     this.arenaBase = this.slot * o.batch
@@ -248,7 +251,7 @@ export class Pipeline {
     let e = row[k]
     if (e === undefined) {
       const p = i * this.slot + HEADROOM
-      e = [slab.subarray(p, p + len), slab.subarray(p + len, p + len + 16)]
+      e = [slab.subarray(p, p + len), slab.subarray(p + len, p + len + AEAD_TAG_SIZE)]
       row[k] = e
     }
     return e

@@ -12,7 +12,7 @@
  */
 import sodium from 'sodium-native'
 import { KEY_BYTES_PER_SLOT, K_FIELDS, K_INDEX, K_REMOTE, K_SEND_CTR, K_STATE, KP_VALID } from '../ipc/layout.js'
-import { AEAD_TAG_SIZE, MSG_TRANSPORT, SEND_COUNTER_LIMIT, TRANSPORT_HEADER_SIZE } from '../protocol/constants.js'
+import { AEAD_TAG_SIZE, KEY_SIZE, NONCE_SIZE, MSG_TRANSPORT, SEND_COUNTER_LIMIT, TRANSPORT_HEADER_SIZE } from '../protocol/constants.js'
 
 /** seal() failures (a datagram length is >= TRANSPORT_MIN_SIZE). */
 export const SEAL_NO_SESSION = -1
@@ -128,7 +128,7 @@ export function sealPacket(kpI32: Int32Array, kpKeys: Uint8Array, kp: number, pa
   out.set(payload, TRANSPORT_HEADER_SIZE)
   const body = out.subarray(TRANSPORT_HEADER_SIZE, TRANSPORT_HEADER_SIZE + padded)
   const tag = out.subarray(TRANSPORT_HEADER_SIZE + padded)
-  const key = kpKeys.subarray(kp * KEY_BYTES_PER_SLOT, kp * KEY_BYTES_PER_SLOT + 32)
-  const r = seal(kpI32, key, kp, out, 0, padded, body, tag, new Uint8Array(12))
+  const key = kpKeys.subarray(kp * KEY_BYTES_PER_SLOT, kp * KEY_BYTES_PER_SLOT + KEY_SIZE)
+  const r = seal(kpI32, key, kp, out, 0, padded, body, tag, new Uint8Array(NONCE_SIZE))
   return r < 0 ? r : out
 }

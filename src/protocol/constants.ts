@@ -17,6 +17,8 @@ export const COOKIE_REPLY_SIZE = 64
 export const TRANSPORT_HEADER_SIZE = 16
 export const TRANSPORT_MIN_SIZE = 32 // header + Poly1305 tag (a keepalive)
 export const AEAD_TAG_SIZE = 16
+export const KEY_SIZE = 32 // ChaCha20-Poly1305 key
+export const NONCE_SIZE = 12 // 4 zero bytes + the 64-bit counter (LE)
 
 export const REKEY_AFTER_MESSAGES = 2 ** 60
 export const REKEY_AFTER_TIME_MS = 120_000

@@ -8,6 +8,14 @@ const { client: c, exit: e } = sessionPair(batch)
 const template = new Uint8Array(c.slot * batch)
 const sizes = Array.from({ length: batch }, (_, i) => 1400 - (i % 5) * 16)
 for (let i = 0; i < batch; i++) ipv4udp(template, i * c.slot + HEADROOM, sizes[i], A_VA, LAN + 250, 40000 + i)
+// The LAN's replies (reply-only firewall, conntrack lookup): ports swapped.
+const replies = new Uint8Array(e.slot * batch)
+for (let i = 0; i < batch; i++) {
+  const o = i * e.slot + HEADROOM
+  ipv4udp(replies, o, sizes[i], LAN + 250, A_VA, 8080)
+  replies[o + 22] = (40000 + i) >> 8
+  replies[o + 23] = (40000 + i) & 255
+}
 // The clock is set once here (per batch in the worker): Date.now() returns a boxed double.
 const now = Date.now()
 c.setClock(now)
@@ -18,6 +26,9 @@ function round() {
   if (c.outbound(batch) !== batch) throw new Error('outbound dropped packets')
   deliver(c, e, batch)
   if (e.inbound(batch) !== batch) throw new Error('inbound dropped packets')
+  e.oSlab.set(replies)
+  for (let i = 0; i < batch; i++) e.oLens[i] = sizes[i]
+  if (e.outbound(batch) !== batch) throw new Error('replies dropped')
 }
 for (let r = 0; r < 2000; r++) round() // warm up: optimise, fill the view caches
 globalThis.gc() // start from an empty young generation
