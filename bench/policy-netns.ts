@@ -140,10 +140,10 @@ export class PolicyExitBench {
       ExitNode: { ProvidesRoutes: ['172.26.0.0/20'] },
       ...(policies ? { Policies: benchPolicies() } : {}),
     })
-    const e = this.net.spawn(this.ns('exit'), process.execPath, [BIN, 'run', '-v', '0', '--config-dir', edir], {
+    const e = this.net.spawn(this.ns('exit'), process.execPath, [BIN, 'run', '-v', '1', '--config-dir', edir], {
       ENCLAVE_RUN_DIR: path.join(edir, 'run'),
     })
-    const c = this.net.spawn(this.ns('client'), process.execPath, [BIN, 'run', '-v', '0', '--config-dir', cdir], {
+    const c = this.net.spawn(this.ns('client'), process.execPath, [BIN, 'run', '-v', '1', '--config-dir', cdir], {
       ENCLAVE_RUN_DIR: path.join(cdir, 'run'),
     })
     await Promise.all([this.waitLog(e, /control socket ready/), this.waitLog(c, /control socket ready/)])
