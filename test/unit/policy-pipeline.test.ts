@@ -5,6 +5,9 @@
  * established flows again, and every drop is counted per reason and per policy.
  */
 import t from 'tap'
+import { execFile } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
 import { A_VA, B_VA, HEADROOM, LAN, deliver, sessionPair } from '../../bench/testbed.js'
 import { type Cidr, parseCidr } from '../../src/common/ipv4.js'
 import { REASONS } from '../../src/ipc/layout.js'
@@ -139,3 +142,23 @@ t.test('later fragments carry no ports and pass; the first fragment is judged', 
   later[7] = 185 // offset 1480 bytes
   t.ok(send(p, later), 'a later fragment passes (it cannot be reassembled without its first)')
 })
+
+const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..')
+
+t.test(
+  'with 100 policies, established packets, new flows and own flows allocate nothing',
+  { skip: fs.existsSync(path.join(ROOT, 'lib/bench/testbed.js')) ? false : 'run `npm run build` first (npm test does)' },
+  async (t) => {
+    const out = await new Promise<string>((resolve, reject) => {
+      execFile(
+        'env',
+        ['-i', `PATH=${process.env.PATH}`, process.execPath, '--expose-gc', path.join(ROOT, 'test/helpers/policy-pipeline-probe.mjs')],
+        { cwd: ROOT, timeout: 60000 },
+        (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)),
+      )
+    })
+    const r = JSON.parse(out) as { gcs: number; kinds: number[]; heapGrowth: number; packets: number }
+    t.equal(r.gcs, 0, `garbage collections during ${r.packets} packets: ${r.gcs} (kinds ${r.kinds.join(',')})`)
+    t.ok(r.heapGrowth / r.packets < 0.25, `heap growth ${(r.heapGrowth / 1024).toFixed(0)} KiB`)
+  },
+)
