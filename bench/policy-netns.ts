@@ -17,6 +17,10 @@ import { writeProfile } from '../src/control/profile/profile.js'
 import { generatePrivateKey, publicKeyFromPrivate } from '../src/control/keys.js'
 import { identityFromPublicKey } from '../src/control/identity.js'
 import { NetnsSet } from '../src/platform/linux/netns.js'
+import { A_VA, B_VA, HEADROOM, LAN, deliver, ipv4udp, sessionPair } from './testbed.js'
+import { compilePolicies, policyTablesFor } from '../src/control/policy/compile.js'
+import type { PolicyConfig } from '../src/control/profile/policies.js'
+import { compatPolicyTable } from '../src/dataplane/policy.js'
 
 const BIN = fileURLToPath(new URL('../../bin/run.js', import.meta.url))
 const LAN_HOST = '172.26.0.250'
@@ -211,7 +215,99 @@ export async function runPolicyNetnsBench(seconds = 5, runs = 2): Promise<Policy
   return out
 }
 
+export interface PolicyHotpathResult {
+  case: 'policy-hotpath'
+  policies: number
+  peers: number
+  test: 'established-1400B' | 'new-flows-64B'
+  inbound_pps: number
+}
+
+/** The exit node's compiled tables for the in-process case: 1,000 peer slots, 100 policies, the last allows the client. */
+function hotpathPolicies() {
+  const lan = { addr: LAN, len: 20, text: '172.26.0.0/20' }
+  const policies: PolicyConfig[] = Array.from({ length: POLICIES }, (_, i) => ({
+    index: i,
+    enabled: true,
+    senderTags: i === POLICIES - 1 ? ['laptops'] : [`team${i % 10}`],
+    receiverTags: ['exit-node'],
+    acls:
+      i === POLICIES - 1 ? [{ protocol: 'Udp', portLo: 8000, portHi: 8100 }] : [{ protocol: 'Tcp', portLo: 10000 + i, portHi: 10000 + i }],
+    gatewayRoutes: [lan],
+    appliesHere: true,
+  }))
+  const clientTags = ['laptops', ...Array.from({ length: 10 }, (_, i) => `team${i}`)]
+  const peers = Array.from({ length: PEERS }, (_, slot) => ({ slot, tags: slot === 0 ? clientTags : [`team${slot % 10}`] }))
+  return policyTablesFor(compilePolicies({ selfTags: ['exit-node'], selfAddress: B_VA, providesRoutes: [lan], peers, policies }), 1, 1)
+}
+
+/**
+ * In process, no syscalls: the exit node's inbound packets per second (decrypt + checks + policy)
+ * with no policies and with 100, alternating `rounds` times; medians. Established: 1400-byte packets
+ * of 64 tracked flows. New flows: 64-byte packets, each with a new source port.
+ */
+export function runPolicyHotpath(seconds = 1, rounds = 5): PolicyHotpathResult[] {
+  const enforce = hotpathPolicies()
+  const measure = (policies: boolean, fresh: boolean): number => {
+    const batch = 64
+    const size = fresh ? 64 : 1400
+    const { client: c, exit: e } = sessionPair(batch)
+    if (policies) e.tables = { ...e.tables, ...enforce }
+    else e.tables = { ...e.tables, policy: compatPolicyTable() }
+    const template = new Uint8Array(c.slot * batch)
+    for (let i = 0; i < batch; i++) ipv4udp(template, i * c.slot + HEADROOM, size, A_VA, LAN + 250, 40000 + i)
+    let port = 1024
+    let ns = 0
+    let packets = 0
+    const until = process.hrtime.bigint() + BigInt(Math.round(seconds * 1e9))
+    while (process.hrtime.bigint() < until) {
+      const now = Date.now()
+      c.setClock(now)
+      e.setClock(now)
+      c.oSlab.set(template)
+      for (let i = 0; i < batch; i++) {
+        c.oLens[i] = size
+        if (fresh) {
+          const o = i * c.slot + HEADROOM
+          port = port === 65535 ? 1024 : port + 1
+          c.oSlab[o + 20] = port >> 8
+          c.oSlab[o + 21] = port & 255
+        }
+      }
+      if (c.outbound(batch) !== batch) throw new Error('outbound dropped packets')
+      deliver(c, e, batch)
+      const t0 = process.hrtime.bigint()
+      const w = e.inbound(batch)
+      ns += Number(process.hrtime.bigint() - t0)
+      if (w !== batch) throw new Error(`inbound accepted ${w}/${batch}`)
+      packets += batch
+    }
+    return packets / (ns / 1e9)
+  }
+  const out: PolicyHotpathResult[] = []
+  for (const fresh of [false, true]) {
+    const pps: Record<string, number[]> = { 0: [], [POLICIES]: [] }
+    measure(false, fresh) // warm-up
+    measure(true, fresh)
+    for (let r = 0; r < rounds; r++)
+      for (const policies of r % 2 === 0 ? [false, true] : [true, false]) pps[policies ? POLICIES : 0].push(measure(policies, fresh))
+    for (const n of [0, POLICIES]) {
+      const xs = pps[n].sort((a, b) => a - b)
+      out.push({
+        case: 'policy-hotpath',
+        policies: n,
+        peers: PEERS,
+        test: fresh ? 'new-flows-64B' : 'established-1400B',
+        inbound_pps: Math.round(xs[Math.floor(xs.length / 2)]),
+      })
+    }
+  }
+  return out
+}
+
 if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
+  for (const r of runPolicyHotpath()) console.log(JSON.stringify(r))
+  if (process.env.BENCH_NETNS === '0') process.exit(0)
   const results = await runPolicyNetnsBench(Number(process.argv[2] ?? 5), Number(process.argv[3] ?? 2))
   for (const r of results) console.log(JSON.stringify(r))
   for (const test of ['tcp1', 'new-flows'] as const) {
