@@ -190,14 +190,14 @@ export class PolicyExitBench {
   }
 }
 
-/** Alternates the no-policy and the 100-policy exit node, `runs` times each. */
+/** Alternates the no-policy and the 100-policy exit node (order swapped every run), `runs` times each. */
 export async function runPolicyNetnsBench(seconds = 5, runs = 2): Promise<PolicyNetnsResult[]> {
   const b = new PolicyExitBench()
   const out: PolicyNetnsResult[] = []
   try {
     await b.setup()
     for (let run = 0; run < runs; run++)
-      for (const policies of [false, true]) {
+      for (const policies of run % 2 === 0 ? [false, true] : [true, false]) {
         const stop = await b.start(policies)
         try {
           const base = { case: 'policy-exit-path' as const, policies: policies ? POLICIES : 0, peers: PEERS, run }
