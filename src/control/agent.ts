@@ -15,13 +15,11 @@
  *   WorkerSupervisor (workers, restarts)    ApiServer (control socket, over AgentApi)
  *   policy/compile (tags + Policies -> integer tables, compiled at start and reload, sent with the routes)
  */
-import { Piscina } from 'piscina'
 import os from 'node:os'
 import { EnclaveError } from '../errors.js'
 import { type Profile, loadProfile, profilePath } from './profile/profile.js'
 import { intToIp } from '../common/ipv4.js'
 import { type AgentLogger, VERBOSITY_NAMES, createLogger, setVerbosity } from './logger.js'
-import { native, openTunQueues, openUdp } from '../native/io.js'
 import {
   G_CONFIG_GEN,
   G_LOG_LEVEL,
@@ -47,15 +45,18 @@ import { KeypairSlots } from './keypairs.js'
 import { PeerMemory } from './peer-memory.js'
 import { type PeerRuntime, PeerTable, newPeer } from './peer-table.js'
 import { Sessions } from './sessions.js'
-import { Handshakes, type HandshakeTaskRunner } from './handshakes.js'
+import { Handshakes } from './handshakes.js'
+import { type HandshakePool, startHandshakePool } from './handshake-pool.js'
 import { PeerTimers } from './peer-timers.js'
 import { WorkerSupervisor } from './supervisor.js'
 import { UdpSender } from './udp-sender.js'
 import { OsRouteInstaller } from './routes/installer.js'
-import { type RoutePeer, chooseRoutes, compileTables, failovers, sameChoice, wantedRoutes } from './routes/compiler.js'
+import { wantedRoutes } from './routes/compiler.js'
+import { Routing, routePeer } from './routes/routing.js'
+import { Devices, fwmarkFor } from './devices.js'
 import { checkExitNode, natTag } from './exit-node.js'
 import { resolveEndpoint } from './endpoints.js'
-import { planReload, restartNeeded } from './reload.js'
+import { applyConfig, planReload, restartNeeded } from './reload.js'
 import { gatherStatus } from './status/gather.js'
 import { RingDispatcher } from './ring-dispatch.js'
 import { logFlow } from './flow-log.js'
@@ -82,25 +83,21 @@ export class Agent implements AgentApi {
   private readonly conntrack = createConntrack()
   private readonly epochMs = Date.now()
   private rings: RingBuffers[] = []
-  private tunFds: number[] = []
-  private udpFds: number[] = []
-  private ifname = ''
-  private offload = false
-  private port = 0
+  private dev!: Devices
   private peers!: PeerTable
   private keypairs!: KeypairSlots
   private memory!: PeerMemory
   private sessions!: Sessions
   private handshakes!: Handshakes
   private timers!: PeerTimers
+  private dispatch!: RingDispatcher
   private supervisor!: WorkerSupervisor
   private routes!: OsRouteInstaller
-  private tables!: DataplaneTables
+  private readonly routing = new Routing()
   private policy!: CompiledPolicies
   private policyTables!: PolicyTables
-  private active = new Map<string, number>() // route text -> peer slot carrying it
   private exitWarnings: string[] = []
-  private hsPool?: Piscina
+  private hsPool?: HandshakePool
   private api?: ApiServer
   private tickTimer?: NodeJS.Timeout
   private stopping = false
@@ -121,16 +118,7 @@ export class Agent implements AgentApi {
       setVerbosity(this.log, p.logLevel)
     }
     this.local = localStatic(p.privateKey, p.publicKey)
-    this.hsPool = new Piscina({
-      filename: new URL('../../workers/handshake.js', import.meta.url).href,
-      minThreads: 1,
-      maxThreads: 1,
-      idleTimeout: Infinity,
-    })
-    // Warm the pool (module load, JIT) so the first peer's handshake is not the one that pays for it.
-    void this.hsPool
-      .run({ op: 'consume', msg: new Uint8Array(148), privateKey: p.privateKey, publicKey: p.publicKey, nowMs: 0 })
-      .catch(() => undefined)
+    this.hsPool = startHandshakePool(p.privateKey, p.publicKey)
     const nWorkers = this.opts.workers ?? p.workers ?? Math.max(1, Math.min(os.availableParallelism(), 4))
     this.layout = createLayout(Math.max(64, p.peers.length * 2 + 16), nWorkers)
     this.v = views(this.layout)
@@ -140,28 +128,19 @@ export class Agent implements AgentApi {
       'starting enclave agent',
     )
     await this.cleanupStale()
-    await this.openDevices(nWorkers)
+    this.dev = await Devices.open(p, nWorkers)
     this.wire()
     for (const cfg of p.peers) await this.addPeer(cfg)
     this.compilePolicy()
     this.rebuildTables()
     for (let i = 0; i < nWorkers; i++) this.rings.push(createRing(256))
     await this.supervisor.startAll(nWorkers)
-    const offload = this.offload ? 'tso4+csum' : 'off'
-    this.log.info(
-      { interface: this.ifname, address: `${intToIp(p.virtualAddress)}/10`, mtu: p.mtu, port: this.port, workers: nWorkers, offload },
-      'data plane up',
-    )
-    await this.routes.sync(wantedRoutes(this.routePeers()), p.exitNode.forceRoutes, (r) => this.carrierName(r))
-    this.exitWarnings = await checkExitNode(p, this.log)
-    const dispatch = new RingDispatcher({
-      peers: this.peers,
-      sessions: this.sessions,
-      handshakes: this.handshakes,
-      log: this.log,
-      onSessionUp: (peer) => this.sessionUp(peer),
-    })
-    for (const r of this.rings) void dispatch.consume(new RingConsumer(r), () => this.stopping)
+    const d = this.dev
+    const offload = d.offload ? 'tso4+csum' : 'off'
+    const address = `${intToIp(p.virtualAddress)}/10`
+    this.log.info({ interface: d.ifname, address, mtu: p.mtu, port: d.port, workers: nWorkers, offload }, 'data plane up')
+    await this.applyOsState()
+    for (const r of this.rings) void this.dispatch.consume(new RingConsumer(r), () => this.stopping)
     this.tickTimer = setInterval(() => this.tick(), TICK_MS)
     for (const peer of this.peers)
       if (peer.cfg.persistentKeepalive > 0 && peer.configuredEndpoint) this.handshakes.initiate(peer, 'persistent keepalive configured')
@@ -176,10 +155,9 @@ export class Agent implements AgentApi {
     this.keypairs = new KeypairSlots(this.v)
     this.memory = new PeerMemory(this.v, this.layout.maxPeers, this.layout.workers)
     this.peers = new PeerTable(this.layout.maxPeers, KEYPAIR_QUARANTINE_MS)
-    const send = new UdpSender(this.udpFds[0]).send
+    const send = new UdpSender(this.dev.udpFds[0]).send
     this.sessions = new Sessions(this.keypairs, this.memory, this.peers, send, this.profile.mtu)
-    const pool = this.hsPool!
-    const runTask = ((task) => pool.run(task)) as HandshakeTaskRunner
+    const runTask = this.hsPool!.runTask
     const onSessionUp = (peer: PeerRuntime) => this.sessionUp(peer)
     this.handshakes = new Handshakes({
       local: this.local,
@@ -208,47 +186,19 @@ export class Agent implements AgentApi {
       },
       log,
     )
-    this.routes = new OsRouteInstaller(this.ifname, this.fwmark(), log)
-  }
-
-  private async openDevices(nWorkers: number): Promise<void> {
-    const p = this.profile
-    const tun = openTunQueues(p.interface, nWorkers, process.env.ENCLAVE_TUN_OFFLOAD !== '0')
-    this.tunFds = tun.fds
-    this.ifname = tun.name
-    this.offload = tun.offload
-    try {
-      await net.configureInterface(this.ifname, p.virtualAddress, p.mtu)
-    } catch (e) {
-      this.closeFds()
-      throw new EnclaveError('EIFACE', `cannot configure ${this.ifname}: ${(e as Error).message}`)
-    }
-    try {
-      for (let i = 0; i < nWorkers; i++) {
-        const fd = openUdp(0, i === 0 ? p.localPort : this.port, true, this.fwmark())
-        if (i === 0) this.port = native.udpLocalPort(fd)
-        this.udpFds.push(fd)
-      }
-    } catch (e) {
-      this.closeFds()
-      throw new EnclaveError('EBIND', `${(e as Error).message} (is another agent or WireGuard using it? set LocalPort in the profile)`)
-    }
-  }
-
-  /** Also the routing table number for 0.0.0.0/0; distinct per LocalPort so that agents can coexist. */
-  private fwmark(): number {
-    return 0xec0000 + this.profile.localPort
+    this.dispatch = new RingDispatcher({ peers: this.peers, sessions: this.sessions, handshakes: this.handshakes, log, onSessionUp })
+    this.routes = new OsRouteInstaller(this.dev.ifname, fwmarkFor(this.profile), log)
   }
 
   /** Removes what a crashed earlier run of this profile may have left: policy rules and NAT rules. */
   private async cleanupStale(): Promise<void> {
-    await net.removeDefaultRouteRules(this.fwmark())
+    await net.removeDefaultRouteRules(fwmarkFor(this.profile))
     const n = await net.removeTaggedNatRules(natTag(this.profile))
     if (n) this.log.warn({ rules: n }, 'removed NAT rules left by an earlier run that did not stop cleanly')
   }
 
   private workerInit(i: number): WorkerInit {
-    const [tunFd, udpFd, ring] = [this.tunFds[i], this.udpFds[i], this.rings[i]]
+    const [tunFd, udpFd, ring] = [this.dev.tunFds[i], this.dev.udpFds[i], this.rings[i]]
     return {
       id: i,
       layout: this.layout,
@@ -259,13 +209,15 @@ export class Agent implements AgentApi {
       mtu: this.profile.mtu,
       batch: 64,
       epochMs: this.epochMs,
-      tables: this.tables,
-      offload: this.offload,
+      tables: this.tables(),
+      offload: this.dev.offload,
     }
   }
 
   private tick(): void {
     const now = Date.now()
+    this.keypairs.sweep(now)
+    this.dispatch.pollConfirmations(now)
     for (const peer of this.peers) {
       try {
         this.timers.tick(peer, now)
@@ -301,46 +253,35 @@ export class Agent implements AgentApi {
     this.peers.remove(peer, now)
   }
 
-  private routePeers(): RoutePeer[] {
-    return this.peers.list().map((p) => ({
-      slot: p.slot,
-      identity: p.cfg.identity,
-      virtualAddress: p.cfg.virtualAddress,
-      availableRoutes: p.cfg.availableRoutes,
-      unresponsive: p.unresponsiveSinceMs !== undefined,
-      handshakeStartedMs: p.handshakeStartedMs,
-    }))
-  }
-
-  private carrierName(route: string): string | undefined {
-    return this.peers.get(this.active.get(route) ?? -1)?.cfg.identity
-  }
-
   private refreshFailover(): void {
-    const next = chooseRoutes(this.routePeers(), [...this.profile.exitNode.availableRoutes.keys()], Date.now())
-    for (const f of failovers(this.active, next))
-      this.log.warn(
-        { route: f.route, from: this.peers.get(f.from)?.cfg.identity, to: this.peers.get(f.to)?.cfg.identity },
-        'exit node failover',
-      )
-    if (!sameChoice(this.active, next)) this.rebuildTables()
+    const r = this.routing.refresh(this.profile, this.peers, Date.now())
+    if (!r) return
+    const name = (slot: number) => this.peers.get(slot)?.cfg.identity
+    for (const m of r.moves) this.log.warn({ route: m.route, from: name(m.from), to: name(m.to) }, 'exit node failover')
+    this.publish()
   }
 
   private rebuildTables(): void {
-    const p = this.profile
-    const peers = this.routePeers()
-    this.active = chooseRoutes(peers, [...p.exitNode.availableRoutes.keys()], Date.now())
-    this.tables = {
-      ...compileTables(
-        { virtualAddress: p.virtualAddress, providesRoutes: p.exitNode.providesRoutes },
-        peers,
-        this.active,
-        (this.tables?.gen ?? 0) + 1,
-      ),
-      ...this.policyTables,
-    }
-    this.supervisor.post({ t: 'tables', tables: this.tables })
-    Atomics.store(this.v.global, G_CONFIG_GEN, this.tables.gen)
+    this.routing.compile(this.profile, this.peers, Date.now())
+    this.publish()
+  }
+
+  /** What the workers get: the route tables and the compiled policies (swapped whole). */
+  private tables(): DataplaneTables {
+    return { ...this.routing.tables, ...this.policyTables }
+  }
+
+  private publish(): void {
+    const tables = this.tables()
+    this.supervisor.post({ t: 'tables', tables })
+    Atomics.store(this.v.global, G_CONFIG_GEN, tables.gen)
+  }
+
+  /** OS routes, policy rules and exit-node checks for the current profile. */
+  private async applyOsState(): Promise<void> {
+    const carrier = (route: string) => this.peers.get(this.routing.carrier(route) ?? -1)?.cfg.identity
+    await this.routes.sync(wantedRoutes(this.peers.list().map(routePeer)), this.profile.exitNode.forceRoutes, carrier)
+    this.exitWarnings = await checkExitNode(this.profile, this.log)
   }
 
   /**
@@ -409,8 +350,7 @@ export class Agent implements AgentApi {
     const plan = planReload(this.peers, next)
     for (const peer of plan.removed) this.removePeer(peer)
     for (const c of plan.kept) {
-      c.peer.cfg = c.cfg
-      if (c.presharedKeyChanged) c.peer.crypto = peerCrypto(this.local, c.cfg.publicKey, c.cfg.presharedKey)
+      applyConfig(c, this.local)
       if (!c.edited) continue
       if (c.endpointEdited) {
         // The admin's new Endpoint wins over a roamed one.
@@ -425,8 +365,7 @@ export class Agent implements AgentApi {
     const cut = this.cutDisallowedFlows()
     if (cut) this.log.info({ flows: cut }, 'policy reload: cut flows the new policy no longer allows')
     this.rebuildTables()
-    await this.routes.sync(wantedRoutes(this.routePeers()), next.exitNode.forceRoutes, (r) => this.carrierName(r))
-    this.exitWarnings = await checkExitNode(next, this.log)
+    await this.applyOsState()
     const result = {
       added: plan.added.map((c) => c.identity),
       removed: plan.removed.map((p) => p.cfg.identity),
@@ -443,11 +382,11 @@ export class Agent implements AgentApi {
       memory: this.memory,
       sessions: this.sessions,
       routes: this.routes,
-      active: this.active,
+      active: this.routing.choice,
       conntrack: this.conntrack,
       epochMs: this.epochMs,
-      interface: this.ifname,
-      port: this.port,
+      interface: this.dev.ifname,
+      port: this.dev.port,
       verbosity: this.verbosity,
       exitWarnings: this.exitWarnings,
       policy: this.policy,
@@ -457,12 +396,6 @@ export class Agent implements AgentApi {
   }
 
   // ---------------------------------------------------------------- stop
-
-  private closeFds(): void {
-    for (const fd of [...this.udpFds, ...this.tunFds]) native.close(fd)
-    this.udpFds = []
-    this.tunFds = []
-  }
 
   async stop(why = 'requested'): Promise<void> {
     if (this.stopping) return
@@ -479,7 +412,7 @@ export class Agent implements AgentApi {
     }
     await this.api?.close()
     await this.hsPool?.destroy()
-    this.closeFds() // the TUN device disappears with its last queue
+    this.dev.close() // the TUN device disappears with its last queue
     this.log.info('stopped; everything this agent added was removed')
     this.stoppedResolve()
   }

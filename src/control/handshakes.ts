@@ -34,6 +34,7 @@ import {
 } from '../protocol/noise.js'
 import type { ConsumeTask, RespondTask } from '../../workers/handshake.js'
 import type { KeypairSlots } from './keypairs.js'
+import { SourceRateLimiter } from './rate-limit.js'
 import type { AgentLogger } from './logger.js'
 import type { PeerRuntime, PeerTable } from './peer-table.js'
 import type { Sessions } from './sessions.js'
@@ -41,6 +42,8 @@ import type { SendDatagram } from './transport-send.js'
 
 /** Initiations being processed in the pool at once; beyond this they are dropped (initiators retry). */
 export const MAX_HANDSHAKES_IN_FLIGHT = 64
+/** "No keypair slot" is logged at most this often. */
+export const NO_SLOT_LOG_MS = 5000
 
 /** Runs a task of workers/handshake.ts (in a piscina pool in the agent, in-process in tests). */
 export type HandshakeTaskRunner = {
@@ -59,12 +62,17 @@ export interface HandshakeDeps {
   /** A session came up (we initiated: true; the peer's first data confirmed ours: see Sessions.confirm). */
   onSessionUp: (peer: PeerRuntime) => void
   clock?: () => number
+  /** Handshake messages per second above which we are under load (mac2 and per-source limits). */
+  underLoadPerS?: number
 }
 
 export class Handshakes {
   private readonly cookie = cookieChecker(Date.now())
   private readonly recent: number[] = []
+  private readonly limiter = new SourceRateLimiter()
   private inFlight = 0
+  private lastNoSlotLog = -Infinity
+  private noSlotCount = 0
   private closed = false
   private readonly now: () => number
 
@@ -85,8 +93,12 @@ export class Handshakes {
       this.d.log.debug({ peer: peer.cfg.identity }, 'cannot initiate a handshake: no endpoint known; waiting for the peer')
       return
     }
-    const { index } = this.d.sessions.beginInitiation(peer, now)
-    const msg = createInitiation(this.d.local, peer.crypto, index, now)
+    const kp = this.d.sessions.beginInitiation(peer, now)
+    if (!kp) {
+      this.noSlot(peer, 'initiation deferred', now)
+      return
+    }
+    const msg = createInitiation(this.d.local, peer.crypto, kp.index, now)
     peer.lastInitiationSentMs = now
     if (peer.handshakeStartedMs === undefined) peer.handshakeStartedMs = now
     peer.nextRetryMs = now + REKEY_TIMEOUT_MS + sodium.randombytes_uniform(REKEY_TIMEOUT_JITTER_MAX_MS + 1)
@@ -104,10 +116,17 @@ export class Handshakes {
         this.d.log.debug({ from, type }, 'dropped handshake message: bad size or mac1')
         return
       }
-      if (this.underLoad(now) && !checkMac2(this.cookie, msg, ip, port, now)) {
-        this.d.send(createCookieReply(this.d.local, this.cookie, msg, ip, port, now), ip, port)
-        this.d.log.protocol({ from }, 'under load: sent cookie reply')
-        return
+      if (this.underLoad(now)) {
+        if (!checkMac2(this.cookie, msg, ip, port, now)) {
+          this.d.send(createCookieReply(this.d.local, this.cookie, msg, ip, port, now), ip, port)
+          this.d.log.protocol({ from }, 'under load: sent cookie reply')
+          return
+        }
+        // A valid cookie proves the address, not good intent: each address gets its own small share.
+        if (!this.limiter.allow(ip, now)) {
+          this.d.log.debug({ from }, 'under load: handshake over the per-address rate, dropped')
+          return
+        }
       }
     }
     if (type === MSG_INITIATION) this.startAnswer(msg, ip, port)
@@ -115,10 +134,22 @@ export class Handshakes {
     else if (type === MSG_COOKIE_REPLY && msg.length === COOKIE_REPLY_SIZE) this.handleCookieReply(msg, now)
   }
 
+  /** Logs (at most once per NO_SLOT_LOG_MS) that a handshake could not get a keypair slot. */
+  private noSlot(peer: PeerRuntime, what: string, now: number): void {
+    this.noSlotCount++
+    if (now - this.lastNoSlotLog < NO_SLOT_LOG_MS) return
+    this.d.log.warn(
+      { peer: peer.cfg.identity, held: this.d.keypairs.heldBy(peer.slot), free: this.d.keypairs.freeCount, times: this.noSlotCount },
+      `no keypair slot free: ${what} (slots return after the quarantine)`,
+    )
+    this.lastNoSlotLog = now
+    this.noSlotCount = 0
+  }
+
   private underLoad(now: number): boolean {
     this.recent.push(now)
     while (this.recent.length && now - this.recent[0] > 1000) this.recent.shift()
-    return this.recent.length > UNDER_LOAD_HANDSHAKES_PER_S
+    return this.recent.length > (this.d.underLoadPerS ?? UNDER_LOAD_HANDSHAKES_PER_S)
   }
 
   private handleResponse(msg: Buffer, ip: number, port: number, now: number): void {
@@ -135,11 +166,22 @@ export class Handshakes {
     this.d.onSessionUp(peer)
   }
 
+  /**
+   * A cookie reply names the receiver index of the message it answers: our initiation (its index
+   * is in the peer table) or our response (its index is the `next` keypair's). Either way, as in
+   * WireGuard, the cookie is stored and the next handshake message we send that peer carries mac2:
+   * a retried initiation of ours at once, or our answer to the initiator's retry.
+   */
   private handleCookieReply(msg: Buffer, now: number): void {
-    const peer = this.d.peers.byInitiationIndex(readReceiverIndex(msg, 4))
-    if (peer && consumeCookieReply(peer.crypto, msg, now)) {
+    const index = readReceiverIndex(msg, 4)
+    const initiating = this.d.peers.byInitiationIndex(index)
+    const peer = initiating ?? this.d.peers.get(this.d.keypairs.ownerOf(index) ?? -1)
+    if (!peer || !consumeCookieReply(peer.crypto, msg, now)) return
+    if (initiating) {
       this.d.log.protocol({ peer: peer.cfg.identity }, 'peer is under load: got a cookie; retrying handshake with mac2')
       peer.lastInitiationSentMs = -Infinity
+    } else {
+      this.d.log.protocol({ peer: peer.cfg.identity }, 'peer is under load: got a cookie for our response; the next one carries mac2')
     }
   }
 
@@ -171,7 +213,12 @@ export class Handshakes {
       this.d.log.protocol({ peer: peer.cfg.identity, from, verdict }, 'handshake initiation refused')
       return
     }
-    const { slot, index } = this.d.keypairs.alloc(this.now())
+    const kp = this.d.keypairs.alloc(peer.slot, this.now())
+    if (!kp) {
+      this.noSlot(peer, 'initiation refused', this.now())
+      return
+    }
+    const { slot, index } = kp
     const state = peer.crypto.handshake!
     peer.crypto.handshake = undefined
     const r = await this.d.runTask({

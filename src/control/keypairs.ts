@@ -7,6 +7,9 @@
  * workers find a slot without a lookup (and re-check K_INDEX after crypto).
  *
  * A retired slot waits KEYPAIR_QUARANTINE_MS before reuse, far longer than a worker holds one.
+ *
+ * Exhaustion never throws: `alloc` returns undefined when the table is full or when the peer already
+ * holds MAX_SLOTS_PER_PEER slots (live or quarantined), and the caller refuses or defers the handshake.
  */
 import sodium from 'sodium-native'
 import {
@@ -36,12 +39,25 @@ export interface KeypairRef {
   isInitiator: boolean
 }
 
+/**
+ * Slots one peer may hold, live and quarantined together. A peer needs at most 4 live slots
+ * (previous, current, next and our in-flight initiation); 4 more cover what normal operation
+ * retires within one quarantine (a retry every REKEY_TIMEOUT retires one pending slot, a rekey one
+ * keypair). Without a bound, 50 accepted initiations per second held ~500 slots per peer, and a few
+ * peers exhausted all 4,096. With it, 4,096 slots serve 511 peers at their worst.
+ */
+export const MAX_SLOTS_PER_PEER = 8
+
 type KeypairViews = Pick<LayoutViews, 'kpI32' | 'kpF64' | 'kpKeys' | 'kpReplay'>
 
 export class KeypairSlots {
   private free: number[] = []
   /** Retired slots in retirement order (so the head is always the first to leave). */
-  private quarantine: Array<{ slot: number; until: number }> = []
+  private quarantine: Array<{ slot: number; peer: number; until: number }> = []
+  /** Slots held per peer slot (live + quarantined). */
+  private readonly held = new Map<number, number>()
+  /** Peer slot owning each allocated keypair slot. */
+  private readonly ownerSlot = new Int32Array(KP_SLOTS).fill(-1)
 
   constructor(
     private readonly v: KeypairViews,
@@ -58,24 +74,39 @@ export class KeypairSlots {
     return this.quarantine.length
   }
 
-  /** Reserves a slot with a fresh receiver index (state 0: invisible to workers until installed). */
-  alloc(now: number): { slot: number; index: number } {
-    this.releaseExpired(now)
+  /** Slots peer `peer` holds now (live and quarantined). */
+  heldBy(peer: number): number {
+    return this.held.get(peer) ?? 0
+  }
+
+  /**
+   * Reserves a slot for peer slot `peer` with a fresh receiver index (state 0: invisible to workers
+   * until installed). Undefined when the peer is at its bound or the table is full.
+   */
+  alloc(peer: number, now: number): { slot: number; index: number } | undefined {
+    this.sweep(now)
+    if (this.heldBy(peer) >= MAX_SLOTS_PER_PEER) return undefined
     const slot = this.free.pop()
-    if (slot === undefined) throw new Error('keypair table exhausted')
+    if (slot === undefined) return undefined
+    this.held.set(peer, this.heldBy(peer) + 1)
+    this.ownerSlot[slot] = peer
     const index = ((sodium.randombytes_uniform(0x100000) << 12) | slot) >>> 0
     Atomics.store(this.v.kpI32, slot * K_FIELDS + K_STATE, 0)
     Atomics.store(this.v.kpI32, slot * K_FIELDS + K_INDEX, index | 0)
     return { slot, index }
   }
 
-  /** Takes a slot out of service; it is reused only after the quarantine. */
+  /**
+   * Takes a slot out of service; it is reused only after the quarantine. The keys stay in place
+   * until then: a worker may be between its state check and its crypto, and must not find an
+   * all-zero key there (a packet sealed under zeros would authenticate). They are zeroed when the
+   * slot leaves quarantine (sweep).
+   */
   retire(slot: number, now: number): void {
     const kb = slot * K_FIELDS
     Atomics.store(this.v.kpI32, kb + K_STATE, 0)
     Atomics.store(this.v.kpI32, kb + K_INDEX, 0)
-    this.v.kpKeys.fill(0, slot * KEY_BYTES_PER_SLOT, (slot + 1) * KEY_BYTES_PER_SLOT)
-    this.quarantine.push({ slot, until: now + this.quarantineMs })
+    this.quarantine.push({ slot, peer: this.ownerSlot[slot], until: now + this.quarantineMs })
   }
 
   /** Writes keys and fields, then publishes the state (workers read K_STATE first). */
@@ -121,7 +152,16 @@ export class KeypairSlots {
     return new Uint8Array(this.v.kpKeys.buffer, slot * KEY_BYTES_PER_SLOT, 32)
   }
 
-  private releaseExpired(now: number): void {
-    while (this.quarantine.length && this.quarantine[0].until <= now) this.free.push(this.quarantine.shift()!.slot)
+  /** Frees the slots whose quarantine ended, zeroing their keys (call on every tick too). */
+  sweep(now: number): void {
+    while (this.quarantine.length && this.quarantine[0].until <= now) {
+      const q = this.quarantine.shift()!
+      this.v.kpKeys.fill(0, q.slot * KEY_BYTES_PER_SLOT, (q.slot + 1) * KEY_BYTES_PER_SLOT)
+      const n = this.heldBy(q.peer) - 1
+      if (n > 0) this.held.set(q.peer, n)
+      else this.held.delete(q.peer)
+      this.ownerSlot[q.slot] = -1
+      this.free.push(q.slot)
+    }
   }
 }

@@ -55,6 +55,8 @@ export class PeerTable implements Iterable<PeerRuntime> {
   private readonly indexOf = new Map<PeerRuntime, number>()
   private readonly free: number[] = []
   private readonly releasing: Array<{ slot: number; at: number }> = []
+  /** Replay floors of removed peers, by public key: restored if the key comes back in this run. */
+  private readonly replayFloor = new Map<string, { lastTimestamp: Uint8Array; lastInitiationMs: number }>()
 
   constructor(
     maxPeers: number,
@@ -81,15 +83,25 @@ export class PeerTable implements Iterable<PeerRuntime> {
     return this.free.pop()
   }
 
+  /** Adds a peer; a key removed earlier in this run gets its initiation replay floor back. */
   add(peer: PeerRuntime): void {
+    const k = keyOf(peer.cfg.publicKey)
+    const floor = this.replayFloor.get(k)
+    if (floor) {
+      peer.crypto.lastTimestamp = floor.lastTimestamp
+      peer.crypto.lastInitiationMs = floor.lastInitiationMs
+      this.replayFloor.delete(k)
+    }
     this.bySlot.set(peer.slot, peer)
-    this.byKey.set(keyOf(peer.cfg.publicKey), peer)
+    this.byKey.set(k, peer)
   }
 
   remove(peer: PeerRuntime, now: number): void {
     if (this.bySlot.get(peer.slot) !== peer) return
     this.bySlot.delete(peer.slot)
     this.byKey.delete(keyOf(peer.cfg.publicKey))
+    const { lastTimestamp, lastInitiationMs } = peer.crypto
+    this.replayFloor.set(keyOf(peer.cfg.publicKey), { lastTimestamp, lastInitiationMs })
     this.setInitiationIndex(peer, undefined)
     this.releasing.push({ slot: peer.slot, at: now + this.slotReuseDelayMs })
   }

@@ -1,5 +1,6 @@
 /** What a profile reload changes: a pure comparison of the running peers with the new profile. */
 import type { PeerConfig, Profile } from './profile/profile.js'
+import { type LocalStatic, type PeerCrypto, peerCrypto } from '../protocol/noise.js'
 
 export interface PeerChange<P> {
   peer: P
@@ -53,4 +54,18 @@ export function planReload<P extends { cfg: PeerConfig }>(running: Iterable<P>, 
   }
   for (const [k, cfg] of wanted) if (!seen.has(k)) plan.added.push(cfg)
   return plan
+}
+
+/**
+ * Applies a kept peer's new configuration. A new PresharedKey needs new handshake crypto, but the
+ * replay floor carries over: the greatest initiation timestamp seen and the last accepted time
+ * (an initiation does not depend on the PresharedKey, so a recorded one would be accepted again).
+ */
+export function applyConfig(c: PeerChange<{ cfg: PeerConfig; crypto: PeerCrypto }>, local: LocalStatic): void {
+  c.peer.cfg = c.cfg
+  if (!c.presharedKeyChanged) return
+  const fresh = peerCrypto(local, c.cfg.publicKey, c.cfg.presharedKey)
+  fresh.lastTimestamp = c.peer.crypto.lastTimestamp
+  fresh.lastInitiationMs = c.peer.crypto.lastInitiationMs
+  c.peer.crypto = fresh
 }

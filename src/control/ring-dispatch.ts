@@ -40,6 +40,30 @@ export class RingDispatcher {
     }
   }
 
+  /**
+   * Confirmations are unloseable: a full ring can drop the worker's message, but the promotion is
+   * in shared memory, and this runs on every tick for the peers with a `next` keypair.
+   */
+  pollConfirmations(now: number): void {
+    for (const peer of this.d.peers) {
+      if (!peer.next) continue
+      const slot = this.d.sessions.promotedByWorker(peer)
+      if (slot === undefined) continue
+      try {
+        this.confirm(peer, slot, now)
+      } catch (e) {
+        this.d.log.error({ peer: peer.cfg.identity, err: (e as Error).message }, 'error confirming a session')
+      }
+    }
+  }
+
+  private confirm(peer: PeerRuntime, kpSlot: number, now: number): void {
+    if (!this.d.sessions.confirm(peer, kpSlot, now)) return
+    const endpoint = endpointText(this.d.sessions.endpointOf(peer))
+    this.d.log.network({ peer: peer.cfg.identity, endpoint }, 'handshake complete (peer initiated); session up')
+    this.d.onSessionUp(peer)
+  }
+
   private handle(kind: number, payload: Buffer, ip: number, port: number, slot: number, aux: number): void {
     if (kind === MSG_HANDSHAKE) {
       this.d.handshakes.handle(payload, ip, port)
@@ -59,10 +83,7 @@ export class RingDispatcher {
       }
       this.d.handshakes.initiate(peer, 'traffic waiting')
     } else if (kind === MSG_CONFIRMED) {
-      if (!this.d.sessions.confirm(peer, aux, now)) return
-      const endpoint = endpointText(this.d.sessions.endpointOf(peer))
-      this.d.log.network({ peer: peer.cfg.identity, endpoint }, 'handshake complete (peer initiated); session up')
-      this.d.onSessionUp(peer)
+      this.confirm(peer, aux, now)
     } else if (kind === MSG_REKEY) {
       this.d.handshakes.initiate(peer, 'rekey: keypair age or message count')
     }

@@ -36,10 +36,14 @@ export class Sessions {
     return !!kp && this.keypairs.state(kp.slot) === KP_VALID && now - kp.createdMs < REJECT_AFTER_TIME_MS && !!this.endpointOf(peer)
   }
 
-  /** Reserves the keypair slot for a new initiation of ours (the previous one's slot is retired). */
-  beginInitiation(peer: PeerRuntime, now: number): { slot: number; index: number } {
+  /**
+   * Reserves the keypair slot for a new initiation of ours (the previous one's slot is retired).
+   * Undefined when no slot is free for this peer: the caller defers the handshake.
+   */
+  beginInitiation(peer: PeerRuntime, now: number): { slot: number; index: number } | undefined {
     this.abandonInitiation(peer, now)
-    const kp = this.keypairs.alloc(now)
+    const kp = this.keypairs.alloc(peer.slot, now)
+    if (!kp) return undefined
     peer.pendingSlot = kp.slot
     this.peers.setInitiationIndex(peer, kp.index)
     return kp
@@ -74,6 +78,14 @@ export class Sessions {
     peer.next = this.keypairs.install(slot, index, peer.slot, keys, KP_RECV_ONLY, now)
     this.memory.setEndpoint(peer.slot, from)
     peer.lastHandshakeMs = now
+  }
+
+  /**
+   * The keypair slot of `next` when a worker has already promoted it in shared memory
+   * (KP_RECV_ONLY -> KP_VALID), whether or not its "confirmed" message made it through the ring.
+   */
+  promotedByWorker(peer: PeerRuntime): number | undefined {
+    return peer.next && this.keypairs.state(peer.next.slot) === KP_VALID ? peer.next.slot : undefined
   }
 
   /** The initiator spoke on our `next` keypair (a worker promoted it): it becomes current. */

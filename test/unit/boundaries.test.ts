@@ -1,6 +1,8 @@
 /**
- * Architecture rules, checked on the sources: the data plane never reaches into control, the CLI,
- * platform code or oclif; commands never touch the data plane directly; one file loads the addon.
+ * Architecture rules, checked on the sources: the lower layers (common, ipc, protocol, dataplane,
+ * platform, native) never reach into control or the CLI; the data plane never reaches into platform
+ * code or oclif; commands never touch the data plane directly; one file loads the addon; and the
+ * import graph has no cycles.
  */
 import t from 'tap'
 import fs from 'node:fs'
@@ -51,4 +53,69 @@ t.test('only src/native/io.ts loads the native addon', async (t) => {
     fs.readFileSync(path.join(ROOT, f), 'utf8').includes('enclave_io.node'),
   )
   t.same(loaders, ['src/native/io.ts'])
+})
+
+const lower = ['src/common', 'src/ipc', 'src/protocol', 'src/dataplane', 'src/platform', 'src/native']
+
+t.test('lower layers never import control or commands', async (t) => {
+  const bad: string[] = []
+  let n = 0
+  for (const dir of lower)
+    for (const f of files(dir)) {
+      n++
+      for (const i of imports(f)) if (/^src\/control\/|^src\/commands\//.test(i)) bad.push(`${f} -> ${i}`)
+    }
+  t.same(bad, [], bad.join('\n'))
+  t.ok(n >= 15, `checked ${n} files in ${lower.join(', ')}`)
+})
+
+/** Every cycle in the import graph (each reported once, from its smallest file name). */
+function cycles(graph: Map<string, string[]>): string[][] {
+  const out: string[][] = []
+  const seen = new Set<string>()
+  const stack: string[] = []
+  const onStack = new Set<string>()
+  const visit = (f: string) => {
+    stack.push(f)
+    onStack.add(f)
+    for (const g of graph.get(f) ?? []) {
+      if (onStack.has(g)) {
+        const cyc = stack.slice(stack.indexOf(g))
+        const key = [...cyc].sort().join(' ')
+        if (!seen.has(key)) {
+          seen.add(key)
+          out.push([...cyc, g])
+        }
+      } else if (graph.has(g) && !done.has(g)) visit(g)
+    }
+    stack.pop()
+    onStack.delete(f)
+    done.add(f)
+  }
+  const done = new Set<string>()
+  for (const f of graph.keys()) if (!done.has(f)) visit(f)
+  return out
+}
+
+t.test('no import cycles anywhere', async (t) => {
+  const all = [...files('src'), ...files('workers'), ...files('bench')]
+  const graph = new Map(all.map((f) => [f, imports(f).filter((i) => i.endsWith('.ts'))]))
+  const found = cycles(graph)
+  t.same(
+    found.map((c) => c.join(' -> ')),
+    [],
+    'import cycles',
+  )
+  t.ok(graph.get('src/control/agent.ts')?.includes('src/control/api/server.ts'), 'the graph sees the agent importing the server')
+  t.same(
+    cycles(
+      new Map([
+        ['a', ['b']],
+        ['b', ['c']],
+        ['c', ['a']],
+      ]),
+    ),
+    [['a', 'b', 'c', 'a']],
+    'the cycle finder finds a cycle',
+  )
 })

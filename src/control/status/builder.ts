@@ -42,7 +42,7 @@ export interface StatusFacts {
   flows: Map<number, number>
   peers: PeerFacts[]
   /** Route text -> slot of the peer carrying it. */
-  active: Map<string, number>
+  active: ReadonlyMap<string, number>
   routeInstalled: (route: string) => boolean
   /** Why a route was not installed. */
   routeRefusal: (route: string) => string | undefined

@@ -20,7 +20,7 @@ export interface StatusSources {
   memory: PeerMemory
   sessions: Sessions
   routes: OsRouteInstaller
-  active: Map<string, number>
+  active: ReadonlyMap<string, number>
   conntrack: SharedArrayBuffer
   epochMs: number
   interface: string
