@@ -162,3 +162,15 @@ t.test(
     t.ok(r.heapGrowth / r.packets < 0.25, `heap growth ${(r.heapGrowth / 1024).toFixed(0)} KiB`)
   },
 )
+
+t.test('-v 5: a drop is logged with the policy whose Acls did not match, or "no policy allows"', async (t) => {
+  const msgs: Array<{ t: string; verdict?: string }> = []
+  const p = sessionPair(4, (m) => msgs.push(m as { t: string; verdict?: string }))
+  p.client.setClock(Date.now())
+  enforce(p, [policy(0, [udpAcl(9100)], '172.26.0.0/20')], 1)
+  p.exit.logLevel = 5
+  send(p, udp(A_VA, PRINTER, 40000, 22))
+  send(p, udp(A_VA, B_VA, 40000, 22))
+  const verdicts = msgs.filter((m) => m.t === 'flow').map((m) => m.verdict)
+  t.match(verdicts, [/^drop: no policy allows \(Policies\[0\] "p0": protocol or port not in its Acls\)$/, /^drop: no policy allows$/])
+})
