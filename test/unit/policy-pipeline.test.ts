@@ -174,3 +174,26 @@ t.test('-v 5: a drop is logged with the policy whose Acls did not match, or "no 
   const verdicts = msgs.filter((m) => m.t === 'flow').map((m) => m.verdict)
   t.match(verdicts, [/^drop: no policy allows \(Policies\[0\] "p0": protocol or port not in its Acls\)$/, /^drop: no policy allows$/])
 })
+
+t.test('an ICMP error from the peer passes only when it quotes a flow tracked with that peer', async (t) => {
+  const p = sessionPair(4)
+  p.client.setClock(Date.now())
+  enforce(p, [policy(0, [udpAcl(9100)], '172.26.0.0/20')], 1)
+  const ours = udp(B_VA, A_VA, 30000, 53)
+  t.ok(reply(p, ours), "the exit node's own flow to the client")
+  const error = (quoted: Uint8Array) => {
+    const b = new Uint8Array(20 + 8 + 28)
+    b[0] = 0x45
+    b[3] = b.length
+    b[8] = 64
+    b[9] = 1
+    ip4(b, 12, A_VA)
+    ip4(b, 16, B_VA)
+    b[20] = 3
+    b[21] = 3
+    b.set(quoted.subarray(0, 28), 28)
+    return b
+  }
+  t.ok(send(p, error(ours)), 'port unreachable quoting it passes')
+  t.notOk(send(p, error(udp(B_VA, A_VA, 30001, 53))), 'quoting a packet of no tracked flow: dropped (no policy allows Icmp here)')
+})
