@@ -12,6 +12,8 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { runHotpath, type HotpathResult } from './hotpath.js'
 import { ExitPathBench, type NetnsResult } from './netns.js'
+import { runPolicyBench } from './policy.js'
+import { type PolicyNetnsResult, runPolicyHotpath, runPolicyNetnsBench } from './policy-netns.js'
 
 const TARGET_GBPS = 1.5 * 0.93
 const resultsDir = fileURLToPath(new URL('../../bench/results/', import.meta.url))
@@ -35,6 +37,13 @@ async function main() {
       hot.push(r)
       emit(r)
     }
+  // Tags and policies: new-flow decisions in process (100 policies x 1,000 peers), and the exit node's
+  // inbound path with and without policies.
+  const decisions = await runPolicyBench(2)
+  for (const r of decisions) emit(r)
+  const policyHot = runPolicyHotpath()
+  for (const r of policyHot) emit(r)
+  const policyNet: PolicyNetnsResult[] = []
   const net: NetnsResult[] = []
   const canNetns = process.getuid?.() === 0 && process.env.BENCH_NETNS !== '0'
   if (canNetns) {
@@ -68,6 +77,10 @@ async function main() {
     } finally {
       b.teardown()
     }
+    for (const r of await runPolicyNetnsBench(seconds, Math.max(2, runs - 1))) {
+      policyNet.push(r)
+      emit(r)
+    }
   }
 
   console.log('\nIn-process hot path, one thread (client encrypt -> exit decrypt + checks + conntrack):')
@@ -76,6 +89,18 @@ async function main() {
     console.log(
       `  ${String(r.size).padStart(4)}  ${String(r.batch).padStart(5)}  ${String(r.outbound_pps).padStart(13)}  ${r.outbound_gbps.toFixed(2).padStart(6)}  ${String(r.inbound_pps).padStart(13)}  ${r.inbound_gbps.toFixed(2).padStart(6)}`,
     )
+  console.log('\nPolicies (100 policies, 1,000 peers; the exit node judges new flows only):')
+  for (const r of decisions) console.log(`  ${r.case}: ${(r.decisions_per_s / 1e6).toFixed(2)} M decisions/s, ${r.ns_per_decision} ns each`)
+  for (const r of policyHot) console.log(`  in process, ${r.test}, ${r.policies} policies: ${r.inbound_pps} inbound packets/s`)
+  if (policyNet.length) {
+    for (const test of ['tcp1', 'new-flows'] as const)
+      for (const n of [0, 100]) {
+        const xs = policyNet.filter((r) => r.test === test && r.policies === n).map((r) => (test === 'tcp1' ? r.gbps! : r.cps!))
+        console.log(
+          `  exit node, ${test}, ${n} policies: median ${median(xs)}${test === 'tcp1' ? ' Gbit/s' : ' connections/s'} (runs: ${xs.join(', ')})`,
+        )
+      }
+  }
   if (net.length) {
     console.log('\nTCP client -> exit node -> LAN host (iperf3, median of runs, Gbit/s):')
     const summary: Record<string, number> = {}

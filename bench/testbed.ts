@@ -28,6 +28,7 @@ import { HEADROOM, Pipeline } from '../src/dataplane/pipeline.js'
 import type { DataplaneTables } from '../src/ipc/messages.js'
 import { LOCAL_PROVIDED, LOCAL_SELF } from '../src/ipc/messages.js'
 import sodium from 'sodium-native'
+import { compatPolicyTable } from '../src/dataplane/policy.js'
 
 export const A_VA = 0x64400001
 export const B_VA = 0x64400002
@@ -60,6 +61,10 @@ function tables(selfVa: number, peerVa: number, provides: boolean): DataplaneTab
     localVal: lt.val,
     exitNode: provides,
     selfAddr: selfVa | 0,
+    policy: compatPolicyTable(),
+    policyGen: 1,
+    policyLabels: [],
+    policyCounters: new SharedArrayBuffer(8),
   }
 }
 

@@ -1,4 +1,4 @@
-import { Args } from '@oclif/core'
+import { Args, Flags } from '@oclif/core'
 import { BaseCommand, runDirFlag } from '../base-command.js'
 import { EnclaveError } from '../errors.js'
 import { callAgent } from '../control/api/client.js'
@@ -6,20 +6,49 @@ import type { StatusModel } from '../control/status/model.js'
 import { parseIpv4 } from '../common/ipv4.js'
 import { field } from '../control/status/format.js'
 import { type Candidate, type Explanation, explain, osRouteTo } from '../control/explain.js'
+import { loadProfile } from '../control/profile/profile.js'
+import { EXPLAIN_PROTOCOLS, type ExplainProtocol, type PolicyExplanation, explainPolicy } from '../control/policy/explain.js'
 
 export default class Explain extends BaseCommand {
   static override summary = 'Explain where traffic to an address goes: OS route, overlay route, which exit node carries it and why'
-  static override examples = ['$ <%= config.bin %> explain 172.26.0.250', '$ <%= config.bin %> explain 8.8.8.8 --json']
+  static override examples = [
+    '$ <%= config.bin %> explain 172.26.0.250',
+    '$ <%= config.bin %> explain 8.8.8.8 --json',
+    '$ <%= config.bin %> explain 172.26.0.250 --proto tcp --port 9100',
+    '$ <%= config.bin %> explain 100.64.1.2 --from 8VS5P --proto tcp --port 22',
+  ]
   static override enableJsonFlag = true
   static override args = { address: Args.string({ description: 'an IPv4 address', required: true }) }
-  static override flags = { ...runDirFlag }
+  static override flags = {
+    ...runDirFlag,
+    from: Flags.string({ description: 'judge traffic this peer (identity or description) would start to the address here' }),
+    proto: Flags.string({
+      description: 'protocol of the flow policies judge (default: tcp with --port, else icmp)',
+      options: Object.keys(EXPLAIN_PROTOCOLS),
+    }),
+    port: Flags.integer({ description: 'destination port (Tcp, Udp)', min: 1, max: 65535 }),
+  }
 
-  async run(): Promise<Explanation> {
-    const { args } = await this.parse(Explain)
+  async run(): Promise<Explanation & { policy?: PolicyExplanation }> {
+    const { args, flags } = await this.parse(Explain)
     const ip = parseIpv4(args.address)
     if (typeof ip === 'string') throw new EnclaveError('EUSAGE', `<address>: ${ip}`, 2)
     const s = await callAgent<StatusModel>({ op: 'status' })
-    const out = explain(args.address, ip, s, await osRouteTo(args.address))
+    const route = explain(args.address, ip, s, await osRouteTo(args.address))
+    const proto = (flags.proto ?? (flags.port ? 'tcp' : 'icmp')) as ExplainProtocol
+    if (flags.port && proto !== 'tcp' && proto !== 'udp') throw new EnclaveError('EINVAL', '--port needs --proto tcp or udp')
+    // Policies are read from the profile on disk (what the agent runs after its last start or reload).
+    let profile: ReturnType<typeof loadProfile> | undefined
+    let unreadable = ''
+    try {
+      profile = loadProfile(this.profileFile({}))
+    } catch (e) {
+      unreadable = (e as Error).message.split('\n')[0]
+    }
+    if (profile && flags.from && !profile.peers.some((p) => p.identity === flags.from || p.description === flags.from))
+      throw new EnclaveError('EINVAL', `--from ${flags.from}: no peer with that identity or description in ${profile.file}`)
+    const carrier = route.carriedBy?.identity ?? route.standby[0]?.identity
+    const out = { ...route, policy: profile && explainPolicy(profile, ip, proto, flags.port ?? 0, carrier, flags.from) }
     if (!this.jsonEnabled()) {
       const lines = [
         ...field('', 'Destination', out.destination),
@@ -31,8 +60,25 @@ export default class Explain extends BaseCommand {
       if (out.carriedBy) lines.push(...field('', 'Carried by', who(out.carriedBy)))
       if (out.standby.length) lines.push(...field('', 'Standby', out.standby.map(who)))
       lines.push(...field('', 'Verdict', out.verdict))
+      lines.push(...policyLines(out.policy, unreadable, flags.from !== undefined))
       this.log(lines.join('\n'))
     }
     return out
   }
+}
+
+function policyLines(pol: PolicyExplanation | undefined, unreadable: string, from: boolean): string[] {
+  if (!pol) return field('', 'Policy', `cannot read the profile to judge policies: ${unreadable}`)
+  const lines = field('', 'Policy flow', `${pol.flow}${pol.mode === 'none' ? ' (no Policies: all peers allowed)' : ''}`)
+  if (pol.sends) lines.push(...field('', 'Sent from here', `judged by ${pol.sends.receiver}: ${pol.sends.verdict}`))
+  if (pol.receives.length)
+    lines.push(
+      ...field(
+        '',
+        'Received here',
+        pol.receives.map((r) => `from ${r.from}: ${r.verdict}`),
+      ),
+    )
+  else if (from) lines.push(...field('', 'Received here', 'not this system nor a route it provides: the system that has it judges'))
+  return lines
 }

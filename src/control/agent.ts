@@ -13,6 +13,7 @@
  *   routes/compiler (pure tables, failover) OsRouteInstaller (OS routes and rules)
  *   exit-node (ip_forward, NAT)             status/builder (pure status model)
  *   WorkerSupervisor (workers, restarts)    ApiServer (control socket, over AgentApi)
+ *   policy/compile (tags + Policies -> integer tables, compiled at start and reload, sent with the routes)
  */
 import os from 'node:os'
 import { EnclaveError } from '../errors.js'
@@ -30,8 +31,10 @@ import {
   views,
 } from '../ipc/layout.js'
 import { type RingBuffers, RingConsumer, createRing } from '../ipc/ring.js'
-import type { WorkerInit } from '../ipc/messages.js'
-import { createConntrack } from '../dataplane/conntrack.js'
+import type { DataplaneTables, PolicyTables, WorkerInit } from '../ipc/messages.js'
+import { createConntrack, ctCutFlows } from '../dataplane/conntrack.js'
+import { evaluatePolicy } from '../dataplane/policy.js'
+import { type CompiledPolicies, compilePolicies, policyModeLine, policyTablesFor } from './policy/compile.js'
 import { type LocalStatic, localStatic, peerCrypto } from '../protocol/noise.js'
 import * as net from '../platform/linux/net.js'
 import type { StatusModel } from './status/model.js'
@@ -93,6 +96,8 @@ export class Agent implements AgentApi {
   private supervisor!: WorkerSupervisor
   private routes!: OsRouteInstaller
   private readonly routing = new Routing()
+  private policy!: CompiledPolicies
+  private policyTables!: PolicyTables
   private exitWarnings: string[] = []
   private hsPool?: HandshakePool
   private api?: ApiServer
@@ -130,6 +135,7 @@ export class Agent implements AgentApi {
     this.dev = await Devices.open(p, nWorkers)
     this.wire()
     for (const cfg of p.peers) await this.addPeer(cfg)
+    this.compilePolicy()
     this.rebuildTables()
     for (let i = 0; i < nWorkers; i++) this.rings.push(createRing(256))
     await this.supervisor.startAll(nWorkers)
@@ -254,7 +260,7 @@ export class Agent implements AgentApi {
       mtu: this.profile.mtu,
       batch: 64,
       epochMs: this.epochMs,
-      tables: this.routing.tables,
+      tables: this.tables(),
       offload: this.dev.offload,
     }
   }
@@ -312,8 +318,13 @@ export class Agent implements AgentApi {
     this.publish()
   }
 
+  /** What the workers get: the route tables and the compiled policies (swapped whole). */
+  private tables(): DataplaneTables {
+    return { ...this.routing.tables, ...this.policyTables }
+  }
+
   private publish(): void {
-    const tables = this.routing.tables
+    const tables = this.tables()
     this.supervisor.post({ t: 'tables', tables })
     Atomics.store(this.v.global, G_CONFIG_GEN, tables.gen)
   }
@@ -323,6 +334,34 @@ export class Agent implements AgentApi {
     const carrier = (route: string) => this.peers.get(this.routing.carrier(route) ?? -1)?.cfg.identity
     await this.routes.sync(wantedRoutes(this.peers.list().map(routePeer)), this.profile.exitNode.forceRoutes, carrier)
     this.exitWarnings = await checkExitNode(this.profile, this.log)
+  }
+
+  /**
+   * Compiles the profile's Policies over the current peer slots (start and reload). The workers get
+   * the result with the next tables; flows judged by an older compile are judged again there.
+   */
+  private compilePolicy(): void {
+    const p = this.profile
+    this.policy = compilePolicies({
+      selfTags: p.tags,
+      selfAddress: p.virtualAddress,
+      providesRoutes: p.exitNode.providesRoutes,
+      peers: this.peers.list().map((peer) => ({ slot: peer.slot, tags: peer.cfg.tags })),
+      policies: p.policies,
+    })
+    this.policyTables = policyTablesFor(this.policy, this.layout.workers, (this.policyTables?.policyGen ?? 0) + 1)
+    this.log.info({ tags: p.tags.join(' ') || '(none)' }, policyModeLine(this.policy))
+  }
+
+  /** Reload: cuts tracked flows that peers started and the new policy no longer allows. */
+  private cutDisallowedFlows(): number {
+    const table = this.policy.table
+    const nowS = Math.floor((Date.now() - this.epochMs) / 1000)
+    return ctCutFlows(
+      new Int32Array(this.conntrack),
+      nowS,
+      (peer, proto, lanIp, lanPort) => evaluatePolicy(table, peer, proto, lanIp >>> 16, lanIp & 0xffff, lanPort) >= 0,
+    )
   }
 
   // ---------------------------------------------------------------- operator requests (AgentApi)
@@ -385,6 +424,9 @@ export class Agent implements AgentApi {
     const metricsBefore = this.profile.metricsListen
     this.profile = next
     for (const cfg of plan.added) await this.addPeer(cfg)
+    this.compilePolicy()
+    const cut = this.cutDisallowedFlows()
+    if (cut) this.log.info({ flows: cut }, 'policy reload: cut flows the new policy no longer allows')
     this.rebuildTables()
     await this.applyOsState()
     const result = {
@@ -411,6 +453,9 @@ export class Agent implements AgentApi {
       port: this.dev.port,
       verbosity: this.verbosity,
       exitWarnings: this.exitWarnings,
+      policy: this.policy,
+      policyTables: this.policyTables,
+      workers: this.layout.workers,
     })
   }
 

@@ -9,6 +9,7 @@ import * as net from '../platform/linux/net.js'
 import { run } from '../platform/linux/exec.js'
 import { intToIp, parseCidr, parseIpv4, type Cidr } from '../common/ipv4.js'
 import { EnclaveError, ProfileError } from '../errors.js'
+import { compilePolicies, policyModeLine, policyWarnings } from './policy/compile.js'
 
 export interface Check {
   name: string
@@ -49,6 +50,7 @@ export async function runDoctor(configDir: string, probe?: string): Promise<Chec
       detail: `keys this version does not know (kept, ignored): ${profile.unknownKeys.join(', ')}`,
       fix: 'check their spelling against the README; remove them if they are not notes of your own',
     })
+  for (const c of policyChecks(profile)) add(c)
   let status: StatusModel | undefined
   try {
     status = await callAgent<StatusModel>({ op: 'status' })
@@ -164,4 +166,25 @@ export function formatChecks(checks: Check[]): string {
     fails ? `${fails} check(s) failed, ${warns} warning(s)` : warns ? `all checks passed, ${warns} warning(s)` : 'all checks passed',
   )
   return lines.join('\n')
+}
+
+/** Tags and Policies (issue 10): the mode, tags nobody carries, provided routes no policy grants. */
+function policyChecks(p: ReturnType<typeof loadProfile>): Check[] {
+  const input = {
+    selfTags: p.tags,
+    selfAddress: p.virtualAddress,
+    providesRoutes: p.exitNode.providesRoutes,
+    peers: p.peers.map((peer, slot) => ({ slot, tags: peer.tags })),
+    policies: p.policies,
+  }
+  const warnings = policyWarnings(input)
+  if (!warnings.length) return [{ name: 'policies', result: 'pass', detail: policyModeLine(compilePolicies(input)) }]
+  return warnings.map((w) => ({
+    name: 'policies',
+    result: 'warn' as const,
+    detail: w,
+    fix: w.includes('ProvidesRoutes')
+      ? 'add a policy with GatewayRoutes (or GatewayAllowedIpRanges) for it, naming a tag this system carries in ReceiverTags'
+      : 'correct the tag, or add it to Tags of this system or of the peers that should carry it',
+  }))
 }

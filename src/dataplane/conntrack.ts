@@ -29,9 +29,12 @@ const F_PORTS = 3
 const F_PROTO = 4 // proto | USED | REPLIED; 0 = free
 const F_PEER = 5
 const F_EXPIRES = 6 // seconds on the table's clock
+const F_GEN = 7 // policy enforcement: the policy generation that last judged a flow a peer started
 export const CT_FIELDS = 8
 const REPLIED = 1 << 8
 const USED = 1 << 9
+/** Policy enforcement: the flow was started by this system (its peer side answers; never re-judged). */
+export const CT_OWN = 1 << 10
 
 /** Per-peer live-entry counts, indexed by peer slot modulo this (slots beyond share a count). */
 export const CT_COUNT_SLOTS = 4096
@@ -179,6 +182,8 @@ export function ctTrack16(
   peer: number,
   nowS: number,
   ttl: number,
+  flags = 0,
+  gen = 0,
 ): number {
   const peerIp = (peerHi << 16) | peerLo
   const lanIp = (lanHi << 16) | lanLo
@@ -242,7 +247,8 @@ export function ctTrack16(
   t[victim + F_PEER_IP] = peerIp
   t[victim + F_LAN_IP] = lanIp
   t[victim + F_PORTS] = ports
-  t[victim + F_PROTO] = proto | USED
+  t[victim + F_PROTO] = proto | USED | flags
+  t[victim + F_GEN] = gen
   t[victim + F_PEER] = peer
   t[victim + F_EXPIRES] = nowS + Math.min(ttl, CT_UNREPLIED_S)
   unlockEntry(t, victim)
@@ -311,6 +317,108 @@ export function ctReply16(
     }
   }
   return -1
+}
+
+/**
+ * Policy enforcement: the entry (base index) of the live flow with this key (from the peer's side),
+ * or -1. Read under the entry's sequence lock; a race reads as a miss.
+ */
+export function ctFind16(
+  t: Int32Array,
+  proto: number,
+  peerHi: number,
+  peerLo: number,
+  lanHi: number,
+  lanLo: number,
+  peerPort: number,
+  lanPort: number,
+  nowS: number,
+): number {
+  const peerIp = (peerHi << 16) | peerLo
+  const lanIp = (lanHi << 16) | lanLo
+  const ports = (peerPort << 16) | lanPort
+  const h = bucket(t, proto, peerIp, lanIp, ports)
+  for (let i = 0; i < CT_PROBE; i++) {
+    const b = ((h + i) & (CT_ENTRIES - 1)) * CT_FIELDS
+    const s1 = Atomics.load(t, b + F_SEQ)
+    if ((s1 & 1) !== 0) continue
+    const pr = t[b + F_PROTO]
+    if (
+      pr !== 0 &&
+      t[b + F_EXPIRES] > nowS &&
+      t[b + F_PEER_IP] === peerIp &&
+      t[b + F_LAN_IP] === lanIp &&
+      t[b + F_PORTS] === ports &&
+      (pr & 255) === proto
+    )
+      return Atomics.load(t, b + F_SEQ) === s1 ? b : -1
+  }
+  return -1
+}
+
+/** The peer slot an entry belongs to (the flow's other side). */
+export function ctEntryPeer(t: Int32Array, b: number): number {
+  return t[b + F_PEER]
+}
+
+/** The entry's flow was started by this system (CT_OWN). */
+export function ctEntryOwn(t: Int32Array, b: number): boolean {
+  return (t[b + F_PROTO] & CT_OWN) !== 0
+}
+
+/** The policy generation that last judged the entry's flow. */
+export function ctEntryGen(t: Int32Array, b: number): number {
+  return t[b + F_GEN]
+}
+
+/**
+ * Refreshes an entry found by ctFind16. `answer`: the packet travels from the flow's receiving side
+ * (marks it replied, so the unreplied cap stops). `gen` >= 0 records the policy generation that
+ * judged it again. Lifetimes as in ctTrack16.
+ */
+export function ctTouch(t: Int32Array, b: number, nowS: number, ttl: number, answer: boolean, gen: number): void {
+  if (!lockEntry(t, b)) return
+  const pr = t[b + F_PROTO]
+  if (pr !== 0) {
+    if (answer) t[b + F_PROTO] = pr | REPLIED
+    const exp = t[b + F_EXPIRES]
+    let life = ttl
+    if (life < exp - nowS && (pr & 255) === PROTO_TCP && life !== CT_TCP_CLOSING_S) life = exp - nowS
+    if ((t[b + F_PROTO] & REPLIED) === 0 && life > CT_UNREPLIED_S) life = CT_UNREPLIED_S
+    t[b + F_EXPIRES] = nowS + life
+    if (gen >= 0) t[b + F_GEN] = gen
+  }
+  unlockEntry(t, b)
+}
+
+/** Removes an entry (a flow the current policy no longer allows). */
+export function ctCut(t: Int32Array, b: number): void {
+  if (!lockEntry(t, b)) return
+  if (t[b + F_PROTO] !== 0) {
+    Atomics.sub(t, H_COUNTS + (t[b + F_PEER] & (CT_COUNT_SLOTS - 1)), 1)
+    t[b + F_PROTO] = 0
+  }
+  unlockEntry(t, b)
+}
+
+/**
+ * Control side, at a policy reload: calls `judge` for every live flow a peer started (not CT_OWN)
+ * and cuts those it returns false for. Returns how many were cut.
+ */
+export function ctCutFlows(
+  t: Int32Array,
+  nowS: number,
+  judge: (peer: number, proto: number, lanIp: number, lanPort: number) => boolean,
+): number {
+  let cut = 0
+  for (let b = 0; b < CT_ENTRIES * CT_FIELDS; b += CT_FIELDS) {
+    const pr = t[b + F_PROTO]
+    if (pr === 0 || (pr & CT_OWN) !== 0 || t[b + F_EXPIRES] <= nowS) continue
+    if (judge(t[b + F_PEER], pr & 255, t[b + F_LAN_IP] >>> 0, t[b + F_PORTS] & 0xffff)) continue
+    ctCut(t, b)
+    cut++
+  }
+  return cut
 }
 
 /** Frees expired entries in [from, from + n) (entry numbers, wrapping); returns the next start. */

@@ -11,7 +11,29 @@
  * Everything else is `unsolicited`. A node that provides no routes tracks nothing, so only its own
  * address passes. Peer packets into ProvidesRoutes are tracked on the way in (track()).
  */
-import { CT_ENTRIES, CT_FULL, CT_EVICTED, PROTO_ICMP, PROTO_TCP, PROTO_UDP, ctReply16, ctSweep, ctTrack16, ttlFor } from './conntrack.js'
+import {
+  CT_ENTRIES,
+  CT_FULL,
+  CT_EVICTED,
+  CT_OWN,
+  PROTO_ICMP,
+  PROTO_TCP,
+  PROTO_UDP,
+  ctCut,
+  ctEntryGen,
+  ctEntryOwn,
+  ctEntryPeer,
+  ctFind16,
+  ctReply16,
+  ctSweep,
+  ctTouch,
+  ctTrack16,
+  ttlFor,
+} from './conntrack.js'
+import { type PolicyTable, DENY_NO_POLICY, evaluatePolicy } from './policy.js'
+
+/** admit(): the packet belongs to a tracked flow (or is a later fragment): no policy was evaluated. */
+export const ADMIT_ESTABLISHED = 0x3ffffffe
 
 /** egress() verdicts. */
 export const EGRESS_DROP = 0
@@ -128,6 +150,111 @@ export class Firewall {
       nowS,
       ttlFor(proto, flags),
     )
+    return r === CT_EVICTED || r === CT_FULL ? r : 0
+  }
+
+  /**
+   * Policy enforcement (Policies set), peer -> this system or a provided route, after the cryptokey
+   * and destination checks. A packet of a tracked flow passes with one table hit: a reply to a flow
+   * this system started, or a flow `peer` started that the current policy generation `gen` judged.
+   * Anything else is a new flow: evaluatePolicy() decides, and an allowed flow is tracked.
+   * Returns ADMIT_ESTABLISHED, the allowing policy (>= 0, ALLOW_ALL never: enforcement only) or a
+   * deny verdict (< 0). `lastTrack` holds the ctTrack16 result of a new flow (CT_EVICTED / CT_FULL).
+   * A flow judged by an older generation is judged again: denied, its entry is cut (reload).
+   */
+  admit(b: Uint8Array, p: number, len: number, peer: number, table: PolicyTable, gen: number, nowS: number): number {
+    this.lastTrack = 0
+    // A later fragment has no ports; it cannot be delivered without its first fragment, which is judged.
+    if ((((b[p + 6] & 0x1f) << 8) | b[p + 7]) !== 0) return ADMIT_ESTABLISHED
+    const proto = b[p + 9]
+    const ihl = (b[p] & 15) * 4
+    if (len < ihl + 8 && (proto === PROTO_TCP || proto === PROTO_UDP || proto === PROTO_ICMP)) return -DENY_NO_POLICY
+    const l4 = p + ihl
+    const sHi = (b[p + 12] << 8) | b[p + 13]
+    const sLo = (b[p + 14] << 8) | b[p + 15]
+    const dHi = (b[p + 16] << 8) | b[p + 17]
+    const dLo = (b[p + 18] << 8) | b[p + 19]
+    if (proto === PROTO_ICMP && (b[l4] === 3 || b[l4] === 11 || b[l4] === 12) && this.relatedError(b, p, len, ihl, peer, nowS))
+      return ADMIT_ESTABLISHED
+    const flags = proto === PROTO_TCP ? b[l4 + 13] : 0
+    const ttl = ttlFor(proto, flags)
+    this.portsInto(b, p, proto, true)
+    const P = this.ports
+    const e = ctFind16(this.ct, proto, sHi, sLo, dHi, dLo, P[0], P[1], nowS)
+    if (e >= 0 && ctEntryPeer(this.ct, e) === peer) {
+      if (ctEntryOwn(this.ct, e)) {
+        ctTouch(this.ct, e, nowS, ttl, true, -1)
+        return ADMIT_ESTABLISHED
+      }
+      if (ctEntryGen(this.ct, e) === gen) {
+        ctTouch(this.ct, e, nowS, ttl, false, -1)
+        return ADMIT_ESTABLISHED
+      }
+      const v = evaluatePolicy(table, peer, proto, dHi, dLo, P[1])
+      if (v < 0) ctCut(this.ct, e)
+      else ctTouch(this.ct, e, nowS, ttl, false, gen)
+      return v < 0 ? v : ADMIT_ESTABLISHED
+    }
+    const v = evaluatePolicy(table, peer, proto, dHi, dLo, P[1])
+    if (v < 0) return v
+    const r = ctTrack16(this.ct, proto, sHi, sLo, dHi, dLo, P[0], P[1], peer, nowS, ttl, 0, gen)
+    this.lastTrack = r === CT_EVICTED || r === CT_FULL ? r : 0
+    return v
+  }
+
+  /** ctTrack16's result for admit()'s last new flow when it was CT_EVICTED or CT_FULL, else 0. */
+  lastTrack = 0
+
+  /** An ICMP error from `peer` to us quoting a packet of a flow tracked with `peer` (our side sent it). */
+  private relatedError(b: Uint8Array, p: number, len: number, ihl: number, peer: number, nowS: number): boolean {
+    const q = p + ihl + 8
+    if (len < ihl + 8 + 20 || b[q] >> 4 !== 4) return false
+    const qihl = (b[q] & 15) * 4
+    if (qihl < 20 || len < ihl + 8 + qihl + 8) return false
+    // Addressed to the quoted packet's source: our side of the flow.
+    if (b[p + 16] !== b[q + 12] || b[p + 17] !== b[q + 13] || b[p + 18] !== b[q + 14] || b[p + 19] !== b[q + 15]) return false
+    const qproto = b[q + 9]
+    this.portsInto(b, q, qproto, false)
+    const e = ctFind16(
+      this.ct,
+      qproto,
+      (b[q + 16] << 8) | b[q + 17],
+      (b[q + 18] << 8) | b[q + 19],
+      (b[q + 12] << 8) | b[q + 13],
+      (b[q + 14] << 8) | b[q + 15],
+      this.ports[0],
+      this.ports[1],
+      nowS,
+    )
+    return e >= 0 && ctEntryPeer(this.ct, e) === peer
+  }
+
+  /**
+   * Policy enforcement: this system's own packet (source = our address) to `peer`. Tracked so that
+   * the peer's replies pass admit(); a reply to a flow the peer started marks that flow answered.
+   * ICMP errors we send are not tracked (they start nothing). Returns CT_EVICTED / CT_FULL or 0.
+   */
+  trackOwn(b: Uint8Array, p: number, len: number, peer: number, nowS: number): number {
+    if ((((b[p + 6] & 0x1f) << 8) | b[p + 7]) !== 0) return 0
+    const proto = b[p + 9]
+    const ihl = (b[p] & 15) * 4
+    if (len < ihl + 8) return 0
+    const l4 = p + ihl
+    if (proto === PROTO_ICMP && (b[l4] === 3 || b[l4] === 11 || b[l4] === 12)) return 0
+    const flags = proto === PROTO_TCP ? b[l4 + 13] : 0
+    const ttl = ttlFor(proto, flags)
+    this.portsInto(b, p, proto, false)
+    const P = this.ports
+    const pHi = (b[p + 16] << 8) | b[p + 17]
+    const pLo = (b[p + 18] << 8) | b[p + 19]
+    const sHi = (b[p + 12] << 8) | b[p + 13]
+    const sLo = (b[p + 14] << 8) | b[p + 15]
+    const e = ctFind16(this.ct, proto, pHi, pLo, sHi, sLo, P[0], P[1], nowS)
+    if (e >= 0 && ctEntryPeer(this.ct, e) === peer) {
+      ctTouch(this.ct, e, nowS, ttl, !ctEntryOwn(this.ct, e), -1)
+      return 0
+    }
+    const r = ctTrack16(this.ct, proto, pHi, pLo, sHi, sLo, P[0], P[1], peer, nowS, ttl, CT_OWN, 0)
     return r === CT_EVICTED || r === CT_FULL ? r : 0
   }
 

@@ -8,7 +8,9 @@
  *                encrypt in place, re-check) -> sLens/oAddrs
  *   inbound(n)   slab of n datagrams -> index -> keypair -> replay pre-check -> open (transport.ts:
  *                decrypt in place, re-check) -> replay window -> cryptokey check (source allowed for
- *                that peer) -> destination check -> [exit node: track flow] -> wLens (packet at HEADROOM)
+ *                that peer) -> destination check -> [Policies: firewall.admit (tracked flow, or a new
+ *                flow the policy table allows)] [exit node: track flow] -> wLens (packet at HEADROOM)
+ *   With Policies, outbound also tracks this system's own flows (firewall.trackOwn) so replies pass.
  *
  * Ownership: the slabs and length arrays belong to this pipeline (one per worker); a packet's bytes
  * are borrowed from the caller's batch until the next outbound()/inbound() call.
@@ -59,7 +61,8 @@ import { LOCAL_PROVIDED, type DataplaneTables } from '../ipc/messages.js'
 import { lookupRoute16 } from './route-table.js'
 import { replayCheckAndSet32, replayMaybeFresh } from './replay.js'
 import { PROTO_ICMP, PROTO_TCP, PROTO_UDP, CT_EVICTED, CT_FULL } from './conntrack.js'
-import { EGRESS_DROP, EGRESS_REPLY, Firewall } from './firewall.js'
+import { ADMIT_ESTABLISHED, EGRESS_DROP, EGRESS_OWN, EGRESS_REPLY, Firewall } from './firewall.js'
+import { DENY_ROUTE_NOT_GRANTED, POLICY_MODE_ENFORCE, denyPolicy, denyReason, describeVerdict } from './policy.js'
 import { OPEN_BAD_MAC, OPEN_OK, SEAL_COUNTER_LIMIT, open, paddedLength, seal } from './transport.js'
 import {
   AEAD_TAG_SIZE,
@@ -158,10 +161,16 @@ export class Pipeline {
   private readonly logWindow = new Float64Array(LOG_KEYS)
   private readonly logCount = new Int32Array(LOG_KEYS)
   private readonly logSuppressed = new Int32Array(LOG_KEYS)
+  /** Policy counters of the current tables (per-worker row; see PolicyTables.policyCounters). */
+  private pcSab?: SharedArrayBuffer
+  private pc: Float64Array<ArrayBufferLike> = new Float64Array(1)
+  private pcBase = 0
+  private readonly id: number
 
   constructor(o: PipelineOptions) {
     this.v = views(o.layout)
     this.ring = new RingProducer(o.ring)
+    this.id = o.id
     this.fw = new Firewall(o.conntrack, o.id)
     this.mtu = o.mtu
     this.batch = o.batch
@@ -201,7 +210,13 @@ export class Pipeline {
   setClock(nowMs: number): void {
     this.now = nowMs
     this.nowS = Math.floor((nowMs - this.epochMs) / 1000)
-    if (this.tables.exitNode) this.fw.sweep(this.nowS)
+    if (this.tables.exitNode || this.tables.policy.mode === POLICY_MODE_ENFORCE) this.fw.sweep(this.nowS)
+    if (this.tables.policyCounters !== this.pcSab) {
+      // New tables (start or reload): this worker's row of the counters created with them.
+      this.pcSab = this.tables.policyCounters
+      this.pc = new Float64Array(this.pcSab)
+      this.pcBase = this.id * (2 * this.tables.policy.policies + 1)
+    }
     if (this.logLevel >= 5) for (let k = 0; k < LOG_KEYS; k++) if (this.logSuppressed[k] > 0) this.logAllowed(k)
   }
 
@@ -293,6 +308,12 @@ export class Pipeline {
         continue
       }
       if (verdict === EGRESS_REPLY) counters[cb + C_FROM_LAN_BYTES] += len
+      else if (verdict === EGRESS_OWN && t.policy.mode === POLICY_MODE_ENFORCE) {
+        // The receiver judges our flows; we remember them so that its replies pass our admit().
+        const r = this.fw.trackOwn(oSlab, p, len, peer, this.nowS)
+        if (r === CT_EVICTED) this.drop(R.conntrack_evicted)
+        else if (r === CT_FULL) this.drop(R.conntrack_full)
+      }
       const kp = Atomics.load(peerI32, peer * P_FIELDS + P_CUR_KP)
       const endpoint = peerF64[peer * PF_FIELDS + PF_ENDPOINT]
       const kb = kp * K_FIELDS
@@ -475,7 +496,22 @@ export class Pipeline {
         if (this.log5(R.not_for_us)) this.flowLog('in', peer, iSlab, p, tot, 'drop not_for_us')
         continue
       }
-      if (where === LOCAL_PROVIDED) {
+      if (t.policy.mode === POLICY_MODE_ENFORCE) {
+        const v = this.fw.admit(iSlab, p, tot, peer, t.policy, t.policyGen, this.nowS)
+        if (v < 0) {
+          const why = denyReason(v) === DENY_ROUTE_NOT_GRANTED ? R.policy_route_not_granted : R.policy_no_policy
+          this.drop(why)
+          const near = denyPolicy(v)
+          if (this.pcBase + 2 * t.policy.policies < this.pc.length)
+            this.pc[this.pcBase + (near >= 0 ? t.policy.policies + near : 2 * t.policy.policies)]++
+          if (this.log5(why)) this.flowLog('in', peer, iSlab, p, tot, describeVerdict(t.policyLabels, v))
+          continue
+        }
+        if (v !== ADMIT_ESTABLISHED && this.pcBase + v < this.pc.length) this.pc[this.pcBase + v]++
+        if (this.fw.lastTrack === CT_EVICTED) this.drop(R.conntrack_evicted)
+        else if (this.fw.lastTrack === CT_FULL) this.drop(R.conntrack_full)
+        if (where === LOCAL_PROVIDED) counters[cb + C_TO_LAN_BYTES] += tot
+      } else if (where === LOCAL_PROVIDED) {
         const tracked = this.fw.track(iSlab, p, peer, this.nowS)
         if (tracked === CT_EVICTED) this.drop(R.conntrack_evicted)
         else if (tracked === CT_FULL) this.drop(R.conntrack_full)

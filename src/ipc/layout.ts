@@ -70,6 +70,8 @@ export const REASONS = [
   'handshake_msgs',
   'conntrack_full',
   'conntrack_evicted',
+  'policy_no_policy',
+  'policy_route_not_granted',
 ] as const
 export type Reason = (typeof REASONS)[number]
 export const R: Record<Reason, number> = Object.fromEntries(REASONS.map((r, i) => [r, i])) as Record<Reason, number>

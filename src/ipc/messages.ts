@@ -1,6 +1,7 @@
 /** Control <-> worker messages (postMessage) that are not shared memory. */
 import type { SharedLayout } from './layout.js'
 import type { RingBuffers } from './ring.js'
+import type { PolicyTable } from '../dataplane/policy.js'
 
 /** Values in the `local` table: where a destination lives on this node. */
 export const LOCAL_SELF = 0
@@ -15,7 +16,7 @@ export const LOCAL_PROVIDED = 1
  *  selfAddr: this node's virtual address. Reply-only is judged by ingress: a packet read from the TUN
  *            for a peer leaves only if its source is selfAddr or it answers a flow that peer started.
  */
-export interface DataplaneTables {
+export interface RouteTables {
   gen: number
   routeChild: Int32Array
   routeVal: Int32Array
@@ -27,6 +28,20 @@ export interface DataplaneTables {
   localVal: Int32Array
   exitNode: boolean
   selfAddr: number
+}
+
+/** Route tables and the compiled policies, swapped whole in each worker. */
+export interface DataplaneTables extends RouteTables, PolicyTables {}
+
+export interface PolicyTables {
+  /** Policies compiled by control (src/control/policy/compile.ts); mode 0 = no Policies key. */
+  policy: PolicyTable
+  /** Bumped at every policy compile (start, reload): flows judged by an older one are judged again. */
+  policyGen: number
+  /** policyLabels[i] names policy i in -v 5 drop lines. */
+  policyLabels: string[]
+  /** Float64 [worker][2 * policies + 1]: hits per policy, drops per policy, then "no policy allows". */
+  policyCounters: SharedArrayBuffer
 }
 
 export interface WorkerInit {

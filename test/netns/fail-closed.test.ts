@@ -42,7 +42,11 @@ if (skip) {
     const ours = async () => (await lab.exec(nsC, 'ip', ['route', 'show', 'table', 'all', 'proto', '211'])).stdout.trim()
     const rules = async () => ((await lab.exec(nsC, 'ip', ['rule', 'show'])).stdout.match(/not from all fwmark/g) ?? []).length
     const stopCmd = () =>
-      lab.exec(nsC, process.execPath, [BIN, 'stop'], 30000, { ENCLAVE_RUN_DIR: C.runDir, ENCLAVE_CONFIG_DIR: C.dir, ENCLAVE_NO_SYSTEMD: '1' })
+      lab.exec(nsC, process.execPath, [BIN, 'stop'], 30000, {
+        ENCLAVE_RUN_DIR: C.runDir,
+        ENCLAVE_CONFIG_DIR: C.dir,
+        ENCLAVE_NO_SYSTEMD: '1',
+      })
     const refused = async (t: Pick<typeof tap, 'not' | 'match'>, dst: string, what: string) => {
       const r = await routeGet(dst)
       t.not(r.code, 0, `${what}: \`ip route get ${dst}\` finds no way out (${(r.stdout + r.stderr).trim()})`)

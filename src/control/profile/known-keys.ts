@@ -13,18 +13,8 @@ interface Level {
 
 const ACL: Level = { keys: ['Protocol', 'Ports', 'Description'] }
 const POLICY: Level = {
-  keys: [
-    'Description',
-    'IsEnabled',
-    'SenderTags',
-    'ReceiverTags',
-    'Acls',
-    'Gateways',
-    'GatewayRoutes',
-    'GatewayAllowedIpRanges',
-    'GatewayPriority',
-  ],
-  children: { Acls: [ACL] },
+  keys: ['Description', 'IsEnabled', 'SenderTags', 'ReceiverTags', 'Acls', 'GatewayRoutes', 'GatewayAllowedIpRanges'],
+  children: { Acls: [ACL], GatewayAllowedIpRanges: [{ keys: ['IpRange', 'Description'] }] },
 }
 const PEER: Level = {
   keys: ['PublicKey', 'Identity', 'VirtualAddress', 'Endpoint', 'PersistentKeepalive', 'PresharedKey', 'Description', 'Tags'],

@@ -23,6 +23,7 @@ import {
   type RawProfile,
 } from './schema.js'
 import { checkKeys } from './known-keys.js'
+import { type PolicyConfig, checkPolicies } from './policies.js'
 
 export interface Endpoint {
   host: string
@@ -71,6 +72,8 @@ export interface Profile {
   metricsListen?: string
   /** JSON paths of keys this version does not know: kept on rewrite, listed as warnings. */
   unknownKeys: string[]
+  /** undefined: no Policies key, compatibility mode (every configured peer allowed). */
+  policies?: PolicyConfig[]
 }
 
 export const PROFILE_NAME = 'Universe'
@@ -232,6 +235,9 @@ export function validateProfile(file: string, raw: Record<string, unknown>): Pro
     peer.availableRoutes = cidrs.filter((c): c is Cidr => !!c)
     availableRoutes.set(id, peer.availableRoutes)
   }
+  const providesRoutes = provided.filter((c): c is Cidr => !!c)
+  // Policies are cross-checked once their shape is valid (zod reports shape problems above).
+  const policies = parsed.success ? checkPolicies(r.Policies, r.Tags ?? [], providesRoutes, problems) : undefined
   if (problems.length || !own) throw new ProfileError(file, dedupe(problems))
 
   return {
@@ -258,6 +264,7 @@ export function validateProfile(file: string, raw: Record<string, unknown>): Pro
     workers: r.Workers,
     metricsListen: r.MetricsListen,
     unknownKeys: keys.unknown,
+    policies,
   }
 }
 

@@ -8,6 +8,7 @@ import { z } from 'zod'
 import { decodeKey } from '../keys.js'
 import { parseCidr, parseIpv4 } from '../../common/ipv4.js'
 import { inOverlay, isIdentity } from '../identity.js'
+import { policiesSchema } from './policies.js'
 
 export const DEFAULT_LOCAL_PORT = 51820
 export const DEFAULT_INTERFACE = 'enclave0'
@@ -146,6 +147,7 @@ export const profileSchema = z
         if (why) ctx.addIssue({ code: 'custom', message: why })
       })
       .optional(),
+    Policies: policiesSchema.optional(),
   })
   .passthrough()
 

@@ -4,7 +4,7 @@
  * own (`now` is an argument), so every decision is unit-tested without root.
  */
 import { type Cidr, cidrContains, cidrsOverlap, intToIp, parseCidr } from '../../common/ipv4.js'
-import { type DataplaneTables, LOCAL_PROVIDED, LOCAL_SELF } from '../../ipc/messages.js'
+import { type RouteTables, LOCAL_PROVIDED, LOCAL_SELF } from '../../ipc/messages.js'
 import { type RouteEntry, buildRouteTable } from '../../dataplane/route-table.js'
 import { REKEY_TIMEOUT_MS } from '../../protocol/constants.js'
 
@@ -66,12 +66,7 @@ export function sameChoice(a: Map<string, number>, b: Map<string, number>): bool
 }
 
 /** The data plane's tables for one routing state (`gen` numbers the snapshot). */
-export function compileTables(
-  profile: RouteProfile,
-  peers: readonly RoutePeer[],
-  active: Map<string, number>,
-  gen: number,
-): DataplaneTables {
+export function compileTables(profile: RouteProfile, peers: readonly RoutePeer[], active: Map<string, number>, gen: number): RouteTables {
   const route: RouteEntry[] = []
   const allow: RouteEntry[] = []
   const groups: number[][] = []

@@ -2,7 +2,7 @@
  * The routing state of a run: which exit node carries each route now, and the data-plane tables
  * compiled from it. Recompiles (and says so) only when the choice or the peers change.
  */
-import type { DataplaneTables } from '../../ipc/messages.js'
+import type { RouteTables } from '../../ipc/messages.js'
 import type { PeerRuntime } from '../peer-table.js'
 import type { Profile } from '../profile/profile.js'
 import { type RoutePeer, chooseRoutes, compileTables, failovers, sameChoice } from './compiler.js'
@@ -20,14 +20,14 @@ export function routePeer(p: PeerRuntime): RoutePeer {
 
 export class Routing {
   private active = new Map<string, number>()
-  private current?: DataplaneTables
+  private current?: RouteTables
 
   /** Route text -> peer slot carrying it. */
   get choice(): ReadonlyMap<string, number> {
     return this.active
   }
 
-  get tables(): DataplaneTables {
+  get tables(): RouteTables {
     if (!this.current) throw new Error('routing tables not compiled yet')
     return this.current
   }
@@ -37,7 +37,7 @@ export class Routing {
   }
 
   /** Compiles new tables unconditionally (peers or profile changed). */
-  compile(profile: Profile, peers: Iterable<PeerRuntime>, now: number): DataplaneTables {
+  compile(profile: Profile, peers: Iterable<PeerRuntime>, now: number): RouteTables {
     const rp = [...peers].map(routePeer)
     this.active = chooseRoutes(rp, [...profile.exitNode.availableRoutes.keys()], now)
     const prof = { virtualAddress: profile.virtualAddress, providesRoutes: profile.exitNode.providesRoutes }
@@ -50,7 +50,7 @@ export class Routing {
     profile: Profile,
     peers: Iterable<PeerRuntime>,
     now: number,
-  ): { moves: Array<{ route: string; from: number; to: number }>; tables: DataplaneTables } | undefined {
+  ): { moves: Array<{ route: string; from: number; to: number }>; tables: RouteTables } | undefined {
     const list = [...peers]
     const next = chooseRoutes(list.map(routePeer), [...profile.exitNode.availableRoutes.keys()], now)
     if (sameChoice(this.active, next)) return undefined

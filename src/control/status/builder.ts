@@ -5,7 +5,7 @@
  */
 import { intToIp } from '../../common/ipv4.js'
 import type { Profile } from '../profile/profile.js'
-import { type PeerStatus, type RouteStatus, STATUS_VERSION, type StatusModel } from './model.js'
+import { type PeerStatus, type PolicySection, type RouteStatus, STATUS_VERSION, type StatusModel } from './model.js'
 
 export interface PeerFacts {
   slot: number
@@ -25,6 +25,7 @@ export interface PeerFacts {
   txPackets: number
   bytesToLan: number
   bytesFromLan: number
+  tags?: string[]
 }
 
 export interface StatusFacts {
@@ -45,6 +46,7 @@ export interface StatusFacts {
   routeInstalled: (route: string) => boolean
   /** Why a route was not installed. */
   routeRefusal: (route: string) => string | undefined
+  policy?: PolicySection
 }
 
 export function buildStatus(f: StatusFacts): StatusModel {
@@ -91,6 +93,7 @@ export function buildStatus(f: StatusFacts): StatusModel {
       warnings: f.exitWarnings,
     },
     counters: f.counters,
+    policy: f.policy,
     peers: f.peers.map((peer) => ({
       identity: peer.identity,
       description: peer.description,
@@ -105,6 +108,7 @@ export function buildStatus(f: StatusFacts): StatusModel {
       rxPackets: peer.rxPackets,
       txPackets: peer.txPackets,
       exitNodeFor: peer.availableRoutes.map((r) => routeStatus(peer, r)),
+      tags: peer.tags,
     })),
   }
 }

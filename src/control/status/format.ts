@@ -68,12 +68,14 @@ export function formatStatus(s: StatusModel): string {
     }
     for (const w of en.warnings) lines.push(...field(i1, 'Warning', w))
   }
+  lines.push(...formatPolicy(s, i1))
   for (const p of s.peers) {
     lines.push('', `${i1}Peer: ${peerTitle(p)}`, '')
     const i2 = '    '
     lines.push(...field(i2, 'Peer state', p.state))
     lines.push(...field(i2, 'Endpoint', p.endpoint ? `Udp/${p.endpoint}` : '(none: waits for the peer to connect)'))
     lines.push(...field(i2, 'Virtual address', p.virtualAddress))
+    if (p.tags?.length) lines.push(...field(i2, 'Tags', p.tags.join(', ')))
     if (s.running) {
       lines.push(...field(i2, 'Last handshake', formatAgo(p.lastHandshakeSecondsAgo)))
       lines.push(...field(i2, 'Last activity', formatAgo(p.lastActivitySecondsAgo)))
@@ -117,4 +119,19 @@ export function formatPeerLines(s: StatusModel): string {
 /** Warnings about the profile that do not stop it from loading (unknown keys are kept, ignored). */
 export function formatProfileWarnings(unknownKeys: string[]): string[] {
   return unknownKeys.map((k) => `Warning: profile key ${k} is not known to this version: kept, ignored (check its spelling)`)
+}
+
+/** Tags, the policy mode and each policy with its counters (issue 10). */
+function formatPolicy(s: StatusModel, indent: string): string[] {
+  const pol = s.policy
+  if (!pol) return []
+  const out = [...field(indent, 'Tags', pol.tags.length ? pol.tags.join(', ') : '(none)'), ...field(indent, 'Policy', pol.summary)]
+  const rows = pol.policies.map((p) => {
+    const where = p.enforcedHere ? '' : ' (not enforced here)'
+    const counts = s.running && p.enforcedHere ? `; ${p.hits} flows allowed, ${p.drops} dropped by its Acls` : ''
+    return `${p.label}: ${p.rule}${where}${counts}`
+  })
+  if (rows.length) out.push(...field(indent, 'Policies', rows))
+  if (s.running && pol.mode === 'enforce') out.push(...field(indent, 'Policy drops', `${pol.droppedNoPolicy} new flows no policy allows`))
+  return out
 }

@@ -10,6 +10,9 @@ import type { OsRouteInstaller } from '../routes/installer.js'
 import type { Sessions } from '../sessions.js'
 import { type PeerFacts, buildStatus } from './builder.js'
 import type { StatusModel } from './model.js'
+import type { PolicyTables } from '../../ipc/messages.js'
+import { type CompiledPolicies, sumPolicyCounters } from '../policy/compile.js'
+import { policySection } from './policy.js'
 
 export interface StatusSources {
   profile: Profile
@@ -24,6 +27,9 @@ export interface StatusSources {
   port: number
   verbosity: number
   exitWarnings: string[]
+  policy: CompiledPolicies
+  policyTables: PolicyTables
+  workers: number
 }
 
 export function gatherStatus(s: StatusSources, now = Date.now()): StatusModel {
@@ -47,6 +53,7 @@ export function gatherStatus(s: StatusSources, now = Date.now()): StatusModel {
       txPackets: m.counter(peer.slot, C_TX_PKTS),
       bytesToLan: m.counter(peer.slot, C_TO_LAN_BYTES),
       bytesFromLan: m.counter(peer.slot, C_FROM_LAN_BYTES),
+      tags: peer.cfg.tags,
     }
   })
   return buildStatus({
@@ -64,5 +71,6 @@ export function gatherStatus(s: StatusSources, now = Date.now()): StatusModel {
     active: s.active,
     routeInstalled: (r) => s.routes.isInstalled(r),
     routeRefusal: (r) => s.routes.decision(r)?.reason,
+    policy: policySection(s.profile.tags, s.policy, sumPolicyCounters(s.policyTables, s.workers)),
   })
 }

@@ -24,6 +24,33 @@ export interface PeerStatus {
   rxPackets: number
   txPackets: number
   exitNodeFor: RouteStatus[]
+  /** The peer's Tags in this profile (what policies match it by). */
+  tags?: string[]
+}
+
+export interface PolicyStatus {
+  /** `Policies[2] "laptops to printer"` */
+  label: string
+  /** `laptops -> exit-node: Tcp 9100, Icmp; to 172.26.0.250/32` */
+  rule: string
+  enabled: boolean
+  /** Names a receiver tag this system carries: this system enforces it on what it receives. */
+  enforcedHere: boolean
+  /** New flows this policy allowed since it was loaded. */
+  hits: number
+  /** New flows dropped that matched this policy's tags and destination but not its Acls. */
+  drops: number
+}
+
+export interface PolicySection {
+  /** none: no Policies key, every configured peer may reach this system and its provided routes. */
+  mode: 'none' | 'enforce'
+  summary: string
+  /** This system's Tags. */
+  tags: string[]
+  policies: PolicyStatus[]
+  /** New flows dropped that no policy came near. */
+  droppedNoPolicy: number
 }
 
 export interface ExitUser {
@@ -53,5 +80,6 @@ export interface StatusModel {
     warnings: string[]
   }
   counters?: Record<string, number>
+  policy?: PolicySection
   peers: PeerStatus[]
 }

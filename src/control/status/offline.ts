@@ -3,6 +3,8 @@ import type { Profile } from '../profile/profile.js'
 import { intToIp } from '../../common/ipv4.js'
 import { VERSION } from '../../version.js'
 import { STATUS_VERSION, type StatusModel } from './model.js'
+import { compilePolicies } from '../policy/compile.js'
+import { policySection } from './policy.js'
 
 export function offlineStatus(p: Profile): StatusModel {
   return {
@@ -21,6 +23,16 @@ export function offlineStatus(p: Profile): StatusModel {
       users: [],
       warnings: [],
     },
+    policy: policySection(
+      p.tags,
+      compilePolicies({
+        selfTags: p.tags,
+        selfAddress: p.virtualAddress,
+        providesRoutes: p.exitNode.providesRoutes,
+        peers: p.peers.map((peer, slot) => ({ slot, tags: peer.tags })),
+        policies: p.policies,
+      }),
+    ),
     peers: p.peers.map((peer) => ({
       identity: peer.identity,
       description: peer.description,
@@ -35,6 +47,7 @@ export function offlineStatus(p: Profile): StatusModel {
       rxPackets: 0,
       txPackets: 0,
       exitNodeFor: peer.availableRoutes.map((c) => ({ route: c.text, installed: false, active: false })),
+      tags: peer.tags,
     })),
   }
 }
