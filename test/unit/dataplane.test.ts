@@ -1,4 +1,5 @@
 import t from 'tap'
+import { halfSipHash4 } from '../../src/dataplane/siphash.js'
 import { buildRouteTable, lookupRoute } from '../../src/dataplane/route-table.js'
 import { REPLAY_WINDOW, replayCheckAndSet, replayMaybeFresh } from '../../src/dataplane/replay.js'
 import { REPLAY_WORDS } from '../../src/ipc/layout.js'
@@ -22,7 +23,6 @@ import {
   ctReply,
   ctSweep,
   ctTrack,
-  halfSipHash4,
   ttlFor,
 } from '../../src/dataplane/conntrack.js'
 import { timerActions, type PeerTimerState } from '../../src/protocol/timers.js'
