@@ -31,16 +31,15 @@ import {
   views,
 } from '../ipc/layout.js'
 import { type RingBuffers, RingConsumer, createRing } from '../ipc/ring.js'
-import type { DataplaneTables, PolicyTables, WorkerInit } from '../ipc/messages.js'
-import { createConntrack, ctCutFlows } from '../dataplane/conntrack.js'
-import { evaluatePolicy } from '../dataplane/policy.js'
-import { type CompiledPolicies, compilePolicies, policyModeLine, policyTablesFor } from './policy/compile.js'
+import type { DataplaneTables, WorkerInit } from '../ipc/messages.js'
+import { createConntrack } from '../dataplane/conntrack.js'
+import { PolicyState } from './policy/state.js'
 import { type LocalStatic, localStatic, peerCrypto } from '../protocol/noise.js'
 import * as net from '../platform/linux/net.js'
 import type { StatusModel } from './status/model.js'
 import { VERSION } from '../version.js'
 import { ApiServer } from './api/server.js'
-import { type MetricsServer, startMetrics } from './metrics.js'
+import { MetricsEndpoint } from './metrics.js'
 import type { AgentApi, ReloadResult } from './api/agent-api.js'
 import { KeypairSlots } from './keypairs.js'
 import { PeerMemory } from './peer-memory.js'
@@ -61,7 +60,7 @@ import { applyConfig, planReload, restartNeeded } from './reload.js'
 import { gatherStatus } from './status/gather.js'
 import { RingDispatcher } from './ring-dispatch.js'
 import { logFlow } from './flow-log.js'
-import { type CachedPeer, PEER_CACHE_RECENT_MS, PeerCache, loadPeerCache } from './peer-cache.js'
+import { PeerCache, recentPeers, resumeRecentPeers } from './peer-cache.js'
 
 export interface AgentOptions {
   configDir: string
@@ -96,12 +95,11 @@ export class Agent implements AgentApi {
   private supervisor!: WorkerSupervisor
   private routes!: OsRouteInstaller
   private readonly routing = new Routing()
-  private policy!: CompiledPolicies
-  private policyTables!: PolicyTables
+  private policy!: PolicyState
   private exitWarnings: string[] = []
   private hsPool?: HandshakePool
   private api?: ApiServer
-  private metrics?: MetricsServer
+  private metrics?: MetricsEndpoint
   private tickTimer?: NodeJS.Timeout
   private peerCache?: PeerCache
   private stopping = false
@@ -125,6 +123,7 @@ export class Agent implements AgentApi {
     this.hsPool = startHandshakePool(p.privateKey, p.publicKey)
     const nWorkers = this.opts.workers ?? p.workers ?? Math.max(1, Math.min(os.availableParallelism(), 4))
     this.layout = createLayout(Math.max(64, p.peers.length * 2 + 16), nWorkers)
+    this.policy = new PolicyState(nWorkers)
     this.v = views(this.layout)
     Atomics.store(this.v.global, G_LOG_LEVEL, this.verbosity)
     this.log.info(
@@ -146,56 +145,25 @@ export class Agent implements AgentApi {
     await this.applyOsState()
     for (const r of this.rings) void this.dispatch.consume(new RingConsumer(r), () => this.stopping)
     this.tickTimer = setInterval(() => this.tick(), TICK_MS)
-    this.resumeRecentPeers()
+    resumeRecentPeers(
+      this.opts.runDir,
+      this.peers,
+      this.memory,
+      (peer, why) => this.handshakes.initiate(peer, why),
+      (m) => this.log.warn(m),
+    )
     for (const peer of this.peers)
       if (peer.cfg.persistentKeepalive > 0 && peer.configuredEndpoint) this.handshakes.initiate(peer, 'persistent keepalive configured')
     this.api = new ApiServer(this, this.opts.runDir, p.controlGroup)
     await this.api.listen()
     this.peerCache = new PeerCache(
       this.opts.runDir,
-      (now) => this.recentPeers(now),
+      (now) => recentPeers(this.peers, this.memory, now),
       (msg, err) => this.log.warn({ err }, msg),
     )
     this.log.info({ socket: this.api.path }, 'control socket ready')
-    await this.syncMetrics(undefined)
-  }
-
-  /** The opt-in Prometheus endpoint (MetricsListen): started, moved or stopped to match the profile. */
-  private async syncMetrics(before: string | undefined): Promise<void> {
-    const want = this.profile.metricsListen
-    if (want === before && (this.metrics || !want)) return
-    await this.metrics?.close()
-    this.metrics = undefined
-    if (!want) return
-    try {
-      this.metrics = await startMetrics(want, () => ({ ...this.status(), workerRestarts: this.supervisor.restartsTotal }), this.log)
-      this.log.info({ listen: want }, 'metrics endpoint ready')
-    } catch (e) {
-      this.log.error({ listen: want, err: (e as Error).message }, 'metrics endpoint could not start')
-    }
-  }
-
-  /** Peers active before a restart (peer-cache.ts) hear from us at once, not after their rekey timeout. */
-  private resumeRecentPeers(): void {
-    const loaded = loadPeerCache(this.opts.runDir, Date.now())
-    if (loaded.warning) this.log.warn({}, loaded.warning)
-    for (const peer of this.peers) {
-      const c = loaded.peers.get(Buffer.from(peer.cfg.publicKey).toString('base64'))
-      if (!c) continue
-      if (!this.memory.endpoint(peer.slot)) this.memory.setEndpoint(peer.slot, c.endpoint)
-      this.handshakes.initiate(peer, 'peer was active before the restart')
-    }
-  }
-
-  private recentPeers(now: number): CachedPeer[] {
-    const out: CachedPeer[] = []
-    for (const peer of this.peers) {
-      const seenMs = this.memory.times(peer.slot).lastRxAny
-      const endpoint = this.memory.endpoint(peer.slot)
-      if (seenMs > 0 && now - seenMs <= PEER_CACHE_RECENT_MS && endpoint)
-        out.push({ publicKey: Buffer.from(peer.cfg.publicKey).toString('base64'), endpoint, seenMs })
-    }
-    return out
+    this.metrics = new MetricsEndpoint(() => ({ ...this.status(), workerRestarts: this.supervisor.restartsTotal }), this.log)
+    await this.metrics.sync(p.metricsListen)
   }
 
   /** Builds the parts over the shared layout and the opened sockets. */
@@ -320,7 +288,7 @@ export class Agent implements AgentApi {
 
   /** What the workers get: the route tables and the compiled policies (swapped whole). */
   private tables(): DataplaneTables {
-    return { ...this.routing.tables, ...this.policyTables }
+    return { ...this.routing.tables, ...this.policy.tables }
   }
 
   private publish(): void {
@@ -336,32 +304,10 @@ export class Agent implements AgentApi {
     this.exitWarnings = await checkExitNode(this.profile, this.log)
   }
 
-  /**
-   * Compiles the profile's Policies over the current peer slots (start and reload). The workers get
-   * the result with the next tables; flows judged by an older compile are judged again there.
-   */
+  /** Compiles the profile's Policies over the current peer slots (start and reload); the workers get them with the next tables. */
   private compilePolicy(): void {
-    const p = this.profile
-    this.policy = compilePolicies({
-      selfTags: p.tags,
-      selfAddress: p.virtualAddress,
-      providesRoutes: p.exitNode.providesRoutes,
-      peers: this.peers.list().map((peer) => ({ slot: peer.slot, tags: peer.cfg.tags })),
-      policies: p.policies,
-    })
-    this.policyTables = policyTablesFor(this.policy, this.layout.workers, (this.policyTables?.policyGen ?? 0) + 1)
-    this.log.info({ tags: p.tags.join(' ') || '(none)' }, policyModeLine(this.policy))
-  }
-
-  /** Reload: cuts tracked flows that peers started and the new policy no longer allows. */
-  private cutDisallowedFlows(): number {
-    const table = this.policy.table
-    const nowS = Math.floor((Date.now() - this.epochMs) / 1000)
-    return ctCutFlows(
-      new Int32Array(this.conntrack),
-      nowS,
-      (peer, proto, lanIp, lanPort) => evaluatePolicy(table, peer, proto, lanIp >>> 16, lanIp & 0xffff, lanPort) >= 0,
-    )
+    const line = this.policy.compile(this.profile, this.peers)
+    this.log.info({ tags: this.profile.tags.join(' ') || '(none)' }, line)
   }
 
   // ---------------------------------------------------------------- operator requests (AgentApi)
@@ -421,11 +367,10 @@ export class Agent implements AgentApi {
       }
       await resolveEndpoint(c.peer, this.memory, this.log)
     }
-    const metricsBefore = this.profile.metricsListen
     this.profile = next
     for (const cfg of plan.added) await this.addPeer(cfg)
     this.compilePolicy()
-    const cut = this.cutDisallowedFlows()
+    const cut = this.policy.cutDisallowedFlows(this.conntrack, Math.floor((Date.now() - this.epochMs) / 1000))
     if (cut) this.log.info({ flows: cut }, 'policy reload: cut flows the new policy no longer allows')
     this.rebuildTables()
     await this.applyOsState()
@@ -434,7 +379,7 @@ export class Agent implements AgentApi {
       removed: plan.removed.map((p) => p.cfg.identity),
       changed: plan.kept.filter((c) => c.edited).map((c) => c.cfg.identity),
     }
-    await this.syncMetrics(metricsBefore)
+    await this.metrics?.sync(next.metricsListen)
     this.log.info(result, 'profile reloaded')
     return result
   }
@@ -453,8 +398,8 @@ export class Agent implements AgentApi {
       port: this.dev.port,
       verbosity: this.verbosity,
       exitWarnings: this.exitWarnings,
-      policy: this.policy,
-      policyTables: this.policyTables,
+      policy: this.policy.compiled,
+      policyTables: this.policy.tables,
       workers: this.layout.workers,
     })
   }

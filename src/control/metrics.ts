@@ -183,3 +183,32 @@ export async function startMetrics(listen: string, status: () => MetricsStatus, 
       }),
   }
 }
+
+/** The agent's endpoint: started, moved or stopped to match the profile's MetricsListen (start and reload). */
+export class MetricsEndpoint {
+  private server?: MetricsServer
+  private listen?: string
+
+  constructor(
+    private readonly status: () => MetricsStatus,
+    private readonly log: MetricsLog & { info(o: object, msg: string): void; error(o: object, msg: string): void },
+  ) {}
+
+  async sync(want: string | undefined): Promise<void> {
+    if (want === this.listen && (this.server || !want)) return
+    await this.close()
+    this.listen = want
+    if (!want) return
+    try {
+      this.server = await startMetrics(want, this.status, this.log)
+      this.log.info({ listen: want }, 'metrics endpoint ready')
+    } catch (e) {
+      this.log.error({ listen: want, err: (e as Error).message }, 'metrics endpoint could not start')
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.server?.close()
+    this.server = undefined
+  }
+}

@@ -13,7 +13,8 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { intToIp, parseIpv4 } from '../common/ipv4.js'
-import type { Endpoint } from './peer-memory.js'
+import type { Endpoint, PeerMemory } from './peer-memory.js'
+import type { PeerRuntime } from './peer-table.js'
 
 export const PEER_CACHE_FILE = 'peers.json'
 /** Peers heard from within this long are remembered (and only such entries are used at start). */
@@ -158,5 +159,38 @@ export class PeerCache {
       this.failed = true
       this.lastWriteMs = now
     }
+  }
+}
+
+/** The peers heard from within PEER_CACHE_RECENT_MS, with the endpoint they were heard at (what the cache keeps). */
+export function recentPeers(peers: Iterable<PeerRuntime>, memory: PeerMemory, now: number): CachedPeer[] {
+  const out: CachedPeer[] = []
+  for (const peer of peers) {
+    const seenMs = memory.times(peer.slot).lastRxAny
+    const endpoint = memory.endpoint(peer.slot)
+    if (seenMs > 0 && now - seenMs <= PEER_CACHE_RECENT_MS && endpoint)
+      out.push({ publicKey: Buffer.from(peer.cfg.publicKey).toString('base64'), endpoint, seenMs })
+  }
+  return out
+}
+
+/**
+ * At start: peers that were active before a restart get their cached endpoint (unless one is known)
+ * and a handshake at once, so they do not wait for their own rekey timeout.
+ */
+export function resumeRecentPeers(
+  dir: string,
+  peers: Iterable<PeerRuntime>,
+  memory: PeerMemory,
+  initiate: (peer: PeerRuntime, why: string) => void,
+  warn: (msg: string) => void,
+): void {
+  const loaded = loadPeerCache(dir, Date.now())
+  if (loaded.warning) warn(loaded.warning)
+  for (const peer of peers) {
+    const c = loaded.peers.get(Buffer.from(peer.cfg.publicKey).toString('base64'))
+    if (!c) continue
+    if (!memory.endpoint(peer.slot)) memory.setEndpoint(peer.slot, c.endpoint)
+    initiate(peer, 'peer was active before the restart')
   }
 }
