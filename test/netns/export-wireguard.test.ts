@@ -89,5 +89,20 @@ t.test('a stock wireguard-go peer joins with the exported config; route commands
   const unprov = await lab.cli(A, ['exit-node', 'unprovide', '10.99.0.0/24'])
   t.equal(unprov.code, 0, unprov.stderr)
   t.same((await statusJson(lab, A)).exitNode.providesRoutes, [])
+
+  // Metrics: MetricsListen added by hand, applied by reload, scraped over HTTP inside the namespace.
+  const file = lab.profilePath(A)
+  const raw = JSON.parse(fs.readFileSync(file, 'utf8'))
+  fs.writeFileSync(file, JSON.stringify({ ...raw, MetricsListen: '127.0.0.1:9586' }, null, 2), { mode: 0o600 })
+  t.equal((await lab.cli(A, ['reload'])).code, 0, 'reload applies MetricsListen')
+  const scrape = await lab.exec(nsA, process.execPath, [
+    '-e',
+    "fetch('http://127.0.0.1:9586/metrics').then(async (r) => { console.log(r.status); console.log(await r.text()) })",
+  ])
+  t.match(scrape.stdout, /^200\n/, `the metrics endpoint answers ${scrape.stderr}`)
+  t.match(scrape.stdout, new RegExp(`enclave_peer_state\\{identity="${phone.identity}",state="Up"\\} 1`), 'the peer is Up')
+  const rx = new RegExp(`enclave_peer_rx_bytes_total\\{identity="${phone.identity}"[^}]*\\} (\\d+)`).exec(scrape.stdout)
+  t.ok(rx && Number(rx[1]) > 0, `bytes received from the peer are counted (${rx?.[1]})`)
+  t.match(scrape.stdout, /enclave_worker_restarts_total 0/)
   t.equal(await a.stop(), 0)
 })
