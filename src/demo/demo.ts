@@ -110,6 +110,38 @@ export class Demo {
     await this.startAgent(laptop)
     await this.pause()
 
+    this.step('Step 4: tag the exit node and let your laptops use it (a policy)')
+    const policies = [
+      {
+        Description: 'laptops use the office exit node',
+        SenderTags: ['laptops'],
+        ReceiverTags: ['exit-node'],
+        Acls: [{ Protocol: 'Icmp' }],
+      },
+      {
+        Description: 'laptops print',
+        SenderTags: ['laptops'],
+        ReceiverTags: ['exit-node'],
+        Acls: [{ Protocol: 'Icmp' }, { Protocol: 'Tcp', Ports: '9100', Description: 'raw printing' }],
+        GatewayRoutes: ['172.26.0.0/20'],
+        GatewayAllowedIpRanges: [{ IpRange: '172.26.0.250/32', Description: 'the printer' }],
+      },
+    ]
+    this.lab.writeProfile(exit, {
+      Tags: ['exit-node'],
+      Peers: [peerEntry(laptop, { Tags: ['laptops'] })],
+      ExitNode: { ProvidesRoutes: ['172.26.0.0/20'] },
+      Policies: policies,
+    })
+    this.say(`  Profile ${this.lab.profilePath(exit)} now also has:`)
+    this.say('    "Tags": [ "exit-node" ],  "Peers": [ { ..., "Tags": [ "laptops" ] } ],')
+    this.say('    "Policies": [')
+    for (const pol of policies) this.say(`      ${JSON.stringify(pol)},`)
+    this.say('    ]')
+    await this.enclave(exit, ['reload'])
+    await this.enclave(exit, ['explain', '172.26.0.250', '--from', laptop.identity, '--proto', 'tcp', '--port', '22'])
+    await this.pause()
+
     this.step('Step 5: verify the connection')
     await this.show(laptop, `ping -c 3 ${exit.va}`, 'ping', ['-c', '3', '-i', '0.3', '-W', '2', exit.va])
     await this.enclave(laptop, ['status'])

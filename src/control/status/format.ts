@@ -125,7 +125,10 @@ export function formatProfileWarnings(unknownKeys: string[]): string[] {
 function formatPolicy(s: StatusModel, indent: string): string[] {
   const pol = s.policy
   if (!pol) return []
-  const out = [...field(indent, 'Tags', pol.tags.length ? pol.tags.join(', ') : '(none)'), ...field(indent, 'Policy', pol.summary)]
+  const out = [
+    ...field(indent, 'Tags', pol.tags.length ? pol.tags.join(', ') : '(none)'),
+    ...field(indent, 'Policy', pol.summary.replace(/^policy: /, '')),
+  ]
   const rows = pol.policies.map((p) => {
     const where = p.enforcedHere ? '' : ' (not enforced here)'
     const counts = s.running && p.enforcedHere ? `; ${p.hits} flows allowed, ${p.drops} dropped by its Acls` : ''
