@@ -286,7 +286,7 @@ export class Pipeline {
       }
       const cb = this.cBase + peer * C_PEER_FIELDS
       // Reply-only, judged by ingress: our own traffic, or a reply to a flow this peer started.
-      const verdict = this.fw.egress(oSlab, p, len, peer, t.selfAddr, this.nowS)
+      const verdict = this.fw.egress(oSlab, p, len, peer, t, this.nowS)
       if (verdict === EGRESS_DROP) {
         this.drop(R.unsolicited)
         if (this.log5(R.unsolicited)) this.flowLog('out', peer, oSlab, p, len, 'drop unsolicited (only replies to peer flows may leave)')
