@@ -73,7 +73,10 @@ if (skip) {
 
       const st = await stopCmd()
       t.equal(st.code, 0, `enclave stop: ${st.stdout}${st.stderr}`)
-      t.match(st.stdout, /Removed [1-9]\d* fail-closed routes and policy rules left by an agent that did not stop cleanly/)
+      t.match(
+        st.stdout,
+        /Removed [1-9]\d* fail-closed routes, policy rules and anti-spoofing rules left by an agent that did not stop cleanly/,
+      )
       t.equal(await ours(), '', 'enclave stop removed the leftover routes')
       t.equal(await rules(), 0, 'and the policy rules')
       t.match((await routeGet('192.0.2.1')).stdout, /via 198\.18\.0\.2 dev eth0/, 'once stopped on purpose, the underlay is used again')
