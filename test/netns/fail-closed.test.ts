@@ -42,7 +42,11 @@ if (skip) {
     const ours = async () => (await lab.exec(nsC, 'ip', ['route', 'show', 'table', 'all', 'proto', '211'])).stdout.trim()
     const rules = async () => ((await lab.exec(nsC, 'ip', ['rule', 'show'])).stdout.match(/not from all fwmark/g) ?? []).length
     const stopCmd = () =>
-      lab.exec(nsC, process.execPath, [BIN, 'stop', '--config-dir', C.dir], 30000, { ENCLAVE_RUN_DIR: C.runDir, ENCLAVE_NO_SYSTEMD: '1' })
+      lab.exec(nsC, process.execPath, [BIN, 'stop'], 30000, {
+        ENCLAVE_RUN_DIR: C.runDir,
+        ENCLAVE_CONFIG_DIR: C.dir,
+        ENCLAVE_NO_SYSTEMD: '1',
+      })
     const refused = async (t: Pick<typeof tap, 'not' | 'match'>, dst: string, what: string) => {
       const r = await routeGet(dst)
       t.not(r.code, 0, `${what}: \`ip route get ${dst}\` finds no way out (${(r.stdout + r.stderr).trim()})`)
@@ -71,6 +75,8 @@ if (skip) {
       await refused(t, '172.26.0.250', 'the LAN subnet after kill -9')
       t.match((await routeGet('198.18.0.2')).stdout, /dev eth0/, 'the underlay itself stays reachable')
 
+      const rawLeft = await lab.exec(nsC, 'iptables', ['-w', '-t', 'raw', '-S', 'PREROUTING'])
+      t.match(rawLeft.stdout, /enclave:/, 'the anti-spoofing rules remain after kill -9')
       const st = await stopCmd()
       t.equal(st.code, 0, `enclave stop: ${st.stdout}${st.stderr}`)
       t.match(
@@ -79,6 +85,8 @@ if (skip) {
       )
       t.equal(await ours(), '', 'enclave stop removed the leftover routes')
       t.equal(await rules(), 0, 'and the policy rules')
+      const raw = await lab.exec(nsC, 'iptables', ['-w', '-t', 'raw', '-S', 'PREROUTING'])
+      t.notMatch(raw.stdout, /enclave:/, 'and the anti-spoofing rules')
       t.match((await routeGet('192.0.2.1')).stdout, /via 198\.18\.0\.2 dev eth0/, 'once stopped on purpose, the underlay is used again')
       const again = await stopCmd()
       t.notMatch(again.stdout, /Removed/, 'a second stop has nothing to remove')
