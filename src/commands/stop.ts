@@ -19,6 +19,7 @@ export default class Stop extends BaseCommand {
       else this.log(`Stopped the agent (pid ${r.pid})${r.forced ? ' forcefully: it did not exit within 10 s' : ''}`)
     }
     const left = await cleanupAfterCrash(this.configDirectory({}), runDir())
-    if (left) this.log(`Removed ${left} fail-closed routes and policy rules left by an agent that did not stop cleanly`)
+    if (left)
+      this.log(`Removed ${left} fail-closed routes, policy rules and anti-spoofing rules left by an agent that did not stop cleanly`)
   }
 }

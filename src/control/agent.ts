@@ -55,6 +55,7 @@ import { wantedRoutes } from './routes/compiler.js'
 import { Routing, routePeer } from './routes/routing.js'
 import { Devices, fwmarkFor } from './devices.js'
 import { checkExitNode, natTag } from './exit-node.js'
+import { installAntiSpoof, removeAntiSpoof } from './anti-spoof.js'
 import { resolveEndpoint } from './endpoints.js'
 import { applyConfig, planReload, restartNeeded } from './reload.js'
 import { gatherStatus } from './status/gather.js'
@@ -97,6 +98,7 @@ export class Agent implements AgentApi {
   private readonly routing = new Routing()
   private policy!: PolicyState
   private exitWarnings: string[] = []
+  private spoofWarnings: string[] = []
   private hsPool?: HandshakePool
   private api?: ApiServer
   private metrics?: MetricsEndpoint
@@ -132,6 +134,7 @@ export class Agent implements AgentApi {
     )
     await this.cleanupStale()
     this.dev = await Devices.open(p, nWorkers)
+    this.spoofWarnings = await installAntiSpoof(this.dev.ifname, intToIp(p.virtualAddress), natTag(p), this.log)
     this.wire()
     for (const cfg of p.peers) await this.addPeer(cfg)
     this.compilePolicy()
@@ -397,7 +400,7 @@ export class Agent implements AgentApi {
       interface: this.dev.ifname,
       port: this.dev.port,
       verbosity: this.verbosity,
-      exitWarnings: this.exitWarnings,
+      exitWarnings: [...this.spoofWarnings, ...this.exitWarnings],
       policy: this.policy.compiled,
       policyTables: this.policy.tables,
       workers: this.layout.workers,
@@ -420,6 +423,7 @@ export class Agent implements AgentApi {
       const n = await net.removeTaggedNatRules(natTag(this.profile))
       this.log.info({ rules: n }, 'ManageNat: removed our SNAT rules')
     }
+    if (this.dev) await removeAntiSpoof(natTag(this.profile), this.log)
     await this.api?.close()
     await this.metrics?.close()
     await this.hsPool?.destroy()

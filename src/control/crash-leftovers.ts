@@ -1,15 +1,19 @@
 /**
  * `enclave stop` after the agent died without stopping (kill -9, crash): the fail-closed routes and
  * policy rules it left keep refusing the traffic its profile sends through exit nodes (see
- * routes/installer.ts). Once nobody answers on the control socket, stop removes them.
+ * routes/installer.ts), and its anti-spoofing rules (anti-spoof.ts) stay in the raw table. Once nobody
+ * answers on the control socket, stop removes them.
  */
 import { AgentNotRunning, callAgent, socketPath } from './api/client.js'
 import { loadProfile, profilePath } from './profile/profile.js'
 import { agentFwmark, removeCrashLeftovers } from './routes/installer.js'
+import { natTag } from './exit-node.js'
+import { removeTaggedRawRules } from '../platform/linux/net.js'
 
 /**
  * Removes what a dead agent of the profile in `configDir` left; returns how many routes and rules,
- * or undefined when an agent still answers (its routes are its own) or the profile cannot be read.
+ * and anti-spoofing rules, or undefined when an agent still answers (its routes are its own) or the
+ * profile cannot be read.
  */
 export async function cleanupAfterCrash(configDir: string, runDir: string): Promise<number | undefined> {
   try {
@@ -18,11 +22,11 @@ export async function cleanupAfterCrash(configDir: string, runDir: string): Prom
   } catch (e) {
     if (!(e instanceof AgentNotRunning)) return undefined
   }
-  let localPort: number
+  let profile: ReturnType<typeof loadProfile>
   try {
-    localPort = loadProfile(profilePath(configDir)).localPort
+    profile = loadProfile(profilePath(configDir))
   } catch {
     return undefined
   }
-  return removeCrashLeftovers(agentFwmark(localPort))
+  return (await removeCrashLeftovers(agentFwmark(profile.localPort))) + (await removeTaggedRawRules(natTag(profile)))
 }

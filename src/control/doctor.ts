@@ -99,6 +99,21 @@ export async function runDoctor(configDir: string, probe?: string): Promise<Chec
       }
     }
   }
+  // Anti-spoofing (anti-spoof.ts): LAN hosts must not reach the kernel with overlay sources.
+  const tun = status?.interface ?? profile.interface
+  const tag = `enclave:${profile.interface}`
+  const raw = await net.rawPreroutingRules()
+  if (raw && net.hasAntiSpoofRule(raw, tun, tag))
+    add({ name: 'anti-spoofing', result: 'pass', detail: `overlay sources arriving outside ${tun} are dropped (raw PREROUTING)` })
+  else if (status || !raw)
+    add({
+      name: 'anti-spoofing',
+      result: status ? 'fail' : 'warn',
+      detail: raw
+        ? `no raw PREROUTING rule drops 100.64.0.0/10 sources arriving outside ${tun}: LAN hosts can forge peers' addresses`
+        : 'iptables is not available: cannot check the anti-spoofing rule',
+      fix: `${net.antiSpoofCommand(net.antiSpoofRuleArgs(tun, intToIp(profile.virtualAddress), tag)[0])} (the agent adds it at start when iptables is installed)`,
+    })
   const provides = profile.exitNode.providesRoutes
   if (provides.length) {
     if (net.ipForwardEnabled()) add({ name: 'ip_forward', result: 'pass', detail: 'net.ipv4.ip_forward = 1' })

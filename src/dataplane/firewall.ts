@@ -4,13 +4,23 @@
  * start anything, whatever source address they forge.
  *
  * Judged by ingress, on every node: a packet read from the TUN for a peer leaves only if
- *  - its source is this node's own virtual address (the node's own traffic), or
+ *  - its source is this node's own virtual address (the node's own traffic), except an ICMP error that
+ *    does not quote a packet of that peer's (below), or
  *  - it answers a flow that this very peer started into our ProvidesRoutes (conntrack hit, owner = peer), or
  *  - it is an ICMP error (unreachable, time exceeded, parameter problem) quoting such a flow, sent to
  *    the address that started it (outer destination = quoted source).
+ * An ICMP error from our own address is the kernel answering a packet it received; a LAN host can make
+ * it do that with a forged source that routes through the TUN (TTL 1 through us, bad options, a fragment
+ * never completed). So it goes to a peer only if it quotes a packet that peer sent: outer destination =
+ * quoted source, a source that peer may use (cryptokey routing), and either sent to our own address or a
+ * flow that peer started through us (conntrack). The anti-spoofing rules at ingress (control/anti-spoof.ts)
+ * are the first layer; this one holds when they are missing (no iptables) or a source routes through us
+ * that they do not cover.
  * Everything else is `unsolicited`. A node that provides no routes tracks nothing, so only its own
  * address passes. Peer packets into ProvidesRoutes are tracked on the way in (track()).
  */
+import type { DataplaneTables } from '../ipc/messages.js'
+import { lookupRoute16 } from './route-table.js'
 import {
   CT_ENTRIES,
   CT_FULL,
@@ -72,34 +82,46 @@ export class Firewall {
   }
 
   /**
-   * TUN -> `peer`: the IPv4 packet at b[p, p+len) (len >= 20). `selfAddr` is this node's virtual
+   * TUN -> `peer`: the IPv4 packet at b[p, p+len) (len >= 20). `t.selfAddr` is this node's virtual
    * address. Returns EGRESS_OWN, EGRESS_REPLY or EGRESS_DROP.
    */
-  egress(b: Uint8Array, p: number, len: number, peer: number, selfAddr: number, nowS: number): number {
+  egress(b: Uint8Array, p: number, len: number, peer: number, t: DataplaneTables, nowS: number): number {
     const sHi = (b[p + 12] << 8) | b[p + 13]
     const sLo = (b[p + 14] << 8) | b[p + 15]
-    if (((sHi << 16) | sLo) === (selfAddr | 0)) return EGRESS_OWN
     const proto = b[p + 9]
     const ihl = (b[p] & 15) * 4
+    const own = ((sHi << 16) | sLo) === (t.selfAddr | 0)
+    if (own && (proto !== PROTO_ICMP || len < ihl + 8 || !isIcmpError(b[p + ihl]))) return EGRESS_OWN
     if (ihl < 20 || len < ihl + 8) return EGRESS_DROP
     const l4 = p + ihl
     if (proto === PROTO_ICMP) {
       const type = b[l4]
-      if (type === 3 || type === 11 || type === 12) {
-        // An ICMP error quoting a packet that `peer` sent into the LAN.
+      if (own || type === 3 || type === 11 || type === 12) {
+        // An ICMP error quoting a packet that `peer` sent (into the LAN, or to us when it is our own error).
         const q = l4 + 8
         if (len < ihl + 8 + 20 || b[q] >> 4 !== 4) return EGRESS_DROP
         const qihl = (b[q] & 15) * 4
         if (qihl < 20 || len < ihl + 8 + qihl + 8) return EGRESS_DROP
         // Addressed to the quoted flow's peer side, not to anyone else.
         if (b[p + 16] !== b[q + 12] || b[p + 17] !== b[q + 13] || b[p + 18] !== b[q + 14] || b[p + 19] !== b[q + 15]) return EGRESS_DROP
+        const qHi = (b[q + 12] << 8) | b[q + 13]
+        const qLo = (b[q + 14] << 8) | b[q + 15]
+        if (own) {
+          // Our kernel's error: the quoted source must be one this peer may send from...
+          const grp = lookupRoute16(t.allowChild, t.allowVal, qHi, qLo)
+          let allowed = false
+          if (grp >= 0) for (let j = t.groupStart[grp]; j < t.groupStart[grp + 1]; j++) if (t.groupPeers[j] === peer) allowed = true
+          if (!allowed) return EGRESS_DROP
+          // ...and the quoted packet one it sent to us (below: or through us, a flow it started).
+          if (((b[q + 16] << 24) | (b[q + 17] << 16) | (b[q + 18] << 8) | b[q + 19]) === (t.selfAddr | 0)) return EGRESS_OWN
+        }
         const qproto = b[q + 9]
         this.portsInto(b, q, qproto, true)
         const owner = ctReply16(
           this.ct,
           qproto,
-          (b[q + 12] << 8) | b[q + 13],
-          (b[q + 14] << 8) | b[q + 15],
+          qHi,
+          qLo,
           (b[q + 16] << 8) | b[q + 17],
           (b[q + 18] << 8) | b[q + 19],
           this.ports[0],
@@ -107,10 +129,10 @@ export class Firewall {
           nowS,
           0,
         )
-        return owner === peer ? EGRESS_REPLY : EGRESS_DROP
+        return owner !== peer ? EGRESS_DROP : own ? EGRESS_OWN : EGRESS_REPLY
       }
     }
-    const flags = proto === PROTO_TCP ? b[l4 + 13] : 0
+    const flags = proto === PROTO_TCP && len >= ihl + 14 ? b[l4 + 13] : 0
     this.portsInto(b, p, proto, false)
     // The reply goes LAN -> peer: the peer's side is the destination.
     const owner = ctReply16(
@@ -176,7 +198,7 @@ export class Firewall {
     const dLo = (b[p + 18] << 8) | b[p + 19]
     if (proto === PROTO_ICMP && (b[l4] === 3 || b[l4] === 11 || b[l4] === 12) && this.relatedError(b, p, len, ihl, peer, nowS))
       return ADMIT_ESTABLISHED
-    const flags = proto === PROTO_TCP ? b[l4 + 13] : 0
+    const flags = proto === PROTO_TCP && len >= ihl + 14 ? b[l4 + 13] : 0
     const ttl = ttlFor(proto, flags)
     this.portsInto(b, p, proto, true)
     const P = this.ports
@@ -241,7 +263,7 @@ export class Firewall {
     if (len < ihl + 8) return 0
     const l4 = p + ihl
     if (proto === PROTO_ICMP && (b[l4] === 3 || b[l4] === 11 || b[l4] === 12)) return 0
-    const flags = proto === PROTO_TCP ? b[l4 + 13] : 0
+    const flags = proto === PROTO_TCP && len >= ihl + 14 ? b[l4 + 13] : 0
     const ttl = ttlFor(proto, flags)
     this.portsInto(b, p, proto, false)
     const P = this.ports
@@ -262,4 +284,9 @@ export class Firewall {
   sweep(nowS: number): void {
     this.sweepAt = ctSweep(this.ct, nowS, this.sweepAt, SWEEP_PER_TICK)
   }
+}
+
+/** ICMP types that quote the packet they answer: unreachable, source quench, redirect, time exceeded, parameter problem. */
+function isIcmpError(type: number): boolean {
+  return type === 3 || type === 4 || type === 5 || type === 11 || type === 12
 }

@@ -77,6 +77,10 @@ import {
   SEND_COUNTER_REKEY,
   TRANSPORT_HEADER_SIZE,
   TRANSPORT_MIN_SIZE,
+  INITIATION_SIZE,
+  RESPONSE_SIZE,
+  MSG_RESPONSE,
+  COOKIE_REPLY_SIZE,
 } from '../protocol/constants.js'
 
 export const HEADROOM = TRANSPORT_HEADER_SIZE // room to encrypt in place
@@ -301,7 +305,7 @@ export class Pipeline {
       }
       const cb = this.cBase + peer * C_PEER_FIELDS
       // Reply-only, judged by ingress: our own traffic, or a reply to a flow this peer started.
-      const verdict = this.fw.egress(oSlab, p, len, peer, t.selfAddr, this.nowS)
+      const verdict = this.fw.egress(oSlab, p, len, peer, t, this.nowS)
       if (verdict === EGRESS_DROP) {
         this.drop(R.unsolicited)
         if (this.log5(R.unsolicited)) this.flowLog('out', peer, oSlab, p, len, 'drop unsolicited (only replies to peer flows may leave)')
@@ -379,7 +383,9 @@ export class Pipeline {
       }
       const type = iSlab[b]
       if (type !== MSG_TRANSPORT) {
-        if (type >= MSG_INITIATION && type <= MSG_COOKIE_REPLY) {
+        // Only handshake messages of their exact size reach control's ring (junk cannot fill it).
+        const want = type === MSG_INITIATION ? INITIATION_SIZE : type === MSG_RESPONSE ? RESPONSE_SIZE : COOKIE_REPLY_SIZE
+        if (type >= MSG_INITIATION && type <= MSG_COOKIE_REPLY && len === want) {
           this.drop(R.handshake_msgs)
           if (!this.ring.push(MSG_HANDSHAKE, iSlab, b, len, iAddrs[2 * i], iAddrs[2 * i + 1], -1, 0)) this.drop(R.ring_full)
         } else this.drop(R.malformed)

@@ -75,11 +75,18 @@ if (skip) {
       await refused(t, '172.26.0.250', 'the LAN subnet after kill -9')
       t.match((await routeGet('198.18.0.2')).stdout, /dev eth0/, 'the underlay itself stays reachable')
 
+      const rawLeft = await lab.exec(nsC, 'iptables', ['-w', '-t', 'raw', '-S', 'PREROUTING'])
+      t.match(rawLeft.stdout, /enclave:/, 'the anti-spoofing rules remain after kill -9')
       const st = await stopCmd()
       t.equal(st.code, 0, `enclave stop: ${st.stdout}${st.stderr}`)
-      t.match(st.stdout, /Removed [1-9]\d* fail-closed routes and policy rules left by an agent that did not stop cleanly/)
+      t.match(
+        st.stdout,
+        /Removed [1-9]\d* fail-closed routes, policy rules and anti-spoofing rules left by an agent that did not stop cleanly/,
+      )
       t.equal(await ours(), '', 'enclave stop removed the leftover routes')
       t.equal(await rules(), 0, 'and the policy rules')
+      const raw = await lab.exec(nsC, 'iptables', ['-w', '-t', 'raw', '-S', 'PREROUTING'])
+      t.notMatch(raw.stdout, /enclave:/, 'and the anti-spoofing rules')
       t.match((await routeGet('192.0.2.1')).stdout, /via 198\.18\.0\.2 dev eth0/, 'once stopped on purpose, the underlay is used again')
       const again = await stopCmd()
       t.notMatch(again.stdout, /Removed/, 'a second stop has nothing to remove')

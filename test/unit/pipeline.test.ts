@@ -157,6 +157,28 @@ t.test("ICMP errors go only to the quoted flow's peer, at the quoted source", as
   t.equal(reasons(p.e.v).unsolicited, 3)
 })
 
+t.test("ICMP errors from this node's own address go to a peer only when they quote that peer's packet", async (t) => {
+  const p = sessionPair(4)
+  now(p)
+  const req = udp(A_VA, LAN + 250, 40000, 8080)
+  out(p.client, req)
+  deliver(p.client, p.exit, 1)
+  p.exit.inbound(1)
+  // Admitted: the kernel answering what the peer sent to us, or a flow the peer started through us (PMTU).
+  t.ok(out(p.exit, icmpError(B_VA, A_VA, udp(A_VA, B_VA, 40000, 9))) > 0, 'port unreachable for a packet the peer sent to us')
+  t.ok(out(p.exit, icmpError(B_VA, A_VA, req)) > 0, "an error quoting the peer's tracked flow through us")
+  t.ok(out(p.exit, udp(B_VA, A_VA, 5, 6)) > 0, 'own traffic that is not an ICMP error is unchanged')
+  // Dropped: what a LAN host forging the peer's address makes our kernel say (TTL 1 through us, a lost fragment).
+  const forged: Array<[string, Uint8Array]> = [
+    ['a forged packet forwarded to another LAN host (untracked)', udp(A_VA, LAN + 251, 40000, 8080)],
+    ['a forged packet forwarded to an outside host', udp(A_VA, 0xc6120001, 1234, 53)],
+    ["a packet of another peer's address", udp(C_VA, B_VA, 1, 9)],
+  ]
+  for (const [what, q] of forged) t.equal(out(p.exit, icmpError(B_VA, A_VA, q)), 0, `own error quoting ${what}: dropped`)
+  t.equal(out(p.exit, icmpError(B_VA, C_VA, req)), 0, "the peer's flow quoted in an error to another peer: dropped")
+  t.equal(reasons(p.e.v).unsolicited, forged.length + 1, 'each counted as unsolicited')
+})
+
 t.test('inbound drops: disallowed inner source, unknown destination, replay, bad MAC', async (t) => {
   const p = sessionPair(4)
   now(p)

@@ -5,7 +5,7 @@
  *  - fail-closed routes: `unreachable <prefix> proto 211 metric <fwmark>` beside each TUN route
  *    (the metric names the agent: several agents with distinct LocalPorts can coexist);
  *  - policy rules for 0.0.0.0/0: priorities RULE_PRIO_* with our fwmark/table;
- *  - NAT rules: an iptables comment `enclave:<interface>`.
+ *  - NAT rules and anti-spoofing rules (raw PREROUTING): an iptables comment `enclave:<interface>`.
  */
 import fs from 'node:fs'
 import { mustRun, run } from './exec.js'
@@ -223,6 +223,64 @@ export async function removeTaggedNatRules(tag: string): Promise<number> {
     const args = r.spec.match(/"[^"]*"|\S+/g)!.map((a) => a.replace(/^"|"$/g, ''))
     const res = await run('iptables', ['-w', '-t', 'nat', '-D', 'POSTROUTING', ...args])
     if (res.code === 0) n++
+  }
+  return n
+}
+
+/**
+ * Anti-spoofing, in the raw table's PREROUTING (before conntrack, routing and the kernel's own answers):
+ *  1. a packet with an overlay source (100.64.0.0/10) that arrives on any interface but our TUN, and whose
+ *     source would not be routed back through that interface (rpfilter), is dropped: otherwise a LAN host
+ *     forging a peer's virtual address makes this node's kernel answer the peer through the tunnel (echo
+ *     replies, ICMP errors) with our own virtual address as source, which the data plane passes as our
+ *     own traffic. rpfilter, not a bare `-s`, so that an uplink in carrier-grade NAT space (a more specific
+ *     100.64.x.y/n on that interface) and loopback traffic to our own address keep working;
+ *  2. a packet for our own virtual address that arrives on any interface but our TUN, from a non-local
+ *     source, is dropped (as wg-quick does): whatever source a LAN host forges (an AvailableRoutes range,
+ *     0.0.0.0/0), its packets to our virtual address cannot make us answer into the tunnel.
+ * The ICMP errors a forwarded packet triggers towards a forged non-overlay source are the data plane's
+ * (firewall.ts: errors from our own address must quote a packet of that peer's).
+ */
+export function antiSpoofRuleArgs(tun: string, selfAddr: string, tag: string, rpfilter = true): string[][] {
+  const c = ['-m', 'comment', '--comment', tag, '-j', 'DROP']
+  const overlay = rpfilter ? ['-m', 'rpfilter', '--invert'] : ['-m', 'addrtype', '!', '--src-type', 'LOCAL']
+  return [
+    ['!', '-i', tun, '-s', '100.64.0.0/10', ...overlay, ...c],
+    ['!', '-i', tun, '-d', `${selfAddr}/32`, '-m', 'addrtype', '!', '--src-type', 'LOCAL', ...c],
+  ]
+}
+
+/** The exact command a user without our iptables runs for rule `args` (for warnings and doctor). */
+export function antiSpoofCommand(args: string[]): string {
+  return `sudo iptables -t raw -I PREROUTING ${args.map((a) => (a.includes(':') ? `"${a}"` : a)).join(' ')}`
+}
+
+/** `iptables -t raw -S PREROUTING` lines (without `-A PREROUTING `), or undefined without iptables. */
+export async function rawPreroutingRules(): Promise<string[] | undefined> {
+  const r = await run('iptables', ['-w', '-t', 'raw', '-S', 'PREROUTING'])
+  if (r.code !== 0) return undefined
+  return r.stdout
+    .split('\n')
+    .filter((l) => l.startsWith('-A PREROUTING '))
+    .map((l) => l.slice('-A PREROUTING '.length))
+}
+
+/** Is one of `rules` our overlay anti-spoofing rule for `tun`, tagged `tag`? */
+export function hasAntiSpoofRule(rules: string[], tun: string, tag: string): boolean {
+  return rules.some((l) => l.includes('-s 100.64.0.0/10') && l.includes(`! -i ${tun}`) && l.includes(tag) && l.includes('-j DROP'))
+}
+
+export async function insertRawRule(args: string[]): Promise<void> {
+  await mustRun('iptables', ['-w', '-t', 'raw', '-I', 'PREROUTING', ...args])
+}
+
+/** Deletes every raw PREROUTING rule carrying our comment tag (also after a crash); returns how many. */
+export async function removeTaggedRawRules(tag: string): Promise<number> {
+  let n = 0
+  for (const spec of (await rawPreroutingRules()) ?? []) {
+    if (/--comment "?([^"\s]+)"?/.exec(spec)?.[1] !== tag) continue
+    const args = spec.match(/"[^"]*"|\S+/g)!.map((a) => a.replace(/^"|"$/g, ''))
+    if ((await run('iptables', ['-w', '-t', 'raw', '-D', 'PREROUTING', ...args])).code === 0) n++
   }
   return n
 }
