@@ -260,6 +260,8 @@ if (skip) {
       await b2.waitFor(/removed NAT rules left by an earlier run/)
       t.equal(await countRules(), 1, 'restart: exactly one policy rule (stale one replaced)')
       t.equal(await countNat(), 1, 'restart: exactly one NAT rule (stale one removed first)')
+      const up = await lab.cli(A, ['waitfor', B.identity, '-t', '15'])
+      t.equal(up.code, 0, `the session comes up again ${up.stdout}${up.stderr}`)
       t.equal((await lab.exec(nsA, 'ping', ['-c', '2', '-i', '0.2', '-W', '2', B.va])).code, 0, 'the restarted agents work')
       t.equal(await a2.stop(), 0)
       t.equal(await b2.stop(), 0)
