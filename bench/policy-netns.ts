@@ -15,7 +15,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { writeProfile } from '../src/control/profile/profile.js'
 import { generatePrivateKey, publicKeyFromPrivate } from '../src/control/keys.js'
-import { identityFromPublicKey } from '../src/control/identity.js'
+import { identityFromPublicKey, virtualAddressFromPublicKey } from '../src/control/identity.js'
 import { NetnsSet } from '../src/platform/linux/netns.js'
 import { A_VA, B_VA, HEADROOM, LAN, deliver, ipv4udp, sessionPair } from './testbed.js'
 import { compilePolicies, policyTablesFor } from '../src/control/policy/compile.js'
@@ -64,10 +64,20 @@ function one() {
 }
 for (let i = 0; i < par; i++) one();`
 
-function key() {
-  const sk = generatePrivateKey()
-  const pk = publicKeyFromPrivate(sk)
-  return { sk: sk.toString('base64'), pk: pk.toString('base64'), id: identityFromPublicKey(pk) }
+/** Virtual addresses (and identities) handed out in this run: 1,000 random keys can collide in the /10. */
+const taken = new Set<string>()
+
+function key(): { sk: string; pk: string; id: string } {
+  for (;;) {
+    const sk = generatePrivateKey()
+    const pk = publicKeyFromPrivate(sk)
+    const id = identityFromPublicKey(pk)
+    const va = virtualAddressFromPublicKey(pk)
+    if (taken.has(id) || taken.has(`va${va}`)) continue
+    taken.add(id)
+    taken.add(`va${va}`)
+    return { sk: sk.toString('base64'), pk: pk.toString('base64'), id }
+  }
 }
 
 /** 100 policies: 99 for team tags on ports nobody uses, then the one that allows the client. */
