@@ -45,6 +45,9 @@ constexpr int kMaxGsoBytes = 65000;
 #ifndef UDP_GRO
 #define UDP_GRO 104
 #endif
+// TUN_F_USO4/6 (linux/if_tun.h since 6.2; defined here for older headers).
+constexpr unsigned long kTunUso4 = 0x20;
+constexpr unsigned long kTunUso6 = 0x40;
 // Cleared at run time if the kernel refuses UDP_SEGMENT; then every datagram goes out alone.
 static std::atomic<bool> g_gso_ok{true};
 // Receive scratch for GRO-coalesced datagrams (one per thread: each worker owns its sockets).
@@ -116,14 +119,17 @@ bool CheckArray(const Napi::CallbackInfo& info, const char* fn, const char* what
   return true;
 }
 
-// tunOpen(name, multiQueue, offload) -> { fd, name, offload } or { fd: -errno }
+// tunOpen(name, multiQueue, offload, uso) -> { fd, name, offload, uso } or { fd: -errno }
 // With offload, the queue carries a 10-byte virtio_net_hdr before each packet and the kernel may
 // hand us TCP/IPv4 segments up to 64 KB (TSO) and packets whose checksum is left to us (CSUM).
+// With uso as well, it asks for UDP segmentation offload (kernel 6.2+; Linux takes USO4 only together
+// with USO6): UDP super-datagrams both ways. A kernel without it keeps TSO4/CSUM (uso: false).
 Napi::Value TunOpen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string name = info[0].As<Napi::String>().Utf8Value();
   bool multi = info[1].As<Napi::Boolean>().Value();
   bool offload = info.Length() > 2 && info[2].As<Napi::Boolean>().Value();
+  bool wantUso = offload && info.Length() > 3 && info[3].As<Napi::Boolean>().Value();
   Napi::Object res = Napi::Object::New(env);
   int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) { res.Set("fd", -errno); return res; }
@@ -137,15 +143,18 @@ Napi::Value TunOpen(const Napi::CallbackInfo& info) {
     res.Set("fd", -e);
     return res;
   }
-  bool off = false;
+  bool off = false, uso = false;
   if (offload) {
     int hs = 10;
     unsigned long flags = TUN_F_CSUM | TUN_F_TSO4;
-    off = ioctl(fd, TUNSETVNETHDRSZ, &hs) == 0 && ioctl(fd, TUNSETOFFLOAD, flags) == 0;
+    off = ioctl(fd, TUNSETVNETHDRSZ, &hs) == 0;
+    uso = off && wantUso && ioctl(fd, TUNSETOFFLOAD, flags | kTunUso4 | kTunUso6) == 0;
+    if (off && !uso) off = ioctl(fd, TUNSETOFFLOAD, flags) == 0;
   }
   res.Set("fd", fd);
   res.Set("name", std::string(ifr.ifr_name));
   res.Set("offload", off);
+  res.Set("uso", uso);
   return res;
 }
 

@@ -30,6 +30,8 @@ const oU32 = new Uint32Array(pipe.oSlab.buffer, pipe.oSlab.byteOffset, pipe.oSla
 const groOffs = new Int32Array(256)
 const groLens = new Int32Array(256)
 const groCursor = new Int32Array(1)
+// With USO the TUN also takes merged UDP datagrams; the merge sums payloads through this view.
+const udpGro = init.uso ? new Uint32Array(pipe.iSlab.buffer, pipe.iSlab.byteOffset, pipe.iSlab.byteLength >> 2) : null
 const arenaOffs = new Int32Array(8)
 const arenaLens = new Int32Array(8)
 let tablesGen = init.tables.gen
@@ -103,6 +105,7 @@ function runDataplaneLoop(): void {
               groOffs,
               groLens,
               groCursor,
+              udpGro,
             )
             if (k > 0) native.writeArena(tunFd, pipe.iSlab, pipe.iArenaBase, groOffs, groLens, k)
             else break

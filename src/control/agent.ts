@@ -142,7 +142,7 @@ export class Agent implements AgentApi {
     for (let i = 0; i < nWorkers; i++) this.rings.push(createRing(256))
     await this.supervisor.startAll(nWorkers)
     const d = this.dev
-    const offload = d.offload ? 'tso4+csum' : 'off'
+    const offload = d.offload ? (d.uso ? 'tso4+uso4+csum' : 'tso4+csum') : 'off'
     const address = `${intToIp(p.virtualAddress)}/10`
     this.log.info({ interface: d.ifname, address, mtu: p.mtu, port: d.port, workers: nWorkers, offload }, 'data plane up')
     await this.applyOsState()
@@ -233,6 +233,7 @@ export class Agent implements AgentApi {
       epochMs: this.epochMs,
       tables: this.tables(),
       offload: this.dev.offload,
+      uso: this.dev.uso,
     }
   }
 

@@ -17,13 +17,16 @@ export class Devices {
   private constructor(
     readonly ifname: string,
     readonly offload: boolean,
+    /** UDP segmentation offload as well (kernel 6.2+): UDP super-datagrams both ways. */
+    readonly uso: boolean,
     readonly tunFds: number[],
     readonly udpFds: number[],
     readonly port: number,
   ) {}
 
   static async open(p: Profile, queues: number): Promise<Devices> {
-    const tun = openTunQueues(p.interface, queues, process.env.ENCLAVE_TUN_OFFLOAD !== '0')
+    // ENCLAVE_TUN_OFFLOAD=0 and ENCLAVE_TUN_USO=0 turn them off (for measuring what they are worth).
+    const tun = openTunQueues(p.interface, queues, process.env.ENCLAVE_TUN_OFFLOAD !== '0', process.env.ENCLAVE_TUN_USO !== '0')
     const udp: number[] = []
     const fail = (code: string, msg: string) => {
       for (const fd of [...udp, ...tun.fds]) native.close(fd)
@@ -44,7 +47,7 @@ export class Devices {
     } catch (e) {
       throw fail('EBIND', `${(e as Error).message} (is another agent or WireGuard using it? set LocalPort in the profile)`)
     }
-    return new Devices(tun.name, tun.offload, tun.fds, udp, port)
+    return new Devices(tun.name, tun.offload, tun.uso, tun.fds, udp, port)
   }
 
   close(): void {

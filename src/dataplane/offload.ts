@@ -1,12 +1,14 @@
 /**
- * TUN offload support (IFF_VNET_HDR with TUN_F_TSO4 | TUN_F_CSUM), pure and allocation-free.
+ * TUN offload support (IFF_VNET_HDR with TUN_F_CSUM | TUN_F_TSO4, and TUN_F_USO4 where the kernel
+ * has it, 6.2 and later), pure and allocation-free.
  *
  * With offload on, each packet read from the TUN starts with a 10-byte virtio_net_hdr and may be a
- * TCP/IPv4 "super-segment" of up to 64 KB (the local TCP stack skipped segmentation), or a packet
+ * TCP/IPv4 "super-segment" of up to 64 KB (the local TCP stack skipped segmentation), a UDP/IPv4
+ * super-datagram (a sender used UDP_SEGMENT, or the kernel forwarded a GRO'd UDP flow), or a packet
  * whose transport checksum is left for us to finish. WireGuard carries ordinary IP packets, so we
  * segment here, exactly as a NIC would: per segment, copy the headers and one MSS of payload, fix the
- * IP total length, id and checksum, advance the TCP sequence number, keep FIN/PSH for the last
- * segment and CWR for the first, and compute the TCP checksum.
+ * IP total length, id and checksum, and for TCP advance the sequence number, keep FIN/PSH for the last
+ * segment and CWR for the first; for UDP set each datagram's length; then compute the checksum.
  *
  * The arena (where reads land) and the slots are regions of one Uint8Array, so every copy is a
  * copyWithin: no views are created per packet.
@@ -15,6 +17,9 @@ export const VNET_HDR_LEN = 10
 const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1
 const GSO_NONE = 0
 const GSO_TCPV4 = 1
+const GSO_UDP_L4 = 5
+/** The kernel segments at most this many datagrams out of one UDP GSO packet (UDP_MAX_SEGMENTS). */
+const UDP_MAX_SEGMENTS = 64
 
 export function csumAdd(b: Uint8Array, start: number, end: number, sum: number): number {
   let i = start
@@ -114,6 +119,7 @@ export function segmentPacket(
     lens[first] = plen
     return 1
   }
+  if (gsoType === GSO_UDP_L4) return segmentUdp(buf, u32, p, plen, gsoSize, slotBase, slot, headroom, first, room, lens)
   if (gsoType !== GSO_TCPV4) return -1
   if (buf[p] >> 4 !== 4 || buf[p + 9] !== 6) return 0
   const ihl = (buf[p] & 15) * 4
@@ -156,19 +162,76 @@ export function segmentPacket(
   return segs
 }
 
+/** A UDP/IPv4 super-datagram at buf[p, p+plen) into datagrams of gsoSize payload bytes each (the last may be shorter). */
+function segmentUdp(
+  buf: Uint8Array,
+  u32: Uint32Array,
+  p: number,
+  plen: number,
+  gsoSize: number,
+  slotBase: number,
+  slot: number,
+  headroom: number,
+  first: number,
+  room: number,
+  lens: Int32Array,
+): number {
+  if (buf[p] >> 4 !== 4 || buf[p + 9] !== 17) return 0
+  const ihl = (buf[p] & 15) * 4
+  const hdr = ihl + 8
+  const payload = plen - hdr
+  if (ihl < 20 || gsoSize === 0 || payload <= 0 || hdr + gsoSize > slot - headroom - 16) return 0
+  const segs = Math.ceil(payload / gsoSize)
+  if (segs > room) return 0
+  const id0 = (buf[p + 4] << 8) | buf[p + 5]
+  const pseudo = csumAdd(buf, p + 12, p + 20, 0) + 17
+  for (let k = 0; k < segs; k++) {
+    const q = slotBase + (first + k) * slot + headroom
+    const from = k * gsoSize
+    const seglen = Math.min(payload - from, gsoSize)
+    buf.copyWithin(q, p, p + hdr)
+    buf.copyWithin(q + hdr, p + hdr + from, p + hdr + from + seglen)
+    put16(buf, q + 2, hdr + seglen)
+    put16(buf, q + 4, (id0 + k) & 0xffff)
+    ipHeaderChecksum(buf, q, ihl)
+    const qu = q + ihl
+    put16(buf, qu + 4, 8 + seglen)
+    buf[qu + 6] = 0
+    buf[qu + 7] = 0
+    const c = csumFold(csumAddFast(buf, u32, qu, qu + 8 + seglen, pseudo + 8 + seglen))
+    put16(buf, qu + 6, c === 0 ? 0xffff : c) // 0 would mean "no checksum"
+    lens[first + k] = hdr + seglen
+  }
+  return segs
+}
+
+/** Whether the UDP/IPv4 datagram at b[p] (20-byte IP header, `len` bytes) carries a checksum, and it is right. */
+function udpChecksumOk(b: Uint8Array, u32: Uint32Array, p: number, len: number): boolean {
+  if (b[p + 26] === 0 && b[p + 27] === 0) return false // no checksum: left alone, never merged
+  return csumFold(csumAddFast(b, u32, p + 20, p + len, csumAdd(b, p + 12, p + 20, 0) + 17 + (len - 20))) === 0
+}
+
 const GRO_MAX_BYTES = 65535 - 200
 const GROUP_RESERVE = (VNET_HDR_LEN + GRO_MAX_BYTES + 63) & ~63
 
 /**
  * GRO for TUN writes. Takes the accepted packets of a batch (slot i at `headroom`, length lens[i],
  * 0 = dropped), from index cursor[0] on, and lays them out in the arena region [arenaBase, arenaEnd)
- * of the same buffer, each behind a virtio_net_hdr, merging runs of consecutive TCP/IPv4 segments of
- * one flow into one GSO packet that the kernel forwards as a single skb. Merge rules follow Linux's
- * tcp_gro_receive: same addresses, ports, TTL, TOS, ACK number and TCP options (timestamps included);
- * contiguous sequence numbers; flags ACK only, PSH allowed on the last; every segment but the last
- * exactly the first one's size. A merged packet carries NEEDS_CSUM with the pseudo-header sum in the
- * TCP checksum field (CHECKSUM_PARTIAL), so no payload is summed here. All copies are copyWithin.
+ * of the same buffer, each behind a virtio_net_hdr, merging runs of consecutive packets of one flow
+ * into one GSO packet that the kernel forwards as a single skb:
+ *  - TCP/IPv4, by Linux's tcp_gro_receive rules: same addresses, ports, TTL, TOS, ACK number and TCP
+ *    options (timestamps included); contiguous sequence numbers; flags ACK only, PSH allowed on the
+ *    last; every segment but the last exactly the first one's size.
+ *  - UDP/IPv4, only when `udpGro` is given (the TUN accepted TUN_F_USO4), by udp_gro_receive's rules:
+ *    same addresses, ports, TTL, TOS and DF; every datagram but the last exactly the first one's size;
+ *    at most 64 datagrams; each one's checksum present and right (a datagram without a checksum, or
+ *    with a wrong one, goes out alone and unchanged); without DF, consecutive IP ids (the kernel gives
+ *    the segments consecutive ids again).
+ * A merged packet carries NEEDS_CSUM with the pseudo-header sum in the checksum field
+ * (CHECKSUM_PARTIAL). All copies are copyWithin.
  *
+ * `udpGro` is a Uint32Array over the same memory as `b` (b.byteOffset a multiple of 4), used to sum
+ * UDP payloads a word at a time; null turns UDP merging off.
  * Writes arena offsets/lengths (relative to arenaBase) to offs/outLens and returns how many packets
  * to write; cursor[0] is advanced to the first packet not yet placed (n when done).
  */
@@ -183,12 +246,14 @@ export function coalesceForTun(
   offs: Int32Array,
   outLens: Int32Array,
   cursor: Int32Array,
+  udpGro: Uint32Array | null = null,
 ): number {
   let pos = arenaBase
   let k = 0
   let open = -1 // index in offs of the group that may still grow
+  let kind = 0 // the open group's protocol: 6 or 17
   let gso = 0
-  let nextSeq = 0
+  let nextSeq = 0 // TCP: the next sequence number; UDP: the next IP id
   let segs = 0
   let i = cursor[0]
   for (; i < n; i++) {
@@ -196,38 +261,50 @@ export function coalesceForTun(
     if (len <= 0) continue
     const p = i * slot + headroom
     const ihl = (b[p] & 15) * 4
-    const isTcp = b[p + 9] === 6 && ihl === 20 && (b[p + 6] & 0x3f) === 0 && b[p + 7] === 0 && len >= 40
-    const thl = isTcp ? (b[p + 32] >> 4) * 4 : 0
+    // IPv4, no options, not a fragment (DF allowed).
+    const plain = b[p] >> 4 === 4 && ihl === 20 && (b[p + 6] & 0x3f) === 0 && b[p + 7] === 0
+    const isTcp = plain && b[p + 9] === 6 && len >= 40
+    const isUdp = udpGro !== null && plain && b[p + 9] === 17 && len > 28 && ((b[p + 24] << 8) | b[p + 25]) === len - 20
+    const thl = isTcp ? (b[p + 32] >> 4) * 4 : isUdp ? 8 : 0
     const payload = len - ihl - thl
     const flags = isTcp ? b[p + 33] : 0
-    if (
-      open >= 0 &&
-      isTcp &&
-      payload > 0 &&
-      payload <= gso &&
-      (flags === 0x10 || flags === 0x18) &&
-      outLens[open] - VNET_HDR_LEN + payload <= GRO_MAX_BYTES
-    ) {
+    if (open >= 0 && payload > 0 && payload <= gso && outLens[open] - VNET_HDR_LEN + payload <= GRO_MAX_BYTES) {
       const h = arenaBase + offs[open] + VNET_HDR_LEN
-      const seq = ((b[p + 24] << 24) | (b[p + 25] << 16) | (b[p + 26] << 8) | b[p + 27]) >>> 0
-      let same = seq === nextSeq && (b[h + 32] >> 4) * 4 === thl && b[h + 8] === b[p + 8] && b[h + 1] === b[p + 1]
-      // addresses (12..20), ports (20..24), ack (28..32) and options (40..20+thl)
-      for (let j = 12; same && j < 24; j++) if (b[h + j] !== b[p + j]) same = false
-      for (let j = 28; same && j < 32; j++) if (b[h + j] !== b[p + j]) same = false
-      for (let j = 40; same && j < 20 + thl; j++) if (b[h + j] !== b[p + j]) same = false
-      if (same) {
-        b.copyWithin(arenaBase + offs[open] + outLens[open], p + 20 + thl, p + len)
-        outLens[open] += payload
-        nextSeq = (nextSeq + payload) >>> 0
-        segs++
-        if (flags === 0x18) b[h + 33] = 0x18
-        if (payload < gso || flags === 0x18) open = closeGroup(b, arenaBase + offs[open], outLens[open], gso, segs)
-        continue
+      if (kind === 6 && isTcp && (flags === 0x10 || flags === 0x18)) {
+        const seq = ((b[p + 24] << 24) | (b[p + 25] << 16) | (b[p + 26] << 8) | b[p + 27]) >>> 0
+        let same = seq === nextSeq && (b[h + 32] >> 4) * 4 === thl && b[h + 8] === b[p + 8] && b[h + 1] === b[p + 1]
+        // addresses (12..20), ports (20..24), ack (28..32) and options (40..20+thl)
+        for (let j = 12; same && j < 24; j++) if (b[h + j] !== b[p + j]) same = false
+        for (let j = 28; same && j < 32; j++) if (b[h + j] !== b[p + j]) same = false
+        for (let j = 40; same && j < 20 + thl; j++) if (b[h + j] !== b[p + j]) same = false
+        if (same) {
+          b.copyWithin(arenaBase + offs[open] + outLens[open], p + 20 + thl, p + len)
+          outLens[open] += payload
+          nextSeq = (nextSeq + payload) >>> 0
+          segs++
+          if (flags === 0x18) b[h + 33] = 0x18
+          if (payload < gso || flags === 0x18) open = closeGroup(b, arenaBase + offs[open], outLens[open], gso, segs, kind)
+          continue
+        }
+      } else if (kind === 17 && isUdp && segs < UDP_MAX_SEGMENTS) {
+        const df = (b[p + 6] & 0x40) !== 0
+        let same = b[h + 8] === b[p + 8] && b[h + 1] === b[p + 1] && (b[h + 6] & 0x40) === (b[p + 6] & 0x40)
+        if (same && !df) same = ((b[p + 4] << 8) | b[p + 5]) === nextSeq
+        for (let j = 12; same && j < 24; j++) if (b[h + j] !== b[p + j]) same = false
+        if (same && udpChecksumOk(b, udpGro!, p, len)) {
+          b.copyWithin(arenaBase + offs[open] + outLens[open], p + 28, p + len)
+          outLens[open] += payload
+          nextSeq = (nextSeq + 1) & 0xffff
+          segs++
+          if (payload < gso || segs === UDP_MAX_SEGMENTS) open = closeGroup(b, arenaBase + offs[open], outLens[open], gso, segs, kind)
+          continue
+        }
       }
     }
-    if (open >= 0) open = closeGroup(b, arenaBase + offs[open], outLens[open], gso, segs)
+    if (open >= 0) open = closeGroup(b, arenaBase + offs[open], outLens[open], gso, segs, kind)
     if (k > 0) pos = (arenaBase + offs[k - 1] + outLens[k - 1] + 63) & ~63 // after the last output, grown or not
-    const canGroup = isTcp && payload > 0 && flags === 0x10 && pos + GROUP_RESERVE <= arenaEnd
+    const roomToGrow = pos + GROUP_RESERVE <= arenaEnd
+    const canGroup = payload > 0 && roomToGrow && ((isTcp && flags === 0x10) || (isUdp && udpChecksumOk(b, udpGro!, p, len)))
     if (!canGroup && pos + VNET_HDR_LEN + len > arenaEnd) break // full: write these, then continue
     b.fill(0, pos, pos + VNET_HDR_LEN)
     b.copyWithin(pos + VNET_HDR_LEN, p, p + len)
@@ -235,37 +312,45 @@ export function coalesceForTun(
     outLens[k] = VNET_HDR_LEN + len
     if (canGroup) {
       open = k
+      kind = isTcp ? 6 : 17
       gso = payload
       segs = 1
-      nextSeq = (((b[p + 24] << 24) | (b[p + 25] << 16) | (b[p + 26] << 8) | b[p + 27]) + payload) >>> 0
+      nextSeq = isTcp
+        ? (((b[p + 24] << 24) | (b[p + 25] << 16) | (b[p + 26] << 8) | b[p + 27]) + payload) >>> 0
+        : (((b[p + 4] << 8) | b[p + 5]) + 1) & 0xffff
     }
     k++
   }
-  if (open >= 0) closeGroup(b, arenaBase + offs[open], outLens[open], gso, segs)
+  if (open >= 0) closeGroup(b, arenaBase + offs[open], outLens[open], gso, segs, kind)
   cursor[0] = i
   return k
 }
 
-/** Finishes a group: left as a plain packet if it never grew, else a TCPV4 GSO packet (CHECKSUM_PARTIAL). */
-function closeGroup(b: Uint8Array, off: number, len: number, gso: number, segs: number): number {
+/**
+ * Finishes a group: left as a plain packet if it never grew, else a TCPV4 or UDP_L4 GSO packet
+ * (CHECKSUM_PARTIAL: the checksum field holds the pseudo-header sum over the whole packet's length).
+ */
+function closeGroup(b: Uint8Array, off: number, len: number, gso: number, segs: number, kind: number): number {
   if (segs < 2) return -1
   const h = off + VNET_HDR_LEN
   const ipLen = len - VNET_HDR_LEN
-  const hdrLen = 20 + (b[h + 32] >> 4) * 4
+  const tcp = kind === 6
+  const hdrLen = tcp ? 20 + (b[h + 32] >> 4) * 4 : 28
   b[off] = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM
-  b[off + 1] = 1 // VIRTIO_NET_HDR_GSO_TCPV4
+  b[off + 1] = tcp ? GSO_TCPV4 : GSO_UDP_L4
   b[off + 2] = hdrLen & 255
   b[off + 3] = hdrLen >> 8
   b[off + 4] = gso & 255
   b[off + 5] = gso >> 8
-  b[off + 6] = 20 // csum_start: the TCP header
+  b[off + 6] = 20 // csum_start: the transport header
   b[off + 7] = 0
-  b[off + 8] = 16 // csum_offset: the TCP checksum field
+  b[off + 8] = tcp ? 16 : 6 // csum_offset: the TCP or UDP checksum field
   b[off + 9] = 0
   put16(b, h + 2, ipLen)
   ipHeaderChecksum(b, h, 20)
-  let s = csumAdd(b, h + 12, h + 20, 0) + 6 + (ipLen - 20)
+  if (!tcp) put16(b, h + 24, ipLen - 20) // the UDP length covers every datagram; the kernel sets each one's
+  let s = csumAdd(b, h + 12, h + 20, 0) + kind + (ipLen - 20)
   while (s > 0xffff) s = (s & 0xffff) + (s >>> 16)
-  put16(b, h + 36, s) // pseudo-header sum, folded, not complemented
+  put16(b, h + 20 + (tcp ? 16 : 6), s) // pseudo-header sum, folded, not complemented
   return -1
 }

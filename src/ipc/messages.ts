@@ -57,6 +57,8 @@ export interface WorkerInit {
   tables: DataplaneTables
   /** The TUN queues were opened with IFF_VNET_HDR and TSO4/CSUM offload. */
   offload: boolean
+  /** ...and with UDP segmentation offload (TUN_F_USO4): UDP datagrams of one flow may be merged on write. */
+  uso: boolean
 }
 
 export interface FlowLog {

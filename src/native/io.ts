@@ -10,7 +10,12 @@ import { createRequire } from 'node:module'
 import fs from 'node:fs'
 
 export interface NativeIo {
-  tunOpen(name: string, multiQueue: boolean, offload?: boolean): { fd: number; name?: string; offload?: boolean }
+  tunOpen(
+    name: string,
+    multiQueue: boolean,
+    offload?: boolean,
+    uso?: boolean,
+  ): { fd: number; name?: string; offload?: boolean; uso?: boolean }
   writeArena(fd: number, buf: Uint8Array, base: number, offs: Int32Array, lens: Int32Array, count: number): number
   readArena(fd: number, arena: Uint8Array, offs: Int32Array, lens: Int32Array, maxPkts: number, timeoutMs: number): number
   readBatch(fd: number, slab: Uint8Array, slotSize: number, offset: number, lens: Int32Array, max: number, timeoutMs: number): number
@@ -60,20 +65,27 @@ export function checkBatchBuffers(slab: Uint8Array, slotSize: number, lens: Int3
 
 /**
  * Opens `queues` queues of one multi-queue TUN device. With `offload`, asks for virtio_net_hdr and
- * TSO4/CSUM; if the kernel refuses, reopens without (the result says which one you got).
+ * TSO4/CSUM, and with `uso` UDP segmentation offload too; if the kernel refuses offload, reopens
+ * without (the result says what you got).
  */
-export function openTunQueues(name: string, queues: number, offload = false): { fds: number[]; name: string; offload: boolean } {
+export function openTunQueues(
+  name: string,
+  queues: number,
+  offload = false,
+  uso = false,
+): { fds: number[]; name: string; offload: boolean; uso: boolean } {
   if (offload) {
-    const first = native.tunOpen(name, true, true)
+    const first = native.tunOpen(name, true, true, uso)
     if (first.fd >= 0 && first.offload) {
       const fds = [first.fd]
       let ok = true
       for (let i = 1; i < queues && ok; i++) {
-        const r = native.tunOpen(first.name ?? name, true, true)
-        if (r.fd < 0) ok = false
-        else fds.push(r.fd)
+        // The offload flags belong to the device: every queue gets the first one's.
+        const r = native.tunOpen(first.name ?? name, true, true, first.uso === true)
+        if (r.fd < 0 || r.uso !== first.uso) ok = false
+        if (r.fd >= 0) fds.push(r.fd)
       }
-      if (ok) return { fds, name: first.name ?? name, offload: true }
+      if (ok) return { fds, name: first.name ?? name, offload: true, uso: first.uso === true }
       for (const fd of fds) native.close(fd)
     } else if (first.fd >= 0) native.close(first.fd)
   }
@@ -88,7 +100,7 @@ export function openTunQueues(name: string, queues: number, offload = false): { 
     actual = r.name ?? actual
     fds.push(r.fd)
   }
-  return { fds, name: actual, offload: false }
+  return { fds, name: actual, offload: false, uso: false }
 }
 
 export function openUdp(ip: number, port: number, reusePort: boolean, mark: number): number {

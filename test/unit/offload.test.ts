@@ -187,3 +187,156 @@ t.test('GRO refuses gaps and resumes when the arena is full', async (t) => {
   t.equal(cursor[0], n, 'a small arena still places every packet over several rounds')
   t.equal(total, 4, 'without room to grow, packets go out one by one')
 })
+
+/** A UDP/IPv4 datagram with `payload` bytes and a correct checksum, at buf[p]; returns its length. */
+function udp(buf: Uint8Array, p: number, payload: number, id: number, fill: number, df = true, sport = 40000): number {
+  const len = 28 + payload
+  buf.fill(0, p, p + len)
+  buf[p] = 0x45
+  buf[p + 2] = len >> 8
+  buf[p + 3] = len & 255
+  buf[p + 4] = (id >> 8) & 255
+  buf[p + 5] = id & 255
+  buf[p + 6] = df ? 0x40 : 0
+  buf[p + 8] = 64
+  buf[p + 9] = 17
+  buf.set(SRC, p + 12)
+  buf.set(DST, p + 16)
+  buf[p + 10] = 0
+  const ip = csumFold(csumAdd(buf, p, p + 20, 0))
+  buf[p + 10] = ip >> 8
+  buf[p + 11] = ip & 255
+  buf[p + 20] = sport >> 8
+  buf[p + 21] = sport & 255
+  buf[p + 22] = 0x13
+  buf[p + 23] = 0x89
+  buf[p + 24] = (len - 20) >> 8
+  buf[p + 25] = (len - 20) & 255
+  for (let i = 0; i < payload; i++) buf[p + 28 + i] = (i * 7 + fill) & 255
+  const c = csumFold(csumAdd(buf, p + 20, p + len, csumAdd(buf, p + 12, p + 20, 0) + 17 + (len - 20)))
+  buf[p + 26] = (c || 0xffff) >> 8
+  buf[p + 27] = (c || 0xffff) & 255
+  return len
+}
+
+/** Runs coalesceForTun over every packet, as the worker does, and returns the arena outputs. */
+function coalesceAll(buf: Uint8Array, lens: Int32Array, n: number, base: number, udpGro: boolean) {
+  const offs = new Int32Array(n)
+  const out = new Int32Array(n)
+  const cursor = new Int32Array(1)
+  const u32 = new Uint32Array(buf.buffer)
+  const outputs: { off: number; len: number }[] = []
+  while (cursor[0] < n) {
+    const k = coalesceForTun(buf, SLOT, HEAD, lens, n, base, buf.length, offs, out, cursor, udpGro ? u32 : null)
+    for (let i = 0; i < k; i++) outputs.push({ off: base + offs[i], len: out[i] })
+    if (k === 0) break
+  }
+  return outputs
+}
+
+t.test('UDP GRO (USO): a run of one flow becomes one GSO packet that segments back into the same datagrams', async (t) => {
+  const n = 10
+  const buf = new Uint8Array(SLOT * 2 * n + (1 << 20))
+  const lens = new Int32Array(n)
+  // 0-5: one flow, 64-byte payloads with the last one shorter; 6: another source port; 7-8: same size
+  // as each other but 8 has a bad checksum; 9: no checksum at all.
+  for (let i = 0; i < 6; i++) lens[i] = udp(buf, i * SLOT + HEAD, i < 5 ? 64 : 30, 0x100 + i, i)
+  lens[6] = udp(buf, 6 * SLOT + HEAD, 64, 0x106, 6, true, 40001)
+  lens[7] = udp(buf, 7 * SLOT + HEAD, 64, 0x107, 7, true, 40002)
+  lens[8] = udp(buf, 8 * SLOT + HEAD, 64, 0x108, 8, true, 40002)
+  buf[8 * SLOT + HEAD + 40] ^= 0xff // corrupt a payload byte: the checksum no longer matches
+  lens[9] = udp(buf, 9 * SLOT + HEAD, 64, 0x109, 9, true, 40002)
+  buf[9 * SLOT + HEAD + 26] = 0
+  buf[9 * SLOT + HEAD + 27] = 0
+  const originals = Array.from({ length: n }, (_, i) => buf.slice(i * SLOT + HEAD, i * SLOT + HEAD + lens[i]))
+  const base = SLOT * 2 * n
+
+  const plain = coalesceAll(buf, lens, n, base, false)
+  t.equal(plain.length, n, 'without USO nothing UDP is merged')
+
+  const outs = coalesceAll(buf, lens, n, base, true)
+  t.equal(outs.length, 5, 'the run, the other port, 7, the corrupt one and the unchecksummed one')
+  const g = outs[0].off
+  t.equal(buf[g], 1, 'NEEDS_CSUM')
+  t.equal(buf[g + 1], 5, 'GSO UDP_L4')
+  t.equal(buf[g + 2] | (buf[g + 3] << 8), 28, 'header length: IP + UDP')
+  t.equal(buf[g + 4] | (buf[g + 5] << 8), 64, 'gso size = the first datagram payload')
+  t.equal(buf[g + 6], 20, 'csum_start: the UDP header')
+  t.equal(buf[g + 8], 6, 'csum_offset: the UDP checksum')
+  const h = g + VNET_HDR_LEN
+  t.equal(outs[0].len, VNET_HDR_LEN + 28 + 5 * 64 + 30, 'all six payloads behind one header')
+  t.equal((buf[h + 2] << 8) | buf[h + 3], 28 + 5 * 64 + 30, 'IP total length covers them')
+  t.equal((buf[h + 24] << 8) | buf[h + 25], 8 + 5 * 64 + 30, 'UDP length covers them')
+  t.ok(ipChecksumOk(buf, h), 'IP header checksum recomputed')
+  for (const [i, o] of [
+    [6, 1],
+    [7, 2],
+    [8, 3],
+    [9, 4],
+  ])
+    t.same(buf.slice(outs[o].off + VNET_HDR_LEN, outs[o].off + outs[o].len), originals[i], `datagram ${i} goes out alone and unchanged`)
+
+  // What the kernel does with it: segment again (segmentPacket is the same job on the read side).
+  const seg = new Uint8Array(SLOT * 16 + outs[0].len)
+  seg.set(buf.subarray(g, g + outs[0].len), SLOT * 16)
+  const segLens = new Int32Array(16)
+  const k = segmentPacket(seg, new Uint32Array(seg.buffer), SLOT * 16, outs[0].len, 0, SLOT, HEAD, 0, 16, segLens)
+  t.equal(k, 6, 'six datagrams again')
+  for (let i = 0; i < 6; i++)
+    t.same(seg.slice(i * SLOT + HEAD, i * SLOT + HEAD + segLens[i]), originals[i], `datagram ${i} byte for byte, checksums included`)
+})
+
+t.test('UDP GRO stops at 64 datagrams, and without DF needs consecutive IP ids', async (t) => {
+  const n = 70
+  const buf = new Uint8Array(SLOT * n + (1 << 20))
+  const lens = new Int32Array(n)
+  for (let i = 0; i < n; i++) lens[i] = udp(buf, i * SLOT + HEAD, 100, 0x200 + i, i)
+  const outs = coalesceAll(buf, lens, n, SLOT * n, true)
+  t.same(
+    outs.map((o) => (o.len - VNET_HDR_LEN - 28) / 100),
+    [64, 6],
+    'UDP_MAX_SEGMENTS datagrams, then a new packet',
+  )
+  const m = 6
+  const b2 = new Uint8Array(SLOT * m + (1 << 20))
+  const l2 = new Int32Array(m)
+  const ids = [10, 11, 12, 20, 21, 22]
+  for (let i = 0; i < m; i++) l2[i] = udp(b2, i * SLOT + HEAD, 100, ids[i], i, false)
+  t.same(
+    coalesceAll(b2, l2, m, SLOT * m, true).map((o) => (o.len - VNET_HDR_LEN - 28) / 100),
+    [3, 3],
+    'an id gap ends the run when DF is clear',
+  )
+})
+
+t.test('a USO super-datagram read from the TUN becomes datagrams with valid headers and checksums', async (t) => {
+  const buf = new Uint8Array(SLOT * 64 + 70000)
+  const u32 = new Uint32Array(buf.buffer)
+  const base = SLOT * 64
+  const p = base + VNET_HDR_LEN
+  const payload = 1200 * 20 + 77
+  udp(buf, p, payload, 0x4000, 3)
+  buf[base] = 1 // NEEDS_CSUM
+  buf[base + 1] = 5 // UDP_L4
+  buf[base + 4] = 1200 & 255
+  buf[base + 5] = 1200 >> 8
+  const lens = new Int32Array(64)
+  const n = segmentPacket(buf, u32, base, VNET_HDR_LEN + 28 + payload, 0, SLOT, HEAD, 0, 64, lens)
+  t.equal(n, 21)
+  let bad = 0
+  for (let k = 0; k < n; k++) {
+    const q = k * SLOT + HEAD
+    const plen = k < 20 ? 1200 : 77
+    if (lens[k] !== 28 + plen || (buf[q + 24] << 8) + buf[q + 25] !== 8 + plen) bad++
+    if (((buf[q + 4] << 8) | buf[q + 5]) !== 0x4000 + k || !ipChecksumOk(buf, q)) bad++
+    const c = csumFold(csumAdd(buf, q + 20, q + 28 + plen, csumAdd(buf, q + 12, q + 20, 0) + 17 + 8 + plen))
+    if (c !== 0) bad++
+    if (buf[q + 28] !== ((k * 1200 * 7 + 3) & 255)) bad++
+  }
+  t.equal(bad, 0, 'lengths, ids, IP and UDP checksums and payload order all right')
+  t.equal(
+    segmentPacket(buf, u32, base, VNET_HDR_LEN + 28 + payload, 0, SLOT, HEAD, 0, 20, lens),
+    0,
+    'refuses when the slots cannot hold it',
+  )
+})
