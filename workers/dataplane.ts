@@ -32,8 +32,10 @@ const groLens = new Int32Array(256)
 const groCursor = new Int32Array(1)
 // With USO the TUN also takes merged UDP datagrams; the merge sums payloads through this view.
 const udpGro = init.uso ? new Uint32Array(pipe.iSlab.buffer, pipe.iSlab.byteOffset, pipe.iSlab.byteLength >> 2) : null
-const arenaOffs = new Int32Array(8)
-const arenaLens = new Int32Array(8)
+// Up to 64 reads per call: 64 small packets, or as many 64 KB TSO packets as the arena holds (about 3).
+const ARENA_READS = 64
+const arenaOffs = new Int32Array(ARENA_READS)
+const arenaLens = new Int32Array(ARENA_READS)
 let tablesGen = init.tables.gen
 /** How long an idle worker sleeps in poll before it checks G_STOP and table updates again. */
 const IDLE_POLL_MS = 200
@@ -52,9 +54,9 @@ function flushOutbound(udpFd: number, SLOT: number, k: number): void {
   if (pipe.outbound(k) > 0) native.sendBatch(udpFd, pipe.oSlab, SLOT, 0, pipe.sLens, pipe.oAddrs, k)
 }
 
-/** Offload TUN: read up to 4 (possibly 64 KB TSO) packets, segment them into slots, send in batches. */
+/** Offload TUN: read up to 64 (possibly 64 KB TSO) packets, segment them into slots, send in batches. */
 function runOffloadOutbound(tunFd: number, udpFd: number, SLOT: number, B: number): void {
-  const n = native.readArena(tunFd, pipe.arena!, arenaOffs, arenaLens, 8, 0)
+  const n = native.readArena(tunFd, pipe.arena!, arenaOffs, arenaLens, ARENA_READS, 0)
   let filled = 0
   for (let a = 0; a < n; a++) {
     const off = pipe.arenaBase + arenaOffs[a]
