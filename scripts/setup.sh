@@ -2,10 +2,13 @@
 # Sets up a fresh Debian/Ubuntu machine for enclave: system packages, then npm dependencies,
 # the native addon and the build. Idempotent and quick when everything is already there.
 # Run as root (it installs packages and the tests/demo need CAP_NET_ADMIN).
+# `scripts/setup.sh --bench` also installs nebula, the bench's second stock comparator (the tests do
+# not need it; without it `npm run bench` skips nebula with a message).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(iproute2 iptables iputils-ping wireguard-go wireguard-tools iperf3 procps kmod python3 make g++)
+if [ "${1:-}" = "--bench" ]; then PKGS+=(nebula); fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
