@@ -179,6 +179,41 @@ if (skip) {
       else t.comment(`this kernel has no TUN USO: ${skbs} TUN writes for ${res.got} datagrams`)
     })
 
+    await t.test('a UDP GSO send on the client (UDP_SEGMENT) reaches the printer as whole datagrams', async (t) => {
+      // One sendmsg of 20 x 1000 bytes with UDP_SEGMENT: with TUN USO the kernel hands the client's agent one
+      // super-datagram, which it must split exactly as the kernel would have.
+      const recv = `const d = require('node:dgram').createSocket('udp4'); const got = []; let idle;
+        d.on('message', (m) => { got.push(m.length + ':' + m[0] + ':' + m[m.length - 1]); clearTimeout(idle); idle = setTimeout(() => { console.log(JSON.stringify(got)); process.exit(0) }, 1000) });
+        d.bind(9997, '172.26.0.250', () => console.log('ready')); setTimeout(() => { console.log(JSON.stringify(got)); process.exit(0) }, 10000);`
+      const send = [
+        'import socket',
+        's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+        's.setsockopt(socket.SOL_UDP, 103, 1000)  # UDP_SEGMENT',
+        "s.sendto(b''.join(bytes([i]) * 1000 for i in range(20)), ('172.26.0.250', 9997))",
+      ].join('\n')
+      const tunTx = async () =>
+        JSON.parse((await lab.exec(nsC, 'ip', ['-j', '-s', 'link', 'show', 'dev', 'enclave0'])).stdout)[0].stats64.tx.packets
+      const srv = lab.spawn(nsP, process.execPath, ['-e', recv])
+      let out = ''
+      srv.stdout!.on('data', (d) => {
+        out += d
+      })
+      for (let i = 0; i < 50 && !out.includes('ready'); i++) await new Promise((r) => setTimeout(r, 100))
+      const tx0 = await tunTx()
+      const s = await lab.exec(nsC, 'python3', ['-c', send])
+      t.equal(s.code, 0, `python3 sent with UDP_SEGMENT ${s.stderr}`)
+      await new Promise((r) => srv.once('exit', r))
+      const got = JSON.parse(out.trim().split('\n').pop()!) as string[]
+      t.same(
+        got,
+        Array.from({ length: 20 }, (_, i) => `1000:${i}:${i}`),
+        'twenty 1000-byte datagrams, each with its own content, in order',
+      )
+      const skbs = (await tunTx()) - tx0
+      if (/tso4\+uso4/.test(c.log)) t.ok(skbs < 20, `the client TUN carried them in ${skbs} packet(s), not 20 (the read side of USO)`)
+      else t.comment(`no TUN USO here: the kernel split them before the TUN (${skbs} packets)`)
+    })
+
     await t.test('TCP through the exit node', async (t) => {
       if (!haveCommand('iperf3')) return t.skip('iperf3 not installed')
       const srv = lab.spawn(nsP, 'iperf3', ['-s', '-1', '-B', '172.26.0.250'])
