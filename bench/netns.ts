@@ -186,38 +186,25 @@ export class ExitPathBench {
       if (r.code !== 0) throw new Error(`nebula-cert ${args[0]} failed: ${r.out}`)
     }
     await cert(['ca', '-name', 'enclave bench', '-out-crt', f('ca.crt'), '-out-key', f('ca.key')])
-    await cert([
-      'sign',
-      '-ca-crt',
-      f('ca.crt'),
-      '-ca-key',
-      f('ca.key'),
-      '-name',
-      'client',
-      '-ip',
-      '100.64.0.1/10',
-      '-out-crt',
-      f('c.crt'),
-      '-out-key',
-      f('c.key'),
-    ])
-    await cert([
-      'sign',
-      '-ca-crt',
-      f('ca.crt'),
-      '-ca-key',
-      f('ca.key'),
-      '-name',
-      'exit',
-      '-ip',
-      '100.64.0.2/10',
-      '-subnets',
-      '172.26.0.0/20',
-      '-out-crt',
-      f('e.crt'),
-      '-out-key',
-      f('e.key'),
-    ])
+    const sign = (me: 'c' | 'e', ip: string, extra: string[] = []) =>
+      cert([
+        'sign',
+        '-ca-crt',
+        f('ca.crt'),
+        '-ca-key',
+        f('ca.key'),
+        '-name',
+        me,
+        '-ip',
+        ip,
+        '-out-crt',
+        f(`${me}.crt`),
+        '-out-key',
+        f(`${me}.key`),
+        ...extra,
+      ])
+    await sign('c', '100.64.0.1/10')
+    await sign('e', '100.64.0.2/10', ['-subnets', '172.26.0.0/20'])
     const dev = (c: string) => `neb${process.pid % 100000}${c}`
     const anyRule = '    - port: any\n      proto: any\n      host: any\n'
     const config = (me: 'c' | 'e') =>
