@@ -32,7 +32,7 @@ const groLens = new Int32Array(256)
 const groCursor = new Int32Array(1)
 // With USO the TUN also takes merged UDP datagrams; the merge sums payloads through this view.
 const udpGro = init.uso ? new Uint32Array(pipe.iSlab.buffer, pipe.iSlab.byteOffset, pipe.iSlab.byteLength >> 2) : null
-// Up to 64 reads per call: 64 small packets, or as many 64 KB TSO packets as the arena holds (about 3).
+// Up to 64 reads per call: 64 small packets, or as many 64 KB TSO packets as the arena holds (4).
 const ARENA_READS = 64
 const arenaOffs = new Int32Array(ARENA_READS)
 const arenaLens = new Int32Array(ARENA_READS)
@@ -67,7 +67,8 @@ function runOffloadOutbound(tunFd: number, udpFd: number, SLOT: number, B: numbe
       r = segmentPacket(pipe.oSlab, oU32, off, arenaLens[a], 0, SLOT, HEADROOM, 0, B, pipe.oLens)
     }
     if (r <= 0) {
-      reasons[init.id * REASONS.length + R.malformed]++
+      // -1: a kind we do not carry (IPv6 super-packets); 0: malformed.
+      reasons[init.id * REASONS.length + (r < 0 ? R.not_ipv4 : R.malformed)]++
       continue
     }
     filled += r

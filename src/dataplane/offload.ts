@@ -81,6 +81,24 @@ function ipHeaderChecksum(b: Uint8Array, p: number, ihl: number): void {
 }
 
 /**
+ * Segment k of a super-packet at buf[p] (headers of `hdr` bytes, IP header of `ihl`): copies the headers
+ * and payload bytes [from, from+seglen) to buf[q], and sets the IP total length, id (id0 + k) and header
+ * checksum. The transport header is the caller's to finish.
+ */
+function copySegment(buf: Uint8Array, q: number, p: number, hdr: number, ihl: number, from: number, seglen: number, id: number): void {
+  buf.copyWithin(q, p, p + hdr)
+  buf.copyWithin(q + hdr, p + hdr + from, p + hdr + from + seglen)
+  put16(buf, q + 2, hdr + seglen)
+  put16(buf, q + 4, id & 0xffff)
+  ipHeaderChecksum(buf, q, ihl)
+}
+
+/** Whether the 20-byte IPv4 header at b[p] has a correct checksum (the kernel drops it otherwise). */
+function ipHeaderOk(b: Uint8Array, p: number): boolean {
+  return csumFold(csumAdd(b, p, p + 20, 0)) === 0
+}
+
+/**
  * `u32` is a Uint32Array over the same memory as `buf` (buf.byteOffset must be a multiple of 4).
  * Turns one packet read from an offload TUN (at buf[off, off+len), vnet header first) into ordinary
  * IP packets in slots [first, first+room): packet k at buf[slotBase + (first+k)*slot + headroom].
@@ -139,11 +157,7 @@ export function segmentPacket(
     const q = slotBase + (first + k) * slot + headroom
     const from = k * gsoSize
     const seglen = Math.min(payload - from, gsoSize)
-    buf.copyWithin(q, p, p + hdr)
-    buf.copyWithin(q + hdr, p + hdr + from, p + hdr + from + seglen)
-    put16(buf, q + 2, hdr + seglen)
-    put16(buf, q + 4, (id0 + k) & 0xffff)
-    ipHeaderChecksum(buf, q, ihl)
+    copySegment(buf, q, p, hdr, ihl, from, seglen, id0 + k)
     const qt = q + ihl
     const seq = (seq0 + from) >>> 0
     buf[qt + 4] = seq >>> 24
@@ -176,6 +190,7 @@ function segmentUdp(
   room: number,
   lens: Int32Array,
 ): number {
+  if (buf[p] >> 4 === 6) return -1 // IPv6 (the TUN takes USO4 only together with USO6): not carried
   if (buf[p] >> 4 !== 4 || buf[p + 9] !== 17) return 0
   const ihl = (buf[p] & 15) * 4
   const hdr = ihl + 8
@@ -189,11 +204,7 @@ function segmentUdp(
     const q = slotBase + (first + k) * slot + headroom
     const from = k * gsoSize
     const seglen = Math.min(payload - from, gsoSize)
-    buf.copyWithin(q, p, p + hdr)
-    buf.copyWithin(q + hdr, p + hdr + from, p + hdr + from + seglen)
-    put16(buf, q + 2, hdr + seglen)
-    put16(buf, q + 4, (id0 + k) & 0xffff)
-    ipHeaderChecksum(buf, q, ihl)
+    copySegment(buf, q, p, hdr, ihl, from, seglen, id0 + k)
     const qu = q + ihl
     put16(buf, qu + 4, 8 + seglen)
     buf[qu + 6] = 0
@@ -261,9 +272,10 @@ export function coalesceForTun(
     if (len <= 0) continue
     const p = i * slot + headroom
     const ihl = (b[p] & 15) * 4
-    // IPv4, no options, not a fragment (DF allowed).
-    const plain = b[p] >> 4 === 4 && ihl === 20 && (b[p + 6] & 0x3f) === 0 && b[p + 7] === 0
-    const isTcp = plain && b[p + 9] === 6 && len >= 40
+    // IPv4, no options, not a fragment (DF allowed), and a header the kernel would accept: merging
+    // rewrites the header checksum, so a wrong one must not be made right.
+    const plain = b[p] >> 4 === 4 && ihl === 20 && (b[p + 6] & 0x3f) === 0 && b[p + 7] === 0 && len >= 28 && ipHeaderOk(b, p)
+    const isTcp = plain && b[p + 9] === 6 && len >= 40 && b[p + 32] >> 4 >= 5
     const isUdp = udpGro !== null && plain && b[p + 9] === 17 && len > 28 && ((b[p + 24] << 8) | b[p + 25]) === len - 20
     const thl = isTcp ? (b[p + 32] >> 4) * 4 : isUdp ? 8 : 0
     const payload = len - ihl - thl
@@ -288,7 +300,8 @@ export function coalesceForTun(
         }
       } else if (kind === 17 && isUdp && segs < UDP_MAX_SEGMENTS) {
         const df = (b[p + 6] & 0x40) !== 0
-        let same = b[h + 8] === b[p + 8] && b[h + 1] === b[p + 1] && (b[h + 6] & 0x40) === (b[p + 6] & 0x40)
+        // TTL, TOS and the flags byte (DF and the reserved bit; the fragment bits are zero).
+        let same = b[h + 8] === b[p + 8] && b[h + 1] === b[p + 1] && b[h + 6] === b[p + 6]
         if (same && !df) same = ((b[p + 4] << 8) | b[p + 5]) === nextSeq
         for (let j = 12; same && j < 24; j++) if (b[h + j] !== b[p + j]) same = false
         if (same && udpChecksumOk(b, udpGro!, p, len)) {

@@ -21,6 +21,9 @@ function tcp(buf: Uint8Array, p: number, payload: number, seq: number, flags: nu
   buf[p + 9] = 6
   buf.set(SRC, p + 12)
   buf.set(DST, p + 16)
+  const ip = csumFold(csumAdd(buf, p, p + 20, 0))
+  buf[p + 10] = ip >> 8
+  buf[p + 11] = ip & 255
   const q = p + 20
   buf[q] = 0x9c
   buf[q + 1] = 0x40
@@ -189,19 +192,27 @@ t.test('GRO refuses gaps and resumes when the arena is full', async (t) => {
 })
 
 /** A UDP/IPv4 datagram with `payload` bytes and a correct checksum, at buf[p]; returns its length. */
-function udp(buf: Uint8Array, p: number, payload: number, id: number, fill: number, df = true, sport = 40000): number {
+interface UdpOpts {
+  ttl?: number
+  tos?: number
+  dst?: number[]
+  /** The IP reserved flag bit (0x80 of byte 6). */
+  reserved?: boolean
+}
+function udp(buf: Uint8Array, p: number, payload: number, id: number, fill: number, df = true, sport = 40000, o: UdpOpts = {}): number {
   const len = 28 + payload
   buf.fill(0, p, p + len)
   buf[p] = 0x45
+  buf[p + 1] = o.tos ?? 0
   buf[p + 2] = len >> 8
   buf[p + 3] = len & 255
   buf[p + 4] = (id >> 8) & 255
   buf[p + 5] = id & 255
-  buf[p + 6] = df ? 0x40 : 0
-  buf[p + 8] = 64
+  buf[p + 6] = (df ? 0x40 : 0) | (o.reserved ? 0x80 : 0)
+  buf[p + 8] = o.ttl ?? 64
   buf[p + 9] = 17
   buf.set(SRC, p + 12)
-  buf.set(DST, p + 16)
+  buf.set(o.dst ?? DST, p + 16)
   buf[p + 10] = 0
   const ip = csumFold(csumAdd(buf, p, p + 20, 0))
   buf[p + 10] = ip >> 8
@@ -268,6 +279,18 @@ t.test('UDP GRO (USO): a run of one flow becomes one GSO packet that segments ba
   t.equal((buf[h + 2] << 8) | buf[h + 3], 28 + 5 * 64 + 30, 'IP total length covers them')
   t.equal((buf[h + 24] << 8) | buf[h + 25], 8 + 5 * 64 + 30, 'UDP length covers them')
   t.ok(ipChecksumOk(buf, h), 'IP header checksum recomputed')
+  // CHECKSUM_PARTIAL as a NIC completes it: sum from csum_start to the end, the field included. That
+  // gives the right checksum only if the field held the pseudo-header sum for the whole length.
+  const udpLen = 8 + 5 * 64 + 30
+  const nic = csumFold(csumAdd(buf, h + 20, h + 20 + udpLen, 0))
+  const done = buf.slice(h, h + 20 + udpLen)
+  done[26] = nic >> 8
+  done[27] = nic & 255
+  t.equal(
+    csumFold(csumAdd(done, 20, 20 + udpLen, csumAdd(done, 12, 20, 0) + 17 + udpLen)),
+    0,
+    'the partial checksum completes to a valid one',
+  )
   for (const [i, o] of [
     [6, 1],
     [7, 2],
@@ -339,4 +362,101 @@ t.test('a USO super-datagram read from the TUN becomes datagrams with valid head
     0,
     'refuses when the slots cannot hold it',
   )
+})
+
+/**
+ * Builds n datagrams with `make(i, buf, p)` (each returns its length), merges them as the worker does,
+ * and returns how many datagrams each output carries (a merged one is split again to count them).
+ */
+function mergeRuns(n: number, make: (i: number, buf: Uint8Array, p: number) => number): number[] {
+  const buf = new Uint8Array(SLOT * n + (1 << 20))
+  const lens = new Int32Array(n)
+  for (let i = 0; i < n; i++) lens[i] = make(i, buf, i * SLOT + HEAD)
+  return coalesceAll(buf, lens, n, SLOT * n, true).map((o) => {
+    if (buf[o.off + 1] !== 5) return 1
+    const seg = new Uint8Array(SLOT * 64 + ((o.len + 3) & ~3))
+    seg.set(buf.subarray(o.off, o.off + o.len), SLOT * 64)
+    return segmentPacket(seg, new Uint32Array(seg.buffer), SLOT * 64, o.len, 0, SLOT, HEAD, 0, 64, new Int32Array(64))
+  })
+}
+
+t.test('UDP GRO merges only what the kernel would have kept together', async (t) => {
+  const sizes = [64, 30, 64]
+  t.same(
+    mergeRuns(3, (i, b, p) => udp(b, p, sizes[i], 0x10 + i, i)),
+    [2, 1],
+    'a shorter datagram ends the run: 64, 30 | 64',
+  )
+  t.same(
+    mergeRuns(3, (i, b, p) => udp(b, p, 64, 0x10 + i, i, i < 2)),
+    [2, 1],
+    'DF must match',
+  )
+  t.same(
+    mergeRuns(3, (i, b, p) => udp(b, p, 64, 0x10 + i, i, true, 40000, { ttl: i < 2 ? 64 : 63 })),
+    [2, 1],
+    'TTL must match',
+  )
+  t.same(
+    mergeRuns(3, (i, b, p) => udp(b, p, 64, 0x10 + i, i, true, 40000, { tos: i < 2 ? 0 : 0x10 })),
+    [2, 1],
+    'TOS must match',
+  )
+  t.same(
+    mergeRuns(3, (i, b, p) => udp(b, p, 64, 0x10 + i, i, true, 40000, { dst: i < 2 ? DST : [172, 26, 0, 251] })),
+    [2, 1],
+    'the destination must match',
+  )
+  t.same(
+    mergeRuns(3, (i, b, p) => udp(b, p, 64, 0x10 + i, i, true, 40000, { reserved: i === 2 })),
+    [2, 1],
+    'the whole flags byte must match (reserved bit)',
+  )
+  t.same(
+    mergeRuns(3, (i, b, p) => {
+      const len = udp(b, p, 64, 0x10 + i, i)
+      if (i > 0) b[p + 26] = b[p + 27] = 0 // no checksum
+      return len
+    }),
+    [1, 1, 1],
+    'datagrams without a checksum are never merged',
+  )
+  t.same(
+    mergeRuns(3, (i, b, p) => {
+      const len = udp(b, p, 64, 0x10 + i, i)
+      if (i === 1) b[p + 10] ^= 0x01 // a wrong IP header checksum
+      return len
+    }),
+    [1, 1, 1],
+    'a wrong IP header checksum is never made right by merging',
+  )
+  t.same(
+    mergeRuns(4, (i, b, p) => udp(b, p, 64, 0x10 + i, i)),
+    [4],
+    'control: four equal datagrams of one flow merge',
+  )
+})
+
+t.test('a segment whose UDP checksum computes to 0 carries 0xffff (0 means none)', async (t) => {
+  const buf = new Uint8Array(SLOT * 4 + 4096)
+  const base = SLOT * 4
+  const p = base + VNET_HDR_LEN
+  const payload = 40
+  udp(buf, p, payload, 7, 1)
+  // Choose the last two payload bytes so that the one's-complement sum is 0xffff: the checksum is 0.
+  buf[p + 28 + payload - 2] = 0
+  buf[p + 28 + payload - 1] = 0
+  buf[p + 26] = 0
+  buf[p + 27] = 0
+  let sum = csumAdd(buf, p + 20, p + 28 + payload, csumAdd(buf, p + 12, p + 20, 0) + 17 + 8 + payload)
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16)
+  const fix = 0xffff - sum
+  buf[p + 28 + payload - 2] = fix >> 8
+  buf[p + 28 + payload - 1] = fix & 255
+  buf[base] = 1
+  buf[base + 1] = 5
+  buf[base + 4] = payload
+  const lens = new Int32Array(4)
+  t.equal(segmentPacket(buf, new Uint32Array(buf.buffer), base, VNET_HDR_LEN + 28 + payload, 0, SLOT, HEAD, 0, 4, lens), 1)
+  t.equal((buf[HEAD + 26] << 8) | buf[HEAD + 27], 0xffff)
 })
