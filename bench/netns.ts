@@ -81,25 +81,7 @@ export class ExitPathBench {
     for (const n of ['client', 'exit', 'lan']) await this.lab.addNs(n)
     await this.lab.link(this.ns('client'), 'wan0', '198.18.0.1/30', this.ns('exit'), 'wan0', '198.18.0.2/30')
     await this.lab.link(this.ns('exit'), 'lan0', '172.26.0.3/20', this.ns('lan'), 'eth0', '172.26.0.250/20')
-    await sh('ip', ['netns', 'exec', this.ns('exit'), 'sysctl', '-qw', 'net.ipv4.ip_forward=1'])
-    await sh('ip', [
-      'netns',
-      'exec',
-      this.ns('exit'),
-      'iptables',
-      '-t',
-      'nat',
-      '-A',
-      'POSTROUTING',
-      '-s',
-      '100.64.0.0/10',
-      '-d',
-      '172.26.0.0/20',
-      '-j',
-      'SNAT',
-      '--to',
-      '172.26.0.3',
-    ])
+    await this.lab.guideExitNode(this.ns('exit'), '172.26.0.3', { dst: '172.26.0.0/20' })
   }
 
   /** Starts the given implementation on client and exit; returns a function that stops it. */

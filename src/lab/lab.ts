@@ -225,6 +225,29 @@ export class Lab {
     return JSON.parse(r.stdout)
   }
 
+  /**
+   * The guide's exit-node setup done by hand in `ns`: IP forwarding on, and one SNAT rule translating
+   * overlay sources (100.64.0.0/10) to `to` for traffic to the CIDR `dst`, or out of the interface `out`.
+   */
+  async guideExitNode(ns: string, to: string, where: { dst: string } | { out: string }): Promise<void> {
+    const fwd = await this.exec(ns, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1'])
+    const match = 'dst' in where ? ['-d', where.dst] : ['-o', where.out]
+    const nat = await this.exec(ns, 'iptables', [
+      '-t',
+      'nat',
+      '-A',
+      'POSTROUTING',
+      '-s',
+      '100.64.0.0/10',
+      ...match,
+      '-j',
+      'SNAT',
+      '--to',
+      to,
+    ])
+    for (const r of [fwd, nat]) if (r.code !== 0) throw new Error(`exit-node setup in ${ns} failed: ${r.stderr}`)
+  }
+
   /** A device name for stock wireguard-go unique to this process (its UAPI socket in /var/run/wireguard is not namespaced). */
   wgDeviceName(): string {
     return `wg${process.pid % 100000}x${this.wgCounter++}`

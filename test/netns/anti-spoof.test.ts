@@ -36,9 +36,8 @@ t.test('a LAN host forging a client address gets nothing from the exit node to t
   const [nsC, nsE, nsL] = await Promise.all(['client', 'exit', 'lan'].map((n) => lab.addNs(n)))
   await lab.link(nsC, 'eth0', '198.18.0.1/24', nsE, 'eth0', '198.18.0.2/24')
   await lab.link(nsE, 'lan0', `${EXIT_LAN}/20`, nsL, 'eth0', `${LAN_HOST}/20`)
-  await lab.exec(nsE, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1'])
+  await lab.guideExitNode(nsE, EXIT_LAN, { out: 'lan0' })
   for (const k of ['all', 'default', 'lan0']) await lab.exec(nsE, 'sysctl', ['-qw', `net.ipv4.conf.${k}.rp_filter=0`])
-  await lab.exec(nsE, 'iptables', ['-t', 'nat', '-A', 'POSTROUTING', '-s', '100.64.0.0/10', '-o', 'lan0', '-j', 'SNAT', '--to', EXIT_LAN])
 
   const C = lab.makeAgent({ name: 'client', ns: nsC })
   const E = lab.makeAgent({ name: 'exit', ns: nsE })

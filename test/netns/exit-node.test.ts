@@ -49,36 +49,9 @@ if (skip) {
       [nsE1, '172.26.0.3'],
       [nsE3, '172.26.0.4'],
     ]) {
-      await lab.exec(ns, 'sysctl', ['-w', 'net.ipv4.ip_forward=1'])
-      await lab.exec(ns, 'iptables', [
-        '-t',
-        'nat',
-        '-A',
-        'POSTROUTING',
-        '-s',
-        '100.64.0.0/10',
-        '-d',
-        '172.26.0.0/20',
-        '-j',
-        'SNAT',
-        '--to',
-        lanIp,
-      ])
+      await lab.guideExitNode(ns, lanIp, { dst: '172.26.0.0/20' })
     }
-    await lab.exec(nsE1, 'iptables', [
-      '-t',
-      'nat',
-      '-A',
-      'POSTROUTING',
-      '-s',
-      '100.64.0.0/10',
-      '-d',
-      '203.0.113.0/24',
-      '-j',
-      'SNAT',
-      '--to',
-      '172.26.0.3',
-    ])
+    await lab.guideExitNode(nsE1, '172.26.0.3', { dst: '203.0.113.0/24' })
     // exit2 uses ManageNat; its admin already has an unrelated rule that must survive.
     await lab.exec(nsE2, 'iptables', ['-t', 'nat', '-A', 'POSTROUTING', '-s', '10.200.0.0/16', '-j', 'MASQUERADE'])
 

@@ -28,11 +28,9 @@ if (skip) {
     const [nsC, nsE, nsL] = await Promise.all(['client', 'exit', 'lan'].map((n) => lab.addNs(n)))
     await lab.link(nsC, 'eth0', '198.18.0.1/30', nsE, 'wan0', '198.18.0.2/30')
     await lab.link(nsE, 'lan0', '172.26.0.3/20', nsL, 'eth0', '172.26.0.250/20')
-    await lab.exec(nsE, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1'])
+    await lab.guideExitNode(nsE, '172.26.0.3', { dst: '172.26.0.0/20' })
     // Forged sources must reach the agent (the kernel's reverse-path filter would otherwise hide them).
     for (const k of ['all', 'default', 'lan0']) await lab.exec(nsE, 'sysctl', ['-qw', `net.ipv4.conf.${k}.rp_filter=0`])
-    const nat = ['-t', 'nat', '-A', 'POSTROUTING', '-s', '100.64.0.0/10', '-d', '172.26.0.0/20', '-j', 'SNAT', '--to', '172.26.0.3']
-    await lab.exec(nsE, 'iptables', nat)
     const C = lab.makeAgent({ name: 'client', ns: nsC })
     const E = lab.makeAgent({ name: 'exit', ns: nsE })
     lab.writeAgentProfile(E, { Peers: [peerEntry(C)], ExitNode: { ProvidesRoutes: ['172.26.0.0/20'] } })

@@ -207,21 +207,7 @@ if (skip) {
       )
       t.match(d1.stdout, /PASS {2}LAN probe 172\.26\.0\.250: answers/)
       t.match(d1.stdout, /PASS {2}agent: running/)
-      await lab.exec(nsB, 'sysctl', ['-w', 'net.ipv4.ip_forward=1'])
-      await lab.exec(nsB, 'iptables', [
-        '-t',
-        'nat',
-        '-A',
-        'POSTROUTING',
-        '-s',
-        '100.64.0.0/10',
-        '-d',
-        '172.26.0.0/20',
-        '-j',
-        'SNAT',
-        '--to',
-        '172.26.0.3',
-      ])
+      await lab.guideExitNode(nsB, '172.26.0.3', { dst: '172.26.0.0/20' })
       const d2 = await lab.cli(B, ['doctor', '--json'])
       t.equal(d2.code, 0, d2.stdout)
       const j = JSON.parse(d2.stdout)

@@ -51,21 +51,7 @@ for (const s of setups) {
     const [nsC, nsE, nsL] = await Promise.all(['client', 'exit', 'lan'].map((n) => lab.addNs(n)))
     await lab.link(nsC, 'eth0', '198.18.0.1/24', nsE, 'eth0', '198.18.0.2/24')
     await lab.link(nsE, 'lan0', '172.26.0.3/20', nsL, 'eth0', `${LAN_HOST}/20`)
-    await lab.exec(nsE, 'sysctl', ['-w', 'net.ipv4.ip_forward=1'])
-    await lab.exec(nsE, 'iptables', [
-      '-t',
-      'nat',
-      '-A',
-      'POSTROUTING',
-      '-s',
-      '100.64.0.0/10',
-      '-o',
-      'lan0',
-      '-j',
-      'SNAT',
-      '--to',
-      '172.26.0.3',
-    ])
+    await lab.guideExitNode(nsE, '172.26.0.3', { out: 'lan0' })
     // The LAN host: forged sources on its loopback, and the overlay (and the outside range) routed via the exit node.
     for (const a of [FORGED_OVERLAY, FORGED_OUTSIDE]) await lab.sh('ip', ['-n', nsL, 'addr', 'add', `${a}/32`, 'dev', 'lo'])
     await lab.sh('ip', ['-n', nsL, 'route', 'add', '100.64.0.0/10', 'via', '172.26.0.3'])

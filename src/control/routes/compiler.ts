@@ -7,6 +7,7 @@ import { type Cidr, cidrContains, cidrsOverlap, intToIp, parseCidr } from '../..
 import { type RouteTables, LOCAL_PROVIDED, LOCAL_SELF } from '../../ipc/messages.js'
 import { type RouteEntry, buildRouteTable } from '../../dataplane/route-table.js'
 import { REKEY_TIMEOUT_MS } from '../../protocol/constants.js'
+import type { OsRoute } from '../../platform/linux/net.js'
 
 /** What the compiler needs to know about one peer. */
 export interface RoutePeer {
@@ -127,16 +128,8 @@ export function wantedRoutes(peers: readonly RoutePeer[]): Cidr[] {
   return [...out.values()]
 }
 
-/** An OS route as `ip -j route` lists it. */
-export interface OsRoute {
-  dst: string
-  dev?: string
-  protocol?: string
-  scope?: string
-  table?: string
-  prefsrc?: string
-  gateway?: string
-}
+/** An OS route as `ip -j route` lists it (the platform layer's type). */
+export type { OsRoute }
 
 export interface RouteDecision {
   cidr: Cidr
