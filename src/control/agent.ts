@@ -51,10 +51,9 @@ import { PeerTimers } from './peer-timers.js'
 import { WorkerSupervisor } from './supervisor.js'
 import { UdpSender } from './udp-sender.js'
 import { OsRouteInstaller } from './routes/installer.js'
-import { wantedRoutes } from './routes/compiler.js'
-import { Routing, routePeer } from './routes/routing.js'
+import { NetworkState } from './network-state.js'
 import { Devices, fwmarkFor } from './devices.js'
-import { checkExitNode, natTag } from './exit-node.js'
+import { natTag } from './exit-node.js'
 import { installAntiSpoof, removeAntiSpoof } from './anti-spoof.js'
 import { resolveEndpoint } from './endpoints.js'
 import { applyConfig, planReload, restartNeeded } from './reload.js'
@@ -94,10 +93,7 @@ export class Agent implements AgentApi {
   private timers!: PeerTimers
   private dispatch!: RingDispatcher
   private supervisor!: WorkerSupervisor
-  private routes!: OsRouteInstaller
-  private readonly routing = new Routing()
-  private policy!: PolicyState
-  private exitWarnings: string[] = []
+  private network!: NetworkState
   private spoofWarnings: string[] = []
   private hsPool?: HandshakePool
   private api?: ApiServer
@@ -125,7 +121,6 @@ export class Agent implements AgentApi {
     this.hsPool = startHandshakePool(p.privateKey, p.publicKey)
     const nWorkers = this.opts.workers ?? p.workers ?? Math.max(1, Math.min(os.availableParallelism(), 4))
     this.layout = createLayout(Math.max(64, p.peers.length * 2 + 16), nWorkers)
-    this.policy = new PolicyState(nWorkers)
     this.v = views(this.layout)
     Atomics.store(this.v.global, G_LOG_LEVEL, this.verbosity)
     this.log.info(
@@ -135,17 +130,17 @@ export class Agent implements AgentApi {
     await this.cleanupStale()
     this.dev = await Devices.open(p, nWorkers)
     this.spoofWarnings = await installAntiSpoof(this.dev.ifname, intToIp(p.virtualAddress), natTag(p), this.log)
-    this.wire()
+    this.wire(nWorkers)
     for (const cfg of p.peers) await this.addPeer(cfg)
-    this.compilePolicy()
-    this.rebuildTables()
+    this.network.compilePolicy(p, this.peers)
+    this.network.rebuild(p, this.peers)
     for (let i = 0; i < nWorkers; i++) this.rings.push(createRing(256))
     await this.supervisor.startAll(nWorkers)
     const d = this.dev
     const offload = d.offload ? (d.uso ? 'tso4+uso4+csum' : 'tso4+csum') : 'off'
     const address = `${intToIp(p.virtualAddress)}/10`
     this.log.info({ interface: d.ifname, address, mtu: p.mtu, port: d.port, workers: nWorkers, offload }, 'data plane up')
-    await this.applyOsState()
+    await this.network.applyOs(p, this.peers)
     for (const r of this.rings) void this.dispatch.consume(new RingConsumer(r), () => this.stopping)
     this.tickTimer = setInterval(() => this.tick(), TICK_MS)
     resumeRecentPeers(
@@ -170,7 +165,7 @@ export class Agent implements AgentApi {
   }
 
   /** Builds the parts over the shared layout and the opened sockets. */
-  private wire(): void {
+  private wire(workers: number): void {
     const log = this.log
     this.keypairs = new KeypairSlots(this.v)
     this.memory = new PeerMemory(this.v, this.layout.maxPeers, this.layout.workers)
@@ -195,7 +190,7 @@ export class Agent implements AgentApi {
       sessions: this.sessions,
       handshakes: this.handshakes,
       log,
-      onHealthChange: () => this.refreshFailover(),
+      onHealthChange: () => this.network.refreshFailover(this.profile, this.peers),
       resolveEndpoint: resolve,
     })
     this.supervisor = new WorkerSupervisor(
@@ -207,7 +202,12 @@ export class Agent implements AgentApi {
       log,
     )
     this.dispatch = new RingDispatcher({ peers: this.peers, sessions: this.sessions, handshakes: this.handshakes, log, onSessionUp })
-    this.routes = new OsRouteInstaller(this.dev.ifname, fwmarkFor(this.profile), log)
+    const publish = (tables: DataplaneTables) => {
+      this.supervisor.post({ t: 'tables', tables })
+      Atomics.store(this.v.global, G_CONFIG_GEN, tables.gen)
+    }
+    const routes = new OsRouteInstaller(this.dev.ifname, fwmarkFor(this.profile), log)
+    this.network = new NetworkState(new PolicyState(workers), routes, publish, log)
   }
 
   /**
@@ -231,7 +231,7 @@ export class Agent implements AgentApi {
       mtu: this.profile.mtu,
       batch: 64,
       epochMs: this.epochMs,
-      tables: this.tables(),
+      tables: this.network.tables(),
       offload: this.dev.offload,
       uso: this.dev.uso,
     }
@@ -257,7 +257,7 @@ export class Agent implements AgentApi {
     if (sent) this.log.debug({ peer: peer.cfg.identity, packets: sent }, 'sent packets queued during the handshake')
     else if (peer.current?.isInitiator && this.sessions.sendTransport(peer, new Uint8Array(0), now))
       this.log.protocol({ peer: peer.cfg.identity }, 'sent keepalive') // confirms the session to the responder
-    this.refreshFailover()
+    this.network.refreshFailover(this.profile, this.peers)
   }
 
   // ---------------------------------------------------------------- peers and routes
@@ -275,43 +275,6 @@ export class Agent implements AgentApi {
     const now = Date.now()
     this.sessions.dropAll(peer, now)
     this.peers.remove(peer, now)
-  }
-
-  private refreshFailover(): void {
-    const r = this.routing.refresh(this.profile, this.peers, Date.now())
-    if (!r) return
-    const name = (slot: number) => this.peers.get(slot)?.cfg.identity
-    for (const m of r.moves) this.log.warn({ route: m.route, from: name(m.from), to: name(m.to) }, 'exit node failover')
-    this.publish()
-  }
-
-  private rebuildTables(): void {
-    this.routing.compile(this.profile, this.peers, Date.now())
-    this.publish()
-  }
-
-  /** What the workers get: the route tables and the compiled policies (swapped whole). */
-  private tables(): DataplaneTables {
-    return { ...this.routing.tables, ...this.policy.tables }
-  }
-
-  private publish(): void {
-    const tables = this.tables()
-    this.supervisor.post({ t: 'tables', tables })
-    Atomics.store(this.v.global, G_CONFIG_GEN, tables.gen)
-  }
-
-  /** OS routes, policy rules and exit-node checks for the current profile. */
-  private async applyOsState(): Promise<void> {
-    const carrier = (route: string) => this.peers.get(this.routing.carrier(route) ?? -1)?.cfg.identity
-    await this.routes.sync(wantedRoutes(this.peers.list().map(routePeer)), this.profile.exitNode.forceRoutes, carrier)
-    this.exitWarnings = await checkExitNode(this.profile, this.log)
-  }
-
-  /** Compiles the profile's Policies over the current peer slots (start and reload); the workers get them with the next tables. */
-  private compilePolicy(): void {
-    const line = this.policy.compile(this.profile, this.peers)
-    this.log.info({ tags: this.profile.tags.join(' ') || '(none)' }, line)
   }
 
   // ---------------------------------------------------------------- operator requests (AgentApi)
@@ -373,11 +336,11 @@ export class Agent implements AgentApi {
     }
     this.profile = next
     for (const cfg of plan.added) await this.addPeer(cfg)
-    this.compilePolicy()
-    const cut = this.policy.cutDisallowedFlows(this.conntrack, Math.floor((Date.now() - this.epochMs) / 1000))
+    this.network.compilePolicy(next, this.peers)
+    const cut = this.network.policy.cutDisallowedFlows(this.conntrack, Math.floor((Date.now() - this.epochMs) / 1000))
     if (cut) this.log.info({ flows: cut }, 'policy reload: cut flows the new policy no longer allows')
-    this.rebuildTables()
-    await this.applyOsState()
+    this.network.rebuild(next, this.peers)
+    await this.network.applyOs(next, this.peers)
     const result = {
       added: plan.added.map((c) => c.identity),
       removed: plan.removed.map((p) => p.cfg.identity),
@@ -394,16 +357,16 @@ export class Agent implements AgentApi {
       peers: this.peers,
       memory: this.memory,
       sessions: this.sessions,
-      routes: this.routes,
-      active: this.routing.choice,
+      routes: this.network.routes,
+      active: this.network.routing.choice,
       conntrack: this.conntrack,
       epochMs: this.epochMs,
       interface: this.dev.ifname,
       port: this.dev.port,
       verbosity: this.verbosity,
-      exitWarnings: [...this.spoofWarnings, ...this.exitWarnings],
-      policy: this.policy.compiled,
-      policyTables: this.policy.tables,
+      exitWarnings: [...this.spoofWarnings, ...this.network.exitWarnings],
+      policy: this.network.policy.compiled,
+      policyTables: this.network.policy.tables,
       workers: this.layout.workers,
     })
   }
@@ -419,7 +382,7 @@ export class Agent implements AgentApi {
     Atomics.store(this.v.global, G_STOP, 1)
     await this.supervisor?.stopAll()
     this.peerCache?.flush(Date.now())
-    await this.routes?.removeAll()
+    await this.network?.routes.removeAll()
     if (this.profile.exitNode.manageNat) {
       const n = await net.removeTaggedNatRules(natTag(this.profile))
       this.log.info({ rules: n }, 'ManageNat: removed our SNAT rules')
