@@ -1,6 +1,6 @@
 // Runs 400k packets through the compiled Pipeline (lib/) in a clean process started with
 // --expose-gc, and prints {gcs, kinds, heapGrowth, packets} as JSON. Used by no-allocation.test.ts.
-import { PerformanceObserver } from 'node:perf_hooks'
+import { measureAllocation } from './measure-alloc.mjs'
 import { A_VA, HEADROOM, LAN, deliver, ipv4udp, sessionPair } from '../../lib/bench/testbed.js'
 
 const batch = 64
@@ -30,22 +30,6 @@ function round() {
   for (let i = 0; i < batch; i++) e.oLens[i] = sizes[i]
   if (e.outbound(batch) !== batch) throw new Error('replies dropped')
 }
-for (let r = 0; r < 2000; r++) round() // warm up: optimise, fill the view caches
-globalThis.gc() // start from an empty young generation
-let gcs = 0
-const kinds = []
-const obs = new PerformanceObserver((list) => {
-  for (const en of list.getEntries()) {
-    gcs++
-    kinds.push(en.detail?.kind)
-  }
-})
-obs.observe({ entryTypes: ['gc'] })
-const before = process.memoryUsage().heapUsed
 const rounds = 6250
-for (let r = 0; r < rounds; r++) round()
-const after = process.memoryUsage().heapUsed
-setTimeout(() => {
-  obs.disconnect()
-  console.log(JSON.stringify({ gcs, kinds, heapGrowth: after - before, packets: rounds * batch }))
-}, 50)
+const m = await measureAllocation(round, 2000, rounds)
+console.log(JSON.stringify({ gcs: m.gcs, kinds: m.kinds, heapGrowth: m.heapGrowth, growth: m.growth, packets: rounds * batch }))

@@ -1,7 +1,7 @@
 // Runs 2M new-flow policy decisions (100 policies, 1,000 peers, the benchmark's scenario) through the
 // compiled evaluator (lib/) in a clean process started with --expose-gc, and prints
 // {gcs, heapGrowth, decisions, allowed} as JSON. Used by policy-alloc.test.ts.
-import { PerformanceObserver } from 'node:perf_hooks'
+import { measureAllocation } from './measure-alloc.mjs'
 import { policyScenario } from '../../lib/bench/policy.js'
 import { compilePolicies } from '../../lib/src/control/policy/compile.js'
 import { evaluatePolicy } from '../../lib/src/dataplane/policy.js'
@@ -22,19 +22,6 @@ function round() {
   for (let i = 0; i < n; i++) if (evaluatePolicy(t, q.peer[i], q.proto[i], q.hi[i], q.lo[i], q.port[i]) >= 0) allowed++
   return allowed
 }
-for (let r = 0; r < 10; r++) round() // warm up: optimise
-globalThis.gc()
-let gcs = 0
-const obs = new PerformanceObserver((list) => {
-  gcs += list.getEntries().length
-})
-obs.observe({ entryTypes: ['gc'] })
-const before = process.memoryUsage().heapUsed
 const rounds = 32
-let allowed = 0
-for (let r = 0; r < rounds; r++) allowed += round()
-const after = process.memoryUsage().heapUsed
-setTimeout(() => {
-  obs.disconnect()
-  console.log(JSON.stringify({ gcs, heapGrowth: after - before, decisions: rounds * n, allowed }))
-}, 50)
+const m = await measureAllocation(round, 10, rounds)
+console.log(JSON.stringify({ gcs: m.gcs, heapGrowth: m.heapGrowth, growth: m.growth, decisions: rounds * n, allowed: m.total }))

@@ -2,7 +2,7 @@
 // packets of established flows (a conntrack hit), 64 packets that each start a new flow (the policy
 // evaluator, then tracking), and the exit node's own packets to the client (tracked as its flows).
 // Prints {gcs, kinds, heapGrowth, packets} as JSON. Used by policy-pipeline.test.ts.
-import { PerformanceObserver } from 'node:perf_hooks'
+import { measureAllocation } from './measure-alloc.mjs'
 import { A_VA, B_VA, HEADROOM, LAN, deliver, ipv4udp, sessionPair } from '../../lib/bench/testbed.js'
 import { compilePolicies, policyTablesFor } from '../../lib/src/control/policy/compile.js'
 
@@ -58,22 +58,6 @@ function round() {
   for (let i = 0; i < batch; i++) e.oLens[i] = 200
   if (e.outbound(batch) !== batch) throw new Error("the exit node's own packets dropped")
 }
-for (let r = 0; r < 2000; r++) round()
-globalThis.gc()
-let gcs = 0
-const kinds = []
-const obs = new PerformanceObserver((list) => {
-  for (const en of list.getEntries()) {
-    gcs++
-    kinds.push(en.detail?.kind)
-  }
-})
-obs.observe({ entryTypes: ['gc'] })
-const before = process.memoryUsage().heapUsed
 const rounds = 2100
-for (let r = 0; r < rounds; r++) round()
-const after = process.memoryUsage().heapUsed
-setTimeout(() => {
-  obs.disconnect()
-  console.log(JSON.stringify({ gcs, kinds, heapGrowth: after - before, packets: rounds * batch * 3 }))
-}, 50)
+const m = await measureAllocation(round, 2000, rounds)
+console.log(JSON.stringify({ gcs: m.gcs, kinds: m.kinds, heapGrowth: m.heapGrowth, growth: m.growth, packets: rounds * batch * 3 }))
