@@ -50,8 +50,12 @@ function pullTables(): void {
   tablesGen = Atomics.load(g, G_CONFIG_GEN)
 }
 
+/** Encrypts k packets from oSlab and sends them; what the socket does not take is counted. */
 function flushOutbound(udpFd: number, SLOT: number, k: number): void {
-  if (pipe.outbound(k) > 0) native.sendBatch(udpFd, pipe.oSlab, SLOT, 0, pipe.sLens, pipe.oAddrs, k)
+  const sends = pipe.outbound(k)
+  if (sends === 0) return
+  const sent = native.sendBatch(udpFd, pipe.oSlab, SLOT, 0, pipe.sLens, pipe.oAddrs, k)
+  if (sent < sends) pipe.countSendErrors(sent < 0 ? sends : sends - sent)
 }
 
 /** Offload TUN: read up to 64 (possibly 64 KB TSO) packets, segment them into slots, send in batches. */
@@ -110,8 +114,9 @@ function runDataplaneLoop(): void {
               groCursor,
               udpGro,
             )
-            if (k > 0) native.writeArena(tunFd, pipe.iSlab, pipe.iArenaBase, groOffs, groLens, k)
-            else break
+            if (k <= 0) break
+            const w = native.writeArena(tunFd, pipe.iSlab, pipe.iArenaBase, groOffs, groLens, k)
+            if (w < k) pipe.countTunWriteErrors(w < 0 ? k : k - w)
           }
         } else if (writes > 0) {
           const w = native.writeBatch(tunFd, pipe.iSlab, SLOT, HEADROOM, pipe.wLens, n)
@@ -123,7 +128,7 @@ function runDataplaneLoop(): void {
       if (init.offload) runOffloadOutbound(tunFd, udpFd, SLOT, B)
       else {
         const n = native.readBatch(tunFd, pipe.oSlab, SLOT, HEADROOM, pipe.oLens, B, 0)
-        if (n > 0 && pipe.outbound(n) > 0) native.sendBatch(udpFd, pipe.oSlab, SLOT, 0, pipe.sLens, pipe.oAddrs, n)
+        if (n > 0) flushOutbound(udpFd, SLOT, n)
       }
     }
   }

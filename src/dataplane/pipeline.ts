@@ -535,4 +535,9 @@ export class Pipeline {
   countTunWriteErrors(n: number): void {
     this.v.reasons[this.rBase + R.tun_write_error] += n
   }
+
+  /** Datagrams the UDP socket did not take (its buffer stayed full, or the destination was unreachable). */
+  countSendErrors(n: number): void {
+    this.v.reasons[this.rBase + R.udp_send_error] += n
+  }
 }

@@ -66,6 +66,7 @@ export const REASONS = [
   'keepalive',
   'staged',
   'tun_write_error',
+  'udp_send_error',
   'counter_exhausted',
   'handshake_msgs',
   'conntrack_full',

@@ -50,6 +50,54 @@ export function statusJson(lab: BaseLab, info: AgentInfo): Promise<any> {
   return lab.statusJson(info)
 }
 
+/** Kernel SNMP counters of packets dropped for want of buffer or route. */
+const SNMP_DROPS = ['IpInDiscards', 'IpOutDiscards', 'IpOutNoRoutes', 'UdpRcvbufErrors', 'UdpSndbufErrors', 'UdpInErrors']
+/** Agent counters that count events, not drops (as in the metrics endpoint). */
+const NOT_DROPS = new Set(['keepalive', 'staged', 'handshake_msgs'])
+
+/**
+ * Every place on a path that counts a packet it dropped: the agents' drop reasons, each namespace's
+ * links (rx/tx dropped: a full TUN queue, a veth peer's full backlog), queueing disciplines, IP and UDP
+ * (full socket buffers, no route), connection tracking, and the kernel's per-CPU backlog (machine-wide, so it can only over-count). Take it before and after
+ * traffic; `dropDelta` says how many packets were counted as dropped between the two, and where.
+ */
+export async function dropCounters(lab: BaseLab, namespaces: string[], agents: AgentInfo[]): Promise<Record<string, number>> {
+  const out: Record<string, number> = {}
+  for (const ns of namespaces) {
+    for (const l of JSON.parse((await lab.exec(ns, 'ip', ['-j', '-s', 'link', 'show'])).stdout) as any[]) {
+      const s = l.stats64
+      if (s) out[`${ns}/${l.ifname}`] = s.rx.dropped + s.tx.dropped
+    }
+    const qdiscs = JSON.parse((await lab.exec(ns, 'tc', ['-s', '-j', 'qdisc', 'show'])).stdout || '[]') as { drops?: number }[]
+    out[`${ns}/qdisc`] = qdiscs.reduce((n, q) => n + (q.drops ?? 0), 0)
+    const snmp = (await lab.exec(ns, 'nstat', ['-asz', ...SNMP_DROPS])).stdout
+    out[`${ns}/ip+udp`] = [...snmp.matchAll(/^(?:Ip|Udp)\w+\s+(\d+)/gm)].reduce((a, m) => a + Number(m[1]), 0)
+    // Connection tracking (the exit node's SNAT): per CPU, hex; insert_failed, drop, early_drop.
+    const ct = (await lab.exec(ns, 'cat', ['/proc/net/stat/nf_conntrack'])).stdout.trim().split('\n')
+    const cols = ct[0]?.split(/\s+/) ?? []
+    const pick = ['insert_failed', 'drop', 'early_drop'].map((c) => cols.indexOf(c)).filter((i) => i >= 0)
+    out[`${ns}/conntrack`] = ct.slice(1).reduce((n, line) => {
+      const v = line.trim().split(/\s+/)
+      return n + pick.reduce((m, i) => m + Number.parseInt(v[i], 16), 0)
+    }, 0)
+  }
+  for (const a of agents) {
+    const counters: Record<string, number> = (await lab.statusJson(a)).counters ?? {}
+    out[`${a.name} agent`] = Object.entries(counters).reduce((n, [r, v]) => (NOT_DROPS.has(r) ? n : n + v), 0)
+  }
+  const softnet = fs.readFileSync('/proc/net/softnet_stat', 'utf8').trim().split('\n')
+  out['backlog (all)'] = softnet.reduce((n, line) => n + Number.parseInt(line.split(/\s+/)[1], 16), 0)
+  return out
+}
+
+/** The counted drops between two dropCounters() readings: the total, and the places that counted any. */
+export function dropDelta(before: Record<string, number>, after: Record<string, number>): { total: number; where: string } {
+  const parts = Object.entries(after)
+    .map(([k, v]) => [k, v - (before[k] ?? 0)] as const)
+    .filter(([, d]) => d > 0)
+  return { total: parts.reduce((n, [, d]) => n + d, 0), where: parts.map(([k, d]) => `${k} ${d}`).join(', ') || 'nowhere' }
+}
+
 export function pingArgs(dst: string, count = 3): string[] {
   return ['-c', String(count), '-i', '0.2', '-W', '2', dst]
 }
