@@ -126,43 +126,65 @@ function splitListen(listen: string): { host: string; port: number } {
 }
 
 /**
+ * What one client may hold of the endpoint. Anyone who can reach the address can connect, so
+ * connections are capped (beyond the cap they are closed as they arrive) and idle ones are closed:
+ * holding sockets open costs the agent no more than this many file descriptors.
+ */
+export interface MetricsLimits {
+  maxConnections: number
+  /** A connection idle this long (no request, or between keep-alive requests) is closed. */
+  idleMs: number
+}
+export const METRICS_LIMITS: MetricsLimits = { maxConnections: 32, idleMs: 5000 }
+
+/**
  * Serves GET /metrics on `listen` until close(). `status` is called once per scrape.
  * Rejects when the address cannot be bound (in use, not local).
  */
-export async function startMetrics(listen: string, status: () => MetricsStatus, log?: MetricsLog): Promise<MetricsServer> {
+export async function startMetrics(
+  listen: string,
+  status: () => MetricsStatus,
+  log?: MetricsLog,
+  limits: MetricsLimits = METRICS_LIMITS,
+): Promise<MetricsServer> {
   let current: MetricsStatus | undefined
   let queue: Promise<unknown> = Promise.resolve()
   const registry = enclaveRegistry(() => {
     if (!current) throw new Error('metrics read outside a scrape')
     return current
   })
-  const server = http.createServer((req, res) => {
-    const url = (req.url ?? '/').split('?')[0]
-    if (req.method !== 'GET' || (url !== '/metrics' && url !== '/')) {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('enclave metrics are at /metrics\n')
-      return
-    }
-    // Scrapes run one at a time: each reads its own snapshot.
-    const scrape = queue.then(async () => {
-      current = status()
-      try {
-        return await registry.metrics()
-      } finally {
-        current = undefined
+  const server = http.createServer(
+    { headersTimeout: limits.idleMs, requestTimeout: 2 * limits.idleMs, keepAliveTimeout: limits.idleMs },
+    (req, res) => {
+      const url = (req.url ?? '/').split('?')[0]
+      if (req.method !== 'GET' || (url !== '/metrics' && url !== '/')) {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('enclave metrics are at /metrics\n')
+        return
       }
-    })
-    queue = scrape.then(
-      () => undefined,
-      () => undefined,
-    )
-    scrape.then(
-      (body) => res.writeHead(200, { 'content-type': registry.contentType }).end(body),
-      (e: Error) => {
-        log?.warn({ err: e.message }, 'metrics scrape failed')
-        res.writeHead(500, { 'content-type': 'text/plain' }).end(`${e.message}\n`)
-      },
-    )
-  })
+      // Scrapes run one at a time: each reads its own snapshot.
+      const scrape = queue.then(async () => {
+        current = status()
+        try {
+          return await registry.metrics()
+        } finally {
+          current = undefined
+        }
+      })
+      queue = scrape.then(
+        () => undefined,
+        () => undefined,
+      )
+      scrape.then(
+        (body) => res.writeHead(200, { 'content-type': registry.contentType }).end(body),
+        (e: Error) => {
+          log?.warn({ err: e.message }, 'metrics scrape failed')
+          res.writeHead(500, { 'content-type': 'text/plain' }).end(`${e.message}\n`)
+        },
+      )
+    },
+  )
+  server.maxConnections = limits.maxConnections
+  server.setTimeout(limits.idleMs) // an idle socket is destroyed (no 'timeout' listener)
   const { host, port } = splitListen(listen)
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)

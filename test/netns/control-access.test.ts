@@ -8,6 +8,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { execFile } from 'node:child_process'
 import { Lab, BIN, rootSkipReason, statusJson } from '../helpers/netns.js'
+import { MAX_CONNECTIONS_PER_USER, REQUEST_TIMEOUT_MS } from '../../src/control/api/server.js'
 
 /** Sends one raw request as uid 65534 with group `gid`; returns the agent's reply (or the connect error). */
 function requestAs(
@@ -84,6 +85,30 @@ t.test('control socket access by credentials', { skip }, async (t) => {
     await new Promise((r) => setTimeout(r, 300))
     t.equal((await statusJson(lab, A)).running, true, 'the agent is still running')
     t.equal(a.proc.exitCode, null)
+  })
+
+  await t.test('a member holding connections open cannot exhaust the agent', async (t) => {
+    // The agent gets 200 file descriptors; uid 65534 opens 400 connections and sends nothing.
+    const lim = await lab.exec(ns, 'prlimit', ['--pid', String(a.pid), '--nofile=200:200'])
+    t.equal(lim.code, 0, `prlimit ${lim.stderr}`)
+    const hold = `const net = require('node:net'); const socks = []; let closed = 0;
+      for (let i = 0; i < 400; i++) { const s = net.createConnection(process.argv[1]); s.on('error', () => {}); s.on('close', () => closed++); socks.push(s) }
+      setTimeout(() => console.log(JSON.stringify({ phase: 'held', closed })), 1500);
+      setTimeout(() => { console.log(JSON.stringify({ phase: 'later', closed })); process.exit(0) }, 1500 + ${REQUEST_TIMEOUT_MS} + 2000);`
+    const holder = new Promise<string>((res) =>
+      execFile(process.execPath, ['-e', hold, sock], { uid: 65534, gid: 65534, cwd: '/' }, (_e, so) => res(String(so))),
+    )
+    await new Promise((r) => setTimeout(r, 1000))
+    const st = await lab.cli(A, ['status', '--json'])
+    t.equal(st.code, 0, `root's status answers while the member holds its connections: ${st.stderr.trim()}`)
+    const member = await requestAs(65534, sock, { op: 'status' })
+    t.equal(member.ok, undefined, `the member's next connection is closed unanswered: ${JSON.stringify(member)}`)
+    const [held, later] = (await holder).trim().split('\n').map((l) => JSON.parse(l))
+    t.equal(held.closed, 400 - MAX_CONNECTIONS_PER_USER, `all but ${MAX_CONNECTIONS_PER_USER} closed at once`)
+    t.equal(later.closed, 400, 'the idle ones closed after the request timeout')
+    t.match(a.log, /connection limit for this user reached/)
+    const again = await requestAs(65534, sock, { op: 'status' })
+    t.equal(again.ok, true, 'once they are gone the member may read again')
   })
 
   await t.test('root may change state', async (t) => {

@@ -1,6 +1,7 @@
 import t from 'tap'
 import http from 'node:http'
-import { startMetrics, type MetricsStatus } from '../../src/control/metrics.js'
+import net from 'node:net'
+import { METRICS_LIMITS, startMetrics, type MetricsStatus } from '../../src/control/metrics.js'
 import { STATUS_VERSION } from '../../src/control/status/model.js'
 
 function get(url: string): Promise<{ status: number; type: string; body: string }> {
@@ -84,6 +85,26 @@ t.test('the metrics endpoint serves the status model over real HTTP', async (t) 
   const again = await get(`http://${m.address}/metrics`)
   t.ok(again.body.split('\n').includes('enclave_peer_rx_bytes_total{identity="G982V"} 5000'), 'values are read at scrape time')
   t.equal((await get(`http://${m.address}/other`)).status, 404)
+})
+
+t.test('connections held open are capped and idle ones closed', async (t) => {
+  const limits = { maxConnections: METRICS_LIMITS.maxConnections, idleMs: 400 }
+  const m = await startMetrics('127.0.0.1:0', () => fake(0), undefined, limits)
+  t.teardown(() => m.close())
+  const [host, port] = [m.address.split(':')[0], Number(m.address.split(':')[1])]
+  let closed = 0
+  const socks = Array.from({ length: 100 }, () => {
+    const s = net.createConnection(port, host)
+    s.on('error', () => undefined)
+    s.on('close', () => closed++)
+    return s
+  })
+  t.teardown(() => socks.forEach((s) => s.destroy()))
+  await new Promise((r) => setTimeout(r, limits.idleMs / 2))
+  t.equal(closed, 100 - limits.maxConnections, `beyond ${limits.maxConnections} the endpoint closes connections as they arrive`)
+  await new Promise((r) => setTimeout(r, limits.idleMs * 2))
+  t.equal(closed, 100, 'idle connections are closed')
+  t.equal((await get(`http://${m.address}/metrics`)).status, 200, 'a scrape works again')
 })
 
 t.test('a provider that throws gives 500, and a busy port is an error', async (t) => {

@@ -20,6 +20,11 @@ import { native } from '../../native/io.js'
 import { ensurePrivateDir } from '../../platform/linux/files.js'
 import type { AgentApi } from './agent-api.js'
 
+/** Connections one non-root user may hold open at once; more are closed as they arrive. */
+export const MAX_CONNECTIONS_PER_USER = 16
+/** A connection that has not sent its request line within this long is closed. */
+export const REQUEST_TIMEOUT_MS = 5000
+
 /** Requests anyone allowed to connect may make; every other op needs root. */
 export const READ_ONLY_OPS: ReadonlySet<string> = new Set(['ping', 'status'])
 
@@ -65,6 +70,8 @@ export class ApiServer {
   readonly path: string
   private server?: net.Server
   private groupGid?: number
+  private readonly perUser = new Map<number, number>()
+  private readonly refusedLogged = new Set<number>()
   constructor(
     private agent: AgentApi,
     runDir: string,
@@ -112,22 +119,54 @@ export class ApiServer {
     }
   }
 
+  /**
+   * One request per connection. A member of the control group could otherwise hold connections open
+   * until the agent runs out of file descriptors (and then root's own `enclave status` fails): each
+   * non-root user may hold MAX_CONNECTIONS_PER_USER, and a request must arrive within
+   * REQUEST_TIMEOUT_MS. Root is never refused.
+   */
   private serve(sock: net.Socket): void {
-    let buf = ''
     sock.on('error', () => undefined)
+    const cred = peerCredentials(sock)
+    if (cred && cred.uid !== 0) {
+      const held = this.perUser.get(cred.uid) ?? 0
+      if (held >= MAX_CONNECTIONS_PER_USER) {
+        if (!this.refusedLogged.has(cred.uid)) {
+          this.refusedLogged.add(cred.uid)
+          this.agent.log.warn({ uid: cred.uid, held }, 'control socket: connection limit for this user reached; further connections are closed')
+        }
+        sock.destroy()
+        return
+      }
+      this.perUser.set(cred.uid, held + 1)
+      sock.once('close', () => {
+        const n = (this.perUser.get(cred.uid) ?? 1) - 1
+        if (n > 0) this.perUser.set(cred.uid, n)
+        else {
+          this.perUser.delete(cred.uid)
+          this.refusedLogged.delete(cred.uid)
+        }
+      })
+    }
+    sock.setTimeout(REQUEST_TIMEOUT_MS, () => sock.destroy())
+    let buf = ''
+    let answered = false
     sock.on('data', async (d) => {
+      if (answered) return
       buf += d.toString('utf8')
       const nl = buf.indexOf('\n')
       if (nl < 0) {
         if (buf.length > 65536) sock.destroy()
         return
       }
+      answered = true
+      sock.setTimeout(0)
       const line = buf.slice(0, nl)
       buf = ''
       let reply: unknown
       try {
         const req = JSON.parse(line) as { op: string; [k: string]: unknown }
-        if (!mayRequest(String(req.op), peerCredentials(sock), this.groupGid))
+        if (!mayRequest(String(req.op), cred, this.groupGid))
           throw new EnclaveError(
             'EPERM',
             READ_ONLY_OPS.has(String(req.op)) ? `"${String(req.op)}" needs root or the control group` : `"${String(req.op)}" needs root`,
