@@ -226,8 +226,10 @@ Napi::Value ReadArena(const Napi::CallbackInfo& info) {
   return Num(info, n);
 }
 
-// writeArena(fd, buf, base, offs, lens, count) -> packets written | -errno
-// Writes count packets at buf[base + offs[i]] of lens[i] bytes (the TUN GRO output).
+// writeArena(fd, buf, base, offs, lens, count) -> packets written | -errno (none written)
+// Writes count packets at buf[base + offs[i]] of lens[i] bytes (the TUN GRO output). A packet the
+// kernel refused gets lens[i] = -1, so the caller can tell which (a merged one holds many); after a
+// hard error the rest are not tried and are marked too.
 Napi::Value WriteArena(const Napi::CallbackInfo& info) {
   int fd = I32(info, 0);
   View buf, offs, lens;
@@ -259,8 +261,12 @@ Napi::Value WriteArena(const Napi::CallbackInfo& info) {
     if (ln[i] == 0) continue;
     ssize_t r = write(fd, buf.data + (size_t)base + (size_t)of[i], (size_t)ln[i]);
     if (r < 0) {
-      if (errno == EAGAIN || errno == EINTR || errno == EINVAL || errno == EIO) continue;
-      return Num(info, -errno);
+      int err = errno;
+      ln[i] = -1;
+      if (err == EAGAIN || err == EINTR || err == EINVAL || err == EIO) continue;
+      for (int64_t j = i + 1; j < count; j++)
+        if (ln[j] != 0) ln[j] = -1;
+      return Num(info, written > 0 ? written : -err);
     }
     written++;
   }
@@ -288,7 +294,7 @@ Napi::Value WriteBatch(const Napi::CallbackInfo& info) {
     ssize_t r = write(fd, slab.data + (size_t)i * (size_t)slot + (size_t)off, (size_t)len[i]);
     if (r < 0) {
       if (errno == EAGAIN || errno == EINTR || errno == EINVAL || errno == EIO) continue;  // dropped
-      return Num(info, -errno);
+      return Num(info, written > 0 ? written : -errno);
     }
     written++;
   }

@@ -29,6 +29,7 @@ checkBatchBuffers(pipe.iSlab, pipe.slot, pipe.iLens, pipe.batch, pipe.iAddrs)
 const oU32 = new Uint32Array(pipe.oSlab.buffer, pipe.oSlab.byteOffset, pipe.oSlab.byteLength >> 2)
 const groOffs = new Int32Array(256)
 const groLens = new Int32Array(256)
+const groSegs = new Int32Array(256) // packets of the batch inside each TUN write
 const groCursor = new Int32Array(1)
 // With USO the TUN also takes merged UDP datagrams; the merge sums payloads through this view.
 const udpGro = init.uso ? new Uint32Array(pipe.iSlab.buffer, pipe.iSlab.byteOffset, pipe.iSlab.byteLength >> 2) : null
@@ -48,6 +49,13 @@ function pullTables(): void {
     if (msg.t === 'tables' && msg.tables) pipe.tables = msg.tables
   }
   tablesGen = Atomics.load(g, G_CONFIG_GEN)
+}
+
+/** Counts the packets inside the merged writes that writeArena marked as refused (length -1). */
+function countFailedGroWrites(k: number): void {
+  let lost = 0
+  for (let i = 0; i < k; i++) if (groLens[i] < 0) lost += groSegs[i]
+  if (lost > 0) pipe.countTunWriteErrors(lost)
 }
 
 /** Encrypts k packets from oSlab and sends them; what the socket does not take is counted. */
@@ -113,10 +121,10 @@ function runDataplaneLoop(): void {
               groLens,
               groCursor,
               udpGro,
+              groSegs,
             )
             if (k <= 0) break
-            const w = native.writeArena(tunFd, pipe.iSlab, pipe.iArenaBase, groOffs, groLens, k)
-            if (w < k) pipe.countTunWriteErrors(w < 0 ? k : k - w)
+            if (native.writeArena(tunFd, pipe.iSlab, pipe.iArenaBase, groOffs, groLens, k) < k) countFailedGroWrites(k)
           }
         } else if (writes > 0) {
           const w = native.writeBatch(tunFd, pipe.iSlab, SLOT, HEADROOM, pipe.wLens, n)

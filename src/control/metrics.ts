@@ -9,12 +9,13 @@ import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { Counter, Gauge, Registry } from 'prom-client'
 import type { StatusModel } from './status/model.js'
+import { EVENT_REASONS } from '../ipc/layout.js'
 
 /** The status model, plus what the agent may add for metrics (worker restarts since start). */
 export type MetricsStatus = StatusModel & { workerRestarts?: number }
 
 /** Counters in `status.counters` that count events, not drops. */
-const NOT_DROPS = new Set(['keepalive', 'staged', 'handshake_msgs'])
+const NOT_DROPS = EVENT_REASONS
 const STATES = ['Up', 'Connecting', 'Down', 'Configured'] as const
 
 export interface MetricsServer {
@@ -154,7 +155,12 @@ export async function startMetrics(
     return current
   })
   const server = http.createServer(
-    { headersTimeout: limits.idleMs, requestTimeout: 2 * limits.idleMs, keepAliveTimeout: limits.idleMs },
+    {
+      headersTimeout: limits.idleMs,
+      requestTimeout: 2 * limits.idleMs,
+      keepAliveTimeout: limits.idleMs,
+      connectionsCheckingInterval: Math.min(1000, limits.idleMs), // Node's default checks only every 30 s
+    },
     (req, res) => {
       const url = (req.url ?? '/').split('?')[0]
       if (req.method !== 'GET' || (url !== '/metrics' && url !== '/')) {

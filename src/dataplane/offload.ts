@@ -244,7 +244,8 @@ const GROUP_RESERVE = (VNET_HDR_LEN + GRO_MAX_BYTES + 63) & ~63
  * `udpGro` is a Uint32Array over the same memory as `b` (b.byteOffset a multiple of 4), used to sum
  * UDP payloads a word at a time; null turns UDP merging off.
  * Writes arena offsets/lengths (relative to arenaBase) to offs/outLens and returns how many packets
- * to write; cursor[0] is advanced to the first packet not yet placed (n when done).
+ * to write; cursor[0] is advanced to the first packet not yet placed (n when done). With `outSegs`,
+ * outSegs[k] says how many of the batch's packets output k carries (to count them if its write fails).
  */
 export function coalesceForTun(
   b: Uint8Array,
@@ -258,6 +259,7 @@ export function coalesceForTun(
   outLens: Int32Array,
   cursor: Int32Array,
   udpGro: Uint32Array | null = null,
+  outSegs: Int32Array | null = null,
 ): number {
   let pos = arenaBase
   let k = 0
@@ -294,6 +296,7 @@ export function coalesceForTun(
           outLens[open] += payload
           nextSeq = (nextSeq + payload) >>> 0
           segs++
+          if (outSegs) outSegs[open]++
           if (flags === 0x18) b[h + 33] = 0x18
           if (payload < gso || flags === 0x18) open = closeGroup(b, arenaBase + offs[open], outLens[open], gso, segs, kind)
           continue
@@ -309,6 +312,7 @@ export function coalesceForTun(
           outLens[open] += payload
           nextSeq = (nextSeq + 1) & 0xffff
           segs++
+          if (outSegs) outSegs[open]++
           if (payload < gso || segs === UDP_MAX_SEGMENTS) open = closeGroup(b, arenaBase + offs[open], outLens[open], gso, segs, kind)
           continue
         }
@@ -323,6 +327,7 @@ export function coalesceForTun(
     b.copyWithin(pos + VNET_HDR_LEN, p, p + len)
     offs[k] = pos - arenaBase
     outLens[k] = VNET_HDR_LEN + len
+    if (outSegs) outSegs[k] = 1
     if (canGroup) {
       open = k
       kind = isTcp ? 6 : 17

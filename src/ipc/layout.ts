@@ -75,6 +75,17 @@ export const REASONS = [
   'policy_route_not_granted',
 ] as const
 export type Reason = (typeof REASONS)[number]
+/**
+ * Reasons that count events, not drops: keepalives, packets staged for a handshake, handshake
+ * messages, and flows delivered without a connection-table entry (table full, or an entry evicted).
+ */
+export const EVENT_REASONS: ReadonlySet<string> = new Set<Reason>([
+  'keepalive',
+  'staged',
+  'handshake_msgs',
+  'conntrack_full',
+  'conntrack_evicted',
+])
 export const R: Record<Reason, number> = Object.fromEntries(REASONS.map((r, i) => [r, i])) as Record<Reason, number>
 
 // ---- global control words ----

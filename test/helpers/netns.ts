@@ -5,6 +5,7 @@
 import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import { type NodeInfo, type NodeSpec, AgentProc, BIN, Lab as BaseLab, peerEntry, ROOT } from '../../src/lab/lab.js'
+import { EVENT_REASONS } from '../../src/ipc/layout.js'
 
 export type { ExecOut } from '../../src/lab/lab.js'
 export { AgentProc, BIN, peerEntry, ROOT }
@@ -50,15 +51,18 @@ export function statusJson(lab: BaseLab, info: AgentInfo): Promise<any> {
   return lab.statusJson(info)
 }
 
-/** Kernel SNMP counters of packets dropped for want of buffer or route. */
-const SNMP_DROPS = ['IpInDiscards', 'IpOutDiscards', 'IpOutNoRoutes', 'UdpRcvbufErrors', 'UdpSndbufErrors', 'UdpInErrors']
-/** Agent counters that count events, not drops (as in the metrics endpoint). */
-const NOT_DROPS = new Set(['keepalive', 'staged', 'handshake_msgs'])
+/**
+ * Kernel SNMP counters of packets dropped for want of buffer or route. Not UdpSndbufErrors (the kernel
+ * counts a full socket once per failed send call, the agent per datagram), nor UdpInErrors (it
+ * includes UdpRcvbufErrors): counting a drop twice could hide one that nobody counted.
+ */
+const SNMP_DROPS = ['IpInDiscards', 'IpOutNoRoutes', 'UdpRcvbufErrors']
 
 /**
  * Every place on a path that counts a packet it dropped: the agents' drop reasons, each namespace's
  * links (rx/tx dropped: a full TUN queue, a veth peer's full backlog), queueing disciplines, IP and UDP
- * (full socket buffers, no route), connection tracking, and the kernel's per-CPU backlog (machine-wide, so it can only over-count). Take it before and after
+ * (full socket buffers, no route) and connection tracking; a veth counts a full backlog of its peer
+ * itself. Each drop is counted in one place only. Take it before and after
  * traffic; `dropDelta` says how many packets were counted as dropped between the two, and where.
  */
 export async function dropCounters(lab: BaseLab, namespaces: string[], agents: AgentInfo[]): Promise<Record<string, number>> {
@@ -83,10 +87,8 @@ export async function dropCounters(lab: BaseLab, namespaces: string[], agents: A
   }
   for (const a of agents) {
     const counters: Record<string, number> = (await lab.statusJson(a)).counters ?? {}
-    out[`${a.name} agent`] = Object.entries(counters).reduce((n, [r, v]) => (NOT_DROPS.has(r) ? n : n + v), 0)
+    out[`${a.name} agent`] = Object.entries(counters).reduce((n, [r, v]) => (EVENT_REASONS.has(r) ? n : n + v), 0)
   }
-  const softnet = fs.readFileSync('/proc/net/softnet_stat', 'utf8').trim().split('\n')
-  out['backlog (all)'] = softnet.reduce((n, line) => n + Number.parseInt(line.split(/\s+/)[1], 16), 0)
   return out
 }
 

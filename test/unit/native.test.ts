@@ -42,6 +42,17 @@ t.test('valid batches still work: two datagrams over loopback', async (t) => {
   t.equal(native.writeArena(devNull, s, 100, lensOf(0, 50), lensOf(10, 2 * SLOT - 150), 2), 2)
 })
 
+t.test('writeArena marks the packets the kernel refused', async (t) => {
+  const ro = fs.openSync('/dev/null', 'r')
+  t.teardown(() => fs.closeSync(ro))
+  const lens = lensOf(10, 0, 20)
+  t.equal(native.writeArena(ro, slab(), 0, lensOf(0, 64, 128), lens, 3), -9, 'a descriptor not open for writing: -EBADF')
+  t.same([...lens], [-1, 0, -1], 'both packets marked -1; the skipped one stays 0')
+  const ok = lensOf(10, 20)
+  t.equal(native.writeArena(devNull, slab(), 0, lensOf(0, 64), ok, 2), 2)
+  t.same([...ok], [10, 20], 'written packets keep their lengths')
+})
+
 t.test('readBatch', async (t) => {
   const call = (slot: number, off: number, lens: Int32Array, max: number) => () => native.readBatch(rx, slab(), slot, off, lens, max, 0)
   t.throws(call(SLOT, 0, new Int32Array(100_000), 100_000), RangeError, 'count above MAX_BATCH')

@@ -139,9 +139,11 @@ t.test('GRO merges a run of one flow and keeps everything else apart, in order',
   const out = new Int32Array(n)
   const cursor = new Int32Array(1)
   const base = SLOT * n
-  const k = coalesceForTun(buf, SLOT, HEAD, lens, n, base, buf.length, offs, out, cursor)
+  const segs = new Int32Array(n)
+  const k = coalesceForTun(buf, SLOT, HEAD, lens, n, base, buf.length, offs, out, cursor, null, segs)
   t.equal(cursor[0], n, 'all packets placed')
   t.equal(k, 3, 'one merged packet, the packet with another ACK number, the ICMP packet')
+  t.same([...segs.subarray(0, 3)], [5, 1, 1], 'each output says how many packets it carries (to count a failed write)')
   const g = base + offs[0]
   t.equal(buf[g], 1, 'NEEDS_CSUM')
   t.equal(buf[g + 1], 1, 'GSO TCPV4')

@@ -122,18 +122,26 @@ export class ApiServer {
   /**
    * One request per connection. A member of the control group could otherwise hold connections open
    * until the agent runs out of file descriptors (and then root's own `enclave status` fails): each
-   * non-root user may hold MAX_CONNECTIONS_PER_USER, and a request must arrive within
-   * REQUEST_TIMEOUT_MS. Root is never refused.
+   * non-root user may hold MAX_CONNECTIONS_PER_USER, a request must arrive within REQUEST_TIMEOUT_MS,
+   * and a client that does not close after the reply is closed after as long again. Root is never
+   * refused; a connection whose credentials the kernel does not tell is closed at once.
    */
   private serve(sock: net.Socket): void {
     sock.on('error', () => undefined)
     const cred = peerCredentials(sock)
-    if (cred && cred.uid !== 0) {
+    if (!cred) {
+      sock.destroy() // unknown credentials could never be allowed a request, and would escape the cap
+      return
+    }
+    if (cred.uid !== 0) {
       const held = this.perUser.get(cred.uid) ?? 0
       if (held >= MAX_CONNECTIONS_PER_USER) {
         if (!this.refusedLogged.has(cred.uid)) {
           this.refusedLogged.add(cred.uid)
-          this.agent.log.warn({ uid: cred.uid, held }, 'control socket: connection limit for this user reached; further connections are closed')
+          this.agent.log.warn(
+            { uid: cred.uid, held },
+            'control socket: connection limit for this user reached; further connections are closed',
+          )
         }
         sock.destroy()
         return
@@ -152,7 +160,10 @@ export class ApiServer {
     let buf = ''
     let answered = false
     sock.on('data', async (d) => {
-      if (answered) return
+      if (answered) {
+        sock.destroy() // one request per connection: anything after it ends the connection
+        return
+      }
       buf += d.toString('utf8')
       const nl = buf.indexOf('\n')
       if (nl < 0) {
@@ -160,7 +171,7 @@ export class ApiServer {
         return
       }
       answered = true
-      sock.setTimeout(0)
+      sock.setTimeout(0) // a reload may take longer than the request timeout
       const line = buf.slice(0, nl)
       buf = ''
       let reply: unknown
@@ -176,6 +187,7 @@ export class ApiServer {
         reply = { ok: false, error: (e as Error).message, code: (e as EnclaveError).code }
       }
       sock.end(JSON.stringify(reply) + '\n')
+      sock.setTimeout(REQUEST_TIMEOUT_MS, () => sock.destroy()) // a client that never closes its end
     })
   }
 
