@@ -99,7 +99,9 @@ t.test('connections held open are capped and idle ones closed', async (t) => {
     s.on('close', () => closed++)
     return s
   })
-  t.teardown(() => socks.forEach((s) => s.destroy()))
+  t.teardown(() => {
+    for (const s of socks) s.destroy()
+  })
   const until = async (ok: () => boolean, ms: number) => {
     for (const end = Date.now() + ms; !ok() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 20))
     return ok()
