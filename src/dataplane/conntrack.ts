@@ -14,8 +14,11 @@
  *    timeouts): a bare ACK or a stream of one-way datagrams cannot pin entries for hours;
  *  - each peer holds at most CT_PEER_SHARE live entries;
  *  - when a probe window is full, a new flow replaces the starting peer's own entry closest to expiry,
- *    else another peer's unreplied entry (only while the starter is under its share); answered
- *    flows of other peers are never evicted. Every eviction is counted by the caller (conntrack_evicted).
+ *    else another peer's unreplied entry (only while the starter is under its share), else, while the
+ *    starter holds less than its fair share (the table divided by the peers holding entries), an
+ *    answered entry of a peer holding more than that. So answered flows of a peer within its fair
+ *    share are never evicted, and a few busy peers cannot keep the others out of a full table.
+ *    Every eviction is counted by the caller (conntrack_evicted).
  * Entries are guarded by a per-entry sequence lock; a reader that races a writer treats it as a miss.
  * Entries that expire are reclaimed lazily (overwritten) and by ctSweep, which keeps the per-peer
  * counts honest.
@@ -43,7 +46,9 @@ export const CT_COUNT_SLOTS = 4096
 export const CT_PEER_SHARE = CT_ENTRIES / 4
 const H_KEY0 = CT_ENTRIES * CT_FIELDS
 const H_KEY1 = H_KEY0 + 1
+const H_ACTIVE = H_KEY0 + 2 // count slots that are not zero: the peers holding entries
 const H_COUNTS = H_KEY0 + 8
+const COUNT_MASK = CT_COUNT_SLOTS - 1
 
 export const PROTO_ICMP = 1
 export const PROTO_TCP = 6
@@ -91,7 +96,42 @@ function unlockEntry(t: Int32Array, b: number): void {
 
 /** Live entries `peer` holds (counted on insert, released when an entry is reused, evicted or swept). */
 export function ctPeerCount(t: Int32Array, peer: number): number {
-  return Atomics.load(t, H_COUNTS + (peer & (CT_COUNT_SLOTS - 1)))
+  return Atomics.load(t, H_COUNTS + (peer & COUNT_MASK))
+}
+
+function countAdd(t: Int32Array, peer: number): void {
+  if (Atomics.add(t, H_COUNTS + (peer & COUNT_MASK), 1) === 0) Atomics.add(t, H_ACTIVE, 1)
+}
+
+function countSub(t: Int32Array, peer: number): void {
+  if (Atomics.sub(t, H_COUNTS + (peer & COUNT_MASK), 1) === 1) Atomics.sub(t, H_ACTIVE, 1)
+}
+
+/** The table divided among the peers holding entries, `peer` included. */
+export function ctFairShare(t: Int32Array, peer: number): number {
+  const active = Atomics.load(t, H_ACTIVE) + (ctPeerCount(t, peer) === 0 ? 1 : 0)
+  return Math.floor(CT_ENTRIES / Math.max(1, active))
+}
+
+/**
+ * For a full probe window: the answered entry, closest to expiry, of a peer holding more than its fair
+ * share, if `peer` holds less than its own; else -1. Only reached when an insert would be refused.
+ */
+function overShareVictim(t: Int32Array, h: number, peer: number): number {
+  const fair = ctFairShare(t, peer)
+  if (ctPeerCount(t, peer) >= fair) return -1
+  let victim = -1
+  let victimExp = 0x7fffffff
+  for (let i = 0; i < CT_PROBE; i++) {
+    const b = ((h + i) & (CT_ENTRIES - 1)) * CT_FIELDS
+    const owner = t[b + F_PEER]
+    if (owner === peer || t[b + F_PROTO] === 0 || t[b + F_EXPIRES] >= victimExp) continue
+    if (ctPeerCount(t, owner) > fair) {
+      victim = b
+      victimExp = t[b + F_EXPIRES]
+    }
+  }
+  return victim
 }
 
 /**
@@ -164,8 +204,8 @@ export function ctTrack16(
       t[b + F_EXPIRES] = nowS + ttl
       const was = t[b + F_PEER]
       if (was !== peer) {
-        Atomics.sub(t, H_COUNTS + (was & (CT_COUNT_SLOTS - 1)), 1)
-        Atomics.add(t, H_COUNTS + (peer & (CT_COUNT_SLOTS - 1)), 1)
+        countSub(t, was)
+        countAdd(t, peer)
         t[b + F_PEER] = peer
       }
       unlockEntry(t, b)
@@ -193,12 +233,16 @@ export function ctTrack16(
   } else if (under && other >= 0) {
     victim = other
     result = CT_EVICTED
-  } else return CT_FULL
+  } else {
+    victim = under ? overShareVictim(t, h, peer) : -1
+    if (victim < 0) return CT_FULL
+    result = CT_EVICTED
+  }
   if (!lockEntry(t, victim)) return CT_BUSY
   const pr = t[victim + F_PROTO]
   // Re-read under the lock: the entry may have changed since the scan.
-  if (pr !== 0) Atomics.sub(t, H_COUNTS + (t[victim + F_PEER] & (CT_COUNT_SLOTS - 1)), 1)
-  Atomics.add(t, H_COUNTS + (peer & (CT_COUNT_SLOTS - 1)), 1)
+  if (pr !== 0) countSub(t, t[victim + F_PEER])
+  countAdd(t, peer)
   t[victim + F_PEER_IP] = peerIp
   t[victim + F_LAN_IP] = lanIp
   t[victim + F_PORTS] = ports
@@ -350,7 +394,7 @@ export function ctTouch(t: Int32Array, b: number, nowS: number, ttl: number, ans
 export function ctCut(t: Int32Array, b: number): void {
   if (!lockEntry(t, b)) return
   if (t[b + F_PROTO] !== 0) {
-    Atomics.sub(t, H_COUNTS + (t[b + F_PEER] & (CT_COUNT_SLOTS - 1)), 1)
+    countSub(t, t[b + F_PEER])
     t[b + F_PROTO] = 0
   }
   unlockEntry(t, b)
@@ -382,7 +426,7 @@ export function ctSweep(t: Int32Array, nowS: number, from: number, n: number): n
     const b = ((from + i) & (CT_ENTRIES - 1)) * CT_FIELDS
     if (t[b + F_PROTO] === 0 || t[b + F_EXPIRES] > nowS || !lockEntry(t, b)) continue
     if (t[b + F_PROTO] !== 0 && t[b + F_EXPIRES] <= nowS) {
-      Atomics.sub(t, H_COUNTS + (t[b + F_PEER] & (CT_COUNT_SLOTS - 1)), 1)
+      countSub(t, t[b + F_PEER])
       t[b + F_PROTO] = 0
     }
     unlockEntry(t, b)

@@ -10,6 +10,7 @@ import {
   CT_FULL,
   CT_NEW,
   CT_PEER_SHARE,
+  ctFairShare,
   CT_PROBE,
   CT_TCP_CLOSING_S,
   CT_TCP_EST_S,
@@ -176,6 +177,36 @@ t.test('conntrack: inserting past capacity evicts and counts; answered flows of 
   let total = 0
   for (const v of live.values()) total += v
   t.ok(total <= CT_ENTRIES, `live entries ${total} <= ${CT_ENTRIES}`)
+})
+
+t.test('conntrack: busy peers cannot keep another out of a full table (fair share)', async (t) => {
+  const ct = new Int32Array(createConntrack())
+  // Peers 1..4 fill the table with answered flows, up to their share each.
+  for (let i = 0; i < CT_ENTRIES * 1.25; i++) {
+    const p = 1 + (i & 3)
+    const lan = 0xac1a0000 + (i >>> 2)
+    if (ctTrack(ct, PROTO_UDP, 0x64400000 + p, lan, 53, p, 10, 180) >= 0) ctReply(ct, PROTO_UDP, 0x64400000 + p, lan, 53, 10, 180)
+  }
+  const busy = [1, 2, 3, 4].map((p) => ctPeerCount(ct, p))
+  t.ok(busy.reduce((a, b) => a + b, 0) > CT_ENTRIES * 0.9, `the table is nearly full of answered flows: ${busy.join(', ')}`)
+  t.equal(ctFairShare(ct, 5), Math.floor(CT_ENTRIES / 5), 'a fifth peer would get a fifth')
+  // Peer 5 starts 2,000 flows; each must be tracked and admit its reply.
+  let answered = 0
+  for (let i = 0; i < 2000; i++) {
+    const r = ctTrack(ct, PROTO_UDP, 0x64400005, 0xac1b0000 + i, 53, 5, 11, 180)
+    if (r >= 0 && ctReply(ct, PROTO_UDP, 0x64400005, 0xac1b0000 + i, 53, 11, 180) === 5) answered++
+  }
+  t.equal(answered, 2000, "all of the fifth peer's flows were tracked and answered")
+  // It keeps going: it takes room only down to the others' fair share, and stops at its own.
+  for (let i = 2000; i < CT_ENTRIES; i++) {
+    if (ctTrack(ct, PROTO_UDP, 0x64400005, 0xac1b0000 + i, 53, 5, 11, 180) >= 0)
+      ctReply(ct, PROTO_UDP, 0x64400005, 0xac1b0000 + i, 53, 11, 180)
+  }
+  const fair = ctFairShare(ct, 5)
+  t.equal(fair, Math.floor(CT_ENTRIES / 5))
+  const after = [1, 2, 3, 4, 5].map((p) => ctPeerCount(ct, p))
+  for (let p = 1; p <= 4; p++) t.ok(after[p - 1] >= Math.min(busy[p - 1], fair), `peer ${p} keeps at least its fair share: ${after[p - 1]}`)
+  t.ok(after[4] <= fair + CT_PROBE && after[4] > fair * 0.9, `peer 5 holds about its fair share: ${after[4]} (fair ${fair})`)
 })
 
 t.test('conntrack: colliding tuples evict only the flooder; the key changes per table', async (t) => {
