@@ -13,11 +13,12 @@
  *  - a flow that has not been answered yet lives at most CT_UNREPLIED_S (the kernel's "unreplied"
  *    timeouts): a bare ACK or a stream of one-way datagrams cannot pin entries for hours;
  *  - each peer holds at most CT_PEER_SHARE live entries;
- *  - when a probe window is full, a new flow replaces the starting peer's own entry closest to expiry,
- *    else another peer's unreplied entry (only while the starter is under its share), else, while the
- *    starter holds less than its fair share (the table divided by the peers holding entries), an
- *    answered entry of a peer holding more than that. So answered flows of a peer within its fair
- *    share are never evicted, and a few busy peers cannot keep the others out of a full table.
+ *  - when a probe window is full, a new flow replaces, closest to expiry first: the starting peer's own
+ *    unanswered entry; else, while the starter holds less than its fair share (the table divided by
+ *    the peers holding entries) and the table is 7/8 full, an entry of a peer holding more than its
+ *    fair share; else the starter's own answered entry; else another peer's unanswered entry (only
+ *    while the starter is under CT_PEER_SHARE). So answered flows of a peer within its fair share are
+ *    never evicted by others, and a few busy peers cannot keep the others out of a full table.
  *    Every eviction is counted by the caller (conntrack_evicted).
  * Entries are guarded by a per-entry sequence lock; a reader that races a writer treats it as a miss.
  * Entries that expire are reclaimed lazily (overwritten) and by ctSweep, which keeps the per-peer
@@ -46,9 +47,15 @@ export const CT_COUNT_SLOTS = 4096
 export const CT_PEER_SHARE = CT_ENTRIES / 4
 const H_KEY0 = CT_ENTRIES * CT_FIELDS
 const H_KEY1 = H_KEY0 + 1
-const H_ACTIVE = H_KEY0 + 2 // count slots that are not zero: the peers holding entries
-const H_COUNTS = H_KEY0 + 8
+// The hash key has a 64-byte line of its own (read for every packet); the counts (written at every
+// insert) and the two totals start on lines of their own after it.
+const H_COUNTS = H_KEY0 + 16
 const COUNT_MASK = CT_COUNT_SLOTS - 1
+const H_ACTIVE = H_COUNTS + CT_COUNT_SLOTS // count slots that are not zero: the peers holding entries
+const H_TOTAL = H_ACTIVE + 1 // live entries counted in all slots
+const HEADER_WORDS = 16 + CT_COUNT_SLOTS + 16
+/** Fair-share eviction starts when the table holds this many counted entries (7/8 of it). */
+export const CT_FAIR_FROM = (CT_ENTRIES >> 3) * 7
 
 export const PROTO_ICMP = 1
 export const PROTO_TCP = 6
@@ -72,7 +79,7 @@ export const CT_FULL = -2
 
 /** A table with a fresh random hash key (one per agent start). */
 export function createConntrack(key?: Int32Array): SharedArrayBuffer {
-  const sab = new SharedArrayBuffer((CT_ENTRIES * CT_FIELDS + 8 + CT_COUNT_SLOTS) * 4)
+  const sab = new SharedArrayBuffer((CT_ENTRIES * CT_FIELDS + HEADER_WORDS) * 4)
   const t = new Int32Array(sab)
   const k = key ?? crypto.getRandomValues(new Int32Array(2))
   t[H_KEY0] = k[0]
@@ -101,10 +108,17 @@ export function ctPeerCount(t: Int32Array, peer: number): number {
 
 function countAdd(t: Int32Array, peer: number): void {
   if (Atomics.add(t, H_COUNTS + (peer & COUNT_MASK), 1) === 0) Atomics.add(t, H_ACTIVE, 1)
+  Atomics.add(t, H_TOTAL, 1)
 }
 
 function countSub(t: Int32Array, peer: number): void {
   if (Atomics.sub(t, H_COUNTS + (peer & COUNT_MASK), 1) === 1) Atomics.sub(t, H_ACTIVE, 1)
+  Atomics.sub(t, H_TOTAL, 1)
+}
+
+/** Peers (count slots) holding entries, and the entries they hold in all. */
+export function ctTotals(t: Int32Array): { active: number; total: number } {
+  return { active: Atomics.load(t, H_ACTIVE), total: Atomics.load(t, H_TOTAL) }
 }
 
 /** The table divided among the peers holding entries, `peer` included. */
@@ -114,10 +128,11 @@ export function ctFairShare(t: Int32Array, peer: number): number {
 }
 
 /**
- * For a full probe window: the answered entry, closest to expiry, of a peer holding more than its fair
- * share, if `peer` holds less than its own; else -1. Only reached when an insert would be refused.
+ * For a full probe window in a nearly full table (CT_FAIR_FROM): the entry, closest to expiry, of a
+ * peer holding more than its fair share, if `peer` holds less than its own; else -1.
  */
 function overShareVictim(t: Int32Array, h: number, peer: number): number {
+  if (Atomics.load(t, H_TOTAL) < CT_FAIR_FROM) return -1
   const fair = ctFairShare(t, peer)
   if (ctPeerCount(t, peer) >= fair) return -1
   let victim = -1
@@ -185,8 +200,10 @@ export function ctTrack16(
   const ports = (peerPort << 16) | lanPort
   const h = bucket(t, proto, peerIp, lanIp, ports)
   let free = -1
-  let own = -1
+  let own = -1 // its own answered entry closest to expiry
   let ownExp = 0x7fffffff
+  let ownNew = -1 // its own unanswered entry closest to expiry
+  let ownNewExp = 0x7fffffff
   let other = -1
   let otherExp = 0x7fffffff
   for (let i = 0; i < CT_PROBE; i++) {
@@ -199,6 +216,17 @@ export function ctTrack16(
     }
     if (t[b + F_PEER_IP] === peerIp && t[b + F_LAN_IP] === lanIp && t[b + F_PORTS] === ports && (pr & 255) === proto) {
       if (!lockEntry(t, b)) return CT_BUSY
+      // Re-check under the lock: a sweep, cut or another insert may have changed it since the read.
+      if (
+        t[b + F_PROTO] !== pr ||
+        t[b + F_EXPIRES] !== exp ||
+        t[b + F_PEER_IP] !== peerIp ||
+        t[b + F_LAN_IP] !== lanIp ||
+        t[b + F_PORTS] !== ports
+      ) {
+        unlockEntry(t, b)
+        return CT_BUSY
+      }
       if (ttl < exp - nowS && proto === PROTO_TCP && ttl !== CT_TCP_CLOSING_S) ttl = exp - nowS
       if ((t[b + F_PROTO] & REPLIED) === 0 && ttl > CT_UNREPLIED_S) ttl = CT_UNREPLIED_S
       t[b + F_EXPIRES] = nowS + ttl
@@ -212,7 +240,12 @@ export function ctTrack16(
       return CT_REFRESHED
     }
     if (t[b + F_PEER] === peer) {
-      if (exp < ownExp) {
+      if ((pr & REPLIED) === 0) {
+        if (exp < ownNewExp) {
+          ownNew = b
+          ownNewExp = exp
+        }
+      } else if (exp < ownExp) {
         own = b
         ownExp = exp
       }
@@ -224,17 +257,16 @@ export function ctTrack16(
   const under = ctPeerCount(t, peer) < CT_PEER_SHARE
   let victim: number
   let result: number
+  // Room first; then the starter's own unanswered flow, a peer over its fair share (while the starter
+  // is under its own), the starter's own answered flow, another peer's unanswered one; else refuse.
   if (under && free >= 0) {
     victim = free
     result = CT_NEW
-  } else if (own >= 0) {
-    victim = own
-    result = CT_EVICTED
-  } else if (under && other >= 0) {
-    victim = other
-    result = CT_EVICTED
   } else {
-    victim = under ? overShareVictim(t, h, peer) : -1
+    victim = ownNew
+    if (victim < 0 && under) victim = overShareVictim(t, h, peer)
+    if (victim < 0) victim = own
+    if (victim < 0 && under) victim = other
     if (victim < 0) return CT_FULL
     result = CT_EVICTED
   }

@@ -11,6 +11,8 @@ import {
   CT_NEW,
   CT_PEER_SHARE,
   ctFairShare,
+  ctTotals,
+  CT_FAIR_FROM,
   CT_PROBE,
   CT_TCP_CLOSING_S,
   CT_TCP_EST_S,
@@ -181,32 +183,40 @@ t.test('conntrack: inserting past capacity evicts and counts; answered flows of 
 
 t.test('conntrack: busy peers cannot keep another out of a full table (fair share)', async (t) => {
   const ct = new Int32Array(createConntrack())
-  // Peers 1..4 fill the table with answered flows, up to their share each.
-  for (let i = 0; i < CT_ENTRIES * 1.25; i++) {
-    const p = 1 + (i & 3)
-    const lan = 0xac1a0000 + (i >>> 2)
-    if (ctTrack(ct, PROTO_UDP, 0x64400000 + p, lan, 53, p, 10, 180) >= 0) ctReply(ct, PROTO_UDP, 0x64400000 + p, lan, 53, 10, 180)
+  const track = (p: number, lan: number, now: number) => {
+    const r = ctTrack(ct, PROTO_UDP, 0x64400000 + p, lan, 53, p, now, 180)
+    return r >= 0 && ctReply(ct, PROTO_UDP, 0x64400000 + p, lan, 53, now, 180) === p
   }
+  const answers = (p: number, lan: number, now: number) => ctReply(ct, PROTO_UDP, 0x64400000 + p, lan, 53, now, 0) === p
+  // A light peer (6) with 100 answered flows; then peers 1..4 fill the table with theirs, up to their share.
+  for (let i = 0; i < 100; i++) track(6, 0xac1c0000 + i, 10)
+  const light = () => Array.from({ length: 100 }, (_, i) => answers(6, 0xac1c0000 + i, 11)).filter(Boolean).length
+  t.equal(light(), 100, 'the light peer has its 100 flows')
+  for (let i = 0; i < CT_ENTRIES * 1.25; i++) track(1 + (i & 3), 0xac1a0000 + (i >>> 2), 10)
   const busy = [1, 2, 3, 4].map((p) => ctPeerCount(ct, p))
-  t.ok(busy.reduce((a, b) => a + b, 0) > CT_ENTRIES * 0.9, `the table is nearly full of answered flows: ${busy.join(', ')}`)
-  t.equal(ctFairShare(ct, 5), Math.floor(CT_ENTRIES / 5), 'a fifth peer would get a fifth')
-  // Peer 5 starts 2,000 flows; each must be tracked and admit its reply.
+  t.ok(ctTotals(ct).total >= CT_FAIR_FROM, `the table is nearly full of answered flows: ${busy.join(', ')}`)
+  t.equal(ctTotals(ct).active, 5, 'five peers hold entries')
+  t.equal(ctFairShare(ct, 5), Math.floor(CT_ENTRIES / 6), 'a sixth peer would get a sixth')
+  // Peer 5 starts 2,000 flows: each is tracked and answered, and all of them still are afterwards.
   let answered = 0
-  for (let i = 0; i < 2000; i++) {
-    const r = ctTrack(ct, PROTO_UDP, 0x64400005, 0xac1b0000 + i, 53, 5, 11, 180)
-    if (r >= 0 && ctReply(ct, PROTO_UDP, 0x64400005, 0xac1b0000 + i, 53, 11, 180) === 5) answered++
-  }
-  t.equal(answered, 2000, "all of the fifth peer's flows were tracked and answered")
-  // It keeps going: it takes room only down to the others' fair share, and stops at its own.
-  for (let i = 2000; i < CT_ENTRIES; i++) {
-    if (ctTrack(ct, PROTO_UDP, 0x64400005, 0xac1b0000 + i, 53, 5, 11, 180) >= 0)
-      ctReply(ct, PROTO_UDP, 0x64400005, 0xac1b0000 + i, 53, 11, 180)
-  }
+  for (let i = 0; i < 2000; i++) if (track(5, 0xac1b0000 + i, 11)) answered++
+  t.equal(answered, 2000, "each of the new peer's flows was tracked and answered")
+  const kept = Array.from({ length: 2000 }, (_, i) => answers(5, 0xac1b0000 + i, 11)).filter(Boolean).length
+  t.equal(kept, 2000, 'and it did not evict its own earlier flows to make room')
+  // It keeps going: it takes free room, and room from peers over their fair share, never below it.
+  for (let i = 2000; i < CT_ENTRIES; i++) track(5, 0xac1b0000 + i, 11)
   const fair = ctFairShare(ct, 5)
-  t.equal(fair, Math.floor(CT_ENTRIES / 5))
   const after = [1, 2, 3, 4, 5].map((p) => ctPeerCount(ct, p))
   for (let p = 1; p <= 4; p++) t.ok(after[p - 1] >= Math.min(busy[p - 1], fair), `peer ${p} keeps at least its fair share: ${after[p - 1]}`)
-  t.ok(after[4] <= fair + CT_PROBE && after[4] > fair * 0.9, `peer 5 holds about its fair share: ${after[4]} (fair ${fair})`)
+  t.ok(
+    after[4] >= fair * 0.9 && after[4] <= CT_PEER_SHARE,
+    `peer 5 reached its fair share, plus free room within its cap: ${after[4]} (fair ${fair}, cap ${CT_PEER_SHARE})`,
+  )
+  t.equal(light(), 100, "the light peer's flows (within its share) were never evicted")
+  // Counts and totals go back to zero when everything expires.
+  let at = 0
+  for (let i = 0; i < CT_ENTRIES / 4096; i++) at = ctSweep(ct, 10_000, at, 4096)
+  t.same(ctTotals(ct), { active: 0, total: 0 }, 'no peer holds entries after the sweep')
 })
 
 t.test('conntrack: colliding tuples evict only the flooder; the key changes per table', async (t) => {
