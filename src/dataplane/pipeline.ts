@@ -327,7 +327,9 @@ export class Pipeline {
         Atomics.load(kpI32, kb + K_STATE) !== KP_VALID ||
         now - kpF64[kp * KF_FIELDS + KF_CREATED_MS] >= REJECT_AFTER_TIME_MS
       ) {
-        if (!this.ring.push(MSG_STAGED, oSlab, p, len, 0, 0, peer, 0)) this.drop(R.ring_full)
+        // Packets waiting for a session may fill only half the ring: the handshake that ends the wait
+        // (and other peers' handshakes) must still find room under a flood of them.
+        if (!this.ring.push(MSG_STAGED, oSlab, p, len, 0, 0, peer, 0, this.ring.capacity >> 1)) this.drop(R.ring_full)
         else this.drop(R.staged)
         if (this.log5(R.staged)) this.flowLog('out', peer, oSlab, p, len, 'queued: waiting for handshake')
         continue

@@ -42,20 +42,25 @@ class RingView {
   readonly meta: Int32Array
   readonly data: Uint8Array
   protected readonly mask: number
+  readonly capacity: number
   constructor(r: RingBuffers) {
     this.h = new Int32Array(r.header)
     this.meta = new Int32Array(r.meta)
     this.data = new Uint8Array(r.data)
+    this.capacity = r.capacity
     this.mask = r.capacity - 1
   }
 }
 
 export class RingProducer extends RingView {
-  /** Copies src[off, off+len) into the ring. Returns false when full (the caller counts a drop). */
-  push(kind: number, src: Uint8Array, off: number, len: number, ip: number, port: number, peer: number, aux: number): boolean {
+  /**
+   * Copies src[off, off+len) into the ring. Returns false when full (the caller counts a drop), or when
+   * fewer than `reserve` slots would stay free: bulk messages leave that room to the others.
+   */
+  push(kind: number, src: Uint8Array, off: number, len: number, ip: number, port: number, peer: number, aux: number, reserve = 0): boolean {
     const tail = Atomics.load(this.h, RING_TAIL)
     const head = Atomics.load(this.h, RING_HEAD)
-    if (tail - head > this.mask) return false
+    if (tail - head > this.mask - reserve) return false
     const s = tail & this.mask
     if (len > RING_SLOT_BYTES) len = RING_SLOT_BYTES
     if (len > 0) this.data.set(src.subarray(off, off + len), s * RING_SLOT_BYTES) // rare path: a view per message is fine

@@ -22,7 +22,7 @@ import {
   REASONS,
   packEndpoint,
 } from '../../src/ipc/layout.js'
-import { MSG_CONFIRMED, MSG_STAGED } from '../../src/ipc/ring.js'
+import { MSG_CONFIRMED, MSG_HANDSHAKE, MSG_STAGED } from '../../src/ipc/ring.js'
 import { REJECT_AFTER_TIME_MS, SEND_COUNTER_LIMIT } from '../../src/protocol/constants.js'
 import { SEAL_COUNTER_LIMIT, sealPacket } from '../../src/dataplane/transport.js'
 import { CT_PEER_SHARE, PROTO_UDP, ctPeerCount, ctTrack } from '../../src/dataplane/conntrack.js'
@@ -217,6 +217,24 @@ t.test('expired keypair: dropped inbound, staged outbound', async (t) => {
     p.c.ring.drain().map((m) => m.kind),
     [MSG_STAGED],
   )
+})
+
+t.test('a flood of packets waiting for a session leaves room in the ring for the handshake', async (t) => {
+  const p = sessionPair(4)
+  now(p, Date.now() + REJECT_AFTER_TIME_MS) // the client's session expired: its traffic waits for a handshake
+  for (let i = 0; i < 1000; i++) out(p.client, udp(A_VA, LAN + 250, 1, 2))
+  t.ok(reasons(p.c.v).ring_full > 0, `the ring filled: ${reasons(p.c.v).ring_full} waiting packets dropped`)
+  // The peer's handshake response arrives now.
+  const response = new Uint8Array(92)
+  response[0] = 2
+  p.client.iSlab.set(response, 0)
+  p.client.iLens[0] = response.length
+  p.client.iAddrs[0] = 0xc6120002
+  p.client.iAddrs[1] = 51820
+  p.client.inbound(1)
+  const kinds = p.c.ring.drain().map((m) => m.kind)
+  t.ok(kinds.includes(MSG_HANDSHAKE), 'the handshake response reached control')
+  t.equal(kinds.filter((k) => k === MSG_STAGED).length, 128, 'waiting packets took half the ring (256), no more')
 })
 
 t.test('keypair promotion: the first data on a receive-only keypair makes it current', async (t) => {
