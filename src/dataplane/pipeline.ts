@@ -59,6 +59,7 @@ import {
 import { MSG_CONFIRMED, MSG_HANDSHAKE, MSG_REKEY, MSG_STAGED, RingProducer, type RingBuffers } from '../ipc/ring.js'
 import { LOCAL_PROVIDED, type DataplaneTables } from '../ipc/messages.js'
 import { lookupRoute16 } from './route-table.js'
+import { HandshakeGate } from './handshake-gate.js'
 import { replayCheckAndSet32, replayMaybeFresh } from './replay.js'
 import { PROTO_ICMP, PROTO_TCP, PROTO_UDP, CT_EVICTED, CT_FULL } from './conntrack.js'
 import { ADMIT_ESTABLISHED, EGRESS_DROP, EGRESS_OWN, EGRESS_REPLY, Firewall } from './firewall.js'
@@ -149,6 +150,7 @@ export class Pipeline {
 
   private readonly v: LayoutViews
   private readonly ring: RingProducer
+  private readonly hsGate: HandshakeGate
   private readonly fw: Firewall
   private readonly mtu: number
   private readonly cBase: number
@@ -174,6 +176,7 @@ export class Pipeline {
   constructor(o: PipelineOptions) {
     this.v = views(o.layout)
     this.ring = new RingProducer(o.ring)
+    this.hsGate = new HandshakeGate(this.v.kpI32)
     this.id = o.id
     this.fw = new Firewall(o.conntrack, o.id)
     this.mtu = o.mtu
@@ -389,7 +392,8 @@ export class Pipeline {
         const want = type === MSG_INITIATION ? INITIATION_SIZE : type === MSG_RESPONSE ? RESPONSE_SIZE : COOKIE_REPLY_SIZE
         if (type >= MSG_INITIATION && type <= MSG_COOKIE_REPLY && len === want) {
           this.drop(R.handshake_msgs)
-          if (!this.ring.push(MSG_HANDSHAKE, iSlab, b, len, iAddrs[2 * i], iAddrs[2 * i + 1], -1, 0)) this.drop(R.ring_full)
+          if (!this.hsGate.admit(iSlab, b, type, iAddrs[2 * i], this.now)) this.drop(R.handshake_limited)
+          else if (!this.ring.push(MSG_HANDSHAKE, iSlab, b, len, iAddrs[2 * i], iAddrs[2 * i + 1], -1, 0)) this.drop(R.ring_full)
         } else this.drop(R.malformed)
         continue
       }

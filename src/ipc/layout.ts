@@ -67,6 +67,7 @@ export const REASONS = [
   'staged',
   'tun_write_error',
   'udp_send_error',
+  'handshake_limited',
   'counter_exhausted',
   'handshake_msgs',
   'conntrack_full',
