@@ -105,8 +105,9 @@ export class KeypairSlots {
    */
   retire(slot: number, now: number): void {
     const kb = slot * K_FIELDS
-    Atomics.store(this.v.kpI32, kb + K_STATE, 0)
+    // The index first: a worker that finds the index but state 0 takes the slot for a pending initiation.
     Atomics.store(this.v.kpI32, kb + K_INDEX, 0)
+    Atomics.store(this.v.kpI32, kb + K_STATE, 0)
     this.quarantine.push({ slot, peer: this.ownerSlot[slot], until: now + this.quarantineMs })
   }
 

@@ -59,7 +59,7 @@ import {
 import { MSG_CONFIRMED, MSG_HANDSHAKE, MSG_REKEY, MSG_STAGED, RingProducer, type RingBuffers } from '../ipc/ring.js'
 import { LOCAL_PROVIDED, type DataplaneTables } from '../ipc/messages.js'
 import { lookupRoute16 } from './route-table.js'
-import { HandshakeGate } from './handshake-gate.js'
+import { GATE_ANSWER, GATE_LIMITED, HandshakeGate } from './handshake-gate.js'
 import { replayCheckAndSet32, replayMaybeFresh } from './replay.js'
 import { PROTO_ICMP, PROTO_TCP, PROTO_UDP, CT_EVICTED, CT_FULL } from './conntrack.js'
 import { ADMIT_ESTABLISHED, EGRESS_DROP, EGRESS_OWN, EGRESS_REPLY, Firewall } from './firewall.js'
@@ -93,6 +93,11 @@ export function slotSizeFor(mtu: number): number {
 
 /** -v 5 lines per second per reason (then one "N similar lines suppressed"). */
 export const LOG_LINES_PER_S = 20
+/** Ring slots that handshake messages other than answers to our initiations leave free. */
+export const RING_ANSWER_RESERVE = 16
+/** Packets per peer handed to control while they wait for a session (per worker). */
+export const STAGED_PER_S = 2000
+export const STAGED_BURST = 64
 /** Log keys: the drop reasons, then the accepted verdicts. */
 const LOG_ROUTED = REASONS.length
 const LOG_DELIVERED = REASONS.length + 1
@@ -151,6 +156,8 @@ export class Pipeline {
   private readonly v: LayoutViews
   private readonly ring: RingProducer
   private readonly hsGate: HandshakeGate
+  private readonly stagedTokens: Float64Array
+  private readonly stagedLast: Float64Array
   private readonly fw: Firewall
   private readonly mtu: number
   private readonly cBase: number
@@ -177,6 +184,8 @@ export class Pipeline {
     this.v = views(o.layout)
     this.ring = new RingProducer(o.ring)
     this.hsGate = new HandshakeGate(this.v.kpI32)
+    this.stagedTokens = new Float64Array(o.layout.maxPeers).fill(STAGED_BURST)
+    this.stagedLast = new Float64Array(o.layout.maxPeers)
     this.id = o.id
     this.fw = new Firewall(o.conntrack, o.id)
     this.mtu = o.mtu
@@ -332,7 +341,10 @@ export class Pipeline {
       ) {
         // Packets waiting for a session may fill only half the ring: the handshake that ends the wait
         // (and other peers' handshakes) must still find room under a flood of them.
-        if (!this.ring.push(MSG_STAGED, oSlab, p, len, 0, 0, peer, 0, this.ring.capacity >> 1)) this.drop(R.ring_full)
+        // Each peer's waiting packets are also paced (control keeps only the last 128 anyway), so traffic
+        // toward one peer that is down cannot crowd out the packets that start other peers' handshakes.
+        if (!this.stagedAllowed(peer)) this.drop(R.staged_limited)
+        else if (!this.ring.push(MSG_STAGED, oSlab, p, len, 0, 0, peer, 0, this.ring.capacity >> 1)) this.drop(R.ring_full)
         else this.drop(R.staged)
         if (this.log5(R.staged)) this.flowLog('out', peer, oSlab, p, len, 'queued: waiting for handshake')
         continue
@@ -392,8 +404,12 @@ export class Pipeline {
         const want = type === MSG_INITIATION ? INITIATION_SIZE : type === MSG_RESPONSE ? RESPONSE_SIZE : COOKIE_REPLY_SIZE
         if (type >= MSG_INITIATION && type <= MSG_COOKIE_REPLY && len === want) {
           this.drop(R.handshake_msgs)
-          if (!this.hsGate.admit(iSlab, b, type, iAddrs[2 * i], this.now)) this.drop(R.handshake_limited)
-          else if (!this.ring.push(MSG_HANDSHAKE, iSlab, b, len, iAddrs[2 * i], iAddrs[2 * i + 1], -1, 0)) this.drop(R.ring_full)
+          const gate = this.hsGate.admit(iSlab, b, type, iAddrs[2 * i], this.now)
+          // The answer to our own initiation may use the whole ring; other handshake messages leave it a
+          // little room (and staged packets half of it).
+          const reserve = gate === GATE_ANSWER ? 0 : RING_ANSWER_RESERVE
+          if (gate === GATE_LIMITED) this.drop(R.handshake_limited)
+          else if (!this.ring.push(MSG_HANDSHAKE, iSlab, b, len, iAddrs[2 * i], iAddrs[2 * i + 1], -1, 0, reserve)) this.drop(R.ring_full)
         } else this.drop(R.malformed)
         continue
       }
@@ -536,6 +552,20 @@ export class Pipeline {
       writes++
     }
     return writes
+  }
+
+  /** A per-peer token bucket for packets handed to control while they wait for a session. */
+  private stagedAllowed(peer: number): boolean {
+    const elapsed = this.now - this.stagedLast[peer]
+    let tokens = this.stagedTokens[peer]
+    if (elapsed > 0) tokens = Math.min(STAGED_BURST, tokens + (elapsed * STAGED_PER_S) / 1000)
+    this.stagedLast[peer] = this.now
+    if (tokens < 1) {
+      this.stagedTokens[peer] = tokens
+      return false
+    }
+    this.stagedTokens[peer] = tokens - 1
+    return true
   }
 
   countTunWriteErrors(n: number): void {

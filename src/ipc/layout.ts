@@ -68,6 +68,7 @@ export const REASONS = [
   'tun_write_error',
   'udp_send_error',
   'handshake_limited',
+  'staged_limited',
   'counter_exhausted',
   'handshake_msgs',
   'conntrack_full',

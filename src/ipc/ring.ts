@@ -60,7 +60,7 @@ export class RingProducer extends RingView {
   push(kind: number, src: Uint8Array, off: number, len: number, ip: number, port: number, peer: number, aux: number, reserve = 0): boolean {
     const tail = Atomics.load(this.h, RING_TAIL)
     const head = Atomics.load(this.h, RING_HEAD)
-    if (tail - head > this.mask - reserve) return false
+    if (((tail - head) | 0) > this.mask - reserve) return false // the counters wrap at 2^31: differences mod 2^32
     const s = tail & this.mask
     if (len > RING_SLOT_BYTES) len = RING_SLOT_BYTES
     if (len > 0) this.data.set(src.subarray(off, off + len), s * RING_SLOT_BYTES) // rare path: a view per message is fine
@@ -71,7 +71,7 @@ export class RingProducer extends RingView {
     this.meta[m + 3] = port
     this.meta[m + 4] = peer
     this.meta[m + 5] = aux
-    Atomics.store(this.h, RING_TAIL, tail + 1)
+    Atomics.store(this.h, RING_TAIL, (tail + 1) | 0)
     Atomics.notify(this.h, RING_TAIL)
     return true
   }
@@ -104,7 +104,7 @@ export class RingConsumer extends RingView {
         peer: this.meta[m + 4],
         aux: this.meta[m + 5],
       })
-      head++
+      head = (head + 1) | 0
     }
     Atomics.store(this.h, RING_HEAD, head)
     return out

@@ -26,7 +26,7 @@ import { MSG_CONFIRMED, MSG_HANDSHAKE, MSG_STAGED } from '../../src/ipc/ring.js'
 import { REJECT_AFTER_TIME_MS, SEND_COUNTER_LIMIT } from '../../src/protocol/constants.js'
 import { SEAL_COUNTER_LIMIT, sealPacket } from '../../src/dataplane/transport.js'
 import { CT_PEER_SHARE, PROTO_UDP, ctPeerCount, ctTrack } from '../../src/dataplane/conntrack.js'
-import { LOG_LINES_PER_S } from '../../src/dataplane/pipeline.js'
+import { LOG_LINES_PER_S, STAGED_BURST, STAGED_PER_S } from '../../src/dataplane/pipeline.js'
 
 type Pair = ReturnType<typeof sessionPair>
 
@@ -221,8 +221,13 @@ t.test('expired keypair: dropped inbound, staged outbound', async (t) => {
 
 t.test('a flood of packets waiting for a session leaves room in the ring for the handshake', async (t) => {
   const p = sessionPair(4)
-  now(p, Date.now() + REJECT_AFTER_TIME_MS) // the client's session expired: its traffic waits for a handshake
-  for (let i = 0; i < 1000; i++) out(p.client, udp(A_VA, LAN + 250, 1, 2))
+  const t0 = Date.now() + REJECT_AFTER_TIME_MS // the client's session expired: its traffic waits for a handshake
+  // 1,000 packets over one second: within the per-peer pace (STAGED_PER_S), so only the ring's half limits them.
+  for (let i = 0; i < 1000; i++) {
+    now(p, t0 + i)
+    out(p.client, udp(A_VA, LAN + 250, 1, 2))
+  }
+  t.equal(reasons(p.c.v).staged_limited, 0, 'none over the per-peer pace')
   t.ok(reasons(p.c.v).ring_full > 0, `the ring filled: ${reasons(p.c.v).ring_full} waiting packets dropped`)
   // The peer's handshake response arrives now.
   const response = new Uint8Array(92)
@@ -235,6 +240,18 @@ t.test('a flood of packets waiting for a session leaves room in the ring for the
   const kinds = p.c.ring.drain().map((m) => m.kind)
   t.ok(kinds.includes(MSG_HANDSHAKE), 'the handshake response reached control')
   t.equal(kinds.filter((k) => k === MSG_STAGED).length, 128, 'waiting packets took half the ring (256), no more')
+})
+
+t.test('packets waiting for a session are paced per peer', async (t) => {
+  const p = sessionPair(4)
+  const t0 = Date.now() + REJECT_AFTER_TIME_MS
+  now(p, t0)
+  for (let i = 0; i < 200; i++) out(p.client, udp(A_VA, LAN + 250, 1, 2))
+  t.equal(p.c.ring.drain().length, STAGED_BURST, `${STAGED_BURST} of 200 at one instant reach control`)
+  t.equal(reasons(p.c.v).staged_limited, 200 - STAGED_BURST, 'the rest are counted as staged_limited')
+  now(p, t0 + 10)
+  for (let i = 0; i < 200; i++) out(p.client, udp(A_VA, LAN + 250, 1, 2))
+  t.equal(p.c.ring.drain().length, (STAGED_PER_S * 10) / 1000, '10 ms later: 10 ms worth')
 })
 
 t.test('keypair promotion: the first data on a receive-only keypair makes it current', async (t) => {
