@@ -79,7 +79,8 @@ export class HandshakeGate {
     const index = b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)
     const slot = index & KP_MASK
     const kb = slot * K_FIELDS
-    return slot !== 0 && Atomics.load(this.kpI32, kb + K_INDEX) === index && Atomics.load(this.kpI32, kb + K_STATE) === 0
+    // State first: retire() clears the index before the state, so a slot being retired never passes.
+    return slot !== 0 && Atomics.load(this.kpI32, kb + K_STATE) === 0 && Atomics.load(this.kpI32, kb + K_INDEX) === index
   }
 
   /** Under a flood: the source's own share. An entry taken over by another address starts full. */

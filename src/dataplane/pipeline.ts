@@ -343,10 +343,19 @@ export class Pipeline {
         // (and other peers' handshakes) must still find room under a flood of them.
         // Each peer's waiting packets are also paced (control keeps only the last 128 anyway), so traffic
         // toward one peer that is down cannot crowd out the packets that start other peers' handshakes.
-        if (!this.stagedAllowed(peer)) this.drop(R.staged_limited)
-        else if (!this.ring.push(MSG_STAGED, oSlab, p, len, 0, 0, peer, 0, this.ring.capacity >> 1)) this.drop(R.ring_full)
-        else this.drop(R.staged)
-        if (this.log5(R.staged)) this.flowLog('out', peer, oSlab, p, len, 'queued: waiting for handshake')
+        let why: number = R.staged
+        if (!this.stagedAllowed(peer)) why = R.staged_limited
+        else if (!this.ring.push(MSG_STAGED, oSlab, p, len, 0, 0, peer, 0, this.ring.capacity >> 1)) why = R.ring_full
+        this.drop(why)
+        if (this.log5(why))
+          this.flowLog(
+            'out',
+            peer,
+            oSlab,
+            p,
+            len,
+            why === R.staged ? 'queued: waiting for handshake' : `drop ${REASONS[why]} (waiting for handshake)`,
+          )
         continue
       }
       const padded = paddedLength(len, MTU)
