@@ -15,12 +15,12 @@
  * (burst HS_BYPASS_BURST): that index travels in clear in our initiation, so an observer on the path may
  * use it too, but only that far. Live receiver indexes (in every transport packet) get no such pass.
  *
- * Time is the worker's wall clock: a step backwards counts as no time passing, never as debt, and
- * refills go on from the new time.
+ * Time is the worker's wall clock; the buckets (TokenBuckets) treat a step backwards as no time passing.
  */
 import { K_FIELDS, K_INDEX, K_STATE, KP_MASK } from '../ipc/layout.js'
 import { MSG_COOKIE_REPLY, MSG_RESPONSE } from '../protocol/constants.js'
 import { halfSipHash4 } from './siphash.js'
+import { TokenBuckets } from './token-buckets.js'
 
 export const HS_WORKER_PER_S = 4000
 export const HS_WORKER_BURST = 128
@@ -35,20 +35,11 @@ export const GATE_ANSWER = 2
 export const GATE_PASS = 1
 export const GATE_LIMITED = 0
 
-/** A token bucket in two numbers: refilled by elapsed time (never negative), capped at `burst`. */
-function refill(tokens: number, last: number, now: number, perS: number, burst: number): number {
-  const elapsed = now - last
-  return elapsed > 0 ? Math.min(burst, tokens + (elapsed * perS) / 1000) : tokens
-}
-
 export class HandshakeGate {
-  private tokens = HS_WORKER_BURST
-  private last = 0
-  private bypassTokens = HS_BYPASS_BURST
-  private bypassLast = 0
+  private readonly worker = new TokenBuckets(1, HS_WORKER_PER_S, HS_WORKER_BURST)
+  private readonly bypass = new TokenBuckets(1, HS_BYPASS_PER_S, HS_BYPASS_BURST)
   private readonly srcIp = new Int32Array(1 << SOURCE_BITS)
-  private readonly srcTokens = new Float64Array(1 << SOURCE_BITS)
-  private readonly srcLast = new Float64Array(1 << SOURCE_BITS)
+  private readonly sources = new TokenBuckets(1 << SOURCE_BITS, HS_SOURCE_PER_S, HS_SOURCE_BURST)
   private readonly key = crypto.getRandomValues(new Int32Array(2))
 
   constructor(private readonly kpI32: Int32Array) {}
@@ -58,19 +49,12 @@ export class HandshakeGate {
    * GATE_ANSWER (the answer to a waiting initiation of ours), GATE_PASS, or GATE_LIMITED.
    */
   admit(b: Uint8Array, o: number, type: number, ip: number, nowMs: number): number {
-    if ((type === MSG_RESPONSE || type === MSG_COOKIE_REPLY) && this.answersOurs(b, o, type)) {
-      this.bypassTokens = refill(this.bypassTokens, this.bypassLast, nowMs, HS_BYPASS_PER_S, HS_BYPASS_BURST)
-      this.bypassLast = nowMs
-      if (this.bypassTokens >= 1) {
-        this.bypassTokens -= 1
-        return GATE_ANSWER
-      }
-    }
-    this.tokens = refill(this.tokens, this.last, nowMs, HS_WORKER_PER_S, HS_WORKER_BURST)
-    this.last = nowMs
-    if (this.tokens < 1) return GATE_LIMITED
-    if (this.tokens < HS_WORKER_BURST / 2 && !this.sourceAllows(ip | 0, nowMs)) return GATE_LIMITED
-    this.tokens -= 1
+    if ((type === MSG_RESPONSE || type === MSG_COOKIE_REPLY) && this.answersOurs(b, o, type) && this.bypass.take(0, nowMs))
+      return GATE_ANSWER
+    const level = this.worker.refill(0, nowMs)
+    if (level < 1) return GATE_LIMITED
+    if (level < HS_WORKER_BURST / 2 && !this.sourceAllows(ip | 0, nowMs)) return GATE_LIMITED
+    this.worker.spend(0)
     return GATE_PASS
   }
 
@@ -86,17 +70,10 @@ export class HandshakeGate {
   /** Under a flood: the source's own share. An entry taken over by another address starts full. */
   private sourceAllows(ip: number, nowMs: number): boolean {
     const s = halfSipHash4(this.key[0], this.key[1], 1, ip, 0, 0, 0) & ((1 << SOURCE_BITS) - 1)
-    let tokens: number
-    if (this.srcIp[s] !== ip || this.srcLast[s] === 0) {
+    if (this.srcIp[s] !== ip) {
       this.srcIp[s] = ip
-      tokens = HS_SOURCE_BURST
-    } else tokens = refill(this.srcTokens[s], this.srcLast[s], nowMs, HS_SOURCE_PER_S, HS_SOURCE_BURST)
-    this.srcLast[s] = nowMs
-    if (tokens < 1) {
-      this.srcTokens[s] = tokens
-      return false
+      this.sources.reset(s)
     }
-    this.srcTokens[s] = tokens - 1
-    return true
+    return this.sources.take(s, nowMs)
   }
 }

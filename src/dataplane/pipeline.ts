@@ -60,6 +60,7 @@ import { MSG_CONFIRMED, MSG_HANDSHAKE, MSG_REKEY, MSG_STAGED, RingProducer, type
 import { LOCAL_PROVIDED, type DataplaneTables } from '../ipc/messages.js'
 import { lookupRoute16 } from './route-table.js'
 import { GATE_ANSWER, GATE_LIMITED, HandshakeGate } from './handshake-gate.js'
+import { TokenBuckets } from './token-buckets.js'
 import { replayCheckAndSet32, replayMaybeFresh } from './replay.js'
 import { PROTO_ICMP, PROTO_TCP, PROTO_UDP, CT_EVICTED, CT_FULL } from './conntrack.js'
 import { ADMIT_ESTABLISHED, EGRESS_DROP, EGRESS_OWN, EGRESS_REPLY, Firewall } from './firewall.js'
@@ -156,8 +157,8 @@ export class Pipeline {
   private readonly v: LayoutViews
   private readonly ring: RingProducer
   private readonly hsGate: HandshakeGate
-  private readonly stagedTokens: Float64Array
-  private readonly stagedLast: Float64Array
+  /** Per peer: packets handed to control while they wait for a session. */
+  private readonly staged: TokenBuckets
   private readonly fw: Firewall
   private readonly mtu: number
   private readonly cBase: number
@@ -184,8 +185,7 @@ export class Pipeline {
     this.v = views(o.layout)
     this.ring = new RingProducer(o.ring)
     this.hsGate = new HandshakeGate(this.v.kpI32)
-    this.stagedTokens = new Float64Array(o.layout.maxPeers).fill(STAGED_BURST)
-    this.stagedLast = new Float64Array(o.layout.maxPeers)
+    this.staged = new TokenBuckets(o.layout.maxPeers, STAGED_PER_S, STAGED_BURST)
     this.id = o.id
     this.fw = new Firewall(o.conntrack, o.id)
     this.mtu = o.mtu
@@ -344,7 +344,7 @@ export class Pipeline {
         // Each peer's waiting packets are also paced (control keeps only the last 128 anyway), so traffic
         // toward one peer that is down cannot crowd out the packets that start other peers' handshakes.
         let why: number = R.staged
-        if (!this.stagedAllowed(peer)) why = R.staged_limited
+        if (!this.staged.take(peer, this.now)) why = R.staged_limited
         else if (!this.ring.push(MSG_STAGED, oSlab, p, len, 0, 0, peer, 0, this.ring.capacity >> 1)) why = R.ring_full
         this.drop(why)
         if (this.log5(why))
@@ -561,20 +561,6 @@ export class Pipeline {
       writes++
     }
     return writes
-  }
-
-  /** A per-peer token bucket for packets handed to control while they wait for a session. */
-  private stagedAllowed(peer: number): boolean {
-    const elapsed = this.now - this.stagedLast[peer]
-    let tokens = this.stagedTokens[peer]
-    if (elapsed > 0) tokens = Math.min(STAGED_BURST, tokens + (elapsed * STAGED_PER_S) / 1000)
-    this.stagedLast[peer] = this.now
-    if (tokens < 1) {
-      this.stagedTokens[peer] = tokens
-      return false
-    }
-    this.stagedTokens[peer] = tokens - 1
-    return true
   }
 
   countTunWriteErrors(n: number): void {

@@ -6,7 +6,7 @@
  * Each step prints the commands a user would type and their real output. Everything is torn down
  * at the end, on error and on Ctrl-C: agents are stopped by PID, namespaces deleted.
  */
-import { Lab, type NodeInfo, peerEntry } from '../lab/lab.js'
+import { Lab, type NodeInfo, guideSnatArgs, peerEntry } from '../lab/lab.js'
 
 export interface DemoOptions {
   out: (s: string) => void
@@ -80,20 +80,8 @@ export class Demo {
     this.say(`  Profile ${this.lab.profilePath(exit)} now has:`)
     this.say('    "ExitNode": { "ProvidesRoutes": [ "172.26.0.0/20" ] }')
     await this.show(exit, 'sudo sysctl -w net.ipv4.ip_forward=1', 'sysctl', ['-w', 'net.ipv4.ip_forward=1'])
-    await this.show(exit, 'sudo iptables -t nat -A POSTROUTING -s 100.64.0.0/10 -d 172.26.0.0/20 -j SNAT --to 172.26.0.3', 'iptables', [
-      '-t',
-      'nat',
-      '-A',
-      'POSTROUTING',
-      '-s',
-      '100.64.0.0/10',
-      '-d',
-      '172.26.0.0/20',
-      '-j',
-      'SNAT',
-      '--to',
-      '172.26.0.3',
-    ])
+    const snat = guideSnatArgs('172.26.0.3', { dst: '172.26.0.0/20' })
+    await this.show(exit, `sudo iptables ${snat.join(' ')}`, 'iptables', snat)
     this.say('\nexit$ sudo enclave start')
     await this.startAgent(exit)
     await this.enclave(exit, ['status'])

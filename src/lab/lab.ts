@@ -52,6 +52,12 @@ export interface NodeInfo {
 }
 
 /** `enclave run` inside a namespace, with its output collected for waitFor. */
+/** The guide's SNAT rule as iptables arguments: overlay sources to `to`, for the CIDR `dst` or out of `out`. */
+export function guideSnatArgs(to: string, where: { dst: string } | { out: string }): string[] {
+  const match = 'dst' in where ? ['-d', where.dst] : ['-o', where.out]
+  return ['-t', 'nat', '-A', 'POSTROUTING', '-s', '100.64.0.0/10', ...match, '-j', 'SNAT', '--to', to]
+}
+
 export class AgentProc {
   log = ''
   private waiters: Array<{ re: RegExp; resolve: () => void }> = []
@@ -231,20 +237,7 @@ export class Lab {
    */
   async guideExitNode(ns: string, to: string, where: { dst: string } | { out: string }): Promise<void> {
     const fwd = await this.exec(ns, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1'])
-    const match = 'dst' in where ? ['-d', where.dst] : ['-o', where.out]
-    const nat = await this.exec(ns, 'iptables', [
-      '-t',
-      'nat',
-      '-A',
-      'POSTROUTING',
-      '-s',
-      '100.64.0.0/10',
-      ...match,
-      '-j',
-      'SNAT',
-      '--to',
-      to,
-    ])
+    const nat = await this.exec(ns, 'iptables', guideSnatArgs(to, where))
     for (const r of [fwd, nat]) if (r.code !== 0) throw new Error(`exit-node setup in ${ns} failed: ${r.stderr}`)
   }
 

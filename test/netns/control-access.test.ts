@@ -4,6 +4,7 @@
  * mistake lets nobody else in. Clients run as uid 65534 (nobody). One agent, one namespace made here.
  */
 import t from 'tap'
+import { until } from '../helpers/until.js'
 import fs from 'node:fs'
 import path from 'node:path'
 import { execFile, spawn } from 'node:child_process'
@@ -110,11 +111,7 @@ t.test('control socket access by credentials', { skip }, async (t) => {
       const lines = String(d).trim().split('\n')
       last = JSON.parse(lines[lines.length - 1])
     })
-    const until = async (ok: () => boolean, ms: number) => {
-      for (const end = Date.now() + ms; !ok() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 50))
-      return ok()
-    }
-    t.ok(await until(() => last.settled === 400, 10000), `all 400 connections settled (${JSON.stringify(last)})`)
+    t.ok(await until(() => last.settled === 400, 10000, 50), `all 400 connections settled (${JSON.stringify(last)})`)
     const st = await lab.cli(A, ['status', '--json'])
     t.equal(st.code, 0, `root's status answers while the member holds its connections: ${st.stderr.trim()}`)
     const member = await requestAs(65534, sock, { op: 'status' })
@@ -123,10 +120,10 @@ t.test('control socket access by credentials', { skip }, async (t) => {
       `the member's next connection is closed unanswered: ${JSON.stringify(member)}`,
     )
     t.ok(
-      await until(() => last.closed >= 400 - MAX_CONNECTIONS_PER_USER, 5000),
+      await until(() => last.closed >= 400 - MAX_CONNECTIONS_PER_USER, 5000, 50),
       `all but ${MAX_CONNECTIONS_PER_USER} were closed as they arrived (${last.closed})`,
     )
-    t.ok(await until(() => last.closed === 400, REQUEST_TIMEOUT_MS + 5000), 'the idle ones were closed after the request timeout')
+    t.ok(await until(() => last.closed === 400, REQUEST_TIMEOUT_MS + 5000, 50), 'the idle ones were closed after the request timeout')
     t.match(a.log, /connection limit for this user reached/)
     const again = await requestAs(65534, sock, { op: 'status' })
     t.equal(again.ok, true, 'once they are gone the member may read again')

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { until } from '../helpers/until.js'
 import http from 'node:http'
 import net from 'node:net'
 import { METRICS_LIMITS, startMetrics, type MetricsStatus } from '../../src/control/metrics.js'
@@ -102,10 +103,6 @@ t.test('connections held open are capped and idle ones closed', async (t) => {
   t.teardown(() => {
     for (const s of socks) s.destroy()
   })
-  const until = async (ok: () => boolean, ms: number) => {
-    for (const end = Date.now() + ms; !ok() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 20))
-    return ok()
-  }
   // Before the idle timeout: only the connections beyond the cap are closed.
   await until(() => closed >= 100 - limits.maxConnections, limits.idleMs / 2)
   t.equal(closed, 100 - limits.maxConnections, `beyond ${limits.maxConnections} the endpoint closes connections as they arrive`)
