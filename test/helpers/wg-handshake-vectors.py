@@ -300,7 +300,8 @@ def vectors():
 
     # Response (5.4.3), with the preshared key and with none (all zeros), then the transport keys
     # (5.4.5) and the first transport message each way (5.4.6): a 27-byte payload from the
-    # initiator, a keepalive (empty payload) from the responder.
+    # initiator, a keepalive (empty payload) from the responder; then the initiator's message with
+    # the same payload at counter 0x89abcdef (where the counter sits in the nonce matters).
     payload = b"known-answer transport test"
     for name, key in (("", psk), ("NoPsk", bytes(32))):
         r = response_core(i["C"], i["H"], e_priv_r, i["ephemeral"], s_pub_i, key, b"")
@@ -311,6 +312,7 @@ def vectors():
         out[f"initiatorRecvKey{name}"] = r["t_recv_i"]
         out[f"transportFromInitiator{name}"] = transport(index_r, r["t_send_i"], 0, payload)
         out[f"keepaliveFromResponder{name}"] = transport(index_i, r["t_recv_i"], 0, b"")
+        out[f"transportFromInitiatorAtCounter{name}"] = transport(index_r, r["t_send_i"], 0x89ABCDEF, payload)
     out["transportPayload"] = payload
     return {k: (v.hex() if isinstance(v, bytes) else v) for k, v in out.items()}
 

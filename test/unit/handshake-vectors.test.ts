@@ -66,6 +66,8 @@ const V = {
   transportFromInitiator:
     '0400000002b0ad1b0000000000000000326f800530b458cdfda72cc903a54faf8c5a5a9747424e0a2484e582787df39ddf499d2e78fef356127aa30086b24425',
   keepaliveFromResponder: '04000000edfe0dd00000000000000000910ba036eda4a322059e98a841a47e81',
+  transportFromInitiatorAtCounter:
+    '0400000002b0ad1befcdab8900000000e4d65ccdb9cc3b5d0c1478bd253b6aaddc358d1956950e33053cedc5b427bb2588f960c65363c74964c353163f6d6f0d',
   responseNoPsk:
     '0200000002b0ad1bedfe0dd0e3adee1197987f41f96766af04c3f8ad0f5b0c41ae738a73c34c0dd19f6ad27297dbea544604d315c0746c20d786d926cd2e0911a8ba9a0be9f90cd4f633ea5600000000000000000000000000000000',
   responseHashNoPsk: 'ef11ec6eb8c32d577ddacaeb14ae629f7bebf7542f53abcb7ba7f134c44e36bc',
@@ -74,6 +76,8 @@ const V = {
   transportFromInitiatorNoPsk:
     '0400000002b0ad1b0000000000000000f730bcb927fb7c0fc983e946250fa9d8f2a1212eb8e3df1ca62d813629de7be9e722d8d7b1b0b489bd2b77f08d880d17',
   keepaliveFromResponderNoPsk: '04000000edfe0dd00000000000000000b1671ab464550e37f2e2451354a79702',
+  transportFromInitiatorAtCounterNoPsk:
+    '0400000002b0ad1befcdab8900000000df7b6f1577e841c6fff63645ec9ab54888930125f66370bffb07c0714ff0117e8505b648077b3927ce398a196f6d9980',
   transportPayload: '6b6e6f776e2d616e73776572207472616e73706f72742074657374',
 }
 
@@ -164,7 +168,7 @@ for (const [name, psk, s] of [
     t.equal(keys!.remoteIndex, V.responderIndex)
   })
 
-  t.test(`first transport message each way ${name} (counter 0) equals the vector`, async (t) => {
+  t.test(`transport messages ${name} (counter 0 each way, then 0x89abcdef) equal the vector`, async (t) => {
     // One keypair slot laid out as the workers share it.
     const slot = (localIndex: number, remoteIndex: number, sendKey: string, recvKey: string) => {
       const kpI32 = new Int32Array(K_FIELDS)
@@ -181,6 +185,9 @@ for (const [name, psk, s] of [
     const res = slot(V.responderIndex, V.initiatorIndex, vec('initiatorRecvKey'), vec('initiatorSendKey'))
     const data = sealPacket(ini.kpI32, ini.kpKeys, 0, bin(V.transportPayload), 1420)
     t.equal(hex(data as Uint8Array), vec('transportFromInitiator'), 'initiator data, payload padded to 16')
+    ini.kpI32[K_SEND_CTR] = 0x89abcdef | 0
+    const later = sealPacket(ini.kpI32, ini.kpKeys, 0, bin(V.transportPayload), 1420)
+    t.equal(hex(later as Uint8Array), vec('transportFromInitiatorAtCounter'), 'initiator data at counter 0x89abcdef')
     const keepalive = sealPacket(res.kpI32, res.kpKeys, 0, new Uint8Array(0), 1420)
     t.equal(hex(keepalive as Uint8Array), vec('keepaliveFromResponder'), 'responder keepalive')
 
@@ -194,5 +201,6 @@ for (const [name, psk, s] of [
     const padded = V.transportPayload + '00'.repeat(32 - V.transportPayload.length / 2)
     t.equal(opened(res, bin(vec('transportFromInitiator'))), padded, "the responder opens the vector's data message")
     t.equal(opened(ini, bin(vec('keepaliveFromResponder'))), '', "the initiator opens the vector's keepalive")
+    t.equal(opened(res, bin(vec('transportFromInitiatorAtCounter'))), padded, "and the vector's message at counter 0x89abcdef")
   })
 }
