@@ -15,7 +15,8 @@ for Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s (the handshake core with another prolo
 payloads, then the first transport message each way). It exits non-zero if any disagrees.
 
 Run:   python3 test/helpers/wg-handshake-vectors.py      (needs python3-cryptography)
-Prints the vectors as JSON; test/unit/handshake-vectors.test.ts holds them as constants.
+Prints the vectors as JSON; test/helpers/handshake-vectors.ts holds them as constants, used by
+test/unit/handshake-vectors.test.ts.
 """
 
 import hashlib
