@@ -21,6 +21,7 @@ import {
   constantTimeEqual,
   enc,
   generateKeyPair,
+  keyPairFromPrivate,
   randomBytes,
   tai64n,
 } from './primitives.js'
@@ -123,8 +124,15 @@ export function checkMac1(local: LocalStatic, msg: Uint8Array): boolean {
   return constantTimeEqual(MAC(local.mac1Key, msg.subarray(0, m1)), msg.subarray(m1, m1 + 16))
 }
 
-export function createInitiation(local: LocalStatic, peer: PeerCrypto, localIndex: number, nowMs: number): Buffer {
-  const e = generateKeyPair()
+/** `ephemeralPrivate` fixes the ephemeral key for known-answer tests; it is fresh and random otherwise. */
+export function createInitiation(
+  local: LocalStatic,
+  peer: PeerCrypto,
+  localIndex: number,
+  nowMs: number,
+  ephemeralPrivate?: Uint8Array,
+): Buffer {
+  const e = ephemeralPrivate ? keyPairFromPrivate(ephemeralPrivate) : generateKeyPair()
   let h = HASH(H0, peer.publicKey)
   let [c] = KDF(1, C0, e.publicKey)
   h = HASH(h, e.publicKey)
@@ -210,10 +218,16 @@ export function acceptInitiation(
   return 'ok'
 }
 
-export function createResponse(peer: PeerCrypto, localIndex: number, nowMs: number): { msg: Buffer; keys: SessionKeys } {
+/** `ephemeralPrivate` fixes the ephemeral key for known-answer tests; it is fresh and random otherwise. */
+export function createResponse(
+  peer: PeerCrypto,
+  localIndex: number,
+  nowMs: number,
+  ephemeralPrivate?: Uint8Array,
+): { msg: Buffer; keys: SessionKeys } {
   const st = peer.handshake
   if (st?.role !== 'responder' || !st.remoteEphemeral) throw new Error('no initiation to respond to')
-  const e = generateKeyPair()
+  const e = ephemeralPrivate ? keyPairFromPrivate(ephemeralPrivate) : generateKeyPair()
   let c = st.chainKey
   let h = st.hash
   ;[c] = KDF(1, c, e.publicKey)
@@ -293,7 +307,10 @@ export function checkMac2(cc: CookieChecker, msg: Uint8Array, srcIp: number, src
   return constantTimeEqual(MAC(cookie, msg.subarray(0, m2)), msg.subarray(m2))
 }
 
-/** A cookie reply to a handshake message from srcIp:srcPort (whose mac1 was valid). */
+/**
+ * A cookie reply to a handshake message from srcIp:srcPort (whose mac1 was valid).
+ * `nonce` fixes the 24-byte nonce for known-answer tests; it is random otherwise.
+ */
 export function createCookieReply(
   local: LocalStatic,
   cc: CookieChecker,
@@ -301,11 +318,11 @@ export function createCookieReply(
   srcIp: number,
   srcPort: number,
   nowMs: number,
+  nonce: Uint8Array = randomBytes(24),
 ): Buffer {
   const view = Buffer.from(msg.buffer, msg.byteOffset, msg.byteLength)
   const senderIndex = view.readUInt32LE(4)
   const mac1 = msg.subarray(msg.length - 32, msg.length - 16)
-  const nonce = randomBytes(24)
   const out = Buffer.alloc(COOKIE_REPLY_SIZE)
   out[0] = MSG_COOKIE_REPLY
   out.writeUInt32LE(senderIndex, 4)

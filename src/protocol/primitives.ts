@@ -53,6 +53,13 @@ export function generateKeyPair(): { privateKey: Buffer; publicKey: Buffer } {
   return { privateKey, publicKey }
 }
 
+/** The key pair of a given private key (fixed keys in known-answer tests). */
+export function keyPairFromPrivate(privateKey: Uint8Array): { privateKey: Buffer; publicKey: Buffer } {
+  const publicKey = Buffer.alloc(32)
+  sodium.crypto_scalarmult_base(publicKey, b(privateKey))
+  return { privateKey: Buffer.from(privateKey), publicKey }
+}
+
 function counterNonce(counter: number): Buffer {
   const n = Buffer.alloc(12)
   n.writeUInt32LE(counter >>> 0, 4)
