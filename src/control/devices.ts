@@ -93,6 +93,7 @@ export function memoryDevices(net: MemoryNet, ip: number): OpenDevices & { port?
     try {
       port = net.attach(ip, udpPort, p.mtu, queues)
     } catch (e) {
+      ;(os as { removeInterface?: (dev: string) => void }).removeInterface?.(p.interface) // as closing a TUN would
       throw new EnclaveError('EBIND', `${(e as Error).message} (is another agent using it? set LocalPort in the profile)`)
     }
     open.port = port
