@@ -13,7 +13,7 @@
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads'
 import { type PacketIo, checkBatchBuffers } from '../src/io/packet-io.js'
 import { MemoryPacketIo } from '../src/io/memory-io.js'
-import { workerClock } from '../src/platform/clock.js'
+import { workerClock } from '../src/ipc/shared-clock.js'
 import { G_CONFIG_GEN, G_LOG_LEVEL, G_STOP, R, REASONS } from '../src/ipc/layout.js'
 import type { DataplaneTables, WorkerInit } from '../src/ipc/messages.js'
 import { HEADROOM, Pipeline } from '../src/dataplane/pipeline.js'

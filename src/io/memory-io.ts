@@ -12,19 +12,14 @@
  * an agent puts into an output ring rings the `wire` bell, which the owner of the rings (src/io/memory-net.ts)
  * waits on without blocking its thread (Atomics.waitAsync). Nothing here allocates per packet.
  */
-import type { PacketIo } from './packet-io.js'
+import type { MemoryQueue, PacketIo, PacketRingBuffers } from './packet-io.js'
+
+export type { MemoryQueue, PacketRingBuffers }
 
 const H_HEAD = 0
 const H_TAIL = 1
 const META = 4 // len, ip, port, -
 
-export interface PacketRingBuffers {
-  header: SharedArrayBuffer
-  meta: SharedArrayBuffer
-  data: SharedArrayBuffer
-  capacity: number
-  slotBytes: number
-}
 
 export function createPacketRing(capacity: number, slotBytes: number): PacketRingBuffers {
   if ((capacity & (capacity - 1)) !== 0) throw new Error('ring capacity must be a power of two')
@@ -94,15 +89,6 @@ export class PacketRing {
   }
 }
 
-/** A worker's four memory queues and the two bells (see the top of this file). */
-export interface MemoryQueue {
-  bell: SharedArrayBuffer
-  wire: SharedArrayBuffer
-  tunIn: PacketRingBuffers
-  tunOut: PacketRingBuffers
-  udpIn: PacketRingBuffers
-  udpOut: PacketRingBuffers
-}
 
 /** Ring slots big enough for a packet of `mtu` bytes as a datagram (header, padding, tag) and then some. */
 export function memorySlotBytes(mtu: number): number {

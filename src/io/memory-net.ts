@@ -97,6 +97,13 @@ export class MemoryPort {
     }
   }
 
+  /** Nothing is waiting in any of this port's rings, in either direction. */
+  idle(): boolean {
+    if (this.ctrl.size() > 0) return false
+    for (const rs of [this.outs, this.tunOuts, this.ins, this.tunIns]) for (const r of rs) if (r.size() > 0) return false
+    return true
+  }
+
   /** Control's sender: one datagram into the ctrl ring (dropped when full, as a full socket would). */
   readonly send = (buf: Uint8Array, ip: number, port: number): void => {
     if (this.ctrl.push(buf, 0, buf.length, ip, port)) ring(this.wireBell)
@@ -186,6 +193,12 @@ export class MemoryNet {
       }
     }
     return moved
+  }
+
+  /** Every attached port is idle (its workers have taken everything they were sent). */
+  idle(): boolean {
+    for (const p of this.ports.values()) if (!p.idle()) return false
+    return true
   }
 
   private route(d0: Datagram): boolean {

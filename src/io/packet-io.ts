@@ -5,7 +5,6 @@
  *  - `memory`: SPSC rings in shared memory (src/io/memory-io.ts), for whole agents in one process.
  * The signatures are the addon's: -errno for system errors, counts otherwise.
  */
-import type { MemoryQueue } from './memory-io.js'
 
 export interface PacketIo {
   readArena(fd: number, arena: Uint8Array, offs: Int32Array, lens: Int32Array, maxPkts: number, timeoutMs: number): number
@@ -18,6 +17,25 @@ export interface PacketIo {
   poll2(udpFd: number, tunFd: number, timeoutMs: number): number
   strerror(errno: number): string
   readonly MAX_BATCH: number
+}
+
+/** One SPSC ring of packets in shared memory (src/io/memory-io.ts PacketRing). */
+export interface PacketRingBuffers {
+  header: SharedArrayBuffer
+  meta: SharedArrayBuffer
+  data: SharedArrayBuffer
+  capacity: number
+  slotBytes: number
+}
+
+/** A worker's four memory queues and the two bells (see src/io/memory-io.ts). */
+export interface MemoryQueue {
+  bell: SharedArrayBuffer
+  wire: SharedArrayBuffer
+  tunIn: PacketRingBuffers
+  tunOut: PacketRingBuffers
+  udpIn: PacketRingBuffers
+  udpOut: PacketRingBuffers
 }
 
 /** What a worker is given to open its PacketIo: a TUN queue and UDP socket, or memory queues. */

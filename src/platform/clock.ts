@@ -21,13 +21,6 @@ export const systemClock: Clock = {
   },
 }
 
-/** How a worker reads the agent's clock: the wall clock, plus the shared offset when there is one. */
-export function workerClock(shared: SharedArrayBuffer | undefined): () => number {
-  if (!shared) return Date.now
-  const off = new Float64Array(shared)
-  return () => Date.now() + off[0]
-}
-
 export class OffsetClock implements Clock {
   readonly shared = new SharedArrayBuffer(8)
   private readonly off = new Float64Array(this.shared)

@@ -158,6 +158,29 @@ export class Mesh {
     return p
   }
 
+  /** Waits until the wire and every agent's queues are empty (what was sent has been taken). */
+  async settle(timeoutMs = 5000): Promise<void> {
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      this.net.pump()
+      if (this.net.idle()) {
+        await new Promise((r) => setTimeout(r, 2))
+        this.net.pump()
+        if (this.net.idle()) return
+      }
+      if (Date.now() > deadline) throw new Error('the memory network did not settle')
+      await new Promise((r) => setTimeout(r, 1))
+    }
+  }
+
+  /** Moves time forward `ms` in steps of `stepMs`, letting the network settle after each step. */
+  async advance(ms: number, stepMs = 1000): Promise<void> {
+    for (let left = ms; left > 0; left -= stepMs) {
+      await this.clock.advance(Math.min(stepMs, left))
+      await this.settle()
+    }
+  }
+
   /** Resolves when `cond()` is true, polling every few ms; rejects with `what` after timeoutMs (real time). */
   async until(what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
     const deadline = Date.now() + timeoutMs
