@@ -11,7 +11,9 @@
  * moves), so a worker never sees a half-built table. The loop checks G_STOP at least every 200 ms.
  */
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads'
-import { checkBatchBuffers, native } from '../src/native/io.js'
+import { type PacketIo, checkBatchBuffers } from '../src/io/packet-io.js'
+import { MemoryPacketIo } from '../src/io/memory-io.js'
+import { workerClock } from '../src/ipc/shared-clock.js'
 import { G_CONFIG_GEN, G_LOG_LEVEL, G_STOP, R, REASONS } from '../src/ipc/layout.js'
 import type { DataplaneTables, WorkerInit } from '../src/ipc/messages.js'
 import { HEADROOM, Pipeline } from '../src/dataplane/pipeline.js'
@@ -19,13 +21,16 @@ import { coalesceForTun, segmentPacket } from '../src/dataplane/offload.js'
 
 const init = workerData as WorkerInit
 const port = parentPort!
+// The I/O and the clock are chosen once, here: the loop below calls one implementation of each.
+const io: PacketIo = init.io.kind === 'memory' ? new MemoryPacketIo(init.io) : (await import('../src/native/io.js')).native
+const clock = workerClock(init.clock)
 const g = new Int32Array(init.layout.global)
 // With TSO one read can become ~48 segments: the outbound batch must hold a whole one.
 const pipe = new Pipeline({ ...init, batch: init.offload ? 128 : init.batch, post: (m) => port.postMessage(m) })
 const reasons = new Float64Array(init.layout.reasons)
 // Lengths are checked once here, before the loop crosses into native code batch after batch.
-checkBatchBuffers(pipe.oSlab, pipe.slot, pipe.oLens, pipe.batch, pipe.oAddrs)
-checkBatchBuffers(pipe.iSlab, pipe.slot, pipe.iLens, pipe.batch, pipe.iAddrs)
+checkBatchBuffers(pipe.oSlab, pipe.slot, pipe.oLens, pipe.batch, io.MAX_BATCH, pipe.oAddrs)
+checkBatchBuffers(pipe.iSlab, pipe.slot, pipe.iLens, pipe.batch, io.MAX_BATCH, pipe.iAddrs)
 const oU32 = new Uint32Array(pipe.oSlab.buffer, pipe.oSlab.byteOffset, pipe.oSlab.byteLength >> 2)
 const groOffs = new Int32Array(256)
 const groLens = new Int32Array(256)
@@ -62,13 +67,13 @@ function countFailedGroWrites(k: number): void {
 function flushOutbound(udpFd: number, SLOT: number, k: number): void {
   const sends = pipe.outbound(k)
   if (sends === 0) return
-  const sent = native.sendBatch(udpFd, pipe.oSlab, SLOT, 0, pipe.sLens, pipe.oAddrs, k)
+  const sent = io.sendBatch(udpFd, pipe.oSlab, SLOT, 0, pipe.sLens, pipe.oAddrs, k)
   if (sent < sends) pipe.countSendErrors(sent < 0 ? sends : sends - sent)
 }
 
 /** Offload TUN: read up to 64 (possibly 64 KB TSO) packets, segment them into slots, send in batches. */
 function runOffloadOutbound(tunFd: number, udpFd: number, SLOT: number, B: number): void {
-  const n = native.readArena(tunFd, pipe.arena!, arenaOffs, arenaLens, ARENA_READS, 0)
+  const n = io.readArena(tunFd, pipe.arena!, arenaOffs, arenaLens, ARENA_READS, 0)
   let filled = 0
   for (let a = 0; a < n; a++) {
     const off = pipe.arenaBase + arenaOffs[a]
@@ -89,21 +94,21 @@ function runOffloadOutbound(tunFd: number, udpFd: number, SLOT: number, B: numbe
 }
 
 function runDataplaneLoop(): void {
-  const { tunFd, udpFd } = init
+  const { tunFd, udpFd } = init.io.kind === 'native' ? init.io : { tunFd: -1, udpFd: -1 }
   const SLOT = pipe.slot
   const B = pipe.batch
   while (Atomics.load(g, G_STOP) === 0) {
     if (Atomics.load(g, G_CONFIG_GEN) !== tablesGen) pullTables()
-    const ev = native.poll2(udpFd, tunFd, IDLE_POLL_MS)
+    const ev = io.poll2(udpFd, tunFd, IDLE_POLL_MS)
     if (ev < 0) {
-      port.postMessage({ t: 'log', level: 'error', msg: `poll failed: ${native.strerror(-ev)}` })
+      port.postMessage({ t: 'log', level: 'error', msg: `poll failed: ${io.strerror(-ev)}` })
       break
     }
     if (ev === 0) continue
-    pipe.setClock(Date.now())
+    pipe.setClock(clock())
     pipe.logLevel = g[G_LOG_LEVEL]
     if (ev & 1) {
-      const n = native.recvBatch(udpFd, pipe.iSlab, SLOT, pipe.iLens, pipe.iAddrs, B, 0)
+      const n = io.recvBatch(udpFd, pipe.iSlab, SLOT, pipe.iLens, pipe.iAddrs, B, 0)
       if (n > 0) {
         const writes = pipe.inbound(n)
         if (writes > 0 && init.offload) {
@@ -124,10 +129,10 @@ function runDataplaneLoop(): void {
               groSegs,
             )
             if (k <= 0) break
-            if (native.writeArena(tunFd, pipe.iSlab, pipe.iArenaBase, groOffs, groLens, k) < k) countFailedGroWrites(k)
+            if (io.writeArena(tunFd, pipe.iSlab, pipe.iArenaBase, groOffs, groLens, k) < k) countFailedGroWrites(k)
           }
         } else if (writes > 0) {
-          const w = native.writeBatch(tunFd, pipe.iSlab, SLOT, HEADROOM, pipe.wLens, n)
+          const w = io.writeBatch(tunFd, pipe.iSlab, SLOT, HEADROOM, pipe.wLens, n)
           if (w < writes) pipe.countTunWriteErrors(w < 0 ? writes : writes - w)
         }
       }
@@ -135,7 +140,7 @@ function runDataplaneLoop(): void {
     if (ev & 2) {
       if (init.offload) runOffloadOutbound(tunFd, udpFd, SLOT, B)
       else {
-        const n = native.readBatch(tunFd, pipe.oSlab, SLOT, HEADROOM, pipe.oLens, B, 0)
+        const n = io.readBatch(tunFd, pipe.oSlab, SLOT, HEADROOM, pipe.oLens, B, 0)
         if (n > 0) flushOutbound(udpFd, SLOT, n)
       }
     }

@@ -35,12 +35,7 @@ export default class Run extends BaseCommand {
     process.on('SIGHUP', () => {
       agent.reload().catch(() => undefined) // the agent logs a refused reload itself
     })
-    try {
-      await agent.start()
-    } catch (e) {
-      await agent.stop('start failed').catch(() => undefined)
-      throw e
-    }
+    await agent.start() // a failed start has already undone what it acquired
     await agent.stopped
     process.exit(0)
   }

@@ -1,19 +1,26 @@
 /**
  * The agent's control thread: starts the parts, wires them together and stops them.
  *
- * Threads: control (never blocks) + N data-plane workers (workers/dataplane.ts).
+ * Threads: control (never blocks) + N data-plane workers (workers/dataplane.ts) + the handshake pool.
  * Control -> workers: keys and peer settings in shared memory, routing tables as snapshots.
  * Workers -> control: handshake messages, staged packets and events through one SPSC ring each;
- * counters and timestamps in shared memory.
+ * counters and timestamps in shared memory (src/ipc/layout.ts says who writes each word).
+ *
+ * Everything an Agent reads or changes outside itself comes through AgentDeps (src/control/agent-deps.ts):
+ * the devices (a TUN and UDP sockets, or memory queues), the OS's routes and rules, the clock, the
+ * resolver and the log's destination. So the same class runs as `enclave run` and, several at once,
+ * in one test process over a memory network.
+ *
+ * Start takes the run directory's lock first (one agent per run directory), then acquires each resource
+ * and pushes its undo; stop() runs the undos in reverse, so it works after a start that failed halfway.
  *
  * Parts, each owning its state:
  *   PeerTable (peers by slot, key, index)   KeypairSlots (shared keypair slots, quarantine)
  *   PeerMemory (per-peer shared memory)     Sessions (previous/current/next, control's sends)
  *   Handshakes (initiate, answer, cookies)  PeerTimers (WireGuard's timers per peer)
- *   routes/compiler (pure tables, failover) OsRouteInstaller (OS routes and rules)
- *   exit-node (ip_forward, NAT)             status/builder (pure status model)
- *   WorkerSupervisor (workers, restarts)    ApiServer (control socket, over AgentApi)
- *   policy/compile (tags + Policies -> integer tables, compiled at start and reload, sent with the routes)
+ *   NetworkState (route tables, failover, policies, OS routes, exit-node checks)
+ *   WorkerSupervisor (workers, restarts)    RingDispatcher (worker -> control messages)
+ *   ApiServer (control socket, over AgentApi)   MetricsEndpoint   PeerCache (sessions across restarts)
  */
 import os from 'node:os'
 import { EnclaveError } from '../errors.js'
@@ -35,32 +42,32 @@ import type { DataplaneTables, WorkerInit } from '../ipc/messages.js'
 import { createConntrack } from '../dataplane/conntrack.js'
 import { PolicyState } from './policy/state.js'
 import { type LocalStatic, localStatic, peerCrypto } from '../protocol/noise.js'
-import * as net from '../platform/linux/net.js'
 import type { StatusModel } from './status/model.js'
 import { VERSION } from '../version.js'
 import { ApiServer } from './api/server.js'
 import { MetricsEndpoint } from './metrics.js'
-import type { AgentApi, ReloadResult } from './api/agent-api.js'
+import type { AgentApi, AgentTestHooks, ReloadResult } from './api/agent-api.js'
 import { KeypairSlots } from './keypairs.js'
 import { PeerMemory } from './peer-memory.js'
 import { type PeerRuntime, PeerTable, newPeer } from './peer-table.js'
 import { Sessions } from './sessions.js'
 import { Handshakes } from './handshakes.js'
-import { type HandshakePool, startHandshakePool } from './handshake-pool.js'
+import type { HandshakePool } from './handshake-pool.js'
 import { PeerTimers } from './peer-timers.js'
 import { WorkerSupervisor } from './supervisor.js'
-import { UdpSender } from './udp-sender.js'
 import { OsRouteInstaller } from './routes/installer.js'
 import { NetworkState } from './network-state.js'
-import { Devices, fwmarkFor } from './devices.js'
+import { type DeviceSet, fwmarkFor } from './devices.js'
 import { natTag } from './exit-node.js'
 import { installAntiSpoof, removeAntiSpoof } from './anti-spoof.js'
-import { resolveEndpoint } from './endpoints.js'
+import { type EndpointContext, resolveEndpoint } from './endpoints.js'
 import { applyConfig, planReload, restartNeeded } from './reload.js'
 import { gatherStatus } from './status/gather.js'
 import { RingDispatcher } from './ring-dispatch.js'
 import { logFlow } from './flow-log.js'
 import { PeerCache, recentPeers, resumeRecentPeers } from './peer-cache.js'
+import { type AgentDeps, defaultDeps } from './agent-deps.js'
+import { InstanceLock } from './instance-lock.js'
 
 export interface AgentOptions {
   configDir: string
@@ -72,19 +79,25 @@ export interface AgentOptions {
 
 const TICK_MS = 100
 
+interface Undo {
+  what: string
+  run: () => void | Promise<void>
+}
+
 export class Agent implements AgentApi {
   readonly log: AgentLogger
   readonly stopped: Promise<void>
   private stoppedResolve!: () => void
+  private readonly deps: AgentDeps
   private verbosity: number
   private profile!: Profile
   private local!: LocalStatic
   private layout!: SharedLayout
   private v!: LayoutViews
   private readonly conntrack = createConntrack()
-  private readonly epochMs = Date.now()
+  private epochMs = 0
   private rings: RingBuffers[] = []
-  private dev!: Devices
+  private dev!: DeviceSet
   private peers!: PeerTable
   private keypairs!: KeypairSlots
   private memory!: PeerMemory
@@ -94,31 +107,57 @@ export class Agent implements AgentApi {
   private dispatch!: RingDispatcher
   private supervisor!: WorkerSupervisor
   private network!: NetworkState
+  private endpoints!: EndpointContext
   private spoofWarnings: string[] = []
-  private hsPool?: HandshakePool
-  private api?: ApiServer
   private metrics?: MetricsEndpoint
-  private tickTimer?: NodeJS.Timeout
   private peerCache?: PeerCache
+  /** What start acquired, in order; stop() undoes it in reverse. */
+  private readonly undo: Undo[] = []
   private stopping = false
 
-  constructor(readonly opts: AgentOptions) {
+  constructor(
+    readonly opts: AgentOptions,
+    deps: Partial<AgentDeps> = {},
+  ) {
+    this.deps = { ...defaultDeps(), ...deps }
     this.verbosity = opts.verbosity
-    this.log = createLogger(opts.verbosity, opts.logFormat)
+    this.log = createLogger(opts.verbosity, opts.logFormat, { out: this.deps.logOut, now: () => this.deps.clock.now() })
     this.stopped = new Promise((r) => (this.stoppedResolve = r))
   }
 
+  private acquired(what: string, run: Undo['run']): void {
+    this.undo.push({ what, run })
+  }
+
+  /** Starts the agent; on failure, what it had acquired is released again before the error is thrown. */
   async start(): Promise<void> {
-    if (process.getuid && process.getuid() !== 0)
+    try {
+      await this.startParts()
+    } catch (e) {
+      await this.stop(`start failed: ${(e as Error).message}`)
+      throw e
+    }
+  }
+
+  private async startParts(): Promise<void> {
+    const deps = this.deps
+    if (deps.requireRoot && process.getuid && process.getuid() !== 0)
       throw new EnclaveError('EPERM', 'enclave run needs root (CAP_NET_ADMIN) to create the TUN device and routes; try `sudo enclave run`')
+    // One agent per run directory, before anything else is touched (a second `run` changes nothing).
+    const lock = InstanceLock.acquire(this.opts.runDir, (pid) =>
+      this.log.warn({ pid }, 'an earlier agent of this run directory did not stop cleanly; taking over its lock'),
+    )
+    this.acquired('instance lock', () => lock.release())
     this.profile = loadProfile(profilePath(this.opts.configDir))
     const p = this.profile
     if (p.logLevel !== undefined && this.opts.verbosity === 1) {
       this.verbosity = p.logLevel
       setVerbosity(this.log, p.logLevel)
     }
+    this.epochMs = deps.clock.now()
     this.local = localStatic(p.privateKey, p.publicKey)
-    this.hsPool = startHandshakePool(p.privateKey, p.publicKey)
+    const pool: HandshakePool = deps.handshakePool(p.privateKey, p.publicKey)
+    this.acquired('handshake pool', () => pool.destroy())
     const nWorkers = this.opts.workers ?? p.workers ?? Math.max(1, Math.min(os.availableParallelism(), 4))
     this.layout = createLayout(Math.max(64, p.peers.length * 2 + 16), nWorkers)
     this.v = views(this.layout)
@@ -127,52 +166,75 @@ export class Agent implements AgentApi {
       { identity: p.identity, virtualAddress: intToIp(p.virtualAddress), version: VERSION, verbosity: VERBOSITY_NAMES[this.verbosity] },
       'starting enclave agent',
     )
-    await this.cleanupStale()
-    this.dev = await Devices.open(p, nWorkers)
-    this.spoofWarnings = await installAntiSpoof(this.dev.ifname, intToIp(p.virtualAddress), natTag(p), this.log)
-    this.wire(nWorkers)
+    // We hold the lock, so NAT rules with our tag are a crashed earlier run's.
+    const stale = await deps.os.removeTaggedNatRules(natTag(p))
+    if (stale) this.log.warn({ rules: stale }, 'removed NAT rules left by an earlier run that did not stop cleanly')
+    this.dev = await deps.openDevices(p, nWorkers, deps.os, deps.deviceOptions)
+    this.acquired('devices', () => this.dev.close())
+    this.spoofWarnings = await installAntiSpoof(this.dev.ifname, intToIp(p.virtualAddress), natTag(p), this.log, deps.os)
+    this.acquired('anti-spoofing rules', () => removeAntiSpoof(natTag(this.profile), this.log, deps.os))
+    this.wire(nWorkers, pool)
     for (const cfg of p.peers) await this.addPeer(cfg)
     this.network.compilePolicy(p, this.peers)
     this.network.rebuild(p, this.peers)
     for (let i = 0; i < nWorkers; i++) this.rings.push(createRing(256))
+    this.acquired('data-plane workers', async () => {
+      Atomics.store(this.v.global, G_STOP, 1)
+      await this.supervisor.stopAll()
+    })
     await this.supervisor.startAll(nWorkers)
     const d = this.dev
     const offload = d.offload ? (d.uso ? 'tso4+uso4+csum' : 'tso4+csum') : 'off'
     const address = `${intToIp(p.virtualAddress)}/10`
     this.log.info({ interface: d.ifname, address, mtu: p.mtu, port: d.port, workers: nWorkers, offload }, 'data plane up')
+    this.acquired('routes and NAT rules', async () => {
+      await this.network.routes.removeAll()
+      if (this.profile.exitNode.manageNat) {
+        const n = await deps.os.removeTaggedNatRules(natTag(this.profile))
+        this.log.info({ rules: n }, 'ManageNat: removed our SNAT rules')
+      }
+    })
     await this.network.applyOs(p, this.peers)
     for (const r of this.rings) void this.dispatch.consume(new RingConsumer(r), () => this.stopping)
-    this.tickTimer = setInterval(() => this.tick(), TICK_MS)
+    const tick = deps.clock.setInterval(() => this.tick(), TICK_MS)
+    this.acquired('timers', () => tick.clear())
     resumeRecentPeers(
       this.opts.runDir,
       this.peers,
       this.memory,
       (peer, why) => this.handshakes.initiate(peer, why),
       (m) => this.log.warn(m),
+      deps.clock.now(),
     )
     for (const peer of this.peers)
       if (peer.cfg.persistentKeepalive > 0 && peer.configuredEndpoint) this.handshakes.initiate(peer, 'persistent keepalive configured')
-    this.api = new ApiServer(this, this.opts.runDir, p.controlGroup)
-    await this.api.listen()
-    this.peerCache = new PeerCache(
+    const api = new ApiServer(this, this.opts.runDir, p.controlGroup, deps.testHooks ? this.testHooks : undefined)
+    await api.listen()
+    this.acquired('control socket', () => api.close())
+    const cache = new PeerCache(
       this.opts.runDir,
       (now) => recentPeers(this.peers, this.memory, now),
       (msg, err) => this.log.warn({ err }, msg),
     )
-    this.log.info({ socket: this.api.path }, 'control socket ready')
-    this.metrics = new MetricsEndpoint(() => ({ ...this.status(), workerRestarts: this.supervisor.restartsTotal }), this.log)
-    await this.metrics.sync(p.metricsListen)
+    this.peerCache = cache
+    this.acquired('peer cache', () => cache.flush(deps.clock.now()))
+    this.log.info({ socket: api.path }, 'control socket ready')
+    const metrics = new MetricsEndpoint(() => ({ ...this.status(), workerRestarts: this.supervisor.restartsTotal }), this.log)
+    this.metrics = metrics
+    this.acquired('metrics endpoint', () => metrics.close())
+    await metrics.sync(p.metricsListen)
   }
 
-  /** Builds the parts over the shared layout and the opened sockets. */
-  private wire(workers: number): void {
+  /** Builds the parts over the shared layout and the opened devices. */
+  private wire(workers: number, pool: HandshakePool): void {
     const log = this.log
+    const now = () => this.deps.clock.now()
     this.keypairs = new KeypairSlots(this.v)
     this.memory = new PeerMemory(this.v, this.layout.maxPeers, this.layout.workers)
     this.peers = new PeerTable(this.layout.maxPeers, KEYPAIR_QUARANTINE_MS)
-    const send = new UdpSender(this.dev.udpFds[0]).send
+    this.endpoints = { memory: this.memory, log, now, resolve: this.deps.resolve }
+    const send = this.dev.send
     this.sessions = new Sessions(this.keypairs, this.memory, this.peers, send, this.profile.mtu)
-    const runTask = this.hsPool!.runTask
     const onSessionUp = (peer: PeerRuntime) => this.sessionUp(peer)
     this.handshakes = new Handshakes({
       local: this.local,
@@ -180,11 +242,13 @@ export class Agent implements AgentApi {
       sessions: this.sessions,
       keypairs: this.keypairs,
       send,
-      runTask,
+      runTask: pool.runTask,
       log,
       onSessionUp,
+      clock: now,
     })
-    const resolve = (peer: PeerRuntime) => void resolveEndpoint(peer, this.memory, log, true)
+    this.acquired('handshakes', () => this.handshakes.close())
+    const resolve = (peer: PeerRuntime) => void resolveEndpoint(peer, this.endpoints, true)
     this.timers = new PeerTimers({
       memory: this.memory,
       sessions: this.sessions,
@@ -201,33 +265,30 @@ export class Agent implements AgentApi {
       },
       log,
     )
-    this.dispatch = new RingDispatcher({ peers: this.peers, sessions: this.sessions, handshakes: this.handshakes, log, onSessionUp })
+    this.dispatch = new RingDispatcher({
+      peers: this.peers,
+      sessions: this.sessions,
+      handshakes: this.handshakes,
+      log,
+      onSessionUp,
+      clock: now,
+    })
     const publish = (tables: DataplaneTables) => {
       this.supervisor.post({ t: 'tables', tables })
       Atomics.store(this.v.global, G_CONFIG_GEN, tables.gen)
     }
-    const routes = new OsRouteInstaller(this.dev.ifname, fwmarkFor(this.profile), log)
-    this.network = new NetworkState(new PolicyState(workers), routes, publish, log)
-  }
-
-  /**
-   * Removes the NAT rules a crashed earlier run of this profile may have left. Its policy rules and
-   * fail-closed routes stay until the first route sync has installed ours (no leak while starting).
-   */
-  private async cleanupStale(): Promise<void> {
-    const n = await net.removeTaggedNatRules(natTag(this.profile))
-    if (n) this.log.warn({ rules: n }, 'removed NAT rules left by an earlier run that did not stop cleanly')
+    const routes = new OsRouteInstaller(this.dev.ifname, fwmarkFor(this.profile), log, this.deps.os)
+    this.network = new NetworkState(new PolicyState(workers), routes, publish, log, this.deps.os, now)
   }
 
   private workerInit(i: number): WorkerInit {
-    const [tunFd, udpFd, ring] = [this.dev.tunFds[i], this.dev.udpFds[i], this.rings[i]]
     return {
       id: i,
       layout: this.layout,
-      ring,
+      ring: this.rings[i],
       conntrack: this.conntrack,
-      tunFd,
-      udpFd,
+      io: this.dev.workerIo(i),
+      clock: this.deps.clock.shared,
       mtu: this.profile.mtu,
       batch: 64,
       epochMs: this.epochMs,
@@ -238,7 +299,7 @@ export class Agent implements AgentApi {
   }
 
   private tick(): void {
-    const now = Date.now()
+    const now = this.deps.clock.now()
     this.keypairs.sweep(now)
     this.dispatch.pollConfirmations(now)
     for (const peer of this.peers) {
@@ -252,7 +313,7 @@ export class Agent implements AgentApi {
   }
 
   private sessionUp(peer: PeerRuntime): void {
-    const now = Date.now()
+    const now = this.deps.clock.now()
     const sent = peer.staged.length ? this.sessions.flushStaged(peer, now) : 0
     if (sent) this.log.debug({ peer: peer.cfg.identity, packets: sent }, 'sent packets queued during the handshake')
     else if (peer.current?.isInitiator && this.sessions.sendTransport(peer, new Uint8Array(0), now))
@@ -263,16 +324,16 @@ export class Agent implements AgentApi {
   // ---------------------------------------------------------------- peers and routes
 
   private async addPeer(cfg: Profile['peers'][number]): Promise<void> {
-    const slot = this.peers.takeSlot(Date.now())
+    const slot = this.peers.takeSlot(this.deps.clock.now())
     if (slot === undefined) throw new EnclaveError('EPEERS', 'too many peers for this run; restart the agent to grow the table')
     const peer = newPeer(slot, cfg, peerCrypto(this.local, cfg.publicKey, cfg.presharedKey))
     this.memory.reset(slot)
     this.peers.add(peer)
-    await resolveEndpoint(peer, this.memory, this.log)
+    await resolveEndpoint(peer, this.endpoints)
   }
 
   private removePeer(peer: PeerRuntime): void {
-    const now = Date.now()
+    const now = this.deps.clock.now()
     this.sessions.dropAll(peer, now)
     this.peers.remove(peer, now)
   }
@@ -297,8 +358,9 @@ export class Agent implements AgentApi {
     return out
   }
 
-  crashWorkerForTest(i: number): void {
-    this.supervisor.crash(i)
+  /** Test hooks (the control socket offers them only when AgentDeps.testHooks is set). */
+  readonly testHooks: AgentTestHooks = {
+    crashWorker: (i) => this.supervisor.crash(i),
   }
 
   setVerbosity(level: number): void {
@@ -332,12 +394,12 @@ export class Agent implements AgentApi {
         c.peer.configuredEndpoint = undefined
         this.memory.setEndpoint(c.peer.slot, undefined)
       }
-      await resolveEndpoint(c.peer, this.memory, this.log)
+      await resolveEndpoint(c.peer, this.endpoints)
     }
     this.profile = next
     for (const cfg of plan.added) await this.addPeer(cfg)
     this.network.compilePolicy(next, this.peers)
-    const cut = this.network.policy.cutDisallowedFlows(this.conntrack, Math.floor((Date.now() - this.epochMs) / 1000))
+    const cut = this.network.policy.cutDisallowedFlows(this.conntrack, Math.floor((this.deps.clock.now() - this.epochMs) / 1000))
     if (cut) this.log.info({ flows: cut }, 'policy reload: cut flows the new policy no longer allows')
     this.network.rebuild(next, this.peers)
     await this.network.applyOs(next, this.peers)
@@ -352,47 +414,47 @@ export class Agent implements AgentApi {
   }
 
   status(): StatusModel {
-    return gatherStatus({
-      profile: this.profile,
-      peers: this.peers,
-      memory: this.memory,
-      sessions: this.sessions,
-      routes: this.network.routes,
-      active: this.network.routing.choice,
-      conntrack: this.conntrack,
-      epochMs: this.epochMs,
-      interface: this.dev.ifname,
-      port: this.dev.port,
-      verbosity: this.verbosity,
-      exitWarnings: [...this.spoofWarnings, ...this.network.exitWarnings],
-      policy: this.network.policy.compiled,
-      policyTables: this.network.policy.tables,
-      workers: this.layout.workers,
-    })
+    return gatherStatus(
+      {
+        profile: this.profile,
+        peers: this.peers,
+        memory: this.memory,
+        sessions: this.sessions,
+        routes: this.network.routes,
+        active: this.network.routing.choice,
+        conntrack: this.conntrack,
+        epochMs: this.epochMs,
+        interface: this.dev.ifname,
+        port: this.dev.port,
+        verbosity: this.verbosity,
+        exitWarnings: [...this.spoofWarnings, ...this.network.exitWarnings],
+        policy: this.network.policy.compiled,
+        policyTables: this.network.policy.tables,
+        workers: this.layout.workers,
+      },
+      this.deps.clock.now(),
+    )
   }
 
   // ---------------------------------------------------------------- stop
 
+  /** Undoes what start acquired, in reverse order; works after a start that failed halfway. */
   async stop(why = 'requested'): Promise<void> {
     if (this.stopping) return
     this.stopping = true
     this.log.info({ reason: why }, 'stopping')
-    if (this.tickTimer) clearInterval(this.tickTimer)
-    this.handshakes?.close()
-    Atomics.store(this.v.global, G_STOP, 1)
-    await this.supervisor?.stopAll()
-    this.peerCache?.flush(Date.now())
-    await this.network?.routes.removeAll()
-    if (this.profile.exitNode.manageNat) {
-      const n = await net.removeTaggedNatRules(natTag(this.profile))
-      this.log.info({ rules: n }, 'ManageNat: removed our SNAT rules')
+    let failed = 0
+    for (const u of this.undo.reverse()) {
+      try {
+        await u.run()
+      } catch (e) {
+        failed++
+        this.log.error({ part: u.what, err: (e as Error).message }, 'could not undo at stop')
+      }
     }
-    if (this.dev) await removeAntiSpoof(natTag(this.profile), this.log)
-    await this.api?.close()
-    await this.metrics?.close()
-    await this.hsPool?.destroy()
-    this.dev.close() // the TUN device disappears with its last queue
-    this.log.info('stopped; everything this agent added was removed')
+    this.undo.length = 0
+    if (failed) this.log.warn({ failed }, 'stopped; some of what this agent added may remain (see the errors above)')
+    else this.log.info('stopped; everything this agent added was removed')
     this.stoppedResolve()
   }
 }

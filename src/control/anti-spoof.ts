@@ -5,15 +5,22 @@
  * at stop; a crashed run's rules are removed by the next start or by `enclave stop` (same tag as NAT).
  * Returns the warnings that status shows.
  */
-import * as net from '../platform/linux/net.js'
+import { antiSpoofCommand, antiSpoofRuleArgs } from '../platform/linux/net.js'
+import { type OsNetwork, linuxNetwork } from '../platform/os-network.js'
 import type { AgentLogger } from './logger.js'
 
-export async function installAntiSpoof(tun: string, selfAddr: string, tag: string, log: AgentLogger): Promise<string[]> {
-  const want = net.antiSpoofRuleArgs(tun, selfAddr, tag)
+export async function installAntiSpoof(
+  tun: string,
+  selfAddr: string,
+  tag: string,
+  log: AgentLogger,
+  net: OsNetwork = linuxNetwork,
+): Promise<string[]> {
+  const want = antiSpoofRuleArgs(tun, selfAddr, tag)
   if ((await net.rawPreroutingRules()) === undefined) {
     const w =
       'iptables is not available, so LAN hosts can forge overlay sources at this node: run ' +
-      want.map((a) => `\`${net.antiSpoofCommand(a)}\``).join(' and ')
+      want.map((a) => `\`${antiSpoofCommand(a)}\``).join(' and ')
     log.warn(w)
     return [w]
   }
@@ -25,7 +32,7 @@ export async function installAntiSpoof(tun: string, selfAddr: string, tag: strin
       await net.insertRawRule(want[i])
     } catch (e) {
       // Without the rpfilter match (xt_rpfilter), the overlay rule falls back to "any non-local source".
-      const fallback = i === 0 ? net.antiSpoofRuleArgs(tun, selfAddr, tag, false)[0] : undefined
+      const fallback = i === 0 ? antiSpoofRuleArgs(tun, selfAddr, tag, false)[0] : undefined
       try {
         if (!fallback) throw e
         await net.insertRawRule(fallback)
@@ -34,7 +41,7 @@ export async function installAntiSpoof(tun: string, selfAddr: string, tag: strin
           'anti-spoofing: no rpfilter match; overlay sources outside the TUN are dropped whatever the route',
         )
       } catch (e2) {
-        const w = `anti-spoofing: could not add \`${net.antiSpoofCommand(want[i])}\`: ${(e2 as Error).message}`
+        const w = `anti-spoofing: could not add \`${antiSpoofCommand(want[i])}\`: ${(e2 as Error).message}`
         log.warn(w)
         warnings.push(w)
       }
@@ -44,7 +51,7 @@ export async function installAntiSpoof(tun: string, selfAddr: string, tag: strin
   return warnings
 }
 
-export async function removeAntiSpoof(tag: string, log: AgentLogger): Promise<void> {
+export async function removeAntiSpoof(tag: string, log: AgentLogger, net: OsNetwork = linuxNetwork): Promise<void> {
   const n = await net.removeTaggedRawRules(tag)
   if (n) log.info({ rules: n }, 'anti-spoofing: removed our raw PREROUTING rules')
 }

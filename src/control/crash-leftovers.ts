@@ -1,14 +1,16 @@
 /**
  * `enclave stop` after the agent died without stopping (kill -9, crash): the fail-closed routes and
  * policy rules it left keep refusing the traffic its profile sends through exit nodes (see
- * routes/installer.ts), and its anti-spoofing rules (anti-spoof.ts) stay in the raw table. Once nobody
- * answers on the control socket, stop removes them.
+ * routes/installer.ts), its anti-spoofing rules (anti-spoof.ts) stay in the raw table and, with ManageNat,
+ * its SNAT rules in the nat table. Once nobody holds the run directory's lock and nobody answers on the
+ * control socket, stop removes them.
  */
 import { AgentNotRunning, callAgent, socketPath } from './api/client.js'
 import { loadProfile, profilePath } from './profile/profile.js'
 import { agentFwmark, removeCrashLeftovers } from './routes/installer.js'
 import { natTag } from './exit-node.js'
-import { removeTaggedRawRules } from '../platform/linux/net.js'
+import { linuxNetwork } from '../platform/os-network.js'
+import { lockHolder } from './instance-lock.js'
 
 /**
  * Removes what a dead agent of the profile in `configDir` left; returns how many routes and rules,
@@ -16,6 +18,7 @@ import { removeTaggedRawRules } from '../platform/linux/net.js'
  * profile cannot be read.
  */
 export async function cleanupAfterCrash(configDir: string, runDir: string): Promise<number | undefined> {
+  if (lockHolder(runDir) !== undefined) return undefined
   try {
     await callAgent({ op: 'ping' }, socketPath(runDir), 2000)
     return undefined
@@ -28,5 +31,10 @@ export async function cleanupAfterCrash(configDir: string, runDir: string): Prom
   } catch {
     return undefined
   }
-  return (await removeCrashLeftovers(agentFwmark(profile.localPort))) + (await removeTaggedRawRules(natTag(profile)))
+  const os = linuxNetwork
+  return (
+    (await removeCrashLeftovers(agentFwmark(profile.localPort), os)) +
+    (await os.removeTaggedRawRules(natTag(profile))) +
+    (await os.removeTaggedNatRules(natTag(profile)))
+  )
 }

@@ -9,14 +9,26 @@ import type { PeerRuntime } from './peer-table.js'
  * Sets `peer.configuredEndpoint`. The endpoint workers send to is set too when none is known yet,
  * or (with `force`) when the name now resolves elsewhere.
  */
-export async function resolveEndpoint(peer: PeerRuntime, memory: PeerMemory, log: AgentLogger, force = false): Promise<void> {
+/** Looks up a host name's IPv4 address (the system resolver by default). */
+export type Resolver = (host: string) => Promise<string>
+export const systemResolver: Resolver = async (host) => (await dns.lookup(host, { family: 4 })).address
+
+export interface EndpointContext {
+  memory: PeerMemory
+  log: AgentLogger
+  now: () => number
+  resolve: Resolver
+}
+
+export async function resolveEndpoint(peer: PeerRuntime, c: EndpointContext, force = false): Promise<void> {
+  const { memory, log } = c
   const ep = peer.cfg.endpoint
   if (!ep) return
-  peer.lastResolveMs = Date.now()
+  peer.lastResolveMs = c.now()
   let ip = parseIpv4(ep.host)
   if (typeof ip === 'string') {
     try {
-      ip = parseIpv4((await dns.lookup(ep.host, { family: 4 })).address) as number
+      ip = parseIpv4(await c.resolve(ep.host)) as number
     } catch (e) {
       log.warn(
         { peer: peer.cfg.identity, endpoint: `${ep.host}:${ep.port}`, err: (e as Error).message },

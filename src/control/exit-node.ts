@@ -4,7 +4,8 @@
  * status shows; it logs what it changes.
  */
 import { intToIp } from '../common/ipv4.js'
-import * as net from '../platform/linux/net.js'
+import { natCovers, natRuleArgs } from '../platform/linux/net.js'
+import { type OsNetwork, linuxNetwork } from '../platform/os-network.js'
 import type { AgentLogger } from './logger.js'
 import type { Profile } from './profile/profile.js'
 
@@ -12,7 +13,7 @@ export function natTag(profile: Profile): string {
   return `enclave:${profile.interface}`
 }
 
-export async function checkExitNode(profile: Profile, log: AgentLogger): Promise<string[]> {
+export async function checkExitNode(profile: Profile, log: AgentLogger, net: OsNetwork = linuxNetwork): Promise<string[]> {
   const en = profile.exitNode
   const warnings: string[] = []
   if (!en.providesRoutes.length) return warnings
@@ -32,7 +33,7 @@ export async function checkExitNode(profile: Profile, log: AgentLogger): Promise
           continue
         }
         try {
-          await net.addNatRule(net.natRuleArgs(c, to, natTag(profile)))
+          await net.addNatRule(natRuleArgs(c, to, natTag(profile)))
           log.info({ route: c.text, to }, 'ManageNat: added SNAT rule')
         } catch (e) {
           warnings.push(`ManageNat: could not add the SNAT rule for ${c.text}: ${(e as Error).message}`)
@@ -47,7 +48,7 @@ export async function checkExitNode(profile: Profile, log: AgentLogger): Promise
       warnings.push('iptables is not available: cannot check the SNAT rules')
       break
     }
-    if (!net.natCovers(rules, c)) {
+    if (!natCovers(rules, c)) {
       const to = (await net.lanAddressFor(c)) ?? "<this node's LAN address>"
       warnings.push(
         `no SNAT rule for ${c.text}: run \`sudo iptables -t nat -A POSTROUTING -s 100.64.0.0/10 -d ${c.text} -j SNAT --to ${to}\``,

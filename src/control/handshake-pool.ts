@@ -1,6 +1,7 @@
 /** The responder's handshake crypto runs in this pool (workers/handshake.ts), never on the control thread. */
 import { Piscina } from 'piscina'
 import type { HandshakeTaskRunner } from './handshakes.js'
+import { sourceExecArgv, workerFile } from './worker-file.js'
 
 export interface HandshakePool {
   runTask: HandshakeTaskRunner
@@ -8,8 +9,10 @@ export interface HandshakePool {
 }
 
 export function startHandshakePool(privateKey: Uint8Array, publicKey: Uint8Array): HandshakePool {
+  const file = workerFile('handshake')
   const pool = new Piscina({
-    filename: new URL('../../workers/handshake.js', import.meta.url).href,
+    filename: file.href,
+    ...(file.pathname.endsWith('.ts') ? { execArgv: [...sourceExecArgv(), '--import=tsx'] } : {}),
     minThreads: 1,
     maxThreads: 1,
     idleTimeout: Infinity,

@@ -10,6 +10,7 @@ import type { PeerTable } from './peer-table.js'
 import type { PolicyState } from './policy/state.js'
 import type { Profile } from './profile/profile.js'
 import { checkExitNode } from './exit-node.js'
+import { type OsNetwork, linuxNetwork } from '../platform/os-network.js'
 import type { OsRouteInstaller } from './routes/installer.js'
 import { wantedRoutes } from './routes/compiler.js'
 import { Routing, routePeer } from './routes/routing.js'
@@ -24,6 +25,8 @@ export class NetworkState {
     readonly routes: OsRouteInstaller,
     private readonly publishTables: (tables: DataplaneTables) => void,
     private readonly log: AgentLogger,
+    private readonly os: OsNetwork = linuxNetwork,
+    private readonly now: () => number = Date.now,
   ) {}
 
   /** What the workers get: the route tables and the compiled policies. */
@@ -33,13 +36,13 @@ export class NetworkState {
 
   /** Recompiles the route tables (start, reload) and publishes them. */
   rebuild(profile: Profile, peers: PeerTable): void {
-    this.routing.compile(profile, peers, Date.now())
+    this.routing.compile(profile, peers, this.now())
     this.publish()
   }
 
   /** Re-chooses exit nodes after a peer's health changed; publishes only if a route moved. */
   refreshFailover(profile: Profile, peers: PeerTable): void {
-    const r = this.routing.refresh(profile, peers, Date.now())
+    const r = this.routing.refresh(profile, peers, this.now())
     if (!r) return
     const name = (slot: number) => peers.get(slot)?.cfg.identity
     for (const m of r.moves) this.log.warn({ route: m.route, from: name(m.from), to: name(m.to) }, 'exit node failover')
@@ -56,7 +59,7 @@ export class NetworkState {
   async applyOs(profile: Profile, peers: PeerTable): Promise<void> {
     const carrier = (route: string) => peers.get(this.routing.carrier(route) ?? -1)?.cfg.identity
     await this.routes.sync(wantedRoutes(peers.list().map(routePeer)), profile.exitNode.forceRoutes, carrier)
-    this.exitWarnings = await checkExitNode(profile, this.log)
+    this.exitWarnings = await checkExitNode(profile, this.log, this.os)
   }
 
   private publish(): void {

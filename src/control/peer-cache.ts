@@ -184,8 +184,9 @@ export function resumeRecentPeers(
   memory: PeerMemory,
   initiate: (peer: PeerRuntime, why: string) => void,
   warn: (msg: string) => void,
+  now = Date.now(),
 ): void {
-  const loaded = loadPeerCache(dir, Date.now())
+  const loaded = loadPeerCache(dir, now)
   if (loaded.warning) warn(loaded.warning)
   for (const peer of peers) {
     const c = loaded.peers.get(Buffer.from(peer.cfg.publicKey).toString('base64'))

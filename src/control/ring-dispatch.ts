@@ -18,6 +18,7 @@ export interface DispatchDeps {
   handshakes: Handshakes
   log: AgentLogger
   onSessionUp: (peer: PeerRuntime) => void
+  clock?: () => number
 }
 
 export class RingDispatcher {
@@ -71,7 +72,7 @@ export class RingDispatcher {
     }
     const peer = this.d.peers.get(slot)
     if (!peer) return
-    const now = Date.now()
+    const now = (this.d.clock ?? Date.now)()
     if (kind === MSG_STAGED) {
       if (!this.d.sessions.stage(peer, payload, now)) return // a session came up while this packet was in the ring
       if (!this.d.sessions.endpointOf(peer) && now - this.lastNoEndpointLog > STAGE_DROP_LOG_MS) {

@@ -3,9 +3,10 @@
  * restarts a worker that exits unexpectedly, and gives up (asks the agent to stop) when workers
  * keep crashing. It owns the Worker objects; the agent only asks it to start, post and stop.
  */
-import { Worker } from 'node:worker_threads'
+import type { Worker } from 'node:worker_threads'
 import type { FlowLog, WorkerInit } from '../ipc/messages.js'
 import { type AgentLogger, WorkerLogQueue } from './logger.js'
+import { startWorker } from './worker-file.js'
 
 const START_TIMEOUT_MS = 15_000
 const RESTART_DELAY_MS = 100
@@ -77,7 +78,7 @@ export class WorkerSupervisor {
   }
 
   private start(i: number): Promise<void> {
-    const w = new Worker(new URL('../../workers/dataplane.js', import.meta.url), { workerData: this.hooks.init(i) })
+    const w = startWorker('dataplane', { workerData: this.hooks.init(i) })
     this.workers[i] = w
     let ready!: () => void
     const isReady = new Promise<void>((r) => (ready = r))

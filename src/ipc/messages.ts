@@ -1,6 +1,7 @@
 /** Control <-> worker messages (postMessage) that are not shared memory. */
 import type { SharedLayout } from './layout.js'
 import type { RingBuffers } from './ring.js'
+import type { WorkerIo } from '../io/packet-io.js'
 import type { PolicyTable } from '../dataplane/policy.js'
 
 /** Values in the `local` table: where a destination lives on this node. */
@@ -49,8 +50,10 @@ export interface WorkerInit {
   layout: SharedLayout
   ring: RingBuffers
   conntrack: SharedArrayBuffer
-  tunFd: number
-  udpFd: number
+  /** The worker's TUN queue and UDP socket, or its memory queues (src/io/packet-io.ts). */
+  io: WorkerIo
+  /** The agent's clock offset when it is not the wall clock (src/platform/clock.ts). */
+  clock?: SharedArrayBuffer
   mtu: number
   batch: number
   epochMs: number

@@ -4,7 +4,8 @@
  * are: they return -errno for system errors, and the addon itself checks every size it is given
  * (count x slot against the slab, offsets and lengths against their buffers), throwing a
  * RangeError for a caller's bug instead of touching memory outside the buffers.
- * checkBatchBuffers is the same check in JavaScript, for a clear message once at worker start.
+ * checkBatchBuffers (src/io/packet-io.ts) is the same check in JavaScript, for a clear message once
+ * at worker start. Loaded by whoever opens native devices; a worker on memory queues never loads it.
  */
 import { createRequire } from 'node:module'
 import fs from 'node:fs'
@@ -52,15 +53,6 @@ export class NativeError extends Error {
     super(`${what}: ${native.strerror(-negErrno)}`)
     this.errno = -negErrno
   }
-}
-
-/** Checks a slab/lens pair against a batch before it is used in a loop. */
-export function checkBatchBuffers(slab: Uint8Array, slotSize: number, lens: Int32Array, batch: number, addrs?: Uint32Array): void {
-  if (batch < 1 || batch > native.MAX_BATCH) throw new RangeError(`batch ${batch} outside 1..${native.MAX_BATCH}`)
-  if (slab.byteLength < slotSize * batch)
-    throw new RangeError(`slab of ${slab.byteLength} B is smaller than ${batch} slots of ${slotSize} B`)
-  if (lens.length < batch) throw new RangeError(`lens has ${lens.length} entries, batch needs ${batch}`)
-  if (addrs && addrs.length < 2 * batch) throw new RangeError(`addrs has ${addrs.length} entries, batch needs ${2 * batch}`)
 }
 
 /**

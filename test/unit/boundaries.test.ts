@@ -55,7 +55,7 @@ t.test('only src/native/io.ts loads the native addon', async (t) => {
   t.same(loaders, ['src/native/io.ts'])
 })
 
-const lower = ['src/common', 'src/ipc', 'src/protocol', 'src/dataplane', 'src/platform', 'src/native']
+const lower = ['src/common', 'src/ipc', 'src/io', 'src/protocol', 'src/dataplane', 'src/platform', 'src/native']
 
 t.test('lower layers never import control or commands', async (t) => {
   const bad: string[] = []

@@ -16,6 +16,11 @@ export interface AgentApi {
   connect(which: string): string | null
   rekeyAll(): string[]
   setVerbosity(level: number): void
-  crashWorkerForTest(i: number): void
   stop(why?: string): Promise<void>
+}
+
+/** Hooks for tests (the control socket offers them only with ENCLAVE_TEST_HOOKS=1). */
+export interface AgentTestHooks {
+  /** Terminates data-plane worker i as a crash would (the supervisor restarts it). */
+  crashWorker(i: number): void
 }

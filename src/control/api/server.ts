@@ -18,7 +18,7 @@ import { SOCKET_NAME } from './client.js'
 import { EnclaveError } from '../../errors.js'
 import { native } from '../../native/io.js'
 import { ensurePrivateDir } from '../../platform/linux/files.js'
-import type { AgentApi } from './agent-api.js'
+import type { AgentApi, AgentTestHooks } from './agent-api.js'
 
 /** Connections one non-root user may hold open at once; more are closed as they arrive. */
 export const MAX_CONNECTIONS_PER_USER = 16
@@ -76,6 +76,7 @@ export class ApiServer {
     private agent: AgentApi,
     runDir: string,
     private group?: string,
+    private hooks?: AgentTestHooks,
   ) {
     this.path = path.join(runDir, SOCKET_NAME)
   }
@@ -210,10 +211,9 @@ export class ApiServer {
         return { level }
       }
       case 'debug':
-        if (process.env.ENCLAVE_TEST_HOOKS !== '1')
-          throw new EnclaveError('EPERM', 'test hooks are off (start the agent with ENCLAVE_TEST_HOOKS=1)')
+        if (!this.hooks) throw new EnclaveError('EPERM', 'test hooks are off (start the agent with ENCLAVE_TEST_HOOKS=1)')
         if (req.action === 'crash-worker') {
-          this.agent.crashWorkerForTest(Number(req.arg ?? 0))
+          this.hooks.crashWorker(Number(req.arg ?? 0))
           return { crashed: Number(req.arg ?? 0) }
         }
         throw new EnclaveError('EINVAL', `unknown debug action ${String(req.action)}`)

@@ -11,7 +11,8 @@
  * leftovers (removeCrashLeftovers) or the next start replaces them (the first sync).
  */
 import type { Cidr } from '../../common/ipv4.js'
-import * as net from '../../platform/linux/net.js'
+import { isOurUnreachable } from '../../platform/linux/net.js'
+import { type OsNetwork, linuxNetwork } from '../../platform/os-network.js'
 import type { AgentLogger } from '../logger.js'
 import { type RouteDecision, decideRoutes } from './compiler.js'
 
@@ -32,6 +33,7 @@ export class OsRouteInstaller {
     private readonly ifname: string,
     private readonly fwmark: number,
     private readonly log: AgentLogger,
+    private readonly os: OsNetwork = linuxNetwork,
   ) {}
 
   isInstalled(route: string): boolean {
@@ -44,7 +46,7 @@ export class OsRouteInstaller {
 
   /** Makes the OS routes match `wanted`; `carrier(route)` names the exit node for the log. */
   async sync(wanted: Cidr[], force: boolean, carrier: (route: string) => string | undefined): Promise<void> {
-    const existing = (await net.listRoutes('main')).filter((r) => !this.isInstalled(r.dst) && !net.isOurUnreachable(r, this.fwmark))
+    const existing = (await this.os.listRoutes('main')).filter((r) => !this.isInstalled(r.dst) && !isOurUnreachable(r, this.fwmark))
     const decisions = decideRoutes(wanted, existing, this.ifname, force)
     const table = String(this.fwmark)
     const stale = this.first ? await this.leftovers() : []
@@ -61,15 +63,15 @@ export class OsRouteInstaller {
       }
       try {
         if (d.cidr.len === 0) {
-          await net.addRoute(d.cidr, this.ifname, table)
-          await net.addUnreachableRoute(d.cidr, this.fwmark, table)
+          await this.os.addRoute(d.cidr, this.ifname, table)
+          await this.os.addUnreachableRoute(d.cidr, this.fwmark, table)
           if (!this.defaultRules) {
-            await net.addDefaultRouteRules(this.fwmark)
+            await this.os.addDefaultRouteRules(this.fwmark)
             this.defaultRules = true
           }
         } else {
-          await net.addRoute(d.cidr, this.ifname)
-          await net.addUnreachableRoute(d.cidr, this.fwmark)
+          await this.os.addRoute(d.cidr, this.ifname)
+          await this.os.addUnreachableRoute(d.cidr, this.fwmark)
         }
         installed.push(d.cidr)
         if (!this.isInstalled(d.cidr.text))
@@ -82,12 +84,12 @@ export class OsRouteInstaller {
       }
     }
     if (!installed.some((c) => c.len === 0) && (this.defaultRules || this.first)) {
-      await net.removeDefaultRouteRules(this.fwmark)
+      await this.os.removeDefaultRouteRules(this.fwmark)
       this.defaultRules = false
     }
     for (const c of stale) {
       if (installed.some((i) => i.text === c.text)) continue
-      await net.delUnreachableRoute(c, this.fwmark, c.len === 0 ? table : undefined)
+      await this.os.delUnreachableRoute(c, this.fwmark, c.len === 0 ? table : undefined)
       this.log.warn({ route: c.text }, 'removed a fail-closed route left by an earlier run that did not stop cleanly')
     }
     this.first = false
@@ -97,21 +99,21 @@ export class OsRouteInstaller {
 
   /** Fail-closed routes present before our first sync: a crashed earlier run's (replaced or removed). */
   private async leftovers(): Promise<Cidr[]> {
-    const inTable = (await net.listUnreachableRoutes(this.fwmark, String(this.fwmark))).filter((c) => c.len === 0)
-    const inMain = (await net.listUnreachableRoutes(this.fwmark, 'main')).filter((c) => c.len > 0)
+    const inTable = (await this.os.listUnreachableRoutes(this.fwmark, String(this.fwmark))).filter((c) => c.len === 0)
+    const inMain = (await this.os.listUnreachableRoutes(this.fwmark, 'main')).filter((c) => c.len > 0)
     return [...inTable, ...inMain]
   }
 
   private async delPair(c: Cidr): Promise<void> {
     const table = c.len === 0 ? String(this.fwmark) : undefined
-    await net.delRoute(c, this.ifname, table)
-    await net.delUnreachableRoute(c, this.fwmark, table)
+    await this.os.delRoute(c, this.ifname, table)
+    await this.os.delUnreachableRoute(c, this.fwmark, table)
   }
 
   /** Removes every route and rule this installer added. */
   async removeAll(): Promise<void> {
     for (const c of this.installed) await this.delPair(c)
-    if (this.defaultRules) await net.removeDefaultRouteRules(this.fwmark)
+    if (this.defaultRules) await this.os.removeDefaultRouteRules(this.fwmark)
     this.installed = []
     this.defaultRules = false
   }
@@ -122,11 +124,11 @@ export class OsRouteInstaller {
  * names the agent, see OsRouteInstaller). Only call this when no agent of that profile is running.
  * Returns how many routes and rules it removed.
  */
-export async function removeCrashLeftovers(fwmark: number): Promise<number> {
+export async function removeCrashLeftovers(fwmark: number, os: OsNetwork = linuxNetwork): Promise<number> {
   let n = 0
   const table = String(fwmark)
-  for (const c of await net.listUnreachableRoutes(fwmark, table)) if (await net.delUnreachableRoute(c, fwmark, table)) n++
-  for (const c of await net.listUnreachableRoutes(fwmark, 'main')) if (await net.delUnreachableRoute(c, fwmark)) n++
-  n += await net.removeDefaultRouteRules(fwmark)
+  for (const c of await os.listUnreachableRoutes(fwmark, table)) if (await os.delUnreachableRoute(c, fwmark, table)) n++
+  for (const c of await os.listUnreachableRoutes(fwmark, 'main')) if (await os.delUnreachableRoute(c, fwmark)) n++
+  n += await os.removeDefaultRouteRules(fwmark)
   return n
 }

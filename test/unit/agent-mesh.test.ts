@@ -1,0 +1,204 @@
+/**
+ * Whole agents in one process (test/helpers/mesh.ts), no root: the real Agent with its workers, handshake
+ * pool, timers and control socket, over a memory wire, with an in-memory OS and a clock the test moves.
+ */
+import fs from 'node:fs'
+import t from 'tap'
+import { REJECT_AFTER_TIME_MS, REKEY_AFTER_TIME_MS } from '../../src/protocol/constants.js'
+import { lockPath } from '../../src/control/instance-lock.js'
+import { type MeshNode, Mesh, addrs } from '../helpers/mesh.js'
+
+const LAN = '172.26.0.0/20'
+const PRINTER = '172.26.0.250'
+
+function pair(mesh: Mesh): { a: MeshNode; b: MeshNode } {
+  const a = mesh.node('a')
+  const b = mesh.node('b')
+  mesh.writeProfile(a, { Peers: [mesh.peer(b, { Endpoint: mesh.endpoint(b) })] })
+  mesh.writeProfile(b, { Peers: [mesh.peer(a)] })
+  return { a, b }
+}
+
+async function delivered(mesh: Mesh, from: MeshNode, to: MeshNode, n: number, dst?: string): Promise<number> {
+  let ok = 0
+  for (let i = 0; i < n; i++) if (await mesh.udp(from, dst ?? to, { payload: `p${i}-${Math.random()}`, timeoutMs: 1000 }, to)) ok++
+  return ok
+}
+
+t.test('rekey after REKEY_AFTER_TIME, and a new session after REJECT_AFTER_TIME, without losing traffic', async (t) => {
+  const mesh = new Mesh('rekey')
+  t.teardown(() => mesh.close())
+  const { a, b } = pair(mesh)
+  await mesh.start(a)
+  await mesh.start(b)
+  t.ok(await mesh.udp(a, b), 'session up')
+  const first = a.log.filter((l) => l.includes('handshake complete')).length
+  // Traffic keeps flowing both ways while the session ages: the initiator rekeys once it is
+  // REKEY_AFTER_TIME old, and no packet is lost to it.
+  let lost = 0
+  for (let s = 0; s < (REKEY_AFTER_TIME_MS + 10_000) / 5000; s++) {
+    await mesh.advance(5000)
+    if (!(await mesh.udp(a, b, { timeoutMs: 2000 }))) lost++
+    if (!(await mesh.udp(b, a, { timeoutMs: 2000 }))) lost++
+  }
+  t.equal(lost, 0, `${2 * ((REKEY_AFTER_TIME_MS + 10_000) / 5000)} packets over 130 s, none lost`)
+  t.notOk(
+    a.log.some((l) => l.includes('not answering')),
+    'nobody was taken for unresponsive on the way',
+  )
+  await mesh.until('the rekey handshake', () => a.log.filter((l) => l.includes('handshake complete')).length > first)
+  t.ok(mesh.peerStatus(a, b).lastHandshakeSecondsAgo! < 15, 'status shows the new handshake')
+})
+
+t.test('idle past REJECT_AFTER_TIME: the session expires and the next packet starts a new one', async (t) => {
+  const mesh = new Mesh('expire')
+  t.teardown(() => mesh.close())
+  const { a, b } = pair(mesh)
+  await mesh.start(a)
+  await mesh.start(b)
+  t.ok(await mesh.udp(a, b), 'session up')
+  await mesh.advance(REJECT_AFTER_TIME_MS + 5000, 5000)
+  await mesh.until('the session expiring', () => a.log.some((l) => l.includes('session expired')))
+  t.equal(mesh.peerStatus(a, b).state, 'Down', 'a shows the peer Down')
+  const before = a.log.filter((l) => l.includes('handshake complete')).length
+  t.ok(await mesh.udp(a, b, { timeoutMs: 5000 }), 'the next packet arrives')
+  t.equal(a.log.filter((l) => l.includes('handshake complete')).length, before + 1, 'through a new handshake')
+  t.ok(await mesh.udp(b, a, { timeoutMs: 5000 }), 'and b answers on it')
+})
+
+t.test('a crashed worker is restarted and traffic goes on', async (t) => {
+  const mesh = new Mesh('crash')
+  t.teardown(() => mesh.close())
+  const { a, b } = pair(mesh)
+  await mesh.start(a, { workers: 2 })
+  await mesh.start(b)
+  t.ok(await mesh.udp(a, b), 'session up')
+  a.agent!.testHooks.crashWorker(0)
+  a.agent!.testHooks.crashWorker(1)
+  await mesh.until('both workers restarted', () => a.log.filter((l) => l.includes('exited unexpectedly; restarting it')).length >= 2)
+  t.equal(await delivered(mesh, a, b, 20), 20, '20 of 20 packets after the restart')
+  t.equal(await delivered(mesh, b, a, 20), 20, 'and 20 of 20 back')
+  t.equal(mesh.status(a).counters?.staged ?? 0, 1, 'only the very first packet waited for a session: the workers carried the rest')
+})
+
+t.test('an exit node and a client: OS routes, SNAT with ManageNat, failover to a second exit node', async (t) => {
+  const mesh = new Mesh('exit')
+  t.teardown(() => mesh.close())
+  const e1 = mesh.node('e1')
+  const e2 = mesh.node('e2')
+  const c = mesh.node('client')
+  for (const e of [e1, e2]) {
+    e.os.lanAddress = () => (e === e1 ? '172.26.0.1' : '172.26.0.2')
+    mesh.writeProfile(e, { Peers: [mesh.peer(c)], ExitNode: { ProvidesRoutes: [LAN], ManageNat: true } })
+  }
+  mesh.writeProfile(c, {
+    Peers: [mesh.peer(e1, { Endpoint: mesh.endpoint(e1) }), mesh.peer(e2, { Endpoint: mesh.endpoint(e2) })],
+    ExitNode: { AvailableRoutes: { [e1.identity]: [LAN], [e2.identity]: [LAN] } },
+  })
+  await mesh.start(e1)
+  await mesh.start(e2)
+  await mesh.start(c)
+  t.equal(c.os.lookup(0xac1a00fa)?.dev, 'enclave0', 'the client routes the LAN to its TUN')
+  t.ok(
+    c.os.routes.some((r) => r.dst === LAN && r.type === 'unreachable'),
+    'with a fail-closed twin',
+  )
+  t.ok(e1.os.ipForward, 'ManageNat turned IP forwarding on')
+  t.same(
+    e1.os.nat.map((r) => r.join(' ')),
+    [`-s 100.64.0.0/10 -d ${LAN} -j SNAT --to-source 172.26.0.1 -m comment --comment enclave:enclave0`],
+    'and added one tagged SNAT rule',
+  )
+  const got = await mesh.udp(c, PRINTER, {}, e1)
+  t.ok(got, 'a packet for the printer leaves e1 (first in profile order) into its LAN')
+  if (got) t.same(addrs(got), { src: c.va, dst: PRINTER })
+  // e1 dies: the client sends, hears nothing, and moves the route to e2.
+  await e1.agent!.stop('test: exit node down')
+  t.same(e1.os.nat, [], 'a stopped exit node removed its SNAT rule')
+  let moved = false
+  for (let s = 0; s < 40 && !moved; s++) {
+    await mesh.clock.advance(1000)
+    moved = (await mesh.udp(c, PRINTER, { timeoutMs: 300 }, e2)) !== undefined
+  }
+  t.ok(moved, 'traffic for the LAN reaches e2 after e1 went silent')
+  t.ok(
+    c.log.some((l) => l.includes('exit node failover')),
+    'the client logged the failover',
+  )
+  t.equal(await delivered(mesh, c, e2, 10, PRINTER), 10, 'and keeps going through e2')
+})
+
+t.test('tags and policies end to end, changed by a reload', async (t) => {
+  const mesh = new Mesh('policy')
+  t.teardown(() => mesh.close())
+  const a = mesh.node('laptop')
+  const b = mesh.node('server')
+  const policies = [{ SenderTags: ['laptops'], ReceiverTags: ['servers'], Acls: [{ Protocol: 'Udp', Ports: '7' }] }]
+  mesh.writeProfile(a, { Tags: ['laptops'], Policies: policies, Peers: [mesh.peer(b, { Endpoint: mesh.endpoint(b), Tags: ['servers'] })] })
+  mesh.writeProfile(b, { Tags: ['servers'], Policies: policies, Peers: [mesh.peer(a, { Tags: ['laptops'] })] })
+  await mesh.start(a)
+  await mesh.start(b)
+  t.ok(await mesh.udp(a, b, { dport: 7 }), 'UDP 7 from a laptop is allowed')
+  t.notOk(await mesh.udp(a, b, { dport: 8, timeoutMs: 500 }), 'UDP 8 is not')
+  // The server's admin removes the laptop's tag and reloads.
+  mesh.writeProfile(b, { Tags: ['servers'], Policies: policies, Peers: [mesh.peer(a)] })
+  await b.agent!.reload()
+  let dropped = false
+  for (let i = 0; i < 20 && !dropped; i++) dropped = !(await mesh.udp(a, b, { dport: 7, timeoutMs: 300 }))
+  t.ok(dropped, 'after the reload the untagged laptop is refused')
+  t.ok((mesh.status(b).policy?.droppedNoPolicy ?? 0) > 0, 'and the server counts it under "no policy allows"')
+})
+
+t.test('one agent per run directory: a second start changes nothing', async (t) => {
+  const mesh = new Mesh('double')
+  t.teardown(() => mesh.close())
+  const e = mesh.node('exit')
+  const c = mesh.node('client')
+  e.os.lanAddress = () => '172.26.0.1'
+  mesh.writeProfile(e, { Peers: [mesh.peer(c)], ExitNode: { ProvidesRoutes: [LAN], ManageNat: true } })
+  mesh.writeProfile(c, {
+    Peers: [mesh.peer(e, { Endpoint: mesh.endpoint(e) })],
+    ExitNode: { AvailableRoutes: { [e.identity]: [LAN] } },
+  })
+  await mesh.start(e)
+  await mesh.start(c)
+  t.ok(await mesh.udp(c, PRINTER, {}, e), 'the exit node forwards')
+  const changes = e.os.changes.length
+  const nat = e.os.nat.map((r) => r.join(' '))
+  const second = mesh.agent(e)
+  await t.rejects(
+    second.start(),
+    { code: 'ERUNNING', message: new RegExp(`already running .*pid ${process.pid}`) },
+    'a second start is refused',
+  )
+  t.equal(e.os.changes.length, changes, 'and made no change to the OS')
+  t.same(
+    e.os.nat.map((r) => r.join(' ')),
+    nat,
+    'the running exit node keeps its SNAT rule',
+  )
+  t.ok(e.os.interfaces.has('enclave0'), 'and its interface')
+  t.ok(fs.existsSync(lockPath(e.runDir)), 'the first agent still holds the lock')
+  t.ok(await mesh.udp(c, PRINTER, {}, e), 'and still forwards')
+})
+
+t.test('stop() after a start that failed halfway removes what was added', async (t) => {
+  const mesh = new Mesh('partial')
+  t.teardown(() => mesh.close())
+  const a = mesh.node('a')
+  const squatter = mesh.node('squatter')
+  squatter.ip = a.ip // the same underlay address and port: a's bind fails after its interface exists
+  mesh.writeProfile(a, {})
+  await mesh.start(squatter)
+  const agent = mesh.agent(a)
+  await t.rejects(agent.start(), { code: 'EBIND' }, 'the start fails at the UDP port')
+  await agent.stop('again') // a second stop is harmless
+  t.same(a.os.raw, [], 'no anti-spoofing rule is left')
+  t.same(a.os.nat, [], 'no NAT rule')
+  t.same([...a.os.interfaces.keys()], [], 'no interface')
+  t.notOk(fs.existsSync(lockPath(a.runDir)), 'and the lock is released')
+  t.ok(
+    a.log.some((l) => l.includes('stopped; everything this agent added was removed')),
+    'the log says so',
+  )
+})
