@@ -20,7 +20,6 @@ const H_HEAD = 0
 const H_TAIL = 1
 const META = 4 // len, ip, port, -
 
-
 export function createPacketRing(capacity: number, slotBytes: number): PacketRingBuffers {
   if ((capacity & (capacity - 1)) !== 0) throw new Error('ring capacity must be a power of two')
   return {
@@ -88,7 +87,6 @@ export class PacketRing {
     return len
   }
 }
-
 
 /** Ring slots big enough for a packet of `mtu` bytes as a datagram (header, padding, tag) and then some. */
 export function memorySlotBytes(mtu: number): number {
