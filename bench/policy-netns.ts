@@ -1,5 +1,5 @@
 /**
- * Policies on the exit-node path (issue 10), in namespaces made here (deleted afterwards):
+ * Policies on the exit-node path, in namespaces made here (deleted afterwards):
  *   client --198.18.0.0/30-- exit --172.26.0.0/20-- lan (iperf3 and a TCP accept-and-close server)
  * The exit node's profile lists 1,000 peers (the client and 999 others with tags) and, in the
  * "policies" case, 100 policies; the client's tags make all 100 candidates, and only the last one

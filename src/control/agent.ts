@@ -351,8 +351,7 @@ export class Agent implements AgentApi {
     const out: string[] = []
     for (const p of this.peers) {
       if (!p.current) continue
-      p.lastInitiationSentMs = -Infinity
-      this.handshakes.initiate(p, 'rekey requested')
+      this.handshakes.initiate(p, 'rekey requested', { now: true })
       out.push(p.cfg.identity)
     }
     return out

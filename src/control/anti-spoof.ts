@@ -1,5 +1,5 @@
 /**
- * Anti-spoofing at ingress on every node (issue 9, point 1): overlay sources arriving outside our TUN,
+ * Anti-spoofing at ingress on every node: overlay sources arriving outside our TUN,
  * and packets for our virtual address arriving outside it, are dropped before the kernel answers them
  * (see net.antiSpoofRuleArgs for the rules and why). Installed at start once the TUN exists, removed
  * at stop; a crashed run's rules are removed by the next start or by `enclave stop` (same tag as NAT).

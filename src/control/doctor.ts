@@ -183,7 +183,7 @@ export function formatChecks(checks: Check[]): string {
   return lines.join('\n')
 }
 
-/** Tags and Policies (issue 10): the mode, tags nobody carries, provided routes no policy grants. */
+/** Tags and Policies: the mode, tags nobody carries, provided routes no policy grants. */
 function policyChecks(p: ReturnType<typeof loadProfile>): Check[] {
   const input = {
     selfTags: p.tags,

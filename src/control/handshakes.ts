@@ -84,10 +84,13 @@ export class Handshakes {
     this.closed = true
   }
 
-  /** Sends an initiation unless one went out within REKEY_TIMEOUT. */
-  initiate(peer: PeerRuntime, why: string): void {
+  /**
+   * Sends an initiation unless one went out within REKEY_TIMEOUT; `now: true` (an operator's rekey)
+   * sends one at once all the same.
+   */
+  initiate(peer: PeerRuntime, why: string, opts: { now?: boolean } = {}): void {
     const now = this.now()
-    if (now - peer.lastInitiationSentMs < REKEY_TIMEOUT_MS) return
+    if (!opts.now && now - peer.lastInitiationSentMs < REKEY_TIMEOUT_MS) return
     const ep = this.d.sessions.endpointOf(peer)
     if (!ep) {
       this.d.log.debug({ peer: peer.cfg.identity }, 'cannot initiate a handshake: no endpoint known; waiting for the peer')

@@ -2,8 +2,8 @@
  * Keypair slots in shared memory: allocation, installation, retirement and quarantine.
  *
  * A slot's fields live at `slot * K_FIELDS` (Int32), `slot * KF_FIELDS` (Float64), its keys at
- * `slot * KEY_BYTES_PER_SLOT` and its replay window at `slot * REPLAY_WORDS`; only this file does that
- * arithmetic. Our receiver index is random in its high 20 bits and carries the slot in its low 12, so
+ * `slot * KEY_BYTES_PER_SLOT` and its replay window at `slot * REPLAY_WORDS`; on the control side only
+ * this file does that arithmetic (the data plane does its own: src/dataplane/pipeline.ts, transport.ts). Our receiver index is random in its high 20 bits and carries the slot in its low 12, so
  * workers find a slot without a lookup (and re-check K_INDEX after crypto).
  *
  * A retired slot waits KEYPAIR_QUARANTINE_MS before reuse, far longer than a worker holds one.

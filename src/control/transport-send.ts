@@ -1,7 +1,8 @@
 /**
- * Control's transport send path: keepalives and packets staged while a handshake was in flight.
- * It seals with the data plane's own function (src/dataplane/transport.ts through KeypairSlots.seal),
- * so both paths share the counter limit and the re-checks after encryption.
+ * What control's own sends are built from (Sessions.sendTransport sends them: keepalives and packets
+ * staged while a handshake was in flight): sealing with the data plane's own function
+ * (src/dataplane/transport.ts through KeypairSlots.seal), so both paths share the counter limit and the
+ * re-checks after encryption, and the type of the function that puts a datagram on the wire.
  */
 import type { KeypairSlots } from './keypairs.js'
 

@@ -13,7 +13,6 @@ export const LOCAL_PROVIDED = 1
  *  route:   destination -> peer slot (longest prefix; failover already resolved by control)
  *  allow:   source -> group; groups[group] lists peer slots that may use that source (cryptokey routing)
  *  local:   destination -> LOCAL_SELF | LOCAL_PROVIDED (what a peer may send to us)
- *  provided: our ProvidesRoutes (what a peer's flows may reach through us)
  *  selfAddr: this node's virtual address. Reply-only is judged by ingress: a packet read from the TUN
  *            for a peer leaves only if its source is selfAddr or it answers a flow that peer started.
  */

@@ -4,7 +4,7 @@
  * status. Pure: no I/O, deterministic, run at start and at every reload; the worker swaps the
  * result whole.
  *
- * Semantics (issue 10, reference §A.9/§A.11): a new flow from peer P to destination D is allowed iff
+ * Semantics (the reference's §A.9/§A.11): a new flow from peer P to destination D is allowed iff
  * some enabled policy has a sender tag P carries, a receiver tag this system carries, an ACL entry
  * matching protocol and destination port, and D is this system (policy without gateway keys) or lies
  * inside one of the policy's granted ranges (GatewayAllowedIpRanges, else GatewayRoutes). No

@@ -121,7 +121,7 @@ export function formatProfileWarnings(unknownKeys: string[]): string[] {
   return unknownKeys.map((k) => `Warning: profile key ${k} is not known to this version: kept, ignored (check its spelling)`)
 }
 
-/** Tags, the policy mode and each policy with its counters (issue 10). */
+/** Tags, the policy mode and each policy with its counters. */
 function formatPolicy(s: StatusModel, indent: string): string[] {
   const pol = s.policy
   if (!pol) return []
