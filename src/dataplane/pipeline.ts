@@ -397,7 +397,7 @@ export class Pipeline {
   /** Authenticates and checks n datagrams in iSlab; returns how many packets go to the TUN (wLens > 0). */
   inbound(n: number): number {
     const { iSlab, iLens, wLens, iAddrs, tables: t, slot: SLOT, now } = this
-    const { kpI32, kpF64, kpReplay, peerI32, peerF64, counters } = this.v
+    const { kpI32, kpF64, kpReplay, peerF64, counters } = this.v
     let writes = 0
     for (let i = 0; i < n; i++) {
       wLens[i] = 0
@@ -491,11 +491,7 @@ export class Pipeline {
         continue
       }
       const peer = kpI32[kb + K_PEER]
-      if (state === KP_RECV_ONLY && Atomics.compareExchange(kpI32, kb + K_STATE, KP_RECV_ONLY, KP_VALID) === KP_RECV_ONLY) {
-        // The initiator used the new session: it becomes ours for sending too.
-        Atomics.store(peerI32, peer * P_FIELDS + P_CUR_KP, kp)
-        this.ring.push(MSG_CONFIRMED, iSlab, 0, 0, 0, 0, peer, kp)
-      }
+      if (state === KP_RECV_ONLY) this.promote(peer, kp)
       const pf = peer * PF_FIELDS
       const ep = iAddrs[2 * i] * 65536 + iAddrs[2 * i + 1]
       if (peerF64[pf + PF_ENDPOINT] !== ep) peerF64[pf + PF_ENDPOINT] = ep // roaming: authenticated packets only
@@ -561,6 +557,24 @@ export class Pipeline {
       writes++
     }
     return writes
+  }
+
+  /**
+   * The initiator used our receive-only `next` keypair: it becomes ours for sending too. P_CUR_KP is
+   * shared with control (see the table in src/ipc/layout.ts): the worker only CASes it from what it
+   * held before the promotion, so a later choice of control's is never overwritten, and takes it
+   * back when control retired the keypair meanwhile. Control confirms from K_STATE (the ring message
+   * may be lost) and then publishes P_CUR_KP itself.
+   */
+  private promote(peer: number, kp: number): void {
+    const { kpI32, peerI32 } = this.v
+    const kb = kp * K_FIELDS
+    const cur = peer * P_FIELDS + P_CUR_KP
+    const before = Atomics.load(peerI32, cur)
+    if (Atomics.compareExchange(kpI32, kb + K_STATE, KP_RECV_ONLY, KP_VALID) !== KP_RECV_ONLY) return
+    if (Atomics.compareExchange(peerI32, cur, before, kp) === before && Atomics.load(kpI32, kb + K_STATE) !== KP_VALID)
+      Atomics.compareExchange(peerI32, cur, kp, before)
+    this.ring.push(MSG_CONFIRMED, this.iSlab, 0, 0, 0, 0, peer, kp)
   }
 
   countTunWriteErrors(n: number): void {
