@@ -104,6 +104,13 @@ const LOG_ROUTED = REASONS.length
 const LOG_DELIVERED = REASONS.length + 1
 const LOG_KEYS = REASONS.length + 2
 const LOG_KEY_NAMES: readonly string[] = [...REASONS, 'routed', 'delivered']
+/**
+ * Attempts at the replay lock before the packet is dropped (replay_lock_busy). The lock guards a
+ * few dozen instructions, so a running holder lets go within a few attempts; an uncontended lock is
+ * taken at the first. 2^14 attempts take a few hundred microseconds: a holder that stopped (a
+ * worker that died in it, until the supervisor frees it) costs that per packet, not the thread.
+ */
+export const REPLAY_LOCK_SPINS = 1 << 14
 
 export interface PipelineOptions {
   id: number
@@ -180,6 +187,8 @@ export class Pipeline {
   private pc: Float64Array<ArrayBufferLike> = new Float64Array(1)
   private pcBase = 0
   private readonly id: number
+  /** This worker's mark in a held K_LOCK (worker id + 1; 0 = free). */
+  private readonly lockId: number
 
   constructor(o: PipelineOptions) {
     this.v = views(o.layout)
@@ -187,6 +196,7 @@ export class Pipeline {
     this.hsGate = new HandshakeGate(this.v.kpI32)
     this.staged = new TokenBuckets(o.layout.maxPeers, STAGED_PER_S, STAGED_BURST)
     this.id = o.id
+    this.lockId = o.id + 1
     this.fw = new Firewall(o.conntrack, o.id)
     this.mtu = o.mtu
     this.batch = o.batch
@@ -475,8 +485,20 @@ export class Pipeline {
           })
         continue
       }
-      while (Atomics.compareExchange(kpI32, kb + K_LOCK, 0, 1) !== 0) {
+      // The replay lock, bounded (REPLAY_LOCK_SPINS).
+      let spins = 0
+      while (Atomics.compareExchange(kpI32, kb + K_LOCK, 0, this.lockId) !== 0 && ++spins < REPLAY_LOCK_SPINS) {
         /* uncontended in practice: one worker per flow */
+      }
+      if (spins === REPLAY_LOCK_SPINS) {
+        this.drop(R.replay_lock_busy)
+        if (this.log5(R.replay_lock_busy))
+          this.post({
+            t: 'log',
+            level: 'info',
+            msg: `inbound: verdict=drop replay_lock_busy (held by worker ${Atomics.load(kpI32, kb + K_LOCK) - 1}) peer_slot=${kpI32[kb + K_PEER]}`,
+          })
+        continue
       }
       const fresh = replayCheckAndSet32(kpReplay, rb, kpF64, kf + KF_REPLAY_LAST, ctrHi, ctrLo)
       Atomics.store(kpI32, kb + K_LOCK, 0)

@@ -14,7 +14,11 @@
  *                                                      retirement wins over a promotion in either order,
  *                                                      and no promotion can land on a retired slot.
  *   K_SEND_CTR                     both (Atomics.add)  - (install resets it before publishing)
- *   K_LOCK                         workers (CAS)       the replay-window spin lock
+ *   K_LOCK                         workers (CAS),      the replay-window lock: 0 free, else the holder's
+ *                                  supervisor (CAS)    worker id + 1. A waiter spins a bounded number of
+ *                                                      times, then drops the packet (replay_lock_busy).
+ *                                                      The supervisor CASes a dead worker's id back to 0
+ *                                                      (releaseReplayLocks) before restarting it.
  *   KF_REPLAY_LAST, replay bitmap  workers (K_LOCK)    control clears them before publishing a slot
  *   P_CUR_KP                       both, with CAS      control stores the keypair it made current
  *                                                      (completeAsInitiator, confirm: its own view wins,
@@ -56,7 +60,7 @@
  *    re-check both after encryption and after decryption.
  *  - Slots are recycled only after KEYPAIR_QUARANTINE_MS, far longer than a worker holds one.
  */
-export const LAYOUT_VERSION = 3
+export const LAYOUT_VERSION = 4
 
 // ---- keypairs ----
 export const KP_SLOTS = 4096
@@ -67,7 +71,7 @@ export const K_INDEX = 1 // our receiver index (low bits = slot)
 export const K_REMOTE = 2 // the peer's receiver index
 export const K_PEER = 3 // peer slot
 export const K_SEND_CTR = 4 // next send counter (uint32, Atomics.add)
-export const K_LOCK = 5 // replay-window spin lock
+export const K_LOCK = 5 // replay-window lock: 0 free, else the holder's worker id + 1
 export const K_INITIATOR = 6
 export const K_FIELDS = 8
 export const KF_CREATED_MS = 0
@@ -122,6 +126,7 @@ export const REASONS = [
   'conntrack_evicted',
   'policy_no_policy',
   'policy_route_not_granted',
+  'replay_lock_busy',
 ] as const
 export type Reason = (typeof REASONS)[number]
 /**
