@@ -32,7 +32,7 @@ import {
 } from '../ipc/layout.js'
 import { type RingBuffers, RingConsumer, createRing } from '../ipc/ring.js'
 import type { DataplaneTables, WorkerInit } from '../ipc/messages.js'
-import { createConntrack } from '../dataplane/conntrack.js'
+import { createConntrack, ctCutPeer } from '../dataplane/conntrack.js'
 import { PolicyState } from './policy/state.js'
 import { type LocalStatic, localStatic, peerCrypto } from '../protocol/noise.js'
 import * as net from '../platform/linux/net.js'
@@ -274,6 +274,7 @@ export class Agent implements AgentApi {
   private removePeer(peer: PeerRuntime): void {
     const now = Date.now()
     this.sessions.dropAll(peer, now)
+    ctCutPeer(new Int32Array(this.conntrack), peer.slot) // the next peer given this slot inherits no flow
     this.peers.remove(peer, now)
   }
 
