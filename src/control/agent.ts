@@ -39,7 +39,7 @@ import {
 } from '../ipc/layout.js'
 import { type RingBuffers, RingConsumer, createRing } from '../ipc/ring.js'
 import type { DataplaneTables, WorkerInit } from '../ipc/messages.js'
-import { createConntrack } from '../dataplane/conntrack.js'
+import { createConntrack, ctCutPeer } from '../dataplane/conntrack.js'
 import { PolicyState } from './policy/state.js'
 import { type LocalStatic, localStatic, peerCrypto } from '../protocol/noise.js'
 import type { StatusModel } from './status/model.js'
@@ -335,6 +335,7 @@ export class Agent implements AgentApi {
   private removePeer(peer: PeerRuntime): void {
     const now = this.deps.clock.now()
     this.sessions.dropAll(peer, now)
+    ctCutPeer(new Int32Array(this.conntrack), peer.slot) // the next peer given this slot inherits no flow
     this.peers.remove(peer, now)
   }
 

@@ -52,9 +52,19 @@ export class PeerMemory {
     }
   }
 
-  /** The keypair slot workers send with (-1: none). */
+  /** The keypair slot workers send with (-1: none). Control's choice: a worker's promotion is replaced. */
   setSendKeypair(peer: number, kpSlot: number): void {
     Atomics.store(this.v.peerI32, peer * P_FIELDS + P_CUR_KP, kpSlot)
+  }
+
+  /** Clears the send keypair only if it is still `kpSlot` (a worker may have promoted another since). */
+  clearSendKeypairIf(peer: number, kpSlot: number): boolean {
+    return this.replaceSendKeypairIf(peer, kpSlot, -1)
+  }
+
+  /** Sets the send keypair to `replacement` only if it is still `kpSlot` (compare-and-swap). */
+  replaceSendKeypairIf(peer: number, kpSlot: number, replacement: number): boolean {
+    return Atomics.compareExchange(this.v.peerI32, peer * P_FIELDS + P_CUR_KP, kpSlot, replacement) === kpSlot
   }
 
   /** The raw packed endpoint (0 = unknown); workers update it when the peer roams. */

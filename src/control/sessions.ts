@@ -74,7 +74,7 @@ export class Sessions {
 
   /** We answered an initiation: the keypair receives only until the initiator's first data. */
   installAsResponder(peer: PeerRuntime, slot: number, index: number, keys: SessionKeys, from: Endpoint, now: number): void {
-    if (peer.next) this.keypairs.retire(peer.next.slot, now)
+    if (peer.next) this.retireUnconfirmed(peer, peer.next.slot, now)
     peer.next = this.keypairs.install(slot, index, peer.slot, keys, KP_RECV_ONLY, now)
     this.memory.setEndpoint(peer.slot, from)
     peer.lastHandshakeMs = now
@@ -95,6 +95,9 @@ export class Sessions {
     peer.previous = peer.current
     peer.current = peer.next
     peer.next = undefined
+    // The worker that promoted it published it too, unless control cleared or replaced the word in
+    // between (expire, completeAsInitiator): control's view is what workers send with.
+    this.memory.setSendKeypair(peer.slot, kpSlot)
     if (peer.pendingSlot !== undefined) {
       this.abandonInitiation(peer, now)
       peer.crypto.handshake = undefined
@@ -103,20 +106,40 @@ export class Sessions {
     return true
   }
 
-  /** A keypair reached REJECT_AFTER_TIME. Returns true when it was the current one. */
+  /**
+   * A keypair reached REJECT_AFTER_TIME. Returns true when it was the current one. The send word is
+   * cleared only if it still holds that keypair: a worker may have promoted `next` into it in the
+   * same tick, and confirm() makes that one current.
+   */
   expire(peer: PeerRuntime, which: KeypairWhich, now: number): boolean {
     const kp = peer[which]
     if (!kp) return false
-    this.keypairs.retire(kp.slot, now)
     peer[which] = undefined
-    if (which === 'current') this.memory.setSendKeypair(peer.slot, -1)
+    if (which === 'current') {
+      this.keypairs.retire(kp.slot, now)
+      this.memory.clearSendKeypairIf(peer.slot, kp.slot)
+    } else this.retireUnconfirmed(peer, kp.slot, now)
     return which === 'current'
   }
 
-  /** Retires every keypair of a peer that is being removed. */
+  /**
+   * Retires a keypair other than the current one. A worker may have promoted it (a `next`) and
+   * published it for sending before control confirmed it: then workers go back to control's
+   * current. Retirement comes first, so a worker promoting it now takes its word back itself.
+   */
+  private retireUnconfirmed(peer: PeerRuntime, slot: number, now: number): void {
+    this.keypairs.retire(slot, now)
+    this.memory.replaceSendKeypairIf(peer.slot, slot, peer.current?.slot ?? -1)
+  }
+
+  /**
+   * Retires every keypair of a peer that is being removed, then clears the send word: with every
+   * keypair retired no worker can promote one any more (one that promoted just before takes its
+   * word back when it sees the retirement).
+   */
   dropAll(peer: PeerRuntime, now: number): void {
-    this.memory.setSendKeypair(peer.slot, -1)
     for (const kp of [peer.current, peer.previous, peer.next]) if (kp) this.keypairs.retire(kp.slot, now)
+    this.memory.setSendKeypair(peer.slot, -1)
     peer.current = peer.previous = peer.next = undefined
     this.abandonInitiation(peer, now)
   }

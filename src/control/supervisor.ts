@@ -1,9 +1,11 @@
 /**
  * The worker supervisor: starts the data-plane workers, forwards their log and flow messages,
- * restarts a worker that exits unexpectedly, and gives up (asks the agent to stop) when workers
- * keep crashing. It owns the Worker objects; the agent only asks it to start, post and stop.
+ * restarts a worker that exits unexpectedly (after releasing the replay locks it held), and gives
+ * up (asks the agent to stop) when workers keep crashing. It owns the Worker objects; the agent
+ * only asks it to start, post and stop.
  */
 import type { Worker } from 'node:worker_threads'
+import { KP_SLOTS, K_FIELDS, K_LOCK } from '../ipc/layout.js'
 import type { FlowLog, WorkerInit } from '../ipc/messages.js'
 import { type AgentLogger, WorkerLogQueue } from './logger.js'
 import { startWorker } from './worker-file.js'
@@ -22,10 +24,25 @@ export interface SupervisorHooks {
   onCrashLoop: () => void
 }
 
+/**
+ * Frees the replay-window locks (K_LOCK) that worker `worker` held when it stopped: a lock holds its
+ * holder's id + 1, and a worker that dies inside the lock never lets go (the other workers would drop
+ * every packet on that keypair as replay_lock_busy). Call only once the worker has exited. Returns
+ * how many were freed.
+ */
+export function releaseReplayLocks(kpI32: Int32Array, worker: number): number {
+  let freed = 0
+  for (let kb = K_LOCK; kb < KP_SLOTS * K_FIELDS; kb += K_FIELDS)
+    if (kpI32[kb] === worker + 1 && Atomics.compareExchange(kpI32, kb, worker + 1, 0) === worker + 1) freed++
+  return freed
+}
+
 export class WorkerSupervisor {
   private readonly workers: Array<Worker | undefined> = []
   private restarts: number[] = []
   private stopping = false
+  /** The keypair words (from the workers' init), for releasing a dead worker's replay locks. */
+  private kpI32?: Int32Array
   /** Restarts since start (for status and metrics). */
   restartsTotal = 0
   /** Worker log lines, bounded: beyond 1024 waiting, dropped and counted (logger.ts). */
@@ -78,7 +95,9 @@ export class WorkerSupervisor {
   }
 
   private start(i: number): Promise<void> {
-    const w = startWorker('dataplane', { workerData: this.hooks.init(i) })
+    const init = this.hooks.init(i)
+    this.kpI32 ??= new Int32Array(init.layout.kpI32)
+    const w = startWorker('dataplane', { workerData: init })
     this.workers[i] = w
     let ready!: () => void
     const isReady = new Promise<void>((r) => (ready = r))
@@ -102,6 +121,8 @@ export class WorkerSupervisor {
   private exited(i: number, code: number): void {
     this.workers[i] = undefined
     if (this.stopping) return
+    const freed = this.kpI32 ? releaseReplayLocks(this.kpI32, i) : 0
+    if (freed) this.log.warn({ worker: i, locks: freed }, 'released the replay locks the exited worker held')
     const now = Date.now()
     this.restarts = this.restarts.filter((t) => now - t < CRASH_WINDOW_MS)
     this.restarts.push(now)

@@ -452,6 +452,35 @@ export function ctCutFlows(
   return cut
 }
 
+/** Attempts at an entry's lock while a worker writes it (a few instructions) before ctCutPeer moves on. */
+const CUT_PEER_TRIES = 1024
+
+/**
+ * Control side, when a peer is removed: removes every entry of peer slot `peer` (flows it started,
+ * flows this system started toward it, answered or not, expired or not), so the next peer given the
+ * slot inherits none of them. Each entry is removed under its lock with its count; an entry a worker
+ * is writing is tried again, and one whose lock never comes free (a worker stopped inside it) is left:
+ * no lookup can see it either. Returns how many were removed.
+ */
+export function ctCutPeer(t: Int32Array, peer: number): number {
+  let cut = 0
+  for (let b = 0; b < CT_ENTRIES * CT_FIELDS; b += CT_FIELDS) {
+    if (t[b + F_PROTO] === 0 || t[b + F_PEER] !== peer) continue
+    for (let i = 0; i < CUT_PEER_TRIES; i++) {
+      if (!lockEntry(t, b)) continue
+      // Re-read under the lock: a refresh by another peer or a sweep may have changed it.
+      if (t[b + F_PROTO] !== 0 && t[b + F_PEER] === peer) {
+        countSub(t, peer)
+        t[b + F_PROTO] = 0
+        cut++
+      }
+      unlockEntry(t, b)
+      break
+    }
+  }
+  return cut
+}
+
 /** Frees expired entries in [from, from + n) (entry numbers, wrapping); returns the next start. */
 export function ctSweep(t: Int32Array, nowS: number, from: number, n: number): number {
   for (let i = 0; i < n; i++) {

@@ -104,6 +104,13 @@ const LOG_ROUTED = REASONS.length
 const LOG_DELIVERED = REASONS.length + 1
 const LOG_KEYS = REASONS.length + 2
 const LOG_KEY_NAMES: readonly string[] = [...REASONS, 'routed', 'delivered']
+/**
+ * Attempts at the replay lock before the packet is dropped (replay_lock_busy). The lock guards a
+ * few dozen instructions, so a running holder lets go within a few attempts; an uncontended lock is
+ * taken at the first. 2^14 attempts take a few hundred microseconds: a holder that stopped (a
+ * worker that died in it, until the supervisor frees it) costs that per packet, not the thread.
+ */
+export const REPLAY_LOCK_SPINS = 1 << 14
 
 export interface PipelineOptions {
   id: number
@@ -180,6 +187,8 @@ export class Pipeline {
   private pc: Float64Array<ArrayBufferLike> = new Float64Array(1)
   private pcBase = 0
   private readonly id: number
+  /** This worker's mark in a held K_LOCK (worker id + 1; 0 = free). */
+  private readonly lockId: number
 
   constructor(o: PipelineOptions) {
     this.v = views(o.layout)
@@ -187,6 +196,7 @@ export class Pipeline {
     this.hsGate = new HandshakeGate(this.v.kpI32)
     this.staged = new TokenBuckets(o.layout.maxPeers, STAGED_PER_S, STAGED_BURST)
     this.id = o.id
+    this.lockId = o.id + 1
     this.fw = new Firewall(o.conntrack, o.id)
     this.mtu = o.mtu
     this.batch = o.batch
@@ -397,7 +407,7 @@ export class Pipeline {
   /** Authenticates and checks n datagrams in iSlab; returns how many packets go to the TUN (wLens > 0). */
   inbound(n: number): number {
     const { iSlab, iLens, wLens, iAddrs, tables: t, slot: SLOT, now } = this
-    const { kpI32, kpF64, kpReplay, peerI32, peerF64, counters } = this.v
+    const { kpI32, kpF64, kpReplay, peerF64, counters } = this.v
     let writes = 0
     for (let i = 0; i < n; i++) {
       wLens[i] = 0
@@ -475,8 +485,20 @@ export class Pipeline {
           })
         continue
       }
-      while (Atomics.compareExchange(kpI32, kb + K_LOCK, 0, 1) !== 0) {
+      // The replay lock, bounded (REPLAY_LOCK_SPINS).
+      let spins = 0
+      while (Atomics.compareExchange(kpI32, kb + K_LOCK, 0, this.lockId) !== 0 && ++spins < REPLAY_LOCK_SPINS) {
         /* uncontended in practice: one worker per flow */
+      }
+      if (spins === REPLAY_LOCK_SPINS) {
+        this.drop(R.replay_lock_busy)
+        if (this.log5(R.replay_lock_busy))
+          this.post({
+            t: 'log',
+            level: 'info',
+            msg: `inbound: verdict=drop replay_lock_busy (held by worker ${Atomics.load(kpI32, kb + K_LOCK) - 1}) peer_slot=${kpI32[kb + K_PEER]}`,
+          })
+        continue
       }
       const fresh = replayCheckAndSet32(kpReplay, rb, kpF64, kf + KF_REPLAY_LAST, ctrHi, ctrLo)
       Atomics.store(kpI32, kb + K_LOCK, 0)
@@ -491,11 +513,7 @@ export class Pipeline {
         continue
       }
       const peer = kpI32[kb + K_PEER]
-      if (state === KP_RECV_ONLY && Atomics.compareExchange(kpI32, kb + K_STATE, KP_RECV_ONLY, KP_VALID) === KP_RECV_ONLY) {
-        // The initiator used the new session: it becomes ours for sending too.
-        Atomics.store(peerI32, peer * P_FIELDS + P_CUR_KP, kp)
-        this.ring.push(MSG_CONFIRMED, iSlab, 0, 0, 0, 0, peer, kp)
-      }
+      if (state === KP_RECV_ONLY) this.promote(peer, kp)
       const pf = peer * PF_FIELDS
       const ep = iAddrs[2 * i] * 65536 + iAddrs[2 * i + 1]
       if (peerF64[pf + PF_ENDPOINT] !== ep) peerF64[pf + PF_ENDPOINT] = ep // roaming: authenticated packets only
@@ -561,6 +579,24 @@ export class Pipeline {
       writes++
     }
     return writes
+  }
+
+  /**
+   * The initiator used our receive-only `next` keypair: it becomes ours for sending too. P_CUR_KP is
+   * shared with control (see the table in src/ipc/layout.ts): the worker only CASes it from what it
+   * held before the promotion, so a later choice of control's is never overwritten, and takes it
+   * back when control retired the keypair meanwhile. Control confirms from K_STATE (the ring message
+   * may be lost) and then publishes P_CUR_KP itself.
+   */
+  private promote(peer: number, kp: number): void {
+    const { kpI32, peerI32 } = this.v
+    const kb = kp * K_FIELDS
+    const cur = peer * P_FIELDS + P_CUR_KP
+    const before = Atomics.load(peerI32, cur)
+    if (Atomics.compareExchange(kpI32, kb + K_STATE, KP_RECV_ONLY, KP_VALID) !== KP_RECV_ONLY) return
+    if (Atomics.compareExchange(peerI32, cur, before, kp) === before && Atomics.load(kpI32, kb + K_STATE) !== KP_VALID)
+      Atomics.compareExchange(peerI32, cur, kp, before)
+    this.ring.push(MSG_CONFIRMED, this.iSlab, 0, 0, 0, 0, peer, kp)
   }
 
   countTunWriteErrors(n: number): void {

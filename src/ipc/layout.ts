@@ -1,15 +1,66 @@
 /**
  * Shared memory between the control thread and the data-plane workers.
  *
- * Everything here is a SharedArrayBuffer carved into typed arrays at fixed offsets. Control
- * writes keys and peer settings; workers write counters and timestamps. Rules:
+ * Everything here is a SharedArrayBuffer carved into typed arrays at fixed offsets. Each word has
+ * the writers below; where two sides write one word, the table says how a conflict ends.
+ *
+ *   words                          writers             conflicts
+ *   G_* (global)                   control             -
+ *   K_INDEX K_REMOTE K_PEER        control             - (written before K_STATE publishes the slot;
+ *   K_INITIATOR KF_CREATED_MS keys                       a slot is reused only after the quarantine)
+ *   K_STATE                        control (store),    workers only CAS KP_RECV_ONLY -> KP_VALID (the
+ *                                  workers (CAS)       initiator spoke on our `next`). Control stores 0
+ *                                                      (retire) or publishes a slot that was 0: a
+ *                                                      retirement wins over a promotion in either order,
+ *                                                      and no promotion can land on a retired slot.
+ *   K_SEND_CTR                     both (Atomics.add)  - (install resets it before publishing)
+ *   K_LOCK                         workers (CAS),      the replay-window lock: 0 free, else the holder's
+ *                                  supervisor (CAS)    worker id + 1. A waiter spins a bounded number of
+ *                                                      times, then drops the packet (replay_lock_busy).
+ *                                                      The supervisor CASes a dead worker's id back to 0
+ *                                                      (releaseReplayLocks) before restarting it.
+ *   KF_REPLAY_LAST, replay bitmap  workers (K_LOCK)    control clears them before publishing a slot
+ *   P_CUR_KP                       both, with CAS      control stores the keypair it made current
+ *                                                      (completeAsInitiator, confirm: its own view wins,
+ *                                                      and a worker's pending promotion is re-published
+ *                                                      by confirm). When it retires a keypair the word
+ *                                                      may hold, it CASes: the expired current -> -1, a
+ *                                                      `next` a worker published before control saw it
+ *                                                      -> control's current (Sessions.expire and
+ *                                                      installAsResponder), so a promotion made in the
+ *                                                      same tick survives. dropAll stores -1 after
+ *                                                      retiring every keypair; reset only on a free
+ *                                                      slot. A worker that promoted `next` CASes from
+ *                                                      the value it read before the promotion (a stale
+ *                                                      worker never overwrites a newer choice of
+ *                                                      control's), then re-reads K_STATE and takes its
+ *                                                      CAS back when control retired the slot meanwhile.
+ *   PF_ENDPOINT                    both, last wins     a Float64 (no CAS). Workers write the source of
+ *                                                      each authenticated transport packet when it
+ *                                                      differs (roaming); control the source of an
+ *                                                      authenticated handshake, the configured address
+ *                                                      when none is known, or 0 when the admin edits
+ *                                                      Endpoint. Control may overwrite a roam that a
+ *                                                      worker saw moments earlier with the handshake's
+ *                                                      (older) source. Accepted: a worker rewrites the
+ *                                                      word at the peer's next authenticated packet
+ *                                                      (its data, or the keepalive that confirms a
+ *                                                      session it initiated), so a roam is lost only
+ *                                                      until the peer sends again.
+ *   PF_LAST_RX_DATA PF_LAST_RX_ANY workers             last wins (all write "now")
+ *   PF_LAST_TX_DATA PF_LAST_TX_ANY workers, control    last wins (all write "now"; control: noteSent)
+ *   counters, reasons              one worker per row  control only reads them, and zeroes a peer
+ *                                                      slot's counters (reset) when the slot is reused,
+ *                                                      after the old peer's keypairs were retired
+ *   connection table (conntrack)   see src/dataplane/conntrack.ts (per-entry sequence locks)
+ *
+ * Rules:
  *  - A keypair slot is published by writing its fields and keys first, then Atomics.store of
  *    K_STATE. Workers read K_INDEX and K_STATE once before crypto (src/dataplane/transport.ts) and
  *    re-check both after encryption and after decryption.
  *  - Slots are recycled only after KEYPAIR_QUARANTINE_MS, far longer than a worker holds one.
- *  - Counters are per worker (one writer each); control sums them for status.
  */
-export const LAYOUT_VERSION = 3
+export const LAYOUT_VERSION = 4
 
 // ---- keypairs ----
 export const KP_SLOTS = 4096
@@ -20,7 +71,7 @@ export const K_INDEX = 1 // our receiver index (low bits = slot)
 export const K_REMOTE = 2 // the peer's receiver index
 export const K_PEER = 3 // peer slot
 export const K_SEND_CTR = 4 // next send counter (uint32, Atomics.add)
-export const K_LOCK = 5 // replay-window spin lock
+export const K_LOCK = 5 // replay-window lock: 0 free, else the holder's worker id + 1
 export const K_INITIATOR = 6
 export const K_FIELDS = 8
 export const KF_CREATED_MS = 0
@@ -75,6 +126,7 @@ export const REASONS = [
   'conntrack_evicted',
   'policy_no_policy',
   'policy_route_not_granted',
+  'replay_lock_busy',
 ] as const
 export type Reason = (typeof REASONS)[number]
 /**

@@ -37,7 +37,8 @@ export const PEER_PORT = 51820
 
 export function controlHarness(opts: { quarantineMs?: number; maxPeers?: number; underLoadPerS?: number } = {}) {
   const maxPeers = opts.maxPeers ?? 16
-  const v = views(createLayout(maxPeers, 1))
+  const layout = createLayout(maxPeers, 1)
+  const v = views(layout)
   const keypairs = new KeypairSlots(v, opts.quarantineMs ?? 10_000)
   const memory = new PeerMemory(v, maxPeers, 1)
   const peers = new PeerTable(maxPeers, 10_000)
@@ -91,7 +92,7 @@ export function controlHarness(opts: { quarantineMs?: number; maxPeers?: number;
     peers.add(peer)
     return peer
   }
-  return { v, keypairs, memory, peers, sessions, handshakes, dispatcher, local, me, sent, clock, lines, log, up, tasks, addPeer }
+  return { layout, v, keypairs, memory, peers, sessions, handshakes, dispatcher, local, me, sent, clock, lines, log, up, tasks, addPeer }
 }
 
 /** Lets pending handshake tasks (promises) finish. */
