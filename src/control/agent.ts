@@ -58,8 +58,7 @@ import { WorkerSupervisor } from './supervisor.js'
 import { OsRouteInstaller } from './routes/installer.js'
 import { NetworkState } from './network-state.js'
 import { type DeviceSet, fwmarkFor } from './devices.js'
-import { natTag } from './exit-node.js'
-import { installAntiSpoof, removeAntiSpoof } from './anti-spoof.js'
+import { OsFootprint } from './os-footprint.js'
 import { type EndpointContext, resolveEndpoint } from './endpoints.js'
 import { applyConfig, planReload, restartNeeded } from './reload.js'
 import { gatherStatus } from './status/gather.js'
@@ -81,7 +80,7 @@ const TICK_MS = 100
 
 interface Undo {
   what: string
-  run: () => void | Promise<void>
+  run: () => unknown
 }
 
 export class Agent implements AgentApi {
@@ -108,6 +107,7 @@ export class Agent implements AgentApi {
   private supervisor!: WorkerSupervisor
   private network!: NetworkState
   private endpoints!: EndpointContext
+  private footprint!: OsFootprint
   private spoofWarnings: string[] = []
   private metrics?: MetricsEndpoint
   private peerCache?: PeerCache
@@ -166,17 +166,17 @@ export class Agent implements AgentApi {
       { identity: p.identity, virtualAddress: intToIp(p.virtualAddress), version: VERSION, verbosity: VERBOSITY_NAMES[this.verbosity] },
       'starting enclave agent',
     )
+    const footprint = new OsFootprint(p, deps.os, this.log)
+    this.footprint = footprint
     // We hold the lock, so NAT rules with our tag are a crashed earlier run's.
-    const stale = await deps.os.removeTaggedNatRules(natTag(p))
-    if (stale) this.log.warn({ rules: stale }, 'removed NAT rules left by an earlier run that did not stop cleanly')
+    await footprint.removeStaleNat()
     this.dev = await deps.openDevices(p, nWorkers, deps.os, deps.deviceOptions)
     this.acquired('devices', () => this.dev.close())
-    this.spoofWarnings = await installAntiSpoof(this.dev.ifname, intToIp(p.virtualAddress), natTag(p), this.log, deps.os)
-    this.acquired('anti-spoofing rules', () => removeAntiSpoof(natTag(this.profile), this.log, deps.os))
+    this.spoofWarnings = await footprint.installAntiSpoof(this.dev.ifname)
+    this.acquired('anti-spoofing rules', () => footprint.removeAntiSpoof())
     this.wire(nWorkers, pool)
     for (const cfg of p.peers) await this.addPeer(cfg)
-    this.network.compilePolicy(p, this.peers)
-    this.network.rebuild(p, this.peers)
+    await this.network.apply(p, this.peers)
     for (let i = 0; i < nWorkers; i++) this.rings.push(createRing(256))
     this.acquired('data-plane workers', async () => {
       Atomics.store(this.v.global, G_STOP, 1)
@@ -187,13 +187,7 @@ export class Agent implements AgentApi {
     const offload = d.offload ? (d.uso ? 'tso4+uso4+csum' : 'tso4+csum') : 'off'
     const address = `${intToIp(p.virtualAddress)}/10`
     this.log.info({ interface: d.ifname, address, mtu: p.mtu, port: d.port, workers: nWorkers, offload }, 'data plane up')
-    this.acquired('routes and NAT rules', async () => {
-      await this.network.routes.removeAll()
-      if (this.profile.exitNode.manageNat) {
-        const n = await deps.os.removeTaggedNatRules(natTag(this.profile))
-        this.log.info({ rules: n }, 'ManageNat: removed our SNAT rules')
-      }
-    })
+    this.acquired('routes and NAT rules', () => this.network.teardown())
     await this.network.applyOs(p, this.peers)
     for (const r of this.rings) void this.dispatch.consume(new RingConsumer(r), () => this.stopping)
     const tick = deps.clock.setInterval(() => this.tick(), TICK_MS)
@@ -278,7 +272,7 @@ export class Agent implements AgentApi {
       Atomics.store(this.v.global, G_CONFIG_GEN, tables.gen)
     }
     const routes = new OsRouteInstaller(this.dev.ifname, fwmarkFor(this.profile), log, this.deps.os)
-    this.network = new NetworkState(new PolicyState(workers), routes, publish, log, this.deps.os, now)
+    this.network = new NetworkState(new PolicyState(workers), routes, this.footprint, publish, log, now)
   }
 
   private workerInit(i: number): WorkerInit {
@@ -398,10 +392,8 @@ export class Agent implements AgentApi {
     }
     this.profile = next
     for (const cfg of plan.added) await this.addPeer(cfg)
-    this.network.compilePolicy(next, this.peers)
-    const cut = this.network.policy.cutDisallowedFlows(this.conntrack, Math.floor((this.deps.clock.now() - this.epochMs) / 1000))
-    if (cut) this.log.info({ flows: cut }, 'policy reload: cut flows the new policy no longer allows')
-    this.network.rebuild(next, this.peers)
+    const nowS = Math.floor((this.deps.clock.now() - this.epochMs) / 1000)
+    await this.network.apply(next, this.peers, { table: this.conntrack, nowS })
     await this.network.applyOs(next, this.peers)
     const result = {
       added: plan.added.map((c) => c.identity),
@@ -414,22 +406,20 @@ export class Agent implements AgentApi {
   }
 
   status(): StatusModel {
+    const net = this.network.statusFacts()
     return gatherStatus(
       {
         profile: this.profile,
         peers: this.peers,
         memory: this.memory,
         sessions: this.sessions,
-        routes: this.network.routes,
-        active: this.network.routing.choice,
+        ...net,
         conntrack: this.conntrack,
         epochMs: this.epochMs,
         interface: this.dev.ifname,
         port: this.dev.port,
         verbosity: this.verbosity,
-        exitWarnings: [...this.spoofWarnings, ...this.network.exitWarnings],
-        policy: this.network.policy.compiled,
-        policyTables: this.network.policy.tables,
+        exitWarnings: [...this.spoofWarnings, ...net.exitWarnings],
         workers: this.layout.workers,
       },
       this.deps.clock.now(),

@@ -7,9 +7,7 @@
  */
 import { AgentNotRunning, callAgent, socketPath } from './api/client.js'
 import { loadProfile, profilePath } from './profile/profile.js'
-import { agentFwmark, removeCrashLeftovers } from './routes/installer.js'
-import { natTag } from './exit-node.js'
-import { linuxNetwork } from '../platform/os-network.js'
+import { OsFootprint } from './os-footprint.js'
 import { lockHolder } from './instance-lock.js'
 
 /**
@@ -31,10 +29,5 @@ export async function cleanupAfterCrash(configDir: string, runDir: string): Prom
   } catch {
     return undefined
   }
-  const os = linuxNetwork
-  return (
-    (await removeCrashLeftovers(agentFwmark(profile.localPort), os)) +
-    (await os.removeTaggedRawRules(natTag(profile))) +
-    (await os.removeTaggedNatRules(natTag(profile)))
-  )
+  return new OsFootprint(profile).removeAfterCrash()
 }

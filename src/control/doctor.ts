@@ -5,7 +5,7 @@
 import { loadProfile, profilePath } from './profile/profile.js'
 import { callAgent } from './api/client.js'
 import type { StatusModel } from './status/model.js'
-import * as net from '../platform/linux/net.js'
+import { OsFootprint } from './os-footprint.js'
 import { run } from '../platform/linux/exec.js'
 import { intToIp, parseCidr, parseIpv4, type Cidr } from '../common/ipv4.js'
 import { EnclaveError, ProfileError } from '../errors.js'
@@ -99,50 +99,11 @@ export async function runDoctor(configDir: string, probe?: string): Promise<Chec
       }
     }
   }
-  // Anti-spoofing (anti-spoof.ts): LAN hosts must not reach the kernel with overlay sources.
+  // Anti-spoofing, IP forwarding and SNAT: the same checks the agent runs (os-footprint.ts).
   const tun = status?.interface ?? profile.interface
-  const tag = `enclave:${profile.interface}`
-  const raw = await net.rawPreroutingRules()
-  if (raw && net.hasAntiSpoofRule(raw, tun, tag))
-    add({ name: 'anti-spoofing', result: 'pass', detail: `overlay sources arriving outside ${tun} are dropped (raw PREROUTING)` })
-  else if (status || !raw)
-    add({
-      name: 'anti-spoofing',
-      result: status ? 'fail' : 'warn',
-      detail: raw
-        ? `no raw PREROUTING rule drops 100.64.0.0/10 sources arriving outside ${tun}: LAN hosts can forge peers' addresses`
-        : 'iptables is not available: cannot check the anti-spoofing rule',
-      fix: `${net.antiSpoofCommand(net.antiSpoofRuleArgs(tun, intToIp(profile.virtualAddress), tag)[0])} (the agent adds it at start when iptables is installed)`,
-    })
   const provides = profile.exitNode.providesRoutes
+  for (const c of await new OsFootprint(profile).check(tun, status !== undefined)) add(c)
   if (provides.length) {
-    if (net.ipForwardEnabled()) add({ name: 'ip_forward', result: 'pass', detail: 'net.ipv4.ip_forward = 1' })
-    else
-      add({
-        name: 'ip_forward',
-        result: 'fail',
-        detail: 'net.ipv4.ip_forward = 0: the kernel will not forward overlay traffic to the LAN',
-        fix: 'sudo sysctl -w net.ipv4.ip_forward=1 (and set it in /etc/sysctl.conf), or "ExitNode": {"ManageNat": true}',
-      })
-    const rules = await net.natRules()
-    for (const c of provides) {
-      const rule = rules && net.natCovers(rules, c)
-      if (rule)
-        add({
-          name: `SNAT ${c.text}`,
-          result: 'pass',
-          detail: `${rule.target}${rule.to ? ' to:' + rule.to : ''} (${rule.pkts} packets, ${rule.bytes} bytes so far)`,
-        })
-      else {
-        const to = (await net.lanAddressFor(c)) ?? "<this node's LAN address>"
-        add({
-          name: `SNAT ${c.text}`,
-          result: 'fail',
-          detail: rules ? 'no SNAT or MASQUERADE rule translates 100.64.0.0/10 to this subnet' : 'iptables is not available',
-          fix: `sudo iptables -t nat -A POSTROUTING -s 100.64.0.0/10 -d ${c.text} -j SNAT --to ${to}`,
-        })
-      }
-    }
     if (probe) {
       const r = await run('ping', ['-c', '1', '-W', '2', probe])
       const rtt = /time=([\d.]+ ms)/.exec(r.stdout)?.[1]

@@ -6,7 +6,8 @@
  * Each step prints the commands a user would type and their real output. Everything is torn down
  * at the end, on error and on Ctrl-C: agents are stopped by PID, namespaces deleted.
  */
-import { Lab, type NodeInfo, guideSnatArgs, peerEntry } from '../lab/lab.js'
+import { Lab, type NodeInfo, peerEntry } from '../lab/lab.js'
+import { guideSnatArgs } from '../control/os-footprint.js'
 
 export interface DemoOptions {
   out: (s: string) => void

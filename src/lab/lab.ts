@@ -15,6 +15,7 @@ import { identityFromPublicKey, virtualAddressFromPublicKey } from '../control/i
 import { generatePrivateKey, publicKeyFromPrivate } from '../control/keys.js'
 import { intToIp } from '../common/ipv4.js'
 import { writeProfile } from '../control/profile/profile.js'
+import { guideSnatArgs } from '../control/os-footprint.js'
 import { type ExecOut, NetnsSet } from '../platform/linux/netns.js'
 
 export type { ExecOut }
@@ -52,12 +53,6 @@ export interface NodeInfo {
 }
 
 /** `enclave run` inside a namespace, with its output collected for waitFor. */
-/** The guide's SNAT rule as iptables arguments: overlay sources to `to`, for the CIDR `dst` or out of `out`. */
-export function guideSnatArgs(to: string, where: { dst: string } | { out: string }): string[] {
-  const match = 'dst' in where ? ['-d', where.dst] : ['-o', where.out]
-  return ['-t', 'nat', '-A', 'POSTROUTING', '-s', '100.64.0.0/10', ...match, '-j', 'SNAT', '--to', to]
-}
-
 export class AgentProc {
   log = ''
   private waiters: Array<{ re: RegExp; resolve: () => void }> = []

@@ -25,6 +25,20 @@ async function delivered(mesh: Mesh, from: MeshNode, to: MeshNode, n: number, ds
   return ok
 }
 
+t.test('two whole agents in one process: handshake, then packets both ways', async (t) => {
+  const mesh = new Mesh('basic')
+  t.teardown(() => mesh.close())
+  const { a, b } = pair(mesh)
+  await mesh.start(a)
+  await mesh.start(b)
+  const got = await mesh.udp(a, b, { payload: 'first packet' })
+  t.ok(got, 'the first packet reached b (staged during the handshake, then sent)')
+  if (got) t.same(addrs(got), { src: a.va, dst: b.va }, 'with its addresses unchanged')
+  t.ok(await mesh.udp(b, a, { payload: 'reply' }), 'b answers a through the session b did not start')
+  t.equal(mesh.peerStatus(a, b).state, 'Up')
+  t.equal(mesh.peerStatus(b, a).state, 'Up')
+})
+
 t.test('rekey after REKEY_AFTER_TIME, and a new session after REJECT_AFTER_TIME, without losing traffic', async (t) => {
   const mesh = new Mesh('rekey')
   t.teardown(() => mesh.close())

@@ -30,7 +30,7 @@ export class OsRouteInstaller {
 
   /** `fwmark` is also the routing table number for 0.0.0.0/0. */
   constructor(
-    private readonly ifname: string,
+    readonly ifname: string,
     private readonly fwmark: number,
     private readonly log: AgentLogger,
     private readonly os: OsNetwork = linuxNetwork,
