@@ -59,7 +59,7 @@ import { OsRouteInstaller } from './routes/installer.js'
 import { NetworkState } from './network-state.js'
 import { type DeviceSet, fwmarkFor } from './devices.js'
 import { OsFootprint } from './os-footprint.js'
-import { type EndpointContext, resolveEndpoint } from './endpoints.js'
+import { type EndpointContext, overrideEndpoint, resolveEndpoint } from './endpoints.js'
 import { applyConfig, planReload, restartNeeded } from './reload.js'
 import { gatherStatus } from './status/gather.js'
 import { RingDispatcher } from './ring-dispatch.js'
@@ -201,7 +201,7 @@ export class Agent implements AgentApi {
       deps.clock.now(),
     )
     for (const peer of this.peers)
-      if (peer.cfg.persistentKeepalive > 0 && peer.configuredEndpoint) this.handshakes.initiate(peer, 'persistent keepalive configured')
+      if (peer.cfg.persistentKeepalive > 0 && peer.ep.configured) this.handshakes.initiate(peer, 'persistent keepalive configured')
     const api = new ApiServer(this, this.opts.runDir, p.controlGroup, deps.testHooks ? this.testHooks : undefined)
     await api.listen()
     this.acquired('control socket', () => api.close())
@@ -308,9 +308,9 @@ export class Agent implements AgentApi {
 
   private sessionUp(peer: PeerRuntime): void {
     const now = this.deps.clock.now()
-    const sent = peer.staged.length ? this.sessions.flushStaged(peer, now) : 0
+    const sent = peer.session.staged.length ? this.sessions.flushStaged(peer, now) : 0
     if (sent) this.log.debug({ peer: peer.cfg.identity, packets: sent }, 'sent packets queued during the handshake')
-    else if (peer.current?.isInitiator && this.sessions.sendTransport(peer, new Uint8Array(0), now))
+    else if (peer.session.current?.isInitiator && this.sessions.sendTransport(peer, new Uint8Array(0), now))
       this.log.protocol({ peer: peer.cfg.identity }, 'sent keepalive') // confirms the session to the responder
     this.network.refreshFailover(this.profile, this.peers)
   }
@@ -338,14 +338,14 @@ export class Agent implements AgentApi {
   connect(which: string): string | null {
     const peer = this.peers.byName(which)
     if (!peer) return null
-    if (!peer.current) this.handshakes.initiate(peer, 'connection requested (waitfor)')
+    if (!peer.session.current) this.handshakes.initiate(peer, 'connection requested (waitfor)')
     return peer.cfg.identity
   }
 
   rekeyAll(): string[] {
     const out: string[] = []
     for (const p of this.peers) {
-      if (!p.current) continue
+      if (!p.session.current) continue
       this.handshakes.initiate(p, 'rekey requested', { now: true })
       out.push(p.cfg.identity)
     }
@@ -383,12 +383,8 @@ export class Agent implements AgentApi {
     for (const c of plan.kept) {
       applyConfig(c, this.local)
       if (!c.edited) continue
-      if (c.endpointEdited) {
-        // The admin's new Endpoint wins over a roamed one.
-        c.peer.configuredEndpoint = undefined
-        this.memory.setEndpoint(c.peer.slot, undefined)
-      }
-      await resolveEndpoint(c.peer, this.endpoints)
+      if (c.endpointEdited) await overrideEndpoint(c.peer, this.endpoints)
+      else await resolveEndpoint(c.peer, this.endpoints)
     }
     this.profile = next
     for (const cfg of plan.added) await this.addPeer(cfg)

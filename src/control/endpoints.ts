@@ -6,7 +6,7 @@ import type { PeerMemory } from './peer-memory.js'
 import type { PeerRuntime } from './peer-table.js'
 
 /**
- * Sets `peer.configuredEndpoint`. The endpoint workers send to is set too when none is known yet,
+ * Sets `peer.ep.configured`. The endpoint workers send to is set too when none is known yet,
  * or (with `force`) when the name now resolves elsewhere.
  */
 /** Looks up a host name's IPv4 address (the system resolver by default). */
@@ -24,7 +24,7 @@ export async function resolveEndpoint(peer: PeerRuntime, c: EndpointContext, for
   const { memory, log } = c
   const ep = peer.cfg.endpoint
   if (!ep) return
-  peer.lastResolveMs = c.now()
+  peer.ep.lastResolveMs = c.now()
   let ip = parseIpv4(ep.host)
   if (typeof ip === 'string') {
     try {
@@ -37,13 +37,23 @@ export async function resolveEndpoint(peer: PeerRuntime, c: EndpointContext, for
       return
     }
   }
-  const prev = peer.configuredEndpoint
+  const prev = peer.ep.configured
   const changed = prev !== undefined && (prev.ip !== ip || prev.port !== ep.port)
-  peer.configuredEndpoint = { ip, port: ep.port }
-  if (memory.endpointRaw(peer.slot) === 0 || (force && changed)) memory.setEndpoint(peer.slot, peer.configuredEndpoint)
+  peer.ep.configured = { ip, port: ep.port }
+  if (memory.endpointRaw(peer.slot) === 0 || (force && changed)) memory.setEndpoint(peer.slot, peer.ep.configured)
   if (changed)
     log.network(
       { peer: peer.cfg.identity, host: ep.host, address: `${intToIp(ip)}:${ep.port}` },
       'peer endpoint name resolves to a new address',
     )
+}
+
+/**
+ * The one endpoint override: the admin edited the peer's Endpoint, which wins over a roamed one. The
+ * endpoint workers send to is set from the profile again (or cleared, when the Endpoint was removed).
+ */
+export async function overrideEndpoint(peer: PeerRuntime, c: EndpointContext): Promise<void> {
+  peer.ep.configured = undefined
+  c.memory.setEndpoint(peer.slot, undefined)
+  await resolveEndpoint(peer, c)
 }

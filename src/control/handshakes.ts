@@ -90,7 +90,7 @@ export class Handshakes {
    */
   initiate(peer: PeerRuntime, why: string, opts: { now?: boolean } = {}): void {
     const now = this.now()
-    if (!opts.now && now - peer.lastInitiationSentMs < REKEY_TIMEOUT_MS) return
+    if (!opts.now && now - peer.hs.lastSentMs < REKEY_TIMEOUT_MS) return
     const ep = this.d.sessions.endpointOf(peer)
     if (!ep) {
       this.d.log.debug({ peer: peer.cfg.identity }, 'cannot initiate a handshake: no endpoint known; waiting for the peer')
@@ -102,11 +102,34 @@ export class Handshakes {
       return
     }
     const msg = createInitiation(this.d.local, peer.crypto, kp.index, now)
-    peer.lastInitiationSentMs = now
-    if (peer.handshakeStartedMs === undefined) peer.handshakeStartedMs = now
-    peer.nextRetryMs = now + REKEY_TIMEOUT_MS + sodium.randombytes_uniform(REKEY_TIMEOUT_JITTER_MAX_MS + 1)
+    peer.hs.lastSentMs = now
+    if (peer.hs.startedMs === undefined) peer.hs.startedMs = now
+    peer.hs.nextRetryMs = now + REKEY_TIMEOUT_MS + sodium.randombytes_uniform(REKEY_TIMEOUT_JITTER_MAX_MS + 1)
     this.d.send(msg, ep.ip, ep.port)
     this.d.log.protocol({ peer: peer.cfg.identity, endpoint: `${intToIp(ep.ip)}:${ep.port}`, reason: why }, 'sent handshake initiation')
+  }
+
+  /**
+   * The initiator spoke on our `next` keypair: it becomes current (Sessions.confirm), our own initiation
+   * in flight, if any, is dropped with its handshake state, and the attempt is over.
+   */
+  confirmed(peer: PeerRuntime, kpSlot: number, now: number): boolean {
+    const ours = peer.session.pendingSlot !== undefined
+    if (!this.d.sessions.confirm(peer, kpSlot, now)) return false
+    if (ours) peer.crypto.handshake = undefined
+    peer.hs.startedMs = undefined
+    return true
+  }
+
+  /**
+   * The one way to give up on a handshake (REKEY_ATTEMPT_TIME passed): our initiation, its handshake
+   * state and the packets waiting for it are dropped; new traffic starts a new attempt.
+   */
+  giveUp(peer: PeerRuntime, now: number): number {
+    this.d.sessions.abandonInitiation(peer, now)
+    peer.crypto.handshake = undefined
+    peer.hs.startedMs = undefined
+    return this.d.sessions.dropStaged(peer)
   }
 
   /** One handshake datagram (initiation, response or cookie reply) from ip:port. */
@@ -157,7 +180,7 @@ export class Handshakes {
 
   private handleResponse(msg: Buffer, ip: number, port: number, now: number): void {
     const peer = this.d.peers.byInitiationIndex(readReceiverIndex(msg, 8))
-    if (!peer || peer.pendingSlot === undefined) return
+    if (!peer || peer.session.pendingSlot === undefined) return
     const keys = consumeResponse(this.d.local, peer.crypto, msg)
     const from = `${intToIp(ip)}:${port}`
     if (!keys) {
@@ -165,6 +188,7 @@ export class Handshakes {
       return
     }
     if (!this.d.sessions.completeAsInitiator(peer, keys, { ip, port }, now)) return
+    peer.hs.startedMs = undefined
     this.d.log.network({ peer: peer.cfg.identity, endpoint: from }, 'handshake complete (we initiated); session up')
     this.d.onSessionUp(peer)
   }
@@ -182,7 +206,7 @@ export class Handshakes {
     if (!peer || !consumeCookieReply(peer.crypto, msg, now)) return
     if (initiating) {
       this.d.log.protocol({ peer: peer.cfg.identity }, 'peer is under load: got a cookie; retrying handshake with mac2')
-      peer.lastInitiationSentMs = -Infinity
+      peer.hs.lastSentMs = -Infinity
     } else {
       this.d.log.protocol({ peer: peer.cfg.identity }, 'peer is under load: got a cookie for our response; the next one carries mac2')
     }

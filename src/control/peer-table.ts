@@ -10,40 +10,81 @@ import { intToIp } from '../common/ipv4.js'
 import type { KeypairRef } from './keypairs.js'
 import type { Endpoint } from './peer-memory.js'
 
+/**
+ * One peer's runtime state, in wireguard-go's peer.go shape: each group has one writer, and every other
+ * part only reads it (test/unit/boundaries.test.ts checks the writers):
+ *   cfg, crypto      reload (applyConfig) and Handshakes (the handshake in flight, cookies)
+ *   session          Sessions: keypairs previous/current/next, our pending initiation, staged packets
+ *   hs               Handshakes: when the current handshake attempt started, when we last sent one, the next retry
+ *   ep               endpoints.ts: the endpoint from the profile, when its name was last looked up
+ *   health, seen     PeerTimers: unresponsive since, rekey-on-receive done; what was last logged
+ * The endpoint workers send to (learned by roaming) is in shared memory (PeerMemory), not here.
+ */
 export interface PeerRuntime {
   readonly slot: number
   cfg: PeerConfig
   crypto: PeerCrypto
+  readonly session: PeerSession
+  readonly hs: PeerHandshakeState
+  readonly ep: PeerEndpointState
+  readonly health: PeerHealth
+  readonly seen: PeerSeen
+}
+
+export interface PeerSession {
   current?: KeypairRef
   previous?: KeypairRef
   next?: KeypairRef
   /** Keypair slot reserved for our in-flight initiation. */
   pendingSlot?: number
-  handshakeStartedMs?: number
-  lastInitiationSentMs: number
-  nextRetryMs: number
   lastHandshakeMs?: number
+  /** Packets waiting for the session (at most MAX_STAGED_PER_PEER). */
   staged: Buffer[]
+}
+
+export interface PeerHandshakeState {
+  /** When the current attempt to get a session started (undefined: none in progress). */
+  startedMs?: number
+  lastSentMs: number
+  nextRetryMs: number
+}
+
+export interface PeerEndpointState {
   /** Endpoint resolved from the profile (host names looked up at start, reload, and while handshakes fail). */
-  configuredEndpoint?: Endpoint
+  configured?: Endpoint
   lastResolveMs?: number
+}
+
+export interface PeerHealth {
   /** Set when a send went unanswered for KEEPALIVE+REKEY_TIMEOUT (used for exit-node failover). */
   unresponsiveSinceMs?: number
   rekeyOnRxDone?: number
-  lastLoggedEndpoint?: number
-  lastState?: string
+}
+
+export interface PeerSeen {
+  endpoint?: number
+  state?: string
 }
 
 export type PeerStateName = 'Up' | 'Connecting' | 'Down'
 
 export function peerState(p: PeerRuntime, nowMs: number, rejectAfterMs: number): PeerStateName {
-  if (p.current && nowMs - p.current.createdMs < rejectAfterMs && p.unresponsiveSinceMs === undefined) return 'Up'
-  if (p.handshakeStartedMs !== undefined) return 'Connecting'
+  if (p.session.current && nowMs - p.session.current.createdMs < rejectAfterMs && p.health.unresponsiveSinceMs === undefined) return 'Up'
+  if (p.hs.startedMs !== undefined) return 'Connecting'
   return 'Down'
 }
 
 export function newPeer(slot: number, cfg: PeerConfig, crypto: PeerCrypto): PeerRuntime {
-  return { slot, cfg, crypto, lastInitiationSentMs: -Infinity, nextRetryMs: 0, staged: [] }
+  return {
+    slot,
+    cfg,
+    crypto,
+    session: { staged: [] },
+    hs: { lastSentMs: Number.NEGATIVE_INFINITY, nextRetryMs: 0 },
+    ep: {},
+    health: {},
+    seen: {},
+  }
 }
 
 const keyOf = (publicKey: Uint8Array) => Buffer.from(publicKey).toString('base64')

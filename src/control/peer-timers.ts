@@ -34,20 +34,26 @@ export class PeerTimers {
   constructor(private readonly d: TimerDeps) {}
 
   tick(peer: PeerRuntime, now: number): void {
+    // Unresponsive until a session newer than the mark comes up (we initiated, or the peer's was confirmed).
+    const h = peer.health
+    if (h.unresponsiveSinceMs !== undefined && (peer.session.current?.createdMs ?? Number.NEGATIVE_INFINITY) >= h.unresponsiveSinceMs) {
+      h.unresponsiveSinceMs = undefined
+      this.d.onHealthChange()
+    }
     const kps: PeerTimerState['keypairs'] = {}
-    for (const w of ['previous', 'current', 'next'] as const) if (peer[w]) kps[w] = peer[w]
+    for (const w of ['previous', 'current', 'next'] as const) if (peer.session[w]) kps[w] = peer.session[w]
     const state: PeerTimerState = {
       ...this.d.memory.times(peer.slot),
       persistentKeepaliveS: peer.cfg.persistentKeepalive,
-      handshakeStartedMs: peer.handshakeStartedMs,
-      nextRetryMs: peer.nextRetryMs,
-      lastInitiationSentMs: peer.lastInitiationSentMs,
+      handshakeStartedMs: peer.hs.startedMs,
+      nextRetryMs: peer.hs.nextRetryMs,
+      lastInitiationSentMs: peer.hs.lastSentMs,
       keypairs: kps,
-      unresponsive: peer.unresponsiveSinceMs !== undefined,
-      rekeyOnRxDone: peer.rekeyOnRxDone === peer.current?.slot,
+      unresponsive: peer.health.unresponsiveSinceMs !== undefined,
+      rekeyOnRxDone: peer.health.rekeyOnRxDone === peer.session.current?.slot,
     }
     for (const a of timerActions(state, now)) this.apply(peer, a, now)
-    if (peer.cfg.availableRoutes.length && peer.unresponsiveSinceMs !== undefined && now - peer.lastInitiationSentMs >= HEALTH_PROBE_MS)
+    if (peer.cfg.availableRoutes.length && peer.health.unresponsiveSinceMs !== undefined && now - peer.hs.lastSentMs >= HEALTH_PROBE_MS)
       this.d.handshakes.initiate(peer, 'probing exit node')
     this.logChanges(peer, now)
   }
@@ -62,21 +68,21 @@ export class PeerTimers {
         return
       case 'give-up':
         this.d.log.network(
-          { peer: id, queued: peer.staged.length },
+          { peer: id, queued: hs.giveUp(peer, now) },
           'handshake did not complete within REKEY_ATTEMPT_TIME; giving up until there is new traffic',
         )
-        peer.handshakeStartedMs = undefined
-        peer.staged = []
-        this.d.sessions.abandonInitiation(peer, now)
-        peer.crypto.handshake = undefined
         this.d.onHealthChange()
         return
       case 'retry':
         // A host name may have moved (dynamic DNS): look it up again while handshakes keep failing.
-        if (peer.cfg.endpoint && typeof parseIpv4(peer.cfg.endpoint.host) === 'string' && now - (peer.lastResolveMs ?? 0) >= DNS_RETRY_MS)
+        if (
+          peer.cfg.endpoint &&
+          typeof parseIpv4(peer.cfg.endpoint.host) === 'string' &&
+          now - (peer.ep.lastResolveMs ?? 0) >= DNS_RETRY_MS
+        )
           this.d.resolveEndpoint(peer)
         hs.initiate(peer, 'retry (REKEY_TIMEOUT)')
-        if (now - (peer.handshakeStartedMs ?? now) >= 2 * REKEY_TIMEOUT_MS) this.d.onHealthChange()
+        if (now - (peer.hs.startedMs ?? now) >= 2 * REKEY_TIMEOUT_MS) this.d.onHealthChange()
         return
       case 'keepalive':
         if (this.d.sessions.sendTransport(peer, new Uint8Array(0), now)) this.d.log.protocol({ peer: id }, 'sent keepalive')
@@ -85,28 +91,28 @@ export class PeerTimers {
         hs.initiate(peer, a.why)
         return
       case 'unresponsive':
-        peer.unresponsiveSinceMs = now
+        peer.health.unresponsiveSinceMs = now
         this.d.log.network({ peer: id }, 'peer is not answering; starting a new handshake')
         hs.initiate(peer, 'no reply to sent data')
         this.d.onHealthChange()
         return
       case 'rekey-on-receive':
-        peer.rekeyOnRxDone = peer.current?.slot
+        peer.health.rekeyOnRxDone = peer.session.current?.slot
         hs.initiate(peer, 'rekey: keypair nearing REJECT_AFTER_TIME')
     }
   }
 
   private logChanges(peer: PeerRuntime, now: number): void {
     const e = this.d.memory.endpointRaw(peer.slot)
-    if (peer.lastLoggedEndpoint !== undefined && e !== 0 && e !== peer.lastLoggedEndpoint)
+    if (peer.seen.endpoint !== undefined && e !== 0 && e !== peer.seen.endpoint)
       this.d.log.network(
         { peer: peer.cfg.identity, endpoint: `${intToIp(endpointIp(e))}:${endpointPort(e)}` },
         'peer roamed to a new endpoint',
       )
-    if (e !== 0) peer.lastLoggedEndpoint = e
+    if (e !== 0) peer.seen.endpoint = e
     const st = peerState(peer, now, REJECT_AFTER_TIME_MS)
-    if (peer.lastState !== undefined && st !== peer.lastState)
-      this.d.log.info({ peer: peer.cfg.identity, from: peer.lastState, to: st }, 'peer state changed')
-    peer.lastState = st
+    if (peer.seen.state !== undefined && st !== peer.seen.state)
+      this.d.log.info({ peer: peer.cfg.identity, from: peer.seen.state, to: st }, 'peer state changed')
+    peer.seen.state = st
   }
 }

@@ -47,7 +47,7 @@ export class RingDispatcher {
    */
   pollConfirmations(now: number): void {
     for (const peer of this.d.peers) {
-      if (!peer.next) continue
+      if (!peer.session.next) continue
       const slot = this.d.sessions.promotedByWorker(peer)
       if (slot === undefined) continue
       try {
@@ -59,7 +59,7 @@ export class RingDispatcher {
   }
 
   private confirm(peer: PeerRuntime, kpSlot: number, now: number): void {
-    if (!this.d.sessions.confirm(peer, kpSlot, now)) return
+    if (!this.d.handshakes.confirmed(peer, kpSlot, now)) return
     const endpoint = endpointText(this.d.sessions.endpointOf(peer))
     this.d.log.network({ peer: peer.cfg.identity, endpoint }, 'handshake complete (peer initiated); session up')
     this.d.onSessionUp(peer)

@@ -27,12 +27,12 @@ export class Sessions {
 
   /** The endpoint workers learned (roaming) or else the configured one. */
   endpointOf(peer: PeerRuntime): Endpoint | undefined {
-    return this.memory.endpoint(peer.slot) ?? peer.configuredEndpoint
+    return this.memory.endpoint(peer.slot) ?? peer.ep.configured
   }
 
   /** True when the current keypair can carry data now. */
   canSend(peer: PeerRuntime, now: number): boolean {
-    const kp = peer.current
+    const kp = peer.session.current
     return !!kp && this.keypairs.state(kp.slot) === KP_VALID && now - kp.createdMs < REJECT_AFTER_TIME_MS && !!this.endpointOf(peer)
   }
 
@@ -44,40 +44,39 @@ export class Sessions {
     this.abandonInitiation(peer, now)
     const kp = this.keypairs.alloc(peer.slot, now)
     if (!kp) return undefined
-    peer.pendingSlot = kp.slot
+    peer.session.pendingSlot = kp.slot
     this.peers.setInitiationIndex(peer, kp.index)
     return kp
   }
 
   /** Drops our in-flight initiation, if any. */
   abandonInitiation(peer: PeerRuntime, now: number): void {
-    if (peer.pendingSlot !== undefined) this.keypairs.retire(peer.pendingSlot, now)
-    peer.pendingSlot = undefined
+    if (peer.session.pendingSlot !== undefined) this.keypairs.retire(peer.session.pendingSlot, now)
+    peer.session.pendingSlot = undefined
     this.peers.setInitiationIndex(peer, undefined)
   }
 
   /** Our initiation was answered: the new keypair becomes current at once. */
   completeAsInitiator(peer: PeerRuntime, keys: SessionKeys, from: Endpoint, now: number): boolean {
-    const slot = peer.pendingSlot
+    const slot = peer.session.pendingSlot
     if (slot === undefined) return false
-    peer.pendingSlot = undefined
+    peer.session.pendingSlot = undefined
     this.peers.setInitiationIndex(peer, undefined)
-    if (peer.previous) this.keypairs.retire(peer.previous.slot, now)
-    peer.previous = peer.current
-    peer.current = this.keypairs.install(slot, keys.localIndex, peer.slot, keys, KP_VALID, now)
+    if (peer.session.previous) this.keypairs.retire(peer.session.previous.slot, now)
+    peer.session.previous = peer.session.current
+    peer.session.current = this.keypairs.install(slot, keys.localIndex, peer.slot, keys, KP_VALID, now)
     this.memory.setSendKeypair(peer.slot, slot)
     this.memory.setEndpoint(peer.slot, from)
-    peer.lastHandshakeMs = now
-    this.sessionUp(peer)
+    peer.session.lastHandshakeMs = now
     return true
   }
 
   /** We answered an initiation: the keypair receives only until the initiator's first data. */
   installAsResponder(peer: PeerRuntime, slot: number, index: number, keys: SessionKeys, from: Endpoint, now: number): void {
-    if (peer.next) this.retireUnconfirmed(peer, peer.next.slot, now)
-    peer.next = this.keypairs.install(slot, index, peer.slot, keys, KP_RECV_ONLY, now)
+    if (peer.session.next) this.retireUnconfirmed(peer, peer.session.next.slot, now)
+    peer.session.next = this.keypairs.install(slot, index, peer.slot, keys, KP_RECV_ONLY, now)
     this.memory.setEndpoint(peer.slot, from)
-    peer.lastHandshakeMs = now
+    peer.session.lastHandshakeMs = now
   }
 
   /**
@@ -85,24 +84,20 @@ export class Sessions {
    * (KP_RECV_ONLY -> KP_VALID), whether or not its "confirmed" message made it through the ring.
    */
   promotedByWorker(peer: PeerRuntime): number | undefined {
-    return peer.next && this.keypairs.state(peer.next.slot) === KP_VALID ? peer.next.slot : undefined
+    return peer.session.next && this.keypairs.state(peer.session.next.slot) === KP_VALID ? peer.session.next.slot : undefined
   }
 
   /** The initiator spoke on our `next` keypair (a worker promoted it): it becomes current. */
   confirm(peer: PeerRuntime, kpSlot: number, now: number): boolean {
-    if (!peer.next || peer.next.slot !== kpSlot) return false
-    if (peer.previous) this.keypairs.retire(peer.previous.slot, now)
-    peer.previous = peer.current
-    peer.current = peer.next
-    peer.next = undefined
+    if (!peer.session.next || peer.session.next.slot !== kpSlot) return false
+    if (peer.session.previous) this.keypairs.retire(peer.session.previous.slot, now)
+    peer.session.previous = peer.session.current
+    peer.session.current = peer.session.next
+    peer.session.next = undefined
     // The worker that promoted it published it too, unless control cleared or replaced the word in
     // between (expire, completeAsInitiator): control's view is what workers send with.
     this.memory.setSendKeypair(peer.slot, kpSlot)
-    if (peer.pendingSlot !== undefined) {
-      this.abandonInitiation(peer, now)
-      peer.crypto.handshake = undefined
-    }
-    this.sessionUp(peer)
+    this.abandonInitiation(peer, now) // the peer's session makes ours moot
     return true
   }
 
@@ -112,9 +107,9 @@ export class Sessions {
    * same tick, and confirm() makes that one current.
    */
   expire(peer: PeerRuntime, which: KeypairWhich, now: number): boolean {
-    const kp = peer[which]
+    const kp = peer.session[which]
     if (!kp) return false
-    peer[which] = undefined
+    peer.session[which] = undefined
     if (which === 'current') {
       this.keypairs.retire(kp.slot, now)
       this.memory.clearSendKeypairIf(peer.slot, kp.slot)
@@ -129,7 +124,7 @@ export class Sessions {
    */
   private retireUnconfirmed(peer: PeerRuntime, slot: number, now: number): void {
     this.keypairs.retire(slot, now)
-    this.memory.replaceSendKeypairIf(peer.slot, slot, peer.current?.slot ?? -1)
+    this.memory.replaceSendKeypairIf(peer.slot, slot, peer.session.current?.slot ?? -1)
   }
 
   /**
@@ -138,15 +133,15 @@ export class Sessions {
    * word back when it sees the retirement).
    */
   dropAll(peer: PeerRuntime, now: number): void {
-    for (const kp of [peer.current, peer.previous, peer.next]) if (kp) this.keypairs.retire(kp.slot, now)
+    for (const kp of [peer.session.current, peer.session.previous, peer.session.next]) if (kp) this.keypairs.retire(kp.slot, now)
     this.memory.setSendKeypair(peer.slot, -1)
-    peer.current = peer.previous = peer.next = undefined
+    peer.session.current = peer.session.previous = peer.session.next = undefined
     this.abandonInitiation(peer, now)
   }
 
   /** Sends one transport message on the current keypair; false when there is no usable session. */
   sendTransport(peer: PeerRuntime, payload: Uint8Array, now: number): boolean {
-    const kp = peer.current
+    const kp = peer.session.current
     const ep = this.endpointOf(peer)
     if (!kp || !ep || this.keypairs.state(kp.slot) !== KP_VALID) return false
     const datagram = sealTransport(this.keypairs, kp.slot, payload, this.mtu)
@@ -159,22 +154,24 @@ export class Sessions {
   /** Keeps a packet until the session is up; returns false when it was sent at once instead. */
   stage(peer: PeerRuntime, pkt: Buffer, now: number): boolean {
     if (this.canSend(peer, now) && this.sendTransport(peer, pkt, now)) return false
-    peer.staged.push(pkt)
-    if (peer.staged.length > MAX_STAGED_PER_PEER) peer.staged.shift()
+    peer.session.staged.push(pkt)
+    if (peer.session.staged.length > MAX_STAGED_PER_PEER) peer.session.staged.shift()
     return true
   }
 
   /** Sends staged packets; returns how many went out. */
   flushStaged(peer: PeerRuntime, now: number): number {
-    const list = peer.staged
-    peer.staged = []
+    const list = peer.session.staged
+    peer.session.staged = []
     let sent = 0
     for (const pkt of list) if (this.sendTransport(peer, pkt, now)) sent++
     return sent
   }
 
-  private sessionUp(peer: PeerRuntime): void {
-    peer.handshakeStartedMs = undefined
-    peer.unresponsiveSinceMs = undefined
+  /** Forgets the packets waiting for a session (a handshake that was given up). */
+  dropStaged(peer: PeerRuntime): number {
+    const n = peer.session.staged.length
+    peer.session.staged = []
+    return n
   }
 }

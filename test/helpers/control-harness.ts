@@ -88,7 +88,7 @@ export function controlHarness(opts: { quarantineMs?: number; maxPeers?: number;
     } as unknown as PeerConfig
     const peer = newPeer(slot, cfg, peerCrypto(local, cfg.publicKey, presharedKey))
     memory.reset(slot)
-    peer.configuredEndpoint = { ip: PEER_IP, port: PEER_PORT }
+    peer.ep.configured = { ip: PEER_IP, port: PEER_PORT }
     peers.add(peer)
     return peer
   }

@@ -119,3 +119,30 @@ t.test('no import cycles anywhere', async (t) => {
     'the cycle finder finds a cycle',
   )
 })
+
+t.test("each group of a peer's runtime state has one writer (src/control/peer-table.ts)", async (t) => {
+  const owners: Record<string, string[]> = {
+    session: ['src/control/sessions.ts'],
+    hs: ['src/control/handshakes.ts'],
+    ep: ['src/control/endpoints.ts'],
+    health: ['src/control/peer-timers.ts'],
+    seen: ['src/control/peer-timers.ts'],
+    'crypto.handshake': ['src/control/handshakes.ts'],
+    crypto: ['src/control/reload.ts'],
+    cfg: ['src/control/reload.ts'],
+  }
+  const writers: Record<string, Set<string>> = Object.fromEntries(Object.keys(owners).map((k) => [k, new Set<string>()]))
+  for (const f of files('src')) {
+    const src = fs.readFileSync(path.join(ROOT, f), 'utf8')
+    for (const m of src.matchAll(
+      /\b(?:peer|p|c\.peer)\??\.(session|hs|ep|health|seen)(?:\.\w+|\[\w+\])\s*(?:=(?!=)|\+\+|\.push|\.shift|\.splice)/g,
+    ))
+      writers[m[1]].add(f)
+    for (const m of src.matchAll(/\b(?:peer|p|c\.peer)\.(crypto\.handshake|crypto|cfg)\s*=(?!=)/g)) writers[m[1]].add(f)
+  }
+  for (const [group, allowed] of Object.entries(owners)) {
+    const extra = [...writers[group]].filter((f) => !allowed.includes(f))
+    t.same(extra, [], `${group} is written only by ${allowed.join(', ')}`)
+    t.ok(writers[group].size > 0, `${group}: its writer was found (the scan sees writes)`)
+  }
+})

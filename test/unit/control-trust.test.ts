@@ -51,7 +51,7 @@ t.test('a handshake with no keypair slot free is deferred with one log line, nev
   for (let p = 100; h.keypairs.freeCount > 0; p++) h.keypairs.alloc(p, h.clock.now)
   t.doesNotThrow(() => h.handshakes.initiate(peer, 'test'), 'initiate does not throw')
   t.equal(h.sent.length, 0, 'no initiation went out')
-  t.equal(peer.pendingSlot, undefined)
+  t.equal(peer.session.pendingSlot, undefined)
   const timers = new PeerTimers({
     memory: h.memory,
     sessions: h.sessions,
@@ -60,9 +60,9 @@ t.test('a handshake with no keypair slot free is deferred with one log line, nev
     onHealthChange: () => undefined,
     resolveEndpoint: () => undefined,
   })
-  peer.handshakeStartedMs = h.clock.now - 6000
-  peer.nextRetryMs = h.clock.now - 1 // the timer wants a retry
-  peer.lastInitiationSentMs = -Infinity
+  peer.hs.startedMs = h.clock.now - 6000
+  peer.hs.nextRetryMs = h.clock.now - 1 // the timer wants a retry
+  peer.hs.lastSentMs = -Infinity
   for (let i = 0; i < 40; i++) {
     h.clock.now += 100
     t.doesNotThrow(() => timers.tick(peer, h.clock.now))
@@ -102,16 +102,16 @@ t.test('a confirmation is seen from shared memory even when the ring dropped its
   h.handshakes.handle(client.initiation(77, h.clock.now), PEER_IP, PEER_PORT)
   await settle()
   t.equal(h.sent.length, 1, 'answered')
-  const next = peer.next
+  const next = peer.session.next
   t.ok(next, 'a next keypair waits for the initiator')
   if (!next) return
   h.dispatcher.pollConfirmations(h.clock.now)
-  t.equal(peer.next, next, 'nothing to confirm before the initiator speaks')
+  t.equal(peer.session.next, next, 'nothing to confirm before the initiator speaks')
   // A worker decrypts the initiator's first data on `next` and promotes it; its ring was full, so no message.
   t.equal(Atomics.compareExchange(h.v.kpI32, next.slot * K_FIELDS + K_STATE, KP_RECV_ONLY, KP_VALID), KP_RECV_ONLY)
   h.dispatcher.pollConfirmations(h.clock.now)
-  t.equal(peer.current?.slot, next.slot, 'control promoted next to current on its own')
-  t.equal(peer.next, undefined)
+  t.equal(peer.session.current?.slot, next.slot, 'control promoted next to current on its own')
+  t.equal(peer.session.next, undefined)
   t.same(
     h.up.map((p) => p.cfg.identity),
     ['client'],
@@ -144,7 +144,7 @@ t.test('under load, one address with a valid cookie gets 20/s (burst 5); a legit
   withCookie(client, PEER_IP, PEER_PORT)
   h.handshakes.handle(client.initiation(300, h.clock.now), PEER_IP, PEER_PORT)
   await settle()
-  t.ok(peer.next, 'the legitimate peer was answered during the flood')
+  t.ok(peer.session.next, 'the legitimate peer was answered during the flood')
 })
 
 t.test('the per-address limiter forgets sources: memory stays bounded', async (t) => {
@@ -179,7 +179,7 @@ t.test('a cookie reply to our handshake response is used: the answer to the retr
   const second = h.sent.pop()!.buf
   t.equal(second[0], 2, 'a response to the retry')
   t.ok(checkMac2(clientCookies, second, AGENT_IP, AGENT_PORT, h.clock.now), 'the response now carries a valid mac2')
-  t.ok(peer.next, 'session pending confirmation')
+  t.ok(peer.session.next, 'session pending confirmation')
 })
 
 t.test('a recorded initiation stays a replay after a PresharedKey reload and after remove + re-add', async (t) => {
@@ -209,7 +209,7 @@ t.test('a recorded initiation stays a replay after a PresharedKey reload and aft
   h.handshakes.handle(client.initiation(22, h.clock.now), PEER_IP, PEER_PORT)
   await settle()
   t.equal(h.sent.length, 2, 'a fresh initiation is answered')
-  t.ok(peer.next)
+  t.ok(peer.session.next)
 })
 
 t.test("control's send path (keepalives, staged packets) stops at the send-counter limit and never wraps", async (t) => {

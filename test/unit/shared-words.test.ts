@@ -156,7 +156,7 @@ t.test("a worker's promotion of `next` survives control expiring the old current
     t.equal(stagedCount(s), 0, `${order}: nothing was handed to control's slow path`)
     t.equal(s.staged(), 0, `${order}: no staged packet in the ring`)
     s.h.dispatcher.pollConfirmations(t1) // control's next tick
-    t.equal(s.peer.current?.slot, next, `${order}: control confirmed it`)
+    t.equal(s.peer.session.current?.slot, next, `${order}: control confirmed it`)
     t.equal(sendWord(s), next, `${order}: control and shared memory agree`)
   }
 })
@@ -172,7 +172,7 @@ t.test('confirm() publishes the keypair it makes current, whatever control wrote
   const mine = s.initiatorSession(t0 + 2000)
   t.equal(sendWord(s), mine, "control's own new session is published")
   s.h.dispatcher.pollConfirmations(t0 + 2000)
-  t.equal(s.peer.current?.slot, next, 'control made the promoted keypair current')
+  t.equal(s.peer.session.current?.slot, next, 'control made the promoted keypair current')
   t.equal(sendWord(s), next, 'and workers send with the same one')
   t.equal(s.send(), next, 'the worker seals on it')
 })

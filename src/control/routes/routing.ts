@@ -13,8 +13,8 @@ export function routePeer(p: PeerRuntime): RoutePeer {
     identity: p.cfg.identity,
     virtualAddress: p.cfg.virtualAddress,
     availableRoutes: p.cfg.availableRoutes,
-    unresponsive: p.unresponsiveSinceMs !== undefined,
-    handshakeStartedMs: p.handshakeStartedMs,
+    unresponsive: p.health.unresponsiveSinceMs !== undefined,
+    handshakeStartedMs: p.hs.startedMs,
   }
 }
 

@@ -45,7 +45,7 @@ export function gatherStatus(s: StatusSources, now = Date.now()): StatusModel {
       availableRoutes: peer.cfg.availableRoutes.map((c) => c.text),
       state: peerState(peer, now, REJECT_AFTER_TIME_MS),
       endpoint: endpointText(s.sessions.endpointOf(peer)),
-      lastHandshakeMs: peer.lastHandshakeMs,
+      lastHandshakeMs: peer.session.lastHandshakeMs,
       lastActivityMs: Math.max(t.lastRxAny, t.lastTxAny),
       rxBytes: m.counter(peer.slot, C_RX_BYTES),
       txBytes: m.counter(peer.slot, C_TX_BYTES),
