@@ -6,25 +6,11 @@
  *  consume: decrypt an initiation (2 DH) -> the initiator's static key, timestamp and Noise state
  *  respond: build the response and session keys (2 DH + an ephemeral key); control writes the macs
  */
-import { consumeInitiation, createResponse, localStatic, type HandshakeState, type PeerCrypto } from '../src/protocol/noise.js'
+import { consumeInitiation, createResponse, localStatic, type PeerCrypto } from '../src/protocol/noise.js'
+import type { ConsumeTask, RespondTask } from '../src/ipc/messages.js'
+
+export type { ConsumeTask, RespondTask }
 import { DH } from '../src/protocol/primitives.js'
-
-export interface ConsumeTask {
-  op: 'consume'
-  msg: Uint8Array
-  privateKey: Uint8Array
-  publicKey: Uint8Array
-  nowMs: number
-}
-
-export interface RespondTask {
-  op: 'respond'
-  peerPublicKey: Uint8Array
-  presharedKey: Uint8Array
-  state: HandshakeState
-  localIndex: number
-  nowMs: number
-}
 
 export default function handshakeTask(task: ConsumeTask | RespondTask) {
   if (task.op === 'consume') {

@@ -32,7 +32,7 @@ import {
   readReceiverIndex,
   writeMacs,
 } from '../protocol/noise.js'
-import type { ConsumeTask, RespondTask } from '../../workers/handshake.js'
+import type { ConsumeTask, RespondTask } from '../ipc/messages.js'
 import type { KeypairSlots } from './keypairs.js'
 import { SourceRateLimiter } from './rate-limit.js'
 import type { AgentLogger } from './logger.js'

@@ -25,6 +25,9 @@
  * with the table's generation, deliver; v < 0 -> count denyReason(v) (and a drop for denyPolicy(v) if
  * >= 0), log describeVerdict(labels, v) at -v 5, drop.
  */
+import type { PolicyTable } from '../ipc/messages.js'
+
+export type { PolicyTable }
 import { lookupRoute16 } from './route-table.js'
 
 export const POLICY_MODE_COMPAT = 0
@@ -43,24 +46,6 @@ export const DENY_NO_POLICY = 1
 export const DENY_ROUTE_NOT_GRANTED = 2
 export const DENY_NOT_LOCAL = 3
 export const DENY_REASON_NAMES = ['', 'no_policy', 'route_not_granted', 'not_local'] as const
-
-export interface PolicyTable {
-  mode: number
-  /** Mask words per peer or class. */
-  words: number
-  /** Peer slots covered by peerMask; other slots match no policy. */
-  slots: number
-  policies: number
-  peerMask: Int32Array
-  dstChild: Int32Array
-  dstVal: Int32Array
-  dstMask: Int32Array
-  dstKind: Int32Array
-  aclStart: Int32Array
-  aclProto: Int32Array
-  aclLo: Int32Array
-  aclHi: Int32Array
-}
 
 /** A table that allows everything (no Policies key). */
 export function compatPolicyTable(): PolicyTable {

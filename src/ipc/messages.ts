@@ -2,7 +2,7 @@
 import type { SharedLayout } from './layout.js'
 import type { RingBuffers } from './ring.js'
 import type { WorkerIo } from '../io/packet-io.js'
-import type { PolicyTable } from '../dataplane/policy.js'
+import type { HandshakeState } from '../protocol/noise.js'
 
 /** Values in the `local` table: where a destination lives on this node. */
 export const LOCAL_SELF = 0
@@ -74,4 +74,41 @@ export interface FlowLog {
   dport: number
   len: number
   verdict: string
+}
+
+/** The policy tables a worker evaluates (compiled by src/control/policy/compile.ts, read by src/dataplane/policy.ts). */
+export interface PolicyTable {
+  mode: number
+  /** Mask words per peer or class. */
+  words: number
+  /** Peer slots covered by peerMask; other slots match no policy. */
+  slots: number
+  policies: number
+  peerMask: Int32Array
+  dstChild: Int32Array
+  dstVal: Int32Array
+  dstMask: Int32Array
+  dstKind: Int32Array
+  aclStart: Int32Array
+  aclProto: Int32Array
+  aclLo: Int32Array
+  aclHi: Int32Array
+}
+
+/** Tasks for the handshake pool (workers/handshake.ts): the responder's crypto, off the control thread. */
+export interface ConsumeTask {
+  op: 'consume'
+  msg: Uint8Array
+  privateKey: Uint8Array
+  publicKey: Uint8Array
+  nowMs: number
+}
+
+export interface RespondTask {
+  op: 'respond'
+  peerPublicKey: Uint8Array
+  presharedKey: Uint8Array
+  state: HandshakeState
+  localIndex: number
+  nowMs: number
 }

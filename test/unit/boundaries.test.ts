@@ -55,18 +55,66 @@ t.test('only src/native/io.ts loads the native addon', async (t) => {
   t.same(loaders, ['src/native/io.ts'])
 })
 
-const lower = ['src/common', 'src/ipc', 'src/io', 'src/protocol', 'src/dataplane', 'src/platform', 'src/native']
+/**
+ * Which part may import which (besides itself and node: or npm packages). A part is a folder under src/,
+ * or workers/ and bench/. Lower parts never reach up: nothing below control imports control, the data
+ * plane never imports the OS layer, commands never touch the data plane or the workers.
+ */
+const ALLOWED: Record<string, string[]> = {
+  'src/common': [],
+  'src/protocol': ['src/common'],
+  'src/io': ['src/common'],
+  'src/ipc': ['src/common', 'src/protocol', 'src/io'],
+  'src/dataplane': ['src/common', 'src/protocol', 'src/ipc', 'src/io'],
+  'src/native': ['src/io'],
+  'src/platform': ['src/common', 'src/top'],
+  workers: ['src/common', 'src/protocol', 'src/ipc', 'src/io', 'src/dataplane', 'src/native'],
+  'src/control': ['src/top', 'src/common', 'src/protocol', 'src/io', 'src/ipc', 'src/dataplane', 'src/native', 'src/platform'],
+  'src/lab': ['src/common', 'src/platform', 'src/control'],
+  'src/demo': ['src/common', 'src/lab', 'src/control'],
+  'src/commands': ['src/top', 'src/common', 'src/platform', 'src/control', 'src/demo'],
+  'src/hooks': ['src/control'],
+  'src/top': ['src/control'],
+  'src/types': [],
+  bench: [
+    'src/common',
+    'src/protocol',
+    'src/ipc',
+    'src/io',
+    'src/dataplane',
+    'src/native',
+    'src/platform',
+    'src/control',
+    'src/lab',
+    'workers',
+  ],
+}
 
-t.test('lower layers never import control or commands', async (t) => {
+function partOf(file: string): string {
+  const [top, sub, rest] = file.split('/')
+  if (top !== 'src') return top
+  return rest === undefined ? 'src/top' : `${top}/${sub}`
+}
+
+t.test('every import follows the allowed-imports matrix', async (t) => {
   const bad: string[] = []
-  let n = 0
-  for (const dir of lower)
-    for (const f of files(dir)) {
-      n++
-      for (const i of imports(f)) if (/^src\/control\/|^src\/commands\//.test(i)) bad.push(`${f} -> ${i}`)
+  const all = [...files('src'), ...files('workers'), ...files('bench')]
+  for (const f of all) {
+    const from = partOf(f)
+    if (!(from in ALLOWED)) {
+      bad.push(`${f}: part ${from} is not in the matrix`)
+      continue
     }
+    for (const i of imports(f)) {
+      if (!i.endsWith('.ts')) continue
+      const to = partOf(i)
+      if (to !== from && !ALLOWED[from].includes(to)) bad.push(`${f} -> ${i}`)
+    }
+  }
   t.same(bad, [], bad.join('\n'))
-  t.ok(n >= 15, `checked ${n} files in ${lower.join(', ')}`)
+  t.ok(all.length > 100, `checked ${all.length} files`)
+  t.equal(partOf('src/ipc/messages.ts'), 'src/ipc')
+  t.notOk(ALLOWED['src/ipc'].includes('src/dataplane'), 'ipc does not import the data plane (PolicyTable lives in ipc)')
 })
 
 /** Every cycle in the import graph (each reported once, from its smallest file name). */
