@@ -283,7 +283,8 @@ export class Pipeline {
     return e
   }
 
-  private drop(reason: number): void {
+  /** Counts one packet under `reason`: a drop, or an event (EVENT_REASONS in src/ipc/layout.ts). */
+  private countReason(reason: number): void {
     this.v.reasons[this.rBase + reason]++
   }
 
@@ -316,12 +317,12 @@ export class Pipeline {
       const len = oLens[i]
       const p = i * SLOT + HEADROOM
       if (len < 20 || oSlab[p] >> 4 !== 4) {
-        this.drop(R.not_ipv4)
+        this.countReason(R.not_ipv4)
         continue
       }
       const peer = lookupRoute16(t.routeChild, t.routeVal, (oSlab[p + 16] << 8) | oSlab[p + 17], (oSlab[p + 18] << 8) | oSlab[p + 19])
       if (peer < 0) {
-        this.drop(R.no_route)
+        this.countReason(R.no_route)
         if (this.log5(R.no_route)) this.flowLog('out', -1, oSlab, p, len, 'drop no_route')
         continue
       }
@@ -329,7 +330,7 @@ export class Pipeline {
       // Reply-only, judged by ingress: our own traffic, or a reply to a flow this peer started.
       const verdict = this.fw.egress(oSlab, p, len, peer, t, this.nowS)
       if (verdict === EGRESS_DROP) {
-        this.drop(R.unsolicited)
+        this.countReason(R.unsolicited)
         if (this.log5(R.unsolicited)) this.flowLog('out', peer, oSlab, p, len, 'drop unsolicited (only replies to peer flows may leave)')
         continue
       }
@@ -337,8 +338,8 @@ export class Pipeline {
       else if (verdict === EGRESS_OWN && t.policy.mode === POLICY_MODE_ENFORCE) {
         // The receiver judges our flows; we remember them so that its replies pass our admit().
         const r = this.fw.trackOwn(oSlab, p, len, peer, this.nowS)
-        if (r === CT_EVICTED) this.drop(R.conntrack_evicted)
-        else if (r === CT_FULL) this.drop(R.conntrack_full)
+        if (r === CT_EVICTED) this.countReason(R.conntrack_evicted)
+        else if (r === CT_FULL) this.countReason(R.conntrack_full)
       }
       const kp = Atomics.load(peerI32, peer * P_FIELDS + P_CUR_KP)
       const endpoint = peerF64[peer * PF_FIELDS + PF_ENDPOINT]
@@ -356,7 +357,7 @@ export class Pipeline {
         let why: number = R.staged
         if (!this.staged.take(peer, this.now)) why = R.staged_limited
         else if (!this.ring.push(MSG_STAGED, oSlab, p, len, 0, 0, peer, 0, this.ring.capacity >> 1)) why = R.ring_full
-        this.drop(why)
+        this.countReason(why)
         if (this.log5(why))
           this.flowLog(
             'out',
@@ -378,7 +379,7 @@ export class Pipeline {
       if (dlen < 0) {
         // The keypair reached its counter limit, or was retired before or during encryption.
         const why = dlen === SEAL_COUNTER_LIMIT ? R.counter_exhausted : R.expired
-        this.drop(why)
+        this.countReason(why)
         if (this.log5(why)) this.flowLog('out', peer, oSlab, p, len, `drop ${REASONS[why]}`)
         continue
       }
@@ -414,7 +415,7 @@ export class Pipeline {
       const len = iLens[i]
       const b = i * SLOT
       if (len < 4 || iSlab[b + 1] !== 0 || iSlab[b + 2] !== 0 || iSlab[b + 3] !== 0) {
-        this.drop(R.malformed)
+        this.countReason(R.malformed)
         continue
       }
       const type = iSlab[b]
@@ -422,18 +423,19 @@ export class Pipeline {
         // Only handshake messages of their exact size reach control's ring (junk cannot fill it).
         const want = type === MSG_INITIATION ? INITIATION_SIZE : type === MSG_RESPONSE ? RESPONSE_SIZE : COOKIE_REPLY_SIZE
         if (type >= MSG_INITIATION && type <= MSG_COOKIE_REPLY && len === want) {
-          this.drop(R.handshake_msgs)
+          this.countReason(R.handshake_msgs)
           const gate = this.hsGate.admit(iSlab, b, type, iAddrs[2 * i], this.now)
           // The answer to our own initiation may use the whole ring; other handshake messages leave it a
           // little room (and staged packets half of it).
           const reserve = gate === GATE_ANSWER ? 0 : RING_ANSWER_RESERVE
-          if (gate === GATE_LIMITED) this.drop(R.handshake_limited)
-          else if (!this.ring.push(MSG_HANDSHAKE, iSlab, b, len, iAddrs[2 * i], iAddrs[2 * i + 1], -1, 0, reserve)) this.drop(R.ring_full)
-        } else this.drop(R.malformed)
+          if (gate === GATE_LIMITED) this.countReason(R.handshake_limited)
+          else if (!this.ring.push(MSG_HANDSHAKE, iSlab, b, len, iAddrs[2 * i], iAddrs[2 * i + 1], -1, 0, reserve))
+            this.countReason(R.ring_full)
+        } else this.countReason(R.malformed)
         continue
       }
       if (len < TRANSPORT_MIN_SIZE) {
-        this.drop(R.malformed)
+        this.countReason(R.malformed)
         continue
       }
       const idxLo = iSlab[b + 4] | (iSlab[b + 5] << 8)
@@ -443,19 +445,19 @@ export class Pipeline {
       // State and index read once; open() re-checks both after decryption.
       const state = Atomics.load(kpI32, kb + K_STATE)
       if (state === 0 || Atomics.load(kpI32, kb + K_INDEX) !== index) {
-        this.drop(R.bad_index)
+        this.countReason(R.bad_index)
         continue
       }
       const kf = kp * KF_FIELDS
       if (now - kpF64[kf + KF_CREATED_MS] >= REJECT_AFTER_TIME_MS) {
-        this.drop(R.expired)
+        this.countReason(R.expired)
         continue
       }
       const ctrLo = (iSlab[b + 8] | (iSlab[b + 9] << 8) | (iSlab[b + 10] << 16) | (iSlab[b + 11] << 24)) >>> 0
       const ctrHi = (iSlab[b + 12] | (iSlab[b + 13] << 8) | (iSlab[b + 14] << 16) | (iSlab[b + 15] << 24)) >>> 0
       const rb = kp * REPLAY_WORDS
       if (ctrHi >= RECV_COUNTER_LIMIT / 4294967296 || !replayMaybeFresh(kpReplay, rb, kpF64, kf + KF_REPLAY_LAST, ctrHi, ctrLo)) {
-        this.drop(R.replay)
+        this.countReason(R.replay)
         if (this.log5(R.replay))
           this.post({
             t: 'log',
@@ -476,7 +478,7 @@ export class Pipeline {
       if (opened !== OPEN_OK) {
         // A bad tag, or the keypair was retired during decryption (its key may have been zero).
         const why = opened === OPEN_BAD_MAC ? R.bad_mac : R.expired
-        this.drop(why)
+        this.countReason(why)
         if (this.log5(why))
           this.post({
             t: 'log',
@@ -491,7 +493,7 @@ export class Pipeline {
         /* uncontended in practice: one worker per flow */
       }
       if (spins === REPLAY_LOCK_SPINS) {
-        this.drop(R.replay_lock_busy)
+        this.countReason(R.replay_lock_busy)
         if (this.log5(R.replay_lock_busy))
           this.post({
             t: 'log',
@@ -503,7 +505,7 @@ export class Pipeline {
       const fresh = replayCheckAndSet32(kpReplay, rb, kpF64, kf + KF_REPLAY_LAST, ctrHi, ctrLo)
       Atomics.store(kpI32, kb + K_LOCK, 0)
       if (!fresh) {
-        this.drop(R.replay)
+        this.countReason(R.replay)
         if (this.log5(R.replay))
           this.post({
             t: 'log',
@@ -521,16 +523,16 @@ export class Pipeline {
       const cb = this.cBase + peer * C_PEER_FIELDS
       counters[cb + C_RX_PKTS]++
       if (clen === 0) {
-        this.drop(R.keepalive)
+        this.countReason(R.keepalive)
         continue
       }
       if (clen < 20 || iSlab[p] >> 4 !== 4) {
-        this.drop(R.not_ipv4)
+        this.countReason(R.not_ipv4)
         continue
       }
       const tot = (iSlab[p + 2] << 8) | iSlab[p + 3]
       if (tot < 20 || tot > clen) {
-        this.drop(R.malformed)
+        this.countReason(R.malformed)
         continue
       }
       const sHi = (iSlab[p + 12] << 8) | iSlab[p + 13]
@@ -541,13 +543,13 @@ export class Pipeline {
       let allowed = false
       if (grp >= 0) for (let j = t.groupStart[grp]; j < t.groupStart[grp + 1]; j++) if (t.groupPeers[j] === peer) allowed = true
       if (!allowed) {
-        this.drop(R.not_allowed)
+        this.countReason(R.not_allowed)
         if (this.log5(R.not_allowed)) this.flowLog('in', peer, iSlab, p, tot, 'drop not_allowed (source not allowed for this peer)')
         continue
       }
       const where = lookupRoute16(t.localChild, t.localVal, dHi, dLo)
       if (where < 0) {
-        this.drop(R.not_for_us)
+        this.countReason(R.not_for_us)
         if (this.log5(R.not_for_us)) this.flowLog('in', peer, iSlab, p, tot, 'drop not_for_us')
         continue
       }
@@ -555,7 +557,7 @@ export class Pipeline {
         const v = this.fw.admit(iSlab, p, tot, peer, t.policy, t.policyGen, this.nowS)
         if (v < 0) {
           const why = denyReason(v) === DENY_ROUTE_NOT_GRANTED ? R.policy_route_not_granted : R.policy_no_policy
-          this.drop(why)
+          this.countReason(why)
           const near = denyPolicy(v)
           if (this.pcBase + 2 * t.policy.policies < this.pc.length)
             this.pc[this.pcBase + (near >= 0 ? t.policy.policies + near : 2 * t.policy.policies)]++
@@ -563,13 +565,13 @@ export class Pipeline {
           continue
         }
         if (v !== ADMIT_ESTABLISHED && this.pcBase + v < this.pc.length) this.pc[this.pcBase + v]++
-        if (this.fw.lastTrack === CT_EVICTED) this.drop(R.conntrack_evicted)
-        else if (this.fw.lastTrack === CT_FULL) this.drop(R.conntrack_full)
+        if (this.fw.lastTrack === CT_EVICTED) this.countReason(R.conntrack_evicted)
+        else if (this.fw.lastTrack === CT_FULL) this.countReason(R.conntrack_full)
         if (where === LOCAL_PROVIDED) counters[cb + C_TO_LAN_BYTES] += tot
       } else if (where === LOCAL_PROVIDED) {
         const tracked = this.fw.track(iSlab, p, peer, this.nowS)
-        if (tracked === CT_EVICTED) this.drop(R.conntrack_evicted)
-        else if (tracked === CT_FULL) this.drop(R.conntrack_full)
+        if (tracked === CT_EVICTED) this.countReason(R.conntrack_evicted)
+        else if (tracked === CT_FULL) this.countReason(R.conntrack_full)
         counters[cb + C_TO_LAN_BYTES] += tot
       }
       if (this.log5(LOG_DELIVERED)) this.flowLog('in', peer, iSlab, p, tot, where === LOCAL_PROVIDED ? 'routed to LAN' : 'delivered')
