@@ -24,6 +24,8 @@ export interface AgentDeps {
   requireRoot: boolean
   /** Offer the test hooks (crash a worker) on the control socket. */
   testHooks: boolean
+  /** Handshake messages per second above which control is under load (mac2 and cookies); WireGuard's default. */
+  underLoadHandshakesPerS?: number
 }
 
 export function defaultDeps(env: NodeJS.ProcessEnv = process.env): AgentDeps {

@@ -240,6 +240,7 @@ export class Agent implements AgentApi {
       log,
       onSessionUp,
       clock: now,
+      underLoadPerS: this.deps.underLoadHandshakesPerS,
     })
     this.acquired('handshakes', () => this.handshakes.close())
     const resolve = (peer: PeerRuntime) => void resolveEndpoint(peer, this.endpoints, true)
@@ -266,6 +267,7 @@ export class Agent implements AgentApi {
       log,
       onSessionUp,
       clock: now,
+      underLoadPerS: this.deps.underLoadHandshakesPerS,
     })
     const publish = (tables: DataplaneTables) => {
       this.supervisor.post({ t: 'tables', tables })

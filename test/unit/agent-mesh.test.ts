@@ -7,6 +7,8 @@ import t from 'tap'
 import { REJECT_AFTER_TIME_MS, REKEY_AFTER_TIME_MS } from '../../src/protocol/constants.js'
 import { lockPath } from '../../src/control/instance-lock.js'
 import { type MeshNode, Mesh, addrs } from '../helpers/mesh.js'
+import { generatePrivateKey, publicKeyFromPrivate } from '../../src/control/keys.js'
+import { createInitiation, localStatic, peerCrypto } from '../../src/protocol/noise.js'
 
 const LAN = '172.26.0.0/20'
 const PRINTER = '172.26.0.250'
@@ -214,5 +216,45 @@ t.test('stop() after a start that failed halfway removes what was added', async 
   t.ok(
     a.log.some((l) => l.includes('stopped; everything this agent added was removed')),
     'the log says so',
+  )
+})
+
+t.test('under load the responder asks for cookies, and a real peer still gets its session (mac2)', async (t) => {
+  const mesh = new Mesh('cookies')
+  t.teardown(() => mesh.close())
+  const { a, b } = pair(mesh)
+  await mesh.start(a)
+  await mesh.start(b, { deps: { underLoadHandshakesPerS: 20 } })
+  // Initiations from keys b does not know, with a valid mac1 (anyone who knows b's public key can make one).
+  const bPub = Buffer.from(b.publicKey, 'base64')
+  const flood = (n: number) => {
+    for (let i = 0; i < n; i++) {
+      const sk = generatePrivateKey()
+      const me = localStatic(sk, publicKeyFromPrivate(sk))
+      const msg = createInitiation(me, peerCrypto(me, bPub), 1000 + i, mesh.clock.now())
+      mesh.net.inject({ srcIp: 0xc6120064 + (i % 50), srcPort: 40000 + i, dstIp: b.ip, dstPort: b.port, data: msg })
+    }
+  }
+  flood(60)
+  await mesh.settle()
+  t.notOk(await mesh.udp(a, b, { timeoutMs: 1000 }), "while b is flooded, a's first initiation is answered with a cookie, not a session")
+  await mesh.until('a cookie at a', () => a.log.some((l) => l.includes('got a cookie')))
+  t.ok(
+    b.log.some((l) => l.includes('under load: sent cookie reply')),
+    'b sent cookie replies',
+  )
+  // a retries after REKEY_TIMEOUT with mac2 from the cookie, while the flood goes on.
+  let up = false
+  for (let i = 0; i < 10 && !up; i++) {
+    flood(30)
+    await mesh.settle()
+    await mesh.advance(1000, 100)
+    up = mesh.peerStatus(a, b).state === 'Up'
+  }
+  t.ok(up, 'a got its session while b stayed under load')
+  t.ok(await mesh.udp(a, b), 'and traffic flows')
+  t.notOk(
+    b.log.some((l) => l.includes('answered handshake initiation') && !l.includes(a.identity)),
+    'no flooding key was answered',
   )
 })
