@@ -3,32 +3,18 @@
  * does after a handshake, plus synthetic IPv4/UDP packets: a fixture for the benchmark, the allocation
  * probe and the Pipeline unit tests (kept out of src/, which holds only what the agent runs).
  */
-import {
-  createLayout,
-  views,
-  KEY_BYTES_PER_SLOT,
-  K_FIELDS,
-  K_INDEX,
-  K_PEER,
-  K_REMOTE,
-  K_STATE,
-  KF_CREATED_MS,
-  KF_FIELDS,
-  KP_VALID,
-  P_CUR_KP,
-  P_FIELDS,
-  PF_ENDPOINT,
-  PF_FIELDS,
-  packEndpoint,
-} from '../src/ipc/layout.js'
+import { createLayout, views } from '../src/ipc/layout.js'
 import { createRing, RingConsumer } from '../src/ipc/ring.js'
 import { createConntrack } from '../src/dataplane/conntrack.js'
-import { buildRouteTable } from '../src/dataplane/route-table.js'
 import { HEADROOM, Pipeline } from '../src/dataplane/pipeline.js'
 import type { DataplaneTables } from '../src/ipc/messages.js'
-import { LOCAL_PROVIDED, LOCAL_SELF } from '../src/ipc/messages.js'
 import sodium from 'sodium-native'
-import { compatPolicyTable } from '../src/dataplane/policy.js'
+import type { Cidr } from '../src/common/ipv4.js'
+import { KP_VALID } from '../src/ipc/layout.js'
+import { KeypairSlots } from '../src/control/keypairs.js'
+import { PeerMemory } from '../src/control/peer-memory.js'
+import { compilePolicies, policyTablesFor } from '../src/control/policy/compile.js'
+import { type RoutePeer, compileTables } from '../src/control/routes/compiler.js'
 
 export const A_VA = 0x64400001
 export const B_VA = 0x64400002
@@ -36,38 +22,31 @@ export const LAN = 0xac1a0000 // 172.26.0.0/20 behind B
 /** A second peer of the exit node (slot 1), with no session: for checks that involve another peer. */
 export const C_VA = 0x64400003
 
+const LAN_CIDR: Cidr = { addr: LAN, len: 20, text: '172.26.0.0/20' }
+
+/** The tables control compiles: the client routes LAN through the exit node (slot 0); the exit node provides it. */
 function tables(selfVa: number, peerVa: number, provides: boolean): DataplaneTables {
-  const rt = buildRouteTable([
-    { addr: peerVa, len: 32, value: 0 },
-    ...(provides ? [{ addr: C_VA, len: 32, value: 1 }] : [{ addr: LAN, len: 20, value: 0 }]),
-  ])
-  const at = buildRouteTable([
-    { addr: peerVa, len: 32, value: 0 },
-    ...(provides ? [{ addr: C_VA, len: 32, value: 2 }] : [{ addr: LAN, len: 20, value: 0 }]),
-  ])
-  const lt = buildRouteTable([
-    { addr: selfVa, len: 32, value: LOCAL_SELF },
-    ...(provides ? [{ addr: LAN, len: 20, value: LOCAL_PROVIDED }] : []),
-  ])
-  return {
-    gen: 1,
-    routeChild: rt.child,
-    routeVal: rt.val,
-    allowChild: at.child,
-    allowVal: at.val,
-    groupStart: Int32Array.of(0, 1, 2, 3),
-    groupPeers: Int32Array.of(0, 0, 1),
-    localChild: lt.child,
-    localVal: lt.val,
-    exitNode: provides,
-    selfAddr: selfVa | 0,
-    policy: compatPolicyTable(),
-    policyGen: 1,
-    policyLabels: [],
-    policyCounters: new SharedArrayBuffer(8),
-  }
+  const peer = (slot: number, va: number, routes: Cidr[]): RoutePeer => ({
+    slot,
+    identity: `peer${slot}`,
+    virtualAddress: va,
+    availableRoutes: routes,
+    unresponsive: false,
+  })
+  const peers = provides ? [peer(0, peerVa, []), peer(1, C_VA, [])] : [peer(0, peerVa, [LAN_CIDR])]
+  const active = new Map(provides ? [] : [[LAN_CIDR.text, 0]])
+  const routes = compileTables({ virtualAddress: selfVa, providesRoutes: provides ? [LAN_CIDR] : [] }, peers, active, 1)
+  const policy = compilePolicies({
+    selfTags: [],
+    selfAddress: selfVa,
+    providesRoutes: provides ? [LAN_CIDR] : [],
+    peers: peers.map((p) => ({ slot: p.slot, tags: [] })),
+    policies: undefined,
+  })
+  return { ...routes, ...policyTablesFor(policy, 1, 1) }
 }
 
+/** One side: its shared memory with the session installed as control installs it after a handshake. */
 function side(
   selfVa: number,
   peerVa: number,
@@ -82,15 +61,12 @@ function side(
   const layout = createLayout(64, 1)
   const v = views(layout)
   const kp = localIndex & 4095
-  v.kpKeys.set(sendKey, kp * KEY_BYTES_PER_SLOT)
-  v.kpKeys.set(recvKey, kp * KEY_BYTES_PER_SLOT + 32)
-  v.kpI32[kp * K_FIELDS + K_REMOTE] = remoteIndex | 0
-  v.kpI32[kp * K_FIELDS + K_PEER] = 0
-  v.kpI32[kp * K_FIELDS + K_INDEX] = localIndex | 0
-  v.kpF64[kp * KF_FIELDS + KF_CREATED_MS] = Date.now()
-  Atomics.store(v.kpI32, kp * K_FIELDS + K_STATE, KP_VALID)
-  Atomics.store(v.peerI32, 0 * P_FIELDS + P_CUR_KP, kp)
-  v.peerF64[0 * PF_FIELDS + PF_ENDPOINT] = packEndpoint(0xc6120002, 51820)
+  const keys = { sendKey, recvKey, localIndex, remoteIndex, isInitiator: !provides }
+  new KeypairSlots(v).install(kp, localIndex, 0, keys, KP_VALID, Date.now())
+  const memory = new PeerMemory(v, layout.maxPeers, 1)
+  memory.reset(0)
+  memory.setSendKeypair(0, kp)
+  memory.setEndpoint(0, { ip: 0xc6120002, port: 51820 })
   const ring = createRing(256)
   const conntrack = createConntrack()
   const pipe = new Pipeline({

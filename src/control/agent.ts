@@ -267,7 +267,6 @@ export class Agent implements AgentApi {
       log,
       onSessionUp,
       clock: now,
-      underLoadPerS: this.deps.underLoadHandshakesPerS,
     })
     const publish = (tables: DataplaneTables) => {
       this.supervisor.post({ t: 'tables', tables })
