@@ -8,6 +8,7 @@ import type { AgentLogger } from '../../src/control/logger.js'
 import { PeerMemory } from '../../src/control/peer-memory.js'
 import { type PeerRuntime, PeerTable, newPeer } from '../../src/control/peer-table.js'
 import type { PeerConfig } from '../../src/control/profile/profile.js'
+import { peerFixture } from './fixtures.js'
 import { Sessions } from '../../src/control/sessions.js'
 import { RingDispatcher } from '../../src/control/ring-dispatch.js'
 import { type HandshakeTaskRunner, Handshakes } from '../../src/control/handshakes.js'
@@ -76,16 +77,8 @@ export function controlHarness(opts: { quarantineMs?: number; maxPeers?: number;
   const dispatcher = new RingDispatcher({ peers, sessions, handshakes, log, onSessionUp })
   const addPeer = (publicKey: Uint8Array, name = `peer${peers.size}`, presharedKey?: Buffer): PeerRuntime => {
     const slot = peers.takeSlot(clock.now)!
-    const cfg = {
-      index: slot,
-      publicKey: Buffer.from(publicKey),
-      publicKeyBase64: Buffer.from(publicKey).toString('base64'),
-      identity: name,
-      virtualAddress: 0x64400002 + slot,
-      persistentKeepalive: 0,
-      availableRoutes: [],
-      presharedKey,
-    } as unknown as PeerConfig
+    const psk = presharedKey ? { PresharedKey: Buffer.from(presharedKey).toString('base64') } : {}
+    const cfg: PeerConfig = peerFixture(publicKey, { Description: name, ...psk })
     const peer = newPeer(slot, cfg, peerCrypto(local, cfg.publicKey, presharedKey))
     memory.reset(slot)
     peer.ep.configured = { ip: PEER_IP, port: PEER_PORT }

@@ -1,9 +1,10 @@
 /** Control-plane parts without root: keypair slots, the peer table and the status builder. */
 import t from 'tap'
-import { type Cidr, parseCidr, parseIpv4 } from '../../src/common/ipv4.js'
+import { type Cidr, intToIp, parseCidr, parseIpv4 } from '../../src/common/ipv4.js'
 import { KeypairSlots } from '../../src/control/keypairs.js'
 import { PeerTable, newPeer } from '../../src/control/peer-table.js'
-import type { PeerConfig, Profile } from '../../src/control/profile/profile.js'
+import type { PeerConfig } from '../../src/control/profile/profile.js'
+import { peerFixture, profileFixture } from '../helpers/fixtures.js'
 import { type PeerFacts, buildStatus } from '../../src/control/status/builder.js'
 import {
   KEY_BYTES_PER_SLOT,
@@ -62,17 +63,9 @@ t.test('keypair slots: indexes carry the slot, install publishes, retire quarant
   t.equal(v.kpKeys.length, KP_SLOTS * KEY_BYTES_PER_SLOT)
 })
 
-function cfg(name: string, key: number, addr: string): PeerConfig {
-  const publicKey = Buffer.alloc(32, key)
-  return {
-    index: 0,
-    publicKey,
-    publicKeyBase64: publicKey.toString('base64'),
-    identity: name,
-    virtualAddress: parseIpv4(addr) as number,
-    persistentKeepalive: 0,
-    availableRoutes: [],
-  } as unknown as PeerConfig
+/** Peer settings through the schema; `name` becomes its description (the identity comes from the key). */
+function cfg(name: string, key: number): PeerConfig {
+  return peerFixture(Buffer.alloc(32, key), { Description: name })
 }
 const crypto = (handshakeIndex?: number) =>
   ({ handshake: handshakeIndex === undefined ? undefined : { localIndex: handshakeIndex } }) as unknown as PeerCrypto
@@ -80,16 +73,16 @@ const crypto = (handshakeIndex?: number) =>
 t.test('peer table: lookups by slot, key, name and initiation index; slots reused after the delay', async (t) => {
   const table = new PeerTable(2, 500)
   const s0 = table.takeSlot(0)!
-  const a = newPeer(s0, cfg('alice', 1, '100.64.0.2'), crypto(0xabc))
+  const a = newPeer(s0, cfg('alice', 1), crypto(0xabc))
   table.add(a)
-  const b = newPeer(table.takeSlot(0)!, cfg('bob', 2, '100.64.0.3'), crypto())
+  const b = newPeer(table.takeSlot(0)!, cfg('bob', 2), crypto())
   table.add(b)
   t.equal(table.takeSlot(0), undefined, 'full')
   t.equal(table.get(a.slot), a)
   t.equal(table.byPublicKey(Buffer.alloc(32, 2)), b)
   t.equal(table.byPublicKey(Buffer.alloc(32, 3)), undefined)
-  t.equal(table.byName('alice'), a)
-  t.equal(table.byName('100.64.0.3'), b)
+  t.equal(table.byName(a.cfg.identity), a, 'by identity')
+  t.equal(table.byName(intToIp(b.cfg.virtualAddress)), b, 'by virtual address')
   table.setInitiationIndex(a, 0xabc)
   t.equal(table.byInitiationIndex(0xabc), a)
   a.crypto.handshake = undefined
@@ -105,18 +98,12 @@ t.test('peer table: lookups by slot, key, name and initiation index; slots reuse
   t.equal(table.takeSlot(1500), s0)
   t.same(
     [...table].map((p) => p.cfg.identity),
-    ['bob'],
+    [b.cfg.identity],
   )
 })
 
 t.test('status builder: states, routes, exit-node users', async (t) => {
-  const profile = {
-    identity: 'me',
-    publicKey: Buffer.alloc(32, 9),
-    file: '/etc/enclave/profile.json',
-    virtualAddress: parseIpv4('100.64.0.1') as number,
-    exitNode: { providesRoutes: [parseCidr('192.168.1.0/24') as Cidr] },
-  } as unknown as Profile
+  const profile = profileFixture({ VirtualAddress: '100.64.0.1', ExitNode: { ProvidesRoutes: ['192.168.1.0/24'] } })
   const base = { description: undefined, rxBytes: 1, txBytes: 2, rxPackets: 3, txPackets: 4, bytesFromLan: 0 }
   const peers: PeerFacts[] = [
     {

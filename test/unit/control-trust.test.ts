@@ -18,7 +18,7 @@ import { generateKeyPair } from '../../src/protocol/primitives.js'
 import { PEER_IP, PEER_PORT, controlHarness, initiator, settle } from '../helpers/control-harness.js'
 import { SourceRateLimiter } from '../../src/control/rate-limit.js'
 import { applyConfig, planReload } from '../../src/control/reload.js'
-import type { Profile } from '../../src/control/profile/profile.js'
+import { profileFixture } from '../helpers/fixtures.js'
 import { MSG_CONFIRMED } from '../../src/ipc/ring.js'
 import { checkMac2, consumeCookieReply, cookieChecker, createCookieReply } from '../../src/protocol/noise.js'
 
@@ -113,7 +113,7 @@ t.test('a confirmation is seen from shared memory even when the ring dropped its
   t.equal(peer.session.current?.slot, next.slot, 'control promoted next to current on its own')
   t.equal(peer.session.next, undefined)
   t.same(
-    h.up.map((p) => p.cfg.identity),
+    h.up.map((p) => p.cfg.description),
     ['client'],
     'session up once',
   )
@@ -192,7 +192,7 @@ t.test('a recorded initiation stays a replay after a PresharedKey reload and aft
   await settle()
   t.equal(h.sent.length, 1, 'the original is answered')
   const cfg = { ...peer.cfg, presharedKey: Buffer.alloc(32, 2) }
-  const plan = planReload([peer], { peers: [cfg] } as unknown as Profile)
+  const plan = planReload([peer], { ...profileFixture(), peers: [cfg] })
   t.equal(plan.kept[0].presharedKeyChanged, true)
   applyConfig(plan.kept[0], h.local)
   h.clock.now += 60_000
