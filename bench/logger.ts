@@ -1,12 +1,12 @@
 /**
  * Log lines per second through the control logger at -v 5 (frame data, one `flow` line per packet),
  * key=value format, stdout sent to /dev/null, rate limiting off so every line is formatted and written.
- *   node --import=tsx bench/logger.ts [module]   (module: a logger to compare, default src/control/logger.ts)
+ *   node --import=tsx bench/logger.ts [module]   (module: a logger to compare, default src/log/logger.ts)
  * Prints one JSON line on stderr: {"case":"logger","lines":N,"seconds":S,"linesPerSecond":R}.
  */
 import fs from 'node:fs'
 
-const mod = process.argv[2] ?? new URL('../src/control/logger.ts', import.meta.url).pathname
+const mod = process.argv[2] ?? new URL('../src/log/logger.ts', import.meta.url).pathname
 const { createLogger } = (await import(mod)) as {
   createLogger: (v: number, f: 'logfmt', o?: object) => { trace: (o: object, m: string) => void }
 }

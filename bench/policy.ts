@@ -8,8 +8,8 @@
 import { PerformanceObserver } from 'node:perf_hooks'
 import { pathToFileURL } from 'node:url'
 import { type Cidr, parseCidr } from '../src/common/ipv4.js'
-import { type RawPolicy, checkPolicies } from '../src/control/profile/policies.js'
-import { type PolicyPeer, compilePolicies } from '../src/control/policy/compile.js'
+import { type RawPolicy, checkPolicies } from '../src/config/policies.js'
+import { type PolicyPeer, compilePolicies } from '../src/compile/policy.js'
 import { type PolicyTable, evaluatePolicy } from '../src/dataplane/policy.js'
 
 export interface PolicyBenchResult {

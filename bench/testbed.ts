@@ -11,10 +11,10 @@ import type { DataplaneTables } from '../src/ipc/messages.js'
 import sodium from 'sodium-native'
 import type { Cidr } from '../src/common/ipv4.js'
 import { KP_VALID } from '../src/ipc/layout.js'
-import { KeypairSlots } from '../src/control/keypairs.js'
-import { PeerMemory } from '../src/control/peer-memory.js'
-import { compilePolicies, policyTablesFor } from '../src/control/policy/compile.js'
-import { type RoutePeer, compileTables } from '../src/control/routes/compiler.js'
+import { KeypairSlots } from '../src/agent/peers/keypairs.js'
+import { PeerMemory } from '../src/agent/peers/peer-memory.js'
+import { compilePolicies, policyTablesFor } from '../src/compile/policy.js'
+import { type RoutePeer, compileTables } from '../src/compile/routes.js'
 
 export const A_VA = 0x64400001
 export const B_VA = 0x64400002

@@ -16,7 +16,7 @@ type FlagOutput = { [name: string]: any }
 // biome-ignore lint/suspicious/noExplicitAny: mirrors oclif's ArgOutput
 type ArgOutput = { [name: string]: any }
 import { EnclaveError, ProfileError } from './errors.js'
-import { configDir, profilePath } from './control/profile/profile.js'
+import { configDir, profilePath } from './config/profile.js'
 
 /** Exit codes, documented in the README and in `enclave --help`. */
 export const EXIT = { ok: 0, failure: 1, usage: 2, profile: 2, notRunning: 3, permission: 4 } as const

@@ -1,6 +1,7 @@
 import { Args, Flags } from '@oclif/core'
 import { BaseCommand, configDirFlag, runDirFlag } from '../base-command.js'
-import { addPeer, applyToAgent } from '../control/profile/edit.js'
+import { addPeer } from '../config/edit.js'
+import { applyToAgent } from '../api/apply.js'
 import { intToIp } from '../common/ipv4.js'
 
 export default class Add extends BaseCommand {

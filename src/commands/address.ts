@@ -1,5 +1,5 @@
 import { BaseCommand, configDirFlag } from '../base-command.js'
-import { loadProfile } from '../control/profile/profile.js'
+import { loadProfile } from '../config/profile.js'
 import { intToIp } from '../common/ipv4.js'
 
 export default class Address extends BaseCommand {

@@ -1,6 +1,6 @@
 import { Args } from '@oclif/core'
 import { BaseCommand, runDirFlag } from '../base-command.js'
-import { callAgent } from '../control/api/client.js'
+import { callAgent } from '../api/client.js'
 
 export default class Debug extends BaseCommand {
   static override summary = 'Test hooks of a running agent started with ENCLAVE_TEST_HOOKS=1'

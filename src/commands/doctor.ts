@@ -1,6 +1,6 @@
 import { Flags } from '@oclif/core'
 import { BaseCommand, configDirFlag, runDirFlag } from '../base-command.js'
-import { type Check, formatChecks, runDoctor } from '../control/doctor.js'
+import { type Check, formatChecks, runDoctor } from '../ops/doctor.js'
 
 export default class Doctor extends BaseCommand {
   static override summary = 'Run the exit-node troubleshooting checklist on this machine, with a fix for each failure'

@@ -1,5 +1,5 @@
 import { BaseCommand, configDirFlag } from '../base-command.js'
-import { loadProfile } from '../control/profile/profile.js'
+import { loadProfile } from '../config/profile.js'
 
 export default class Identity extends BaseCommand {
   static override summary = "Print this system's identity (the name peers use in AvailableRoutes, waitfor and route add)"

@@ -2,10 +2,10 @@ import fs from 'node:fs'
 import { Flags } from '@oclif/core'
 import { BaseCommand, configDirFlag } from '../base-command.js'
 import { EnclaveError } from '../errors.js'
-import { generatePrivateKey } from '../control/keys.js'
-import { writeProfile } from '../control/profile/profile.js'
+import { generatePrivateKey } from '../config/keys.js'
+import { writeProfile } from '../config/profile.js'
 import { intToIp } from '../common/ipv4.js'
-import { field } from '../control/status/format.js'
+import { field } from '../views/status-format.js'
 
 export default class Init extends BaseCommand {
   static override summary = 'Create the profile with a fresh key pair'

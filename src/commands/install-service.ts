@@ -2,7 +2,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { Flags } from '@oclif/core'
 import { BaseCommand, configDirFlag } from '../base-command.js'
-import { UNIT_NAME, unitFile } from '../control/service.js'
+import { UNIT_NAME, unitFile } from '../ops/service.js'
 import { run } from '../platform/linux/exec.js'
 
 export default class InstallService extends BaseCommand {

@@ -1,7 +1,7 @@
 import { Args } from '@oclif/core'
 import { BaseCommand, runDirFlag } from '../base-command.js'
-import { callAgent } from '../control/api/client.js'
-import { VERBOSITY_NAMES } from '../control/logger.js'
+import { callAgent } from '../api/client.js'
+import { VERBOSITY_NAMES } from '../log/logger.js'
 
 const LEVELS = VERBOSITY_NAMES.map((n, i) => `${i} ${n}`).join(', ')
 

@@ -1,9 +1,9 @@
 import { BaseCommand, configDirFlag, runDirFlag } from '../base-command.js'
-import { loadProfile } from '../control/profile/profile.js'
-import { offlineStatus } from '../control/status/offline.js'
-import { formatPeerLines } from '../control/status/format.js'
-import type { PeerStatus, StatusModel } from '../control/status/model.js'
-import { AgentNotRunning, callAgent } from '../control/api/client.js'
+import { loadProfile } from '../config/profile.js'
+import { offlineStatus } from '../views/status-offline.js'
+import { formatPeerLines } from '../views/status-format.js'
+import type { PeerStatus, StatusModel } from '../views/status-model.js'
+import { AgentNotRunning, callAgent } from '../api/client.js'
 
 export default class Peers extends BaseCommand {
   static override summary = 'List peers, one line each: identity, description, state, endpoint, last handshake, transfer, routes'

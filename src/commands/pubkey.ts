@@ -1,5 +1,5 @@
 import { BaseCommand, configDirFlag } from '../base-command.js'
-import { loadProfile } from '../control/profile/profile.js'
+import { loadProfile } from '../config/profile.js'
 
 export default class Pubkey extends BaseCommand {
   static override summary = "Print this system's public key (give it to each peer's `enclave add`)"

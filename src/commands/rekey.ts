@@ -1,5 +1,5 @@
 import { BaseCommand, runDirFlag } from '../base-command.js'
-import { callAgent } from '../control/api/client.js'
+import { callAgent } from '../api/client.js'
 
 export default class Rekey extends BaseCommand {
   static override summary = 'Start a new handshake with every connected peer now (keys rotate without dropping traffic)'

@@ -1,5 +1,5 @@
 import { BaseCommand, runDirFlag } from '../base-command.js'
-import { callAgent } from '../control/api/client.js'
+import { callAgent } from '../api/client.js'
 
 export default class Reload extends BaseCommand {
   static override summary = 'Re-read the profile in the running agent; unchanged sessions stay up (SIGHUP does the same)'

@@ -1,6 +1,7 @@
 import { Args } from '@oclif/core'
 import { BaseCommand, configDirFlag, runDirFlag } from '../base-command.js'
-import { applyToAgent, removePeer } from '../control/profile/edit.js'
+import { removePeer } from '../config/edit.js'
+import { applyToAgent } from '../api/apply.js'
 
 export default class Remove extends BaseCommand {
   static override summary = 'Remove a peer and its AvailableRoutes entry'

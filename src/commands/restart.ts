@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core'
 import { BaseCommand, configDirFlag, runDirFlag } from '../base-command.js'
-import { runDir } from '../control/profile/profile.js'
-import { startDaemon, stopDaemon, systemctl, useSystemd } from '../control/service.js'
+import { runDir } from '../config/profile.js'
+import { startDaemon, stopDaemon, systemctl, useSystemd } from '../ops/service.js'
 
 export default class Restart extends BaseCommand {
   static override summary = 'Restart the agent service (for changes `enclave reload` cannot apply)'

@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core'
 import { BaseCommand, configDirFlag, runDirFlag } from '../base-command.js'
-import { Agent } from '../control/agent.js'
-import { runDir } from '../control/profile/profile.js'
+import { Agent } from '../agent/agent.js'
+import { runDir } from '../config/profile.js'
 
 export default class Run extends BaseCommand {
   static override summary = 'Run the agent in the foreground (Ctrl-C stops it and removes everything it added)'

@@ -1,7 +1,7 @@
 import { Flags } from '@oclif/core'
 import { BaseCommand, configDirFlag, runDirFlag } from '../base-command.js'
-import { runDir } from '../control/profile/profile.js'
-import { startDaemon, systemctl, useSystemd } from '../control/service.js'
+import { runDir } from '../config/profile.js'
+import { startDaemon, systemctl, useSystemd } from '../ops/service.js'
 
 export default class Start extends BaseCommand {
   static override summary = 'Start the agent as a service (systemd unit if installed, else a daemon with a pid file)'

@@ -1,10 +1,10 @@
 import { Flags } from '@oclif/core'
 import { BaseCommand, configDirFlag, runDirFlag } from '../base-command.js'
-import { loadProfile } from '../control/profile/profile.js'
-import { offlineStatus } from '../control/status/offline.js'
-import { formatProfileWarnings, formatStatus } from '../control/status/format.js'
-import type { StatusModel } from '../control/status/model.js'
-import { AgentNotRunning, callAgent } from '../control/api/client.js'
+import { loadProfile } from '../config/profile.js'
+import { offlineStatus } from '../views/status-offline.js'
+import { formatProfileWarnings, formatStatus } from '../views/status-format.js'
+import type { StatusModel } from '../views/status-model.js'
+import { AgentNotRunning, callAgent } from '../api/client.js'
 
 export default class Status extends BaseCommand {
   static override summary = 'Show identity, virtual address, peers and exit-node routes (live when the agent runs)'

@@ -1,7 +1,7 @@
 import { BaseCommand, runDirFlag } from '../base-command.js'
-import { runDir } from '../control/profile/profile.js'
-import { stopDaemon, systemctl, useSystemd } from '../control/service.js'
-import { cleanupAfterCrash } from '../control/crash-leftovers.js'
+import { runDir } from '../config/profile.js'
+import { stopDaemon, systemctl, useSystemd } from '../ops/service.js'
+import { cleanupAfterCrash } from '../ops/crash-leftovers.js'
 
 export default class Stop extends BaseCommand {
   static override summary = 'Stop the agent service; it removes every route and rule it added'

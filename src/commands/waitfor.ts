@@ -1,9 +1,9 @@
 import { Args, Flags } from '@oclif/core'
 import { BaseCommand, runDirFlag } from '../base-command.js'
 import { EnclaveError } from '../errors.js'
-import { callAgent } from '../control/api/client.js'
-import { normaliseIdentity } from '../control/identity.js'
-import type { StatusModel } from '../control/status/model.js'
+import { callAgent } from '../api/client.js'
+import { normaliseIdentity } from '../config/identity.js'
+import type { StatusModel } from '../views/status-model.js'
 
 export default class Waitfor extends BaseCommand {
   static override summary = 'Wait until the session with a peer is up (exit 0), or time out (exit 1): a health check'

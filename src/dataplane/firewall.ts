@@ -13,7 +13,7 @@
  * it do that with a forged source that routes through the TUN (TTL 1 through us, bad options, a fragment
  * never completed). So it goes to a peer only if it quotes a packet that peer sent: outer destination =
  * quoted source, a source that peer may use (cryptokey routing), and either sent to our own address or a
- * flow that peer started through us (conntrack). The anti-spoofing rules at ingress (control/anti-spoof.ts)
+ * flow that peer started through us (conntrack). The anti-spoofing rules at ingress (src/ops/os-footprint.ts)
  * are the first layer; this one holds when they are missing (no iptables) or a source routes through us
  * that they do not cover.
  * Everything else is `unsolicited`. A node that provides no routes tracks nothing, so only its own

@@ -1,6 +1,6 @@
 /**
  * Policy verdict for a NEW inbound flow (receiver-side enforcement): integer tables in, integer out.
- * Built by control (src/control/policy/compile.ts) at start and reload, posted to workers and
+ * Built by control (src/compile/policy.ts) at start and reload, posted to workers and
  * swapped whole; the evaluator allocates nothing and never throws.
  *
  * Tables (W = ceil(policies / 32) words; bit p of a mask = policy p):

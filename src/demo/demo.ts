@@ -7,7 +7,7 @@
  * at the end, on error and on Ctrl-C: agents are stopped by PID, namespaces deleted.
  */
 import { Lab, type NodeInfo, peerEntry } from '../lab/lab.js'
-import { guideSnatArgs } from '../control/os-footprint.js'
+import { guideSnatArgs } from '../ops/os-footprint.js'
 
 export interface DemoOptions {
   out: (s: string) => void

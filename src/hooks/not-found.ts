@@ -1,6 +1,6 @@
 /** A mistyped command suggests the nearest one: `enclave stauts` -> did you mean `enclave status`? */
 import type { Hook } from '@oclif/core'
-import { editDistance } from '../control/profile/known-keys.js'
+import { editDistance } from '../config/known-keys.js'
 
 const hook: Hook<'command_not_found'> = async function (opts) {
   const typed = opts.id.replace(/:/g, ' ')

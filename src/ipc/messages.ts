@@ -34,7 +34,7 @@ export interface RouteTables {
 export interface DataplaneTables extends RouteTables, PolicyTables {}
 
 export interface PolicyTables {
-  /** Policies compiled by control (src/control/policy/compile.ts); mode 0 = no Policies key. */
+  /** Policies compiled by control (src/compile/policy.ts); mode 0 = no Policies key. */
   policy: PolicyTable
   /** Bumped at every policy compile (start, reload): flows judged by an older one are judged again. */
   policyGen: number
@@ -76,7 +76,7 @@ export interface FlowLog {
   verdict: string
 }
 
-/** The policy tables a worker evaluates (compiled by src/control/policy/compile.ts, read by src/dataplane/policy.ts). */
+/** The policy tables a worker evaluates (compiled by src/compile/policy.ts, read by src/dataplane/policy.ts). */
 export interface PolicyTable {
   mode: number
   /** Mask words per peer or class. */

@@ -4,7 +4,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { keyPair } from '../helpers/keys.js'
-import { identityFromPublicKey } from '../../src/control/identity.js'
+import { identityFromPublicKey } from '../../src/config/identity.js'
 
 const BIN = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../bin/run.js')
 

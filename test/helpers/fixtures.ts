@@ -2,8 +2,8 @@
  * Profiles and peer settings for unit tests, made through the real schema (validateProfile), never cast
  * from partial objects: a fixture is something the agent could have loaded.
  */
-import { generatePrivateKey } from '../../src/control/keys.js'
-import { type PeerConfig, type Profile, validateProfile } from '../../src/control/profile/profile.js'
+import { generatePrivateKey } from '../../src/config/keys.js'
+import { type PeerConfig, type Profile, validateProfile } from '../../src/config/profile.js'
 
 export const FIXTURE_FILE = '/test/profiles/Universe.profile'
 

@@ -10,7 +10,7 @@
  */
 import { native } from '../../src/native/io.js'
 import { createInitiation, localStatic, peerCrypto } from '../../src/protocol/noise.js'
-import { publicKeyFromPrivate } from '../../src/control/keys.js'
+import { publicKeyFromPrivate } from '../../src/config/keys.js'
 import { parseIpv4 } from '../../src/common/ipv4.js'
 import fs from 'node:fs'
 import sodium from 'sodium-native'

@@ -1,4 +1,4 @@
-import { generatePrivateKey, publicKeyFromPrivate } from '../../src/control/keys.js'
+import { generatePrivateKey, publicKeyFromPrivate } from '../../src/config/keys.js'
 
 export function keyPair() {
   const sk = generatePrivateKey()

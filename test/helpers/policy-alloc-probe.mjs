@@ -3,7 +3,7 @@
 // {gcs, heapGrowth, decisions, allowed} as JSON. Used by policy-alloc.test.ts.
 import { measureAllocation } from './measure-alloc.mjs'
 import { policyScenario } from '../../lib/bench/policy.js'
-import { compilePolicies } from '../../lib/src/control/policy/compile.js'
+import { compilePolicies } from '../../lib/src/compile/policy.js'
 import { evaluatePolicy } from '../../lib/src/dataplane/policy.js'
 
 const s = policyScenario(100, 1000)

@@ -4,7 +4,7 @@
 // Prints {gcs, kinds, heapGrowth, packets} as JSON. Used by policy-pipeline.test.ts.
 import { measureAllocation } from './measure-alloc.mjs'
 import { A_VA, B_VA, HEADROOM, LAN, deliver, ipv4udp, sessionPair } from '../../lib/bench/testbed.js'
-import { compilePolicies, policyTablesFor } from '../../lib/src/control/policy/compile.js'
+import { compilePolicies, policyTablesFor } from '../../lib/src/compile/policy.js'
 
 const batch = 64
 const { client: c, exit: e } = sessionPair(batch)

@@ -22,7 +22,7 @@ import {
   localStatic,
   peerCrypto,
 } from '../../src/protocol/noise.js'
-import { publicKeyFromPrivate } from '../../src/control/keys.js'
+import { publicKeyFromPrivate } from '../../src/config/keys.js'
 import { AEAD_OPEN, tai64n } from '../../src/protocol/primitives.js'
 import { KEY_BYTES_PER_SLOT, K_FIELDS, K_INDEX, K_REMOTE, K_SEND_CTR, K_STATE, KP_VALID } from '../../src/ipc/layout.js'
 import { sealPacket } from '../../src/dataplane/transport.js'

@@ -9,7 +9,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { execFile, spawn } from 'node:child_process'
 import { Lab, BIN, rootSkipReason, statusJson } from '../helpers/netns.js'
-import { MAX_CONNECTIONS_PER_USER, REQUEST_TIMEOUT_MS } from '../../src/control/api/server.js'
+import { MAX_CONNECTIONS_PER_USER, REQUEST_TIMEOUT_MS } from '../../src/agent/control-socket.js'
 
 /** Sends one raw request as uid 65534 with group `gid`; returns the agent's reply (or the connect error). */
 function requestAs(

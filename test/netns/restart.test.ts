@@ -3,7 +3,7 @@
  * pings the LAN behind it every 0.1 s; the LAN must answer again within 2 s of the restarted agent's
  * data plane coming up (before the peer cache: about 15 s, the client's rekey timeout). The whole
  * gap (longest run of lost pings x 0.1 s) also includes the agent's own start-up and is reported. The exit node has no Endpoint for the client: it finds it again through the peer
- * cache in its run directory (src/control/peer-cache.ts). Then the mirror case: the client restarts.
+ * cache in its run directory (src/agent/peer-cache.ts). Then the mirror case: the client restarts.
  *
  *   client 198.18.0.1 ── exit 198.18.0.2 ── lan 172.26.0.250/20
  */

@@ -5,9 +5,9 @@
 import fs from 'node:fs'
 import t from 'tap'
 import { REJECT_AFTER_TIME_MS, REKEY_AFTER_TIME_MS } from '../../src/protocol/constants.js'
-import { lockPath } from '../../src/control/instance-lock.js'
+import { lockPath } from '../../src/ops/instance-lock.js'
 import { type MeshNode, Mesh, addrs } from '../helpers/mesh.js'
-import { generatePrivateKey, publicKeyFromPrivate } from '../../src/control/keys.js'
+import { generatePrivateKey, publicKeyFromPrivate } from '../../src/config/keys.js'
 import { createInitiation, localStatic, peerCrypto } from '../../src/protocol/noise.js'
 
 const LAN = '172.26.0.0/20'

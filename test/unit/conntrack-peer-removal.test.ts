@@ -7,7 +7,7 @@
 import t, { type Test } from 'tap'
 import { A_VA, B_VA, C_VA, HEADROOM, LAN, deliver, sessionPair } from '../../bench/testbed.js'
 import { type Cidr, parseCidr } from '../../src/common/ipv4.js'
-import { compilePolicies, policyTablesFor } from '../../src/control/policy/compile.js'
+import { compilePolicies, policyTablesFor } from '../../src/compile/policy.js'
 import {
   CT_TCP_EST_S,
   PROTO_TCP,

@@ -1,11 +1,11 @@
 /** Control-plane parts without root: keypair slots, the peer table and the status builder. */
 import t from 'tap'
 import { type Cidr, intToIp, parseCidr, parseIpv4 } from '../../src/common/ipv4.js'
-import { KeypairSlots } from '../../src/control/keypairs.js'
-import { PeerTable, newPeer } from '../../src/control/peer-table.js'
-import type { PeerConfig } from '../../src/control/profile/profile.js'
+import { KeypairSlots } from '../../src/agent/peers/keypairs.js'
+import { PeerTable, newPeer } from '../../src/agent/peers/peer-table.js'
+import type { PeerConfig } from '../../src/config/profile.js'
 import { peerFixture, profileFixture } from '../helpers/fixtures.js'
-import { type PeerFacts, buildStatus } from '../../src/control/status/builder.js'
+import { type PeerFacts, buildStatus } from '../../src/agent/observability/status-builder.js'
 import {
   KEY_BYTES_PER_SLOT,
   KP_MASK,

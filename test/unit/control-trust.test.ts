@@ -1,7 +1,7 @@
 /** Issue 9, control side: exhaustion, key retirement, confirmations, floods, cookies, replays. */
 import t from 'tap'
-import * as keypairsModule from '../../src/control/keypairs.js'
-import { PeerTimers } from '../../src/control/peer-timers.js'
+import * as keypairsModule from '../../src/agent/peers/keypairs.js'
+import { PeerTimers } from '../../src/agent/peers/peer-timers.js'
 import {
   KEY_BYTES_PER_SLOT,
   KP_RECV_ONLY,
@@ -16,8 +16,8 @@ import {
 import { AEAD_TAG_SIZE, SEND_COUNTER_LIMIT, TRANSPORT_HEADER_SIZE } from '../../src/protocol/constants.js'
 import { generateKeyPair } from '../../src/protocol/primitives.js'
 import { PEER_IP, PEER_PORT, controlHarness, initiator, settle } from '../helpers/control-harness.js'
-import { SourceRateLimiter } from '../../src/control/rate-limit.js'
-import { applyConfig, planReload } from '../../src/control/reload.js'
+import { SourceRateLimiter } from '../../src/agent/peers/rate-limit.js'
+import { applyConfig, planReload } from '../../src/agent/peers/reload.js'
 import { profileFixture } from '../helpers/fixtures.js'
 import { MSG_CONFIRMED } from '../../src/ipc/ring.js'
 import { checkMac2, consumeCookieReply, cookieChecker, createCookieReply } from '../../src/protocol/noise.js'

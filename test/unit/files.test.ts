@@ -7,7 +7,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { ensurePrivateDir, openLogNoFollow, writeFileNoFollow } from '../../src/platform/linux/files.js'
-import { startDaemon } from '../../src/control/service.js'
+import { startDaemon } from '../../src/ops/service.js'
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'enclave-files-'))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))

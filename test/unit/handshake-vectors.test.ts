@@ -22,7 +22,7 @@ import {
   writeMacs,
 } from '../../src/protocol/noise.js'
 import { keyPairFromPrivate, tai64n } from '../../src/protocol/primitives.js'
-import { publicKeyFromPrivate } from '../../src/control/keys.js'
+import { publicKeyFromPrivate } from '../../src/config/keys.js'
 import { KEY_BYTES_PER_SLOT, K_FIELDS, K_INDEX, K_REMOTE, K_SEND_CTR, K_STATE, KP_VALID } from '../../src/ipc/layout.js'
 import { OPEN_OK, open, sealPacket } from '../../src/dataplane/transport.js'
 import { V } from '../helpers/handshake-vectors.js'

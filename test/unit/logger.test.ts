@@ -8,7 +8,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { spawnSync } from 'node:child_process'
-import { LineLimiter, RATE_BUDGET, RATE_WINDOW_MS, TRACE_BUDGET, WorkerLogQueue, createLogger } from '../../src/control/logger.js'
+import { LineLimiter, RATE_BUDGET, RATE_WINDOW_MS, TRACE_BUDGET, WorkerLogQueue, createLogger } from '../../src/log/logger.js'
 
 function collector() {
   const lines: string[] = []
@@ -125,7 +125,7 @@ t.test('the daemon log file rotates at its size limit, keeping two old files', a
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
   const file = path.join(dir, 'enclave.log')
   const fd = fs.openSync(file, 'a', 0o640)
-  const logger = new URL('../../src/control/logger.ts', import.meta.url).pathname
+  const logger = new URL('../../src/log/logger.ts', import.meta.url).pathname
   const script = `
     const { createLogger } = await import(${JSON.stringify(logger)})
     const log = createLogger(1, 'logfmt', { rateLimit: false })

@@ -2,8 +2,8 @@ import t from 'tap'
 import { until } from '../helpers/until.js'
 import http from 'node:http'
 import net from 'node:net'
-import { METRICS_LIMITS, startMetrics, type MetricsStatus } from '../../src/control/metrics.js'
-import { STATUS_VERSION } from '../../src/control/status/model.js'
+import { METRICS_LIMITS, startMetrics, type MetricsStatus } from '../../src/agent/observability/metrics.js'
+import { STATUS_VERSION } from '../../src/views/status-model.js'
 
 function get(url: string): Promise<{ status: number; type: string; body: string }> {
   return new Promise((resolve, reject) => {

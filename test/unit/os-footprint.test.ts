@@ -1,13 +1,13 @@
 /**
- * What the agent adds to the OS has one owner (src/control/os-footprint.ts): the tag, anti-spoofing,
+ * What the agent adds to the OS has one owner (src/ops/os-footprint.ts): the tag, anti-spoofing,
  * ManageNat, the clean-up after a crash, and the checks that status and doctor both show.
  */
 import t from 'tap'
 import { parseCidr } from '../../src/common/ipv4.js'
-import { generatePrivateKey } from '../../src/control/keys.js'
-import { OsFootprint, checkWarning, footprintTag, guideSnatCommand } from '../../src/control/os-footprint.js'
-import { validateProfile } from '../../src/control/profile/profile.js'
-import { agentFwmark } from '../../src/control/routes/installer.js'
+import { generatePrivateKey } from '../../src/config/keys.js'
+import { OsFootprint, checkWarning, footprintTag, guideSnatCommand } from '../../src/ops/os-footprint.js'
+import { validateProfile } from '../../src/config/profile.js'
+import { agentFwmark } from '../../src/ops/route-installer.js'
 import { MemoryOsNetwork } from '../../src/platform/memory-network.js'
 
 const profile = (exitNode: Record<string, unknown>) =>

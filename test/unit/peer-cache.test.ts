@@ -10,7 +10,7 @@ import {
   loadPeerCache,
   parsePeerCache,
   savePeerCache,
-} from '../../src/control/peer-cache.js'
+} from '../../src/agent/peer-cache.js'
 
 const KEY = Buffer.alloc(32, 7).toString('base64')
 const KEY2 = Buffer.alloc(32, 9).toString('base64')

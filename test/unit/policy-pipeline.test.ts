@@ -12,8 +12,8 @@ import { A_VA, B_VA, HEADROOM, LAN, deliver, sessionPair } from '../../bench/tes
 import { type Cidr, parseCidr } from '../../src/common/ipv4.js'
 import { REASONS } from '../../src/ipc/layout.js'
 import { PROTO_UDP } from '../../src/dataplane/conntrack.js'
-import { compilePolicies, policyTablesFor, sumPolicyCounters } from '../../src/control/policy/compile.js'
-import type { AclConfig, PolicyConfig } from '../../src/control/profile/policies.js'
+import { compilePolicies, policyTablesFor, sumPolicyCounters } from '../../src/compile/policy.js'
+import type { AclConfig, PolicyConfig } from '../../src/config/policies.js'
 
 type Pair = ReturnType<typeof sessionPair>
 const cidr = (s: string) => parseCidr(s) as Cidr

@@ -1,6 +1,6 @@
 import t from 'tap'
-import { validateProfile } from '../../src/control/profile/profile.js'
-import { parsePorts } from '../../src/control/profile/policies.js'
+import { validateProfile } from '../../src/config/profile.js'
+import { parsePorts } from '../../src/config/policies.js'
 import { ProfileError } from '../../src/errors.js'
 import { keyPair } from '../helpers/keys.js'
 

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { type PolicyConfig, type RawPolicy, checkPolicies, gatewayRanges } from '../../src/control/profile/policies.js'
+import { type PolicyConfig, type RawPolicy, checkPolicies, gatewayRanges } from '../../src/config/policies.js'
 import { type Cidr, cidrContains, parseCidr, parseIpv4 } from '../../src/common/ipv4.js'
 import {
   type CompiledPolicies,
@@ -8,7 +8,7 @@ import {
   judgeFlow,
   policyModeLine,
   policyWarnings,
-} from '../../src/control/policy/compile.js'
+} from '../../src/compile/policy.js'
 import {
   ALLOW_ALL,
   DENY_NOT_LOCAL,

@@ -2,7 +2,7 @@ import t from 'tap'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { parseProfileText, validateProfile, writeProfile, loadProfile } from '../../src/control/profile/profile.js'
+import { parseProfileText, validateProfile, writeProfile, loadProfile } from '../../src/config/profile.js'
 import {
   identityFromPublicKey,
   virtualAddressFromPublicKey,
@@ -10,7 +10,7 @@ import {
   CROCKFORD_ALPHABET,
   overlayAddressFromWord,
   OVERLAY_SIZE,
-} from '../../src/control/identity.js'
+} from '../../src/config/identity.js'
 import { parseCidr, intToIp } from '../../src/common/ipv4.js'
 import { ProfileError } from '../../src/errors.js'
 import { keyPair } from '../helpers/keys.js'

@@ -6,7 +6,7 @@
 import t from 'tap'
 import { Worker } from 'node:worker_threads'
 import { HEADROOM, LAN, A_VA, deliver, sessionPair } from '../../bench/testbed.js'
-import { releaseReplayLocks } from '../../src/control/supervisor.js'
+import { releaseReplayLocks } from '../../src/agent/supervisor.js'
 import { KP_SLOTS, K_FIELDS, K_LOCK, R } from '../../src/ipc/layout.js'
 
 type Pair = ReturnType<typeof sessionPair>

@@ -12,7 +12,7 @@ import {
   failovers,
   sameChoice,
   wantedRoutes,
-} from '../../src/control/routes/compiler.js'
+} from '../../src/compile/routes.js'
 
 const cidr = (s: string) => parseCidr(s) as Cidr
 const ip = (s: string) => parseIpv4(s) as number

@@ -7,7 +7,7 @@
 import t from 'tap'
 import sodium from 'sodium-native'
 import { PEER_IP, PEER_PORT, controlHarness } from '../helpers/control-harness.js'
-import { KeypairSlots } from '../../src/control/keypairs.js'
+import { KeypairSlots } from '../../src/agent/peers/keypairs.js'
 import { createConntrack } from '../../src/dataplane/conntrack.js'
 import { HEADROOM, Pipeline } from '../../src/dataplane/pipeline.js'
 import { compatPolicyTable } from '../../src/dataplane/policy.js'

@@ -1,6 +1,7 @@
 import { Args } from '@oclif/core'
 import { BaseCommand, configDirFlag, runDirFlag } from '../../base-command.js'
-import { applyToAgent, setProvidedRoute } from '../../control/profile/edit.js'
+import { setProvidedRoute } from '../../config/edit.js'
+import { applyToAgent } from '../../api/apply.js'
 
 export default class ExitNodeProvide extends BaseCommand {
   static override summary = 'Provide a route as an exit node (ExitNode.ProvidesRoutes)'

@@ -1,6 +1,7 @@
 import { Args } from '@oclif/core'
 import { BaseCommand, configDirFlag, runDirFlag } from '../../base-command.js'
-import { applyToAgent, setProvidedRoute } from '../../control/profile/edit.js'
+import { setProvidedRoute } from '../../config/edit.js'
+import { applyToAgent } from '../../api/apply.js'
 
 export default class ExitNodeUnprovide extends BaseCommand {
   static override summary = 'Stop providing a route (ExitNode.ProvidesRoutes)'

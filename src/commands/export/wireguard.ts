@@ -2,8 +2,8 @@ import fs from 'node:fs'
 import { Args, Flags } from '@oclif/core'
 import { BaseCommand, configDirFlag } from '../../base-command.js'
 import { EnclaveError } from '../../errors.js'
-import { loadProfile } from '../../control/profile/profile.js'
-import { wireguardConfig } from '../../control/profile/wireguard.js'
+import { loadProfile } from '../../config/profile.js'
+import { wireguardConfig } from '../../config/wireguard.js'
 
 export default class ExportWireguard extends BaseCommand {
   static override summary = 'Print a wg-quick config for a peer that runs stock WireGuard (a phone, a router)'

@@ -1,6 +1,7 @@
 import { Args } from '@oclif/core'
 import { BaseCommand, configDirFlag, runDirFlag } from '../../base-command.js'
-import { applyToAgent, setAvailableRoute } from '../../control/profile/edit.js'
+import { setAvailableRoute } from '../../config/edit.js'
+import { applyToAgent } from '../../api/apply.js'
 
 export default class RouteAdd extends BaseCommand {
   static override summary = 'Use a route through an exit node (ExitNode.AvailableRoutes)'

@@ -1,0 +1,447 @@
+/**
+ * The agent's control thread: starts the parts, wires them together and stops them.
+ *
+ * Threads: control (never blocks) + N data-plane workers (workers/dataplane.ts) + the handshake pool.
+ * Control -> workers: keys and peer settings in shared memory, routing tables as snapshots.
+ * Workers -> control: handshake messages, staged packets and events through one SPSC ring each;
+ * counters and timestamps in shared memory (src/ipc/layout.ts says who writes each word).
+ *
+ * Everything an Agent reads or changes outside itself comes through AgentDeps (src/agent/agent-deps.ts):
+ * the devices (a TUN and UDP sockets, or memory queues), the OS's routes and rules, the clock, the
+ * resolver and the log's destination. So the same class runs as `enclave run` and, several at once,
+ * in one test process over a memory network.
+ *
+ * Start takes the run directory's lock first (one agent per run directory), then acquires each resource
+ * and pushes its undo; stop() runs the undos in reverse, so it works after a start that failed halfway.
+ *
+ * Parts, each owning its state:
+ *   PeerTable (peers by slot, key, index)   KeypairSlots (shared keypair slots, quarantine)
+ *   PeerMemory (per-peer shared memory)     Sessions (previous/current/next, control's sends)
+ *   Handshakes (initiate, answer, cookies)  PeerTimers (WireGuard's timers per peer)
+ *   NetworkState (route tables, failover, policies, OS routes, exit-node checks)
+ *   WorkerSupervisor (workers, restarts)    RingDispatcher (worker -> control messages)
+ *   ApiServer (control socket, over AgentApi)   MetricsEndpoint   PeerCache (sessions across restarts)
+ */
+import os from 'node:os'
+import { EnclaveError } from '../errors.js'
+import { type Profile, loadProfile, profilePath } from '../config/profile.js'
+import { intToIp } from '../common/ipv4.js'
+import { type AgentLogger, VERBOSITY_NAMES, createLogger, setVerbosity } from '../log/logger.js'
+import {
+  G_CONFIG_GEN,
+  G_LOG_LEVEL,
+  G_STOP,
+  KEYPAIR_QUARANTINE_MS,
+  type LayoutViews,
+  type SharedLayout,
+  createLayout,
+  views,
+} from '../ipc/layout.js'
+import { type RingBuffers, RingConsumer, createRing } from '../ipc/ring.js'
+import type { DataplaneTables, WorkerInit } from '../ipc/messages.js'
+import { createConntrack, ctCutPeer } from '../dataplane/conntrack.js'
+import { PolicyState } from './network/policy-state.js'
+import { type LocalStatic, localStatic, peerCrypto } from '../protocol/noise.js'
+import type { StatusModel } from '../views/status-model.js'
+import { VERSION } from '../version.js'
+import { ApiServer } from './control-socket.js'
+import { MetricsEndpoint } from './observability/metrics.js'
+import type { AgentApi, AgentTestHooks, ReloadResult } from './agent-api.js'
+import { KeypairSlots } from './peers/keypairs.js'
+import { PeerMemory } from './peers/peer-memory.js'
+import { type PeerRuntime, PeerTable, newPeer } from './peers/peer-table.js'
+import { Sessions } from './peers/sessions.js'
+import { Handshakes } from './peers/handshakes.js'
+import type { HandshakePool } from './handshake-pool.js'
+import { PeerTimers } from './peers/peer-timers.js'
+import { WorkerSupervisor } from './supervisor.js'
+import { OsRouteInstaller } from '../ops/route-installer.js'
+import { NetworkState } from './network/network-state.js'
+import { type DeviceSet, fwmarkFor } from './devices.js'
+import { OsFootprint } from '../ops/os-footprint.js'
+import { type EndpointContext, overrideEndpoint, resolveEndpoint } from './peers/endpoints.js'
+import { applyConfig, planReload, restartNeeded } from './peers/reload.js'
+import { gatherStatus } from './observability/status-gather.js'
+import { RingDispatcher } from './ring-dispatch.js'
+import { logFlow } from './observability/flow-log.js'
+import { PeerCache, recentPeers, resumeRecentPeers } from './peer-cache.js'
+import { type AgentDeps, defaultDeps } from './agent-deps.js'
+import { InstanceLock } from '../ops/instance-lock.js'
+
+export interface AgentOptions {
+  configDir: string
+  runDir: string
+  verbosity: number
+  logFormat?: 'logfmt' | 'json'
+  workers?: number
+}
+
+const TICK_MS = 100
+
+interface Undo {
+  what: string
+  run: () => unknown
+}
+
+export class Agent implements AgentApi {
+  readonly log: AgentLogger
+  readonly stopped: Promise<void>
+  private stoppedResolve!: () => void
+  private readonly deps: AgentDeps
+  private verbosity: number
+  private profile!: Profile
+  private local!: LocalStatic
+  private layout!: SharedLayout
+  private v!: LayoutViews
+  private readonly conntrack = createConntrack()
+  private epochMs = 0
+  private rings: RingBuffers[] = []
+  private dev!: DeviceSet
+  private peers!: PeerTable
+  private keypairs!: KeypairSlots
+  private memory!: PeerMemory
+  private sessions!: Sessions
+  private handshakes!: Handshakes
+  private timers!: PeerTimers
+  private dispatch!: RingDispatcher
+  private supervisor!: WorkerSupervisor
+  private network!: NetworkState
+  private endpoints!: EndpointContext
+  private footprint!: OsFootprint
+  private spoofWarnings: string[] = []
+  private metrics?: MetricsEndpoint
+  private peerCache?: PeerCache
+  /** What start acquired, in order; stop() undoes it in reverse. */
+  private readonly undo: Undo[] = []
+  private stopping = false
+
+  constructor(
+    readonly opts: AgentOptions,
+    deps: Partial<AgentDeps> = {},
+  ) {
+    this.deps = { ...defaultDeps(), ...deps }
+    this.verbosity = opts.verbosity
+    this.log = createLogger(opts.verbosity, opts.logFormat, { out: this.deps.logOut, now: () => this.deps.clock.now() })
+    this.stopped = new Promise((r) => (this.stoppedResolve = r))
+  }
+
+  private acquired(what: string, run: Undo['run']): void {
+    this.undo.push({ what, run })
+  }
+
+  /** Starts the agent; on failure, what it had acquired is released again before the error is thrown. */
+  async start(): Promise<void> {
+    try {
+      await this.startParts()
+    } catch (e) {
+      await this.stop(`start failed: ${(e as Error).message}`)
+      throw e
+    }
+  }
+
+  private async startParts(): Promise<void> {
+    const deps = this.deps
+    if (deps.requireRoot && process.getuid && process.getuid() !== 0)
+      throw new EnclaveError('EPERM', 'enclave run needs root (CAP_NET_ADMIN) to create the TUN device and routes; try `sudo enclave run`')
+    // One agent per run directory, before anything else is touched (a second `run` changes nothing).
+    const lock = InstanceLock.acquire(this.opts.runDir, (pid) =>
+      this.log.warn({ pid }, 'an earlier agent of this run directory did not stop cleanly; taking over its lock'),
+    )
+    this.acquired('instance lock', () => lock.release())
+    this.profile = loadProfile(profilePath(this.opts.configDir))
+    const p = this.profile
+    if (p.logLevel !== undefined && this.opts.verbosity === 1) {
+      this.verbosity = p.logLevel
+      setVerbosity(this.log, p.logLevel)
+    }
+    this.epochMs = deps.clock.now()
+    this.local = localStatic(p.privateKey, p.publicKey)
+    const pool: HandshakePool = deps.handshakePool(p.privateKey, p.publicKey)
+    this.acquired('handshake pool', () => pool.destroy())
+    const nWorkers = this.opts.workers ?? p.workers ?? Math.max(1, Math.min(os.availableParallelism(), 4))
+    this.layout = createLayout(Math.max(64, p.peers.length * 2 + 16), nWorkers)
+    this.v = views(this.layout)
+    Atomics.store(this.v.global, G_LOG_LEVEL, this.verbosity)
+    this.log.info(
+      { identity: p.identity, virtualAddress: intToIp(p.virtualAddress), version: VERSION, verbosity: VERBOSITY_NAMES[this.verbosity] },
+      'starting enclave agent',
+    )
+    const footprint = new OsFootprint(p, deps.os, this.log)
+    this.footprint = footprint
+    // We hold the lock, so NAT rules with our tag are a crashed earlier run's.
+    await footprint.removeStaleNat()
+    this.dev = await deps.openDevices(p, nWorkers, deps.os, deps.deviceOptions)
+    this.acquired('devices', () => this.dev.close())
+    this.spoofWarnings = await footprint.installAntiSpoof(this.dev.ifname)
+    this.acquired('anti-spoofing rules', () => footprint.removeAntiSpoof())
+    this.wire(nWorkers, pool)
+    for (const cfg of p.peers) await this.addPeer(cfg)
+    await this.network.apply(p, this.peers)
+    for (let i = 0; i < nWorkers; i++) this.rings.push(createRing(256))
+    this.acquired('data-plane workers', async () => {
+      Atomics.store(this.v.global, G_STOP, 1)
+      await this.supervisor.stopAll()
+    })
+    await this.supervisor.startAll(nWorkers)
+    const d = this.dev
+    const offload = d.offload ? (d.uso ? 'tso4+uso4+csum' : 'tso4+csum') : 'off'
+    const address = `${intToIp(p.virtualAddress)}/10`
+    this.log.info({ interface: d.ifname, address, mtu: p.mtu, port: d.port, workers: nWorkers, offload }, 'data plane up')
+    this.acquired('routes and NAT rules', () => this.network.teardown())
+    await this.network.applyOs(p, this.peers)
+    for (const r of this.rings) void this.dispatch.consume(new RingConsumer(r), () => this.stopping)
+    const tick = deps.clock.setInterval(() => this.tick(), TICK_MS)
+    this.acquired('timers', () => tick.clear())
+    resumeRecentPeers(
+      this.opts.runDir,
+      this.peers,
+      this.memory,
+      (peer, why) => this.handshakes.initiate(peer, why),
+      (m) => this.log.warn(m),
+      deps.clock.now(),
+    )
+    for (const peer of this.peers)
+      if (peer.cfg.persistentKeepalive > 0 && peer.ep.configured) this.handshakes.initiate(peer, 'persistent keepalive configured')
+    const api = new ApiServer(this, this.opts.runDir, p.controlGroup, deps.testHooks ? this.testHooks : undefined)
+    await api.listen()
+    this.acquired('control socket', () => api.close())
+    const cache = new PeerCache(
+      this.opts.runDir,
+      (now) => recentPeers(this.peers, this.memory, now),
+      (msg, err) => this.log.warn({ err }, msg),
+    )
+    this.peerCache = cache
+    this.acquired('peer cache', () => cache.flush(deps.clock.now()))
+    this.log.info({ socket: api.path }, 'control socket ready')
+    const metrics = new MetricsEndpoint(() => ({ ...this.status(), workerRestarts: this.supervisor.restartsTotal }), this.log)
+    this.metrics = metrics
+    this.acquired('metrics endpoint', () => metrics.close())
+    await metrics.sync(p.metricsListen)
+  }
+
+  /** Builds the parts over the shared layout and the opened devices. */
+  private wire(workers: number, pool: HandshakePool): void {
+    const log = this.log
+    const now = () => this.deps.clock.now()
+    this.keypairs = new KeypairSlots(this.v)
+    this.memory = new PeerMemory(this.v, this.layout.maxPeers, this.layout.workers)
+    this.peers = new PeerTable(this.layout.maxPeers, KEYPAIR_QUARANTINE_MS)
+    this.endpoints = { memory: this.memory, log, now, resolve: this.deps.resolve }
+    const send = this.dev.send
+    this.sessions = new Sessions(this.keypairs, this.memory, this.peers, send, this.profile.mtu)
+    const onSessionUp = (peer: PeerRuntime) => this.sessionUp(peer)
+    this.handshakes = new Handshakes({
+      local: this.local,
+      peers: this.peers,
+      sessions: this.sessions,
+      keypairs: this.keypairs,
+      send,
+      runTask: pool.runTask,
+      log,
+      onSessionUp,
+      clock: now,
+      underLoadPerS: this.deps.underLoadHandshakesPerS,
+    })
+    this.acquired('handshakes', () => this.handshakes.close())
+    const resolve = (peer: PeerRuntime) => void resolveEndpoint(peer, this.endpoints, true)
+    this.timers = new PeerTimers({
+      memory: this.memory,
+      sessions: this.sessions,
+      handshakes: this.handshakes,
+      log,
+      onHealthChange: () => this.network.refreshFailover(this.profile, this.peers),
+      resolveEndpoint: resolve,
+    })
+    this.supervisor = new WorkerSupervisor(
+      {
+        init: (i) => this.workerInit(i),
+        onFlow: (f) => logFlow(log, f, this.peers),
+        onCrashLoop: () => void this.stop('worker crash loop'),
+      },
+      log,
+    )
+    this.dispatch = new RingDispatcher({
+      peers: this.peers,
+      sessions: this.sessions,
+      handshakes: this.handshakes,
+      log,
+      onSessionUp,
+      clock: now,
+    })
+    const publish = (tables: DataplaneTables) => {
+      this.supervisor.post({ t: 'tables', tables })
+      Atomics.store(this.v.global, G_CONFIG_GEN, tables.gen)
+    }
+    const routes = new OsRouteInstaller(this.dev.ifname, fwmarkFor(this.profile), log, this.deps.os)
+    this.network = new NetworkState(new PolicyState(workers), routes, this.footprint, publish, log, now)
+  }
+
+  private workerInit(i: number): WorkerInit {
+    return {
+      id: i,
+      layout: this.layout,
+      ring: this.rings[i],
+      conntrack: this.conntrack,
+      io: this.dev.workerIo(i),
+      clock: this.deps.clock.shared,
+      mtu: this.profile.mtu,
+      batch: 64,
+      epochMs: this.epochMs,
+      tables: this.network.tables(),
+      offload: this.dev.offload,
+      uso: this.dev.uso,
+    }
+  }
+
+  private tick(): void {
+    const now = this.deps.clock.now()
+    this.keypairs.sweep(now)
+    this.dispatch.pollConfirmations(now)
+    for (const peer of this.peers) {
+      try {
+        this.timers.tick(peer, now)
+      } catch (e) {
+        this.log.error({ peer: peer.cfg.identity, err: (e as Error).message }, 'timer tick failed for a peer')
+      }
+    }
+    this.peerCache?.tick(now)
+  }
+
+  private sessionUp(peer: PeerRuntime): void {
+    const now = this.deps.clock.now()
+    const sent = peer.session.staged.length ? this.sessions.flushStaged(peer, now) : 0
+    if (sent) this.log.debug({ peer: peer.cfg.identity, packets: sent }, 'sent packets queued during the handshake')
+    else if (peer.session.current?.isInitiator && this.sessions.sendTransport(peer, new Uint8Array(0), now))
+      this.log.protocol({ peer: peer.cfg.identity }, 'sent keepalive') // confirms the session to the responder
+    this.network.refreshFailover(this.profile, this.peers)
+  }
+
+  // ---------------------------------------------------------------- peers and routes
+
+  private async addPeer(cfg: Profile['peers'][number]): Promise<void> {
+    const slot = this.peers.takeSlot(this.deps.clock.now())
+    if (slot === undefined) throw new EnclaveError('EPEERS', 'too many peers for this run; restart the agent to grow the table')
+    const peer = newPeer(slot, cfg, peerCrypto(this.local, cfg.publicKey, cfg.presharedKey))
+    this.memory.reset(slot)
+    this.peers.add(peer)
+    await resolveEndpoint(peer, this.endpoints)
+  }
+
+  private removePeer(peer: PeerRuntime): void {
+    const now = this.deps.clock.now()
+    this.sessions.dropAll(peer, now)
+    ctCutPeer(new Int32Array(this.conntrack), peer.slot) // the next peer given this slot inherits no flow
+    this.peers.remove(peer, now)
+  }
+
+  // ---------------------------------------------------------------- operator requests (AgentApi)
+
+  connect(which: string): string | null {
+    const peer = this.peers.byName(which)
+    if (!peer) return null
+    if (!peer.session.current) this.handshakes.initiate(peer, 'connection requested (waitfor)')
+    return peer.cfg.identity
+  }
+
+  rekeyAll(): string[] {
+    const out: string[] = []
+    for (const p of this.peers) {
+      if (!p.session.current) continue
+      this.handshakes.initiate(p, 'rekey requested', { now: true })
+      out.push(p.cfg.identity)
+    }
+    return out
+  }
+
+  /** Test hooks (the control socket offers them only when AgentDeps.testHooks is set). */
+  readonly testHooks: AgentTestHooks = {
+    crashWorker: (i) => this.supervisor.crash(i),
+  }
+
+  setVerbosity(level: number): void {
+    this.verbosity = level
+    setVerbosity(this.log, level)
+    Atomics.store(this.v.global, G_LOG_LEVEL, level)
+    this.log.warn({ verbosity: VERBOSITY_NAMES[level] }, 'log level changed')
+  }
+
+  /** Applies the edited profile; a refusal is logged here too, so the journal shows why a change did not take. */
+  async reload(): Promise<ReloadResult> {
+    try {
+      return await this.applyReload()
+    } catch (e) {
+      this.log.error({ err: (e as Error).message }, 'reload refused; still running on the previous profile')
+      throw e
+    }
+  }
+
+  private async applyReload(): Promise<ReloadResult> {
+    const next = loadProfile(profilePath(this.opts.configDir)) // throws the usual ProfileError: nothing applied
+    const refused = restartNeeded(this.profile, next)
+    if (refused) throw new EnclaveError('ERELOAD', refused)
+    const plan = planReload(this.peers, next)
+    for (const peer of plan.removed) this.removePeer(peer)
+    for (const c of plan.kept) {
+      applyConfig(c, this.local)
+      if (!c.edited) continue
+      if (c.endpointEdited) await overrideEndpoint(c.peer, this.endpoints)
+      else await resolveEndpoint(c.peer, this.endpoints)
+    }
+    this.profile = next
+    for (const cfg of plan.added) await this.addPeer(cfg)
+    const nowS = Math.floor((this.deps.clock.now() - this.epochMs) / 1000)
+    await this.network.apply(next, this.peers, { table: this.conntrack, nowS })
+    await this.network.applyOs(next, this.peers)
+    const result = {
+      added: plan.added.map((c) => c.identity),
+      removed: plan.removed.map((p) => p.cfg.identity),
+      changed: plan.kept.filter((c) => c.edited).map((c) => c.cfg.identity),
+    }
+    await this.metrics?.sync(next.metricsListen)
+    this.log.info(result, 'profile reloaded')
+    return result
+  }
+
+  status(): StatusModel {
+    const net = this.network.statusFacts()
+    return gatherStatus(
+      {
+        profile: this.profile,
+        peers: this.peers,
+        memory: this.memory,
+        sessions: this.sessions,
+        ...net,
+        conntrack: this.conntrack,
+        epochMs: this.epochMs,
+        interface: this.dev.ifname,
+        port: this.dev.port,
+        verbosity: this.verbosity,
+        exitWarnings: [...this.spoofWarnings, ...net.exitWarnings],
+        workers: this.layout.workers,
+      },
+      this.deps.clock.now(),
+    )
+  }
+
+  // ---------------------------------------------------------------- stop
+
+  /** Undoes what start acquired, in reverse order; works after a start that failed halfway. */
+  async stop(why = 'requested'): Promise<void> {
+    if (this.stopping) return
+    this.stopping = true
+    this.log.info({ reason: why }, 'stopping')
+    let failed = 0
+    for (const u of this.undo.reverse()) {
+      try {
+        await u.run()
+      } catch (e) {
+        failed++
+        this.log.error({ part: u.what, err: (e as Error).message }, 'could not undo at stop')
+      }
+    }
+    this.undo.length = 0
+    if (failed) this.log.warn({ failed }, 'stopped; some of what this agent added may remain (see the errors above)')
+    else this.log.info('stopped; everything this agent added was removed')
+    this.stoppedResolve()
+  }
+}

@@ -1,0 +1,92 @@
+/**
+ * What the agent derives from the profile and the peer table for the data plane and for the OS: the
+ * route tables with exit-node failover (Routing), the compiled policies (PolicyState), the OS routes and
+ * policy rules (OsRouteInstaller), ManageNat and the exit-node checks (OsFootprint). The workers get the
+ * tables whole, through `publish`, never a half-built one.
+ *
+ * `apply` is the one order of a start or reload: compile the policies, cut tracked flows the new policy no
+ * longer allows, rebuild and publish the tables, then the OS routes, ManageNat and the checks.
+ */
+import type { DataplaneTables } from '../../ipc/messages.js'
+import type { AgentLogger } from '../../log/logger.js'
+import type { PeerTable } from '../peers/peer-table.js'
+import type { PolicyState } from './policy-state.js'
+import type { Profile } from '../../config/profile.js'
+import { type OsFootprint, checkWarning } from '../../ops/os-footprint.js'
+import type { OsRouteInstaller } from '../../ops/route-installer.js'
+import { wantedRoutes } from '../../compile/routes.js'
+import { Routing, routePeer } from './routing.js'
+import type { StatusSources } from '../observability/status-gather.js'
+
+export type NetworkFacts = Pick<StatusSources, 'routes' | 'active' | 'policy' | 'policyTables'> & { exitWarnings: string[] }
+
+export class NetworkState {
+  private readonly routing = new Routing()
+  /** The exit-node warnings from the last start or reload (shown by status). */
+  private exitWarnings: string[] = []
+
+  constructor(
+    private readonly policy: PolicyState,
+    private readonly routes: OsRouteInstaller,
+    private readonly footprint: OsFootprint,
+    private readonly publishTables: (tables: DataplaneTables) => void,
+    private readonly log: AgentLogger,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** What the workers get: the route tables and the compiled policies. */
+  tables(): DataplaneTables {
+    return { ...this.routing.tables, ...this.policy.tables }
+  }
+
+  /**
+   * Applies a profile over the current peers (start: `conntrack` undefined; reload: flows the new policy
+   * no longer allows are cut before the workers get the new tables). Returns how many flows were cut.
+   */
+  async apply(profile: Profile, peers: PeerTable, conntrack?: { table: SharedArrayBuffer; nowS: number }): Promise<number> {
+    const line = this.policy.compile(profile, peers)
+    this.log.info({ tags: profile.tags.join(' ') || '(none)' }, line)
+    const cut = conntrack ? this.policy.cutDisallowedFlows(conntrack.table, conntrack.nowS) : 0
+    if (cut) this.log.info({ flows: cut }, 'policy reload: cut flows the new policy no longer allows')
+    this.routing.compile(profile, peers, this.now())
+    this.publishTables(this.tables())
+    return cut
+  }
+
+  /** The OS side of `apply`: routes and rules, ManageNat, then the exit-node checks (after the workers run). */
+  async applyOs(profile: Profile, peers: PeerTable): Promise<void> {
+    const carrier = (route: string) => peers.get(this.routing.carrier(route) ?? -1)?.cfg.identity
+    await this.routes.sync(wantedRoutes(peers.list().map(routePeer)), profile.exitNode.forceRoutes, carrier)
+    this.footprint.setProfile(profile)
+    const nat = await this.footprint.applyNat()
+    const checks = profile.exitNode.providesRoutes.length ? await this.footprint.check(this.routes.ifname, true) : []
+    this.exitWarnings = [...nat, ...checks.filter((c) => c.result !== 'pass' && c.name !== 'anti-spoofing').map(checkWarning)]
+    for (const w of this.exitWarnings) this.log.warn(w)
+  }
+
+  /** Re-chooses exit nodes after a peer's health changed; publishes only if a route moved. */
+  refreshFailover(profile: Profile, peers: PeerTable): void {
+    const r = this.routing.refresh(profile, peers, this.now())
+    if (!r) return
+    const name = (slot: number) => peers.get(slot)?.cfg.identity
+    for (const m of r.moves) this.log.warn({ route: m.route, from: name(m.from), to: name(m.to) }, 'exit node failover')
+    this.publishTables(this.tables())
+  }
+
+  /** Removes what applyOs added: routes, policy rules and SNAT rules (at stop). */
+  async teardown(): Promise<void> {
+    await this.routes.removeAll()
+    await this.footprint.removeNat()
+  }
+
+  /** What status reads of the network state. */
+  statusFacts(): NetworkFacts {
+    return {
+      routes: this.routes,
+      active: this.routing.choice,
+      policy: this.policy.compiled,
+      policyTables: this.policy.tables,
+      exitWarnings: this.exitWarnings,
+    }
+  }
+}

@@ -1,0 +1,173 @@
+/**
+ * Running the agent as a service: through systemd when it is the init system, otherwise as a
+ * daemon with a pid file (ENCLAVE_RUN_DIR/enclave.pid) and a log file (ENCLAVE_LOG_DIR, default
+ * /var/log/enclave). stop() ends exactly the pid in the file, after checking it is our agent:
+ * SIGTERM first, SIGKILL after a timeout.
+ */
+import { spawn } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { EnclaveError } from '../errors.js'
+import { run } from '../platform/linux/exec.js'
+import { ensurePrivateDir, openLogNoFollow, openNoFollow } from '../platform/linux/files.js'
+
+export const UNIT_NAME = 'enclave'
+export const BIN_PATH = fileURLToPath(new URL('../../../bin/run.js', import.meta.url))
+
+export function logDir(): string {
+  return process.env.ENCLAVE_LOG_DIR || '/var/log/enclave'
+}
+
+export function pidFile(runDir: string): string {
+  return path.join(runDir, 'enclave.pid')
+}
+
+/** systemd is PID 1 and the unit is installed. ENCLAVE_NO_SYSTEMD=1 forces the daemon path. */
+export function useSystemd(unitDir = '/etc/systemd/system'): boolean {
+  if (process.env.ENCLAVE_NO_SYSTEMD === '1') return false
+  return fs.existsSync('/run/systemd/system') && fs.existsSync(path.join(unitDir, `${UNIT_NAME}.service`))
+}
+
+export async function systemctl(verb: string): Promise<void> {
+  const r = await run('systemctl', [verb, UNIT_NAME], 60_000)
+  if (r.code !== 0) throw new EnclaveError('ESYSTEMD', `systemctl ${verb} ${UNIT_NAME} failed: ${r.stderr.trim() || `exit ${r.code}`}`)
+}
+
+export function readPid(runDir: string): number | undefined {
+  try {
+    const pid = Number(fs.readFileSync(pidFile(runDir), 'utf8').trim())
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** True if `pid` is alive and is an `enclave run` (not a recycled pid of something else). */
+export function isOurAgent(pid: number): boolean {
+  try {
+    const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')
+    return cmd.some((a) => a.endsWith('run.js') || a.endsWith('/enclave')) && cmd.includes('run')
+  } catch {
+    return false
+  }
+}
+
+export interface DaemonOptions {
+  configDir: string
+  runDir: string
+  verbosity: number
+  timeoutMs?: number
+}
+
+/** Starts `enclave run` detached; resolves once its control socket answers (or fails with its log). */
+export async function startDaemon(o: DaemonOptions): Promise<{ pid: number; log: string }> {
+  const existing = readPid(o.runDir)
+  if (existing && isOurAgent(existing))
+    throw new EnclaveError('EALREADY', `the agent is already running (pid ${existing}); use \`enclave restart\` to restart it`)
+  // Neither file is written through a symlink or hard link planted at its path (files.ts).
+  ensurePrivateDir(o.runDir, 0o755)
+  ensurePrivateDir(logDir(), 0o750)
+  const log = path.join(logDir(), 'enclave.log')
+  const fd = openLogNoFollow(log)
+  let pidFd: number
+  try {
+    pidFd = openNoFollow(pidFile(o.runDir), 0o644, false)
+  } catch (e) {
+    fs.closeSync(fd)
+    throw e
+  }
+  // ENCLAVE_LOG_FILE: the agent rotates this file itself at a size limit (src/log/logger.ts).
+  const child = spawn(process.execPath, [BIN_PATH, 'run', '-v', String(o.verbosity), '--config-dir', o.configDir], {
+    detached: true,
+    stdio: ['ignore', fd, fd],
+    env: { ...process.env, ENCLAVE_RUN_DIR: o.runDir, ENCLAVE_LOG_FILE: log },
+  })
+  fs.closeSync(fd)
+  const pid = child.pid!
+  child.unref()
+  fs.writeSync(pidFd, `${pid}\n`)
+  fs.closeSync(pidFd)
+  const deadline = Date.now() + (o.timeoutMs ?? 20_000)
+  const sock = path.join(o.runDir, 'enclave.sock')
+  while (Date.now() < deadline) {
+    if (!isOurAgent(pid)) {
+      fs.rmSync(pidFile(o.runDir), { force: true })
+      const tail = fs.readFileSync(log, 'utf8').split('\n').slice(-8).join('\n')
+      throw new EnclaveError('ESTART', `the agent exited during start; last lines of ${log}:\n${tail}`)
+    }
+    if (fs.existsSync(sock)) return { pid, log }
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  throw new EnclaveError(
+    'ETIMEDOUT',
+    `the agent (pid ${pid}) did not open its control socket within ${(o.timeoutMs ?? 20_000) / 1000} s; see ${log}`,
+  )
+}
+
+/** Stops the daemon in the pid file: SIGTERM, then SIGKILL after `graceMs`. */
+export async function stopDaemon(runDir: string, graceMs = 10_000): Promise<{ pid?: number; forced: boolean }> {
+  const pid = readPid(runDir)
+  if (!pid || !isOurAgent(pid)) {
+    fs.rmSync(pidFile(runDir), { force: true })
+    return { forced: false }
+  }
+  process.kill(pid, 'SIGTERM')
+  const deadline = Date.now() + graceMs
+  while (Date.now() < deadline) {
+    if (!isOurAgent(pid)) break
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  let forced = false
+  if (isOurAgent(pid)) {
+    process.kill(pid, 'SIGKILL')
+    forced = true
+    while (isOurAgent(pid)) await new Promise((r) => setTimeout(r, 50))
+  }
+  fs.rmSync(pidFile(runDir), { force: true })
+  return { pid, forced }
+}
+
+/**
+ * The systemd unit: restart on failure, only the capabilities the agent needs, and hardening.
+ * Paths are made absolute (systemd rejects relative ones); a path with spaces is refused.
+ */
+export function unitFile(o: { configDir: string; nodePath?: string; binPath?: string }): string {
+  const node = path.resolve(o.nodePath ?? process.execPath)
+  const bin = path.resolve(o.binPath ?? BIN_PATH)
+  const configDir = path.resolve(o.configDir)
+  for (const p of [node, bin, configDir])
+    if (/\s/.test(p)) throw new EnclaveError('EINVAL', `${p}: a path with white space cannot go into the systemd unit`, 2)
+  return `[Unit]
+Description=Enclave overlay network agent (WireGuard protocol, exit nodes)
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+ExecStart=${node} ${bin} run --config-dir ${configDir}
+ExecReload=/bin/kill -HUP $MAINPID
+Restart=on-failure
+RestartSec=2
+Environment=ENCLAVE_RUN_DIR=/run/enclave
+RuntimeDirectory=enclave
+RuntimeDirectoryMode=0755
+# TUN, routes, iptables (ManageNat) and ip_forward need CAP_NET_ADMIN; iptables uses CAP_NET_RAW.
+CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_CHOWN
+AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW
+NoNewPrivileges=true
+ProtectSystem=strict
+ReadWritePaths=${configDir} /run/enclave /proc/sys/net/ipv4
+ProtectHome=true
+PrivateTmp=true
+ProtectKernelModules=true
+ProtectControlGroups=true
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
+RestrictNamespaces=true
+LockPersonality=true
+DeviceAllow=/dev/net/tun rw
+
+[Install]
+WantedBy=multi-user.target
+`
+}
