@@ -290,18 +290,38 @@ export class Pipeline {
 
   /** -v 5: one line per packet decision. Only here do we build objects per packet. */
   private flowLog(dir: 'in' | 'out', peer: number, b: Uint8Array, p: number, len: number, verdict: string): void {
+    this.noteFlow(b, p)
+    this.postFlow(dir, peer, len, verdict)
+  }
+
+  // The inner packet's fields, noted before it is sealed in place (the outbound log is written after).
+  private fProto = 0
+  private fSrc = 0
+  private fDst = 0
+  private fSport = 0
+  private fDport = 0
+
+  private noteFlow(b: Uint8Array, p: number): void {
     const proto = b[p + 9]
     const ihl = (b[p] & 15) * 4
     const hasPorts = proto === PROTO_TCP || proto === PROTO_UDP
+    this.fProto = proto
+    this.fSrc = rd32(b, p + 12)
+    this.fDst = rd32(b, p + 16)
+    this.fSport = hasPorts ? (b[p + ihl] << 8) | b[p + ihl + 1] : proto === PROTO_ICMP ? b[p + ihl] : 0
+    this.fDport = hasPorts ? (b[p + ihl + 2] << 8) | b[p + ihl + 3] : proto === PROTO_ICMP ? (b[p + ihl + 4] << 8) | b[p + ihl + 5] : 0
+  }
+
+  private postFlow(dir: 'in' | 'out', peer: number, len: number, verdict: string): void {
     this.post({
       t: 'flow',
       dir,
       peer,
-      proto,
-      src: rd32(b, p + 12),
-      dst: rd32(b, p + 16),
-      sport: hasPorts ? (b[p + ihl] << 8) | b[p + ihl + 1] : proto === PROTO_ICMP ? b[p + ihl] : 0,
-      dport: hasPorts ? (b[p + ihl + 2] << 8) | b[p + ihl + 3] : proto === PROTO_ICMP ? (b[p + ihl + 4] << 8) | b[p + ihl + 5] : 0,
+      proto: this.fProto,
+      src: this.fSrc,
+      dst: this.fDst,
+      sport: this.fSport,
+      dport: this.fDport,
       len,
       verdict,
     })
@@ -369,6 +389,8 @@ export class Pipeline {
           )
         continue
       }
+      // Sealing encrypts in place: what the flow log says is read from the packet before.
+      if (this.logLevel >= 5) this.noteFlow(oSlab, p)
       const padded = paddedLength(len, MTU)
       for (let j = len; j < padded; j++) oSlab[p + j] = 0
       const sv =
@@ -380,7 +402,7 @@ export class Pipeline {
         // The keypair reached its counter limit, or was retired before or during encryption.
         const why = dlen === SEAL_COUNTER_LIMIT ? R.counter_exhausted : R.expired
         this.countReason(why)
-        if (this.log5(why)) this.flowLog('out', peer, oSlab, p, len, `drop ${REASONS[why]}`)
+        if (this.log5(why)) this.postFlow('out', peer, len, `drop ${REASONS[why]}`)
         continue
       }
       if (
@@ -391,7 +413,7 @@ export class Pipeline {
         this.rekeySignalled[peer] = now
         this.ring.push(MSG_REKEY, oSlab, 0, 0, 0, 0, peer, kp)
       }
-      if (this.log5(LOG_ROUTED)) this.flowLog('out', peer, oSlab, p, len, 'routed')
+      if (this.log5(LOG_ROUTED)) this.postFlow('out', peer, len, 'routed')
       sLens[i] = dlen
       oAddrs[2 * i] = Math.floor(endpoint / 65536) >>> 0
       oAddrs[2 * i + 1] = endpoint % 65536

@@ -257,3 +257,34 @@ export function udpPacket(src: string, dst: string, sport: number, dport: number
 export function addrs(p: Uint8Array): { src: string; dst: string } {
   return { src: `${p[12]}.${p[13]}.${p[14]}.${p[15]}`, dst: `${p[16]}.${p[17]}.${p[18]}.${p[19]}` }
 }
+
+/** An IPv4 ICMP echo request (type 8) or reply (type 0), checksums set. */
+export function icmpEcho(src: string, dst: string, type: 0 | 8, id: number, seq: number, payload = new Uint8Array(32)): Uint8Array {
+  const len = 28 + payload.length
+  const p = udpPacket(src, dst, 0, 0, payload)
+  p[9] = 1
+  p[10] = 0
+  p[11] = 0
+  const c = checksum(p, 0, 20)
+  p[10] = c >> 8
+  p[11] = c & 255
+  p[20] = type
+  p[21] = 0
+  p[22] = 0
+  p[23] = 0
+  p[24] = id >> 8
+  p[25] = id & 255
+  p[26] = seq >> 8
+  p[27] = seq & 255
+  const ic = checksum(p, 20, len - 20)
+  p[22] = ic >> 8
+  p[23] = ic & 255
+  return p
+}
+
+/** The key=value fields of a logfmt line. */
+export function logFields(line: string): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const m of line.matchAll(/(\w+)=("(?:[^"\\]|\\.)*"|\S+)/g)) out[m[1]] = m[2].startsWith('"') ? JSON.parse(m[2]) : m[2]
+  return out
+}
