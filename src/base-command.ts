@@ -17,6 +17,7 @@ type FlagOutput = { [name: string]: any }
 type ArgOutput = { [name: string]: any }
 import { EnclaveError, ProfileError } from './errors.js'
 import { configDir, profilePath } from './config/profile.js'
+import { type Applied, describeApplied } from './api/apply.js'
 
 /** Exit codes, documented in the README and in `enclave --help`. */
 export const EXIT = { ok: 0, failure: 1, usage: 2, profile: 2, notRunning: 3, permission: 4 } as const
@@ -80,6 +81,22 @@ export abstract class BaseCommand extends Command {
 
   protected profileFile(flags: { 'config-dir'?: string }): string {
     return profilePath(this.configDirectory(flags))
+  }
+
+  /**
+   * Prints what a running agent did with an edit (each route installed or why not, restarts needed,
+   * exit-node warnings) and exits 1 when something the edit asked for did not take. Returns the JSON result.
+   */
+  protected reportApplied<T extends object>(data: T, applied: Applied, routes?: Array<{ route: string; via?: string }>) {
+    const { lines, failed } = describeApplied(applied, routes)
+    for (const l of lines) this.log(l)
+    if (failed) process.exitCode = EXIT.failure
+    return {
+      ...data,
+      applied: applied.applied,
+      ...(applied.reason ? { reason: applied.reason } : {}),
+      ...(applied.report ? { agent: applied.report } : {}),
+    }
   }
 
   /** Applies --run-dir for this process (the control-socket client and the daemon read ENCLAVE_RUN_DIR). */

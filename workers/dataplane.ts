@@ -43,6 +43,9 @@ const ARENA_READS = 64
 const arenaOffs = new Int32Array(ARENA_READS)
 const arenaLens = new Int32Array(ARENA_READS)
 let tablesGen = init.tables.gen
+// Control waits for every worker to run with new tables before it says a change is applied.
+const acks = new Int32Array(init.layout.tableAcks)
+Atomics.store(acks, init.id, pipe.tables.gen)
 /** How long an idle worker sleeps in poll before it checks G_STOP and table updates again. */
 const IDLE_POLL_MS = 200
 
@@ -54,6 +57,7 @@ function pullTables(): void {
     if (msg.t === 'tables' && msg.tables) pipe.tables = msg.tables
   }
   tablesGen = Atomics.load(g, G_CONFIG_GEN)
+  Atomics.store(acks, init.id, pipe.tables.gen)
 }
 
 /** Counts the packets inside the merged writes that writeArena marked as refused (length -1). */

@@ -2,16 +2,36 @@
 import type { AgentLogger } from '../log/logger.js'
 import type { StatusModel } from '../views/status-model.js'
 
+/** One exit-node route after a change: is its OS route in place, does this exit node carry it, and if not, why. */
+export interface RouteOutcome {
+  route: string
+  via: string
+  installed: boolean
+  active: boolean
+  reason?: string
+}
+
 export interface ReloadResult {
+  /** The profile the agent runs (and read). */
+  profile: string
   added: string[]
   removed: string[]
   changed: string[]
+  /** Every exit-node route as it stands now. */
+  routes: RouteOutcome[]
+  /** Settings that were saved but take effect only after a restart. */
+  restartNeeded: string[]
+  /** Every data-plane worker runs with the new tables (a reload returns once they do, or after a timeout). */
+  workersApplied: boolean
+  /** The exit-node checks after the change (the same as status shows). */
+  exitWarnings: string[]
 }
 
 export interface AgentApi {
   readonly log: AgentLogger
   status(): StatusModel
-  reload(): Promise<ReloadResult>
+  /** Re-reads the profile; `profile` is the file the caller edited, refused when it is not the one the agent runs. */
+  reload(profile?: string): Promise<ReloadResult>
   /** Starts a handshake with one peer (identity or virtual address); null when there is no such peer. */
   connect(which: string): string | null
   rekeyAll(): string[]

@@ -23,6 +23,7 @@
  *   ApiServer (control socket, over AgentApi)   MetricsEndpoint   PeerCache (sessions across restarts)
  */
 import os from 'node:os'
+import path from 'node:path'
 import { EnclaveError } from '../errors.js'
 import { type Profile, loadProfile, profilePath } from '../config/profile.js'
 import { intToIp } from '../common/ipv4.js'
@@ -110,6 +111,9 @@ export class Agent implements AgentApi {
   private footprint!: OsFootprint
   private spoofWarnings: string[] = []
   private metrics?: MetricsEndpoint
+  private api?: ApiServer
+  /** The profile as started (settings that need a restart are compared with it at reload). */
+  private startedWith!: Profile
   private peerCache?: PeerCache
   /** What start acquired, in order; stop() undoes it in reverse. */
   private readonly undo: Undo[] = []
@@ -149,6 +153,7 @@ export class Agent implements AgentApi {
     )
     this.acquired('instance lock', () => lock.release())
     this.profile = loadProfile(profilePath(this.opts.configDir))
+    this.startedWith = this.profile
     const p = this.profile
     if (p.logLevel !== undefined && this.opts.verbosity === 1) {
       this.verbosity = p.logLevel
@@ -203,6 +208,7 @@ export class Agent implements AgentApi {
     for (const peer of this.peers)
       if (peer.cfg.persistentKeepalive > 0 && peer.ep.configured) this.handshakes.initiate(peer, 'persistent keepalive configured')
     const api = new ApiServer(this, this.opts.runDir, p.controlGroup, deps.testHooks ? this.testHooks : undefined)
+    this.api = api
     await api.listen()
     this.acquired('control socket', () => api.close())
     const cache = new PeerCache(
@@ -366,8 +372,14 @@ export class Agent implements AgentApi {
   }
 
   /** Applies the edited profile; a refusal is logged here too, so the journal shows why a change did not take. */
-  async reload(): Promise<ReloadResult> {
+  async reload(profile?: string): Promise<ReloadResult> {
     try {
+      const ours = profilePath(this.opts.configDir)
+      if (profile !== undefined && path.resolve(profile) !== path.resolve(ours))
+        throw new EnclaveError(
+          'EOTHERPROFILE',
+          `the running agent runs ${ours}, not ${path.resolve(profile)}: that file was saved but is not applied (point the CLI at ${path.dirname(path.dirname(ours))} with --config-dir, or start an agent for it)`,
+        )
       return await this.applyReload()
     } catch (e) {
       this.log.error({ err: (e as Error).message }, 'reload refused; still running on the previous profile')
@@ -390,16 +402,41 @@ export class Agent implements AgentApi {
     this.profile = next
     for (const cfg of plan.added) await this.addPeer(cfg)
     const nowS = Math.floor((this.deps.clock.now() - this.epochMs) / 1000)
-    await this.network.apply(next, this.peers, { table: this.conntrack, nowS })
+    const { gen } = await this.network.apply(next, this.peers, { table: this.conntrack, nowS })
+    // Said to be applied only once every worker runs with the new tables (a revoked flow's next packet
+    // is dropped, a granted one's first passes).
+    const workersApplied = await this.tablesApplied(gen)
+    if (!workersApplied) this.log.warn({ gen }, 'reload: not every data-plane worker took the new tables within 3 s')
     await this.network.applyOs(next, this.peers)
-    const result = {
+    this.api?.setGroup(next.controlGroup)
+    await this.metrics?.sync(next.metricsListen)
+    const restart: string[] = []
+    if ((next.workers ?? null) !== (this.startedWith.workers ?? null)) restart.push('Workers')
+    const result: ReloadResult = {
+      profile: next.file,
       added: plan.added.map((c) => c.identity),
       removed: plan.removed.map((p) => p.cfg.identity),
       changed: plan.kept.filter((c) => c.edited).map((c) => c.cfg.identity),
+      routes: this.status().peers.flatMap((p) => p.exitNodeFor.map((r) => ({ ...r, via: p.identity }))),
+      restartNeeded: restart,
+      workersApplied,
+      exitWarnings: this.network.statusFacts().exitWarnings,
     }
-    await this.metrics?.sync(next.metricsListen)
-    this.log.info(result, 'profile reloaded')
+    this.log.info({ added: result.added, removed: result.removed, changed: result.changed, restartNeeded: restart }, 'profile reloaded')
     return result
+  }
+
+  /** Resolves true once every running worker acknowledged tables of generation `gen` (false after 3 s). */
+  private async tablesApplied(gen: number): Promise<boolean> {
+    const deadline = Date.now() + 3000
+    for (;;) {
+      let all = true
+      for (let i = 0; i < this.layout.workers; i++)
+        if (this.supervisor.running(i) && Atomics.load(this.v.tableAcks, i) - gen < 0) all = false
+      if (all) return true
+      if (Date.now() > deadline || this.stopping) return false
+      await new Promise((r) => setTimeout(r, 2))
+    }
   }
 
   status(): StatusModel {

@@ -81,6 +81,28 @@ export class ApiServer {
     this.path = path.join(runDir, SOCKET_NAME)
   }
 
+  private resolveGroup(group: string | undefined): number | undefined {
+    if (!group) return undefined
+    try {
+      return Number(execFileSync('getent', ['group', group]).toString().split(':')[2])
+    } catch {
+      this.agent.log.warn({ group }, 'ControlGroup does not exist; the control socket stays root-only')
+      return undefined
+    }
+  }
+
+  /** ControlGroup changed (a reload): the socket's group, mode and who may ask follow at once. */
+  setGroup(group: string | undefined): void {
+    if (group === this.group) return
+    const gid = this.resolveGroup(group)
+    if (gid !== undefined) fs.chownSync(this.path, 0, gid)
+    fs.chmodSync(this.path, gid !== undefined ? 0o660 : 0o600)
+    if (gid === undefined) fs.chownSync(this.path, 0, 0)
+    this.group = group
+    this.groupGid = gid
+    this.agent.log.info({ group: group ?? '(none)', mode: gid !== undefined ? '0660' : '0600' }, 'control socket: ControlGroup applied')
+  }
+
   async listen(): Promise<void> {
     const dir = path.dirname(this.path)
     ensurePrivateDir(dir, 0o755)
@@ -96,13 +118,7 @@ export class ApiServer {
       if (alive) throw new EnclaveError('EALREADY', `another agent is already running with control socket ${this.path}`)
       fs.rmSync(this.path)
     }
-    if (this.group) {
-      try {
-        this.groupGid = Number(execFileSync('getent', ['group', this.group]).toString().split(':')[2])
-      } catch {
-        this.agent.log.warn({ group: this.group }, 'ControlGroup does not exist; the control socket stays root-only')
-      }
-    }
+    this.groupGid = this.resolveGroup(this.group)
     // Bind in a directory only we can enter, set mode and group there, then move it into place.
     const staging = fs.mkdtempSync(path.join(dir, '.sock-'))
     const tmp = path.join(staging, SOCKET_NAME)
@@ -199,7 +215,7 @@ export class ApiServer {
       case 'status':
         return this.agent.status()
       case 'reload':
-        return this.agent.reload()
+        return this.agent.reload(typeof req.profile === 'string' ? req.profile : undefined)
       case 'connect':
         return { peer: this.agent.connect(String(req.peer ?? '')) }
       case 'rekey':

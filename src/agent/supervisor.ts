@@ -68,6 +68,11 @@ export class WorkerSupervisor {
     for (const w of this.workers) w?.postMessage(msg)
   }
 
+  /** Worker i runs (a worker being restarted gets the latest tables in its init message). */
+  running(i: number): boolean {
+    return this.workers[i] !== undefined
+  }
+
   /** Test hook: crash a worker to exercise the restart path. */
   crash(i: number): void {
     void this.workers[i]?.terminate()

@@ -34,11 +34,10 @@ export default class Add extends BaseCommand {
       keepalive: flags.keepalive,
       virtualAddress: flags['virtual-address'],
     })
-    const applied = await applyToAgent()
+    const applied = await applyToAgent(this.profileFile(flags))
     this.log(
       `Added peer ${peer.identity}${flags.description ? ` (${flags.description})` : ''}, virtual address ${intToIp(peer.virtualAddress)}`,
     )
-    this.log(applied.applied ? 'Applied to the running agent.' : `Saved: ${applied.reason}.`)
-    return { identity: peer.identity, virtualAddress: intToIp(peer.virtualAddress), ...applied }
+    return this.reportApplied({ identity: peer.identity, virtualAddress: intToIp(peer.virtualAddress) }, applied, [])
   }
 }

@@ -16,9 +16,8 @@ export default class Remove extends BaseCommand {
   async run() {
     const { args, flags } = await this.parse(Remove)
     const r = removePeer(this.profileFile(flags), args.identity)
-    const applied = await applyToAgent()
+    const applied = await applyToAgent(this.profileFile(flags))
     this.log(`Removed peer ${r.identity}${r.removedRoutes ? ' and its AvailableRoutes entry' : ''}`)
-    this.log(applied.applied ? 'Applied to the running agent.' : `Saved: ${applied.reason}.`)
-    return { ...r, ...applied }
+    return this.reportApplied(r, applied, [])
   }
 }

@@ -49,6 +49,8 @@
  *                                                      until the peer sends again.
  *   PF_LAST_RX_DATA PF_LAST_RX_ANY workers             last wins (all write "now")
  *   PF_LAST_TX_DATA PF_LAST_TX_ANY workers, control    last wins (all write "now"; control: noteSent)
+ *   tableAcks                      one worker per word control only reads them: a change is applied
+ *                                                      once every worker runs with its tables' gen
  *   counters, reasons              one worker per row  control only reads them, and zeroes a peer
  *                                                      slot's counters (reset) when the slot is reused,
  *                                                      after the old peer's keypairs were retired
@@ -60,7 +62,7 @@
  *    re-check both after encryption and after decryption.
  *  - Slots are recycled only after KEYPAIR_QUARANTINE_MS, far longer than a worker holds one.
  */
-export const LAYOUT_VERSION = 4
+export const LAYOUT_VERSION = 5
 
 // ---- keypairs ----
 export const KP_SLOTS = 4096
@@ -161,6 +163,7 @@ export interface SharedLayout {
   peerF64: SharedArrayBuffer
   counters: SharedArrayBuffer // Float64 [worker][peer][C_PEER_FIELDS]
   reasons: SharedArrayBuffer // Float64 [worker][REASONS]
+  tableAcks: SharedArrayBuffer // Int32 [worker]: the generation of the tables the worker runs with
 }
 
 export function createLayout(maxPeers: number, workers: number): SharedLayout {
@@ -177,6 +180,7 @@ export function createLayout(maxPeers: number, workers: number): SharedLayout {
     peerF64: new SharedArrayBuffer(maxPeers * PF_FIELDS * 8),
     counters: new SharedArrayBuffer(workers * maxPeers * C_PEER_FIELDS * 8),
     reasons: new SharedArrayBuffer(workers * REASONS.length * 8),
+    tableAcks: new SharedArrayBuffer(workers * 4),
   }
 }
 
@@ -190,6 +194,7 @@ export interface LayoutViews {
   peerF64: Float64Array
   counters: Float64Array
   reasons: Float64Array
+  tableAcks: Int32Array
 }
 
 export function views(l: SharedLayout): LayoutViews {
@@ -204,6 +209,7 @@ export function views(l: SharedLayout): LayoutViews {
     peerF64: new Float64Array(l.peerF64),
     counters: new Float64Array(l.counters),
     reasons: new Float64Array(l.reasons),
+    tableAcks: new Int32Array(l.tableAcks),
   }
 }
 

@@ -59,3 +59,89 @@ t.test('-v 5 flow lines describe the inner packet in both directions, outbound t
   for (const f of [...flows(c), ...flows(e)])
     t.equal(f.proto, 'icmp', `no line shows ciphertext as a packet (${f.dir} ${f.src} -> ${f.dst})`)
 })
+
+t.test(
+  "a reload returns once the workers enforce it: a revoked flow's very next packet is dropped, a granted one's first passes",
+  async (t) => {
+    const mesh = new Mesh('confirm')
+    t.teardown(() => mesh.close())
+    const a = mesh.node('laptop')
+    const b = mesh.node('server')
+    const policies = [{ SenderTags: ['laptops'], ReceiverTags: ['servers'], Acls: [{ Protocol: 'Udp', Ports: '7' }] }]
+    const serverProfile = (tagged: boolean) => ({
+      Tags: ['servers'],
+      Policies: policies,
+      Peers: [mesh.peer(a, tagged ? { Tags: ['laptops'] } : {})],
+    })
+    mesh.writeProfile(a, {
+      Tags: ['laptops'],
+      Policies: policies,
+      Peers: [mesh.peer(b, { Endpoint: mesh.endpoint(b), Tags: ['servers'] })],
+    })
+    mesh.writeProfile(b, serverProfile(true))
+    await mesh.start(a, { workers: 2 })
+    await mesh.start(b, { workers: 2 })
+    t.ok(await mesh.udp(a, b, { dport: 7 }), 'allowed at first')
+    let revokedPassed = 0
+    let grantedDropped = 0
+    for (let i = 0; i < 20; i++) {
+      mesh.writeProfile(b, serverProfile(false))
+      const r = await b.agent!.reload()
+      t.equal(r.workersApplied, true, `revoke ${i}: both workers took the new tables before reload returned`)
+      if (await mesh.udp(a, b, { dport: 7, sport: 41000 + i, timeoutMs: 300 })) revokedPassed++
+      mesh.writeProfile(b, serverProfile(true))
+      await b.agent!.reload()
+      if (!(await mesh.udp(a, b, { dport: 7, sport: 42000 + i, timeoutMs: 2000 }))) grantedDropped++
+    }
+    t.equal(revokedPassed, 0, 'after 20 revocations, no next packet passed')
+    t.equal(grantedDropped, 0, 'after 20 grants, no first packet was dropped')
+  },
+)
+
+t.test(
+  'a reload says what did not take: a route not installed and why, a file the agent does not run, ControlGroup applied live',
+  async (t) => {
+    const mesh = new Mesh('outcome')
+    t.teardown(() => mesh.close())
+    const { e, c } = exitAndClient(mesh)
+    // The laptop's own LAN is 203.0.113.0/24: a route for it through the exit node would cut the laptop off.
+    c.os.routes.push({ dst: '203.0.113.0/24', dev: 'eth0', protocol: 'kernel', scope: 'link', table: 'main' })
+    await mesh.start(e)
+    await mesh.start(c)
+    mesh.writeProfile(c, {
+      Peers: [mesh.peer(e, { Endpoint: mesh.endpoint(e) })],
+      ExitNode: { AvailableRoutes: { [e.identity]: [LAN, '203.0.113.0/24'] } },
+    })
+    const r = await c.agent!.reload()
+    const bad = r.routes.find((x) => x.route === '203.0.113.0/24')
+    t.match(
+      bad,
+      { via: e.identity, installed: false, reason: /overlap|connected/ },
+      'the overlapping route is reported as not installed, with the reason',
+    )
+    t.match(
+      r.routes.find((x) => x.route === LAN),
+      { installed: true },
+      'the LAN route is installed',
+    )
+    const { describeApplied } = await import('../../src/api/apply.js')
+    const said = describeApplied({ applied: true, report: { ...r } }, [{ route: '203.0.113.0/24', via: e.identity }])
+    t.equal(said.failed, true, 'the CLI exits non-zero for it')
+    t.match(said.lines.join('\n'), /Saved, but NOT installed: 203\.0\.113\.0\/24 through \w+: /)
+    await t.rejects(
+      c.agent!.reload('/somewhere/else/profiles/Universe.profile'),
+      { code: 'EOTHERPROFILE' },
+      'a CLI that edited another profile is told so',
+    )
+    const fs = await import('node:fs')
+    const sock = `${c.runDir}/enclave.sock`
+    t.equal(fs.statSync(sock).mode & 0o777, 0o600, 'socket root-only')
+    mesh.writeProfile(c, {
+      ControlGroup: 'root',
+      Peers: [mesh.peer(e, { Endpoint: mesh.endpoint(e) })],
+      ExitNode: { AvailableRoutes: { [e.identity]: [LAN] } },
+    })
+    await c.agent!.reload()
+    t.equal(fs.statSync(sock).mode & 0o777, 0o660, 'ControlGroup applied by the reload (no restart)')
+  },
+)

@@ -43,14 +43,19 @@ export class NetworkState {
    * Applies a profile over the current peers (start: `conntrack` undefined; reload: flows the new policy
    * no longer allows are cut before the workers get the new tables). Returns how many flows were cut.
    */
-  async apply(profile: Profile, peers: PeerTable, conntrack?: { table: SharedArrayBuffer; nowS: number }): Promise<number> {
+  async apply(
+    profile: Profile,
+    peers: PeerTable,
+    conntrack?: { table: SharedArrayBuffer; nowS: number },
+  ): Promise<{ cut: number; gen: number }> {
     const line = this.policy.compile(profile, peers)
     this.log.info({ tags: profile.tags.join(' ') || '(none)' }, line)
     const cut = conntrack ? this.policy.cutDisallowedFlows(conntrack.table, conntrack.nowS) : 0
     if (cut) this.log.info({ flows: cut }, 'policy reload: cut flows the new policy no longer allows')
     this.routing.compile(profile, peers, this.now())
-    this.publishTables(this.tables())
-    return cut
+    const tables = this.tables()
+    this.publishTables(tables)
+    return { cut, gen: tables.gen }
   }
 
   /** The OS side of `apply`: routes and rules, ManageNat, then the exit-node checks (after the workers run). */

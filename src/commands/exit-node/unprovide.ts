@@ -15,12 +15,11 @@ export default class ExitNodeUnprovide extends BaseCommand {
   async run() {
     const { args, flags } = await this.parse(ExitNodeUnprovide)
     const r = setProvidedRoute(this.profileFile(flags), args.cidr, false)
-    const applied = r.changed ? await applyToAgent() : { applied: false, reason: 'nothing changed' }
+    const applied = r.changed ? await applyToAgent(this.profileFile(flags)) : { applied: false, reason: 'nothing changed' }
     if (!r.changed) this.log(`${r.route} is not provided; nothing to do`)
     else {
       this.log(`No longer providing ${r.route}`)
-      this.log(applied.applied ? 'Applied to the running agent.' : `Saved: ${applied.reason}.`)
     }
-    return { ...r, ...applied }
+    return r.changed ? this.reportApplied(r, applied, []) : { ...r, ...applied }
   }
 }

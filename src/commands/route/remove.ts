@@ -18,12 +18,11 @@ export default class RouteRemove extends BaseCommand {
   async run() {
     const { args, flags } = await this.parse(RouteRemove)
     const r = setAvailableRoute(this.profileFile(flags), args.identity, args.cidr, false)
-    const applied = r.changed ? await applyToAgent() : { applied: false, reason: 'nothing changed' }
+    const applied = r.changed ? await applyToAgent(this.profileFile(flags)) : { applied: false, reason: 'nothing changed' }
     if (!r.changed) this.log(`${r.route} through ${r.identity} is not configured; nothing to do`)
     else {
       this.log(`Route ${r.route} no longer goes through ${r.identity}`)
-      this.log(applied.applied ? 'Applied to the running agent.' : `Saved: ${applied.reason}.`)
     }
-    return { ...r, ...applied }
+    return r.changed ? this.reportApplied(r, applied, []) : { ...r, ...applied }
   }
 }
