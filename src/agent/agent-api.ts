@@ -30,6 +30,8 @@ export interface ReloadResult {
 export interface AgentApi {
   readonly log: AgentLogger
   status(): StatusModel
+  /** The status after re-running the exit-node checks (at most every 2 s): what the control socket serves. */
+  freshStatus(): Promise<StatusModel>
   /** Re-reads the profile; `profile` is the file the caller edited, refused when it is not the one the agent runs. */
   reload(profile?: string): Promise<ReloadResult>
   /** Starts a handshake with one peer (identity or virtual address); null when there is no such peer. */

@@ -439,6 +439,17 @@ export class Agent implements AgentApi {
     }
   }
 
+  private lastRecheckMs = Number.NEGATIVE_INFINITY
+
+  async freshStatus(): Promise<StatusModel> {
+    const now = this.deps.clock.now()
+    if (now - this.lastRecheckMs >= 2000) {
+      this.lastRecheckMs = now
+      await this.network.recheck(this.profile)
+    }
+    return this.status()
+  }
+
   status(): StatusModel {
     const net = this.network.statusFacts()
     return gatherStatus(

@@ -213,7 +213,7 @@ export class ApiServer {
       case 'ping':
         return { pid: process.pid }
       case 'status':
-        return this.agent.status()
+        return this.agent.freshStatus()
       case 'reload':
         return this.agent.reload(typeof req.profile === 'string' ? req.profile : undefined)
       case 'connect':

@@ -4,6 +4,7 @@
  * ': ' and the value. Continuation lines are blank-padded to column 20.
  */
 import type { StatusModel, PeerStatus } from './status-model.js'
+import { EVENT_REASONS } from '../ipc/layout.js'
 
 const LABEL_WIDTH = 20
 
@@ -21,6 +22,7 @@ export function field(indent: string, label: string, values: string | string[]):
   return out
 }
 
+/** Bytes with three significant digits: 999 B, 1.93 KB, 19.3 MB, 193 GB. */
 export function formatBytes(n: number): string {
   if (n < 1000) return `${n} B`
   const units = ['KB', 'MB', 'GB', 'TB']
@@ -30,14 +32,29 @@ export function formatBytes(n: number): string {
     v /= 1000
     u++
   }
-  return `${v.toFixed(3)} ${units[u]}`
+  return `${v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)} ${units[u]}`
 }
+
+const plural = (n: number, unit: string) => `${n} ${unit}${n === 1 ? '' : 's'}`
 
 export function formatAgo(seconds: number | null | undefined): string {
   if (seconds === null || seconds === undefined) return 'never'
-  if (seconds < 60) return `${seconds.toFixed(2)} seconds ago`
-  if (seconds < 3600) return `${Math.floor(seconds / 60)} minutes ${Math.floor(seconds % 60)} seconds ago`
+  if (seconds < 60) return `${seconds.toFixed(1)} seconds ago`
+  if (seconds < 3600) return `${plural(Math.floor(seconds / 60), 'minute')} ${plural(Math.floor(seconds % 60), 'second')} ago`
   return `${(seconds / 3600).toFixed(1)} hours ago`
+}
+
+/** A peer's state with what the agent sees: "Up", or "Up, no reply for 17 s". */
+export function formatPeerState(p: PeerStatus): string {
+  return p.noReplySeconds !== undefined ? `${p.state}, no reply for ${p.noReplySeconds} s` : p.state
+}
+
+/** Non-zero drop reasons (events such as keepalives left out), largest first: "not_for_us 12, unsolicited 3". */
+export function formatDrops(counters: Record<string, number> | undefined, events: ReadonlySet<string>): string | undefined {
+  const list = Object.entries(counters ?? {})
+    .filter(([k, v]) => v > 0 && !events.has(k))
+    .sort((a, b) => b[1] - a[1])
+  return list.length ? list.map(([k, v]) => `${k} ${v}`).join(', ') : undefined
 }
 
 function peerTitle(p: PeerStatus): string {
@@ -68,11 +85,15 @@ export function formatStatus(s: StatusModel): string {
     }
     for (const w of en.warnings) lines.push(...field(i1, 'Warning', w))
   }
+  if (s.running) {
+    const drops = formatDrops(s.counters, EVENT_REASONS)
+    lines.push(...field(i1, 'Dropped packets', drops ? `${drops} (since start; -v 5 logs each)` : 'none'))
+  }
   lines.push(...formatPolicy(s, i1))
   for (const p of s.peers) {
     lines.push('', `${i1}Peer: ${peerTitle(p)}`, '')
     const i2 = '    '
-    lines.push(...field(i2, 'Peer state', p.state))
+    lines.push(...field(i2, 'Peer state', formatPeerState(p)))
     lines.push(...field(i2, 'Endpoint', p.endpoint ? `Udp/${p.endpoint}` : '(none: waits for the peer to connect)'))
     lines.push(...field(i2, 'Virtual address', p.virtualAddress))
     if (p.tags?.length) lines.push(...field(i2, 'Tags', p.tags.join(', ')))
@@ -106,14 +127,16 @@ export function formatPeerLines(s: StatusModel): string {
     rows.push([
       p.identity,
       p.description ?? '-',
-      p.state,
+      formatPeerState(p),
       p.endpoint ?? '-',
       s.running ? formatAgo(p.lastHandshakeSecondsAgo) : '-',
       s.running ? `${formatBytes(p.rxBytes)} / ${formatBytes(p.txBytes)}` : '-',
       p.exitNodeFor.map((r) => r.route + (s.running && !r.active ? ' (standby)' : '')).join(', ') || '-',
     ])
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)))
-  return rows.map((r) => r.map((v, c) => (c === r.length - 1 ? v : v.padEnd(widths[c]))).join('  ')).join('\n')
+  const table = rows.map((r) => r.map((v, c) => (c === r.length - 1 ? v : v.padEnd(widths[c]))).join('  ')).join('\n')
+  const drops = s.running ? formatDrops(s.counters, EVENT_REASONS) : undefined
+  return drops ? `${table}\n\nDropped since start: ${drops}` : table
 }
 
 /** Warnings about the profile that do not stop it from loading (unknown keys are kept, ignored). */

@@ -26,6 +26,8 @@ export interface PeerStatus {
   exitNodeFor: RouteStatus[]
   /** The peer's Tags in this profile (what policies match it by). */
   tags?: string[]
+  /** Up, but we have sent it data and heard nothing authenticated back for this many seconds (15 or more). */
+  noReplySeconds?: number
 }
 
 export interface PolicyStatus {

@@ -145,3 +145,35 @@ t.test(
     t.equal(fs.statSync(sock).mode & 0o777, 0o660, 'ControlGroup applied by the reload (no restart)')
   },
 )
+
+t.test('status is live: exit-node warnings follow fixes made by hand; a silent peer is not shown as plainly Up', async (t) => {
+  const mesh = new Mesh('live')
+  t.teardown(() => mesh.close())
+  const { e, c } = exitAndClient(mesh)
+  e.os.lanAddress = () => '172.26.0.3'
+  await mesh.start(e)
+  await mesh.start(c)
+  const warnings = async () => (await e.agent!.freshStatus()).exitNode.warnings
+  t.match(await warnings(), [/IP forwarding is off/, /no SNAT or MASQUERADE rule/], 'the guide steps are missing: two warnings')
+  // The admin runs the two commands the warnings print.
+  e.os.ipForward = true
+  await e.os.addNatRule(['-s', '100.64.0.0/10', '-d', LAN, '-j', 'SNAT', '--to-source', '172.26.0.3'])
+  await mesh.clock.advance(2000)
+  t.same(await warnings(), [], 'status drops both warnings without a reload')
+
+  t.ok(await mesh.udp(c, PRINTER, {}, e), 'the laptop reaches the LAN')
+  await e.agent!.stop('test: the exit node goes away')
+  let plainUp = 0
+  let noReplySeen = 0
+  for (let s = 1; s <= 40; s++) {
+    await mesh.advance(1000, 100)
+    c.dev!.sendToTun(icmpEcho(c.va, PRINTER, 8, 9, s)) // a ping a second, unanswered
+    const p = (await c.agent!.freshStatus()).peers.find((x) => x.identity === e.identity)!
+    if (p.noReplySeconds !== undefined) noReplySeen++
+    if (s >= 16 && p.state === 'Up' && p.noReplySeconds === undefined) plainUp++
+  }
+  t.equal(plainUp, 0, 'from 16 s without a reply, never shown as plainly Up')
+  t.ok(noReplySeen > 0 || c.log.some((l) => l.includes('not answering')), 'shown as "no reply" or marked unresponsive')
+  const { formatPeerState } = await import('../../src/views/status-format.js')
+  t.equal(formatPeerState({ state: 'Up', noReplySeconds: 17 } as never), 'Up, no reply for 17 s')
+})

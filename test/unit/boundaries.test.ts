@@ -59,7 +59,7 @@ const ALLOWED: Record<string, string[]> = {
   'src/config': ['src/top', 'src/common', 'src/protocol'],
   'src/log': ['src/top', 'src/common', 'src/platform'],
   'src/compile': ['src/common', 'src/protocol', 'src/ipc', 'src/dataplane', 'src/platform', 'src/config'],
-  'src/views': ['src/top', 'src/common', 'src/config', 'src/compile'],
+  'src/views': ['src/top', 'src/common', 'src/ipc', 'src/config', 'src/compile'],
   'src/api': ['src/top', 'src/config'],
   'src/ops': ['src/top', 'src/common', 'src/platform', 'src/config', 'src/compile', 'src/log', 'src/views', 'src/api'],
   // The daemon only.

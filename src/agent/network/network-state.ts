@@ -69,6 +69,14 @@ export class NetworkState {
     for (const w of this.exitWarnings) this.log.warn(w)
   }
 
+  /** The exit-node checks again, without changing anything (status asks: warnings follow fixes made by hand). */
+  async recheck(profile: Profile): Promise<void> {
+    if (!profile.exitNode.providesRoutes.length) return
+    const checks = await this.footprint.check(this.routes.ifname, true)
+    const nat = this.exitWarnings.filter((w) => w.startsWith('ManageNat'))
+    this.exitWarnings = [...nat, ...checks.filter((c) => c.result !== 'pass' && c.name !== 'anti-spoofing').map(checkWarning)]
+  }
+
   /** Re-chooses exit nodes after a peer's health changed; publishes only if a route moved. */
   refreshFailover(profile: Profile, peers: PeerTable): void {
     const r = this.routing.refresh(profile, peers, this.now())

@@ -19,6 +19,9 @@ export interface PeerFacts {
   lastHandshakeMs?: number
   /** Latest of last receive and last send (0: never). */
   lastActivityMs: number
+  /** Last authenticated packet from the peer, and last data we sent it (0: never). */
+  lastRxMs?: number
+  lastTxDataMs?: number
   rxBytes: number
   txBytes: number
   rxPackets: number
@@ -109,6 +112,18 @@ export function buildStatus(f: StatusFacts): StatusModel {
       txPackets: peer.txPackets,
       exitNodeFor: peer.availableRoutes.map((r) => routeStatus(peer, r)),
       tags: peer.tags,
+      ...noReply(peer, f.now),
     })),
   }
+}
+
+/** We send to an Up peer and it has sent nothing authenticated for this long: shown before the timers act. */
+export const NO_REPLY_AFTER_MS = 15_000
+
+/** `noReplySeconds` for an Up peer we have sent data to since it last answered, NO_REPLY_AFTER_MS ago or more. */
+function noReply(peer: PeerFacts, now: number): { noReplySeconds?: number } {
+  if (peer.state !== 'Up' || !peer.lastTxDataMs) return {}
+  const rx = peer.lastRxMs ?? 0
+  if (peer.lastTxDataMs <= rx || now - rx < NO_REPLY_AFTER_MS) return {}
+  return { noReplySeconds: Math.floor((now - rx) / 1000) }
 }

@@ -47,6 +47,8 @@ export function gatherStatus(s: StatusSources, now = Date.now()): StatusModel {
       endpoint: endpointText(s.sessions.endpointOf(peer)),
       lastHandshakeMs: peer.session.lastHandshakeMs,
       lastActivityMs: Math.max(t.lastRxAny, t.lastTxAny),
+      lastRxMs: t.lastRxAny,
+      lastTxDataMs: t.lastTxData,
       rxBytes: m.counter(peer.slot, C_RX_BYTES),
       txBytes: m.counter(peer.slot, C_TX_BYTES),
       rxPackets: m.counter(peer.slot, C_RX_PKTS),
