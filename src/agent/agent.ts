@@ -465,7 +465,6 @@ export class Agent implements AgentApi {
         port: this.dev.port,
         verbosity: this.verbosity,
         exitWarnings: [...this.spoofWarnings, ...net.exitWarnings],
-        workers: this.layout.workers,
       },
       this.deps.clock.now(),
     )

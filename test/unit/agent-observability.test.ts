@@ -177,3 +177,24 @@ t.test('status is live: exit-node warnings follow fixes made by hand; a silent p
   const { formatPeerState } = await import('../../src/views/status-format.js')
   t.equal(formatPeerState({ state: 'Up', noReplySeconds: 17 } as never), 'Up, no reply for 17 s')
 })
+
+t.test('policy counters are cumulative since start, across reloads', async (t) => {
+  const mesh = new Mesh('counters')
+  t.teardown(() => mesh.close())
+  const a = mesh.node('laptop')
+  const b = mesh.node('server')
+  const policies = [
+    { Description: 'laptops to servers', SenderTags: ['laptops'], ReceiverTags: ['servers'], Acls: [{ Protocol: 'Udp', Ports: '7' }] },
+  ]
+  mesh.writeProfile(a, { Tags: ['laptops'], Policies: policies, Peers: [mesh.peer(b, { Endpoint: mesh.endpoint(b), Tags: ['servers'] })] })
+  mesh.writeProfile(b, { Tags: ['servers'], Policies: policies, Peers: [mesh.peer(a, { Tags: ['laptops'] })] })
+  await mesh.start(a)
+  await mesh.start(b)
+  for (let i = 0; i < 3; i++) t.ok(await mesh.udp(a, b, { dport: 7, sport: 43000 + i }), `flow ${i} allowed`)
+  const hits = () => mesh.status(b).policy!.policies[0].hits
+  t.equal(hits(), 3, 'three new flows counted')
+  await b.agent!.reload()
+  t.equal(hits(), 3, 'a reload keeps them')
+  t.ok(await mesh.udp(a, b, { dport: 7, sport: 43010 }))
+  t.equal(hits(), 4, 'and counts on')
+})

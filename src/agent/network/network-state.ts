@@ -18,7 +18,7 @@ import { wantedRoutes } from '../../compile/routes.js'
 import { Routing, routePeer } from './routing.js'
 import type { StatusSources } from '../observability/status-gather.js'
 
-export type NetworkFacts = Pick<StatusSources, 'routes' | 'active' | 'policy' | 'policyTables'> & { exitWarnings: string[] }
+export type NetworkFacts = Pick<StatusSources, 'routes' | 'active' | 'policy' | 'policyCounts'> & { exitWarnings: string[] }
 
 export class NetworkState {
   private readonly routing = new Routing()
@@ -98,7 +98,7 @@ export class NetworkState {
       routes: this.routes,
       active: this.routing.choice,
       policy: this.policy.compiled,
-      policyTables: this.policy.tables,
+      policyCounts: this.policy.counts(),
       exitWarnings: this.exitWarnings,
     }
   }

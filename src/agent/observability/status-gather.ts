@@ -10,8 +10,8 @@ import type { OsRouteInstaller } from '../../ops/route-installer.js'
 import type { Sessions } from '../peers/sessions.js'
 import { type PeerFacts, buildStatus } from './status-builder.js'
 import type { StatusModel } from '../../views/status-model.js'
-import type { PolicyTables } from '../../ipc/messages.js'
-import { type CompiledPolicies, sumPolicyCounters } from '../../compile/policy.js'
+import type { CompiledPolicies } from '../../compile/policy.js'
+import type { PolicyCounts } from '../network/policy-state.js'
 import { policySection } from '../../views/status-policy.js'
 
 export interface StatusSources {
@@ -28,8 +28,7 @@ export interface StatusSources {
   verbosity: number
   exitWarnings: string[]
   policy: CompiledPolicies
-  policyTables: PolicyTables
-  workers: number
+  policyCounts: PolicyCounts
 }
 
 export function gatherStatus(s: StatusSources, now = Date.now()): StatusModel {
@@ -73,6 +72,6 @@ export function gatherStatus(s: StatusSources, now = Date.now()): StatusModel {
     active: s.active,
     routeInstalled: (r) => s.routes.isInstalled(r),
     routeRefusal: (r) => s.routes.decision(r)?.reason,
-    policy: policySection(s.profile.tags, s.policy, sumPolicyCounters(s.policyTables, s.workers)),
+    policy: policySection(s.profile.tags, s.policy, s.policyCounts),
   })
 }
