@@ -5,7 +5,7 @@ import { callAgent } from '../api/client.js'
 import type { StatusModel } from '../views/status-model.js'
 import { parseIpv4 } from '../common/ipv4.js'
 import { field } from '../views/status-format.js'
-import { type Candidate, type Explanation, explain, osRouteTo } from '../ops/explain.js'
+import { type Candidate, type Explanation, explain, osRouteTo, overallVerdict } from '../ops/explain.js'
 import { loadProfile } from '../config/profile.js'
 import { EXPLAIN_PROTOCOLS, type ExplainProtocol, type PolicyExplanation, explainPolicy } from '../ops/explain-policy.js'
 
@@ -29,7 +29,7 @@ export default class Explain extends BaseCommand {
     port: Flags.integer({ description: 'destination port (Tcp, Udp)', min: 1, max: 65535 }),
   }
 
-  async run(): Promise<Explanation & { policy?: PolicyExplanation }> {
+  async run(): Promise<Explanation & { routeVerdict: string; policy?: PolicyExplanation }> {
     const { args, flags } = await this.parse(Explain)
     const ip = parseIpv4(args.address)
     if (typeof ip === 'string') throw new EnclaveError('EUSAGE', `<address>: ${ip}`, 2)
@@ -48,7 +48,8 @@ export default class Explain extends BaseCommand {
     if (profile && flags.from && !profile.peers.some((p) => p.identity === flags.from || p.description === flags.from))
       throw new EnclaveError('EINVAL', `--from ${flags.from}: no peer with that identity or description in ${profile.file}`)
     const carrier = route.carriedBy?.identity ?? route.standby[0]?.identity
-    const out = { ...route, policy: profile && explainPolicy(profile, ip, proto, flags.port ?? 0, carrier, flags.from) }
+    const policy = profile && explainPolicy(profile, ip, proto, flags.port ?? 0, carrier, flags.from)
+    const out = { ...route, routeVerdict: route.verdict, verdict: overallVerdict(route, policy?.sends), policy }
     if (!this.jsonEnabled()) {
       const lines = [
         ...field('', 'Destination', out.destination),

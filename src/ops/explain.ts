@@ -54,19 +54,37 @@ export function explain(address: string, ip: number, s: StatusModel, osRoute: st
     overlayRoute: best[0]?.route,
     carriedBy: carried ? strip(carried) : undefined,
     standby: best.filter((c) => c !== carried).map(strip),
-    verdict: verdict(best, carried, entersOverlay),
+    verdict: verdict(best, carried, entersOverlay, osRoute),
   }
 }
 
-function verdict(best: Candidate[], carried: Candidate | undefined, entersOverlay: boolean): string {
+/** `ip route get` answered with an error: the OS itself has no way there. */
+export function osRefuses(osRoute: string): boolean {
+  return /unreachable|prohibit|RTNETLINK|Network is down|blackhole/i.test(osRoute)
+}
+
+function verdict(best: Candidate[], carried: Candidate | undefined, entersOverlay: boolean, osRoute: string): string {
   if (!best.length)
     return entersOverlay
       ? 'the OS sends it into the overlay, but no peer routes it: it is dropped (no_route)'
-      : 'not an overlay destination: it leaves through your normal network'
+      : osRefuses(osRoute)
+        ? `the OS has no route to it (${osRoute}): packets fail on this machine, in the overlay or outside it`
+        : 'not an overlay destination: it leaves through your normal network'
   if (!entersOverlay)
     return `not sent into the overlay: ${best[0].reason ?? 'the OS routes it elsewhere (a more specific local route wins)'}`
   if (carried && carried.state !== 'Up')
     return `goes to ${carried.identity}, whose session is ${carried.state}: packets wait for the handshake`
   if (carried) return `goes through ${carried.identity}${carried.description ? ` (${carried.description})` : ''} over the encrypted overlay`
   return 'no exit node for this route is available'
+}
+
+/**
+ * The one verdict: where the route takes the traffic, unless the system that receives it refuses it by
+ * policy (as this profile knows the tags), in which case that is the verdict.
+ */
+export function overallVerdict(e: Explanation, sends: { receiver: string; verdict: string } | undefined): string {
+  const by = e.carriedBy
+  if (by && e.entersOverlay && sends && /^drop/.test(sends.verdict))
+    return `dropped by ${by.identity}'s policy (${sends.verdict.replace(/^drop:?\s*/, '')}): it would go through ${by.identity}, which refuses it`
+  return e.verdict
 }
