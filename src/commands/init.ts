@@ -24,7 +24,7 @@ export default class Init extends BaseCommand {
     if (fs.existsSync(file) && !flags.force) {
       throw new EnclaveError(
         'EEXIST',
-        `${file}: a profile already exists; use --force to replace it (its private key and identity will be lost)`,
+        `${file}: a profile already exists; \`enclave rotate-key\` gives it a new key and keeps the rest (--force replaces the whole profile: peers, tags and policies are lost)`,
       )
     }
     const raw: Record<string, unknown> = { PrivateKey: generatePrivateKey().toString('base64') }

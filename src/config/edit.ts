@@ -22,6 +22,7 @@ export interface AddPeerInput {
   description?: string
   keepalive?: number
   virtualAddress?: string
+  tags?: string[]
 }
 
 export function addPeer(file: string, input: AddPeerInput): { profile: Profile; peer: PeerConfig } {
@@ -41,7 +42,11 @@ export function addPeer(file: string, input: AddPeerInput): { profile: Profile; 
   if (key.equals(profile.publicKey))
     throw usageError('<public key>', "is this system's own public key; add the other machine's key (run `enclave pubkey` there)")
   const identity = identityFromPublicKey(key)
-  if (profile.peers.some((p) => p.identity === identity)) throw new EnclaveError('EEXIST', `peer ${identity} is already in ${file}`)
+  if (profile.peers.some((p) => p.identity === identity))
+    throw new EnclaveError(
+      'EEXIST',
+      `peer ${identity} is already in ${file}; change its settings with \`enclave peer set ${identity} --endpoint … --tag … --keepalive … --description …\``,
+    )
   const raw = structuredClone(profile.raw)
   const peers = Array.isArray(raw.Peers) ? (raw.Peers as unknown[]) : []
   const entry: Record<string, unknown> = { PublicKey: key.toString('base64'), Identity: identity }
@@ -49,22 +54,79 @@ export function addPeer(file: string, input: AddPeerInput): { profile: Profile; 
   if (input.endpoint) entry.Endpoint = input.endpoint
   if (input.keepalive !== undefined) entry.PersistentKeepalive = input.keepalive
   if (input.virtualAddress) entry.VirtualAddress = input.virtualAddress
+  if (input.tags?.length) entry.Tags = [...new Set(input.tags)]
   peers.push(entry)
   raw.Peers = peers
   const next = writeProfile(file, raw)
   return { profile: next, peer: next.peers.find((p) => p.identity === identity) as PeerConfig }
 }
 
-/** Finds a peer by identity (any case, Crockford-normalised), virtual address or public key. */
+/** The peers of a profile as a short list for messages: "29XM4 (office), 8VS5P". */
+export function peerList(profile: Profile): string {
+  return profile.peers.map((p) => (p.description ? `${p.identity} (${p.description})` : p.identity)).join(', ') || 'none'
+}
+
+/**
+ * Finds a peer by identity (any case, Crockford-normalised), virtual address, public key or description
+ * (a description must name exactly one peer).
+ */
 export function findPeer(profile: Profile, who: string): PeerConfig {
   const id = normaliseIdentity(who)
   const peer = profile.peers.find((p) => p.identity === id || intToIp(p.virtualAddress) === who || p.publicKeyBase64 === who)
-  if (!peer)
+  if (peer) return peer
+  const described = profile.peers.filter((p) => p.description === who)
+  if (described.length === 1) return described[0]
+  if (described.length > 1)
     throw new EnclaveError(
-      'ENOENT',
-      `no peer ${who} in ${profile.file} (peers: ${profile.peers.map((p) => p.identity).join(', ') || 'none'})`,
+      'EAMBIGUOUS',
+      `"${who}" describes ${described.length} peers (${described.map((p) => p.identity).join(', ')}); name one by its identity`,
     )
-  return peer
+  throw new EnclaveError('ENOENT', `no peer ${who} in ${profile.file} (peers: ${peerList(profile)})`)
+}
+
+export interface PeerSettings {
+  /** host:port, or null to remove the Endpoint (the peer then has to connect first). */
+  endpoint?: string | null
+  /** The peer's Tags, replacing the ones it has ([] removes them). */
+  tags?: string[]
+  keepalive?: number
+  /** A note, or null to remove it. */
+  description?: string | null
+}
+
+/** `enclave peer set`: changes a peer's Endpoint, Tags, PersistentKeepalive or Description in place. */
+export function setPeer(file: string, who: string, s: PeerSettings): { identity: string; changed: string[] } {
+  if (typeof s.endpoint === 'string') {
+    const e = endpointProblem(s.endpoint)
+    if (e) throw usageError('--endpoint', e)
+  }
+  const profile = loadProfile(file)
+  const peer = findPeer(profile, who)
+  const raw = structuredClone(profile.raw)
+  const entry = (raw.Peers as Record<string, unknown>[])[peer.index]
+  const changed: string[] = []
+  const put = (key: string, value: unknown) => {
+    const before = JSON.stringify(entry[key])
+    if (value === null || (Array.isArray(value) && value.length === 0)) delete entry[key]
+    else entry[key] = value
+    if (JSON.stringify(entry[key]) !== before) changed.push(key)
+  }
+  if (s.endpoint !== undefined) put('Endpoint', s.endpoint)
+  if (s.tags !== undefined) put('Tags', [...new Set(s.tags)])
+  if (s.keepalive !== undefined) put('PersistentKeepalive', s.keepalive)
+  if (s.description !== undefined) put('Description', s.description)
+  if (changed.length) writeProfile(file, raw)
+  return { identity: peer.identity, changed }
+}
+
+/**
+ * With Policies, a peer that carries no tag any policy names can neither start traffic here nor be
+ * reached through a policy: every packet of a flow it starts is dropped. These are such peers.
+ */
+export function peersNoPolicyNames(profile: Profile): PeerConfig[] {
+  if (profile.policies === undefined) return []
+  const named = new Set(profile.policies.flatMap((p) => [...p.senderTags, ...p.receiverTags]))
+  return profile.peers.filter((p) => !p.tags.some((t) => named.has(t)))
 }
 
 export function removePeer(file: string, who: string): { identity: string; removedRoutes: boolean } {

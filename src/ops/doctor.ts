@@ -10,6 +10,7 @@ import { run } from '../platform/linux/exec.js'
 import { intToIp, parseCidr, parseIpv4, type Cidr } from '../common/ipv4.js'
 import { EnclaveError, ProfileError } from '../errors.js'
 import { compilePolicies, policyModeLine, policyWarnings } from '../compile/policy.js'
+import { peersNoPolicyNames } from '../config/edit.js'
 
 export interface Check {
   name: string
@@ -153,14 +154,23 @@ function policyChecks(p: ReturnType<typeof loadProfile>): Check[] {
     peers: p.peers.map((peer, slot) => ({ slot, tags: peer.tags })),
     policies: p.policies,
   }
-  const warnings = policyWarnings(input)
-  if (!warnings.length) return [{ name: 'policies', result: 'pass', detail: policyModeLine(compilePolicies(input)) }]
-  return warnings.map((w) => ({
-    name: 'policies',
-    result: 'warn' as const,
-    detail: w,
-    fix: w.includes('ProvidesRoutes')
-      ? 'add a policy with GatewayRoutes (or GatewayAllowedIpRanges) for it, naming a tag this system carries in ReceiverTags'
-      : 'correct the tag, or add it to Tags of this system or of the peers that should carry it',
+  const untagged: Check[] = peersNoPolicyNames(p).map((peer) => ({
+    name: `peer ${peer.identity} tags`,
+    result: 'fail' as const,
+    detail: `Policies exist and ${peer.identity}${peer.description ? ` (${peer.description})` : ''} carries no tag any policy names: all its traffic is dropped`,
+    fix: `sudo enclave peer set ${peer.identity} --tag <tag>   (tags the policies name: ${[...new Set((p.policies ?? []).flatMap((x) => [...x.senderTags, ...x.receiverTags]))].join(', ')})`,
   }))
+  const warnings = policyWarnings(input)
+  if (!warnings.length) return [{ name: 'policies', result: 'pass', detail: policyModeLine(compilePolicies(input)) }, ...untagged]
+  return [
+    ...untagged,
+    ...warnings.map((w) => ({
+      name: 'policies',
+      result: 'warn' as const,
+      detail: w,
+      fix: w.includes('ProvidesRoutes')
+        ? 'add a policy with GatewayRoutes (or GatewayAllowedIpRanges) for it, naming a tag this system carries in ReceiverTags'
+        : 'correct the tag, or add it to Tags of this system or of the peers that should carry it',
+    })),
+  ]
 }

@@ -35,7 +35,7 @@ t.test('init creates a profile and refuses to overwrite it', async (t) => {
   t.equal(fs.statSync(file).mode & 0o777, 0o600)
   const again = await cli(['init', '--config-dir', dir], env)
   t.not(again.code, 0)
-  t.match(again.stderr, /a profile already exists; use --force/)
+  t.match(again.stderr, /a profile already exists; `enclave rotate-key` gives it a new key and keeps the rest/)
   t.notMatch(again.stderr, /\n\s+at /, 'no stack trace')
 })
 
@@ -266,4 +266,78 @@ t.test('one value for scripts, peers, help details and suggestions', async (t) =
   t.equal(inst.code, 0, inst.stderr)
   const unit = fs.readFileSync(path.join(unitDir, 'enclave.service'), 'utf8')
   t.match(unit, new RegExp(`ExecStart=/\\S+ /\\S+ run --config-dir ${path.join(d, 'site-a').replace(/[.]/g, '\\.')}\\n`), 'absolute paths')
+})
+
+t.test('tags and peer settings from the CLI; a peer no policy names is flagged', async (t) => {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'enclave-cli-tags-'))
+  t.teardown(() => fs.rmSync(d, { recursive: true, force: true }))
+  const f = path.join(d, 'profiles', 'Universe.profile')
+  t.equal((await cli(['init', '--config-dir', d], env)).code, 0)
+  const raw = JSON.parse(fs.readFileSync(f, 'utf8'))
+  raw.Tags = ['servers']
+  raw.Policies = [{ SenderTags: ['laptops'], ReceiverTags: ['servers'], Acls: [{ Protocol: 'Icmp' }] }]
+  fs.writeFileSync(f, JSON.stringify(raw))
+  const phone = keyPair()
+  const phoneId = identityFromPublicKey(phone.pk)
+  const add = await cli(['add', phone.pkB64, '-d', 'phone', '--config-dir', d, '--json'], env)
+  t.equal(add.code, 0, add.stderr)
+  t.equal(JSON.parse(add.stdout).warning, 'no tag any policy names', 'add --json flags the missing tag')
+  const other = keyPair()
+  const add3 = await cli(['add', other.pkB64, '--config-dir', d], env)
+  t.match(add3.stderr, /Warning: Policies exist and \w{5} carries no tag any policy names.*peer set \w{5} --tag/, 'add warns about it')
+  t.equal((await cli(['remove', identityFromPublicKey(other.pk), '--config-dir', d], env)).code, 0)
+  const doctor = await cli(['doctor', '--config-dir', d, '--json'], env)
+  const checks = JSON.parse(doctor.stdout).checks as Array<{ name: string; result: string; fix?: string }>
+  t.match(
+    checks.find((c) => c.name === `peer ${phoneId} tags`),
+    { result: 'fail', fix: /peer set .* --tag <tag>.*laptops, servers/ },
+    'doctor fails it, with the fix',
+  )
+  const set = await cli(['peer', 'set', 'phone', '--tag', 'laptops', '--endpoint', '198.18.0.9:51820', '--config-dir', d], env)
+  t.equal(set.code, 0, set.stderr)
+  t.match(set.stdout, new RegExp(`Peer ${phoneId}: changed Endpoint, Tags`), 'found by its description')
+  let p = JSON.parse(fs.readFileSync(f, 'utf8')).Peers[0]
+  t.same([p.Tags, p.Endpoint, p.Description], [['laptops'], '198.18.0.9:51820', 'phone'])
+  const list = await cli(['policy', 'list', '--config-dir', d, '--json'], env)
+  t.equal(list.code, 0, list.stderr)
+  t.same(JSON.parse(list.stdout).untaggedPeers, [], 'now every peer carries a tag a policy names')
+  t.match(JSON.parse(list.stdout).policy.policies[0].rule, /laptops -> servers/)
+  const clear = await cli(['peer', 'set', phoneId, '--no-tags', '--no-endpoint', '--description', '', '--config-dir', d], env)
+  t.equal(clear.code, 0, clear.stderr)
+  p = JSON.parse(fs.readFileSync(f, 'utf8')).Peers[0]
+  t.same([p.Tags, p.Endpoint, p.Description], [undefined, undefined, undefined], 'tags, endpoint and description removed')
+  const nothing = await cli(['peer', 'set', phoneId, '--config-dir', d], env)
+  t.equal(nothing.code, 2, 'no change asked: a usage error')
+  const tagged = keyPair()
+  const add2 = await cli(['add', tagged.pkB64, '--tag', 'laptops', '--tag', 'admins', '--config-dir', d], env)
+  t.equal(add2.code, 0, add2.stderr)
+  t.notMatch(add2.stderr, /Warning/, 'a tagged peer gets no warning')
+  t.same(JSON.parse(fs.readFileSync(f, 'utf8')).Peers[1].Tags, ['laptops', 'admins'])
+  const dup = await cli(['add', tagged.pkB64, '--config-dir', d], env)
+  t.match(dup.stderr, /already in .*enclave peer set/, 'adding a known key points at peer set')
+})
+
+t.test('rotate-key keeps the profile, writes a backup and says what peers must change', async (t) => {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'enclave-cli-rotate-'))
+  t.teardown(() => fs.rmSync(d, { recursive: true, force: true }))
+  const f = path.join(d, 'profiles', 'Universe.profile')
+  t.equal((await cli(['init', '--config-dir', d], env)).code, 0)
+  const raw = JSON.parse(fs.readFileSync(f, 'utf8'))
+  raw.Tags = ['exit-node']
+  raw.ControlGroup = 'root'
+  raw.Peers = [{ PublicKey: keyPair().pkB64, Tags: ['laptops'] }]
+  raw.ExitNode = { ProvidesRoutes: ['172.26.0.0/20'] }
+  fs.writeFileSync(f, JSON.stringify(raw))
+  const r = await cli(['rotate-key', '--config-dir', d, '--json'], env)
+  t.equal(r.code, 0, r.stderr)
+  const out = JSON.parse(r.stdout)
+  const now = JSON.parse(fs.readFileSync(f, 'utf8'))
+  t.not(now.PrivateKey, raw.PrivateKey, 'a new private key')
+  t.same([now.Tags, now.ControlGroup, now.Peers, now.ExitNode], [raw.Tags, raw.ControlGroup, raw.Peers, raw.ExitNode], 'the rest kept')
+  t.equal(JSON.parse(fs.readFileSync(out.backup, 'utf8')).PrivateKey, raw.PrivateKey, 'the backup holds the old key')
+  t.equal(fs.statSync(out.backup).mode & 0o777, 0o600, 'readable by root only')
+  const text = await cli(['rotate-key', '--config-dir', d], env)
+  t.match(text.stdout, /sudo enclave remove \w{5}\n\s+sudo enclave add \S+ -d "<this machine>" --tag exit-node/)
+  t.match(text.stdout, /sudo enclave route add \w{5} 172\.26\.0\.0\/20/)
+  t.match(text.stdout, /restart the agent here/)
 })
