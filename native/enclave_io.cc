@@ -28,6 +28,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -530,6 +531,26 @@ Napi::Value PeerCred(const Napi::CallbackInfo& info) {
   return res;
 }
 
+// unixDgramSend(path, data) -> bytes sent | -errno: one datagram to a Unix datagram socket (systemd's
+// NOTIFY_SOCKET); a path starting with '@' names the abstract namespace. Node's dgram has no AF_UNIX.
+Napi::Value UnixDgramSend(const Napi::CallbackInfo& info) {
+  std::string p = info[0].As<Napi::String>().Utf8Value();
+  std::string data = info[1].As<Napi::String>().Utf8Value();
+  struct sockaddr_un sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sun_family = AF_UNIX;
+  if (p.empty() || p.size() >= sizeof(sa.sun_path)) return Num(info, -EINVAL);
+  memcpy(sa.sun_path, p.data(), p.size());
+  if (p[0] == '@') sa.sun_path[0] = 0;
+  socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + p.size());
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Num(info, -errno);
+  ssize_t r = sendto(fd, data.data(), data.size(), MSG_NOSIGNAL, (struct sockaddr*)&sa, len);
+  int e = errno;
+  close(fd);
+  return Num(info, r < 0 ? -e : (double)r);
+}
+
 // dup2(oldFd, newFd) -> newFd | -errno (used to point stdout/stderr at a freshly rotated log file).
 Napi::Value Dup2(const Napi::CallbackInfo& info) {
   int r = dup2(I32(info, 0), I32(info, 1));
@@ -557,6 +578,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("poll2", Napi::Function::New(env, Poll2));
   exports.Set("peerCred", Napi::Function::New(env, PeerCred));
   exports.Set("dup2", Napi::Function::New(env, Dup2));
+  exports.Set("unixDgramSend", Napi::Function::New(env, UnixDgramSend));
   exports.Set("close", Napi::Function::New(env, Close));
   exports.Set("strerror", Napi::Function::New(env, StrError));
   exports.Set("MAX_BATCH", Napi::Number::New(env, kMaxBatch));

@@ -1,6 +1,7 @@
 import { Flags } from '@oclif/core'
 import { BaseCommand, configDirFlag, runDirFlag } from '../base-command.js'
 import { Agent } from '../agent/agent.js'
+import { sdNotify } from '../agent/sd-notify.js'
 import { runDir } from '../config/profile.js'
 
 export default class Run extends BaseCommand {
@@ -29,13 +30,17 @@ export default class Run extends BaseCommand {
       logFormat: flags['log-format'] as 'logfmt' | 'json',
       workers: flags.workers,
     })
-    const onSignal = (sig: string) => void agent.stop(`signal ${sig}`)
+    const onSignal = (sig: string) => {
+      sdNotify('STOPPING=1')
+      void agent.stop(`signal ${sig}`)
+    }
     process.on('SIGINT', onSignal)
     process.on('SIGTERM', onSignal)
     process.on('SIGHUP', () => {
       agent.reload().catch(() => undefined) // the agent logs a refused reload itself
     })
     await agent.start() // a failed start has already undone what it acquired
+    sdNotify(`READY=1\nMAINPID=${process.pid}\nSTATUS=data plane up, control socket ready`)
     await agent.stopped
     process.exit(0)
   }

@@ -43,6 +43,20 @@ export interface LoggerOptions {
   rateLimit?: boolean
   /** Injected clock for tests. */
   now?: () => number
+  /**
+   * Start each line with its syslog priority (`<4>` for a warning): journald reads it, so that
+   * `journalctl -p warning` works. Default: when stdout is the journal (systemd sets JOURNAL_STREAM).
+   */
+  priorityPrefix?: boolean
+}
+
+/** sd-daemon(3) priorities for our levels: error 3, warn 4, network events 5 (notice), info 6, the rest 7. */
+export const SYSLOG_PRIORITY: Record<string, number> = { fatal: 2, error: 3, warn: 4, network: 5, info: 6, protocol: 7, debug: 7, trace: 7 }
+
+/** `<N>` + line, N from the line's level (logfmt `level=warn` or JSON `"level":"warn"`). */
+export function withPriority(line: string): string {
+  const m = /\blevel(?:=|":")(\w+)/.exec(line)
+  return `<${SYSLOG_PRIORITY[m?.[1] ?? 'info'] ?? 6}>${line}`
 }
 
 function logfmtValue(v: unknown): string {
@@ -191,7 +205,9 @@ export class LogFileRotator {
 }
 
 export function createLogger(verbosity: number, fmt: 'logfmt' | 'json' = 'logfmt', o: LoggerOptions = {}): AgentLogger {
-  const out: LineSink = o.out ?? process.stdout
+  const stdout: LineSink = o.out ?? process.stdout
+  const prefix = o.priorityPrefix ?? (!o.out && !!process.env.JOURNAL_STREAM)
+  const out: LineSink = prefix ? { write: (line: string) => stdout.write(withPriority(line)) } : stdout
   const rotator = o.out ? undefined : LogFileRotator.forStdout()
   const sink: LineSink = rotator
     ? {
@@ -233,7 +249,7 @@ export function createLogger(verbosity: number, fmt: 'logfmt' | 'json' = 'logfmt
       },
     },
   }
-  const dest = fmt === 'json' ? (o.out ? sink : rotator ? sink : pino.destination({ fd: 1, sync: true })) : sink
+  const dest = fmt === 'json' ? (o.out || rotator || prefix ? sink : pino.destination({ fd: 1, sync: true })) : sink
   log = pino(opts, dest as pino.DestinationStream) as AgentLogger
   return log
 }

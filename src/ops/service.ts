@@ -128,8 +128,28 @@ export async function stopDaemon(runDir: string, graceMs = 10_000): Promise<{ pi
   return { pid, forced }
 }
 
+/** Directories the unit's hardening hides from the service: ProtectHome=true and PrivateTmp=true. */
+export const HIDDEN_FROM_UNIT = ['/home', '/root', '/run/user', '/tmp', '/var/tmp']
+
+/** Why the service could not see `p` (a path the unit names), or undefined when it can. */
+export function hiddenFromUnit(p: string): string | undefined {
+  const abs = path.resolve(p)
+  const d = HIDDEN_FROM_UNIT.find((h) => abs === h || abs.startsWith(`${h}/`))
+  if (!d) return undefined
+  return d === '/tmp' || d === '/var/tmp'
+    ? `${d} is private to the service (PrivateTmp=true)`
+    : `${d} is hidden from the service (ProtectHome=true)`
+}
+
+/** The files `enclave run` needs, relative to the package root: what --install-to copies. */
+export const PACKAGE_FILES = ['bin', 'lib', 'node_modules', 'native/build/Release', 'package.json', 'oclif.manifest.json']
+
+/** The package root of this CLI (bin/, lib/, node_modules/). */
+export const PACKAGE_ROOT = path.dirname(path.dirname(BIN_PATH))
+
 /**
  * The systemd unit: restart on failure, only the capabilities the agent needs, and hardening.
+ * Type=notify: the agent says READY=1 once its data plane is up and its control socket answers.
  * Paths are made absolute (systemd rejects relative ones); a path with spaces is refused.
  */
 export function unitFile(o: { configDir: string; nodePath?: string; binPath?: string }): string {
@@ -144,7 +164,8 @@ After=network-online.target
 Wants=network-online.target
 
 [Service]
-Type=simple
+Type=notify
+NotifyAccess=main
 ExecStart=${node} ${bin} run --config-dir ${configDir}
 ExecReload=/bin/kill -HUP $MAINPID
 Restart=on-failure

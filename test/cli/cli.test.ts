@@ -261,11 +261,18 @@ t.test('one value for scripts, peers, help details and suggestions', async (t) =
   t.equal(lv.code, 3, 'a level name parses; then the agent is not running')
 
   const unitDir = path.join(d, 'units')
+  fs.mkdirSync(unitDir)
   const rel = path.relative(process.cwd(), path.join(d, 'site-a'))
-  const inst = await cli(['install-service', '--unit-dir', unitDir, '--config-dir', rel], e)
-  t.equal(inst.code, 0, inst.stderr)
-  const unit = fs.readFileSync(path.join(unitDir, 'enclave.service'), 'utf8')
-  t.match(unit, new RegExp(`ExecStart=/\\S+ /\\S+ run --config-dir ${path.join(d, 'site-a').replace(/[.]/g, '\\.')}\\n`), 'absolute paths')
+  const hidden = await cli(['install-service', '--unit-dir', unitDir, '--config-dir', rel], e)
+  t.equal(hidden.code, 2, 'a profile under /tmp is refused: the unit could not see it')
+  t.match(
+    hidden.stderr,
+    /the profile directory \/\S+: \/tmp is private to the service \(PrivateTmp=true\); keep the profile in \/etc\/enclave/,
+  )
+  t.notOk(fs.existsSync(path.join(unitDir, 'enclave.service')), 'and no unit is written')
+  const noDir = await cli(['install-service', '--unit-dir', path.join(d, 'nonexistent'), '--config-dir', '/etc/enclave'], e)
+  t.equal(noDir.code, 2, 'a unit directory that does not exist is refused')
+  t.notOk(fs.existsSync(path.join(d, 'nonexistent')), 'not created')
 })
 
 t.test('tags and peer settings from the CLI; a peer no policy names is flagged', async (t) => {
@@ -340,4 +347,25 @@ t.test('rotate-key keeps the profile, writes a backup and says what peers must c
   t.match(text.stdout, /sudo enclave remove \w{5}\n\s+sudo enclave add \S+ -d "<this machine>" --tag exit-node/)
   t.match(text.stdout, /sudo enclave route add \w{5} 172\.26\.0\.0\/20/)
   t.match(text.stdout, /restart the agent here/)
+})
+
+t.test('install-service --install-to copies the program where the hardened unit can run it', async (t) => {
+  if (process.getuid?.() !== 0) return t.skip('writes under /opt and /etc: needs root')
+  const dest = `/opt/enclave-test-${process.pid}`
+  const unitDir = fs.mkdtempSync(path.join(os.tmpdir(), 'enclave-units-'))
+  t.teardown(() => {
+    fs.rmSync(dest, { recursive: true, force: true })
+    fs.rmSync(unitDir, { recursive: true, force: true })
+  })
+  const r = await cli(['install-service', '--unit-dir', unitDir, '--config-dir', '/etc/enclave', '--install-to', dest, '--json'], env)
+  t.equal(r.code, 0, r.stderr)
+  const unit = fs.readFileSync(path.join(unitDir, 'enclave.service'), 'utf8')
+  t.match(unit, new RegExp(`ExecStart=\\S+ ${dest}/bin/run\\.js run --config-dir /etc/enclave\\n`), 'the unit runs the copy')
+  t.match(unit, /Type=notify\n/, 'and waits for READY=1')
+  const v = await new Promise<{ code: number; out: string }>((res) =>
+    execFile(process.execPath, [`${dest}/bin/run.js`, 'version'], (e, so) => res({ code: e ? 1 : 0, out: String(so) })),
+  )
+  t.equal(v.code, 0, 'the copy runs on its own')
+  t.match(v.out, /^enclave \d/)
+  t.notOk(fs.existsSync(`${dest}/node_modules/tap`), 'without the development dependencies')
 })

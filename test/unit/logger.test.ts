@@ -150,3 +150,22 @@ t.test('the daemon log file rotates at its size limit, keeping two old files', a
   const total = names.reduce((s, n) => s + fs.statSync(path.join(dir, n)).size, 0)
   t.ok(total < 4000 * 120, 'older lines were rotated away')
 })
+
+t.test('journald priorities: each line starts with its syslog priority when asked', async (t) => {
+  const { createLogger, withPriority } = await import('../../src/log/logger.js')
+  const lines: string[] = []
+  const log = createLogger(4, 'logfmt', { out: { write: (l: string) => lines.push(l) }, priorityPrefix: true, rateLimit: false })
+  log.warn('careful')
+  log.error('broken')
+  log.info('fine')
+  log.debug('detail')
+  t.same(
+    lines.map((l) => l.slice(0, 3)),
+    ['<4>', '<3>', '<6>', '<7>'],
+    'warning 4, error 3, info 6, debug 7 (journalctl -p warning shows the first two)',
+  )
+  t.equal(withPriority('{"level":"warn","msg":"x"}\n').slice(0, 3), '<4>', 'JSON lines too')
+  const plain: string[] = []
+  createLogger(1, 'logfmt', { out: { write: (l: string) => plain.push(l) } }).warn('x')
+  t.match(plain[0], /^time=/, 'no prefix unless asked (or stdout is the journal)')
+})
