@@ -20,6 +20,9 @@ import { configDir, profilePath } from './config/profile.js'
 import { type Applied, describeApplied } from './api/apply.js'
 
 /** Exit codes, documented in the README and in `enclave --help`. */
+/** The version of every --json document's shape (status has carried it since the first). */
+export const JSON_VERSION = 1
+
 export const EXIT = { ok: 0, failure: 1, usage: 2, profile: 2, notRunning: 3, permission: 4 } as const
 
 export const EXIT_CODES_HELP = 'Exit codes: 0 success, 1 failure, 2 bad flag, argument or profile, 3 agent not running, 4 permission denied'
@@ -113,6 +116,22 @@ export abstract class BaseCommand extends Command {
     return out
   }
 
+  /** Every JSON document carries the version of its shape (the README documents the shapes). */
+  protected override toSuccessJson(result: unknown): unknown {
+    if (result === undefined || result === null) return { version: JSON_VERSION }
+    if (typeof result !== 'object' || Array.isArray(result)) return { version: JSON_VERSION, result }
+    return { version: JSON_VERSION, ...(result as object) }
+  }
+
+  /** The one line a bad flag or argument gets: what is wrong, and where to read more. */
+  private usageLine(message: string): string {
+    // oclif says "Parsing --port\n\tExpected an integer but received: abc": make it "--port: expected …".
+    const m = /^Parsing (--?[\w-]+)\s+(.*)$/s.exec(message)
+    const what = m ? `${m[1]}: ${m[2].charAt(0).toLowerCase()}${m[2].slice(1)}` : message
+    const cmd = this.id ? `${this.config.bin} ${this.id.replace(/:/g, ' ')}` : this.config.bin
+    return `${what.replace(/\s+/g, ' ').trim()}; see \`${cmd} --help\``
+  }
+
   protected override async catch(thrown: Error & { exitCode?: number; oclif?: { exit?: number } }): Promise<unknown> {
     if (thrown instanceof Errors.ExitError) throw thrown
     // An error before parsing finished is a bad flag or argument (e.g. a value out of range): exit 2.
@@ -121,13 +140,11 @@ export abstract class BaseCommand extends Command {
         ? new Errors.CLIError(thrown.message, { exit: EXIT.usage })
         : thrown
     const { json, exitCode } = describeError(err)
+    const usage = !(err instanceof EnclaveError) && (err instanceof Errors.CLIError || err.oclif !== undefined)
+    if (usage) json.message = this.usageLine(json.message)
     if (this.jsonEnabled()) {
-      this.logJson({ error: json })
+      this.logJson({ version: JSON_VERSION, error: json })
       this.exit(exitCode)
-    }
-    if (!(err instanceof EnclaveError) && (err instanceof Errors.CLIError || err.oclif)) {
-      if (err.oclif && err.oclif.exit === undefined) err.oclif.exit = EXIT.usage
-      return super.catch(err)
     }
     if (process.env.DEBUG) this.logToStderr(err.stack ?? String(err))
     this.logToStderr(`Error: ${json.message}`)

@@ -22,8 +22,8 @@ export interface ProfileProblem {
 export class ProfileError extends EnclaveError {
   readonly file: string
   readonly problems: ProfileProblem[]
-  constructor(file: string, problems: ProfileProblem[]) {
-    super('EPROFILE', problems.map((p) => `${file}: ${p.path ? p.path + ': ' : ''}${p.reason}`).join('\n'), 2)
+  constructor(file: string, problems: ProfileProblem[], exitCode = 2) {
+    super('EPROFILE', problems.map((p) => `${file}: ${p.path ? p.path + ': ' : ''}${p.reason}`).join('\n'), exitCode)
     this.name = 'ProfileError'
     this.file = file
     this.problems = problems

@@ -72,7 +72,8 @@ import { InstanceLock } from '../ops/instance-lock.js'
 export interface AgentOptions {
   configDir: string
   runDir: string
-  verbosity: number
+  /** The log level given on the command line (it beats the profile's LogLevel); undefined: the profile's, else 1. */
+  verbosity?: number
   logFormat?: 'logfmt' | 'json'
   workers?: number
 }
@@ -124,8 +125,8 @@ export class Agent implements AgentApi {
     deps: Partial<AgentDeps> = {},
   ) {
     this.deps = { ...defaultDeps(), ...deps }
-    this.verbosity = opts.verbosity
-    this.log = createLogger(opts.verbosity, opts.logFormat, { out: this.deps.logOut, now: () => this.deps.clock.now() })
+    this.verbosity = opts.verbosity ?? 1
+    this.log = createLogger(this.verbosity, opts.logFormat, { out: this.deps.logOut, now: () => this.deps.clock.now() })
     this.stopped = new Promise((r) => (this.stoppedResolve = r))
   }
 
@@ -155,7 +156,7 @@ export class Agent implements AgentApi {
     this.profile = loadProfile(profilePath(this.opts.configDir))
     this.startedWith = this.profile
     const p = this.profile
-    if (p.logLevel !== undefined && this.opts.verbosity === 1) {
+    if (p.logLevel !== undefined && this.opts.verbosity === undefined) {
       this.verbosity = p.logLevel
       setVerbosity(this.log, p.logLevel)
     }

@@ -201,7 +201,8 @@ export class ApiServer {
           )
         reply = { ok: true, result: await this.handle(req) }
       } catch (e) {
-        reply = { ok: false, error: (e as Error).message, code: (e as EnclaveError).code }
+        const err = e as EnclaveError & { file?: string; problems?: unknown[] }
+        reply = { ok: false, error: err.message, code: err.code, exit: err.exitCode, file: err.file, problems: err.problems }
       }
       sock.end(JSON.stringify(reply) + '\n')
       sock.setTimeout(REQUEST_TIMEOUT_MS, () => sock.destroy()) // a client that never closes its end

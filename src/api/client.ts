@@ -5,7 +5,7 @@
 import fs from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
-import { EnclaveError } from '../errors.js'
+import { EnclaveError, type ProfileProblem, ProfileError } from '../errors.js'
 import { runDir } from '../config/profile.js'
 
 export const SOCKET_NAME = 'enclave.sock'
@@ -56,9 +56,26 @@ export async function callAgent<T = unknown>(req: ApiRequest, sock = socketPath(
       clearTimeout(timer)
       s.end()
       try {
-        const msg = JSON.parse(buf.slice(0, nl)) as { ok: boolean; result?: T; error?: string; code?: string }
+        const msg = JSON.parse(buf.slice(0, nl)) as {
+          ok: boolean
+          result?: T
+          error?: string
+          code?: string
+          exit?: number
+          file?: string
+          problems?: ProfileProblem[]
+        }
         if (msg.ok) resolve(msg.result as T)
-        else reject(new EnclaveError(msg.code ?? 'EAGENT', msg.error ?? 'the agent refused the request', msg.code === 'EPERM' ? 4 : 1))
+        else if (msg.code === 'EPROFILE' && msg.file && Array.isArray(msg.problems))
+          reject(new ProfileError(msg.file, msg.problems, msg.exit ?? 2)) // the same exit code and problems as a local check
+        else
+          reject(
+            new EnclaveError(
+              msg.code ?? 'EAGENT',
+              msg.error ?? 'the agent refused the request',
+              msg.code === 'EPERM' ? 4 : (msg.exit ?? 1),
+            ),
+          )
       } catch (e) {
         reject(new EnclaveError('EPROTO', `bad reply from the agent: ${(e as Error).message}`))
       }

@@ -36,7 +36,7 @@ export default class Explain extends BaseCommand {
     const s = await callAgent<StatusModel>({ op: 'status' })
     const route = explain(args.address, ip, s, await osRouteTo(args.address))
     const proto = (flags.proto ?? (flags.port ? 'tcp' : 'icmp')) as ExplainProtocol
-    if (flags.port && proto !== 'tcp' && proto !== 'udp') throw new EnclaveError('EINVAL', '--port needs --proto tcp or udp')
+    if (flags.port && proto !== 'tcp' && proto !== 'udp') throw new EnclaveError('EUSAGE', '--port needs --proto tcp or udp', 2)
     // Policies are read from the profile on disk (what the agent runs after its last start or reload).
     let profile: ReturnType<typeof loadProfile> | undefined
     let unreadable = ''
@@ -46,7 +46,7 @@ export default class Explain extends BaseCommand {
       unreadable = (e as Error).message.split('\n')[0]
     }
     if (profile && flags.from && !profile.peers.some((p) => p.identity === flags.from || p.description === flags.from))
-      throw new EnclaveError('EINVAL', `--from ${flags.from}: no peer with that identity or description in ${profile.file}`)
+      throw new EnclaveError('EUSAGE', `--from ${flags.from}: no peer with that identity or description in ${profile.file}`, 2)
     const carrier = route.carriedBy?.identity ?? route.standby[0]?.identity
     const policy = profile && explainPolicy(profile, ip, proto, flags.port ?? 0, carrier, flags.from)
     const out = { ...route, routeVerdict: route.verdict, verdict: overallVerdict(route, policy?.sends), policy }

@@ -1,25 +1,26 @@
 import { Args } from '@oclif/core'
 import { BaseCommand, runDirFlag } from '../base-command.js'
 import { callAgent } from '../api/client.js'
-import { VERBOSITY_NAMES } from '../log/logger.js'
-
-const LEVELS = VERBOSITY_NAMES.map((n, i) => `${i} ${n}`).join(', ')
+import { LOG_LEVELS_TEXT, VERBOSITY_NAMES, parseLogLevel } from '../log/logger.js'
 
 export default class Loglevel extends BaseCommand {
   static override summary = "Change the running agent's log level"
   static override description =
-    `Levels: ${LEVELS}. A name works as well as its number. The profile's LogLevel applies again at the next start.`
-  static override examples = ['$ sudo <%= config.bin %> loglevel 3', '$ sudo <%= config.bin %> loglevel debug']
+    `Levels: ${LOG_LEVELS_TEXT}. A name works as well as its number (the names in parentheses are the ones log lines show). The profile's LogLevel applies again at the next start.`
+  static override examples = [
+    '$ sudo <%= config.bin %> loglevel 3',
+    '$ sudo <%= config.bin %> loglevel debug',
+    '$ sudo <%= config.bin %> loglevel network',
+  ]
   static override enableJsonFlag = true
   static override args = {
     level: Args.string({
-      description: `0-5 or a name (${VERBOSITY_NAMES.join(', ')})`,
+      description: '0-5 or a level name',
       required: true,
       parse: async (s) => {
-        const byName = VERBOSITY_NAMES.findIndex((n) => n.toLowerCase() === s.toLowerCase())
-        if (byName >= 0) return String(byName)
-        if (/^[0-5]$/.test(s)) return s
-        throw new Error(`"${s}" is not a log level; use 0-5 or a name: ${LEVELS}`)
+        const level = parseLogLevel(s)
+        if (level === undefined) throw new Error(`"${s}" is not a log level; use 0-5 or a name: ${LOG_LEVELS_TEXT}`)
+        return String(level)
       },
     }),
   }

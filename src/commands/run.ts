@@ -2,6 +2,7 @@ import { Flags } from '@oclif/core'
 import { BaseCommand, configDirFlag, runDirFlag } from '../base-command.js'
 import { Agent } from '../agent/agent.js'
 import { sdNotify } from '../agent/sd-notify.js'
+import { LOG_LEVELS_TEXT, parseLogLevel } from '../common/log-levels.js'
 import { runDir } from '../config/profile.js'
 
 export default class Run extends BaseCommand {
@@ -10,12 +11,14 @@ export default class Run extends BaseCommand {
   static override flags = {
     ...configDirFlag,
     ...runDirFlag,
-    verbosity: Flags.integer({
+    verbosity: Flags.string({
       char: 'v',
-      description: 'log level: 0 minimal, 1 informational, 2 network events, 3 protocol events, 4 debug, 5 frame data',
-      min: 0,
-      max: 5,
-      default: 1,
+      description: `log level, beating the profile's LogLevel: ${LOG_LEVELS_TEXT} (default: the profile's, else 1)`,
+      parse: async (s) => {
+        const level = parseLogLevel(s)
+        if (level === undefined) throw new Error(`-v ${s}: not a log level; use 0-5 or a name: ${LOG_LEVELS_TEXT}`)
+        return String(level)
+      },
     }),
     'log-format': Flags.string({ description: 'log line format', options: ['logfmt', 'json'], default: 'logfmt' }),
     workers: Flags.integer({ description: 'data-plane worker threads (default: one per core, at most 4)', min: 1, max: 64 }),
@@ -26,7 +29,7 @@ export default class Run extends BaseCommand {
     const agent = new Agent({
       configDir: this.configDirectory(flags),
       runDir: runDir(),
-      verbosity: flags.verbosity,
+      verbosity: flags.verbosity === undefined ? undefined : Number(flags.verbosity),
       logFormat: flags['log-format'] as 'logfmt' | 'json',
       workers: flags.workers,
     })

@@ -5,6 +5,7 @@
  * nothing is applied or rewritten while any remains. Writes are atomic (temp file in the same
  * directory, fsync, rename, fsync of the directory) with mode 0600: the file holds a private key.
  */
+import { parseLogLevel } from '../common/log-levels.js'
 import fs from 'node:fs'
 import path from 'node:path'
 import { ProfileError, type ProfileProblem } from '../errors.js'
@@ -112,7 +113,7 @@ export function loadProfile(file: string): Profile {
     const err = e as NodeJS.ErrnoException
     if (err.code === 'ENOENT') throw new ProfileError(file, [{ path: '', reason: 'no profile here; create one with `enclave init`' }])
     if (err.code === 'EACCES')
-      throw new ProfileError(file, [{ path: '', reason: 'permission denied reading the profile (it holds a private key: run as root)' }])
+      throw new ProfileError(file, [{ path: '', reason: 'permission denied reading the profile (it holds a private key: run as root)' }], 4)
     throw new ProfileError(file, [{ path: '', reason: err.message }])
   }
   return parseProfileText(file, text)
@@ -259,7 +260,7 @@ export function validateProfile(file: string, raw: Record<string, unknown>): Pro
       snatAddress: en.SnatAddress ? (parseIpv4(en.SnatAddress) as number) : undefined,
       forceRoutes: en.ForceRoutes ?? false,
     },
-    logLevel: r.LogLevel,
+    logLevel: r.LogLevel === undefined ? undefined : parseLogLevel(r.LogLevel),
     controlGroup: r.ControlGroup,
     workers: r.Workers,
     metricsListen: r.MetricsListen,

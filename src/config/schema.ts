@@ -4,6 +4,7 @@
  * known peers, no duplicates) live in profile.ts. Keys are PascalCase, as in the original
  * product. Unknown keys pass through untouched so that a rewrite keeps them.
  */
+import { LOG_LEVELS_TEXT, parseLogLevel } from '../common/log-levels.js'
 import { z } from 'zod'
 import { decodeKey } from './keys.js'
 import { parseCidr, parseIpv4 } from '../common/ipv4.js'
@@ -132,7 +133,12 @@ export const profileSchema = z
     Peers: z.array(peerSchema).optional(),
     Tags: tags.optional(),
     ExitNode: exitNodeSchema.optional(),
-    LogLevel: z.number().int().min(0).max(5).optional(),
+    LogLevel: z
+      .union([z.number(), z.string()])
+      .superRefine((v, ctx) => {
+        if (parseLogLevel(v) === undefined) ctx.addIssue({ code: 'custom', message: `must be 0-5 or a level name: ${LOG_LEVELS_TEXT}` })
+      })
+      .optional(),
     /** Unix group allowed to use the control socket besides root. */
     ControlGroup: z
       .string()

@@ -15,13 +15,14 @@
  * Control also bounds the queue of worker log messages (WorkerLogQueue): beyond its bound they are
  * dropped and counted.
  */
+import { LEVEL_FOR_VERBOSITY, LOG_LEVELS_TEXT, VERBOSITY_NAMES, parseLogLevel } from '../common/log-levels.js'
+
+export { LOG_LEVELS_TEXT, VERBOSITY_NAMES, parseLogLevel }
 import fs from 'node:fs'
 import { format } from 'node:util'
 import pino, { type Logger } from 'pino'
 import { openLogNoFollow } from '../platform/linux/files.js'
 
-export const VERBOSITY_NAMES = ['minimal', 'informational', 'networkevents', 'protocolevents', 'debug', 'framedata']
-const LEVEL_FOR_VERBOSITY = ['warn', 'info', 'network', 'protocol', 'debug', 'trace']
 const TRACE = 10
 
 export const RATE_WINDOW_MS = 5000

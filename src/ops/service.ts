@@ -11,6 +11,8 @@ import { fileURLToPath } from 'node:url'
 import { EnclaveError } from '../errors.js'
 import { run } from '../platform/linux/exec.js'
 import { ensurePrivateDir, openLogNoFollow, openNoFollow } from '../platform/linux/files.js'
+import { lockHolder } from './instance-lock.js'
+import { loadProfile, profilePath } from '../config/profile.js'
 
 export const UNIT_NAME = 'enclave'
 export const BIN_PATH = fileURLToPath(new URL('../../../bin/run.js', import.meta.url))
@@ -65,11 +67,17 @@ export async function startDaemon(o: DaemonOptions): Promise<{ pid: number; log:
   const existing = readPid(o.runDir)
   if (existing && isOurAgent(existing))
     throw new EnclaveError('EALREADY', `the agent is already running (pid ${existing}); use \`enclave restart\` to restart it`)
+  const holder = lockHolder(o.runDir)
+  if (holder !== undefined)
+    throw new EnclaveError('EALREADY', `an agent is already running in the foreground (pid ${holder}, \`enclave run\`); stop it first`)
+  // A profile with a mistake is reported as such (exit 2), before anything starts.
+  loadProfile(profilePath(o.configDir))
   // Neither file is written through a symlink or hard link planted at its path (files.ts).
   ensurePrivateDir(o.runDir, 0o755)
   ensurePrivateDir(logDir(), 0o750)
   const log = path.join(logDir(), 'enclave.log')
   const fd = openLogNoFollow(log)
+  const logStart = fs.fstatSync(fd).size // only this run's lines are shown if it fails
   let pidFd: number
   try {
     pidFd = openNoFollow(pidFile(o.runDir), 0o644, false)
@@ -93,8 +101,8 @@ export async function startDaemon(o: DaemonOptions): Promise<{ pid: number; log:
   while (Date.now() < deadline) {
     if (!isOurAgent(pid)) {
       fs.rmSync(pidFile(o.runDir), { force: true })
-      const tail = fs.readFileSync(log, 'utf8').split('\n').slice(-8).join('\n')
-      throw new EnclaveError('ESTART', `the agent exited during start; last lines of ${log}:\n${tail}`)
+      const tail = fs.readFileSync(log).subarray(logStart).toString('utf8').trim().split('\n').slice(-8).join('\n')
+      throw new EnclaveError('ESTART', `the agent exited during start${tail ? `; its log (${log}) says:\n${tail}` : ` (see ${log})`}`)
     }
     if (fs.existsSync(sock)) return { pid, log }
     await new Promise((r) => setTimeout(r, 100))
@@ -105,12 +113,18 @@ export async function startDaemon(o: DaemonOptions): Promise<{ pid: number; log:
   )
 }
 
-/** Stops the daemon in the pid file: SIGTERM, then SIGKILL after `graceMs`. */
-export async function stopDaemon(runDir: string, graceMs = 10_000): Promise<{ pid?: number; forced: boolean }> {
-  const pid = readPid(runDir)
+/**
+ * Stops the daemon in the pid file: SIGTERM, then SIGKILL after `graceMs`. An agent running in the
+ * foreground (`enclave run`, no pid file, holding the run directory's lock) is stopped the same way.
+ */
+export async function stopDaemon(runDir: string, graceMs = 10_000): Promise<{ pid?: number; forced: boolean; foreground?: boolean }> {
+  let pid = readPid(runDir)
+  let foreground = false
   if (!pid || !isOurAgent(pid)) {
     fs.rmSync(pidFile(runDir), { force: true })
-    return { forced: false }
+    pid = lockHolder(runDir)
+    if (pid === undefined || !isOurAgent(pid)) return { forced: false }
+    foreground = true
   }
   process.kill(pid, 'SIGTERM')
   const deadline = Date.now() + graceMs
@@ -124,8 +138,8 @@ export async function stopDaemon(runDir: string, graceMs = 10_000): Promise<{ pi
     forced = true
     while (isOurAgent(pid)) await new Promise((r) => setTimeout(r, 50))
   }
-  fs.rmSync(pidFile(runDir), { force: true })
-  return { pid, forced }
+  if (!foreground) fs.rmSync(pidFile(runDir), { force: true })
+  return { pid, forced, foreground }
 }
 
 /** Directories the unit's hardening hides from the service: ProtectHome=true and PrivateTmp=true. */

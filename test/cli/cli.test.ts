@@ -369,3 +369,58 @@ t.test('install-service --install-to copies the program where the hardened unit 
   t.match(v.out, /^enclave \d/)
   t.notOk(fs.existsSync(`${dest}/node_modules/tap`), 'without the development dependencies')
 })
+
+t.test('one error contract: one line, the README exit codes, --json with a version everywhere', async (t) => {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'enclave-cli-errors-'))
+  t.teardown(() => fs.rmSync(d, { recursive: true, force: true }))
+  const e = { ENCLAVE_RUN_DIR: path.join(d, 'run'), ENCLAVE_NO_SYSTEMD: '1', ENCLAVE_LOG_DIR: path.join(d, 'log') }
+  t.equal((await cli(['init', '--config-dir', d], e)).code, 0)
+  for (const [args, flag] of [
+    [['explain', '1.2.3.4', '--port', 'abc'], '--port'],
+    [['status', '--bogus'], '--bogus'],
+    [['run', '-v', 'loud'], '-v'],
+    [['peers', '--watch'], ''],
+  ] as Array<[string[], string]>) {
+    const r = await cli(args, e)
+    t.equal(r.code, 2, `${args.join(' ')}: exit 2`)
+    const lines = r.stderr.trim().split('\n')
+    t.equal(lines.length, 1, `${args.join(' ')}: one line (${r.stderr.trim()})`)
+    t.match(
+      lines[0],
+      new RegExp(`^Error: .*${flag.replace(/-/g, '\\-')}.*; see \`enclave ${args[0]} --help\`$`),
+      'names the flag and the help',
+    )
+    t.notMatch(r.stderr, /USAGE|›/, 'no usage dump, no wrapping')
+  }
+  const f = path.join(d, 'profiles', 'Universe.profile')
+  const good = fs.readFileSync(f, 'utf8')
+  fs.writeFileSync(f, JSON.stringify({ ...JSON.parse(good), Mtu: 'big' }))
+  const start = await cli(['start', '--config-dir', d], e)
+  t.equal(start.code, 2, 'start with a bad profile: exit 2, the profile error')
+  t.match(start.stderr, /Mtu: must be a number/)
+  t.notMatch(start.stderr, /exited during start/, 'found before anything is started')
+  fs.writeFileSync(f, good)
+  for (const cmd of ['pubkey', 'identity', 'address']) {
+    const r = await cli([cmd, '--config-dir', d, '--json'], e)
+    t.equal(r.code, 0, `${cmd} --json`)
+    t.equal(JSON.parse(r.stdout).version, 1, `${cmd} --json carries the version`)
+  }
+  const bad = await cli(['status', '--bogus', '--json'], e)
+  t.match(JSON.parse(bad.stdout), { version: 1, error: { code: 'EUSAGE' } }, 'errors in JSON carry it too')
+  const stop = await cli(['stop', '--json'], e)
+  t.match(JSON.parse(stop.stdout), { version: 1, stopped: false }, 'stop --json')
+  if (process.getuid?.() === 0) {
+    fs.chmodSync(d, 0o755) // nobody may enter the directory; the profile (0600) stays root's
+    // env -u NODE_OPTIONS: tap's process-info hook would write into .tap/ as nobody and fail.
+    const denied = await new Promise<{ code: number; stderr: string }>((resolve) => {
+      execFile(
+        '/usr/bin/env',
+        ['-u', 'NODE_OPTIONS', process.execPath, BIN, 'pubkey', '--config-dir', d],
+        { env: { ...process.env, ...e, HOME: d, DEBUG: '' }, cwd: d, uid: 65534, gid: 65534 },
+        (err, _out, stderr) => resolve({ code: err ? Number(err.code) : 0, stderr: String(stderr) }),
+      )
+    })
+    t.equal(denied.code, 4, `permission denied reading the profile: exit 4 (${denied.stderr.trim()})`)
+    t.match(denied.stderr, /permission denied reading the profile/)
+  }
+})
