@@ -211,7 +211,7 @@ export function validateProfile(file: string, raw: Record<string, unknown>): Pro
     const peer = peers.find((p) => p.identity === id)
     if (!peer) {
       if (unresolved.has(id) || unresolved.has('*')) continue
-      const known = peers.map((p) => p.identity).join(', ') || 'none'
+      const known = [...new Set(peers.map((p) => p.identity))].join(', ') || 'none'
       problems.push({
         path: where,
         reason:

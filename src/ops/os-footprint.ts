@@ -52,6 +52,9 @@ export class OsFootprint {
     return footprintTag(this.profile)
   }
 
+  /** ManageNat turned IP forwarding on (it was off): stop turns it off again. */
+  private enabledForward = false
+
   /** The profile changed (a reload); the interface, and so the tag, cannot change without a restart. */
   setProfile(p: Profile): void {
     this.profile = p
@@ -119,7 +122,8 @@ export class OsFootprint {
     if (!en.manageNat || !en.providesRoutes.length) return []
     if (!this.os.ipForwardEnabled()) {
       this.os.enableIpForward()
-      this.log?.info('ManageNat: enabled net.ipv4.ip_forward')
+      this.enabledForward = true
+      this.log?.info('ManageNat: enabled net.ipv4.ip_forward (stop turns it off again)')
     }
     if ((await this.os.natRules()) === undefined)
       return ['ManageNat needs iptables (iptables-nft works) and it is not installed: add the SNAT rules by hand (nft or iptables)']
@@ -141,10 +145,15 @@ export class OsFootprint {
     return warnings
   }
 
-  /** Removes ManageNat's SNAT rules (at stop). */
+  /** Removes ManageNat's SNAT rules, and turns IP forwarding off again if ManageNat turned it on (at stop). */
   async removeNat(): Promise<number> {
     const n = await this.os.removeTaggedNatRules(this.tag)
     if (n) this.log?.info({ rules: n }, 'ManageNat: removed our SNAT rules')
+    if (this.enabledForward && this.os.ipForwardEnabled()) {
+      this.os.disableIpForward()
+      this.enabledForward = false
+      this.log?.info('ManageNat: turned net.ipv4.ip_forward off again (it was off before the agent started)')
+    }
     return n
   }
 

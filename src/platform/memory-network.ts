@@ -124,6 +124,11 @@ export class MemoryOsNetwork implements OsNetwork {
     this.changes.push('sysctl net.ipv4.ip_forward=1')
   }
 
+  disableIpForward(): void {
+    this.ipForward = false
+    this.changes.push('sysctl net.ipv4.ip_forward=0')
+  }
+
   async lanAddressFor(cidr: Cidr): Promise<string | undefined> {
     return this.lanAddress(cidr)
   }

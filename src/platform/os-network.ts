@@ -20,6 +20,7 @@ export interface OsNetwork {
   removeDefaultRouteRules(fwmark: number): Promise<number>
   ipForwardEnabled(): boolean
   enableIpForward(): void
+  disableIpForward(): void
   lanAddressFor(cidr: Cidr): Promise<string | undefined>
   natRules(): Promise<NatRule[] | undefined>
   addNatRule(args: string[]): Promise<void>
@@ -41,6 +42,7 @@ export const linuxNetwork: OsNetwork = {
   removeDefaultRouteRules: net.removeDefaultRouteRules,
   ipForwardEnabled: net.ipForwardEnabled,
   enableIpForward: net.enableIpForward,
+  disableIpForward: net.disableIpForward,
   lanAddressFor: net.lanAddressFor,
   natRules: net.natRules,
   addNatRule: net.addNatRule,

@@ -28,6 +28,8 @@ if (skip) {
       addr: (await lab.exec(nsE, 'ip', ['-4', '-o', 'addr', 'show', 'dev', 'enclave0'])).stdout,
       routes: (await lab.exec(nsE, 'ip', ['route', 'show', 'table', 'all'])).stdout,
     })
+    const v6 = await lab.exec(nsE, 'ip', ['-6', 'addr', 'show', 'dev', 'enclave0'])
+    t.equal(v6.stdout.trim(), '', 'the TUN has no IPv6 address (the kernel sends nothing IPv6 into it: no not_ipv4 drops when idle)')
     const before = await snapshot()
     t.match(before.nat, /enclave:enclave0/, 'the exit node added its tagged SNAT rule')
     const second = lab.startAgent(E)

@@ -131,6 +131,7 @@ t.test('an exit node and a client: OS routes, SNAT with ManageNat, failover to a
   // e1 dies: the client sends, hears nothing, and moves the route to e2.
   await e1.agent!.stop('test: exit node down')
   t.same(e1.os.nat, [], 'a stopped exit node removed its SNAT rule')
+  t.notOk(e1.os.ipForward, 'and turned IP forwarding off again, as it found it')
   let moved = false
   for (let s = 0; s < 40 && !moved; s++) {
     await mesh.clock.advance(1000)

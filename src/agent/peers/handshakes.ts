@@ -5,6 +5,7 @@
  */
 import sodium from 'sodium-native'
 import { intToIp } from '../../common/ipv4.js'
+import { identityFromPublicKey } from '../../config/identity.js'
 import {
   COOKIE_REPLY_SIZE,
   INITIATION_SIZE,
@@ -231,8 +232,16 @@ export class Handshakes {
     const ci = await this.d.runTask({ op: 'consume', msg, privateKey: local.privateKey, publicKey: local.publicKey, nowMs: this.now() })
     if (this.closed) return
     const peer = ci ? this.d.peers.byPublicKey(ci.peerPublicKey) : undefined
-    if (!ci || !peer) {
-      this.d.log.network({ from }, 'handshake initiation from an unknown key or that does not authenticate: dropped')
+    if (!ci) {
+      this.d.log.network({ from }, 'handshake initiation that does not authenticate (not meant for our key): dropped')
+      return
+    }
+    if (!peer) {
+      const key = Buffer.from(ci.peerPublicKey).toString('base64')
+      this.d.log.network(
+        { from, key, identity: identityFromPublicKey(ci.peerPublicKey) },
+        'handshake initiation from a key that is not a peer: dropped (if it should be one: `enclave add <key>`)',
+      )
       return
     }
     const verdict = acceptInitiation(peer.crypto, ci, this.now(), 1000 / MAX_INITIATIONS_PER_PEER_PER_S)

@@ -14,6 +14,13 @@ import { type Cidr, cidrContains, intToIp, parseCidr } from '../../common/ipv4.j
 export const ROUTE_PROTO = '211'
 
 export async function configureInterface(dev: string, address: number, mtu: number): Promise<void> {
+  // The overlay is IPv4: without this the kernel gives the TUN a link-local IPv6 address and sends router
+  // solicitations and MLD reports into it, which idle agents counted as not_ipv4 drops.
+  try {
+    fs.writeFileSync(`/proc/sys/net/ipv6/conf/${dev}/disable_ipv6`, '1')
+  } catch {
+    /* no IPv6 in this kernel: nothing to turn off */
+  }
   await mustRun('ip', ['addr', 'add', `${intToIp(address)}/10`, 'dev', dev])
   await mustRun('ip', ['link', 'set', 'dev', dev, 'mtu', String(mtu), 'txqueuelen', '1000', 'up'])
 }
@@ -130,6 +137,10 @@ export function ipForwardEnabled(): boolean {
 
 export function enableIpForward(): void {
   fs.writeFileSync('/proc/sys/net/ipv4/ip_forward', '1')
+}
+
+export function disableIpForward(): void {
+  fs.writeFileSync('/proc/sys/net/ipv4/ip_forward', '0')
 }
 
 /** The source address this machine uses towards `cidr` (its LAN address for an exit node). */
