@@ -119,6 +119,10 @@ export class Agent implements AgentApi {
   /** What start acquired, in order; stop() undoes it in reverse. */
   private readonly undo: Undo[] = []
   private stopping = false
+  /** The start, the reload and the stop in progress: stop() waits for the first two before it undoes. */
+  private starting?: Promise<void>
+  private reloading?: Promise<unknown>
+  private stopped_?: Promise<void>
 
   constructor(
     readonly opts: AgentOptions,
@@ -134,10 +138,16 @@ export class Agent implements AgentApi {
     this.undo.push({ what, run })
   }
 
+  /** Between the steps of a start: a stop asked for meanwhile ends the start (stop then undoes what it got). */
+  private assertStarting(): void {
+    if (this.stopping) throw new EnclaveError('ESTOPPED', 'stopped while starting')
+  }
+
   /** Starts the agent; on failure, what it had acquired is released again before the error is thrown. */
   async start(): Promise<void> {
+    this.starting = this.startParts()
     try {
-      await this.startParts()
+      await this.starting
     } catch (e) {
       await this.stop(`start failed: ${(e as Error).message}`)
       throw e
@@ -176,12 +186,16 @@ export class Agent implements AgentApi {
     this.footprint = footprint
     // We hold the lock, so NAT rules with our tag are a crashed earlier run's.
     await footprint.removeStaleNat()
+    this.assertStarting()
     this.dev = await deps.openDevices(p, nWorkers, deps.os, deps.deviceOptions)
     this.acquired('devices', () => this.dev.close())
+    this.assertStarting()
     this.spoofWarnings = await footprint.installAntiSpoof(this.dev.ifname)
     this.acquired('anti-spoofing rules', () => footprint.removeAntiSpoof())
+    this.assertStarting()
     this.wire(nWorkers, pool)
     for (const cfg of p.peers) await this.addPeer(cfg)
+    this.assertStarting()
     await this.network.apply(p, this.peers)
     for (let i = 0; i < nWorkers; i++) this.rings.push(createRing(256))
     this.acquired('data-plane workers', async () => {
@@ -189,12 +203,14 @@ export class Agent implements AgentApi {
       await this.supervisor.stopAll()
     })
     await this.supervisor.startAll(nWorkers)
+    this.assertStarting()
     const d = this.dev
     const offload = d.offload ? (d.uso ? 'tso4+uso4+csum' : 'tso4+csum') : 'off'
     const address = `${intToIp(p.virtualAddress)}/10`
     this.log.info({ interface: d.ifname, address, mtu: p.mtu, port: d.port, workers: nWorkers, offload }, 'data plane up')
     this.acquired('routes and NAT rules', () => this.network.teardown())
     await this.network.applyOs(p, this.peers)
+    this.assertStarting()
     for (const r of this.rings) void this.dispatch.consume(new RingConsumer(r), () => this.stopping)
     const tick = deps.clock.setInterval(() => this.tick(), TICK_MS)
     this.acquired('timers', () => tick.clear())
@@ -212,6 +228,7 @@ export class Agent implements AgentApi {
     this.api = api
     await api.listen()
     this.acquired('control socket', () => api.close())
+    this.assertStarting()
     const cache = new PeerCache(
       this.opts.runDir,
       (now) => recentPeers(this.peers, this.memory, now),
@@ -381,7 +398,9 @@ export class Agent implements AgentApi {
           'EOTHERPROFILE',
           `the running agent runs ${ours}, not ${path.resolve(profile)}: that file was saved but is not applied (point the CLI at ${path.dirname(path.dirname(ours))} with --config-dir, or start an agent for it)`,
         )
-      return await this.applyReload()
+      if (this.stopping) throw new EnclaveError('ESTOPPED', 'the agent is stopping')
+      this.reloading = this.applyReload()
+      return (await this.reloading) as ReloadResult
     } catch (e) {
       this.log.error({ err: (e as Error).message }, 'reload refused; still running on the previous profile')
       throw e
@@ -474,9 +493,19 @@ export class Agent implements AgentApi {
   // ---------------------------------------------------------------- stop
 
   /** Undoes what start acquired, in reverse order; works after a start that failed halfway. */
-  async stop(why = 'requested'): Promise<void> {
-    if (this.stopping) return
-    this.stopping = true
+  stop(why = 'requested'): Promise<void> {
+    if (!this.stopped_) {
+      this.stopping = true
+      this.stopped_ = this.undoAll(why)
+    }
+    return this.stopped_
+  }
+
+  private async undoAll(why: string): Promise<void> {
+    // A start or reload in progress finishes its current step first (start then gives up): then
+    // everything either acquired is on the undo list.
+    await this.starting?.catch(() => undefined)
+    await this.reloading?.catch(() => undefined)
     this.log.info({ reason: why }, 'stopping')
     let failed = 0
     for (const u of this.undo.reverse()) {

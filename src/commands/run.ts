@@ -42,7 +42,13 @@ export default class Run extends BaseCommand {
     process.on('SIGHUP', () => {
       agent.reload().catch(() => undefined) // the agent logs a refused reload itself
     })
-    await agent.start() // a failed start has already undone what it acquired
+    try {
+      await agent.start() // a failed start has already undone what it acquired
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'ESTOPPED') throw e
+      await agent.stopped // a signal during the start: stopped cleanly, nothing to report
+      process.exit(0)
+    }
     sdNotify(`READY=1\nMAINPID=${process.pid}\nSTATUS=data plane up, control socket ready`)
     await agent.stopped
     process.exit(0)

@@ -7,6 +7,7 @@ import t from 'tap'
 import { REJECT_AFTER_TIME_MS, REKEY_AFTER_TIME_MS } from '../../src/protocol/constants.js'
 import { lockPath } from '../../src/ops/instance-lock.js'
 import { type MeshNode, Mesh, addrs } from '../helpers/mesh.js'
+import { intToIp } from '../../src/common/ipv4.js'
 import { generatePrivateKey, publicKeyFromPrivate } from '../../src/config/keys.js'
 import { createInitiation, localStatic, peerCrypto } from '../../src/protocol/noise.js'
 
@@ -258,4 +259,52 @@ t.test('under load the responder asks for cookies, and a real peer still gets it
     b.log.some((l) => l.includes('answered handshake initiation') && !l.includes(a.identity)),
     'no flooding key was answered',
   )
+})
+
+t.test('a stop while the start or a reload is in progress leaves nothing behind', async (t) => {
+  const mesh = new Mesh('stopstart')
+  t.teardown(() => mesh.close())
+  const e = mesh.node('exit')
+  const c = mesh.node('client')
+  e.os.lanAddress = () => '172.26.0.1'
+  mesh.writeProfile(e, {
+    Peers: [mesh.peer(c, { Endpoint: 'client.example.net:51820' })],
+    ExitNode: { ProvidesRoutes: [LAN], ManageNat: true },
+  })
+  let release!: () => void
+  const dnsAnswered = new Promise<void>((r) => (release = r))
+  const slowDns = async () => {
+    await dnsAnswered
+    return intToIp(c.ip)
+  }
+  const agent = mesh.agent(e, { deps: { resolve: slowDns } })
+  const started = agent.start().then(
+    () => 'started',
+    (x: { code?: string }) => x.code,
+  )
+  await mesh.until('the start to wait for DNS', () => e.os.raw.length > 0) // anti-spoofing is in: devices are open
+  const stopped = agent.stop('signal SIGTERM')
+  release()
+  t.equal(await started, 'ESTOPPED', 'the start gives up at its next step (it said "started" before, after the stop)')
+  await stopped
+  t.same(e.os.nat, [], 'no SNAT rule')
+  t.same(e.os.raw, [], 'no anti-spoofing rule')
+  t.same(e.os.rules, [], 'no policy rule')
+  t.same([...e.os.interfaces.keys()], [], 'no interface')
+  t.notOk(e.os.ipForward, 'IP forwarding as it was')
+  t.notOk(
+    fs.existsSync(lockPath(e.runDir)) && fs.readFileSync(lockPath(e.runDir), 'utf8').includes(String(process.pid)),
+    'the lock released',
+  )
+
+  // A reload that is still applying when the stop comes: the stop waits for it, then removes everything.
+  mesh.writeProfile(e, { Peers: [mesh.peer(c)], ExitNode: { ProvidesRoutes: [LAN], ManageNat: true } })
+  const again = mesh.agent(e)
+  await again.start()
+  mesh.writeProfile(e, { Peers: [mesh.peer(c)], ExitNode: { ProvidesRoutes: [LAN, '172.27.0.0/16'], ManageNat: true } })
+  const reloading = again.reload().catch((x: Error) => x.message)
+  await again.stop('signal SIGTERM')
+  await reloading
+  t.same(e.os.nat, [], 'no SNAT rule after a stop during a reload')
+  t.same([...e.os.interfaces.keys()], [])
 })
