@@ -25,6 +25,7 @@
 #include <netinet/udp.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -551,6 +552,12 @@ Napi::Value UnixDgramSend(const Napi::CallbackInfo& info) {
   return Num(info, r < 0 ? -e : (double)r);
 }
 
+// flock(fd, op) -> 0 | -errno (op: LOCK_SH 1, LOCK_EX 2, LOCK_NB 4, LOCK_UN 8). The kernel drops the
+// lock when the last descriptor of its open file closes, also when the process dies.
+Napi::Value Flock(const Napi::CallbackInfo& info) {
+  return Num(info, flock(I32(info, 0), I32(info, 1)) < 0 ? -errno : 0);
+}
+
 // dup2(oldFd, newFd) -> newFd | -errno (used to point stdout/stderr at a freshly rotated log file).
 Napi::Value Dup2(const Napi::CallbackInfo& info) {
   int r = dup2(I32(info, 0), I32(info, 1));
@@ -578,6 +585,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("poll2", Napi::Function::New(env, Poll2));
   exports.Set("peerCred", Napi::Function::New(env, PeerCred));
   exports.Set("dup2", Napi::Function::New(env, Dup2));
+  exports.Set("flock", Napi::Function::New(env, Flock));
   exports.Set("unixDgramSend", Napi::Function::New(env, UnixDgramSend));
   exports.Set("close", Napi::Function::New(env, Close));
   exports.Set("strerror", Napi::Function::New(env, StrError));

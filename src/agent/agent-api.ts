@@ -45,4 +45,8 @@ export interface AgentApi {
 export interface AgentTestHooks {
   /** Terminates data-plane worker i as a crash would (the supervisor restarts it). */
   crashWorker(i: number): void
+  /** Connection-table entries held for a peer slot (by the peer's identity while it exists, else by slot). */
+  flowsOf(peer: string | number): number
+  /** The slot of a configured peer. */
+  slotOf(peer: string): number | undefined
 }

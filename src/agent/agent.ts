@@ -40,7 +40,7 @@ import {
 } from '../ipc/layout.js'
 import { type RingBuffers, RingConsumer, createRing } from '../ipc/ring.js'
 import type { DataplaneTables, WorkerInit } from '../ipc/messages.js'
-import { createConntrack, ctCutPeer } from '../dataplane/conntrack.js'
+import { createConntrack, ctCutPeer, ctPeerCount } from '../dataplane/conntrack.js'
 import { PolicyState } from './network/policy-state.js'
 import { type LocalStatic, localStatic, peerCrypto } from '../protocol/noise.js'
 import type { StatusModel } from '../views/status-model.js'
@@ -184,11 +184,11 @@ export class Agent implements AgentApi {
     )
     const footprint = new OsFootprint(p, deps.os, this.log)
     this.footprint = footprint
-    // We hold the lock, so NAT rules with our tag are a crashed earlier run's.
-    await footprint.removeStaleNat()
-    this.assertStarting()
     this.dev = await deps.openDevices(p, nWorkers, deps.os, deps.deviceOptions)
     this.acquired('devices', () => this.dev.close())
+    this.assertStarting()
+    // The interface is ours (it did not exist), so NAT rules with its tag are a crashed earlier run's.
+    await footprint.removeStaleNat()
     this.assertStarting()
     this.spoofWarnings = await footprint.installAntiSpoof(this.dev.ifname)
     this.acquired('anti-spoofing rules', () => footprint.removeAntiSpoof())
@@ -333,6 +333,7 @@ export class Agent implements AgentApi {
 
   private sessionUp(peer: PeerRuntime): void {
     const now = this.deps.clock.now()
+    this.timers.sessionUp(peer) // before the failover below reads the peer's health
     const sent = peer.session.staged.length ? this.sessions.flushStaged(peer, now) : 0
     if (sent) this.log.debug({ peer: peer.cfg.identity, packets: sent }, 'sent packets queued during the handshake')
     else if (peer.session.current?.isInitiator && this.sessions.sendTransport(peer, new Uint8Array(0), now))
@@ -380,6 +381,11 @@ export class Agent implements AgentApi {
   /** Test hooks (the control socket offers them only when AgentDeps.testHooks is set). */
   readonly testHooks: AgentTestHooks = {
     crashWorker: (i) => this.supervisor.crash(i),
+    flowsOf: (peer) => {
+      const slot = typeof peer === 'number' ? peer : this.peers.byName(peer)?.slot
+      return slot === undefined ? 0 : ctPeerCount(new Int32Array(this.conntrack), slot)
+    },
+    slotOf: (peer) => this.peers.byName(peer)?.slot,
   }
 
   setVerbosity(level: number): void {
@@ -427,6 +433,9 @@ export class Agent implements AgentApi {
     // is dropped, a granted one's first passes).
     const workersApplied = await this.tablesApplied(gen)
     if (!workersApplied) this.log.warn({ gen }, 'reload: not every data-plane worker took the new tables within 3 s')
+    // Until the workers took the tables, packets routed to a removed peer's slot could still make entries
+    // (our own flows toward it): cut again now that no table names the slot (it is reused only later).
+    for (const peer of plan.removed) ctCutPeer(new Int32Array(this.conntrack), peer.slot)
     await this.network.applyOs(next, this.peers)
     this.api?.setGroup(next.controlGroup)
     await this.metrics?.sync(next.metricsListen)

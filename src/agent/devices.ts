@@ -5,6 +5,7 @@
  *  - `memoryDevices(port)`: queues on a MemoryNet (src/io/memory-net.ts), for agents in one process.
  * The TUN device disappears with its last queue.
  */
+import fs from 'node:fs'
 import { agentFwmark } from '../ops/route-installer.js'
 import { EnclaveError } from '../errors.js'
 import type { WorkerIo } from '../io/packet-io.js'
@@ -42,6 +43,22 @@ export type OpenDevices = (p: Profile, queues: number, os: OsNetwork, opts: Devi
 export const openNativeDevices: OpenDevices = async (p, queues, os, opts) => {
   const { native, openTunQueues, openUdp } = await import('../native/io.js')
   const { UdpSender } = await import('./udp-sender.js')
+  // A multi-queue TUN can be joined and a SO_REUSEPORT port shared: an agent of another run directory (or
+  // WireGuard) on the same interface or port would take part of our packets and our iptables tag. Refuse.
+  if (fs.existsSync(`/sys/class/net/${p.interface}`))
+    throw new EnclaveError(
+      'EBUSY',
+      `interface ${p.interface} already exists: another agent (with another run directory?) or another program uses it; set Interface in the profile`,
+    )
+  if (p.localPort !== 0) {
+    const probe = native.udpOpen(0, p.localPort, false, 0, 0, 0, false)
+    if (probe < 0)
+      throw new EnclaveError(
+        'EBIND',
+        `cannot bind UDP port ${p.localPort}: ${native.strerror(-probe)} (is another agent or WireGuard using it? set LocalPort in the profile)`,
+      )
+    native.close(probe)
+  }
   const tun = openTunQueues(p.interface, queues, opts.offload, opts.uso)
   const udp: number[] = []
   const closeAll = () => {

@@ -9,20 +9,22 @@ export default class Stop extends BaseCommand {
   static override enableJsonFlag = true
   static override flags = { ...runDirFlag }
 
-  async run(): Promise<{ stopped: boolean; pid?: number; foreground?: boolean; forced?: boolean; leftoversRemoved: number }> {
+  async run(): Promise<{ stopped: boolean; pid?: number; foreground?: number; forced?: boolean; leftoversRemoved: number }> {
     await this.parse(Stop)
-    let out: { stopped: boolean; pid?: number; foreground?: boolean; forced?: boolean }
+    let out: { stopped: boolean; pid?: number; foreground?: number; forced?: boolean }
     if (useSystemd()) {
       await systemctl('stop')
       this.log('Stopped (systemctl stop enclave)')
       out = { stopped: true }
     } else {
       const r = await stopDaemon(runDir())
-      if (!r.pid) this.log('The agent was not running')
-      else
+      if (r.foreground !== undefined) {
         this.log(
-          `Stopped the agent ${r.foreground ? 'running in the foreground ' : ''}(pid ${r.pid})${r.forced ? ' forcefully: it did not exit within 10 s' : ''}`,
+          `The agent runs in the foreground (pid ${r.foreground}, \`enclave run\`), not as a service: stop it with Ctrl-C where it runs, or \`sudo kill ${r.foreground}\``,
         )
+        process.exitCode = 1
+      } else if (!r.pid) this.log('The agent was not running')
+      else this.log(`Stopped the agent (pid ${r.pid})${r.forced ? ' forcefully: it did not exit within 10 s' : ''}`)
       out = { stopped: r.pid !== undefined, ...r }
     }
     const left = (await cleanupAfterCrash(this.configDirectory({}), runDir())) ?? 0

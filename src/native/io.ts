@@ -29,6 +29,8 @@ export interface NativeIo {
   /** SO_PEERCRED of a connected Unix socket; pid < 0 is -errno. */
   peerCred(fd: number): { pid: number; uid?: number; gid?: number }
   dup2(oldFd: number, newFd: number): number
+  /** flock(2): 0 or -errno (-EWOULDBLOCK when LOCK_NB finds it held). */
+  flock(fd: number, op: number): number
   /** One datagram to a Unix datagram socket ('@name': abstract); bytes sent or -errno. */
   unixDgramSend(path: string, data: string): number
   close(fd: number): number

@@ -8,7 +8,7 @@
 import { AgentNotRunning, callAgent, socketPath } from '../api/client.js'
 import { loadProfile, profilePath } from '../config/profile.js'
 import { OsFootprint } from './os-footprint.js'
-import { lockHolder } from './instance-lock.js'
+import { InstanceLock } from './instance-lock.js'
 
 /**
  * Removes what a dead agent of the profile in `configDir` left; returns how many routes and rules,
@@ -16,18 +16,29 @@ import { lockHolder } from './instance-lock.js'
  * profile cannot be read.
  */
 export async function cleanupAfterCrash(configDir: string, runDir: string): Promise<number | undefined> {
-  if (lockHolder(runDir) !== undefined) return undefined
-  try {
-    await callAgent({ op: 'ping' }, socketPath(runDir), 2000)
-    return undefined
-  } catch (e) {
-    if (!(e instanceof AgentNotRunning)) return undefined
-  }
   let profile: ReturnType<typeof loadProfile>
   try {
     profile = loadProfile(profilePath(configDir))
   } catch {
     return undefined
   }
-  return new OsFootprint(profile).removeAfterCrash()
+  // Held during the clean-up: an agent that starts meanwhile waits for nothing and removes nothing of ours,
+  // and we remove nothing of its.
+  let lock: InstanceLock
+  try {
+    lock = InstanceLock.acquire(runDir)
+  } catch {
+    return undefined // an agent holds the run directory: what is there is its own
+  }
+  try {
+    try {
+      await callAgent({ op: 'ping' }, socketPath(runDir), 2000)
+      return undefined
+    } catch (e) {
+      if (!(e instanceof AgentNotRunning)) return undefined
+    }
+    return await new OsFootprint(profile).removeAfterCrash()
+  } finally {
+    lock.release()
+  }
 }

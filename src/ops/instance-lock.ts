@@ -1,98 +1,96 @@
 /**
- * One agent per run directory: the first step of a start. The lock is a file (`agent.lock`) holding the
- * owner's pid and a token of its own, created atomically (written aside, then hard-linked into place,
- * which fails if it exists). A lock whose pid is gone (the agent was killed) is taken over; one whose
- * process lives makes a second start fail with "already running (pid N)" before it has changed anything.
- * Release removes the file only while it still holds this lock's token.
+ * One agent per run directory: the first step of a start. The lock is flock(2) on `agent.lock` in the run
+ * directory, which the kernel releases when its holder exits, however it exits (kill -9 included): there is
+ * no stale lock to judge, no pid reuse to be fooled by, and no race between two starts. The file holds the
+ * holder's pid, for messages only. A second start fails with "already running (pid N)" before it has
+ * changed anything. flock conflicts between two opens of the file in one process too, so agents run in one
+ * test process exclude each other just as processes do.
  */
-import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { EnclaveError } from '../errors.js'
+import { native } from '../native/io.js'
 import { ensurePrivateDir } from '../platform/linux/files.js'
 
 export const LOCK_NAME = 'agent.lock'
+const LOCK_SH = 1
+const LOCK_EX = 2
+const LOCK_NB = 4
+const LOCK_UN = 8
+const EWOULDBLOCK = 11
 
 export function lockPath(runDir: string): string {
   return path.join(runDir, LOCK_NAME)
 }
 
-/** The pid that holds the run directory's lock, if that process is alive. */
-export function lockHolder(runDir: string): number | undefined {
-  let pid: number
+function openLockFile(file: string, create: boolean): number | undefined {
+  // libuv opens with O_CLOEXEC: the lock is never inherited by the commands the agent runs.
+  const flags = (create ? fs.constants.O_RDWR | fs.constants.O_CREAT : fs.constants.O_RDONLY) | fs.constants.O_NOFOLLOW
   try {
-    pid = Number(fs.readFileSync(lockPath(runDir), 'utf8').split('\n')[0])
-  } catch {
-    return undefined
+    return fs.openSync(file, flags, 0o644)
+  } catch (e) {
+    if (!create && (e as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw e
   }
-  if (!Number.isInteger(pid) || pid <= 0) return undefined
-  return alive(pid) ? pid : undefined
 }
 
-function alive(pid: number): boolean {
+function pidIn(fd: number): number | undefined {
+  const buf = Buffer.alloc(32)
+  const n = fs.readSync(fd, buf, 0, buf.length, 0)
+  const pid = Number(buf.subarray(0, n).toString('utf8').trim())
+  return Number.isInteger(pid) && pid > 0 ? pid : undefined
+}
+
+/** The pid of the agent holding the run directory's lock, or undefined when nobody holds it. */
+export function lockHolder(runDir: string): number | undefined {
+  const fd = openLockFile(lockPath(runDir), false)
+  if (fd === undefined) return undefined
   try {
-    process.kill(pid, 0)
-    return true
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM'
+    if (native.flock(fd, LOCK_SH | LOCK_NB) === 0) return undefined // nobody holds it exclusively
+    return pidIn(fd) ?? -1
+  } finally {
+    fs.closeSync(fd) // also drops our shared lock
   }
 }
 
 export class InstanceLock {
-  private constructor(
-    private readonly file: string,
-    private readonly token: string,
-  ) {}
+  private constructor(private fd: number | undefined) {}
 
-  /** Takes the lock or throws ERUNNING naming the live holder. `stale` is told when a dead holder's lock is taken over. */
+  /**
+   * Takes the lock or throws ERUNNING naming the holder. `stale` is told the pid of an earlier holder that
+   * exited without releasing it (killed): the kernel released it, the file still names it.
+   */
   static acquire(runDir: string, stale?: (pid: number) => void): InstanceLock {
     ensurePrivateDir(runDir, 0o755)
     const file = lockPath(runDir)
-    const token = crypto.randomBytes(8).toString('hex')
-    const tmp = `${file}.${process.pid}.${token}`
-    fs.writeFileSync(tmp, `${process.pid}\n${token}\n`, { mode: 0o644 })
-    try {
-      for (let attempt = 0; attempt < 3; attempt++) {
-        try {
-          fs.linkSync(tmp, file)
-          return new InstanceLock(file, token)
-        } catch (e) {
-          if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e
-        }
-        let held: string
-        try {
-          held = fs.readFileSync(file, 'utf8')
-        } catch {
-          continue // released meanwhile
-        }
-        const pid = Number(held.split('\n')[0])
-        if (Number.isInteger(pid) && pid > 0 && alive(pid))
-          throw new EnclaveError('ERUNNING', `an agent is already running with run directory ${runDir} (pid ${pid}); nothing was changed`)
-        // A dead holder's lock: move it aside (atomic), check it is the one we read, then retry.
-        const aside = `${file}.stale.${process.pid}.${token}`
-        try {
-          fs.renameSync(file, aside)
-        } catch {
-          continue
-        }
-        const moved = fs.readFileSync(aside, 'utf8')
-        if (moved !== held) fs.renameSync(aside, file)
-        else {
-          fs.rmSync(aside, { force: true })
-          stale?.(pid)
-        }
-      }
-      throw new EnclaveError('ERUNNING', `could not take the agent lock ${file}; another agent is starting`)
-    } finally {
-      fs.rmSync(tmp, { force: true })
+    const fd = openLockFile(file, true) as number
+    const r = native.flock(fd, LOCK_EX | LOCK_NB)
+    if (r !== 0) {
+      const pid = r === -EWOULDBLOCK ? pidIn(fd) : undefined
+      fs.closeSync(fd)
+      if (r === -EWOULDBLOCK)
+        throw new EnclaveError(
+          'ERUNNING',
+          `an agent is already running with run directory ${runDir} (pid ${pid ?? 'unknown'}); nothing was changed`,
+        )
+      throw new EnclaveError('ELOCK', `cannot lock ${file}: ${native.strerror(-r)}`)
     }
+    const before = pidIn(fd)
+    if (before !== undefined && before !== process.pid) stale?.(before)
+    fs.ftruncateSync(fd, 0)
+    fs.writeSync(fd, `${process.pid}\n`, 0)
+    return new InstanceLock(fd)
   }
 
   release(): void {
+    if (this.fd === undefined) return
     try {
-      if (fs.readFileSync(this.file, 'utf8').split('\n')[1] === this.token) fs.rmSync(this.file, { force: true })
+      fs.ftruncateSync(this.fd, 0)
     } catch {
-      // already gone
+      /* the lock goes with the descriptor anyway */
     }
+    native.flock(this.fd, LOCK_UN)
+    fs.closeSync(this.fd)
+    this.fd = undefined
   }
 }

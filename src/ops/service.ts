@@ -115,16 +115,14 @@ export async function startDaemon(o: DaemonOptions): Promise<{ pid: number; log:
 
 /**
  * Stops the daemon in the pid file: SIGTERM, then SIGKILL after `graceMs`. An agent running in the
- * foreground (`enclave run`, no pid file, holding the run directory's lock) is stopped the same way.
+ * foreground (`enclave run`: no pid file, it holds the run directory's lock) is left alone and named.
  */
-export async function stopDaemon(runDir: string, graceMs = 10_000): Promise<{ pid?: number; forced: boolean; foreground?: boolean }> {
-  let pid = readPid(runDir)
-  let foreground = false
+export async function stopDaemon(runDir: string, graceMs = 10_000): Promise<{ pid?: number; forced: boolean; foreground?: number }> {
+  const pid = readPid(runDir)
   if (!pid || !isOurAgent(pid)) {
     fs.rmSync(pidFile(runDir), { force: true })
-    pid = lockHolder(runDir)
-    if (pid === undefined || !isOurAgent(pid)) return { forced: false }
-    foreground = true
+    const holder = lockHolder(runDir)
+    return holder !== undefined ? { forced: false, foreground: holder } : { forced: false }
   }
   process.kill(pid, 'SIGTERM')
   const deadline = Date.now() + graceMs
@@ -138,8 +136,8 @@ export async function stopDaemon(runDir: string, graceMs = 10_000): Promise<{ pi
     forced = true
     while (isOurAgent(pid)) await new Promise((r) => setTimeout(r, 50))
   }
-  if (!foreground) fs.rmSync(pidFile(runDir), { force: true })
-  return { pid, forced, foreground }
+  fs.rmSync(pidFile(runDir), { force: true })
+  return { pid, forced }
 }
 
 /** Directories the unit's hardening hides from the service: ProtectHome=true and PrivateTmp=true. */

@@ -26,7 +26,7 @@ if (skip) {
       nat: (await lab.exec(nsE, 'iptables', ['-w', '-t', 'nat', '-S', 'POSTROUTING'])).stdout,
       raw: (await lab.exec(nsE, 'iptables', ['-w', '-t', 'raw', '-S', 'PREROUTING'])).stdout,
       addr: (await lab.exec(nsE, 'ip', ['-4', '-o', 'addr', 'show', 'dev', 'enclave0'])).stdout,
-      routes: (await lab.exec(nsE, 'ip', ['route', 'show', 'table', 'all'])).stdout,
+      routes: (await lab.exec(nsE, 'ip', ['-4', 'route', 'show', 'table', 'all'])).stdout,
     })
     const v6 = await lab.exec(nsE, 'ip', ['-6', 'addr', 'show', 'dev', 'enclave0'])
     t.equal(v6.stdout.trim(), '', 'the TUN has no IPv6 address (the kernel sends nothing IPv6 into it: no not_ipv4 drops when idle)')
@@ -37,6 +37,12 @@ if (skip) {
     t.not(code, 0, 'the second run exits non-zero')
     t.match(second.log, new RegExp(`already running .*\\(pid ${first.pid}\\)`), 'and names the running pid')
     t.same(await snapshot(), before, 'SNAT and anti-spoofing rules, the TUN address and every route are unchanged')
+    // An agent of another profile and run directory, with the same (default) interface and port.
+    const E2 = lab.makeAgent({ name: 'e2', ns: nsE })
+    const other = lab.startAgent(E2)
+    t.not(await other.exited, 0, 'an agent of another run directory on the same interface does not start')
+    t.match(other.log, /interface enclave0 already exists: another agent/, 'and says why')
+    t.same(await snapshot(), before, 'and changed nothing either')
     t.ok(first.running, 'the first agent still runs')
     const st = await lab.cli(E, ['status', '--json'])
     t.equal(st.code, 0, 'and answers status')

@@ -97,6 +97,7 @@ if (skip) {
       await c.waitFor(/control socket ready/)
       const st = await stopCmd() // foreground agent: no pid file, but it answers on its socket
       t.notMatch(st.stdout, /Removed/, 'nothing removed while the agent answers')
+      t.match(st.stdout, new RegExp(`The agent runs in the foreground \\(pid ${c.pid}`), 'stop names the foreground agent and its pid')
       t.equal(await rules(), 1, 'its policy rule is intact')
       t.match(await ours(), /dev enclave/, 'its routes are intact')
       await c.stop('SIGKILL')

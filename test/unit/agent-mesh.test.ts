@@ -3,10 +3,11 @@
  * pool, timers and control socket, over a memory wire, with an in-memory OS and a clock the test moves.
  */
 import fs from 'node:fs'
+import path from 'node:path'
 import t from 'tap'
 import { REJECT_AFTER_TIME_MS, REKEY_AFTER_TIME_MS } from '../../src/protocol/constants.js'
-import { lockPath } from '../../src/ops/instance-lock.js'
-import { type MeshNode, Mesh, addrs } from '../helpers/mesh.js'
+import { lockHolder } from '../../src/ops/instance-lock.js'
+import { type MeshNode, Mesh, addrs, udpPacket } from '../helpers/mesh.js'
 import { intToIp } from '../../src/common/ipv4.js'
 import { generatePrivateKey, publicKeyFromPrivate } from '../../src/config/keys.js'
 import { createInitiation, localStatic, peerCrypto } from '../../src/protocol/noise.js'
@@ -196,27 +197,36 @@ t.test('one agent per run directory: a second start changes nothing', async (t) 
     'the running exit node keeps its SNAT rule',
   )
   t.ok(e.os.interfaces.has('enclave0'), 'and its interface')
-  t.ok(fs.existsSync(lockPath(e.runDir)), 'the first agent still holds the lock')
+  t.equal(lockHolder(e.runDir), process.pid, 'the first agent still holds the lock')
   t.ok(await mesh.udp(c, PRINTER, {}, e), 'and still forwards')
 })
 
 t.test('stop() after a start that failed halfway removes what was added', async (t) => {
   const mesh = new Mesh('partial')
   t.teardown(() => mesh.close())
-  const a = mesh.node('a')
-  const squatter = mesh.node('squatter')
-  squatter.ip = a.ip // the same underlay address and port: a's bind fails after its interface exists
-  mesh.writeProfile(a, {})
-  await mesh.start(squatter)
-  const agent = mesh.agent(a)
-  await t.rejects(agent.start(), { code: 'EBIND' }, 'the start fails at the UDP port')
+  const e = mesh.node('exit')
+  const c = mesh.node('client')
+  e.os.lanAddress = () => '172.26.0.1'
+  // An exit node that also uses a route through another exit node: routes, policy rules, SNAT, ip_forward.
+  mesh.writeProfile(e, {
+    Peers: [mesh.peer(c, { Endpoint: mesh.endpoint(c) })],
+    ExitNode: { ProvidesRoutes: [LAN], ManageNat: true, AvailableRoutes: { [c.identity]: ['0.0.0.0/0'] } },
+  })
+  // The control socket's path is taken by a directory: the start fails at its very end.
+  fs.mkdirSync(path.join(e.runDir, 'enclave.sock', 'in-the-way'), { recursive: true })
+  const agent = mesh.agent(e)
+  await t.rejects(agent.start(), 'the start fails at the control socket')
+  t.ok(e.os.changes.some((x) => x.startsWith('nat add')) && e.os.changes.some((x) => x.startsWith('route add')), 'it had got that far')
   await agent.stop('again') // a second stop is harmless
-  t.same(a.os.raw, [], 'no anti-spoofing rule is left')
-  t.same(a.os.nat, [], 'no NAT rule')
-  t.same([...a.os.interfaces.keys()], [], 'no interface')
-  t.notOk(fs.existsSync(lockPath(a.runDir)), 'and the lock is released')
+  t.same(e.os.raw, [], 'no anti-spoofing rule is left')
+  t.same(e.os.nat, [], 'no NAT rule')
+  t.same(e.os.routes, [], 'no route, no fail-closed twin')
+  t.same(e.os.rules, [], 'no policy rule')
+  t.notOk(e.os.ipForward, 'IP forwarding as it was')
+  t.same([...e.os.interfaces.keys()], [], 'no interface')
+  t.equal(lockHolder(e.runDir), undefined, 'and the lock is released')
   t.ok(
-    a.log.some((l) => l.includes('stopped; everything this agent added was removed')),
+    e.log.some((l) => l.includes('stopped; everything this agent added was removed')),
     'the log says so',
   )
 })
@@ -292,10 +302,7 @@ t.test('a stop while the start or a reload is in progress leaves nothing behind'
   t.same(e.os.rules, [], 'no policy rule')
   t.same([...e.os.interfaces.keys()], [], 'no interface')
   t.notOk(e.os.ipForward, 'IP forwarding as it was')
-  t.notOk(
-    fs.existsSync(lockPath(e.runDir)) && fs.readFileSync(lockPath(e.runDir), 'utf8').includes(String(process.pid)),
-    'the lock released',
-  )
+  t.equal(lockHolder(e.runDir), undefined, 'the lock released')
 
   // A reload that is still applying when the stop comes: the stop waits for it, then removes everything.
   mesh.writeProfile(e, { Peers: [mesh.peer(c)], ExitNode: { ProvidesRoutes: [LAN], ManageNat: true } })
@@ -307,4 +314,30 @@ t.test('a stop while the start or a reload is in progress leaves nothing behind'
   await reloading
   t.same(e.os.nat, [], 'no SNAT rule after a stop during a reload')
   t.same([...e.os.interfaces.keys()], [])
+})
+
+t.test('a removed peer leaves no flows for the next peer in its slot, also those made while the reload ran', async (t) => {
+  const mesh = new Mesh('cutwin')
+  t.teardown(() => mesh.close())
+  const a = mesh.node('laptop')
+  const b = mesh.node('server')
+  const policies = [{ SenderTags: ['laptops'], ReceiverTags: ['servers'], Acls: [{ Protocol: 'Udp', Ports: '7' }] }]
+  mesh.writeProfile(a, { Tags: ['laptops'], Policies: policies, Peers: [mesh.peer(b, { Endpoint: mesh.endpoint(b), Tags: ['servers'] })] })
+  mesh.writeProfile(b, { Tags: ['servers'], Policies: policies, Peers: [mesh.peer(a, { Tags: ['laptops'] })] })
+  await mesh.start(a)
+  await mesh.start(b)
+  t.ok(await mesh.udp(a, b, { dport: 7 }), 'session up')
+  const hooks = a.agent!.testHooks
+  const slot = hooks.slotOf(b.identity) as number
+  t.ok(hooks.flowsOf(slot) > 0, 'a tracks its own flow to b')
+  // a's admin removes b and reloads while a keeps sending to b's address.
+  mesh.writeProfile(a, { Tags: ['laptops'], Policies: policies, Peers: [] })
+  const reload = a.agent!.reload()
+  for (let i = 0; i < 20; i++) {
+    a.dev!.sendToTun(udpPacket(a.va, b.va, 41000 + i, 7, Buffer.from(`x${i}`)))
+    await new Promise((r) => setImmediate(r))
+  }
+  await reload
+  await mesh.settle()
+  t.equal(hooks.flowsOf(slot), 0, "none of b's entries are left for the next peer in its slot")
 })

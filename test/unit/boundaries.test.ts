@@ -61,7 +61,7 @@ const ALLOWED: Record<string, string[]> = {
   'src/compile': ['src/common', 'src/protocol', 'src/ipc', 'src/dataplane', 'src/platform', 'src/config'],
   'src/views': ['src/top', 'src/common', 'src/ipc', 'src/config', 'src/compile'],
   'src/api': ['src/top', 'src/config'],
-  'src/ops': ['src/top', 'src/common', 'src/platform', 'src/config', 'src/compile', 'src/log', 'src/views', 'src/api'],
+  'src/ops': ['src/top', 'src/common', 'src/native', 'src/platform', 'src/config', 'src/compile', 'src/log', 'src/views', 'src/api'],
   // The daemon only.
   'src/agent': [
     'src/top',

@@ -33,13 +33,12 @@ export interface TimerDeps {
 export class PeerTimers {
   constructor(private readonly d: TimerDeps) {}
 
+  /** A session came up (we initiated, or the peer's was confirmed): the peer answers again. */
+  sessionUp(peer: PeerRuntime): void {
+    peer.health.unresponsiveSinceMs = undefined
+  }
+
   tick(peer: PeerRuntime, now: number): void {
-    // Unresponsive until a session newer than the mark comes up (we initiated, or the peer's was confirmed).
-    const h = peer.health
-    if (h.unresponsiveSinceMs !== undefined && (peer.session.current?.createdMs ?? Number.NEGATIVE_INFINITY) >= h.unresponsiveSinceMs) {
-      h.unresponsiveSinceMs = undefined
-      this.d.onHealthChange()
-    }
     const kps: PeerTimerState['keypairs'] = {}
     for (const w of ['previous', 'current', 'next'] as const) if (peer.session[w]) kps[w] = peer.session[w]
     const state: PeerTimerState = {
