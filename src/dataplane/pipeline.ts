@@ -105,12 +105,27 @@ const LOG_DELIVERED = REASONS.length + 1
 const LOG_KEYS = REASONS.length + 2
 const LOG_KEY_NAMES: readonly string[] = [...REASONS, 'routed', 'delivered']
 /**
- * Attempts at the replay lock before the packet is dropped (replay_lock_busy). The lock guards a
- * few dozen instructions, so a running holder lets go within a few attempts; an uncontended lock is
- * taken at the first. 2^14 attempts take a few hundred microseconds: a holder that stopped (a
- * worker that died in it, until the supervisor frees it) costs that per packet, not the thread.
+ * Taking the replay lock: the lock guards a few dozen instructions, so a running holder lets go within a
+ * few attempts, and an uncontended lock is taken at the first. After REPLAY_LOCK_SPINS attempts (a few
+ * hundred microseconds) the holder is not running: preempted by the scheduler, or a worker that died in
+ * it (until the supervisor frees it). Then the worker sleeps 1 ms at a time (Atomics.wait on the lock
+ * word), REPLAY_LOCK_WAITS times at most, before it drops the packet (replay_lock_busy): a preempted
+ * holder gets a time slice to finish, a dead one costs at most that per packet, never the thread.
  */
 export const REPLAY_LOCK_SPINS = 1 << 14
+export const REPLAY_LOCK_WAITS = 20
+
+/** Takes keypair `kb`'s replay lock for `id` (bounded, see above); false when it stayed held. */
+export function takeReplayLock(kpI32: Int32Array, kb: number, id: number): boolean {
+  const w = kb + K_LOCK
+  for (let spins = 0; spins < REPLAY_LOCK_SPINS; spins++) if (Atomics.compareExchange(kpI32, w, 0, id) === 0) return true
+  for (let waits = 0; waits < REPLAY_LOCK_WAITS; waits++) {
+    const held = Atomics.load(kpI32, w)
+    if (held !== 0) Atomics.wait(kpI32, w, held, 1)
+    if (Atomics.compareExchange(kpI32, w, 0, id) === 0) return true
+  }
+  return false
+}
 
 export interface PipelineOptions {
   id: number
@@ -509,12 +524,8 @@ export class Pipeline {
           })
         continue
       }
-      // The replay lock, bounded (REPLAY_LOCK_SPINS).
-      let spins = 0
-      while (Atomics.compareExchange(kpI32, kb + K_LOCK, 0, this.lockId) !== 0 && ++spins < REPLAY_LOCK_SPINS) {
-        /* uncontended in practice: one worker per flow */
-      }
-      if (spins === REPLAY_LOCK_SPINS) {
+      // The replay lock, bounded (takeReplayLock): uncontended in practice, one worker per flow.
+      if (Atomics.compareExchange(kpI32, kb + K_LOCK, 0, this.lockId) !== 0 && !takeReplayLock(kpI32, kb, this.lockId)) {
         this.countReason(R.replay_lock_busy)
         if (this.log5(R.replay_lock_busy))
           this.post({

@@ -72,19 +72,23 @@ export class PacketRing {
     return true
   }
 
-  /** Copies the oldest packet to dst[off..] (at most max bytes); its length, or -1 when empty. */
+  /**
+   * Copies the oldest packet to dst[off..] (at most max bytes); its whole length (more than max when it
+   * did not fit: the caller drops it), or -1 when empty.
+   */
   pop(dst: Uint8Array, off: number, max: number): number {
     const head = Atomics.load(this.h, H_HEAD)
     if (head === Atomics.load(this.h, H_TAIL)) return -1
     const s = head & this.mask
     const m = s * META
-    const len = Math.min(this.meta[m], max)
+    const whole = this.meta[m]
+    const len = Math.min(whole, max)
     this.ip = this.meta[m + 1] >>> 0
     this.port = this.meta[m + 2]
     const from = s * this.slotBytes
     dst.set(this.data.subarray(from, from + len), off)
     Atomics.store(this.h, H_HEAD, (head + 1) | 0)
-    return len
+    return whole
   }
 }
 
@@ -148,7 +152,7 @@ export class MemoryPacketIo implements PacketIo {
     while (n < max) {
       const len = this.udpIn.pop(slab, n * slotSize, slotSize)
       if (len < 0) break
-      lens[n] = len
+      lens[n] = len > slotSize ? -1 : len // as the addon: longer than any valid message
       addrs[2 * n] = this.udpIn.ip
       addrs[2 * n + 1] = this.udpIn.port
       n++
@@ -172,6 +176,7 @@ export class MemoryPacketIo implements PacketIo {
     while (n < max) {
       const len = this.tunIn.pop(slab, n * slotSize + offset, slotSize - offset)
       if (len < 0) break
+      if (len > slotSize - offset) continue // longer than the MTU: the kernel would not have let it through
       lens[n++] = len
     }
     return n

@@ -116,6 +116,7 @@ export class MemoryPort {
       for (;;) {
         const len = r.pop(scratch, 0, scratch.length)
         if (len < 0) break
+        if (len > scratch.length) continue
         out.push({ srcIp: this.ip, srcPort: this.port, dstIp: r.ip, dstPort: r.port, data: scratch.slice(0, len) })
       }
     }
@@ -126,6 +127,7 @@ export class MemoryPort {
       for (;;) {
         const len = r.pop(scratch, 0, scratch.length)
         if (len < 0) break
+        if (len > scratch.length) continue
         this.fromTun.push(scratch.slice(0, len))
         tun++
       }

@@ -109,7 +109,7 @@ export class Mesh {
       },
     }
     const agent = new Agent(
-      { configDir: n.configDir, runDir: n.runDir, verbosity: opts.verbosity ?? 3, workers: opts.workers ?? 1 },
+      { configDir: n.configDir, runDir: n.runDir, verbosity: opts.verbosity ?? 3, workers: opts.workers ?? 2 },
       {
         clock: this.clock,
         os: n.os,

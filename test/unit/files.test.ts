@@ -3,6 +3,8 @@
  * `enclave start` refuses (before starting anything) when its pid or log path is such a link.
  */
 import t from 'tap'
+import { writeProfile } from '../../src/config/profile.js'
+import { generatePrivateKey } from '../../src/config/keys.js'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -74,7 +76,10 @@ t.test('enclave start refuses a symlink at the pid or log path before starting a
     process.env.ENCLAVE_LOG_DIR = logDir
     process.env.ENCLAVE_NO_SYSTEMD = '1'
     const target = plantLink(name === 'enclave.pid' ? runDir : logDir, name)
-    await t.rejects(startDaemon({ configDir: path.join(tmp, 'no-such-config'), runDir, verbosity: 1, timeoutMs: 3000 }), {
+    // A valid profile: start checks it before anything else, and the symlink is what must stop it here.
+    const configDir = fs.mkdtempSync(path.join(tmp, 'config-'))
+    writeProfile(path.join(configDir, 'profiles', 'Universe.profile'), { PrivateKey: generatePrivateKey().toString('base64'), Peers: [] })
+    await t.rejects(startDaemon({ configDir, runDir, verbosity: 1, timeoutMs: 3000 }), {
       code: 'ESYMLINK',
     })
     t.equal(fs.readFileSync(target, 'utf8'), 'precious\n', `the file behind a symlinked ${name} is untouched`)

@@ -94,3 +94,26 @@ t.test("the supervisor's release frees exactly the dead worker's locks", async (
   t.equal(kpI32[9 * K_FIELDS + K_LOCK - 1], 3, 'other fields are untouched')
   t.equal(releaseReplayLocks(kpI32, 2), 0, 'nothing left to free')
 })
+
+t.test('a holder that is not running for a few milliseconds (preempted) does not cost the packet', async (t) => {
+  const { takeReplayLock } = await import('../../src/dataplane/pipeline.js')
+  const { K_FIELDS, K_LOCK } = await import('../../src/ipc/layout.js')
+  const { Worker } = await import('node:worker_threads')
+  const sab = new SharedArrayBuffer(K_FIELDS * 4 * 4)
+  const kpI32 = new Int32Array(sab)
+  const kb = 2 * K_FIELDS
+  // Another thread takes the lock and holds it for 5 ms, as a worker descheduled inside it would.
+  const holder = new Worker(
+    `const { workerData, parentPort } = require('node:worker_threads')
+     const a = new Int32Array(workerData.sab)
+     Atomics.store(a, workerData.at, 3)
+     parentPort.postMessage('held')
+     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5)
+     Atomics.store(a, workerData.at, 0)`,
+    { eval: true, workerData: { sab, at: kb + K_LOCK } },
+  )
+  await new Promise((r) => holder.once('message', r))
+  t.ok(takeReplayLock(kpI32, kb, 1), 'the lock is taken once the holder lets go (a 0.3 ms spin alone gave up)')
+  t.equal(Atomics.load(kpI32, kb + K_LOCK), 1, 'by us')
+  await new Promise((r) => holder.once('exit', r))
+})
