@@ -1,25 +1,63 @@
 #!/usr/bin/env node
-// Runs the tap suite, streams its output, and ends with one plain summary line that any CI reads:
-// "N passed, N failed, N skipped". The exit code is tap's.
+// Runs the suite in its three parts and ends with one plain summary line that any CI reads:
+// "tests: N passed, N failed, N skipped". Parts: `unit` (no root; files in parallel), `cli` (the real
+// bin/run.js) and `netns` (root: real TUN, namespaces, iptables, wireguard-go; one file at a time).
+// `node scripts/test.mjs unit cli` runs some; extra tap arguments follow `--`.
+// With ENCLAVE_REQUIRE_ALL=1 (CI: root, every tool installed) a skipped test fails the run.
 import { spawn } from 'node:child_process'
 
-const tap = spawn(process.execPath, ['node_modules/tap/dist/esm/run.mjs', ...process.argv.slice(2)], {
-  stdio: ['inherit', 'pipe', 'inherit'],
-})
-let tail = ''
-tap.stdout.on('data', (d) => {
-  process.stdout.write(d)
-  tail = (tail + d.toString()).slice(-4000)
-})
-tap.on('exit', (code, signal) => {
-  // tap's last line is like "# { total: 15, pass: 12, fail: 1, todo: 2, skip: 1 }" (keys present only when non-zero).
-  const m = /# \{ (total: \d+[^}]*) \}/.exec(tail)
-  if (m) {
-    const n = Object.fromEntries(m[1].split(', ').map((kv) => kv.split(': ')))
-    const todo = n.todo ? `, ${n.todo} todo` : ''
-    console.log(`\ntests: ${n.pass ?? 0} passed, ${n.fail ?? 0} failed, ${n.skip ?? 0} skipped${todo} (${n.total} assertions)`)
-  } else {
-    console.log('\ntests: 0 passed, 1 failed (tap printed no summary)')
+const PARTS = {
+  unit: { files: 'test/unit/*.test.ts', jobs: 2 },
+  cli: { files: 'test/cli/*.test.ts', jobs: 1 },
+  netns: { files: 'test/netns/*.test.ts', jobs: 1 },
+}
+const argv = process.argv.slice(2)
+const dash = argv.indexOf('--')
+const names = (dash < 0 ? argv : argv.slice(0, dash)).filter((a) => a in PARTS)
+const extra = dash < 0 ? argv.filter((a) => !(a in PARTS)) : argv.slice(dash + 1)
+const chosen = names.length ? names : Object.keys(PARTS)
+
+function runPart(name) {
+  const { files, jobs } = PARTS[name]
+  return new Promise((resolve) => {
+    const started = Date.now()
+    const tap = spawn(process.execPath, ['node_modules/tap/dist/esm/run.mjs', `--jobs=${jobs}`, files, ...extra], {
+      stdio: ['inherit', 'pipe', 'inherit'],
+    })
+    let tail = ''
+    tap.stdout.on('data', (d) => {
+      process.stdout.write(d)
+      tail = (tail + d.toString()).slice(-4000)
+    })
+    tap.on('exit', (code, signal) => {
+      // tap's last line is like "# { total: 15, pass: 12, fail: 1, todo: 2, skip: 1 }" (keys only when non-zero).
+      const m = /# \{ (total: \d+[^}]*) \}/.exec(tail)
+      const n = m ? Object.fromEntries(m[1].split(', ').map((kv) => kv.split(': ').map((x, i) => (i ? Number(x) : x)))) : undefined
+      resolve({ name, code: code ?? (signal ? 1 : 0), n, seconds: (Date.now() - started) / 1000 })
+    })
+  })
+}
+
+const results = []
+for (const name of chosen) results.push(await runPart(name))
+const sum = { pass: 0, fail: 0, skip: 0, todo: 0, total: 0 }
+let failed = false
+console.log('')
+for (const r of results) {
+  if (!r.n) {
+    console.log(`${r.name}: tap printed no summary (exit ${r.code})`)
+    failed = true
+    sum.fail++
+    continue
   }
-  process.exit(code ?? (signal ? 1 : 0))
-})
+  for (const k of Object.keys(sum)) sum[k] += r.n[k] ?? 0
+  if (r.code !== 0) failed = true
+  console.log(`${r.name}: ${r.n.pass ?? 0} passed, ${r.n.fail ?? 0} failed, ${r.n.skip ?? 0} skipped in ${r.seconds.toFixed(0)} s`)
+}
+if (process.env.ENCLAVE_REQUIRE_ALL === '1' && sum.skip > 0) {
+  console.log(`ENCLAVE_REQUIRE_ALL=1: ${sum.skip} test(s) skipped, and here every test must run (see "# SKIP" above)`)
+  failed = true
+}
+const todo = sum.todo ? `, ${sum.todo} todo` : ''
+console.log(`\ntests: ${sum.pass} passed, ${sum.fail} failed, ${sum.skip} skipped${todo} (${sum.total} assertions)`)
+process.exit(failed ? 1 : 0)

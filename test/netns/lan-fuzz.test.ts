@@ -8,7 +8,7 @@ import fs from 'node:fs'
 import t from 'tap'
 import { haveCommand, Lab, peerEntry, ROOT, rootSkipReason, statusJson } from '../helpers/netns.js'
 
-const FRAMES = Number(process.env.ENCLAVE_LAN_FUZZ_FRAMES ?? 400_000)
+const FRAMES = Number(process.env.ENCLAVE_LAN_FUZZ_FRAMES ?? 100_000)
 const skip =
   rootSkipReason() ||
   (!haveCommand('iptables') ? 'iptables is not installed' : false) ||

@@ -3,7 +3,7 @@ import path from 'node:path'
 import t from 'tap'
 import { Lab, peerEntry, pingArgs, rootSkipReason, haveCommand, statusJson, ROOT } from '../helpers/netns.js'
 
-const FUZZ = Number(process.env.ENCLAVE_FUZZ_DATAGRAMS ?? 1_000_000)
+const FUZZ = Number(process.env.ENCLAVE_FUZZ_DATAGRAMS ?? 100_000)
 const skip = rootSkipReason() || (!haveCommand('python3') ? 'python3 is not installed (captures live traffic for the fuzzer)' : false)
 
 function rssMb(pid: number): number {
