@@ -24,7 +24,7 @@ import {
   type RawProfile,
 } from './schema.js'
 import { checkKeys } from './known-keys.js'
-import { type PolicyConfig, checkPolicies } from './policies.js'
+import { type PolicyConfig, checkPolicies, policiesSchema } from './policies.js'
 
 export interface Endpoint {
   host: string
@@ -237,8 +237,12 @@ export function validateProfile(file: string, raw: Record<string, unknown>): Pro
     availableRoutes.set(id, peer.availableRoutes)
   }
   const providesRoutes = provided.filter((c): c is Cidr => !!c)
-  // Policies are cross-checked once their shape is valid (zod reports shape problems above).
-  const policies = parsed.success ? checkPolicies(r.Policies, r.Tags ?? [], providesRoutes, problems) : undefined
+  // Policies are cross-checked once their own shape is valid (zod reports shape problems above), even when
+  // another part of the profile is wrong: every problem in one round.
+  const polShape = policiesSchema.safeParse(raw.Policies)
+  const selfTags = Array.isArray(raw.Tags) ? raw.Tags.filter((x): x is string => typeof x === 'string') : []
+  const policies =
+    raw.Policies !== undefined && polShape.success ? checkPolicies(polShape.data, selfTags, providesRoutes, problems) : undefined
   if (problems.length || !own) throw new ProfileError(file, dedupe(problems))
 
   return {

@@ -181,3 +181,21 @@ t.test('two problems in two policies give two lines', async (t) => {
   t.match(lines[0], /Policies\[0\]\.Acls\[0\]\.Ports/)
   t.match(lines[1], /Policies\[1\]\.SenderTags/)
 })
+
+t.test('Ports on an Icmp entry is reported in the same round as a mistake elsewhere in the profile', async (t) => {
+  const { validateProfile } = await import('../../src/config/profile.js')
+  const { generatePrivateKey } = await import('../../src/config/keys.js')
+  try {
+    validateProfile('/test/Universe.profile', {
+      PrivateKey: generatePrivateKey().toString('base64'),
+      Mtu: 'big',
+      Peers: [],
+      Policies: [{ SenderTags: ['a'], ReceiverTags: ['b'], Acls: [{ Protocol: 'Icmp', Ports: '22' }] }],
+    })
+    t.fail('the profile was accepted')
+  } catch (e) {
+    const paths = (e as { problems: Array<{ path: string }> }).problems.map((p) => p.path)
+    t.ok(paths.includes('Mtu'), 'the Mtu mistake')
+    t.ok(paths.includes('Policies[0].Acls[0].Ports'), 'and the Icmp Ports, at once')
+  }
+})
