@@ -1,4 +1,4 @@
-// Like alloc-probe.mjs, with the exit node enforcing 100 policies (issue 10): each round sends 64
+// Like alloc-probe.mjs, with the exit node enforcing 100 policies: each round sends 64
 // packets of established flows (a conntrack hit), 64 packets that each start a new flow (the policy
 // evaluator, then tracking), and the exit node's own packets to the client (tracked as its flows).
 // Prints {gcs, kinds, heapGrowth, packets} as JSON. Used by policy-pipeline.test.ts.

@@ -1,6 +1,6 @@
 /**
  * A LAN host forging a client's virtual address cannot make the exit node's kernel talk to the client
- * (issue 9, point 1: "own traffic" triggered from the LAN).
+ * ("own traffic" triggered from the LAN).
  *
  *   client (198.18.0.1) ── underlay veth ── exit (198.18.0.2; lan0 172.26.0.3/20) ── lan host 172.26.0.250/20
  *

@@ -111,7 +111,7 @@ if (skip) {
       `fuzz that reached the TUN was dropped as unsolicited (${lan.unsolicited}); drops ${JSON.stringify(lan.drops)}`,
     )
 
-    // Forged sources outside ProvidesRoutes (overlay addresses, the client's own, public ones): issue 9, point 1.
+    // Forged sources outside ProvidesRoutes (overlay addresses, the client's own, public ones).
     const forged = await round('forged', FRAMES / 2)
     t.ok(forged.running, 'the exit node survived the forged-source fuzzing')
     const leak = forged.cRx - forged.rcvd

@@ -1,5 +1,5 @@
 /**
- * Tags and policies, enforced by the receiver (issue 10), with real agents in namespaces made here:
+ * Tags and policies, enforced by the receiver, with real agents in namespaces made here:
  *
  *   laptop1, laptop2 (Tags laptops), stranger (no tags) ── bridge 198.18.0.0/24 ── exit (Tags exit-node)
  *   exit: lan0 172.26.0.3/20 ── printer 172.26.0.250/20 (routes 100.64.0.0/10 back via the exit node)

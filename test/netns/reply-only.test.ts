@@ -1,6 +1,6 @@
 /**
  * The guide's one security promise, tried as a LAN host would: hosts behind an exit node may answer
- * peers, never start traffic to them, whatever source address they forge (issue 9, point 1).
+ * peers, never start traffic to them, whatever source address they forge.
  *
  *   client (198.18.0.1) ── underlay veth ── exit (198.18.0.2; lan0 172.26.0.3/20) ── lan host 172.26.0.250/20
  *
