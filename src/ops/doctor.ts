@@ -17,6 +17,7 @@ export interface Check {
   result: 'pass' | 'warn' | 'fail'
   detail: string
   fix?: string
+  hint?: string
 }
 
 export async function runDoctor(configDir: string, probe?: string): Promise<Check[]> {
@@ -134,7 +135,7 @@ export function formatChecks(checks: Check[]): string {
   const lines: string[] = []
   for (const c of checks) {
     lines.push(`${tag[c.result]}  ${c.name}: ${c.detail}`)
-    if (c.fix && c.result !== 'pass') lines.push(`      fix: ${c.fix}`)
+    if (c.fix && c.result !== 'pass') lines.push(`      fix: ${c.fix}${c.hint ? ` (${c.hint})` : ''}`)
   }
   const fails = checks.filter((c) => c.result === 'fail').length
   const warns = checks.filter((c) => c.result === 'warn').length

@@ -38,7 +38,10 @@ export interface FootprintCheck {
   name: string
   result: 'pass' | 'warn' | 'fail'
   detail: string
+  /** The command that fixes it. */
   fix?: string
+  /** More about the fix (making it permanent, the alternative). */
+  hint?: string
 }
 
 export class OsFootprint {
@@ -199,7 +202,8 @@ export class OsFootprint {
         name: 'ip_forward',
         result: 'fail',
         detail: 'IP forwarding is off (net.ipv4.ip_forward = 0), so nothing reaches the LAN',
-        fix: `${IP_FORWARD_COMMAND} (and set it in /etc/sysctl.conf), or "ExitNode": {"ManageNat": true}`,
+        fix: IP_FORWARD_COMMAND,
+        hint: 'and set it in /etc/sysctl.conf, or let the agent manage it: "ExitNode": {"ManageNat": true}',
       })
     const rules = await this.os.natRules()
     for (const c of provides) {
@@ -228,5 +232,5 @@ export class OsFootprint {
 
 /** A failed or warned check as one status line: what is wrong, then the command that fixes it. */
 export function checkWarning(c: FootprintCheck): string {
-  return c.fix ? `${c.detail}: run \`${c.fix}\`` : c.detail
+  return c.fix ? `${c.detail}: run \`${c.fix}\`${c.hint ? ` (${c.hint})` : ''}` : c.detail
 }

@@ -128,3 +128,17 @@ const d = require('node:dgram').createSocket('udp4');
 const t = setTimeout(() => { console.log('timeout'); process.exit(1) }, 3000);
 d.on('message', (m) => { console.log(m.toString()); clearTimeout(t); d.close() });
 d.send('who am i', Number(process.argv[2]), process.argv[1]);`
+
+/**
+ * Pings `addr` from `ns` once a second (one echo each, 1 s to answer) until one is answered; resolves
+ * with the number of pings it took, or 0 after `tries`. A wait for a condition, not a ping train.
+ */
+export async function pingUntil(lab: Lab, ns: string, addr: string, tries = 30): Promise<number> {
+  for (let i = 1; i <= tries; i++) {
+    const started = Date.now()
+    if ((await lab.exec(ns, 'ping', ['-c', '1', '-W', '1', addr])).code === 0) return i
+    const left = 1000 - (Date.now() - started)
+    if (left > 0) await new Promise((r) => setTimeout(r, left))
+  }
+  return 0
+}

@@ -75,7 +75,7 @@ t.test('a stock wireguard-go peer joins with the exported config; route commands
 
   const radd = await lab.cli(A, ['route', 'add', phone.identity, '10.98.0.0/24'])
   t.equal(radd.code, 0, radd.stderr)
-  t.match(radd.stdout, /Applied to the running agent/)
+  t.match(radd.stdout, /Installed: 10\.98\.0\.0\/24 through \w+\./, 'the route add says the route is installed')
   const peer = (await statusJson(lab, A)).peers[0]
   t.same(
     peer.exitNodeFor.map((r: { route: string }) => r.route),
