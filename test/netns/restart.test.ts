@@ -147,6 +147,8 @@ if (skip) {
       await new Promise((r) => setTimeout(r, 1500))
       t.notOk(fs.lstatSync(cacheFile).isSymbolicLink(), 'and replaced by a regular file, not written through')
       t.ok((await pingUntil(lab, nsC, '172.26.0.250', 30)) > 0, "the LAN answers again (after the client's rekey timeout)")
+      const steady = await lab.exec(nsC, 'ping', ['-c', '10', '-i', '0.2', '-W', '1', '172.26.0.250'])
+      t.match(steady.stdout, / 10 received/, 'and keeps answering: 10 of 10')
     })
 
     t.equal(await c.stop(), 0)

@@ -341,3 +341,26 @@ t.test('a removed peer leaves no flows for the next peer in its slot, also those
   await mesh.settle()
   t.equal(hooks.flowsOf(slot), 0, "none of b's entries are left for the next peer in its slot")
 })
+
+t.test('an endpoint given by host name is looked up again while handshakes fail (dynamic DNS)', async (t) => {
+  const mesh = new Mesh('dns')
+  t.teardown(() => mesh.close())
+  const { a, b } = pair(mesh)
+  let answer = '198.18.0.77' // nobody there
+  mesh.writeProfile(a, { Peers: [mesh.peer(b, { Endpoint: 'peer-b.test:51820' })] })
+  await mesh.start(a, { deps: { resolve: async (host) => (host === 'peer-b.test' ? answer : Promise.reject(new Error('NXDOMAIN'))) } })
+  await mesh.start(b)
+  t.notOk(await mesh.udp(a, b, { timeoutMs: 500 }), 'the name points at a wrong address: no tunnel')
+  answer = intToIp(b.ip) // the name moves
+  let up = false
+  for (let s = 0; s < 30 && !up; s++) {
+    await mesh.advance(1000, 100)
+    up = mesh.peerStatus(a, b).state === 'Up'
+  }
+  t.ok(
+    a.log.some((l) => l.includes('peer endpoint name resolves to a new address')),
+    'the name was looked up again',
+  )
+  t.ok(up, 'and the tunnel came up by itself')
+  t.ok(await mesh.udp(a, b), 'traffic flows')
+})
