@@ -7,10 +7,10 @@ import path from 'node:path'
 import t from 'tap'
 import { REJECT_AFTER_TIME_MS, REKEY_AFTER_TIME_MS } from '../../src/protocol/constants.js'
 import { lockHolder } from '../../src/ops/instance-lock.js'
-import { type MeshNode, Mesh, addrs, udpPacket } from '../helpers/mesh.js'
+import { type MeshNode, Mesh, addrs, samePayload, udpPacket } from '../helpers/mesh.js'
 import { intToIp } from '../../src/common/ipv4.js'
 import { generatePrivateKey, publicKeyFromPrivate } from '../../src/config/keys.js'
-import { createInitiation, localStatic, peerCrypto } from '../../src/protocol/noise.js'
+import { cookieChecker, createCookieReply, createInitiation, localStatic, peerCrypto } from '../../src/protocol/noise.js'
 
 const LAN = '172.26.0.0/20'
 const PRINTER = '172.26.0.250'
@@ -363,4 +363,37 @@ t.test('an endpoint given by host name is looked up again while handshakes fail 
   )
   t.ok(up, 'and the tunnel came up by itself')
   t.ok(await mesh.udp(a, b), 'traffic flows')
+})
+
+t.test('forged cookie replies (they need only the public key) cannot stop a handshake', async (t) => {
+  const mesh = new Mesh('forgedcookie')
+  t.teardown(() => mesh.close())
+  const { a, b } = pair(mesh)
+  await mesh.start(a)
+  await mesh.start(b)
+  // An on-path observer answers every initiation it sees from a with a valid cookie reply of its own.
+  const bLocal = localStatic(Buffer.from(b.privateKey, 'base64'), Buffer.from(b.publicKey, 'base64'))
+  const checker = cookieChecker(mesh.clock.now())
+  let forged = 0
+  mesh.net.filter = (d) => {
+    if (d.srcIp === a.ip && d.data[0] === 1 && d.data.length === 148) {
+      const reply = createCookieReply(bLocal, checker, d.data, d.srcIp, d.srcPort, mesh.clock.now())
+      mesh.net.inject({ srcIp: b.ip, srcPort: b.port, dstIp: a.ip, dstPort: a.port, data: reply })
+      forged++
+    }
+    return d
+  }
+  // Steady traffic, as a ping would make: a packet every 20 ms for 2 s, each one staged while there is no session.
+  const sent: string[] = []
+  for (let i = 0; i < 100; i++) {
+    const payload = `ping ${i}`
+    sent.push(payload)
+    a.dev!.sendToTun(udpPacket(a.va, b.va, 40000, 7, Buffer.from(payload)))
+    await new Promise((r) => setTimeout(r, 20))
+  }
+  await mesh.settle()
+  const got = b.dev!.fromTun.filter((p) => sent.some((x) => samePayload(p, Buffer.from(x)))).length
+  t.ok(forged > 0, `${forged} forged cookie replies were sent`)
+  t.ok(got >= 80, `the session came up and carried the traffic anyway (${got} of 100 delivered)`)
+  t.equal(mesh.peerStatus(a, b).state, 'Up')
 })

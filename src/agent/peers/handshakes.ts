@@ -206,8 +206,10 @@ export class Handshakes {
     const peer = initiating ?? this.d.peers.get(this.d.keypairs.ownerOf(index) ?? -1)
     if (!peer || !consumeCookieReply(peer.crypto, msg, now)) return
     if (initiating) {
-      this.d.log.protocol({ peer: peer.cfg.identity }, 'peer is under load: got a cookie; retrying handshake with mac2')
-      peer.hs.lastSentMs = -Infinity
+      // As WireGuard: the cookie only gives the next retransmission (at REKEY_TIMEOUT) its mac2. Our
+      // initiation stays pending: anyone who sees it on the wire can forge a cookie reply for it (it needs
+      // only the responder's public key), and retrying at once would drop the real response to it.
+      this.d.log.protocol({ peer: peer.cfg.identity }, 'peer is under load: got a cookie; the next retry carries mac2')
     } else {
       this.d.log.protocol({ peer: peer.cfg.identity }, 'peer is under load: got a cookie for our response; the next one carries mac2')
     }
