@@ -13,6 +13,7 @@
  * ProvidesRoutes is parsed and keeps the result as `policies` (undefined = no Policies key =
  * compatibility mode, everything allowed).
  */
+import { freeText } from './free-text.js'
 import { z } from 'zod'
 import { type Cidr, cidrContains, intToIp, parseCidr, parseIpv4 } from '../common/ipv4.js'
 
@@ -81,7 +82,7 @@ const route = z.string().superRefine((s, ctx) => {
   if (typeof r === 'string') ctx.addIssue({ code: 'custom', message: r })
 })
 
-const description = z.string().max(200)
+const description = freeText(200)
 
 export const aclSchema = z
   .object({

@@ -4,6 +4,7 @@
  * known peers, no duplicates) live in profile.ts. Keys are PascalCase, as in the original
  * product. Unknown keys pass through untouched so that a rewrite keeps them.
  */
+import { freeText } from './free-text.js'
 import { LOG_LEVELS_TEXT, parseLogLevel } from '../common/log-levels.js'
 import { z } from 'zod'
 import { decodeKey } from './keys.js'
@@ -96,7 +97,7 @@ export const peerSchema = z
     Endpoint: endpoint.optional(),
     PersistentKeepalive: z.number().int().min(0).max(65535).optional(),
     PresharedKey: key.optional(),
-    Description: z.string().max(200).optional(),
+    Description: freeText(200).optional(),
     Tags: tags.optional(),
   })
   .passthrough()

@@ -424,3 +424,32 @@ t.test('one error contract: one line, the README exit codes, --json with a versi
     t.match(denied.stderr, /permission denied reading the profile/)
   }
 })
+
+t.test('free text cannot inject a [Peer] into an exported config; export -o writes 0600', async (t) => {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'enclave-cli-export-'))
+  t.teardown(() => fs.rmSync(d, { recursive: true, force: true }))
+  t.equal((await cli(['init', '--config-dir', d], env)).code, 0)
+  const phone = keyPair()
+  const evil = await cli(['add', phone.pkB64, '-d', 'phone\n[Peer]\nAllowedIPs = 0.0.0.0/0', '--config-dir', d], env)
+  t.equal(evil.code, 2, 'a Description with a newline is refused')
+  t.match(evil.stderr, /Description: must not contain control characters/)
+  const f = path.join(d, 'profiles', 'Universe.profile')
+  const raw = JSON.parse(fs.readFileSync(f, 'utf8'))
+  raw.Peers = [{ PublicKey: phone.pkB64, Description: 'phone\r\n[Peer]' }]
+  fs.writeFileSync(f, JSON.stringify(raw))
+  const hand = await cli(['status', '--offline', '--config-dir', d], env)
+  t.equal(hand.code, 2, 'also when written into the profile by hand')
+  t.match(hand.stderr, /Peers\[0\]\.Description: must not contain control characters/)
+  raw.Peers = [{ PublicKey: phone.pkB64, Description: 'phone' }]
+  fs.writeFileSync(f, JSON.stringify(raw))
+  const keyFile = path.join(d, 'phone.key')
+  fs.writeFileSync(keyFile, `${phone.skB64}\n`, { mode: 0o600 })
+  const out = path.join(d, 'phone.conf')
+  const ex = await cli(
+    ['export', 'wireguard', 'phone', '--endpoint', '198.18.0.1:51820', '--private-key-file', keyFile, '-o', out, '--config-dir', d],
+    env,
+  )
+  t.equal(ex.code, 0, ex.stderr)
+  t.equal(fs.statSync(out).mode & 0o777, 0o600, 'the config with a private key is readable by its owner only')
+  t.equal((fs.readFileSync(out, 'utf8').match(/\[Peer\]/g) ?? []).length, 1, 'one [Peer]')
+})

@@ -19,6 +19,10 @@ AllowedIPs are this system's virtual address and the routes it provides as an ex
   static override flags = {
     endpoint: Flags.string({ description: 'how the peer reaches this system, host:port (its public address and LocalPort)' }),
     'private-key-file': Flags.string({ description: "a file with the peer's own private key, to make a complete config" }),
+    output: Flags.string({
+      char: 'o',
+      description: 'write the config to this file, mode 0600 (it may hold a private key), instead of stdout',
+    }),
     keepalive: Flags.integer({ description: 'PersistentKeepalive for the peer, seconds (0 = off)', min: 0, max: 65535, default: 25 }),
     ...configDirFlag,
   }
@@ -38,7 +42,18 @@ AllowedIPs are this system's virtual address and the routes it provides as an ex
       peerPrivateKey: key,
       keepalive: flags.keepalive,
     })
-    if (!this.jsonEnabled()) {
+    if (flags.output) {
+      // Written aside with O_EXCL and mode 0600, then renamed: never readable by others, never half-written.
+      const tmp = `${flags.output}.${process.pid}.tmp`
+      const fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600)
+      try {
+        fs.writeFileSync(fd, out.config)
+      } finally {
+        fs.closeSync(fd)
+      }
+      fs.renameSync(tmp, flags.output)
+      this.logToStderr(`Wrote ${flags.output} (mode 0600)`)
+    } else if (!this.jsonEnabled()) {
       process.stdout.write(out.config)
       if (out.incomplete.length)
         this.logToStderr(`Note: fill in ${out.incomplete.join(' and ')} before use (see \`enclave export wireguard --help\`).`)
