@@ -123,3 +123,12 @@ t.test('a provider that throws gives 500, and a busy port is an error', async (t
     { code: 'EADDRINUSE' },
   )
 })
+
+t.test('a metrics endpoint beyond loopback is warned about (it has no authentication)', async (t) => {
+  const { metricsOnLoopback } = await import('../../src/agent/observability/metrics.js')
+  t.ok(metricsOnLoopback('127.0.0.1:9586'))
+  t.ok(metricsOnLoopback('localhost:9586'))
+  t.ok(metricsOnLoopback('[::1]:9586'))
+  t.notOk(metricsOnLoopback('0.0.0.0:9586'), '0.0.0.0 is every interface')
+  t.notOk(metricsOnLoopback('198.18.0.1:9586'))
+})

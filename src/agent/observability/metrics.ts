@@ -230,6 +230,11 @@ export class MetricsEndpoint {
     try {
       this.server = await startMetrics(want, this.status, this.log)
       this.log.info({ listen: want }, 'metrics endpoint ready')
+      if (!metricsOnLoopback(want))
+        this.log.warn(
+          { listen: want },
+          'the metrics endpoint has no authentication and listens beyond loopback: anyone who reaches it sees your peers and traffic (use 127.0.0.1, or a firewall)',
+        )
     } catch (e) {
       this.log.error({ listen: want, err: (e as Error).message }, 'metrics endpoint could not start')
     }
@@ -239,4 +244,10 @@ export class MetricsEndpoint {
     await this.server?.close()
     this.server = undefined
   }
+}
+
+/** Whether a MetricsListen address (host:port) is on loopback only. */
+export function metricsOnLoopback(listen: string): boolean {
+  const host = listen.replace(/:\d+$/, '').replace(/^\[|\]$/g, '')
+  return host === 'localhost' || host === '::1' || /^127\./.test(host)
 }
