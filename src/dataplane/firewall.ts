@@ -262,7 +262,8 @@ export class Firewall {
     const ihl = (b[p] & 15) * 4
     if (len < ihl + 8) return 0
     const l4 = p + ihl
-    if (proto === PROTO_ICMP && (b[l4] === 3 || b[l4] === 11 || b[l4] === 12)) return 0
+    // ICMP errors and redirects are answers, never flows of ours.
+    if (proto === PROTO_ICMP && isIcmpError(b[l4])) return 0
     const flags = proto === PROTO_TCP && len >= ihl + 14 ? b[l4 + 13] : 0
     const ttl = ttlFor(proto, flags)
     this.portsInto(b, p, proto, false)
@@ -276,6 +277,10 @@ export class Firewall {
       ctTouch(this.ct, e, nowS, ttl, !ctEntryOwn(this.ct, e), -1)
       return 0
     }
+    // A TCP flow of ours starts with a SYN. A mid-connection segment without an entry belongs to a flow
+    // that was cut (a policy revoked it): it must not come back as ours, or the peer's side of it would
+    // pass as our replies and the revocation would last only until the next segment we send.
+    if (proto === PROTO_TCP && (flags & (TCP_SYN | TCP_ACK)) !== TCP_SYN) return 0
     const r = ctTrack16(this.ct, proto, pHi, pLo, sHi, sLo, P[0], P[1], peer, nowS, ttl, CT_OWN, 0)
     return r === CT_EVICTED || r === CT_FULL ? r : 0
   }
@@ -285,6 +290,9 @@ export class Firewall {
     this.sweepAt = ctSweep(this.ct, nowS, this.sweepAt, SWEEP_PER_TICK)
   }
 }
+
+const TCP_SYN = 0x02
+const TCP_ACK = 0x10
 
 /** ICMP types that quote the packet they answer: unreachable, source quench, redirect, time exceeded, parameter problem. */
 function isIcmpError(type: number): boolean {

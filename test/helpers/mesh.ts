@@ -288,3 +288,49 @@ export function logFields(line: string): Record<string, string> {
   for (const m of line.matchAll(/(\w+)=("(?:[^"\\]|\\.)*"|\S+)/g)) out[m[1]] = m[2].startsWith('"') ? JSON.parse(m[2]) : m[2]
   return out
 }
+
+export const TCP = { FIN: 0x01, SYN: 0x02, RST: 0x04, PSH: 0x08, ACK: 0x10 } as const
+
+/** An IPv4/TCP segment with the given flags (IP checksum set; the TCP checksum is not checked in memory). */
+export function tcpPacket(
+  src: string,
+  dst: string,
+  sport: number,
+  dport: number,
+  flags: number,
+  payload: Uint8Array = new Uint8Array(0),
+): Uint8Array {
+  const u = udpPacket(src, dst, sport, dport, new Uint8Array(12 + payload.length))
+  const p = new Uint8Array(40 + payload.length)
+  p.set(u.subarray(0, 20))
+  const len = p.length
+  p[2] = len >> 8
+  p[3] = len & 255
+  p[9] = 6
+  p[10] = 0
+  p[11] = 0
+  const c = checksum(p, 0, 20)
+  p[10] = c >> 8
+  p[11] = c & 255
+  p[20] = sport >> 8
+  p[21] = sport & 255
+  p[22] = dport >> 8
+  p[23] = dport & 255
+  p[32] = 5 << 4 // data offset: 20 bytes
+  p[33] = flags
+  p[34] = 0xff // window
+  p.set(payload, 40)
+  return p
+}
+
+/** Whether `p` is a TCP segment from `sport` to `dport` carrying `payload`. */
+export function tcpCarries(p: Uint8Array, sport: number, dport: number, payload: string): boolean {
+  if (p.length < 40 || p[9] !== 6) return false
+  const ihl = (p[0] & 15) * 4
+  const off = ihl + (p[ihl + 12] >> 4) * 4
+  return (
+    ((p[ihl] << 8) | p[ihl + 1]) === sport &&
+    ((p[ihl + 2] << 8) | p[ihl + 3]) === dport &&
+    Buffer.from(p.subarray(off)).toString() === payload
+  )
+}

@@ -7,7 +7,7 @@ import path from 'node:path'
 import t from 'tap'
 import { REJECT_AFTER_TIME_MS, REKEY_AFTER_TIME_MS } from '../../src/protocol/constants.js'
 import { lockHolder } from '../../src/ops/instance-lock.js'
-import { type MeshNode, Mesh, addrs, samePayload, udpPacket } from '../helpers/mesh.js'
+import { type MeshNode, Mesh, TCP, addrs, samePayload, tcpCarries, tcpPacket, udpPacket } from '../helpers/mesh.js'
 import { intToIp } from '../../src/common/ipv4.js'
 import { generatePrivateKey, publicKeyFromPrivate } from '../../src/config/keys.js'
 import { cookieChecker, createCookieReply, createInitiation, localStatic, peerCrypto } from '../../src/protocol/noise.js'
@@ -396,4 +396,42 @@ t.test('forged cookie replies (they need only the public key) cannot stop a hand
   t.ok(forged > 0, `${forged} forged cookie replies were sent`)
   t.ok(got >= 80, `the session came up and carried the traffic anyway (${got} of 100 delivered)`)
   t.equal(mesh.peerStatus(a, b).state, 'Up')
+})
+
+t.test('a revoked TCP flow stays cut while the receiving side keeps sending', async (t) => {
+  const mesh = new Mesh('revoke')
+  t.teardown(() => mesh.close())
+  const a = mesh.node('laptop')
+  const b = mesh.node('server')
+  const pol = (acls: unknown[]) => [{ SenderTags: ['laptops'], ReceiverTags: ['servers'], Acls: acls }]
+  const serverProfile = (acls: unknown[]) => ({ Tags: ['servers'], Policies: pol(acls), Peers: [mesh.peer(a, { Tags: ['laptops'] })] })
+  mesh.writeProfile(a, {
+    Tags: ['laptops'],
+    Policies: pol([{ Protocol: 'Tcp', Ports: '9100' }]),
+    Peers: [mesh.peer(b, { Endpoint: mesh.endpoint(b), Tags: ['servers'] })],
+  })
+  mesh.writeProfile(b, serverProfile([{ Protocol: 'Tcp', Ports: '9100' }]))
+  await mesh.start(a)
+  await mesh.start(b)
+  // The laptop opens TCP to the server's own port 9100; the server answers; data both ways.
+  const toServer = async (flags: number, data: string, timeoutMs = 1000) => {
+    a.dev!.sendToTun(tcpPacket(a.va, b.va, 50000, 9100, flags, Buffer.from(data)))
+    return b.dev!.nextFromTun((p) => tcpCarries(p, 50000, 9100, data), timeoutMs)
+  }
+  const toLaptop = async (flags: number, data: string) => {
+    b.dev!.sendToTun(tcpPacket(b.va, a.va, 9100, 50000, flags, Buffer.from(data)))
+    return a.dev!.nextFromTun((p) => tcpCarries(p, 9100, 50000, data), 1000)
+  }
+  t.ok(await toServer(TCP.SYN, '', 3000), 'SYN reaches the server')
+  t.ok(await toLaptop(TCP.SYN | TCP.ACK, ''), 'SYN-ACK reaches the laptop')
+  t.ok(await toServer(TCP.ACK | TCP.PSH, 'hello'), 'data to the server')
+  // The server's admin revokes Tcp 9100.
+  mesh.writeProfile(b, serverProfile([{ Protocol: 'Icmp' }]))
+  await b.agent!.reload()
+  let passed = 0
+  for (let i = 0; i < 5; i++) {
+    await toLaptop(TCP.ACK | TCP.PSH, `keepalive ${i}`) // the server keeps talking, as an SSH server would
+    if (await toServer(TCP.ACK | TCP.PSH, `data ${i}`, 300)) passed++
+  }
+  t.equal(passed, 0, "none of the laptop's segments passes after the revocation (before: the server's next segment re-opened the flow)")
 })
