@@ -19,7 +19,7 @@ const POLICY: Level = {
 const PEER: Level = {
   keys: ['PublicKey', 'Identity', 'VirtualAddress', 'Endpoint', 'PersistentKeepalive', 'PresharedKey', 'Description', 'Tags'],
 }
-const EXIT_NODE: Level = { keys: ['ProvidesRoutes', 'AvailableRoutes', 'ManageNat', 'SnatAddress', 'ForceRoutes'] }
+const EXIT_NODE: Level = { keys: ['ProvidesRoutes', 'AvailableRoutes', 'ManageNat', 'SnatAddress', 'ForceRoutes', 'AllowIpv6'] }
 
 export const PROFILE_KEYS: Level = {
   keys: [

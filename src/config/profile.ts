@@ -65,6 +65,8 @@ export interface Profile {
     manageNat: boolean
     snatAddress?: number
     forceRoutes: boolean
+    /** IPv6 may use the local network while 0.0.0.0/0 goes through an exit node (ExitNode.AllowIpv6). */
+    allowIpv6: boolean
   }
   logLevel?: number
   controlGroup?: string
@@ -263,6 +265,7 @@ export function validateProfile(file: string, raw: Record<string, unknown>): Pro
       manageNat: en.ManageNat ?? false,
       snatAddress: en.SnatAddress ? (parseIpv4(en.SnatAddress) as number) : undefined,
       forceRoutes: en.ForceRoutes ?? false,
+      allowIpv6: en.AllowIpv6 ?? false,
     },
     logLevel: r.LogLevel === undefined ? undefined : parseLogLevel(r.LogLevel),
     controlGroup: r.ControlGroup,

@@ -118,6 +118,8 @@ export const exitNodeSchema = z
       .optional(),
     /** Install AvailableRoutes even where they overlap a connected subnet or an existing route. */
     ForceRoutes: z.boolean().optional(),
+    /** With 0.0.0.0/0 through an exit node, let IPv6 use the local network (blocked by default: it would leave in clear). */
+    AllowIpv6: z.boolean().optional(),
   })
   .passthrough()
 

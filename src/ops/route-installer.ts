@@ -11,7 +11,7 @@
  * leftovers (removeCrashLeftovers) or the next start replaces them (the first sync).
  */
 import type { Cidr } from '../common/ipv4.js'
-import { isOurUnreachable } from '../platform/linux/net.js'
+import { ipv6BlockMetric, isOurUnreachable } from '../platform/linux/net.js'
 import { type OsNetwork, linuxNetwork } from '../platform/os-network.js'
 import type { AgentLogger } from '../log/logger.js'
 import { type RouteDecision, decideRoutes } from '../compile/routes.js'
@@ -25,6 +25,7 @@ export class OsRouteInstaller {
   private installed: Cidr[] = []
   private decisions: RouteDecision[] = []
   private defaultRules = false
+  private ipv6Blocked = false
   /** The first sync also removes what a run that did not stop cleanly left (after installing ours). */
   private first = true
 
@@ -45,7 +46,7 @@ export class OsRouteInstaller {
   }
 
   /** Makes the OS routes match `wanted`; `carrier(route)` names the exit node for the log. */
-  async sync(wanted: Cidr[], force: boolean, carrier: (route: string) => string | undefined): Promise<void> {
+  async sync(wanted: Cidr[], force: boolean, carrier: (route: string) => string | undefined, blockIpv6 = true): Promise<void> {
     const existing = (await this.os.listRoutes('main')).filter((r) => !this.isInstalled(r.dst) && !isOurUnreachable(r, this.fwmark))
     const decisions = decideRoutes(wanted, existing, this.ifname, force)
     const table = String(this.fwmark)
@@ -87,6 +88,17 @@ export class OsRouteInstaller {
       await this.os.removeDefaultRouteRules(this.fwmark)
       this.defaultRules = false
     }
+    // 0.0.0.0/0 through an exit node: IPv6 must not leave in clear beside it (unless the profile allows it).
+    const v6 = ipv6BlockMetric(this.fwmark)
+    if (installed.some((c) => c.len === 0) && blockIpv6) {
+      if (!this.ipv6Blocked) {
+        this.ipv6Blocked = await this.os.addIpv6Block(v6)
+        if (this.ipv6Blocked) this.log.info('IPv6 is blocked while 0.0.0.0/0 goes through an exit node (ExitNode.AllowIpv6 allows it)')
+      }
+    } else if (this.ipv6Blocked || this.first) {
+      await this.os.delIpv6Block(v6)
+      this.ipv6Blocked = false
+    }
     for (const c of stale) {
       if (installed.some((i) => i.text === c.text)) continue
       await this.os.delUnreachableRoute(c, this.fwmark, c.len === 0 ? table : undefined)
@@ -114,8 +126,10 @@ export class OsRouteInstaller {
   async removeAll(): Promise<void> {
     for (const c of this.installed) await this.delPair(c)
     if (this.defaultRules) await this.os.removeDefaultRouteRules(this.fwmark)
+    if (this.ipv6Blocked) await this.os.delIpv6Block(ipv6BlockMetric(this.fwmark))
     this.installed = []
     this.defaultRules = false
+    this.ipv6Blocked = false
   }
 }
 
@@ -130,5 +144,6 @@ export async function removeCrashLeftovers(fwmark: number, os: OsNetwork = linux
   for (const c of await os.listUnreachableRoutes(fwmark, table)) if (await os.delUnreachableRoute(c, fwmark, table)) n++
   for (const c of await os.listUnreachableRoutes(fwmark, 'main')) if (await os.delUnreachableRoute(c, fwmark)) n++
   n += await os.removeDefaultRouteRules(fwmark)
+  if (await os.delIpv6Block(ipv6BlockMetric(fwmark))) n++
   return n
 }

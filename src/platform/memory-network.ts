@@ -95,6 +95,21 @@ export class MemoryOsNetwork implements OsNetwork {
     return out
   }
 
+  /** IPv6 unreachable defaults by metric (the memory machine has IPv6). */
+  readonly ipv6Blocks = new Set<number>()
+
+  async addIpv6Block(metric: number): Promise<boolean> {
+    this.ipv6Blocks.add(metric)
+    this.changes.push(`route6 add unreachable default metric ${metric}`)
+    return true
+  }
+
+  async delIpv6Block(metric: number): Promise<boolean> {
+    const had = this.ipv6Blocks.delete(metric)
+    if (had) this.changes.push(`route6 del unreachable default metric ${metric}`)
+    return had
+  }
+
   async addDefaultRouteRules(fwmark: number): Promise<void> {
     await this.removeDefaultRouteRules(fwmark)
     this.rules.push({ priority: 32761, spec: `not fwmark ${fwmark} table ${fwmark}` })

@@ -17,6 +17,8 @@ export interface OsNetwork {
   delUnreachableRoute(cidr: Cidr, metric: number, table?: string): Promise<boolean>
   listUnreachableRoutes(metric: number, table?: string): Promise<Cidr[]>
   addDefaultRouteRules(fwmark: number): Promise<void>
+  addIpv6Block(metric: number): Promise<boolean>
+  delIpv6Block(metric: number): Promise<boolean>
   removeDefaultRouteRules(fwmark: number): Promise<number>
   ipForwardEnabled(): boolean
   enableIpForward(): void
@@ -39,6 +41,8 @@ export const linuxNetwork: OsNetwork = {
   delUnreachableRoute: net.delUnreachableRoute,
   listUnreachableRoutes: net.listUnreachableRoutes,
   addDefaultRouteRules: net.addDefaultRouteRules,
+  addIpv6Block: net.addIpv6Block,
+  delIpv6Block: net.delIpv6Block,
   removeDefaultRouteRules: net.removeDefaultRouteRules,
   ipForwardEnabled: net.ipForwardEnabled,
   enableIpForward: net.enableIpForward,

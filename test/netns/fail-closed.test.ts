@@ -25,6 +25,14 @@ if (skip) {
     await lab.link(nsE, 'lan0', '172.26.0.3/20', nsL, 'eth0', '172.26.0.250/20')
     // The underlay's default route: without the tunnel, traffic would leave this way, unencrypted.
     await lab.sh('ip', ['-n', nsC, 'route', 'add', 'default', 'via', '198.18.0.2'])
+    // And an IPv6 default route: with 0.0.0.0/0 in the tunnel, IPv6 would leave this way in clear.
+    await lab.sh('ip', ['-n', nsC, '-6', 'addr', 'add', '2001:db8:1::1/64', 'dev', 'eth0', 'nodad'])
+    await lab.sh('ip', ['-n', nsC, '-6', 'route', 'add', 'default', 'via', '2001:db8:1::2', 'dev', 'eth0'])
+    const route6 = async () => {
+      const r = await lab.exec(nsC, 'ip', ['-6', 'route', 'get', '2001:db8:99::1'])
+      return (r.stdout + r.stderr).trim()
+    }
+    const ipv6Before = await route6()
     await lab.exec(nsE, 'sysctl', ['-w', 'net.ipv4.ip_forward=1'])
     const C = lab.makeAgent({ name: 'client', ns: nsC })
     const E = lab.makeAgent({ name: 'exit', ns: nsE })
@@ -39,7 +47,7 @@ if (skip) {
     await e.waitFor(/control socket ready/)
 
     const routeGet = (dst: string) => lab.exec(nsC, 'ip', ['route', 'get', dst])
-    const ours = async () => (await lab.exec(nsC, 'ip', ['route', 'show', 'table', 'all', 'proto', '211'])).stdout.trim()
+    const ours = async () => (await lab.exec(nsC, 'ip', ['-4', 'route', 'show', 'table', 'all', 'proto', '211'])).stdout.trim()
     const rules = async () => ((await lab.exec(nsC, 'ip', ['rule', 'show'])).stdout.match(/not from all fwmark/g) ?? []).length
     const stopCmd = () =>
       lab.exec(nsC, process.execPath, [BIN, 'stop'], 30000, {
@@ -63,6 +71,12 @@ if (skip) {
       )
       t.match((await routeGet('192.0.2.1')).stdout, /dev enclave/, '0.0.0.0/0 goes into the tunnel')
       t.match((await routeGet('172.26.0.250')).stdout, /dev enclave/, 'the LAN subnet goes into the tunnel')
+      t.match(ipv6Before, /via 2001:db8:1::2 dev eth0/, 'before the agent, IPv6 left through the local router')
+      t.match(
+        await route6(),
+        /unreachable|Network is unreachable|No route to host/,
+        'with 0.0.0.0/0 in the tunnel, IPv6 does not leave in clear',
+      )
       const list = await ours()
       t.match(list, /unreachable default table \d+ metric \d+/, 'fail-closed twin of 0.0.0.0/0 in our table')
       t.match(list, /unreachable 172\.26\.0\.0\/20 metric \d+/, 'fail-closed twin of the LAN subnet in main')
@@ -73,6 +87,7 @@ if (skip) {
       t.equal(await rules(), 1, 'the policy rule remains')
       await refused(t, '192.0.2.1', '0.0.0.0/0 after kill -9')
       await refused(t, '172.26.0.250', 'the LAN subnet after kill -9')
+      t.match(await route6(), /unreachable|Network is unreachable|No route to host/, 'IPv6 stays blocked after kill -9')
       t.match((await routeGet('198.18.0.2')).stdout, /dev eth0/, 'the underlay itself stays reachable')
 
       const rawLeft = await lab.exec(nsC, 'iptables', ['-w', '-t', 'raw', '-S', 'PREROUTING'])
@@ -88,6 +103,7 @@ if (skip) {
       const raw = await lab.exec(nsC, 'iptables', ['-w', '-t', 'raw', '-S', 'PREROUTING'])
       t.notMatch(raw.stdout, /enclave:/, 'and the anti-spoofing rules')
       t.match((await routeGet('192.0.2.1')).stdout, /via 198\.18\.0\.2 dev eth0/, 'once stopped on purpose, the underlay is used again')
+      t.match(await route6(), /via 2001:db8:1::2 dev eth0/, 'and IPv6 too')
       const again = await stopCmd()
       t.notMatch(again.stdout, /Removed/, 'a second stop has nothing to remove')
     })

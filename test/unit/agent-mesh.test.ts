@@ -435,3 +435,28 @@ t.test('a revoked TCP flow stays cut while the receiving side keeps sending', as
   }
   t.equal(passed, 0, "none of the laptop's segments passes after the revocation (before: the server's next segment re-opened the flow)")
 })
+
+t.test('0.0.0.0/0 through an exit node blocks IPv6 (it would leave in clear) unless the profile allows it', async (t) => {
+  const mesh = new Mesh('ipv6')
+  t.teardown(() => mesh.close())
+  const e = mesh.node('exit')
+  const c = mesh.node('client')
+  mesh.writeProfile(e, { Peers: [mesh.peer(c)], ExitNode: { ProvidesRoutes: ['0.0.0.0/0'] } })
+  const client = (extra: Record<string, unknown>) =>
+    mesh.writeProfile(c, {
+      Peers: [mesh.peer(e, { Endpoint: mesh.endpoint(e) })],
+      ExitNode: { AvailableRoutes: { [e.identity]: ['0.0.0.0/0'] }, ...extra },
+    })
+  client({})
+  await mesh.start(e)
+  await mesh.start(c)
+  t.equal(c.os.ipv6Blocks.size, 1, 'an IPv6 unreachable default is in place')
+  client({ AllowIpv6: true })
+  await c.agent!.reload()
+  t.equal(c.os.ipv6Blocks.size, 0, 'ExitNode.AllowIpv6 lifts it')
+  client({})
+  await c.agent!.reload()
+  t.equal(c.os.ipv6Blocks.size, 1, 'and it is back')
+  await c.agent!.stop('test')
+  t.equal(c.os.ipv6Blocks.size, 0, 'stop removes it')
+})

@@ -61,7 +61,7 @@ export class NetworkState {
   /** The OS side of `apply`: routes and rules, ManageNat, then the exit-node checks (after the workers run). */
   async applyOs(profile: Profile, peers: PeerTable): Promise<void> {
     const carrier = (route: string) => peers.get(this.routing.carrier(route) ?? -1)?.cfg.identity
-    await this.routes.sync(wantedRoutes(peers.list().map(routePeer)), profile.exitNode.forceRoutes, carrier)
+    await this.routes.sync(wantedRoutes(peers.list().map(routePeer)), profile.exitNode.forceRoutes, carrier, !profile.exitNode.allowIpv6)
     this.footprint.setProfile(profile)
     const nat = await this.footprint.applyNat()
     const checks = profile.exitNode.providesRoutes.length ? await this.footprint.check(this.routes.ifname, true) : []

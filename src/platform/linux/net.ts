@@ -105,6 +105,24 @@ export function isOurUnreachable(r: OsRoute, metric: number): boolean {
   return r.type === 'unreachable' && r.protocol === ROUTE_PROTO && r.metric === metric
 }
 
+/**
+ * With 0.0.0.0/0 through an exit node, IPv6 would still leave through the local network in clear: an
+ * `unreachable default` IPv6 route (ours: proto 211, a metric of our own, better than a router's default)
+ * keeps it in, while the agent runs and after it dies. Returns false when the kernel has no IPv6.
+ */
+export async function addIpv6Block(metric: number): Promise<boolean> {
+  return (await run('ip', ['-6', 'route', 'replace', 'unreachable', 'default', 'proto', ROUTE_PROTO, 'metric', String(metric)])).code === 0
+}
+
+export async function delIpv6Block(metric: number): Promise<boolean> {
+  return (await run('ip', ['-6', 'route', 'del', 'unreachable', 'default', 'proto', ROUTE_PROTO, 'metric', String(metric)])).code === 0
+}
+
+/** The metric of an agent's IPv6 block (from its fwmark, so that agents with distinct LocalPorts differ). */
+export function ipv6BlockMetric(fwmark: number): number {
+  return 1 + (fwmark % 1000)
+}
+
 export const RULE_PRIO_SUPPRESS = 32760
 export const RULE_PRIO_TABLE = 32761
 
