@@ -8,5 +8,14 @@ export function freeText(max: number) {
   return z
     .string()
     .max(max)
-    .refine((s) => !/[\u0000-\u001f\u007f]/.test(s), 'must not contain control characters (newlines, tabs, escapes)')
+    .refine((s) => !hasControlCharacter(s), 'must not contain control characters (newlines, tabs, escapes)')
+}
+
+/** Whether `s` holds a C0 control character or DEL. */
+export function hasControlCharacter(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    if (c < 0x20 || c === 0x7f) return true
+  }
+  return false
 }
