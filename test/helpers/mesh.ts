@@ -99,6 +99,32 @@ export class Mesh {
     writeProfile(n.profileFile, { PrivateKey: n.privateKey, LocalPort: n.port, Peers: [], ExitNode: {}, ...extra })
   }
 
+  /**
+   * A laptop (tag laptops) and a server (tag servers) with Policies that let laptops start `acls` to
+   * servers, written into both profiles. `server(o)` rewrites the server's profile: the laptop untagged
+   * (`tagged: false`) or other Acls; the laptop keeps its own profile.
+   */
+  laptopAndServer(acls: unknown[] = [{ Protocol: 'Udp', Ports: '7' }], description?: string) {
+    const a = this.node('laptop')
+    const b = this.node('server')
+    const policies = (list: unknown[]) => [
+      { ...(description ? { Description: description } : {}), SenderTags: ['laptops'], ReceiverTags: ['servers'], Acls: list },
+    ]
+    this.writeProfile(a, {
+      Tags: ['laptops'],
+      Policies: policies(acls),
+      Peers: [this.peer(b, { Endpoint: this.endpoint(b), Tags: ['servers'] })],
+    })
+    const server = (o: { tagged?: boolean; acls?: unknown[] } = {}) =>
+      this.writeProfile(b, {
+        Tags: ['servers'],
+        Policies: policies(o.acls ?? acls),
+        Peers: [this.peer(a, o.tagged === false ? {} : { Tags: ['laptops'] })],
+      })
+    server()
+    return { a, b, server }
+  }
+
   /** Builds the node's Agent over the memory wire (not started). */
   agent(n: MeshNode, opts: { workers?: number; verbosity?: number; deps?: Partial<AgentDeps> } = {}): Agent {
     const open = memoryDevices(this.net, n.ip)

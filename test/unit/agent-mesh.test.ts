@@ -150,17 +150,13 @@ t.test('an exit node and a client: OS routes, SNAT with ManageNat, failover to a
 t.test('tags and policies end to end, changed by a reload', async (t) => {
   const mesh = new Mesh('policy')
   t.teardown(() => mesh.close())
-  const a = mesh.node('laptop')
-  const b = mesh.node('server')
-  const policies = [{ SenderTags: ['laptops'], ReceiverTags: ['servers'], Acls: [{ Protocol: 'Udp', Ports: '7' }] }]
-  mesh.writeProfile(a, { Tags: ['laptops'], Policies: policies, Peers: [mesh.peer(b, { Endpoint: mesh.endpoint(b), Tags: ['servers'] })] })
-  mesh.writeProfile(b, { Tags: ['servers'], Policies: policies, Peers: [mesh.peer(a, { Tags: ['laptops'] })] })
+  const { a, b, server } = mesh.laptopAndServer()
   await mesh.start(a)
   await mesh.start(b)
   t.ok(await mesh.udp(a, b, { dport: 7 }), 'UDP 7 from a laptop is allowed')
   t.notOk(await mesh.udp(a, b, { dport: 8, timeoutMs: 500 }), 'UDP 8 is not')
   // The server's admin removes the laptop's tag and reloads.
-  mesh.writeProfile(b, { Tags: ['servers'], Policies: policies, Peers: [mesh.peer(a)] })
+  server({ tagged: false })
   await b.agent!.reload()
   let dropped = false
   for (let i = 0; i < 20 && !dropped; i++) dropped = !(await mesh.udp(a, b, { dport: 7, timeoutMs: 300 }))
@@ -319,11 +315,8 @@ t.test('a stop while the start or a reload is in progress leaves nothing behind'
 t.test('a removed peer leaves no flows for the next peer in its slot, also those made while the reload ran', async (t) => {
   const mesh = new Mesh('cutwin')
   t.teardown(() => mesh.close())
-  const a = mesh.node('laptop')
-  const b = mesh.node('server')
+  const { a, b } = mesh.laptopAndServer()
   const policies = [{ SenderTags: ['laptops'], ReceiverTags: ['servers'], Acls: [{ Protocol: 'Udp', Ports: '7' }] }]
-  mesh.writeProfile(a, { Tags: ['laptops'], Policies: policies, Peers: [mesh.peer(b, { Endpoint: mesh.endpoint(b), Tags: ['servers'] })] })
-  mesh.writeProfile(b, { Tags: ['servers'], Policies: policies, Peers: [mesh.peer(a, { Tags: ['laptops'] })] })
   await mesh.start(a)
   await mesh.start(b)
   t.ok(await mesh.udp(a, b, { dport: 7 }), 'session up')
@@ -401,16 +394,7 @@ t.test('forged cookie replies (they need only the public key) cannot stop a hand
 t.test('a revoked TCP flow stays cut while the receiving side keeps sending', async (t) => {
   const mesh = new Mesh('revoke')
   t.teardown(() => mesh.close())
-  const a = mesh.node('laptop')
-  const b = mesh.node('server')
-  const pol = (acls: unknown[]) => [{ SenderTags: ['laptops'], ReceiverTags: ['servers'], Acls: acls }]
-  const serverProfile = (acls: unknown[]) => ({ Tags: ['servers'], Policies: pol(acls), Peers: [mesh.peer(a, { Tags: ['laptops'] })] })
-  mesh.writeProfile(a, {
-    Tags: ['laptops'],
-    Policies: pol([{ Protocol: 'Tcp', Ports: '9100' }]),
-    Peers: [mesh.peer(b, { Endpoint: mesh.endpoint(b), Tags: ['servers'] })],
-  })
-  mesh.writeProfile(b, serverProfile([{ Protocol: 'Tcp', Ports: '9100' }]))
+  const { a, b, server } = mesh.laptopAndServer([{ Protocol: 'Tcp', Ports: '9100' }])
   await mesh.start(a)
   await mesh.start(b)
   // The laptop opens TCP to the server's own port 9100; the server answers; data both ways.
@@ -426,7 +410,7 @@ t.test('a revoked TCP flow stays cut while the receiving side keeps sending', as
   t.ok(await toLaptop(TCP.SYN | TCP.ACK, ''), 'SYN-ACK reaches the laptop')
   t.ok(await toServer(TCP.ACK | TCP.PSH, 'hello'), 'data to the server')
   // The server's admin revokes Tcp 9100.
-  mesh.writeProfile(b, serverProfile([{ Protocol: 'Icmp' }]))
+  server({ acls: [{ Protocol: 'Icmp' }] })
   await b.agent!.reload()
   let passed = 0
   for (let i = 0; i < 5; i++) {

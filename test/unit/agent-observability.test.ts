@@ -65,31 +65,18 @@ t.test(
   async (t) => {
     const mesh = new Mesh('confirm')
     t.teardown(() => mesh.close())
-    const a = mesh.node('laptop')
-    const b = mesh.node('server')
-    const policies = [{ SenderTags: ['laptops'], ReceiverTags: ['servers'], Acls: [{ Protocol: 'Udp', Ports: '7' }] }]
-    const serverProfile = (tagged: boolean) => ({
-      Tags: ['servers'],
-      Policies: policies,
-      Peers: [mesh.peer(a, tagged ? { Tags: ['laptops'] } : {})],
-    })
-    mesh.writeProfile(a, {
-      Tags: ['laptops'],
-      Policies: policies,
-      Peers: [mesh.peer(b, { Endpoint: mesh.endpoint(b), Tags: ['servers'] })],
-    })
-    mesh.writeProfile(b, serverProfile(true))
+    const { a, b, server } = mesh.laptopAndServer()
     await mesh.start(a, { workers: 2 })
     await mesh.start(b, { workers: 2 })
     t.ok(await mesh.udp(a, b, { dport: 7 }), 'allowed at first')
     let revokedPassed = 0
     let grantedDropped = 0
     for (let i = 0; i < 20; i++) {
-      mesh.writeProfile(b, serverProfile(false))
+      server({ tagged: false })
       const r = await b.agent!.reload()
       t.equal(r.workersApplied, true, `revoke ${i}: both workers took the new tables before reload returned`)
       if (await mesh.udp(a, b, { dport: 7, sport: 41000 + i, timeoutMs: 300 })) revokedPassed++
-      mesh.writeProfile(b, serverProfile(true))
+      server()
       await b.agent!.reload()
       if (!(await mesh.udp(a, b, { dport: 7, sport: 42000 + i, timeoutMs: 2000 }))) grantedDropped++
     }
@@ -181,13 +168,7 @@ t.test('status is live: exit-node warnings follow fixes made by hand; a silent p
 t.test('policy counters are cumulative since start, across reloads', async (t) => {
   const mesh = new Mesh('counters')
   t.teardown(() => mesh.close())
-  const a = mesh.node('laptop')
-  const b = mesh.node('server')
-  const policies = [
-    { Description: 'laptops to servers', SenderTags: ['laptops'], ReceiverTags: ['servers'], Acls: [{ Protocol: 'Udp', Ports: '7' }] },
-  ]
-  mesh.writeProfile(a, { Tags: ['laptops'], Policies: policies, Peers: [mesh.peer(b, { Endpoint: mesh.endpoint(b), Tags: ['servers'] })] })
-  mesh.writeProfile(b, { Tags: ['servers'], Policies: policies, Peers: [mesh.peer(a, { Tags: ['laptops'] })] })
+  const { a, b } = mesh.laptopAndServer([{ Protocol: 'Udp', Ports: '7' }], 'laptops to servers')
   await mesh.start(a)
   await mesh.start(b)
   for (let i = 0; i < 3; i++) t.ok(await mesh.udp(a, b, { dport: 7, sport: 43000 + i }), `flow ${i} allowed`)
