@@ -48,6 +48,7 @@ import {
   PF_LAST_RX_DATA,
   PF_LAST_TX_ANY,
   PF_LAST_TX_DATA,
+  PF_FIRST_UNANSWERED,
   P_CUR_KP,
   P_FIELDS,
   R,
@@ -436,6 +437,7 @@ export class Pipeline {
       counters[cb + C_TX_PKTS]++
       const pf = peer * PF_FIELDS
       peerF64[pf + PF_LAST_TX_DATA] = now
+      if (peerF64[pf + PF_FIRST_UNANSWERED] <= peerF64[pf + PF_LAST_RX_ANY]) peerF64[pf + PF_FIRST_UNANSWERED] = now
       peerF64[pf + PF_LAST_TX_ANY] = now
       sends++
     }

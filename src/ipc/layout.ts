@@ -49,6 +49,7 @@
  *                                                      until the peer sends again.
  *   PF_LAST_RX_DATA PF_LAST_RX_ANY workers             last wins (all write "now")
  *   PF_LAST_TX_DATA PF_LAST_TX_ANY workers, control    last wins (all write "now"; control: noteSent)
+ *   PF_FIRST_UNANSWERED            workers, control    set to "now" only when not after PF_LAST_RX_ANY
  *   tableAcks                      one worker per word control only reads them: a change is applied
  *                                                      once every worker runs with its tables' gen
  *   counters, reasons              one worker per row  control only reads them, and zeroes a peer
@@ -92,6 +93,8 @@ export const PF_LAST_RX_DATA = 1
 export const PF_LAST_TX_DATA = 2
 export const PF_LAST_RX_ANY = 3 // any authenticated packet, keepalives included
 export const PF_LAST_TX_ANY = 4
+/** The first data we sent after the peer's last authenticated packet (WireGuard's new-handshake timer starts there). */
+export const PF_FIRST_UNANSWERED = 5
 export const PF_FIELDS = 8
 
 // ---- per-worker counters ----

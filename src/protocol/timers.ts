@@ -20,6 +20,8 @@ export interface PeerTimerState {
   lastRxData: number
   lastTxAny: number
   lastTxData: number
+  /** The first data sent after the last authenticated receive (WireGuard's new-handshake timer). */
+  firstUnanswered?: number
   persistentKeepaliveS: number
   handshakeStartedMs?: number
   nextRetryMs: number
@@ -57,11 +59,16 @@ export function timerActions(s: PeerTimerState, now: number): TimerAction[] {
   } else if (current && s.lastRxData > s.lastTxAny && now - s.lastRxData >= KEEPALIVE_TIMEOUT_MS) {
     out.push({ kind: 'keepalive', why: 'passive' })
   }
+  // WireGuard's new-handshake timer: data sent, and nothing authenticated received for KEEPALIVE +
+  // REKEY_TIMEOUT since the first of it (not since the last packet received: after an idle minute, the
+  // first new packet must not count as 15 s unanswered).
+  const unansweredSince = Math.max(s.firstUnanswered ?? s.lastTxData, current?.createdMs ?? 0)
   if (
     !s.unresponsive &&
     s.lastTxData > s.lastRxAny &&
+    (s.firstUnanswered ?? s.lastTxData) > s.lastRxAny &&
     now - s.lastTxData < 60_000 &&
-    s.lastTxData - Math.max(s.lastRxAny, current?.createdMs ?? 0) >= KEEPALIVE_TIMEOUT_MS + REKEY_TIMEOUT_MS
+    now - unansweredSince >= KEEPALIVE_TIMEOUT_MS + REKEY_TIMEOUT_MS
   ) {
     out.push({ kind: 'unresponsive' })
   }

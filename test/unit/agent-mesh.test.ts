@@ -444,3 +444,21 @@ t.test('0.0.0.0/0 through an exit node blocks IPv6 (it would leave in clear) unl
   await c.agent!.stop('test')
   t.equal(c.os.ipv6Blocks.size, 0, 'stop removes it')
 })
+
+t.test('after an idle minute, the first packet is not taken for 15 s without an answer', async (t) => {
+  const mesh = new Mesh('idle')
+  t.teardown(() => mesh.close())
+  const { a, b } = pair(mesh)
+  mesh.writeProfile(a, { Peers: [mesh.peer(b, { Endpoint: mesh.endpoint(b), PersistentKeepalive: 25 })] })
+  await mesh.start(a)
+  await mesh.start(b)
+  t.ok(await mesh.udp(a, b), 'session up')
+  await mesh.advance(45_000) // only keepalives for 45 s
+  t.ok(await mesh.udp(a, b), 'the next packet arrives')
+  await mesh.advance(1000, 100)
+  t.notOk(
+    a.log.some((l) => l.includes('peer is not answering')),
+    'and the peer is not taken for unresponsive (WireGuard waits 15 s after the first unanswered packet)',
+  )
+  t.equal(mesh.peerStatus(a, b).state, 'Up')
+})

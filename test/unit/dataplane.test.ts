@@ -300,10 +300,16 @@ t.test('timers follow the whitepaper', async (t) => {
     ['initiate:persistent keepalive'],
     'persistent keepalive without a session handshakes',
   )
+  const sess = { current: { createdMs: T0 - 20_000, isInitiator: false } }
   t.same(
-    kinds({ keypairs: { current: { createdMs: T0 - 20_000, isInitiator: false } }, lastTxData: T0 + 15_000, lastRxAny: T0 }, T0 + 15_000),
+    kinds({ keypairs: sess, firstUnanswered: T0 + 1, lastTxData: T0 + 15_000, lastRxAny: T0 }, T0 + 15_001),
     ['unresponsive'],
-    'sent data, heard nothing for 15 s',
+    'sent data, heard nothing for 15 s since the first of it',
+  )
+  t.same(
+    kinds({ keypairs: sess, firstUnanswered: T0 + 45_000, lastTxData: T0 + 45_000, lastRxAny: T0 + 20_000 }, T0 + 45_000),
+    [],
+    'the first packet after an idle 25 s is not 15 s unanswered (WireGuard starts the timer at the send)',
   )
   const old = { current: { createdMs: T0, isInitiator: true } }
   const at = T0 + REJECT_AFTER_TIME_MS - KEEPALIVE_TIMEOUT_MS - REKEY_TIMEOUT_MS

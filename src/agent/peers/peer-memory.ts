@@ -12,6 +12,7 @@ import {
   PF_LAST_RX_DATA,
   PF_LAST_TX_ANY,
   PF_LAST_TX_DATA,
+  PF_FIRST_UNANSWERED,
   P_CUR_KP,
   P_FIELDS,
   REASONS,
@@ -31,6 +32,8 @@ export interface PeerTimes {
   lastRxData: number
   lastTxAny: number
   lastTxData: number
+  /** The first data sent after the last authenticated receive (0: none yet). */
+  firstUnanswered: number
 }
 
 type PeerViews = Pick<LayoutViews, 'peerI32' | 'peerF64' | 'counters' | 'reasons'>
@@ -89,6 +92,7 @@ export class PeerMemory {
       lastRxData: f[b + PF_LAST_RX_DATA],
       lastTxAny: f[b + PF_LAST_TX_ANY],
       lastTxData: f[b + PF_LAST_TX_DATA],
+      firstUnanswered: f[b + PF_FIRST_UNANSWERED],
     }
   }
 
@@ -96,7 +100,10 @@ export class PeerMemory {
   noteSent(peer: number, data: boolean, now: number): void {
     const b = peer * PF_FIELDS
     this.v.peerF64[b + PF_LAST_TX_ANY] = now
-    if (data) this.v.peerF64[b + PF_LAST_TX_DATA] = now
+    if (data) {
+      this.v.peerF64[b + PF_LAST_TX_DATA] = now
+      if (this.v.peerF64[b + PF_FIRST_UNANSWERED] <= this.v.peerF64[b + PF_LAST_RX_ANY]) this.v.peerF64[b + PF_FIRST_UNANSWERED] = now
+    }
   }
 
   /** One per-peer counter (C_*) summed over the workers. */
