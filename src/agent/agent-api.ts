@@ -25,6 +25,8 @@ export interface ReloadResult {
   workersApplied: boolean
   /** The exit-node checks after the change (the same as status shows). */
   exitWarnings: string[]
+  /** With Policies: peers that carry no tag any policy names (all their traffic is dropped). */
+  untaggedPeers: string[]
 }
 
 export interface AgentApi {

@@ -68,6 +68,7 @@ import { logFlow } from './observability/flow-log.js'
 import { PeerCache, recentPeers, resumeRecentPeers } from './peer-cache.js'
 import { type AgentDeps, defaultDeps } from './agent-deps.js'
 import { InstanceLock } from '../ops/instance-lock.js'
+import { peersNoPolicyNames } from '../config/edit.js'
 
 export interface AgentOptions {
   configDir: string
@@ -450,6 +451,7 @@ export class Agent implements AgentApi {
       restartNeeded: restart,
       workersApplied,
       exitWarnings: this.network.statusFacts().exitWarnings,
+      untaggedPeers: peersNoPolicyNames(next).map((p) => (p.description ? `${p.identity} (${p.description})` : p.identity)),
     }
     this.log.info({ added: result.added, removed: result.removed, changed: result.changed, restartNeeded: restart }, 'profile reloaded')
     return result
@@ -515,6 +517,13 @@ export class Agent implements AgentApi {
     // everything either acquired is on the undo list.
     await this.starting?.catch(() => undefined)
     await this.reloading?.catch(() => undefined)
+    // A start refused before it acquired anything (another agent runs) has nothing to stop or report.
+    if (this.undo.length === 0 || (this.undo.length === 1 && this.undo[0].what === 'instance lock')) {
+      for (const u of this.undo) await u.run()
+      this.undo.length = 0
+      this.stoppedResolve()
+      return
+    }
     this.log.info({ reason: why }, 'stopping')
     let failed = 0
     for (const u of this.undo.reverse()) {

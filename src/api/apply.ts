@@ -17,6 +17,7 @@ export interface ReloadReport {
   restartNeeded: string[]
   workersApplied: boolean
   exitWarnings: string[]
+  untaggedPeers: string[]
 }
 
 export interface Applied {
@@ -66,6 +67,10 @@ export function describeApplied(a: Applied, routes?: Array<{ route: string; via?
   }
   for (const s of a.report.restartNeeded) lines.push(`Saved; ${s} takes effect after a restart (sudo enclave restart).`)
   for (const w of a.report.exitWarnings) lines.push(`Warning: ${w}`)
+  if (a.report.untaggedPeers?.length)
+    lines.push(
+      `Warning: Policies are in force and ${a.report.untaggedPeers.join(', ')} carry no tag any policy names: all their traffic is dropped (enclave peer set <peer> --tag <tag>)`,
+    )
   if (a.applied && !lines.some((l) => l.startsWith('Installed') || l.startsWith('Saved'))) lines.unshift('Applied to the running agent.')
   return { lines, failed }
 }

@@ -1,5 +1,5 @@
 import { Args, Flags } from '@oclif/core'
-import { BaseCommand, runDirFlag } from '../base-command.js'
+import { BaseCommand, configDirFlag, runDirFlag } from '../base-command.js'
 import { EnclaveError } from '../errors.js'
 import { callAgent } from '../api/client.js'
 import type { StatusModel } from '../views/status-model.js'
@@ -20,6 +20,7 @@ export default class Explain extends BaseCommand {
   static override enableJsonFlag = true
   static override args = { address: Args.string({ description: 'an IPv4 address', required: true }) }
   static override flags = {
+    ...configDirFlag,
     ...runDirFlag,
     from: Flags.string({ description: 'judge traffic this peer (identity or description) would start to the address here' }),
     proto: Flags.string({
@@ -41,7 +42,7 @@ export default class Explain extends BaseCommand {
     let profile: ReturnType<typeof loadProfile> | undefined
     let unreadable = ''
     try {
-      profile = loadProfile(this.profileFile({}))
+      profile = loadProfile(this.profileFile(flags))
     } catch (e) {
       unreadable = (e as Error).message.split('\n')[0]
     }

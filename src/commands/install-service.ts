@@ -46,7 +46,7 @@ export default class InstallService extends BaseCommand {
       const hiddenBin = hiddenFromUnit(PACKAGE_ROOT)
       if (hiddenBin) problems.push(`the program at ${PACKAGE_ROOT}: ${hiddenBin}; add --install-to /opt/enclave to copy it there`)
     }
-    if (problems.length) throw new EnclaveError('EHIDDEN', `the service could not start: ${problems.join('; ')}`, 2)
+    if (problems.length) throw new EnclaveError('EHIDDEN', `no unit written: the service would not see ${problems.join('; ')}`, 2)
     const file = path.join(unitDir, `${UNIT_NAME}.service`)
     const tmp = `${file}.tmp`
     fs.writeFileSync(tmp, unitFile({ configDir, binPath: path.join(root, 'bin', 'run.js') }), { mode: 0o644 })

@@ -1,19 +1,19 @@
-import { Command } from '@oclif/core'
+import { BaseCommand } from '../base-command.js'
 import { VERSION } from '../version.js'
 
-export default class Version extends Command {
+export default class Version extends BaseCommand {
   static override summary = "Show the agent's version"
   static override examples = ['$ <%= config.bin %> version --json']
   static override enableJsonFlag = true
 
   async run() {
     const out = {
-      version: VERSION,
+      release: VERSION, // `version` is the JSON shape's, as in every --json document
       node: process.version,
       platform: `${process.platform}-${process.arch}`,
       protocol: 'WireGuard (Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s)',
     }
-    this.log(`enclave ${out.version} (node ${out.node}, ${out.platform}; protocol ${out.protocol})`)
+    this.log(`enclave ${out.release} (node ${out.node}, ${out.platform}; protocol ${out.protocol})`)
     return out
   }
 }

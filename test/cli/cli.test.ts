@@ -208,8 +208,8 @@ t.test('--json errors: {"error": {code, message, problems}} on stdout, with the 
     t.ok(r.stdout.split('\n').length < 40, `${what}: short`)
   }
   const gone = await cli(['reload', '--config-dir', empty], noAgent)
-  t.equal(gone.code, 2, 'reload has no --config-dir (it never reads the profile)')
-  t.match(gone.stderr, /Nonexistent flag: --config-dir/)
+  t.equal(gone.code, 3, 'reload --config-dir names the profile the agent must be running; here no agent runs')
+  t.match(gone.stderr, /agent is not running/)
   const st = JSON.parse((await cli(['status', '--json', '--config-dir', empty], noAgent)).stdout)
   t.same(st.error.problems, [
     { file: path.join(empty, 'profiles', 'Universe.profile'), path: '', reason: 'no profile here; create one with `enclave init`' },

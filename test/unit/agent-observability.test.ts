@@ -179,3 +179,19 @@ t.test('policy counters are cumulative since start, across reloads', async (t) =
   t.ok(await mesh.udp(a, b, { dport: 7, sport: 43010 }))
   t.equal(hits(), 4, 'and counts on')
 })
+
+t.test('a reload says when Policies leave a peer without a tag any policy names', async (t) => {
+  const mesh = new Mesh('untagged')
+  t.teardown(() => mesh.close())
+  const { a, b, server } = mesh.laptopAndServer()
+  await mesh.start(a)
+  await mesh.start(b)
+  server({ tagged: false })
+  const r = await b.agent!.reload()
+  t.same(r.untaggedPeers, [`${a.identity} (laptop)`], 'the reload names the peer')
+  const { describeApplied } = await import('../../src/api/apply.js')
+  t.match(
+    describeApplied({ applied: true, report: r }).lines.join('\n'),
+    /Warning: Policies are in force and \w+ \(laptop\) carry no tag any policy names/,
+  )
+})
