@@ -462,3 +462,28 @@ t.test('after an idle minute, the first packet is not taken for 15 s without an 
   )
   t.equal(mesh.peerStatus(a, b).state, 'Up')
 })
+
+t.test('under steady traffic, a host name that moved is still looked up again', async (t) => {
+  const mesh = new Mesh('dnsbusy')
+  t.teardown(() => mesh.close())
+  const { a, b } = pair(mesh)
+  let answer = '198.18.0.77' // nobody there
+  mesh.writeProfile(a, { Peers: [mesh.peer(b, { Endpoint: 'peer-b.test:51820' })] })
+  await mesh.start(a, { deps: { resolve: async () => answer } })
+  await mesh.start(b)
+  answer = intToIp(b.ip) // the name moves
+  let up = false
+  for (let s = 0; s < 40 && !up; s++) {
+    // A packet every 250 ms of the moved clock: each waiting packet may start an initiation.
+    for (let k = 0; k < 4; k++) {
+      a.dev!.sendToTun(udpPacket(a.va, b.va, 40000, 7, Buffer.from(`tick ${s}.${k}`)))
+      await mesh.advance(250, 50)
+    }
+    up = mesh.peerStatus(a, b).state === 'Up'
+  }
+  t.ok(
+    a.log.some((l) => l.includes('peer endpoint name resolves to a new address')),
+    'the name was looked up again',
+  )
+  t.ok(up, 'and the session came up while traffic kept flowing')
+})

@@ -52,6 +52,16 @@ export class PeerTimers {
       rekeyOnRxDone: peer.health.rekeyOnRxDone === peer.session.current?.slot,
     }
     for (const a of timerActions(state, now)) this.apply(peer, a, now)
+    // A host name may have moved (dynamic DNS): look it up again while a handshake attempt keeps failing.
+    // Checked here, not only at a retry: steady traffic starts initiations that push the retry back.
+    if (
+      peer.hs.startedMs !== undefined &&
+      now - peer.hs.startedMs >= REKEY_TIMEOUT_MS &&
+      peer.cfg.endpoint &&
+      typeof parseIpv4(peer.cfg.endpoint.host) === 'string' &&
+      now - (peer.ep.lastResolveMs ?? 0) >= DNS_RETRY_MS
+    )
+      this.d.resolveEndpoint(peer)
     if (peer.cfg.availableRoutes.length && peer.health.unresponsiveSinceMs !== undefined && now - peer.hs.lastSentMs >= HEALTH_PROBE_MS)
       this.d.handshakes.initiate(peer, 'probing exit node')
     this.logChanges(peer, now)
@@ -73,13 +83,6 @@ export class PeerTimers {
         this.d.onHealthChange()
         return
       case 'retry':
-        // A host name may have moved (dynamic DNS): look it up again while handshakes keep failing.
-        if (
-          peer.cfg.endpoint &&
-          typeof parseIpv4(peer.cfg.endpoint.host) === 'string' &&
-          now - (peer.ep.lastResolveMs ?? 0) >= DNS_RETRY_MS
-        )
-          this.d.resolveEndpoint(peer)
         hs.initiate(peer, 'retry (REKEY_TIMEOUT)')
         if (now - (peer.hs.startedMs ?? now) >= 2 * REKEY_TIMEOUT_MS) this.d.onHealthChange()
         return
