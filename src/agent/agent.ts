@@ -26,6 +26,9 @@ import os from 'node:os'
 import path from 'node:path'
 import { EnclaveError } from '../errors.js'
 import { type Profile, loadProfile, profilePath } from '../config/profile.js'
+import { mergeHubLayer } from '../config/hub-layer.js'
+import type { HubMap } from '../hubproto/map.js'
+import { HUB_CACHE_FILE, type HubCache, HubLink, readHubCache, stateDir } from './hub-link.js'
 import { intToIp } from '../common/ipv4.js'
 import { type AgentLogger, VERBOSITY_NAMES, createLogger, setVerbosity } from '../log/logger.js'
 import {
@@ -77,6 +80,10 @@ export interface AgentOptions {
   verbosity?: number
   logFormat?: 'logfmt' | 'json'
   workers?: number
+  /** Where the hub's map is cached (default $ENCLAVE_STATE_DIR or /var/lib/enclave). */
+  stateDir?: string
+  /** Cap of the hub link's reconnect backoff (ms; tests shorten it). */
+  hubBackoffMs?: number
 }
 
 const TICK_MS = 100
@@ -117,6 +124,10 @@ export class Agent implements AgentApi {
   /** The profile as started (settings that need a restart are compared with it at reload). */
   private startedWith!: Profile
   private peerCache?: PeerCache
+  /** The hub's layer in force (from the hub, or the cache at start), and the link to the hub. */
+  private hubMap: HubMap | null = null
+  private hubLink?: HubLink
+  private hubNotes: string[] = []
   /** What start acquired, in order; stop() undoes it in reverse. */
   private readonly undo: Undo[] = []
   private stopping = false
@@ -164,7 +175,23 @@ export class Agent implements AgentApi {
       this.log.warn({ pid }, 'an earlier agent of this run directory did not stop cleanly; taking over its lock'),
     )
     this.acquired('instance lock', () => lock.release())
-    this.profile = loadProfile(profilePath(this.opts.configDir))
+    const local = loadProfile(profilePath(this.opts.configDir))
+    let hubCache: HubCache | null = null
+    if (local.hub) {
+      // Tunnels, policies and routes come back from the cached map when the hub is down.
+      const got = readHubCache(this.hubCacheFile(), local.hub.publicKey.toString('base64'))
+      if (got.problem) this.log.warn({ problem: got.problem }, 'hub map cache not used')
+      hubCache = got.cache
+      this.hubMap = hubCache?.map ?? null
+      try {
+        this.profile = this.effective(local)
+      } catch (e) {
+        this.log.warn({ err: (e as Error).message }, 'the cached hub map does not apply; starting from the local profile')
+        this.hubMap = null
+        hubCache = null
+        this.profile = local
+      }
+    } else this.profile = local
     this.startedWith = this.profile
     const p = this.profile
     if (p.logLevel !== undefined && this.opts.verbosity === undefined) {
@@ -176,7 +203,8 @@ export class Agent implements AgentApi {
     const pool: HandshakePool = deps.handshakePool(p.privateKey, p.publicKey)
     this.acquired('handshake pool', () => pool.destroy())
     const nWorkers = this.opts.workers ?? p.workers ?? Math.max(1, Math.min(os.availableParallelism(), 4))
-    this.layout = createLayout(Math.max(64, p.peers.length * 2 + 16), nWorkers)
+    // A system on a hub gets its peers later: room for them from the start.
+    this.layout = createLayout(Math.max(p.hub ? 1024 : 64, p.peers.length * 2 + 16), nWorkers)
     this.v = views(this.layout)
     Atomics.store(this.v.global, G_LOG_LEVEL, this.verbosity)
     this.log.info(
@@ -242,6 +270,56 @@ export class Agent implements AgentApi {
     this.metrics = metrics
     this.acquired('metrics endpoint', () => metrics.close())
     await metrics.sync(p.metricsListen)
+    if (local.hub) {
+      const link = new HubLink({
+        profile: local,
+        cacheFile: this.hubCacheFile(),
+        log: this.log,
+        apply: (map) => this.applyHubMap(map),
+        maxBackoffMs: this.opts.hubBackoffMs,
+      })
+      if (hubCache) {
+        link.seed(hubCache)
+        this.log.info(
+          { rev: hubCache.rev, peers: hubCache.map.Peers.length, cachedAt: hubCache.receivedAt },
+          'hub map loaded from the cache',
+        )
+      }
+      link.notAccepted = this.hubNotes
+      this.hubLink = link
+      this.acquired('hub link', () => link.stop())
+      link.start()
+    }
+  }
+
+  private hubCacheFile(): string {
+    return path.join(this.opts.stateDir ?? stateDir(), HUB_CACHE_FILE)
+  }
+
+  /** The local profile plus the hub's layer in force (the local profile alone when there is none). */
+  private effective(local: Profile): Profile {
+    if (!local.hub || !this.hubMap) return local
+    const r = mergeHubLayer(local, this.hubMap)
+    for (const w of r.skippedLocal) this.log.warn({ peer: w }, 'local peer skipped: it collides with the hub layer')
+    this.hubNotes = [...r.notAccepted, ...r.skippedLocal.map((w) => `local peer skipped: ${w}`)]
+    if (this.hubLink) this.hubLink.notAccepted = this.hubNotes
+    return r.profile
+  }
+
+  /** A map from the hub: applied like a reload; true once every worker enforces it. */
+  private async applyHubMap(map: HubMap): Promise<boolean> {
+    if (this.stopping) return false
+    await this.reloading?.catch(() => undefined)
+    const previous = this.hubMap
+    this.hubMap = map
+    try {
+      this.reloading = this.applyReload()
+      const r = (await this.reloading) as ReloadResult
+      return r.workersApplied
+    } catch (e) {
+      this.hubMap = previous
+      throw e
+    }
   }
 
   /** Builds the parts over the shared layout and the opened devices. */
@@ -415,7 +493,7 @@ export class Agent implements AgentApi {
   }
 
   private async applyReload(): Promise<ReloadResult> {
-    const next = loadProfile(profilePath(this.opts.configDir)) // throws the usual ProfileError: nothing applied
+    const next = this.effective(loadProfile(profilePath(this.opts.configDir))) // throws the usual ProfileError: nothing applied
     const refused = restartNeeded(this.profile, next)
     if (refused) throw new EnclaveError('ERELOAD', refused)
     const plan = planReload(this.peers, next)
@@ -483,6 +561,16 @@ export class Agent implements AgentApi {
 
   status(): StatusModel {
     const net = this.network.statusFacts()
+    const s = this.statusParts(net)
+    if (this.hubLink) {
+      s.hub = this.hubLink.status()
+      const hubPeers = new Set(this.profile.peers.filter((p) => p.source === 'hub').map((p) => p.identity))
+      for (const p of s.peers) p.source = hubPeers.has(p.identity) ? 'hub' : 'local'
+    }
+    return s
+  }
+
+  private statusParts(net: ReturnType<NetworkState['statusFacts']>): StatusModel {
     return gatherStatus(
       {
         profile: this.profile,

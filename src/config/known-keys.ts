@@ -21,6 +21,8 @@ const PEER: Level = {
 }
 const EXIT_NODE: Level = { keys: ['ProvidesRoutes', 'AvailableRoutes', 'ManageNat', 'SnatAddress', 'ForceRoutes', 'AllowIpv6'] }
 
+const HUB: Level = { keys: ['Urls', 'PublicKey', 'AllowGateway', 'AcceptDefaultRoute', 'AdvertiseEndpoints'] }
+
 export const PROFILE_KEYS: Level = {
   keys: [
     'PrivateKey',
@@ -36,8 +38,9 @@ export const PROFILE_KEYS: Level = {
     'Workers',
     'MetricsListen',
     'Policies',
+    'Hub',
   ],
-  children: { Peers: [PEER], ExitNode: EXIT_NODE, Policies: [POLICY] },
+  children: { Peers: [PEER], ExitNode: EXIT_NODE, Policies: [POLICY], Hub: HUB },
 }
 
 /** Damerau-Levenshtein distance (optimal string alignment), small strings only. */

@@ -13,6 +13,7 @@ import { decodeKey, publicKeyFromPrivate } from './keys.js'
 import { identityFromPublicKey, normaliseIdentity, virtualAddressFromPublicKey } from './identity.js'
 import { type Cidr, cidrsOverlap, intToIp, parseCidr, parseIpv4 } from '../common/ipv4.js'
 import { locateJsonError } from './json-position.js'
+import { writeFileAtomic } from '../common/atomic-file.js'
 import {
   DEFAULT_INTERFACE,
   DEFAULT_LOCAL_PORT,
@@ -44,6 +45,16 @@ export interface PeerConfig {
   tags: string[]
   /** Routes this peer provides to us as an exit node (from our AvailableRoutes), in profile order. */
   availableRoutes: Cidr[]
+  /** Where the peer comes from: the local profile (default) or the hub's map. */
+  source?: 'local' | 'hub'
+}
+
+export interface HubSettings {
+  urls: string[]
+  publicKey: Buffer
+  allowGateway: boolean
+  acceptDefaultRoute: boolean
+  advertiseEndpoints: string[]
 }
 
 export interface Profile {
@@ -77,6 +88,8 @@ export interface Profile {
   unknownKeys: string[]
   /** undefined: no Policies key, compatibility mode (every configured peer allowed). */
   policies?: PolicyConfig[]
+  /** The hub this system is enrolled with. */
+  hub?: HubSettings
 }
 
 export const PROFILE_NAME = 'Universe'
@@ -273,6 +286,15 @@ export function validateProfile(file: string, raw: Record<string, unknown>): Pro
     metricsListen: r.MetricsListen,
     unknownKeys: keys.unknown,
     policies,
+    hub: r.Hub
+      ? {
+          urls: r.Hub.Urls,
+          publicKey: decodeKey(r.Hub.PublicKey) as Buffer,
+          allowGateway: r.Hub.AllowGateway ?? false,
+          acceptDefaultRoute: r.Hub.AcceptDefaultRoute ?? false,
+          advertiseEndpoints: r.Hub.AdvertiseEndpoints ?? [],
+        }
+      : undefined,
   }
 }
 
@@ -292,29 +314,6 @@ function dedupe(ps: ProfileProblem[]): ProfileProblem[] {
  */
 export function writeProfile(file: string, raw: Record<string, unknown>): Profile {
   const profile = validateProfile(file, raw)
-  const dir = path.dirname(file)
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${Date.now()}.tmp`)
-  const data = JSON.stringify(raw, null, 2) + '\n'
-  let fd: number | undefined
-  try {
-    fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600)
-    fs.writeFileSync(fd, data)
-    fs.fsyncSync(fd)
-    fs.closeSync(fd)
-    fd = undefined
-    fs.renameSync(tmp, file)
-  } catch (e) {
-    if (fd !== undefined) fs.closeSync(fd)
-    fs.rmSync(tmp, { force: true })
-    throw e
-  }
-  try {
-    const dfd = fs.openSync(dir, 'r')
-    fs.fsyncSync(dfd)
-    fs.closeSync(dfd)
-  } catch {
-    /* directory fsync is best effort on filesystems that refuse it */
-  }
+  writeFileAtomic(file, JSON.stringify(raw, null, 2) + '\n')
   return profile
 }

@@ -123,6 +123,27 @@ export const exitNodeSchema = z
   })
   .passthrough()
 
+/** The hub this system is enrolled with (written by `enclave enrol` after a successful enrolment). */
+export const hubSchema = z
+  .object({
+    Urls: z
+      .array(
+        z.string().superRefine((s, ctx) => {
+          if (!/^(https?|wss?):\/\/[^\s/]+(\/.*)?$/.test(s))
+            ctx.addIssue({ code: 'custom', message: `"${s}" is not a hub URL such as http://192.0.2.10:8443` })
+        }),
+      )
+      .min(1, 'must list at least one hub URL'),
+    PublicKey: key,
+    /** Local consent: the hub may make this system an exit node (ProvidesRoutes). */
+    AllowGateway: z.boolean().optional(),
+    /** Local consent: the hub may route 0.0.0.0/0 through an exit node. */
+    AcceptDefaultRoute: z.boolean().optional(),
+    /** Endpoints ("host:port") peers should use for this system, besides the address the hub sees. */
+    AdvertiseEndpoints: z.array(endpoint).max(16).optional(),
+  })
+  .passthrough()
+
 export const profileSchema = z
   .object({
     PrivateKey: key,
@@ -157,6 +178,7 @@ export const profileSchema = z
       })
       .optional(),
     Policies: policiesSchema.optional(),
+    Hub: hubSchema.optional(),
   })
   .passthrough()
 

@@ -28,6 +28,21 @@ export interface PeerStatus {
   tags?: string[]
   /** Up, but we have sent it data and heard nothing authenticated back for this many seconds (15 or more). */
   noReplySeconds?: number
+  /** On a system enrolled with a hub: where the peer comes from. */
+  source?: 'local' | 'hub'
+}
+
+export interface HubStatusModel {
+  url: string
+  /** The link: connecting, up, unreachable, refused. */
+  state: string
+  /** This system on the hub: pending, approved, disabled, removed. */
+  systemState?: string
+  rev?: number
+  mapAgeS?: number
+  peers?: number
+  error?: string
+  notAccepted: string[]
 }
 
 export interface PolicyStatus {
@@ -83,5 +98,7 @@ export interface StatusModel {
   }
   counters?: Record<string, number>
   policy?: PolicySection
+  /** The hub this system is enrolled with. */
+  hub?: HubStatusModel
   peers: PeerStatus[]
 }

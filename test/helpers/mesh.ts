@@ -126,7 +126,7 @@ export class Mesh {
   }
 
   /** Builds the node's Agent over the memory wire (not started). */
-  agent(n: MeshNode, opts: { workers?: number; verbosity?: number; deps?: Partial<AgentDeps> } = {}): Agent {
+  agent(n: MeshNode, opts: { workers?: number; verbosity?: number; deps?: Partial<AgentDeps>; hubBackoffMs?: number } = {}): Agent {
     const open = memoryDevices(this.net, n.ip)
     const out: LineSink = {
       write(line: string) {
@@ -135,7 +135,14 @@ export class Mesh {
       },
     }
     const agent = new Agent(
-      { configDir: n.configDir, runDir: n.runDir, verbosity: opts.verbosity ?? 3, workers: opts.workers ?? 2 },
+      {
+        configDir: n.configDir,
+        runDir: n.runDir,
+        stateDir: path.join(n.dir, 'state'),
+        hubBackoffMs: opts.hubBackoffMs ?? 500,
+        verbosity: opts.verbosity ?? 3,
+        workers: opts.workers ?? 2,
+      },
       {
         clock: this.clock,
         os: n.os,
@@ -157,7 +164,10 @@ export class Mesh {
   }
 
   /** Builds and starts the node's Agent. */
-  async start(n: MeshNode, opts: { workers?: number; verbosity?: number; deps?: Partial<AgentDeps> } = {}): Promise<Agent> {
+  async start(
+    n: MeshNode,
+    opts: { workers?: number; verbosity?: number; deps?: Partial<AgentDeps>; hubBackoffMs?: number } = {},
+  ): Promise<Agent> {
     const a = this.agent(n, opts)
     await a.start()
     n.agent = a

@@ -56,12 +56,26 @@ const ALLOWED: Record<string, string[]> = {
   'src/platform': ['src/common', 'src/top'],
   workers: ['src/common', 'src/protocol', 'src/ipc', 'src/io', 'src/dataplane', 'src/native'],
   // What the CLI also reads: the profile, the compilers, the log, the views, the control-socket client, operations.
-  'src/config': ['src/top', 'src/common', 'src/protocol'],
+  'src/config': ['src/top', 'src/common', 'src/protocol', 'src/hubproto'],
+  // The hub's wire format (shared by the hub and the agent) and the hub server: never the daemon's parts.
+  'src/hubproto': ['src/common', 'src/protocol', 'src/config'],
+  'src/hub': ['src/top', 'src/common', 'src/protocol', 'src/config', 'src/hubproto', 'src/log'],
   'src/log': ['src/top', 'src/common', 'src/platform'],
   'src/compile': ['src/common', 'src/protocol', 'src/ipc', 'src/dataplane', 'src/platform', 'src/config'],
   'src/views': ['src/top', 'src/common', 'src/ipc', 'src/config', 'src/compile'],
   'src/api': ['src/top', 'src/config'],
-  'src/ops': ['src/top', 'src/common', 'src/native', 'src/platform', 'src/config', 'src/compile', 'src/log', 'src/views', 'src/api'],
+  'src/ops': [
+    'src/top',
+    'src/common',
+    'src/native',
+    'src/platform',
+    'src/config',
+    'src/compile',
+    'src/log',
+    'src/views',
+    'src/api',
+    'src/hubproto',
+  ],
   // The daemon only.
   'src/agent': [
     'src/top',
@@ -78,6 +92,7 @@ const ALLOWED: Record<string, string[]> = {
     'src/views',
     'src/api',
     'src/ops',
+    'src/hubproto',
   ],
   'src/lab': ['src/common', 'src/platform', 'src/config', 'src/ops'],
   'src/demo': ['src/common', 'src/lab', 'src/config', 'src/ops'],
@@ -93,6 +108,8 @@ const ALLOWED: Record<string, string[]> = {
     'src/ops',
     'src/demo',
     'src/agent',
+    'src/hub',
+    'src/hubproto',
   ],
   'src/hooks': ['src/config'],
   bench: [
@@ -109,6 +126,8 @@ const ALLOWED: Record<string, string[]> = {
     'src/agent',
     'src/lab',
     'workers',
+    'src/hub',
+    'src/hubproto',
   ],
 }
 

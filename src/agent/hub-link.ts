@@ -1,0 +1,318 @@
+/**
+ * The agent's one connection to its hub: Noise_IK with the agent's WireGuard static key inside a
+ * WebSocket, the hub's key pinned at enrolment (Hub.PublicKey). Receives the full map, then deltas; each
+ * is handed to the agent, which applies it like a profile reload and says when the data plane enforces
+ * it; then the link acknowledges the revision. The last map is cached on disk (0600, atomic) so that
+ * tunnels, policies and routes come back from it when the agent restarts while the hub is down.
+ *
+ * Reconnects with full jitter: the first retry within 1 s, then doubling to a 60 s cap, reset after a
+ * minute up. A reconnect sends the hash of the cached map: the hub answers with only the revision when
+ * nothing changed (no full map).
+ */
+import fs from 'node:fs'
+import os from 'node:os'
+import WebSocket from 'ws'
+import { writeFileAtomic } from '../common/atomic-file.js'
+import type { Profile } from '../config/profile.js'
+import { type HubMap, applyDelta, hubMapSchema, mapHash } from '../hubproto/map.js'
+import { initiate } from '../hubproto/noise-ik.js'
+import {
+  HUB_PATH,
+  HUB_PROTOCOL_VERSION,
+  MessageReader,
+  T_MSG1,
+  T_MSG2,
+  helloTimestamp,
+  hubToAgentSchema,
+  refusalSchema,
+  sealMessage,
+  welcomeSchema,
+} from '../hubproto/wire.js'
+import type { AgentLogger } from '../log/logger.js'
+
+export const HUB_CACHE_FILE = 'hub-map.json'
+
+export function stateDir(): string {
+  return process.env.ENCLAVE_STATE_DIR || '/var/lib/enclave'
+}
+
+export interface HubCache {
+  hubKey: string
+  rev: number
+  hash: string
+  receivedAt: string
+  map: HubMap
+}
+
+/** The cached map when it belongs to this hub key and validates; otherwise null (and why). */
+export function readHubCache(file: string, hubKey: string): { cache: HubCache | null; problem?: string } {
+  let text: string
+  try {
+    text = fs.readFileSync(file, 'utf8')
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { cache: null }
+    return { cache: null, problem: `cannot read ${file}: ${(e as Error).message}` }
+  }
+  try {
+    const st = fs.statSync(file)
+    if ((st.mode & 0o077) !== 0 || (process.getuid && st.uid !== process.getuid()))
+      return { cache: null, problem: `${file} is not 0600 and owned by this user: ignored` }
+    const c = JSON.parse(text) as HubCache
+    if (c.hubKey !== hubKey) return { cache: null, problem: `${file} belongs to another hub: ignored` }
+    const m = hubMapSchema.safeParse(c.map)
+    if (!m.success || mapHash(m.data) !== c.hash) return { cache: null, problem: `${file} does not validate: ignored` }
+    return { cache: { ...c, map: m.data } }
+  } catch (e) {
+    return { cache: null, problem: `${file}: ${(e as Error).message}` }
+  }
+}
+
+export type HubLinkState = 'connecting' | 'up' | 'unreachable' | 'refused'
+
+export interface HubStatus {
+  url: string
+  state: HubLinkState
+  /** The system's state on the hub: pending, approved, disabled, removed. */
+  systemState?: string
+  rev?: number
+  mapAgeS?: number
+  peers?: number
+  error?: string
+  /** What the hub offered that local consent does not accept. */
+  notAccepted: string[]
+}
+
+export interface HubLinkOptions {
+  profile: Profile
+  cacheFile: string
+  log: AgentLogger
+  /** Applies a map; resolves true once the data plane enforces it (then the link acknowledges it). */
+  apply: (map: HubMap) => Promise<boolean>
+  /** Cap of the reconnect backoff (ms). */
+  maxBackoffMs?: number
+  now?: () => number
+}
+
+export class HubLink {
+  private ws?: WebSocket
+  private stopped = false
+  private attempt = 0
+  private upSince = 0
+  private retry?: NodeJS.Timeout
+  private map: HubMap | null = null
+  private hash = ''
+  private rev = 0
+  private receivedAt = 0
+  private lastTs = 0n
+  private queue: Promise<unknown> = Promise.resolve()
+  state: HubLinkState = 'connecting'
+  systemState?: string
+  error?: string
+  notAccepted: string[] = []
+  private urlIndex: number
+
+  constructor(private readonly o: HubLinkOptions) {
+    this.urlIndex = Math.floor(Math.random() * (o.profile.hub?.urls.length ?? 1))
+  }
+
+  /** Seeds the link with the cached map (already applied by the agent at start). */
+  seed(cache: HubCache): void {
+    this.map = cache.map
+    this.hash = cache.hash
+    this.rev = cache.rev
+    this.receivedAt = Date.parse(cache.receivedAt) || Date.now()
+    this.systemState = cache.map.Self.State
+  }
+
+  start(): void {
+    this.connect()
+  }
+
+  stop(): void {
+    this.stopped = true
+    clearTimeout(this.retry)
+    this.ws?.terminate()
+  }
+
+  status(): HubStatus {
+    const hub = this.o.profile.hub
+    return {
+      url: hub?.urls[this.urlIndex % (hub?.urls.length || 1)] ?? '',
+      state: this.state,
+      ...(this.systemState ? { systemState: this.systemState } : {}),
+      ...(this.map ? { rev: this.rev, mapAgeS: Math.round((Date.now() - this.receivedAt) / 1000), peers: this.map.Peers.length } : {}),
+      ...(this.error ? { error: this.error } : {}),
+      notAccepted: this.notAccepted,
+    }
+  }
+
+  private helloTs(): string {
+    // Strictly growing within this process: the hub refuses a hello not newer than the last it saw.
+    const ts = helloTimestamp(Date.now(), this.lastTs)
+    this.lastTs = BigInt(`0x${ts}`)
+    return ts
+  }
+
+  private connect(): void {
+    if (this.stopped) return
+    const p = this.o.profile
+    const hub = p.hub
+    if (!hub) return
+    const url = hub.urls[this.urlIndex % hub.urls.length].replace(/^http/, 'ws').replace(/\/$/, '') + HUB_PATH
+    const log = this.o.log
+    const hello = {
+      t: 'hello',
+      v: HUB_PROTOCOL_VERSION,
+      ts: this.helloTs(),
+      hostname: os.hostname().slice(0, 253),
+      listenPort: p.localPort || 51820,
+      ...(this.map ? { resume: { hash: this.hash } } : {}),
+      allowGateway: hub.allowGateway,
+      acceptDefaultRoute: hub.acceptDefaultRoute,
+      advertise: p.exitNode.providesRoutes.map((c) => c.text),
+      ...(hub.advertiseEndpoints.length ? { endpoints: hub.advertiseEndpoints } : {}),
+    }
+    const hs = initiate({ privateKey: p.privateKey, publicKey: p.publicKey }, hub.publicKey, Buffer.from(JSON.stringify(hello)))
+    const ws = new WebSocket(url, { handshakeTimeout: 10_000, maxPayload: 16 * 1024 * 1024 })
+    this.ws = ws
+    let reader: MessageReader | null = null
+    let send: ((m: unknown) => void) | null = null
+    ws.on('open', () => ws.send(Buffer.concat([Buffer.of(T_MSG1), hs.message1])))
+    ws.on('message', (data: Buffer) => {
+      try {
+        if (!reader) {
+          if (data[0] !== T_MSG2) throw new Error('expected the handshake answer')
+          const got = hs.readMessage2(data.subarray(1))
+          if (!got) throw new Error('the hub did not prove its key (is Hub.PublicKey the key `enclave hub init` printed?)')
+          const payload = JSON.parse(Buffer.from(got.payload).toString('utf8'))
+          const refusal = refusalSchema.safeParse(payload)
+          if (refusal.success) {
+            this.state = 'refused'
+            this.error = `${refusal.data.code}: ${refusal.data.message}`
+            if (refusal.data.code === 'SYSTEM_DISABLED') this.systemState = 'disabled'
+            if (refusal.data.code === 'UNKNOWN_SYSTEM') this.systemState = 'removed'
+            log.error({ hub: url, code: refusal.data.code }, `the hub refused this system: ${refusal.data.message}`)
+            ws.terminate()
+            return
+          }
+          const w = welcomeSchema.parse(payload)
+          const t = got.transport
+          reader = new MessageReader(t.recv)
+          send = (m) => {
+            for (const f of sealMessage(t.send, m)) ws.send(f)
+          }
+          this.state = 'up'
+          this.error = undefined
+          this.systemState = w.state
+          this.upSince = Date.now()
+          log.info({ hub: url, identity: w.identity, state: w.state }, 'connected to the hub')
+          return
+        }
+        const msg = reader.read(data)
+        if (msg === undefined) return
+        const m = hubToAgentSchema.parse(msg)
+        const s = send as (m: unknown) => void
+        this.queue = this.queue
+          .then(() => this.handle(m, s))
+          .catch((e) => {
+            log.error({ err: (e as Error).message }, 'hub map refused; the previous one stays in force')
+            s({ t: 'resync' })
+          })
+      } catch (e) {
+        log.warn({ hub: url, err: (e as Error).message }, 'hub connection failed')
+        this.error = (e as Error).message
+        ws.terminate()
+      }
+    })
+    ws.on('error', (e) => {
+      this.error = e.message
+    })
+    ws.on('close', () => {
+      if (this.ws !== ws) return
+      if (this.state === 'up') log.warn({ hub: url }, 'lost the hub; tunnels, policies and routes stay as they are')
+      if (this.state !== 'refused') this.state = 'unreachable'
+      if (Date.now() - this.upSince > 60_000) this.attempt = 0
+      this.scheduleRetry()
+    })
+  }
+
+  private scheduleRetry(): void {
+    if (this.stopped) return
+    const cap = this.o.maxBackoffMs ?? 60_000
+    const ceiling = Math.min(cap, 1000 * 2 ** this.attempt)
+    this.attempt++
+    const hub = this.o.profile.hub
+    if (hub && hub.urls.length > 1) this.urlIndex++
+    // A refusal (disabled, removed) is retried slowly: the admin may enable the system again.
+    const wait = this.state === 'refused' ? Math.max(ceiling, Math.min(cap, 30_000)) * Math.random() : ceiling * Math.random()
+    this.retry = setTimeout(() => this.connect(), wait)
+  }
+
+  private async handle(m: ReturnType<typeof hubToAgentSchema.parse>, send: (m: unknown) => void): Promise<void> {
+    if (m.t === 'state') {
+      this.systemState = m.state
+      this.o.log.warn({ state: m.state }, `the hub says this system is ${m.state}`)
+      if (m.state === 'removed' || m.state === 'disabled') {
+        // Dropped from every peer: it keeps nothing from the hub either.
+        const empty: HubMap = {
+          Self: {
+            ...(this.map?.Self ?? { Identity: '', VirtualAddress: '', Tags: [], ProvidesRoutes: [] }),
+            State: 'disabled',
+            Tags: [],
+            ProvidesRoutes: [],
+          },
+          Peers: [],
+          Policies: [],
+          AvailableRoutes: {},
+        }
+        if (this.map) await this.accept(empty, this.rev, send)
+      }
+      return
+    }
+    if (m.t === 'map') {
+      if (mapHash(m.map) !== m.hash) throw new Error('the map does not match its hash')
+      await this.accept(m.map, m.rev, send)
+      return
+    }
+    if (!this.map) {
+      send({ t: 'resync' })
+      return
+    }
+    const next = applyDelta(this.map, m.delta)
+    if (mapHash(next) !== m.hash) {
+      send({ t: 'resync' })
+      return
+    }
+    if (!m.delta.Upsert.length && !m.delta.Remove.length && !m.delta.Self && !m.delta.Policies && !m.delta.AvailableRoutes) {
+      this.rev = m.rev
+      this.receivedAt = Date.now()
+      send({ t: 'ack', rev: m.rev })
+      return
+    }
+    await this.accept(next, m.rev, send)
+  }
+
+  private async accept(map: HubMap, rev: number, send: (m: unknown) => void): Promise<void> {
+    const enforced = await this.o.apply(map)
+    this.map = map
+    this.hash = mapHash(map)
+    this.rev = rev
+    this.receivedAt = Date.now()
+    this.systemState = map.Self.State
+    try {
+      writeFileAtomic(
+        this.o.cacheFile,
+        JSON.stringify({
+          hubKey: this.o.profile.hub?.publicKey.toString('base64'),
+          rev,
+          hash: this.hash,
+          receivedAt: new Date().toISOString(),
+          map,
+        }),
+      )
+    } catch (e) {
+      this.o.log.warn({ file: this.o.cacheFile, err: (e as Error).message }, 'could not cache the hub map')
+    }
+    if (enforced) send({ t: 'ack', rev })
+  }
+}

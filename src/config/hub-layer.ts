@@ -1,0 +1,140 @@
+/**
+ * The effective profile of an enrolled system: the local profile plus the hub's layer.
+ *
+ * The hub may set peers (key, identity, address, tags, description, endpoint), this system's tags and
+ * virtual address, policies and exit-node routes; never a host setting (keys, port, interface, MTU,
+ * ControlGroup, metrics, NAT): its map has no field for them (src/hubproto/map.ts is strict) and the
+ * merge writes only the keys below. Two things need local consent given at enrolment:
+ * - routes this system provides as an exit node (ProvidesRoutes, and the hub's gateway policies that
+ *   grant them): only with Hub.AllowGateway;
+ * - 0.0.0.0/0 through an exit node: only with Hub.AcceptDefaultRoute.
+ * Otherwise they are listed as offered by the hub, not accepted locally.
+ *
+ * The merged JSON goes through the same validation as a hand-written profile: a map that does not
+ * validate is refused whole and the previous one stays. Hand-configured peers keep working beside hub
+ * peers; when the local profile has no Policies of its own, its peers keep their meaning (allowed) by a
+ * policy from the reserved tag "@local" to "@self" (outside the tag alphabet, so it cannot clash).
+ */
+import { ProfileError } from '../errors.js'
+import type { HubMap } from '../hubproto/map.js'
+import { type Profile, validateProfile } from './profile.js'
+
+export interface HubLayerResult {
+  profile: Profile
+  /** What the hub offered that local consent does not accept, in words for status. */
+  notAccepted: string[]
+  /** Local peers skipped because the hub's layer uses their identity or address. */
+  skippedLocal: string[]
+}
+
+type Raw = Record<string, unknown>
+
+export function mergeHubLayer(local: Profile, map: HubMap): HubLayerResult {
+  const consent = local.hub ?? { allowGateway: false, acceptDefaultRoute: false }
+  const raw: Raw = structuredClone(local.raw)
+  const notAccepted: string[] = []
+  const skippedLocal: string[] = []
+  const self = map.Self
+  raw.VirtualAddress = self.VirtualAddress
+  raw.Tags = [...new Set([...((local.raw.Tags as string[] | undefined) ?? []), ...self.Tags])]
+
+  // Peers: hub peers beside local ones; a key in both keeps its local entry, with the hub's address and tags.
+  const localPeers = ((local.raw.Peers as Raw[] | undefined) ?? []).map((p) => ({ ...p }))
+  const hubKeys = new Set(map.Peers.map((p) => p.PublicKey))
+  const taken = new Map<string, string>([[self.VirtualAddress, 'this system (address from the hub)']])
+  for (const p of map.Peers) taken.set(p.VirtualAddress, p.Identity)
+  const peers: Raw[] = []
+  for (const lp of localPeers) {
+    const hp = map.Peers.find((p) => p.PublicKey === lp.PublicKey)
+    if (hp) {
+      peers.push({ ...lp, VirtualAddress: hp.VirtualAddress, Tags: [...new Set([...((lp.Tags as string[]) ?? []), ...hp.Tags])] })
+      continue
+    }
+    const cfg = local.peers.find((c) => c.publicKeyBase64 === lp.PublicKey)
+    const va = cfg
+      ? `${cfg.virtualAddress >>> 24}.${(cfg.virtualAddress >>> 16) & 255}.${(cfg.virtualAddress >>> 8) & 255}.${cfg.virtualAddress & 255}`
+      : ''
+    const clash = taken.get(va) ?? map.Peers.find((p) => p.Identity === cfg?.identity)?.Identity
+    if (clash) {
+      skippedLocal.push(`${cfg?.identity ?? lp.PublicKey}: its address ${va} or identity is used by ${clash} from the hub`)
+      continue
+    }
+    peers.push(lp)
+  }
+  for (const hp of map.Peers) {
+    if (localPeers.some((lp) => lp.PublicKey === hp.PublicKey)) continue
+    peers.push({
+      PublicKey: hp.PublicKey,
+      Identity: hp.Identity,
+      VirtualAddress: hp.VirtualAddress,
+      Tags: hp.Tags,
+      ...(hp.Description ? { Description: hp.Description } : {}),
+      ...(hp.Endpoint ? { Endpoint: hp.Endpoint } : {}),
+    })
+  }
+  raw.Peers = peers
+
+  const exitNode: Raw = { ...((local.raw.ExitNode as Raw | undefined) ?? {}) }
+  // Routes this system provides, and the gateway policies granting them, only with local consent.
+  const hubPolicies = map.Policies.filter((p) => {
+    if (!p.GatewayRoutes) return true
+    if (consent.allowGateway) return true
+    notAccepted.push(
+      `gateway for ${(p.GatewayRoutes as string[]).join(', ')} (policy "${p.Description ?? ''}"): enrol with --allow-gateway to accept`,
+    )
+    return false
+  })
+  if (self.ProvidesRoutes.length) {
+    if (consent.allowGateway)
+      exitNode.ProvidesRoutes = [...new Set([...((exitNode.ProvidesRoutes as string[]) ?? []), ...self.ProvidesRoutes])]
+    else if (!notAccepted.length) notAccepted.push(`exit node for ${self.ProvidesRoutes.join(', ')}: enrol with --allow-gateway to accept`)
+  }
+  const available: Record<string, string[]> = { ...((exitNode.AvailableRoutes as Record<string, string[]>) ?? {}) }
+  for (const [id, routes] of Object.entries(map.AvailableRoutes)) {
+    const ok = routes.filter((r) => {
+      if (r !== '0.0.0.0/0' || consent.acceptDefaultRoute) return true
+      notAccepted.push(`0.0.0.0/0 through ${id}: enrol with --accept-default-route to accept`)
+      return false
+    })
+    if (!ok.length) continue
+    available[id] = [...new Set([...(available[id] ?? []), ...ok])]
+  }
+  if (Object.keys(available).length) exitNode.AvailableRoutes = available
+  if (Object.keys(exitNode).length) raw.ExitNode = exitNode
+
+  const localPolicies = local.raw.Policies as Raw[] | undefined
+  raw.Policies = [...hubPolicies, ...(localPolicies ?? [])]
+
+  let profile: Profile
+  try {
+    profile = validateProfile(local.file, raw)
+  } catch (e) {
+    if (e instanceof ProfileError)
+      throw new ProfileError(
+        `${local.file} with the hub's map`,
+        e.problems.map((p) => ({ ...p, reason: `${p.reason} (in the hub's layer; the previous map stays in force)` })),
+      )
+    throw e
+  }
+  // The file on disk is the local profile: rewrites (enclave add, peer set) must not save the hub's layer.
+  profile.raw = local.raw
+  for (const p of profile.peers)
+    p.source = hubKeys.has(p.publicKeyBase64) && !local.peers.some((l) => l.publicKeyBase64 === p.publicKeyBase64) ? 'hub' : 'local'
+  if (localPolicies === undefined && profile.peers.some((p) => p.source === 'local')) {
+    for (const p of profile.peers) if (p.source === 'local') p.tags = [...p.tags, '@local']
+    profile.tags = [...profile.tags, '@self']
+    profile.policies = [
+      ...(profile.policies ?? []),
+      {
+        index: profile.policies?.length ?? 0,
+        description: 'hand-configured peers (local profile without Policies)',
+        enabled: true,
+        senderTags: ['@local'],
+        receiverTags: ['@self'],
+        acls: [{ protocol: 'Any', portLo: 0, portHi: 65535 }],
+        appliesHere: true,
+      },
+    ]
+  }
+  return { profile, notAccepted, skippedLocal }
+}

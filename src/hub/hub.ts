@@ -1,0 +1,409 @@
+/**
+ * The hub server: an unprivileged process with no TUN. Agents connect over one WebSocket each and
+ * authenticate with their WireGuard static key in a Noise_IK handshake (src/hubproto/noise-ik.ts); the
+ * hub answers with the system's state and then sends its map, followed by deltas. Admin changes land
+ * in the database (src/hub/admin.ts, from the CLI or later the API); the hub follows the database's
+ * revision every 100 ms, rebuilds its model and sends each connected agent only what changed for it.
+ *
+ * Before the handshake, nothing costs more than a token: 20 handshakes/s per source address (burst
+ * 40), 1,000/s in all, 4 KiB per message, 10 s to finish.
+ */
+import fs from 'node:fs'
+import http from 'node:http'
+import path from 'node:path'
+import { EventEmitter } from 'node:events'
+import { WebSocketServer, type WebSocket } from 'ws'
+import { EnclaveError } from '../errors.js'
+import { intToIp } from '../common/ipv4.js'
+import { writeFileAtomic } from '../common/atomic-file.js'
+import { generateKeyPair, keyPairFromPrivate } from '../protocol/primitives.js'
+import { respond, type Transport } from '../hubproto/noise-ik.js'
+import { type HubMap, diffMaps, mapHash } from '../hubproto/map.js'
+import {
+  HUB_PATH,
+  HUB_PROTOCOL_VERSION,
+  MAX_MESSAGE,
+  MAX_PREAUTH,
+  MessageReader,
+  T_MSG1,
+  T_MSG2,
+  agentToHubSchema,
+  helloSchema,
+  sealMessage,
+} from '../hubproto/wire.js'
+import { HubAdmin, loadModel } from './admin.js'
+import type { HubModel } from './model.js'
+import { HubStore } from './store.js'
+import type { AgentLogger as Logger } from '../log/logger.js'
+
+export const HUB_CONFIG = 'hub.json'
+export const HUB_KEY = 'hub.key'
+export const HUB_DB = 'hub.db'
+
+export interface HubConfig {
+  Listen: string
+}
+
+export function hubPaths(dataDir: string) {
+  return { config: path.join(dataDir, HUB_CONFIG), key: path.join(dataDir, HUB_KEY), db: path.join(dataDir, HUB_DB) }
+}
+
+/** `enclave hub init`: key pair, database, configuration. Refuses to overwrite an existing hub. */
+export async function initHub(dataDir: string, listen: string): Promise<{ publicKey: string; listen: string; dataDir: string }> {
+  parseListen(listen)
+  const p = hubPaths(dataDir)
+  if (fs.existsSync(p.key) || fs.existsSync(p.db))
+    throw new EnclaveError('EEXIST', `a hub already exists in ${dataDir} (its key and database are kept); use another --data-dir`)
+  fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 })
+  fs.chmodSync(dataDir, 0o700)
+  const kp = generateKeyPair()
+  writeFileAtomic(p.key, `${kp.privateKey.toString('base64')}\n`)
+  writeFileAtomic(p.config, `${JSON.stringify({ Listen: listen }, null, 2)}\n`)
+  const store = await HubStore.open({ file: p.db, create: true })
+  try {
+    await store.setMeta('rev', '0')
+    await store.setMeta('epoch', generateKeyPair().publicKey.toString('hex').slice(0, 16))
+  } finally {
+    await store.close()
+  }
+  return { publicKey: kp.publicKey.toString('base64'), listen, dataDir }
+}
+
+export function parseListen(s: string): { host: string; port: number } {
+  const m = /^(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]|localhost):(\d{1,5})$/.exec(s.trim())
+  const port = m ? Number(m[2]) : 0
+  if (!m || port < 0 || port > 65535) throw new EnclaveError('EUSAGE', `--listen "${s}": use address:port, e.g. 0.0.0.0:8443`, 2)
+  return { host: m[1].replace(/^\[|\]$/g, ''), port }
+}
+
+export function readHubKey(dataDir: string): { privateKey: Buffer; publicKey: Buffer } {
+  const file = hubPaths(dataDir).key
+  let text: string
+  try {
+    text = fs.readFileSync(file, 'utf8')
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code
+    if (code === 'ENOENT')
+      throw new EnclaveError('ENOHUB', `no hub in ${dataDir}: run \`enclave hub init --data-dir ${dataDir} --listen <ip:port>\``)
+    throw new EnclaveError(code === 'EACCES' ? 'EACCES' : 'EIO', `cannot read ${file}: ${(e as Error).message}`)
+  }
+  const key = Buffer.from(text.trim(), 'base64')
+  if (key.length !== 32) throw new EnclaveError('EKEY', `${file}: not a base64 32-byte key`)
+  return keyPairFromPrivate(key)
+}
+
+interface Conn {
+  ws: WebSocket
+  systemId: number
+  identity: string
+  transport: Transport
+  sent: HubMap | null
+  sentRev: number
+  ackRev: number
+  state: string
+}
+
+/** Per-source and global token buckets for handshakes (before any work). */
+class HandshakeLimiter {
+  private readonly perSource = new Map<string, { tokens: number; at: number }>()
+  private global = { tokens: 1000, at: Date.now() }
+
+  allow(source: string, now = Date.now()): boolean {
+    const g = this.global
+    g.tokens = Math.min(1000, g.tokens + ((now - g.at) / 1000) * 1000)
+    g.at = now
+    let b = this.perSource.get(source)
+    if (!b) {
+      if (this.perSource.size > 100_000) this.perSource.clear()
+      b = { tokens: 40, at: now }
+      this.perSource.set(source, b)
+    }
+    b.tokens = Math.min(40, b.tokens + ((now - b.at) / 1000) * 20)
+    b.at = now
+    if (b.tokens < 1 || g.tokens < 1) return false
+    b.tokens--
+    g.tokens--
+    return true
+  }
+}
+
+export interface HubServerOptions {
+  dataDir: string
+  /** Overrides hub.json's Listen (tests: 127.0.0.1:0). */
+  listen?: string
+  log: Logger
+  /** How often the database revision is checked (ms). */
+  followMs?: number
+}
+
+export class HubServer extends EventEmitter {
+  private store!: HubStore
+  private admin!: HubAdmin
+  private model!: HubModel
+  private rev = 0
+  private server!: http.Server
+  private wss!: WebSocketServer
+  private readonly conns = new Map<number, Conn>()
+  private readonly limiter = new HandshakeLimiter()
+  private follow?: NodeJS.Timeout
+  private ping?: NodeJS.Timeout
+  private following = false
+  private key!: { privateKey: Buffer; publicKey: Buffer }
+  address = ''
+  port = 0
+
+  constructor(private readonly opts: HubServerOptions) {
+    super()
+  }
+
+  get publicKey(): string {
+    return this.key.publicKey.toString('base64')
+  }
+
+  get revision(): number {
+    return this.rev
+  }
+
+  /** Connected systems by identity, with the revision each acknowledged. */
+  connected(): Array<{ identity: string; ackRev: number; sentRev: number }> {
+    return [...this.conns.values()].map((c) => ({ identity: c.identity, ackRev: c.ackRev, sentRev: c.sentRev }))
+  }
+
+  async start(): Promise<void> {
+    const { dataDir, log } = this.opts
+    this.key = readHubKey(dataDir)
+    const paths = hubPaths(dataDir)
+    const cfg = JSON.parse(fs.readFileSync(paths.config, 'utf8')) as HubConfig
+    const { host, port } = parseListen(this.opts.listen ?? cfg.Listen)
+    this.store = await HubStore.open({ file: paths.db })
+    this.admin = new HubAdmin(this.store, 'hub')
+    this.rev = await this.store.revision()
+    this.model = await loadModel(this.store.db)
+    this.server = http.createServer((req, res) => {
+      if (req.url === '/enclave/v1/key') {
+        res.writeHead(200, { 'content-type': 'application/json' })
+        res.end(JSON.stringify({ publicKey: this.publicKey }))
+        return
+      }
+      res.writeHead(404).end()
+    })
+    this.server.headersTimeout = 10_000
+    this.server.requestTimeout = 10_000
+    this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE })
+    this.server.on('upgrade', (req, socket, head) => {
+      if (req.url !== HUB_PATH) {
+        socket.destroy()
+        return
+      }
+      if (!this.limiter.allow(req.socket.remoteAddress ?? '')) {
+        socket.end('HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\n\r\n')
+        return
+      }
+      this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, req.socket.remoteAddress ?? ''))
+    })
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen(port, host, () => resolve())
+    })
+    const a = this.server.address()
+    if (a && typeof a === 'object') {
+      this.address = a.address
+      this.port = a.port
+    }
+    this.follow = setInterval(() => void this.followStore(), this.opts.followMs ?? 100)
+    this.ping = setInterval(() => {
+      for (const c of this.conns.values()) c.ws.ping()
+    }, 25_000)
+    log.info({ listen: `${this.address}:${this.port}`, publicKey: this.publicKey, rev: this.rev }, 'hub listening')
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.follow)
+    clearInterval(this.ping)
+    for (const c of this.conns.values()) c.ws.terminate()
+    for (const ws of this.wss?.clients ?? []) ws.terminate()
+    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()))
+    await this.store?.close()
+  }
+
+  private accept(ws: WebSocket, source: string): void {
+    const log = this.opts.log
+    let conn: Conn | null = null
+    let reader: MessageReader | null = null
+    const deadline = setTimeout(() => {
+      if (!conn) ws.terminate()
+    }, 10_000)
+    ws.on('message', async (data: Buffer, isBinary) => {
+      try {
+        if (!isBinary) throw new Error('text message')
+        if (!conn) {
+          if (data.length > MAX_PREAUTH || data[0] !== T_MSG1) throw new Error('expected a handshake')
+          ws.pause()
+          const got = await this.handshake(ws, data.subarray(1), source)
+          ws.resume()
+          if (!got) return
+          conn = got
+          reader = new MessageReader(conn.transport.recv)
+          clearTimeout(deadline)
+          return
+        }
+        const msg = reader?.read(data)
+        if (msg === undefined) return
+        const m = agentToHubSchema.safeParse(msg)
+        if (!m.success) throw new Error('a message the hub does not understand')
+        if (m.data.t === 'ack') {
+          conn.ackRev = Math.max(conn.ackRev, m.data.rev)
+          this.emit('ack', conn.identity, m.data.rev)
+        } else if (m.data.t === 'resync') {
+          conn.sent = null
+          this.sendMap(conn)
+        }
+      } catch (e) {
+        log.debug({ source, err: (e as Error).message }, 'hub connection closed')
+        ws.terminate()
+      }
+    })
+    ws.on('close', () => {
+      clearTimeout(deadline)
+      if (conn && this.conns.get(conn.systemId) === conn) {
+        this.conns.delete(conn.systemId)
+        log.info({ identity: conn.identity }, 'system disconnected')
+        this.emit('disconnected', conn.identity)
+      }
+    })
+    ws.on('error', () => ws.terminate())
+  }
+
+  private async handshake(ws: WebSocket, msg1: Buffer, source: string): Promise<Conn | null> {
+    const log = this.opts.log
+    const r = respond(this.key, msg1)
+    if (!r) {
+      ws.terminate()
+      return null
+    }
+    let hello: ReturnType<typeof helloSchema.parse>
+    try {
+      hello = helloSchema.parse(JSON.parse(Buffer.from(r.payload).toString('utf8')))
+    } catch {
+      ws.terminate()
+      return null
+    }
+    const publicKey = Buffer.from(r.remoteStatic).toString('base64')
+    const refuse = (code: string, message: string) => {
+      const { message2 } = r.respond(Buffer.from(JSON.stringify({ t: 'error', code, message })))
+      ws.send(Buffer.concat([Buffer.of(T_MSG2), message2]))
+      ws.close(4000 + Math.min(999, code.length), code)
+      log.info({ source, publicKey, code }, 'hub refused a system')
+      return null
+    }
+    if (hello.v > HUB_PROTOCOL_VERSION + 10 || hello.v < 1)
+      return refuse('UPGRADE_REQUIRED', `this hub speaks version ${HUB_PROTOCOL_VERSION}`)
+    const advertised = hello.advertise.filter((c) => /^\d+\.\d+\.\d+\.\d+\/\d+$/.test(c))
+    const endpoint = hello.endpoints?.[0] ?? (source ? `${source.replace(/^::ffff:/, '')}:${hello.listenPort}` : null)
+    let res: Awaited<ReturnType<HubAdmin['enrol']>>
+    try {
+      res = await this.admin.enrol({
+        publicKey,
+        key: hello.enrol?.key,
+        hostname: hello.hostname.replace(/[^\x20-\x7e]/g, '?'),
+        listenPort: hello.listenPort,
+        endpoint,
+        helloTs: hello.ts,
+        allowGateway: hello.allowGateway,
+        acceptDefaultRoute: hello.acceptDefaultRoute,
+        advertised,
+      })
+    } catch (e) {
+      log.error({ err: (e as Error).message }, 'enrolment failed in the store')
+      return refuse('HUB_BUSY', 'the hub could not record this system; try again')
+    }
+    if (!res.ok) return refuse(res.code, res.message)
+    const s = res.system
+    if (s.state === 'disabled') return refuse('SYSTEM_DISABLED', `${s.identity} is disabled on this hub`)
+    const welcome = { t: 'welcome', identity: s.identity, address: intToIp(s.address), state: s.state, enrolled: res.enrolled }
+    const { message2, transport } = r.respond(Buffer.from(JSON.stringify(welcome)))
+    ws.send(Buffer.concat([Buffer.of(T_MSG2), message2]))
+    const old = this.conns.get(s.id)
+    if (old) old.ws.terminate()
+    const conn: Conn = { ws, systemId: s.id, identity: s.identity, transport, sent: null, sentRev: 0, ackRev: 0, state: s.state }
+    this.conns.set(s.id, conn)
+    log.info(
+      { identity: s.identity, source, state: s.state, enrolled: res.enrolled },
+      res.enrolled ? 'system enrolled' : 'system connected',
+    )
+    this.emit('connected', s.identity)
+    if (!res.enrolled) await this.admin.seen(publicKey, endpoint, hello.listenPort, advertised)
+    await this.followStore()
+    // Resume: an agent whose cached map hashes to what we would send gets only the revision.
+    const map = this.model.systems.has(s.id) ? this.model.mapFor(s.id) : null
+    if (map && hello.resume?.hash === mapHash(map)) {
+      conn.sent = map
+      conn.sentRev = this.rev
+      this.send(conn, { t: 'delta', rev: this.rev, hash: hello.resume.hash, delta: { Upsert: [], Remove: [] } })
+    } else this.sendMap(conn)
+    return conn
+  }
+
+  private send(c: Conn, msg: { t: string; [k: string]: unknown }): number {
+    let bytes = 0
+    for (const f of sealMessage(c.transport.send, msg)) {
+      bytes += f.length
+      c.ws.send(f)
+    }
+    this.emit('sent', c.identity, msg.t, bytes)
+    return bytes
+  }
+
+  private sendMap(c: Conn, vis = this.model.visibility()): void {
+    if (!this.model.systems.has(c.systemId)) return
+    const map = this.model.mapFor(c.systemId, vis)
+    c.sent = map
+    c.sentRev = this.rev
+    this.send(c, { t: 'map', rev: this.rev, hash: mapHash(map), map })
+  }
+
+  /** Follows the database: on a new revision, rebuilds the model and sends what changed to whom it concerns. */
+  private async followStore(): Promise<void> {
+    if (this.following) return
+    this.following = true
+    try {
+      const rev = await this.store.revision()
+      if (rev === this.rev) return
+      this.rev = rev
+      this.model = await loadModel(this.store.db)
+      const vis = this.model.visibility()
+      for (const c of [...this.conns.values()]) {
+        const s = this.model.systems.get(c.systemId)
+        if (!s) {
+          this.send(c, { t: 'state', state: 'removed' })
+          c.ws.close(4100, 'removed')
+          this.conns.delete(c.systemId)
+          continue
+        }
+        if (s.state !== c.state) {
+          c.state = s.state
+          this.send(c, { t: 'state', state: s.state })
+          if (s.state === 'disabled') {
+            c.ws.close(4101, 'disabled')
+            this.conns.delete(c.systemId)
+            continue
+          }
+        }
+        if (!c.sent) {
+          this.sendMap(c, vis)
+          continue
+        }
+        const map = this.model.mapFor(c.systemId, vis)
+        const d = diffMaps(c.sent, map)
+        c.sentRev = rev
+        if (!d) continue
+        c.sent = map
+        this.send(c, { t: 'delta', rev, hash: mapHash(map), delta: d })
+      }
+    } catch (e) {
+      this.opts.log.error({ err: (e as Error).message }, 'hub could not follow the database')
+    } finally {
+      this.following = false
+    }
+  }
+}

@@ -1,0 +1,221 @@
+/**
+ * The hub's in-memory model, rebuilt from the database: who sees whom, and the map each system gets.
+ *
+ * A system sees another iff an enabled policy connects them in either direction (senders by tag;
+ * receivers by tag, or the gateway system of a gateway policy), and both are approved. Each system
+ * gets the policies it enforces as a receiver, in the profile's shape: a gateway policy becomes, on its
+ * gateway, GatewayRoutes (only routes the admin approved) for the reserved tag `system:<identity>`.
+ * Peer tags are cut down to the tags the recipient's policies name, so a map does not leak the
+ * organisation's tags.
+ */
+import { intToIp } from '../common/ipv4.js'
+import type { HubMap, HubPeer } from '../hubproto/map.js'
+
+export const SYSTEM_TAG_PREFIX = 'system:'
+
+export interface SystemRow {
+  id: number
+  publicKey: string
+  identity: string
+  address: number
+  hostname: string
+  state: 'pending' | 'approved' | 'disabled'
+  tags: string[]
+  listenPort: number
+  endpoint: string | null
+  allowGateway: boolean
+  acceptDefaultRoute: boolean
+  /** Routes the agent advertises (its local ProvidesRoutes), approved or not. */
+  advertised: string[]
+}
+
+export interface PolicyBody {
+  SenderTags: string[]
+  ReceiverTags?: string[]
+  Gateway?: { Identity: string; Routes: string[] }
+  Acls: Array<{ Protocol: string; Ports?: string; Description?: string }>
+  GatewayAllowedIpRanges?: Array<{ IpRange: string; Description?: string }>
+}
+
+export interface PolicyRow {
+  id: number
+  description: string
+  enabled: boolean
+  body: PolicyBody
+}
+
+export interface RouteRow {
+  systemId: number
+  cidr: string
+  source: 'agent' | 'admin'
+  approved: boolean
+}
+
+export class HubModel {
+  readonly systems = new Map<number, SystemRow>()
+  readonly byIdentity = new Map<string, SystemRow>()
+  readonly byKey = new Map<string, SystemRow>()
+  private readonly routes = new Map<number, RouteRow[]>()
+  private tagIndex = new Map<string, Set<number>>()
+
+  constructor(
+    systems: SystemRow[],
+    readonly policies: PolicyRow[],
+    routes: RouteRow[],
+  ) {
+    for (const s of systems) {
+      this.systems.set(s.id, s)
+      this.byIdentity.set(s.identity, s)
+      this.byKey.set(s.publicKey, s)
+      if (s.state !== 'approved') continue
+      for (const t of s.tags) {
+        const set = this.tagIndex.get(t) ?? new Set<number>()
+        this.tagIndex.set(t, set)
+        set.add(s.id)
+      }
+    }
+    for (const r of routes) {
+      const l = this.routes.get(r.systemId) ?? []
+      l.push(r)
+      this.routes.set(r.systemId, l)
+    }
+  }
+
+  routesOf(id: number): RouteRow[] {
+    return this.routes.get(id) ?? []
+  }
+
+  approvedRoutes(id: number): string[] {
+    return this.routesOf(id)
+      .filter((r) => r.approved)
+      .map((r) => r.cidr)
+  }
+
+  private withTags(tags: readonly string[]): Set<number> {
+    const out = new Set<number>()
+    for (const t of tags) for (const id of this.tagIndex.get(t) ?? []) out.add(id)
+    return out
+  }
+
+  sendersOf(p: PolicyRow): Set<number> {
+    return this.withTags(p.body.SenderTags)
+  }
+
+  receiversOf(p: PolicyRow): Set<number> {
+    if (p.body.Gateway) {
+      const g = this.byIdentity.get(p.body.Gateway.Identity)
+      return g && g.state === 'approved' ? new Set([g.id]) : new Set()
+    }
+    return this.withTags(p.body.ReceiverTags ?? [])
+  }
+
+  /** Every system each approved system sees (symmetric). */
+  visibility(): Map<number, Set<number>> {
+    const vis = new Map<number, Set<number>>()
+    const add = (a: number, b: number) => {
+      if (a === b) return
+      const s = vis.get(a) ?? new Set<number>()
+      vis.set(a, s)
+      s.add(b)
+    }
+    for (const p of this.policies) {
+      if (!p.enabled) continue
+      const senders = this.sendersOf(p)
+      const receivers = this.receiversOf(p)
+      for (const s of senders)
+        for (const r of receivers) {
+          add(s, r)
+          add(r, s)
+        }
+    }
+    return vis
+  }
+
+  /** The map of system `id` (an empty one while it is not approved). */
+  mapFor(id: number, vis = this.visibility()): HubMap {
+    const me = this.systems.get(id)
+    if (!me) throw new Error(`no system ${id}`)
+    const self = {
+      Identity: me.identity,
+      VirtualAddress: intToIp(me.address),
+      Tags: me.state === 'approved' ? [...me.tags, SYSTEM_TAG_PREFIX + me.identity] : [],
+      State: me.state,
+      ProvidesRoutes: me.state === 'approved' ? this.approvedRoutes(id) : [],
+    }
+    if (me.state !== 'approved') return { Self: self, Peers: [], Policies: [], AvailableRoutes: {} }
+    const policies: Array<Record<string, unknown>> = []
+    const mentioned = new Set<string>()
+    const available: Record<string, string[]> = {}
+    for (const p of this.policies) {
+      if (!p.enabled) continue
+      const b = p.body
+      const receivers = this.receiversOf(p)
+      if (b.Gateway) {
+        const g = this.byIdentity.get(b.Gateway.Identity)
+        if (g?.state !== 'approved') continue
+        const approved = new Set(this.approvedRoutes(g.id))
+        const routes = b.Gateway.Routes.filter((r) => approved.has(r))
+        if (!routes.length) continue
+        if (g.id === id) {
+          policies.push({
+            Description: p.description,
+            SenderTags: b.SenderTags,
+            ReceiverTags: [SYSTEM_TAG_PREFIX + me.identity],
+            Acls: b.Acls,
+            GatewayRoutes: routes,
+            ...(b.GatewayAllowedIpRanges ? { GatewayAllowedIpRanges: b.GatewayAllowedIpRanges } : {}),
+          })
+          for (const t of b.SenderTags) mentioned.add(t)
+        }
+        if (this.sendersOf(p).has(id) && g.id !== id) {
+          const l = available[g.identity] ?? []
+          for (const r of routes) if (!l.includes(r)) l.push(r)
+          available[g.identity] = l
+        }
+        continue
+      }
+      if (receivers.has(id)) {
+        policies.push({ Description: p.description, SenderTags: b.SenderTags, ReceiverTags: b.ReceiverTags, Acls: b.Acls })
+        for (const t of b.SenderTags) mentioned.add(t)
+      }
+    }
+    const peers: HubPeer[] = []
+    for (const pid of vis.get(id) ?? []) {
+      const s = this.systems.get(pid)
+      if (s?.state !== 'approved') continue
+      peers.push({
+        PublicKey: s.publicKey,
+        Identity: s.identity,
+        VirtualAddress: intToIp(s.address),
+        Tags: s.tags.filter((t) => mentioned.has(t)),
+        Description: s.hostname,
+        ...(s.endpoint ? { Endpoint: s.endpoint } : {}),
+      })
+    }
+    return { Self: self, Peers: peers, Policies: policies, AvailableRoutes: available }
+  }
+
+  /**
+   * Sender -> receiver pairs the enabled policies open ("A -> B" or "A -> B:172.26.0.0/20" for a
+   * gateway route), for --dry-run: the difference between two models is what a change opens or closes.
+   */
+  reachPairs(): Set<string> {
+    const out = new Set<string>()
+    for (const p of this.policies) {
+      if (!p.enabled) continue
+      const acl = p.body.Acls.map((a) => (a.Ports ? `${a.Protocol.toLowerCase()}:${a.Ports}` : a.Protocol.toLowerCase())).join(',')
+      const receivers = this.receiversOf(p)
+      for (const s of this.sendersOf(p))
+        for (const r of receivers) {
+          if (s === r) continue
+          const S = this.systems.get(s)?.identity
+          const R = this.systems.get(r)?.identity
+          if (p.body.Gateway) {
+            const approved = new Set(this.approvedRoutes(r))
+            for (const c of p.body.Gateway.Routes) if (approved.has(c)) out.add(`${S} -> ${R}:${c} (${acl})`)
+          } else out.add(`${S} -> ${R} (${acl})`)
+        }
+    }
+    return out
+  }
+}

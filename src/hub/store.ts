@@ -1,0 +1,285 @@
+/**
+ * The hub's database: the source of truth. SQLite through better-sqlite3 (one file, WAL) by default,
+ * through kysely so that the same migrations and queries serve PostgreSQL for several replicas.
+ *
+ * Every change that affects a map is one write transaction that first bumps the global revision (a
+ * single row: its lock serialises writers, so revisions commit in order) and records a `changes` row
+ * and an `audit` row. A running hub follows the revision (src/hub/hub.ts) and sends each connected
+ * agent what changed for it; admin commands on the same host write here directly.
+ */
+import fs from 'node:fs'
+import path from 'node:path'
+import Database from 'better-sqlite3'
+import { type Generated, Kysely, type Migration, Migrator, SqliteDialect, type Transaction, sql } from 'kysely'
+import { EnclaveError } from '../errors.js'
+
+export interface MetaTable {
+  key: string
+  value: string
+}
+
+export interface SystemTable {
+  id: Generated<number>
+  public_key: string
+  identity: string
+  virtual_address: number
+  hostname: string
+  state: string
+  tags: string
+  ephemeral: number
+  enrolment_key_id: number | null
+  enrolled_at: string
+  approved_at: string | null
+  approved_by: string | null
+  last_seen_at: string | null
+  allow_gateway: number
+  accept_default_route: number
+  last_hello_ts: string
+  listen_port: number
+  endpoint: string | null
+  advertised_routes: string
+}
+
+export interface EnrolmentKeyTable {
+  id: Generated<number>
+  key_id: string
+  secret_sha256: string
+  description: string
+  auto_approve: number
+  ephemeral: number
+  uses_remaining: number | null
+  used_count: number
+  expires_at: string | null
+  enabled: number
+  tags: string
+  created_at: string
+  created_by: string
+}
+
+export interface PolicyTable {
+  id: Generated<number>
+  description: string
+  enabled: number
+  body: string
+  updated_rev: number
+}
+
+export interface RouteTable {
+  system_id: number
+  cidr: string
+  source: string
+  approved: number
+}
+
+export interface AuditTable {
+  id: Generated<number>
+  at: string
+  rev: number
+  actor: string
+  action: string
+  target: string
+  details: string
+}
+
+export interface HubDb {
+  meta: MetaTable
+  systems: SystemTable
+  enrolment_keys: EnrolmentKeyTable
+  policies: PolicyTable
+  routes: RouteTable
+  audit: AuditTable
+}
+
+export type Tx = Transaction<HubDb> | Kysely<HubDb>
+
+/** Forward-only migrations; the Migrator records which ran and locks itself. */
+export const MIGRATIONS: Record<string, Migration> = {
+  '0001_initial': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('meta')
+        .addColumn('key', 'varchar(64)', (c) => c.primaryKey())
+        .addColumn('value', 'text', (c) => c.notNull())
+        .execute()
+      await db.schema
+        .createTable('systems')
+        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('public_key', 'varchar(64)', (c) => c.notNull().unique())
+        .addColumn('identity', 'varchar(8)', (c) => c.notNull().unique())
+        .addColumn('virtual_address', 'bigint', (c) => c.notNull().unique())
+        .addColumn('hostname', 'text', (c) => c.notNull())
+        .addColumn('state', 'varchar(16)', (c) => c.notNull())
+        .addColumn('tags', 'text', (c) => c.notNull())
+        .addColumn('ephemeral', 'integer', (c) => c.notNull())
+        .addColumn('enrolment_key_id', 'integer')
+        .addColumn('enrolled_at', 'text', (c) => c.notNull())
+        .addColumn('approved_at', 'text')
+        .addColumn('approved_by', 'text')
+        .addColumn('last_seen_at', 'text')
+        .addColumn('allow_gateway', 'integer', (c) => c.notNull())
+        .addColumn('accept_default_route', 'integer', (c) => c.notNull())
+        .addColumn('last_hello_ts', 'varchar(32)', (c) => c.notNull())
+        .addColumn('listen_port', 'integer', (c) => c.notNull())
+        .addColumn('endpoint', 'text')
+        .addColumn('advertised_routes', 'text', (c) => c.notNull())
+        .execute()
+      await db.schema
+        .createTable('enrolment_keys')
+        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('key_id', 'varchar(8)', (c) => c.notNull().unique())
+        .addColumn('secret_sha256', 'varchar(64)', (c) => c.notNull())
+        .addColumn('description', 'text', (c) => c.notNull().unique())
+        .addColumn('auto_approve', 'integer', (c) => c.notNull())
+        .addColumn('ephemeral', 'integer', (c) => c.notNull())
+        .addColumn('uses_remaining', 'integer')
+        .addColumn('used_count', 'integer', (c) => c.notNull())
+        .addColumn('expires_at', 'text')
+        .addColumn('enabled', 'integer', (c) => c.notNull())
+        .addColumn('tags', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('created_by', 'text', (c) => c.notNull())
+        .execute()
+      await db.schema
+        .createTable('policies')
+        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('description', 'text', (c) => c.notNull().unique())
+        .addColumn('enabled', 'integer', (c) => c.notNull())
+        .addColumn('body', 'text', (c) => c.notNull())
+        .addColumn('updated_rev', 'integer', (c) => c.notNull())
+        .execute()
+      await db.schema
+        .createTable('routes')
+        .addColumn('system_id', 'integer', (c) => c.notNull().references('systems.id').onDelete('cascade'))
+        .addColumn('cidr', 'varchar(20)', (c) => c.notNull())
+        .addColumn('source', 'varchar(8)', (c) => c.notNull())
+        .addColumn('approved', 'integer', (c) => c.notNull())
+        .addPrimaryKeyConstraint('routes_pk', ['system_id', 'cidr'])
+        .execute()
+      await db.schema
+        .createTable('audit')
+        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('at', 'text', (c) => c.notNull())
+        .addColumn('rev', 'integer', (c) => c.notNull())
+        .addColumn('actor', 'text', (c) => c.notNull())
+        .addColumn('action', 'text', (c) => c.notNull())
+        .addColumn('target', 'text', (c) => c.notNull())
+        .addColumn('details', 'text', (c) => c.notNull())
+        .execute()
+      await db.schema.createIndex('audit_at').on('audit').column('at').execute()
+    },
+  },
+}
+
+export interface StoreOptions {
+  /** SQLite database file. */
+  file: string
+  /** Create the file (hub init); otherwise it must exist. */
+  create?: boolean
+}
+
+export class HubStore {
+  private constructor(
+    readonly db: Kysely<HubDb>,
+    private readonly raw: Database.Database,
+    readonly file: string,
+  ) {}
+
+  static async open(opts: StoreOptions): Promise<HubStore> {
+    if (!opts.create && !fs.existsSync(opts.file))
+      throw new EnclaveError(
+        'ENOHUB',
+        `no hub database at ${opts.file}: run \`enclave hub init --data-dir ${path.dirname(opts.file)}\` first`,
+      )
+    let raw: Database.Database
+    try {
+      raw = new Database(opts.file, { fileMustExist: !opts.create })
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException
+      throw new EnclaveError(
+        err.code === 'SQLITE_CANTOPEN' ? 'EPERM' : 'ESTORE',
+        `cannot open the hub database ${opts.file}: ${err.message}${err.code === 'SQLITE_CANTOPEN' ? ' (hub administration needs the hub user or root)' : ''}`,
+      )
+    }
+    if (opts.create) fs.chmodSync(opts.file, 0o600)
+    raw.pragma('journal_mode = WAL')
+    raw.pragma('synchronous = NORMAL')
+    raw.pragma('foreign_keys = ON')
+    raw.pragma('busy_timeout = 5000')
+    const db = new Kysely<HubDb>({ dialect: new SqliteDialect({ database: raw }) })
+    const store = new HubStore(db, raw, opts.file)
+    await store.migrate()
+    return store
+  }
+
+  async migrate(): Promise<string[]> {
+    const migrator = new Migrator({ db: this.db, provider: { getMigrations: async () => MIGRATIONS } })
+    const { error, results } = await migrator.migrateToLatest()
+    if (error) throw new EnclaveError('ESTORE', `hub database migration failed: ${(error as Error).message}`)
+    return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName)
+  }
+
+  async close(): Promise<void> {
+    await this.db.destroy()
+  }
+
+  async getMeta(key: string, trx: Tx = this.db): Promise<string | undefined> {
+    const r = await trx.selectFrom('meta').select('value').where('key', '=', key).executeTakeFirst()
+    return r?.value
+  }
+
+  async setMeta(key: string, value: string, trx: Tx = this.db): Promise<void> {
+    await trx
+      .insertInto('meta')
+      .values({ key, value })
+      .onConflict((oc) => oc.column('key').doUpdateSet({ value }))
+      .execute()
+  }
+
+  /** The revision every write so far reached (followers poll this). */
+  async revision(): Promise<number> {
+    return Number((await this.getMeta('rev')) ?? 0)
+  }
+
+  /**
+   * One write transaction: takes the write lock first (SQLite: BEGIN IMMEDIATE, so two processes never
+   * deadlock upgrading a read lock), bumps the revision when `bump`, runs `fn`, and records the audit row.
+   */
+  async write<T>(
+    audit: { actor: string; action: string; target: string; details?: unknown } | null,
+    fn: (trx: Tx, rev: number) => Promise<T>,
+  ): Promise<T> {
+    return this.db.connection().execute(async (conn) => {
+      await sql`begin immediate`.execute(conn)
+      try {
+        let rev = 0
+        if (audit) {
+          await sql`update meta set value = cast(cast(value as integer) + 1 as text) where key = 'rev'`.execute(conn)
+          rev = Number((await conn.selectFrom('meta').select('value').where('key', '=', 'rev').executeTakeFirstOrThrow()).value)
+        }
+        const out = await fn(conn, rev)
+        if (audit)
+          await conn
+            .insertInto('audit')
+            .values({
+              at: new Date().toISOString(),
+              rev,
+              actor: audit.actor,
+              action: audit.action,
+              target: audit.target,
+              details: JSON.stringify(audit.details ?? {}),
+            })
+            .execute()
+        await sql`commit`.execute(conn)
+        return out
+      } catch (e) {
+        await sql`rollback`.execute(conn).catch(() => undefined)
+        throw e
+      }
+    })
+  }
+
+  /** The SQLite file's own online backup. */
+  async backup(to: string): Promise<void> {
+    await this.raw.backup(to)
+  }
+}

@@ -1,0 +1,115 @@
+/**
+ * The hub link on the wire: one WebSocket per agent (path /enclave/v1/connect), binary messages
+ * `type(1) ‖ body`: 0x01 Noise message 1 (agent -> hub), 0x02 message 2, 0x03 a transport message
+ * (Noise ciphertext of `flags(1) ‖ JSON chunk`; flag MORE continues a message past Noise's 65,535-byte
+ * limit). Messages are JSON objects with a `t` field, checked with zod on receipt; any failure closes
+ * the connection.
+ */
+import { z } from 'zod'
+import { hubDeltaSchema, hubMapSchema } from './map.js'
+import type { CipherState } from './noise-ik.js'
+
+export const HUB_PATH = '/enclave/v1/connect'
+export const HUB_SUBPROTOCOL = 'enclave-hub.v1'
+export const T_MSG1 = 0x01
+export const T_MSG2 = 0x02
+export const T_TRANSPORT = 0x03
+const FLAG_MORE = 0x01
+const CHUNK = 60_000
+/** Largest message after reassembly. */
+export const MAX_MESSAGE = 16 * 1024 * 1024
+/** Largest WebSocket message before the handshake completes. */
+export const MAX_PREAUTH = 4096
+export const HUB_PROTOCOL_VERSION = 1
+
+export const helloSchema = z
+  .object({
+    t: z.literal('hello'),
+    v: z.number().int(),
+    /** TAI64N of the agent's clock, hex: must grow from one hello to the next (replay). */
+    ts: z.string().regex(/^[0-9a-f]{24}$/),
+    hostname: z.string().max(253),
+    listenPort: z.number().int().min(1).max(65535),
+    enrol: z.object({ key: z.string().max(64) }).optional(),
+    resume: z.object({ hash: z.string().max(64) }).optional(),
+    allowGateway: z.boolean(),
+    acceptDefaultRoute: z.boolean(),
+    advertise: z.array(z.string().max(18)).max(1024),
+    endpoints: z.array(z.string().max(64)).max(16).optional(),
+  })
+  .passthrough()
+
+export type Hello = z.infer<typeof helloSchema>
+
+export const welcomeSchema = z
+  .object({
+    t: z.literal('welcome'),
+    identity: z.string(),
+    address: z.string(),
+    state: z.enum(['pending', 'approved', 'disabled']),
+    enrolled: z.boolean(),
+  })
+  .passthrough()
+
+export const refusalSchema = z.object({ t: z.literal('error'), code: z.string().max(64), message: z.string().max(1000) }).passthrough()
+
+export const hubToAgentSchema = z.discriminatedUnion('t', [
+  z.object({ t: z.literal('map'), rev: z.number().int(), hash: z.string(), map: hubMapSchema }).passthrough(),
+  z.object({ t: z.literal('delta'), rev: z.number().int(), hash: z.string(), delta: hubDeltaSchema }).passthrough(),
+  z.object({ t: z.literal('state'), state: z.enum(['pending', 'approved', 'disabled', 'removed']) }).passthrough(),
+])
+
+export type HubToAgent = z.infer<typeof hubToAgentSchema>
+
+export const agentToHubSchema = z.discriminatedUnion('t', [
+  z.object({ t: z.literal('ack'), rev: z.number().int(), hash: z.string().optional() }).passthrough(),
+  z.object({ t: z.literal('resync') }).passthrough(),
+  z.object({ t: z.literal('advertise'), routes: z.array(z.string().max(18)).max(1024) }).passthrough(),
+])
+
+export type AgentToHub = z.infer<typeof agentToHubSchema>
+
+/** Encrypts one JSON message into one or more WebSocket messages. */
+export function sealMessage(send: CipherState, msg: unknown): Buffer[] {
+  const data = Buffer.from(JSON.stringify(msg))
+  const out: Buffer[] = []
+  for (let o = 0; o < data.length || o === 0; o += CHUNK) {
+    const part = data.subarray(o, o + CHUNK)
+    const more = o + CHUNK < data.length
+    const plain = Buffer.concat([Buffer.of(more ? FLAG_MORE : 0), part])
+    out.push(Buffer.concat([Buffer.of(T_TRANSPORT), send.encrypt(plain)]))
+    if (!more) break
+  }
+  return out
+}
+
+/** Reassembles transport messages; returns the parsed JSON once complete, undefined while more is to come. */
+export class MessageReader {
+  private parts: Buffer[] = []
+  private size = 0
+
+  constructor(private readonly recv: CipherState) {}
+
+  /** Throws on anything wrong (the caller closes the connection). */
+  read(frame: Buffer): unknown | undefined {
+    if (frame.length < 1 + 16 + 1 || frame[0] !== T_TRANSPORT) throw new Error('not a transport message')
+    const plain = this.recv.decrypt(frame.subarray(1))
+    if (!plain || plain.length < 1) throw new Error('a message failed authentication')
+    this.parts.push(Buffer.from(plain.subarray(1)))
+    this.size += plain.length - 1
+    if (this.size > MAX_MESSAGE) throw new Error('message too large')
+    if (plain[0] & FLAG_MORE) return undefined
+    const text = Buffer.concat(this.parts).toString('utf8')
+    this.parts = []
+    this.size = 0
+    return JSON.parse(text)
+  }
+}
+
+/** TAI64N of `ms` with the full clock (hex, 24 digits): a hello's timestamp, which must grow from one to the next. */
+export function helloTimestamp(ms: number, after = 0n): string {
+  const now = BigInt(Math.floor(ms)) * 1_000_000n
+  let ts = (0x400000000000000an + now / 1_000_000_000n) * 2n ** 32n + (now % 1_000_000_000n)
+  if (ts <= after) ts = after + 1n
+  return ts.toString(16).padStart(24, '0')
+}
