@@ -25,10 +25,10 @@
 import os from 'node:os'
 import path from 'node:path'
 import { EnclaveError } from '../errors.js'
-import { type Profile, loadProfile, profilePath } from '../config/profile.js'
+import { type Profile, loadProfile, profilePath, stateDir } from '../config/profile.js'
 import { mergeHubLayer } from '../config/hub-layer.js'
 import type { HubMap } from '../hubproto/map.js'
-import { HUB_CACHE_FILE, type HubCache, HubLink, readHubCache, stateDir } from './hub-link.js'
+import { HUB_CACHE_FILE, type HubCache, HubLink, readHubCache } from './hub-link.js'
 import { intToIp } from '../common/ipv4.js'
 import { type AgentLogger, VERBOSITY_NAMES, createLogger, setVerbosity } from '../log/logger.js'
 import {
@@ -270,26 +270,26 @@ export class Agent implements AgentApi {
     this.metrics = metrics
     this.acquired('metrics endpoint', () => metrics.close())
     await metrics.sync(p.metricsListen)
-    if (local.hub) {
-      const link = new HubLink({
-        profile: local,
-        cacheFile: this.hubCacheFile(),
-        log: this.log,
-        apply: (map) => this.applyHubMap(map),
-        maxBackoffMs: this.opts.hubBackoffMs,
-      })
-      if (hubCache) {
-        link.seed(hubCache)
-        this.log.info(
-          { rev: hubCache.rev, peers: hubCache.map.Peers.length, cachedAt: hubCache.receivedAt },
-          'hub map loaded from the cache',
-        )
-      }
-      link.notAccepted = this.hubNotes
-      this.hubLink = link
-      this.acquired('hub link', () => link.stop())
-      link.start()
+    if (local.hub) this.startHubLink(local, hubCache)
+  }
+
+  /** Connects to the hub (at start, or at the reload after `enclave enrol`). */
+  private startHubLink(local: Profile, cache: HubCache | null): void {
+    const link = new HubLink({
+      profile: local,
+      cacheFile: this.hubCacheFile(),
+      log: this.log,
+      apply: (map) => this.applyHubMap(map),
+      maxBackoffMs: this.opts.hubBackoffMs,
+    })
+    if (cache) {
+      link.seed(cache)
+      this.log.info({ rev: cache.rev, peers: cache.map.Peers.length, cachedAt: cache.receivedAt }, 'hub map loaded from the cache')
     }
+    link.notAccepted = this.hubNotes
+    this.hubLink = link
+    this.acquired('hub link', () => link.stop())
+    link.start()
   }
 
   private hubCacheFile(): string {
@@ -493,7 +493,16 @@ export class Agent implements AgentApi {
   }
 
   private async applyReload(): Promise<ReloadResult> {
-    const next = this.effective(loadProfile(profilePath(this.opts.configDir))) // throws the usual ProfileError: nothing applied
+    const local = loadProfile(profilePath(this.opts.configDir)) // throws the usual ProfileError: nothing applied
+    const linked = this.hubLink?.hubKey
+    if (linked && (!local.hub || linked !== local.hub.publicKey.toString('base64'))) {
+      // Unenrolled (or enrolled elsewhere): the hub's layer goes with the link.
+      this.hubLink?.stop()
+      this.hubLink = undefined
+      this.hubMap = null
+      this.hubNotes = []
+    }
+    const next = this.effective(local)
     const refused = restartNeeded(this.profile, next)
     if (refused) throw new EnclaveError('ERELOAD', refused)
     const plan = planReload(this.peers, next)
@@ -518,6 +527,7 @@ export class Agent implements AgentApi {
     await this.network.applyOs(next, this.peers)
     this.api?.setGroup(next.controlGroup)
     await this.metrics?.sync(next.metricsListen)
+    if (local.hub && !this.hubLink && !this.stopping) this.startHubLink(local, null)
     const restart: string[] = []
     if ((next.workers ?? null) !== (this.startedWith.workers ?? null)) restart.push('Workers')
     const result: ReloadResult = {

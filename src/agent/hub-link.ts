@@ -32,10 +32,6 @@ import type { AgentLogger } from '../log/logger.js'
 
 export const HUB_CACHE_FILE = 'hub-map.json'
 
-export function stateDir(): string {
-  return process.env.ENCLAVE_STATE_DIR || '/var/lib/enclave'
-}
-
 export interface HubCache {
   hubKey: string
   rev: number
@@ -126,6 +122,11 @@ export class HubLink {
 
   start(): void {
     this.connect()
+  }
+
+  /** The pinned hub key this link authenticates (base64). */
+  get hubKey(): string {
+    return this.o.profile.hub?.publicKey.toString('base64') ?? ''
   }
 
   stop(): void {

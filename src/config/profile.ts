@@ -102,6 +102,11 @@ export function runDir(): string {
   return process.env.ENCLAVE_RUN_DIR || '/run/enclave'
 }
 
+/** Where state that survives a reboot lives (the hub's cached map). */
+export function stateDir(): string {
+  return process.env.ENCLAVE_STATE_DIR || '/var/lib/enclave'
+}
+
 export function profilePath(dir: string): string {
   return path.join(dir, 'profiles', `${PROFILE_NAME}.profile`)
 }

@@ -278,13 +278,15 @@ export class HubServer extends EventEmitter {
     const log = this.opts.log
     const r = respond(this.key, msg1)
     if (!r) {
+      log.debug({ source }, 'hub handshake failed authentication (wrong hub key, or not an agent)')
       ws.terminate()
       return null
     }
     let hello: ReturnType<typeof helloSchema.parse>
     try {
       hello = helloSchema.parse(JSON.parse(Buffer.from(r.payload).toString('utf8')))
-    } catch {
+    } catch (e) {
+      log.debug({ source, err: (e as Error).message.slice(0, 300) }, 'hub hello refused')
       ws.terminate()
       return null
     }
@@ -320,7 +322,17 @@ export class HubServer extends EventEmitter {
     if (!res.ok) return refuse(res.code, res.message)
     const s = res.system
     if (s.state === 'disabled') return refuse('SYSTEM_DISABLED', `${s.identity} is disabled on this hub`)
-    const welcome = { t: 'welcome', identity: s.identity, address: intToIp(s.address), state: s.state, enrolled: res.enrolled }
+    if (!res.enrolled) await this.admin.seen(publicKey, endpoint, hello.listenPort, advertised)
+    await this.followStore()
+    const map = this.model.systems.has(s.id) ? this.model.mapFor(s.id) : null
+    const welcome = {
+      t: 'welcome',
+      identity: s.identity,
+      address: intToIp(s.address),
+      state: s.state,
+      enrolled: res.enrolled,
+      peers: map?.Peers.length ?? 0,
+    }
     const { message2, transport } = r.respond(Buffer.from(JSON.stringify(welcome)))
     ws.send(Buffer.concat([Buffer.of(T_MSG2), message2]))
     const old = this.conns.get(s.id)
@@ -332,10 +344,7 @@ export class HubServer extends EventEmitter {
       res.enrolled ? 'system enrolled' : 'system connected',
     )
     this.emit('connected', s.identity)
-    if (!res.enrolled) await this.admin.seen(publicKey, endpoint, hello.listenPort, advertised)
-    await this.followStore()
     // Resume: an agent whose cached map hashes to what we would send gets only the revision.
-    const map = this.model.systems.has(s.id) ? this.model.mapFor(s.id) : null
     if (map && hello.resume?.hash === mapHash(map)) {
       conn.sent = map
       conn.sentRev = this.rev

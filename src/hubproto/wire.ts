@@ -48,6 +48,8 @@ export const welcomeSchema = z
     address: z.string(),
     state: z.enum(['pending', 'approved', 'disabled']),
     enrolled: z.boolean(),
+    /** How many peers the system's map has (0 while pending). */
+    peers: z.number().int().min(0).optional(),
   })
   .passthrough()
 

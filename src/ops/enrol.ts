@@ -30,6 +30,7 @@ export interface EnrolResult {
   virtualAddress: string
   state: 'pending' | 'approved' | 'disabled'
   enrolled: boolean
+  peers: number
   hub: string
 }
 
@@ -78,6 +79,12 @@ export async function enrol(o: EnrolOptions): Promise<EnrolResult> {
       }
       resolve(JSON.parse(Buffer.from(got.payload).toString('utf8')))
     })
+    ws.on('close', () => {
+      clearTimeout(timer)
+      reject(
+        new EnclaveError('EHUB', `the hub at ${o.urls[0]} closed the connection without answering (is --hub-key its key? is this a hub?)`),
+      )
+    })
     ws.on('error', (e) => {
       clearTimeout(timer)
       reject(new EnclaveError('EHUB', `cannot reach the hub at ${o.urls[0]}: ${e.message}`, 3))
@@ -97,7 +104,7 @@ export async function enrol(o: EnrolOptions): Promise<EnrolResult> {
     ...(o.advertiseEndpoints?.length ? { AdvertiseEndpoints: o.advertiseEndpoints } : {}),
   }
   writeProfile(o.file, raw)
-  return { identity: w.identity, virtualAddress: w.address, state: w.state, enrolled: w.enrolled, hub: o.urls[0] }
+  return { identity: w.identity, virtualAddress: w.address, state: w.state, enrolled: w.enrolled, peers: w.peers ?? 0, hub: o.urls[0] }
 }
 
 /** Takes the Hub block out of the profile and deletes the cached map; the agent then runs on local peers only. */

@@ -89,6 +89,19 @@ export function formatStatus(s: StatusModel): string {
     const drops = formatDrops(s.counters, EVENT_REASONS)
     lines.push(...field(i1, 'Dropped packets', drops ? `${drops} (since start; -v 5 logs each)` : 'none'))
   }
+  if (s.hub) {
+    const h = s.hub
+    const facts = [
+      h.state,
+      h.rev !== undefined ? `rev ${h.rev}` : '',
+      h.peers !== undefined ? `${h.peers} peers` : '',
+      h.mapAgeS !== undefined ? `map ${h.mapAgeS} s old` : '',
+    ]
+    lines.push(...field(i1, 'Hub', `${h.url} (${facts.filter(Boolean).join(', ')})`))
+    if (h.systemState) lines.push(...field(i1, 'On the hub', h.systemState === 'pending' ? 'awaiting approval' : h.systemState))
+    if (h.error) lines.push(...field(i1, 'Hub error', h.error))
+    for (const n of h.notAccepted) lines.push(...field(i1, 'Not accepted', `offered by the hub, not accepted locally: ${n}`))
+  }
   lines.push(...formatPolicy(s, i1))
   for (const p of s.peers) {
     lines.push('', `${i1}Peer: ${peerTitle(p)}`, '')
@@ -96,7 +109,9 @@ export function formatStatus(s: StatusModel): string {
     lines.push(...field(i2, 'Peer state', formatPeerState(p)))
     lines.push(...field(i2, 'Endpoint', p.endpoint ? `Udp/${p.endpoint}` : '(none: waits for the peer to connect)'))
     lines.push(...field(i2, 'Virtual address', p.virtualAddress))
-    if (p.tags?.length) lines.push(...field(i2, 'Tags', p.tags.join(', ')))
+    const tags = p.tags?.filter((t) => !t.startsWith('@'))
+    if (tags?.length) lines.push(...field(i2, 'Tags', tags.join(', ')))
+    if (p.source) lines.push(...field(i2, 'Source', p.source === 'hub' ? 'hub' : 'local profile'))
     if (s.running) {
       lines.push(...field(i2, 'Last handshake', formatAgo(p.lastHandshakeSecondsAgo)))
       lines.push(...field(i2, 'Last activity', formatAgo(p.lastActivitySecondsAgo)))

@@ -1,0 +1,3 @@
+import { systemVerb } from '../../../hub/system-verb.js'
+
+export default systemVerb('enable', 'Enable disabled systems again')

@@ -1,0 +1,174 @@
+/**
+ * The hub in network namespaces, as an admin would run it: `enclave hub init` and `enclave hub serve`
+ * (a real process in its own namespace), admin commands on its data directory, and real agents
+ * (`enclave run` with a TUN) that join with `enclave enrol`.
+ *
+ *   hub 198.18.0.100 ─┐
+ *   lap1 198.18.0.1 ──┤
+ *   lap2 198.18.0.2 ──┼── br0 in "sw"
+ *   lap3 198.18.0.4 ──┤
+ *   exit 198.18.0.3 ──┘── lan0 172.26.0.3/20 ── "printer" 172.26.0.250/20
+ */
+import path from 'node:path'
+import type { ChildProcess } from 'node:child_process'
+import t from 'tap'
+import { BIN, Lab, type AgentInfo, type AgentProc, bridge, haveCommand, pingUntil, rootSkipReason, statusJson } from '../helpers/netns.js'
+
+/** Resolves once `cond` holds (polled every 100 ms); throws naming `what` after `ms`. */
+async function until(what: string, cond: () => boolean | Promise<boolean>, ms: number): Promise<void> {
+  const end = Date.now() + ms
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 100))
+  }
+}
+
+const skip = rootSkipReason() || (!haveCommand('iptables') ? 'iptables is not installed' : false)
+if (skip) {
+  t.skip(`hub tests: ${skip}`)
+} else {
+  t.test('a hub, an exit node and laptops, as the guide does it with an account', async (t) => {
+    const lab = new Lab('hub')
+    let hubProc: ChildProcess | undefined
+    const hubOut: string[] = []
+    t.teardown(async () => {
+      if (hubProc?.pid && hubProc.exitCode === null) hubProc.kill('SIGKILL')
+      await lab.cleanup()
+    })
+    const [nsHub, nsL1, nsL2, nsL3, nsX, nsP, nsSw] = await Promise.all(
+      ['hub', 'lap1', 'lap2', 'lap3', 'exit', 'printer', 'sw'].map((n) => lab.addNs(n)),
+    )
+    const under = await bridge(lab, nsSw, 'br0')
+    await under(nsHub, 'eth0', '198.18.0.100/24')
+    await under(nsL1, 'eth0', '198.18.0.1/24')
+    await under(nsL2, 'eth0', '198.18.0.2/24')
+    await under(nsX, 'eth0', '198.18.0.3/24')
+    await under(nsL3, 'eth0', '198.18.0.4/24')
+    await lab.link(nsX, 'lan0', '172.26.0.3/20', nsP, 'eth0', '172.26.0.250/20')
+    await lab.guideExitNode(nsX, '172.26.0.3', { dst: '172.26.0.0/20' })
+
+    const hubDir = path.join(lab.tmp, 'hub')
+    const hubCli = async (args: string[]) => {
+      const r = await lab.exec(nsHub, process.execPath, [BIN, 'hub', ...args, '--data-dir', hubDir])
+      return r
+    }
+    const json = async (args: string[]) => {
+      const r = await hubCli([...args, '--json'])
+      if (r.code !== 0) throw new Error(`hub ${args.join(' ')} failed (${r.code}): ${r.stdout}${r.stderr}`)
+      return JSON.parse(r.stdout)
+    }
+    const init = await json(['init', '--listen', '198.18.0.100:8443'])
+    const hubKey: string = init.publicKey
+    const startHub = () => {
+      hubProc = lab.spawn(nsHub, process.execPath, [BIN, 'hub', 'serve', '--data-dir', hubDir])
+      hubProc.stdout?.on('data', (d) => hubOut.push(String(d)))
+      hubProc.stderr?.on('data', (d) => hubOut.push(String(d)))
+      return until('the hub listens', () => hubOut.join('').includes('hub listening'), 15_000)
+    }
+    await startHub()
+
+    const laptops = await json(['key', 'create', 'laptops', '--tags', 'laptops', '--auto-approve'])
+    const exits = await json(['key', 'create', 'exit nodes', '--tags', 'exit-node', '--auto-approve', '--uses', '1'])
+    const gated = await json(['key', 'create', 'needs approval', '--tags', 'laptops'])
+    t.match(laptops.key, /^[0-9A-Z]{5}(-[0-9A-Z]{5}){4}$/)
+
+    const nodes: Record<string, AgentInfo> = {}
+    const procs: Record<string, AgentProc> = {}
+    for (const [name, ns] of [
+      ['lap1', nsL1],
+      ['lap2', nsL2],
+      ['lap3', nsL3],
+      ['exit', nsX],
+    ] as const)
+      nodes[name] = lab.makeAgent({ name, ns, extra: name === 'exit' ? { ExitNode: { ProvidesRoutes: ['172.26.0.0/20'] } } : {} })
+    const enrolOut = async (n: AgentInfo, key: string, extra: string[] = []) => {
+      const r = await lab.cli(n, ['enrol', key, '--hub', 'http://198.18.0.100:8443', '--hub-key', hubKey, ...extra])
+      if (r.code !== 0) throw new Error(`enrol ${n.name} failed (${r.code}): ${r.stdout}${r.stderr}`)
+      return r.stdout
+    }
+    t.match(await enrolOut(nodes.lap1, laptops.key), /Enrolled as \w{5} \(100\.\d+\.\d+\.\d+\) — approved, 0 peers/)
+    await enrolOut(nodes.lap2, laptops.key)
+    await enrolOut(nodes.exit, exits.key, ['--allow-gateway'])
+    const refused = await lab.cli(nodes.lap3, ['enrol', exits.key, '--hub', 'http://198.18.0.100:8443', '--hub-key', hubKey])
+    t.equal(refused.code, 1, 'a key with no uses left is refused')
+    t.match(refused.stderr, /KEY_EXHAUSTED|no uses left/)
+    const start = (name: string) => {
+      procs[name] = lab.startAgent(nodes[name], ['-v', '3'], { ENCLAVE_STATE_DIR: path.join(nodes[name].dir, 'state') })
+      return procs[name].waitFor(/control socket ready/)
+    }
+    for (const n of ['lap1', 'lap2', 'exit']) await start(n)
+
+    await json(['policy', 'create', 'laptops talk', '--senders', 'laptops', '--receivers', 'laptops', '--acl', 'icmp'])
+    const X = nodes.exit.identity
+    const routes = await json(['route', 'list', '--pending'])
+    t.same(
+      routes.routes.map((r: { identity: string; cidr: string }) => `${r.identity} ${r.cidr}`),
+      [`${X} 172.26.0.0/20`],
+      'the route the exit node advertises waits for approval',
+    )
+    await json(['route', 'approve', X, '172.26.0.0/20'])
+    await json([
+      'policy',
+      'create',
+      'printer',
+      '--senders',
+      'laptops',
+      '--gateway',
+      `${X}:172.26.0.0/20`,
+      '--allow-ip',
+      '172.26.0.250',
+      '--acl',
+      'icmp',
+    ])
+
+    const va = async (n: AgentInfo) => (await statusJson(lab, n)).virtualAddress as string
+    t.ok(await pingUntil(lab, nsL1, await va(nodes.lap2), 20), 'lap1 pings lap2 through hub-given peers')
+    t.ok(await pingUntil(lab, nsL1, '172.26.0.250', 20), "lap1 pings the guide's printer through the exit node")
+    const s1 = await statusJson(lab, nodes.lap1)
+    t.equal(s1.hub.state, 'up')
+    t.ok(
+      s1.peers.some(
+        (p: { identity: string; source: string; exitNodeFor: Array<{ route: string }> }) =>
+          p.identity === X && p.source === 'hub' && p.exitNodeFor.some((r) => r.route === '172.26.0.0/20'),
+      ),
+      'status shows the exit node from the hub and its route',
+    )
+
+    await t.test('a manual key: pending and unreachable until approved', async (t) => {
+      t.match(await enrolOut(nodes.lap3, gated.key), /awaiting approval/)
+      await start('lap3')
+      const l3va = await va(nodes.lap3)
+      t.equal((await lab.exec(nsL1, 'ping', ['-c', '1', '-W', '1', l3va])).code, 1, 'nobody reaches a pending system')
+      t.equal((await statusJson(lab, nodes.lap3)).hub.systemState, 'pending')
+      await json(['system', 'approve', nodes.lap3.identity])
+      t.ok(await pingUntil(lab, nsL1, l3va, 10), 'approved: lap1 reaches it')
+    })
+
+    await t.test('disable drops a system from its peers', async (t) => {
+      await json(['system', 'disable', nodes.lap3.identity])
+      await until(
+        'lap1 dropped lap3',
+        async () => !(await statusJson(lab, nodes.lap1)).peers.some((p: { identity: string }) => p.identity === nodes.lap3.identity),
+        10_000,
+      )
+      t.pass('lap1 no longer has lap3')
+      const r = await hubCli(['system', 'list'])
+      t.match(r.stdout, new RegExp(`${nodes.lap3.identity}.*disabled`))
+    })
+
+    await t.test('the hub down: pings keep flowing, a restarted agent comes back from its cache; the hub back', async (t) => {
+      hubProc?.kill('SIGTERM')
+      await until('the hub stopped', () => hubProc?.exitCode !== null, 10_000)
+      const l2 = await va(nodes.lap2)
+      const train = await lab.exec(nsL1, 'ping', ['-c', '150', '-i', '0.2', '-W', '1', l2], 60_000)
+      t.match(train.stdout, / 150 received, 0% packet loss/, '150 pings over 30 s with the hub down: none lost')
+      await procs.lap2.stop()
+      await start('lap2')
+      t.ok(await pingUntil(lab, nsL1, l2, 10), 'lap2 restarted with the hub down: its tunnel is back from the cache')
+      t.equal((await statusJson(lab, nodes.lap2)).hub.state === 'up', false, 'and it knows the hub is down')
+      await startHub()
+      await until('lap2 reconnected', async () => (await statusJson(lab, nodes.lap2)).hub.state === 'up', 20_000)
+      t.pass('lap2 is connected again')
+    })
+  })
+}
