@@ -17,7 +17,9 @@ export default class Enrol extends BaseCommand {
     hub: Flags.string({ description: 'the hub URL, http://<address>:<port> (comma-separated for several)', required: true }),
     'hub-key': Flags.string({ description: "the hub's public key, as `enclave hub init` printed it", required: true }),
     'allow-gateway': Flags.boolean({ description: 'let the hub make this system an exit node for routes it approves' }),
-    'accept-default-route': Flags.boolean({ description: 'let the hub route 0.0.0.0/0 through an exit node' }),
+    'accept-default-route': Flags.boolean({
+      description: 'let the hub route 0.0.0.0/0, or any address space outside RFC 1918, through an exit node',
+    }),
     'advertise-endpoint': Flags.string({ description: 'host:port peers should use for this system (repeat for several)', multiple: true }),
     ...configDirFlag,
     ...runDirFlag,

@@ -16,6 +16,7 @@
  * policy from the reserved tag "@local" to "@self" (outside the tag alphabet, so it cannot clash).
  */
 import { ProfileError } from '../errors.js'
+import { type Cidr, cidrsOverlap, parseCidr } from '../common/ipv4.js'
 import type { HubMap } from '../hubproto/map.js'
 import { type Profile, validateProfile } from './profile.js'
 
@@ -28,6 +29,18 @@ export interface HubLayerResult {
 }
 
 type Raw = Record<string, unknown>
+
+const PRIVATE = ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16'].map((c) => parseCidr(c) as Cidr)
+
+/**
+ * Whether a route lies inside private address space (RFC 1918). Anything else, 0.0.0.0/0 or two /1s or
+ * one public /32, would send this system's internet traffic through the hub's choice of exit node.
+ */
+export function isPrivateRoute(text: string): boolean {
+  const c = parseCidr(text)
+  if (typeof c === 'string') return false
+  return PRIVATE.some((p) => c.len >= p.len && cidrsOverlap(p, c))
+}
 
 export function mergeHubLayer(local: Profile, map: HubMap): HubLayerResult {
   const consent = local.hub ?? { allowGateway: false, acceptDefaultRoute: false }
@@ -92,8 +105,10 @@ export function mergeHubLayer(local: Profile, map: HubMap): HubLayerResult {
   const available: Record<string, string[]> = { ...((exitNode.AvailableRoutes as Record<string, string[]>) ?? {}) }
   for (const [id, routes] of Object.entries(map.AvailableRoutes)) {
     const ok = routes.filter((r) => {
-      if (r !== '0.0.0.0/0' || consent.acceptDefaultRoute) return true
-      notAccepted.push(`0.0.0.0/0 through ${id}: enrol with --accept-default-route to accept`)
+      if (consent.acceptDefaultRoute || isPrivateRoute(r)) return true
+      notAccepted.push(
+        `${r} through ${id}: public address space (the default route or part of it); enrol with --accept-default-route to accept`,
+      )
       return false
     })
     if (!ok.length) continue

@@ -257,6 +257,10 @@ export class HubAdmin {
       }
       if (!req.key)
         return { ok: false, code: 'UNKNOWN_SYSTEM', message: 'this system is not enrolled (or was removed): enrol it with a key' }
+      // A removed key's recorded enrolment must not bring it back: only a newer hello may enrol it again.
+      const floor = await trx.selectFrom('hello_floors').select('last_hello_ts').where('public_key', '=', req.publicKey).executeTakeFirst()
+      if (floor && req.helloTs <= floor.last_hello_ts)
+        return { ok: false, code: 'REPLAYED', message: 'a hello not newer than the last one from this key was refused' }
       const key = normaliseEnrolmentKey(req.key)
       if (!key) return { ok: false, code: 'KEY_INVALID', message: 'that is not an enrolment key' }
       const row = await trx.selectFrom('enrolment_keys').selectAll().where('key_id', '=', key.slice(0, 5)).executeTakeFirst()
@@ -265,6 +269,14 @@ export class HubAdmin {
       const nowIso = new Date().toISOString()
       if (row.expires_at && row.expires_at <= nowIso)
         return { ok: false, code: 'KEY_EXPIRED', message: `this enrolment key expired at ${row.expires_at}` }
+      const identity = identityFromPublicKey(Buffer.from(req.publicKey, 'base64'))
+      const clash = await trx.selectFrom('systems').select('id').where('identity', '=', identity).executeTakeFirst()
+      if (clash)
+        return {
+          ok: false,
+          code: 'IDENTITY_TAKEN',
+          message: `identity ${identity} belongs to another system: generate a new key pair (enclave rotate-key) and enrol again`,
+        }
       const used = await trx
         .updateTable('enrolment_keys')
         .set((eb) => ({
@@ -280,14 +292,6 @@ export class HubAdmin {
         .where((eb) => eb.or([eb('uses_remaining', 'is', null), eb('uses_remaining', '>', 0)]))
         .executeTakeFirst()
       if (Number(used.numUpdatedRows) !== 1) return { ok: false, code: 'KEY_EXHAUSTED', message: 'this enrolment key has no uses left' }
-      const identity = identityFromPublicKey(Buffer.from(req.publicKey, 'base64'))
-      const clash = await trx.selectFrom('systems').select('id').where('identity', '=', identity).executeTakeFirst()
-      if (clash)
-        return {
-          ok: false,
-          code: 'IDENTITY_TAKEN',
-          message: `identity ${identity} belongs to another system: generate a new key pair (enclave rotate-key) and enrol again`,
-        }
       const address = await this.freeAddress(trx, virtualAddressFromPublicKey(Buffer.from(req.publicKey, 'base64')))
       const rev = await bumpRevision(trx)
       const state = row.auto_approve === 1 ? 'approved' : 'pending'
@@ -419,6 +423,12 @@ export class HubAdmin {
           throw usage(`${s.identity} is not awaiting approval (it is ${s.state}); use remove`)
         if (verb === 'approve' && s.state === 'disabled') throw usage(`${s.identity} is disabled; use enable`)
         if (verb === 'decline' || verb === 'remove') {
+          const row = await trx.selectFrom('systems').select('last_hello_ts').where('id', '=', s.id).executeTakeFirstOrThrow()
+          await trx
+            .insertInto('hello_floors')
+            .values({ public_key: s.publicKey, last_hello_ts: row.last_hello_ts })
+            .onConflict((oc) => oc.column('public_key').doUpdateSet({ last_hello_ts: row.last_hello_ts }))
+            .execute()
           await trx.deleteFrom('routes').where('system_id', '=', s.id).execute()
           await trx.deleteFrom('systems').where('id', '=', s.id).execute()
           out.push({ identity: s.identity, state: 'removed' })

@@ -307,7 +307,8 @@ export class HubServer extends EventEmitter {
       res = await this.admin.enrol({
         publicKey,
         key: hello.enrol?.key,
-        hostname: hello.hostname.replace(/[^\x20-\x7e]/g, '?'),
+        // Printable and short: it becomes the Description of a peer in other systems' profiles.
+        hostname: hello.hostname.replace(/[^\x20-\x7e]/g, '?').slice(0, 63),
         listenPort: hello.listenPort,
         endpoint,
         helloTs: hello.ts,

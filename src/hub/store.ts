@@ -81,7 +81,14 @@ export interface AuditTable {
   details: string
 }
 
+/** The newest hello seen from a key the hub no longer knows (removed or declined): replays stay refused. */
+export interface HelloFloorTable {
+  public_key: string
+  last_hello_ts: string
+}
+
 export interface HubDb {
+  hello_floors: HelloFloorTable
   meta: MetaTable
   systems: SystemTable
   enrolment_keys: EnrolmentKeyTable
@@ -166,6 +173,15 @@ export const MIGRATIONS: Record<string, Migration> = {
         .addColumn('details', 'text', (c) => c.notNull())
         .execute()
       await db.schema.createIndex('audit_at').on('audit').column('at').execute()
+    },
+  },
+  '0002_hello_floors': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('hello_floors')
+        .addColumn('public_key', 'varchar(64)', (c) => c.primaryKey())
+        .addColumn('last_hello_ts', 'varchar(32)', (c) => c.notNull())
+        .execute()
     },
   },
 }

@@ -91,7 +91,8 @@ export async function enrol(o: EnrolOptions): Promise<EnrolResult> {
     })
   })
   const refusal = refusalSchema.safeParse(answer)
-  if (refusal.success) throw new EnclaveError(refusal.data.code, `the hub refused the enrolment: ${refusal.data.message}`)
+  if (refusal.success)
+    throw new EnclaveError(refusal.data.code, `the hub refused the enrolment: ${refusal.data.message.replace(/[\x00-\x1f\x7f]/g, '?')}`)
   const w = welcomeSchema.parse(answer)
   // Only now, and without the enrolment key: the hub block and the address the hub allocated.
   const raw = { ...loadProfile(o.file).raw }
