@@ -9,6 +9,7 @@ import path from 'node:path'
 import WebSocket from 'ws'
 import { EnclaveError } from '../errors.js'
 import { decodeKey } from '../config/keys.js'
+import { hasControlCharacter } from '../config/free-text.js'
 import { loadProfile, writeProfile } from '../config/profile.js'
 import { initiate } from '../hubproto/noise-ik.js'
 import { HUB_PATH, HUB_PROTOCOL_VERSION, T_MSG1, T_MSG2, helloTimestamp, refusalSchema, welcomeSchema } from '../hubproto/wire.js'
@@ -91,8 +92,7 @@ export async function enrol(o: EnrolOptions): Promise<EnrolResult> {
     })
   })
   const refusal = refusalSchema.safeParse(answer)
-  if (refusal.success)
-    throw new EnclaveError(refusal.data.code, `the hub refused the enrolment: ${refusal.data.message.replace(/[\x00-\x1f\x7f]/g, '?')}`)
+  if (refusal.success) throw new EnclaveError(refusal.data.code, `the hub refused the enrolment: ${printable(refusal.data.message)}`)
   const w = welcomeSchema.parse(answer)
   // Only now, and without the enrolment key: the hub block and the address the hub allocated.
   const raw = { ...loadProfile(o.file).raw }
@@ -117,4 +117,9 @@ export function unenrol(file: string, stateDir: string): { removed: boolean } {
   writeProfile(file, JSON.parse(JSON.stringify(raw)))
   fs.rmSync(path.join(stateDir, 'hub-map.json'), { force: true })
   return { removed: true }
+}
+
+/** Text from the hub, printable: control characters become "?" (it goes to a terminal). */
+function printable(s: string): string {
+  return [...s].map((ch) => (hasControlCharacter(ch) ? '?' : ch)).join('')
 }
