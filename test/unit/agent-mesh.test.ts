@@ -7,6 +7,7 @@ import path from 'node:path'
 import t from 'tap'
 import { REJECT_AFTER_TIME_MS, REKEY_AFTER_TIME_MS } from '../../src/protocol/constants.js'
 import { lockHolder } from '../../src/ops/instance-lock.js'
+import { LOCAL_ADDRESSES_MS } from '../../src/agent/agent.js'
 import { type MeshNode, Mesh, TCP, addrs, icmpEcho, samePayload, tcpCarries, tcpPacket, udpPacket } from '../helpers/mesh.js'
 import { intToIp } from '../../src/common/ipv4.js'
 import { generatePrivateKey, publicKeyFromPrivate } from '../../src/config/keys.js'
@@ -470,6 +471,52 @@ t.test('an echo flow started with a request admits only replies: a request with 
     await a.dev!.nextFromTun(echo(8, 2), 500),
     "the server's request with the same id is a new flow no policy of the laptop allows (before: it passed as a reply)",
   )
+})
+
+t.test("a gateway grant does not reach the exit node's own services at its LAN address", async (t) => {
+  const mesh = new Mesh('gwself')
+  t.teardown(() => mesh.close())
+  const e = mesh.node('exit')
+  const c = mesh.node('guest')
+  e.os.localAddrs = ['172.26.0.3'] // the exit node's own LAN address, inside the granted route
+  const exitProfile = (grantSelf: boolean) =>
+    mesh.writeProfile(e, {
+      Tags: ['exit'],
+      Policies: [
+        { SenderTags: ['guests'], ReceiverTags: ['exit'], GatewayRoutes: [LAN], Acls: [{ Protocol: 'Tcp', Ports: '80' }] },
+        ...(grantSelf ? [{ SenderTags: ['guests'], ReceiverTags: ['exit'], Acls: [{ Protocol: 'Tcp', Ports: '80' }] }] : []),
+      ],
+      Peers: [mesh.peer(c, { Tags: ['guests'] })],
+      ExitNode: { ProvidesRoutes: [LAN] },
+    })
+  exitProfile(false)
+  mesh.writeProfile(c, {
+    Peers: [mesh.peer(e, { Endpoint: mesh.endpoint(e) })],
+    ExitNode: { AvailableRoutes: { [e.identity]: [LAN] } },
+  })
+  await mesh.start(e)
+  await mesh.start(c)
+  let sport = 50000
+  const syn = async (dst: string, timeoutMs = 500) => {
+    const sp = sport++
+    c.dev!.sendToTun(tcpPacket(c.va, dst, sp, 80, TCP.SYN, new Uint8Array(0)))
+    return e.dev!.nextFromTun((p) => addrs(p).dst === dst && tcpCarries(p, sp, 80, ''), timeoutMs)
+  }
+  t.ok(await syn(PRINTER, 3000), 'the grant lets the guest reach a LAN host on tcp:80')
+  t.notOk(
+    await syn('172.26.0.3'),
+    "the exit node's own LAN address is judged as the exit node: refused (before: it passed as a gateway destination)",
+  )
+  t.notOk(await syn(e.va), 'as its virtual address is')
+  // Keep fresh: an address the node gains later is judged as itself after the next re-read.
+  e.os.localAddrs = ['172.26.0.3', '172.26.0.4']
+  t.ok(await syn('172.26.0.4'), 'an address not yet known to be local is a gateway destination')
+  await mesh.advance(LOCAL_ADDRESSES_MS)
+  await mesh.until('the exit node re-read its addresses', () => e.log.some((l) => l.includes('local addresses changed')))
+  t.notOk(await syn('172.26.0.4'), `after ${LOCAL_ADDRESSES_MS / 1000} s the new address is judged as the exit node too`)
+  exitProfile(true)
+  await e.agent!.reload()
+  t.ok(await syn('172.26.0.3'), 'a policy that grants the exit node itself tcp:80 lets it through')
 })
 
 t.test('0.0.0.0/0 through an exit node blocks IPv6 (it would leave in clear) unless the profile allows it', async (t) => {
