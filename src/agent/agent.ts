@@ -87,6 +87,8 @@ export interface AgentOptions {
 }
 
 const TICK_MS = 100
+/** How often an exit node enforcing Policies reads its own addresses again (a DHCP lease may move its LAN address). */
+export const LOCAL_ADDRESSES_MS = 30_000
 
 interface Undo {
   what: string
@@ -243,6 +245,8 @@ export class Agent implements AgentApi {
     for (const r of this.rings) void this.dispatch.consume(new RingConsumer(r), () => this.stopping)
     const tick = deps.clock.setInterval(() => this.tick(), TICK_MS)
     this.acquired('timers', () => tick.clear())
+    const addrTick = deps.clock.setInterval(() => void this.refreshLocalAddresses(), LOCAL_ADDRESSES_MS)
+    this.acquired('local address checks', () => addrTick.clear())
     resumeRecentPeers(
       this.opts.runDir,
       this.peers,
@@ -376,7 +380,9 @@ export class Agent implements AgentApi {
       Atomics.store(this.v.global, G_CONFIG_GEN, tables.gen)
     }
     const routes = new OsRouteInstaller(this.dev.ifname, fwmarkFor(this.profile), log, this.deps.os)
-    this.network = new NetworkState(new PolicyState(workers), routes, this.footprint, publish, log, now)
+    this.network = new NetworkState(new PolicyState(workers), routes, this.footprint, publish, log, now, () =>
+      this.deps.os.localAddresses(),
+    )
   }
 
   private workerInit(i: number): WorkerInit {
@@ -393,6 +399,23 @@ export class Agent implements AgentApi {
       tables: this.network.tables(),
       offload: this.dev.offload,
       uso: this.dev.uso,
+    }
+  }
+
+  /** The policies judge this machine's own addresses as itself: re-read them, republish when they moved. */
+  private async refreshLocalAddresses(): Promise<void> {
+    if (this.stopping) return
+    await this.reloading?.catch(() => undefined)
+    try {
+      const r = await this.network.refreshLocalAddresses(this.profile, this.peers, {
+        table: this.conntrack,
+        nowS: () => Math.floor((this.deps.clock.now() - this.epochMs) / 1000),
+      })
+      if (!r) return
+      const applied = await this.tablesApplied(r.gen)
+      this.log.info({ flows: r.cut, applied }, 'local addresses changed: the policies judge them as this system')
+    } catch (e) {
+      this.log.error({ err: (e as Error).message }, 'local address refresh failed')
     }
   }
 

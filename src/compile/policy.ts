@@ -38,6 +38,11 @@ export interface PolicyInput {
   /** This system's virtual address (host-order uint32). */
   selfAddress: number
   providesRoutes: readonly Cidr[]
+  /**
+   * This system's other addresses (its LAN addresses, host order). Those inside ProvidesRoutes are judged
+   * as this system (policies without GatewayRoutes), never as gateway destinations.
+   */
+  localAddresses?: readonly number[]
   peers: readonly PolicyPeer[]
   /** undefined = no Policies key (compatibility mode). */
   policies: readonly PolicyConfig[] | undefined
@@ -87,20 +92,26 @@ export function compilePolicies(input: PolicyInput): CompiledPolicies {
   // Destination classes: every distinct prefix; a class's policies are those granting any prefix that
   // contains it. CIDRs nest or are disjoint, so the trie's longest match decides the class exactly.
   const selfCidr: Cidr = { addr: input.selfAddress >>> 0, len: 32, text: `${intToIp(input.selfAddress)}/32` }
+  const selfClasses = new Map<string, Cidr>([[selfCidr.text, selfCidr]])
+  for (const a of input.localAddresses ?? []) {
+    const c: Cidr = { addr: a >>> 0, len: 32, text: `${intToIp(a)}/32` }
+    if (input.providesRoutes.some((r) => contains(r, c))) selfClasses.set(c.text, c)
+  }
   const prefixes = new Map<string, Cidr>()
   for (const c of [...input.providesRoutes, ...pols.flatMap((p, i) => (active[i] ? (gatewayRanges(p) ?? []) : []))])
-    if (c.text !== selfCidr.text && input.providesRoutes.some((r) => contains(r, c))) prefixes.set(c.text, c)
-  const classes = [selfCidr, ...prefixes.values()]
+    if (!selfClasses.has(c.text) && input.providesRoutes.some((r) => contains(r, c))) prefixes.set(c.text, c)
+  const nSelf = selfClasses.size
+  const classes = [...selfClasses.values(), ...prefixes.values()]
   const dstMask = new Int32Array(classes.length * W)
   const dstKind = new Int32Array(classes.length)
   const entries: RouteEntry[] = []
   classes.forEach((c, k) => {
-    dstKind[k] = k === 0 ? DST_SELF : DST_ROUTE
+    dstKind[k] = k < nSelf ? DST_SELF : DST_ROUTE
     entries.push({ addr: c.addr, len: c.len, value: k })
     pols.forEach((p, i) => {
       if (!active[i]) return
       const ranges = gatewayRanges(p)
-      const grants = k === 0 ? ranges === undefined : ranges?.some((r) => contains(r, c))
+      const grants = k < nSelf ? ranges === undefined : ranges?.some((r) => contains(r, c))
       if (grants) dstMask[k * W + (i >> 5)] |= 1 << (i & 31)
     })
   })

@@ -41,6 +41,14 @@ const REPLIED = 1 << 8
 const USED = 1 << 9
 /** Policy enforcement: the flow was started by this system (its peer side answers; never re-judged). */
 export const CT_OWN = 1 << 10
+/**
+ * A tombstone: a UDP or ICMP flow the policy revoked. It stays keyed so that this system's next packet
+ * of it is not taken for a new flow of its own (which would let the peer's side pass as replies), and
+ * the peer's packets of it are judged again (denied: dropped). Both sides' packets keep it for the
+ * protocol's timeout; it ends when it expires or when a later reload's policy allows the flow again.
+ * Lookups for replies (ctReply16) never match it.
+ */
+export const CT_CUT = 1 << 11
 
 /** Per-peer live-entry counts, indexed by peer slot modulo this (slots beyond share a count). */
 export const CT_COUNT_SLOTS = 4096
@@ -230,6 +238,11 @@ export function ctTrack16(
       if (ttl < exp - nowS && proto === PROTO_TCP && ttl !== CT_TCP_CLOSING_S) ttl = exp - nowS
       if ((t[b + F_PROTO] & REPLIED) === 0 && ttl > CT_UNREPLIED_S) ttl = CT_UNREPLIED_S
       t[b + F_EXPIRES] = nowS + ttl
+      if ((t[b + F_PROTO] & CT_CUT) !== 0) {
+        // The caller judged the flow allowed (or enforces no policy): the tombstone becomes the flow again.
+        t[b + F_PROTO] = (t[b + F_PROTO] & ~CT_CUT) | flags
+        t[b + F_GEN] = gen
+      }
       const was = t[b + F_PEER]
       if (was !== peer) {
         countSub(t, was)
@@ -336,6 +349,7 @@ export function ctReply16(
       t[b + F_PORTS] === ports &&
       (pr & 255) === proto
     ) {
+      if ((pr & CT_CUT) !== 0) return -1
       const peer = t[b + F_PEER]
       if (Atomics.load(t, b + F_SEQ) !== s1) return -1
       if (ttl > 0 && lockEntry(t, b)) {
@@ -397,6 +411,11 @@ export function ctEntryOwn(t: Int32Array, b: number): boolean {
   return (t[b + F_PROTO] & CT_OWN) !== 0
 }
 
+/** The entry is a tombstone (CT_CUT): a revoked flow. */
+export function ctEntryCut(t: Int32Array, b: number): boolean {
+  return (t[b + F_PROTO] & CT_CUT) !== 0
+}
+
 /** The policy generation that last judged the entry's flow. */
 export function ctEntryGen(t: Int32Array, b: number): number {
   return t[b + F_GEN]
@@ -433,8 +452,28 @@ export function ctCut(t: Int32Array, b: number): void {
 }
 
 /**
+ * Revokes a flow a peer started: TCP is removed (a flow of ours starts only with a SYN, so it cannot
+ * come back as ours); UDP and other protocols become a tombstone (CT_CUT) for their timeout.
+ */
+export function ctRevoke(t: Int32Array, b: number, nowS: number): void {
+  if (!lockEntry(t, b)) return
+  const pr = t[b + F_PROTO]
+  if (pr !== 0) {
+    if ((pr & 255) === PROTO_TCP) {
+      countSub(t, t[b + F_PEER])
+      t[b + F_PROTO] = 0
+    } else {
+      t[b + F_PROTO] = (pr & ~CT_OWN) | CT_CUT | REPLIED
+      t[b + F_EXPIRES] = nowS + ttlFor(pr & 255, 0)
+    }
+  }
+  unlockEntry(t, b)
+}
+
+/**
  * Control side, at a policy reload: calls `judge` for every live flow a peer started (not CT_OWN)
- * and cuts those it returns false for. Returns how many were cut.
+ * and revokes those it returns false for (ctRevoke); a tombstone it returns true for is removed (the
+ * flow may start again). Returns how many were cut. ICMP flows are judged with port 0.
  */
 export function ctCutFlows(
   t: Int32Array,
@@ -445,8 +484,14 @@ export function ctCutFlows(
   for (let b = 0; b < CT_ENTRIES * CT_FIELDS; b += CT_FIELDS) {
     const pr = t[b + F_PROTO]
     if (pr === 0 || (pr & CT_OWN) !== 0 || t[b + F_EXPIRES] <= nowS) continue
-    if (judge(t[b + F_PEER], pr & 255, t[b + F_LAN_IP] >>> 0, t[b + F_PORTS] & 0xffff)) continue
-    ctCut(t, b)
+    const proto = pr & 255
+    const port = proto === PROTO_TCP || proto === PROTO_UDP ? t[b + F_PORTS] & 0xffff : 0
+    if (judge(t[b + F_PEER], proto, t[b + F_LAN_IP] >>> 0, port)) {
+      if ((pr & CT_CUT) !== 0) ctCut(t, b)
+      continue
+    }
+    if ((pr & CT_CUT) !== 0) continue
+    ctRevoke(t, b, nowS)
     cut++
   }
   return cut

@@ -29,12 +29,13 @@ import {
   PROTO_ICMP,
   PROTO_TCP,
   PROTO_UDP,
-  ctCut,
+  ctEntryCut,
   ctEntryGen,
   ctEntryOwn,
   ctEntryPeer,
   ctFind16,
   ctReply16,
+  ctRevoke,
   ctSweep,
   ctTouch,
   ctTrack16,
@@ -64,7 +65,12 @@ export class Firewall {
     this.sweepAt = (worker * 8191) & (CT_ENTRIES - 1)
   }
 
-  /** Ports for conntrack, from the peer's side (ICMP echo: the identifier as the peer's "port"). */
+  /**
+   * Ports for conntrack, from the peer's side. ICMP echo: the identifier as the peer's "port" and, as
+   * the LAN side's, which side asked: ECHO_PEER_ASKED (the peer's request, its reply from the LAN side)
+   * or ECHO_LAN_ASKED. So a flow started with a request admits only replies the other way: a request
+   * with the same identifier from the answering side is a flow of its own, never a reply.
+   */
   private portsInto(b: Uint8Array, p: number, proto: number, peerIsSource: boolean): void {
     const l4 = p + (b[p] & 15) * 4
     const P = this.ports
@@ -77,7 +83,10 @@ export class Firewall {
       P[1] = peerIsSource ? dp : sp
     } else if (proto === PROTO_ICMP) {
       const type = b[l4]
-      if (type === 8 || type === 0) P[0] = (b[l4 + 4] << 8) | b[l4 + 5]
+      if (type === 8 || type === 0) {
+        P[0] = (b[l4 + 4] << 8) | b[l4 + 5]
+        P[1] = (type === 8) === peerIsSource ? ECHO_PEER_ASKED : ECHO_LAN_ASKED
+      }
     }
   }
 
@@ -202,8 +211,16 @@ export class Firewall {
     const ttl = ttlFor(proto, flags)
     this.portsInto(b, p, proto, true)
     const P = this.ports
+    const dport = proto === PROTO_ICMP ? 0 : P[1]
     const e = ctFind16(this.ct, proto, sHi, sLo, dHi, dLo, P[0], P[1], nowS)
-    if (e >= 0 && ctEntryPeer(this.ct, e) === peer) {
+    if (e >= 0 && ctEntryPeer(this.ct, e) === peer && ctEntryCut(this.ct, e)) {
+      // A revoked flow: judged again. Denied, the tombstone lives on; allowed, ctTrack16 below revives it.
+      const v = evaluatePolicy(table, peer, proto, dHi, dLo, dport)
+      if (v < 0) {
+        ctTouch(this.ct, e, nowS, ttl, false, -1)
+        return v
+      }
+    } else if (e >= 0 && ctEntryPeer(this.ct, e) === peer) {
       if (ctEntryOwn(this.ct, e)) {
         ctTouch(this.ct, e, nowS, ttl, true, -1)
         return ADMIT_ESTABLISHED
@@ -212,12 +229,12 @@ export class Firewall {
         ctTouch(this.ct, e, nowS, ttl, false, -1)
         return ADMIT_ESTABLISHED
       }
-      const v = evaluatePolicy(table, peer, proto, dHi, dLo, P[1])
-      if (v < 0) ctCut(this.ct, e)
+      const v = evaluatePolicy(table, peer, proto, dHi, dLo, dport)
+      if (v < 0) ctRevoke(this.ct, e, nowS)
       else ctTouch(this.ct, e, nowS, ttl, false, gen)
       return v < 0 ? v : ADMIT_ESTABLISHED
     }
-    const v = evaluatePolicy(table, peer, proto, dHi, dLo, P[1])
+    const v = evaluatePolicy(table, peer, proto, dHi, dLo, dport)
     if (v < 0) return v
     const r = ctTrack16(this.ct, proto, sHi, sLo, dHi, dLo, P[0], P[1], peer, nowS, ttl, 0, gen)
     this.lastTrack = r === CT_EVICTED || r === CT_FULL ? r : 0
@@ -248,7 +265,7 @@ export class Firewall {
       this.ports[1],
       nowS,
     )
-    return e >= 0 && ctEntryPeer(this.ct, e) === peer
+    return e >= 0 && ctEntryPeer(this.ct, e) === peer && !ctEntryCut(this.ct, e)
   }
 
   /**
@@ -274,6 +291,8 @@ export class Firewall {
     const sLo = (b[p + 14] << 8) | b[p + 15]
     const e = ctFind16(this.ct, proto, pHi, pLo, sHi, sLo, P[0], P[1], nowS)
     if (e >= 0 && ctEntryPeer(this.ct, e) === peer) {
+      // A tombstone (a revoked UDP or ICMP flow) is kept, not turned into a flow of ours: the peer's
+      // side of it would pass as our replies.
       ctTouch(this.ct, e, nowS, ttl, !ctEntryOwn(this.ct, e), -1)
       return 0
     }
@@ -290,6 +309,10 @@ export class Firewall {
     this.sweepAt = ctSweep(this.ct, nowS, this.sweepAt, SWEEP_PER_TICK)
   }
 }
+
+/** ICMP echo flows (portsInto): the peer's side sent the request, or the LAN (our) side did. */
+const ECHO_PEER_ASKED = 1
+const ECHO_LAN_ASKED = 2
 
 const TCP_SYN = 0x02
 const TCP_ACK = 0x10

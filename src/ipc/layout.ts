@@ -63,7 +63,7 @@
  *    re-check both after encryption and after decryption.
  *  - Slots are recycled only after KEYPAIR_QUARANTINE_MS, far longer than a worker holds one.
  */
-export const LAYOUT_VERSION = 5
+export const LAYOUT_VERSION = 6
 
 // ---- keypairs ----
 export const KP_SLOTS = 4096

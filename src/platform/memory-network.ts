@@ -4,7 +4,7 @@
  * relies on are kept: `replace` replaces, deleting what is not there fails, tagged removals remove only
  * the tag's rules, one address per interface.
  */
-import { type Cidr, cidrContains, intToIp, parseCidr } from '../common/ipv4.js'
+import { type Cidr, cidrContains, intToIp, parseCidr, parseIpv4 } from '../common/ipv4.js'
 import { type NatRule, type OsRoute, ROUTE_PROTO } from './linux/net.js'
 import type { OsNetwork } from './os-network.js'
 
@@ -25,6 +25,8 @@ export class MemoryOsNetwork implements OsNetwork {
   iptables = true
   /** The source address towards a destination (an exit node's LAN address), by the caller's choice. */
   lanAddress: (cidr: Cidr) => string | undefined = () => undefined
+  /** The pretend machine's own addresses besides its interfaces' (its LAN addresses), dotted quads. */
+  localAddrs: string[] = []
 
   constructor(
     /** Routes of the pretend machine itself (its LAN, its default route), in table main. */
@@ -146,6 +148,15 @@ export class MemoryOsNetwork implements OsNetwork {
 
   async lanAddressFor(cidr: Cidr): Promise<string | undefined> {
     return this.lanAddress(cidr)
+  }
+
+  async localAddresses(): Promise<number[]> {
+    const out = [...this.interfaces.values()].map((i) => i.address >>> 0)
+    for (const a of this.localAddrs) {
+      const v = parseIpv4(a)
+      if (typeof v === 'number') out.push(v >>> 0)
+    }
+    return out
   }
 
   async natRules(): Promise<NatRule[] | undefined> {

@@ -24,6 +24,8 @@ export interface OsNetwork {
   enableIpForward(): void
   disableIpForward(): void
   lanAddressFor(cidr: Cidr): Promise<string | undefined>
+  /** This machine's own IPv4 addresses, all interfaces (`ip -4 addr`), host order. */
+  localAddresses(): Promise<number[]>
   natRules(): Promise<NatRule[] | undefined>
   addNatRule(args: string[]): Promise<void>
   removeTaggedNatRules(tag: string): Promise<number>
@@ -48,6 +50,7 @@ export const linuxNetwork: OsNetwork = {
   enableIpForward: net.enableIpForward,
   disableIpForward: net.disableIpForward,
   lanAddressFor: net.lanAddressFor,
+  localAddresses: net.localAddresses,
   natRules: net.natRules,
   addNatRule: net.addNatRule,
   removeTaggedNatRules: net.removeTaggedNatRules,

@@ -7,7 +7,8 @@ import path from 'node:path'
 import t from 'tap'
 import { REJECT_AFTER_TIME_MS, REKEY_AFTER_TIME_MS } from '../../src/protocol/constants.js'
 import { lockHolder } from '../../src/ops/instance-lock.js'
-import { type MeshNode, Mesh, TCP, addrs, samePayload, tcpCarries, tcpPacket, udpPacket } from '../helpers/mesh.js'
+import { LOCAL_ADDRESSES_MS } from '../../src/agent/agent.js'
+import { type MeshNode, Mesh, TCP, addrs, icmpEcho, samePayload, tcpCarries, tcpPacket, udpPacket } from '../helpers/mesh.js'
 import { intToIp } from '../../src/common/ipv4.js'
 import { generatePrivateKey, publicKeyFromPrivate } from '../../src/config/keys.js'
 import { cookieChecker, createCookieReply, createInitiation, localStatic, peerCrypto } from '../../src/protocol/noise.js'
@@ -418,6 +419,104 @@ t.test('a revoked TCP flow stays cut while the receiving side keeps sending', as
     if (await toServer(TCP.ACK | TCP.PSH, `data ${i}`, 300)) passed++
   }
   t.equal(passed, 0, "none of the laptop's segments passes after the revocation (before: the server's next segment re-opened the flow)")
+})
+
+t.test('a revoked UDP flow stays cut while the receiving side keeps sending, until a policy allows it again', async (t) => {
+  const mesh = new Mesh('revokeudp')
+  t.teardown(() => mesh.close())
+  const { a, b, server } = mesh.laptopAndServer([{ Protocol: 'Udp', Ports: '7' }])
+  await mesh.start(a)
+  await mesh.start(b)
+  const toLaptop = async (data: string) => {
+    const payload = Buffer.from(data)
+    b.dev!.sendToTun(udpPacket(b.va, a.va, 7, 40000, payload))
+    return a.dev!.nextFromTun((p) => samePayload(p, payload), 1000)
+  }
+  t.ok(await mesh.udp(a, b, { sport: 40000, dport: 7 }), "the laptop's datagram reaches the server's port 7")
+  t.ok(await toLaptop('answer'), 'the server answers')
+  // The server's admin revokes Udp 7; the server keeps sending to the laptop.
+  server({ acls: [{ Protocol: 'Icmp' }] })
+  await b.agent!.reload()
+  let passed = 0
+  for (let i = 0; i < 5; i++) {
+    await toLaptop(`stream ${i}`)
+    if (await mesh.udp(a, b, { sport: 40000, dport: 7, timeoutMs: 300 })) passed++
+  }
+  t.equal(
+    passed,
+    0,
+    "none of the laptop's datagrams passes after the revocation (before: the server's next datagram re-opened the flow as its own)",
+  )
+  server()
+  await b.agent!.reload()
+  t.ok(await mesh.udp(a, b, { sport: 40000, dport: 7 }), 'a later reload that allows Udp 7 again lets the flow start again')
+})
+
+t.test('an echo flow started with a request admits only replies: a request with the same id from the other side is judged', async (t) => {
+  const mesh = new Mesh('echoid')
+  t.teardown(() => mesh.close())
+  // Laptops may ping servers; servers may start nothing toward laptops.
+  const { a, b } = mesh.laptopAndServer([{ Protocol: 'Icmp' }])
+  await mesh.start(a)
+  await mesh.start(b)
+  const echo = (type: 0 | 8, seq: number) => (p: Uint8Array) =>
+    p[9] === 1 && p[20] === type && ((p[24] << 8) | p[25]) === 4242 && ((p[26] << 8) | p[27]) === seq
+  // The laptop pings the server with id 4242 (the laptop's own flow); the server answers.
+  a.dev!.sendToTun(icmpEcho(a.va, b.va, 8, 4242, 1))
+  t.ok(await b.dev!.nextFromTun(echo(8, 1), 3000), "the laptop's request reaches the server")
+  b.dev!.sendToTun(icmpEcho(b.va, a.va, 0, 4242, 1))
+  t.ok(await a.dev!.nextFromTun(echo(0, 1), 1000), "the server's reply passes the laptop's admit")
+  b.dev!.sendToTun(icmpEcho(b.va, a.va, 8, 4242, 2))
+  t.notOk(
+    await a.dev!.nextFromTun(echo(8, 2), 500),
+    "the server's request with the same id is a new flow no policy of the laptop allows (before: it passed as a reply)",
+  )
+})
+
+t.test("a gateway grant does not reach the exit node's own services at its LAN address", async (t) => {
+  const mesh = new Mesh('gwself')
+  t.teardown(() => mesh.close())
+  const e = mesh.node('exit')
+  const c = mesh.node('guest')
+  e.os.localAddrs = ['172.26.0.3'] // the exit node's own LAN address, inside the granted route
+  const exitProfile = (grantSelf: boolean) =>
+    mesh.writeProfile(e, {
+      Tags: ['exit'],
+      Policies: [
+        { SenderTags: ['guests'], ReceiverTags: ['exit'], GatewayRoutes: [LAN], Acls: [{ Protocol: 'Tcp', Ports: '80' }] },
+        ...(grantSelf ? [{ SenderTags: ['guests'], ReceiverTags: ['exit'], Acls: [{ Protocol: 'Tcp', Ports: '80' }] }] : []),
+      ],
+      Peers: [mesh.peer(c, { Tags: ['guests'] })],
+      ExitNode: { ProvidesRoutes: [LAN] },
+    })
+  exitProfile(false)
+  mesh.writeProfile(c, {
+    Peers: [mesh.peer(e, { Endpoint: mesh.endpoint(e) })],
+    ExitNode: { AvailableRoutes: { [e.identity]: [LAN] } },
+  })
+  await mesh.start(e)
+  await mesh.start(c)
+  let sport = 50000
+  const syn = async (dst: string, timeoutMs = 500) => {
+    const sp = sport++
+    c.dev!.sendToTun(tcpPacket(c.va, dst, sp, 80, TCP.SYN, new Uint8Array(0)))
+    return e.dev!.nextFromTun((p) => addrs(p).dst === dst && tcpCarries(p, sp, 80, ''), timeoutMs)
+  }
+  t.ok(await syn(PRINTER, 3000), 'the grant lets the guest reach a LAN host on tcp:80')
+  t.notOk(
+    await syn('172.26.0.3'),
+    "the exit node's own LAN address is judged as the exit node: refused (before: it passed as a gateway destination)",
+  )
+  t.notOk(await syn(e.va), 'as its virtual address is')
+  // Keep fresh: an address the node gains later is judged as itself after the next re-read.
+  e.os.localAddrs = ['172.26.0.3', '172.26.0.4']
+  t.ok(await syn('172.26.0.4'), 'an address not yet known to be local is a gateway destination')
+  await mesh.advance(LOCAL_ADDRESSES_MS)
+  await mesh.until('the exit node re-read its addresses', () => e.log.some((l) => l.includes('local addresses changed')))
+  t.notOk(await syn('172.26.0.4'), `after ${LOCAL_ADDRESSES_MS / 1000} s the new address is judged as the exit node too`)
+  exitProfile(true)
+  await e.agent!.reload()
+  t.ok(await syn('172.26.0.3'), 'a policy that grants the exit node itself tcp:80 lets it through')
 })
 
 t.test('0.0.0.0/0 through an exit node blocks IPv6 (it would leave in clear) unless the profile allows it', async (t) => {

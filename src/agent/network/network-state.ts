@@ -24,6 +24,8 @@ export class NetworkState {
   private readonly routing = new Routing()
   /** The exit-node warnings from the last start or reload (shown by status). */
   private exitWarnings: string[] = []
+  /** This system's own addresses the policies were last compiled with (sorted; see localAddressesFor). */
+  private localAddrs: number[] = []
 
   constructor(
     private readonly policy: PolicyState,
@@ -32,7 +34,44 @@ export class NetworkState {
     private readonly publishTables: (tables: DataplaneTables) => void,
     private readonly log: AgentLogger,
     private readonly now: () => number = Date.now,
+    /** This machine's IPv4 addresses (OsNetwork.localAddresses). */
+    private readonly readLocalAddresses: () => Promise<number[]> = async () => [],
   ) {}
+
+  /**
+   * The addresses an exit node enforcing Policies judges as itself: they may lie inside its ProvidesRoutes
+   * (its LAN address), where a gateway grant must not reach its own services. Others need none.
+   */
+  private async localAddressesFor(profile: Profile): Promise<number[]> {
+    if (profile.policies === undefined || !profile.exitNode.providesRoutes.length) return []
+    try {
+      return [...new Set(await this.readLocalAddresses())].sort((x, y) => x - y)
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'could not read the local addresses; keeping the last ones')
+      return this.localAddrs
+    }
+  }
+
+  /**
+   * Reads this machine's addresses again (the agent calls it every LOCAL_ADDRESSES_MS) and, when they
+   * changed, compiles the policies with them, cuts flows they no longer allow and publishes the tables.
+   * Returns the published generation and how many flows were cut, or undefined when nothing changed.
+   */
+  async refreshLocalAddresses(
+    profile: Profile,
+    peers: PeerTable,
+    conntrack: { table: SharedArrayBuffer; nowS: () => number },
+  ): Promise<{ gen: number; cut: number } | undefined> {
+    const addrs = await this.localAddressesFor(profile)
+    if (addrs.length === this.localAddrs.length && addrs.every((a, i) => a === this.localAddrs[i])) return undefined
+    this.localAddrs = addrs
+    this.policy.compile(profile, peers, addrs)
+    const cut = this.policy.cutDisallowedFlows(conntrack.table, conntrack.nowS())
+    this.routing.compile(profile, peers, this.now()) // a new generation: the workers pull tables when it changes
+    const tables = this.tables()
+    this.publishTables(tables)
+    return { gen: tables.gen, cut }
+  }
 
   /** What the workers get: the route tables and the compiled policies. */
   tables(): DataplaneTables {
@@ -48,7 +87,8 @@ export class NetworkState {
     peers: PeerTable,
     conntrack?: { table: SharedArrayBuffer; nowS: number },
   ): Promise<{ cut: number; gen: number }> {
-    const line = this.policy.compile(profile, peers)
+    this.localAddrs = await this.localAddressesFor(profile)
+    const line = this.policy.compile(profile, peers, this.localAddrs)
     this.log.info({ tags: profile.tags.join(' ') || '(none)' }, line)
     const cut = conntrack ? this.policy.cutDisallowedFlows(conntrack.table, conntrack.nowS) : 0
     if (cut) this.log.info({ flows: cut }, 'policy reload: cut flows the new policy no longer allows')

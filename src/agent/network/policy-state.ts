@@ -24,7 +24,7 @@ export class PolicyState {
   constructor(private readonly workers: number) {}
 
   /** Compiles the profile's Policies over the current peer slots (start and reload); returns the mode line to log. */
-  compile(p: Profile, peers: Iterable<{ slot: number; cfg: { tags: string[] } }>): string {
+  compile(p: Profile, peers: Iterable<{ slot: number; cfg: { tags: string[] } }>, localAddresses: readonly number[] = []): string {
     if (this.tables) {
       const c = sumPolicyCounters(this.tables, this.workers)
       this.compiled.policies.forEach((pol, i) => {
@@ -37,6 +37,7 @@ export class PolicyState {
       selfTags: p.tags,
       selfAddress: p.virtualAddress,
       providesRoutes: p.exitNode.providesRoutes,
+      localAddresses,
       peers: [...peers].map((peer) => ({ slot: peer.slot, tags: peer.cfg.tags })),
       policies: p.policies,
     })

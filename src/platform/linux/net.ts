@@ -9,7 +9,7 @@
  */
 import fs from 'node:fs'
 import { mustRun, run } from './exec.js'
-import { type Cidr, cidrContains, intToIp, parseCidr } from '../../common/ipv4.js'
+import { type Cidr, cidrContains, intToIp, parseCidr, parseIpv4 } from '../../common/ipv4.js'
 
 export const ROUTE_PROTO = '211'
 
@@ -159,6 +159,24 @@ export function enableIpForward(): void {
 
 export function disableIpForward(): void {
   fs.writeFileSync('/proc/sys/net/ipv4/ip_forward', '0')
+}
+
+/** This machine's IPv4 addresses on every interface (`ip -4 addr`), host order; [] when it cannot tell. */
+export async function localAddresses(): Promise<number[]> {
+  const r = await run('ip', ['-j', '-4', 'addr', 'show'])
+  if (r.code !== 0) return []
+  try {
+    const j = JSON.parse(r.stdout) as Array<{ addr_info?: Array<{ family?: string; local?: string }> }>
+    const out: number[] = []
+    for (const link of j)
+      for (const a of link.addr_info ?? []) {
+        const v = a.family === 'inet' ? parseIpv4(a.local) : undefined
+        if (typeof v === 'number') out.push(v >>> 0)
+      }
+    return out
+  } catch {
+    return []
+  }
 }
 
 /** The source address this machine uses towards `cidr` (its LAN address for an exit node). */
