@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url'
 import { runHotpath, type HotpathResult } from './hotpath.js'
 import { ExitPathBench, IMPLS, implMissing, type NetnsResult } from './netns.js'
 import { runPolicyBench } from './policy.js'
+import { runHubLoad } from './hub-load.js'
 import { type PolicyNetnsResult, runPolicyHotpath, runPolicyNetnsBench } from './policy-netns.js'
 
 const resultsDir = fileURLToPath(new URL('../../bench/results/', import.meta.url))
@@ -46,6 +47,15 @@ async function main() {
   for (const r of decisions) emit(r)
   const policyHot = runPolicyHotpath()
   for (const r of policyHot) emit(r)
+  // The hub: simulated agents on loopback against a real `enclave hub serve`.
+  const hubAgents = Number(process.env.BENCH_HUB_AGENTS ?? 1000)
+  if (hubAgents > 0) {
+    const h = await runHubLoad(hubAgents)
+    emit(h)
+    console.log(
+      `\nhub, ${h.agents} agents: enrolled in ${h.enrolS} s; policy change -> acknowledged p50 ${h.policyToAckP50Ms} ms, p99 ${h.policyToAckP99Ms} ms (${h.policyRecipients} agents, target p99 <= 1000); ${h.rssPerAgentKiB} KiB per agent (target <= 64); endpoint delta ${h.endpointDeltaBytesMax} B to ${h.endpointDeltaRecipients} systems (target <= 200 B)`,
+    )
+  }
   const policyNet: PolicyNetnsResult[] = []
   const net: NetnsResult[] = []
   const skipped: string[] = []
