@@ -140,7 +140,9 @@ export class HubServer extends EventEmitter {
   private store!: HubStore
   private admin!: HubAdmin
   private model!: HubModel
+  /** The revision every connected agent was sent, and the revision of the model in memory. */
   private rev = 0
+  private modelRev = 0
   private server!: http.Server
   private wss!: WebSocketServer
   private readonly conns = new Map<number, Conn>()
@@ -178,6 +180,7 @@ export class HubServer extends EventEmitter {
     this.store = await HubStore.open({ file: paths.db })
     this.admin = new HubAdmin(this.store, 'hub')
     this.rev = await this.store.revision()
+    this.modelRev = this.rev
     this.model = await loadModel(this.store.db)
     this.server = http.createServer((req, res) => {
       if (req.url === '/enclave/v1/key') {
@@ -324,7 +327,7 @@ export class HubServer extends EventEmitter {
     const s = res.system
     if (s.state === 'disabled') return refuse('SYSTEM_DISABLED', `${s.identity} is disabled on this hub`)
     if (!res.enrolled) await this.admin.seen(publicKey, endpoint, hello.listenPort, advertised)
-    await this.followStore()
+    await this.refreshModel()
     const map = this.model.systems.has(s.id) ? this.model.mapFor(s.id) : null
     const welcome = {
       t: 'welcome',
@@ -348,8 +351,8 @@ export class HubServer extends EventEmitter {
     // Resume: an agent whose cached map hashes to what we would send gets only the revision.
     if (map && hello.resume?.hash === mapHash(map)) {
       conn.sent = map
-      conn.sentRev = this.rev
-      this.send(conn, { t: 'delta', rev: this.rev, hash: hello.resume.hash, delta: { Upsert: [], Remove: [] } })
+      conn.sentRev = this.modelRev
+      this.send(conn, { t: 'delta', rev: this.modelRev, hash: hello.resume.hash, delta: { Upsert: [], Remove: [] } })
     } else this.sendMap(conn)
     return conn
   }
@@ -368,8 +371,16 @@ export class HubServer extends EventEmitter {
     if (!this.model.systems.has(c.systemId)) return
     const map = this.model.mapFor(c.systemId, vis)
     c.sent = map
-    c.sentRev = this.rev
-    this.send(c, { t: 'map', rev: this.rev, hash: mapHash(map), map })
+    c.sentRev = this.modelRev
+    this.send(c, { t: 'map', rev: this.modelRev, hash: mapHash(map), map })
+  }
+
+  /** Reloads the model when the database moved on (cheap: one read); the fan-out is followStore's. */
+  private async refreshModel(): Promise<void> {
+    const rev = await this.store.revision()
+    if (rev === this.modelRev) return
+    this.model = await loadModel(this.store.db)
+    this.modelRev = rev
   }
 
   /** Follows the database: on a new revision, rebuilds the model and sends what changed to whom it concerns. */
@@ -377,10 +388,10 @@ export class HubServer extends EventEmitter {
     if (this.following) return
     this.following = true
     try {
-      const rev = await this.store.revision()
+      await this.refreshModel()
+      const rev = this.modelRev
       if (rev === this.rev) return
       this.rev = rev
-      this.model = await loadModel(this.store.db)
       const vis = this.model.visibility()
       for (const c of [...this.conns.values()]) {
         const s = this.model.systems.get(c.systemId)

@@ -97,16 +97,29 @@ export class HubModel {
     return out
   }
 
+  private readonly senders = new Map<PolicyRow, Set<number>>()
+  private readonly receivers = new Map<PolicyRow, Set<number>>()
+
+  /** Approved systems a policy's SenderTags name (memoised: the model is immutable once built). */
   sendersOf(p: PolicyRow): Set<number> {
-    return this.withTags(p.body.SenderTags)
+    let s = this.senders.get(p)
+    if (!s) {
+      s = this.withTags(p.body.SenderTags)
+      this.senders.set(p, s)
+    }
+    return s
   }
 
   receiversOf(p: PolicyRow): Set<number> {
-    if (p.body.Gateway) {
-      const g = this.byIdentity.get(p.body.Gateway.Identity)
-      return g && g.state === 'approved' ? new Set([g.id]) : new Set()
+    let s = this.receivers.get(p)
+    if (!s) {
+      if (p.body.Gateway) {
+        const g = this.byIdentity.get(p.body.Gateway.Identity)
+        s = g && g.state === 'approved' ? new Set([g.id]) : new Set()
+      } else s = this.withTags(p.body.ReceiverTags ?? [])
+      this.receivers.set(p, s)
     }
-    return this.withTags(p.body.ReceiverTags ?? [])
+    return s
   }
 
   /** Every system each approved system sees (symmetric). */
