@@ -284,7 +284,14 @@ export class HubLink {
       send({ t: 'resync' })
       return
     }
-    if (!m.delta.Upsert.length && !m.delta.Remove.length && !m.delta.Self && !m.delta.Policies && !m.delta.AvailableRoutes) {
+    if (
+      !m.delta.Upsert.length &&
+      !m.delta.Remove.length &&
+      !m.delta.Patch?.length &&
+      !m.delta.Self &&
+      !m.delta.Policies &&
+      !m.delta.AvailableRoutes
+    ) {
       this.rev = m.rev
       this.receivedAt = Date.now()
       send({ t: 'ack', rev: m.rev })

@@ -71,6 +71,8 @@ export function mapHash(m: HubMap): string {
 export interface HubDelta {
   Upsert: HubPeer[]
   Remove: string[]
+  /** Peers whose endpoint alone changed, by identity: the common change, kept small. */
+  Patch?: Array<{ Identity: string; Endpoint?: string }>
   Self?: HubSelf
   Policies?: Array<Record<string, unknown>>
   AvailableRoutes?: Record<string, string[]>
@@ -80,6 +82,10 @@ export const hubDeltaSchema = z
   .object({
     Upsert: z.array(hubPeerSchema).max(100_000),
     Remove: z.array(z.string().max(64)).max(100_000),
+    Patch: z
+      .array(z.object({ Identity: z.string().max(8), Endpoint: z.string().max(64).optional() }).strict())
+      .max(100_000)
+      .optional(),
     Self: hubSelfSchema.optional(),
     Policies: z.array(z.record(z.unknown())).max(4096).optional(),
     AvailableRoutes: z.record(z.array(z.string().max(18)).max(1024)).optional(),
@@ -88,21 +94,39 @@ export const hubDeltaSchema = z
 
 /** What changed from `a` to `b`; null when nothing did. */
 export function diffMaps(a: HubMap, b: HubMap): HubDelta | null {
-  const before = new Map(a.Peers.map((p) => [p.PublicKey, canonical(p)]))
-  const upsert = b.Peers.filter((p) => before.get(p.PublicKey) !== canonical(p))
+  const old = new Map(a.Peers.map((p) => [p.PublicKey, p]))
+  const upsert: HubPeer[] = []
+  const patch: Array<{ Identity: string; Endpoint?: string }> = []
+  for (const p of b.Peers) {
+    const o = old.get(p.PublicKey)
+    if (o && canonical(o) === canonical(p)) continue
+    if (o && canonical({ ...o, Endpoint: undefined }) === canonical({ ...p, Endpoint: undefined }))
+      patch.push(p.Endpoint ? { Identity: p.Identity, Endpoint: p.Endpoint } : { Identity: p.Identity })
+    else upsert.push(p)
+  }
   const now = new Set(b.Peers.map((p) => p.PublicKey))
   const remove = a.Peers.filter((p) => !now.has(p.PublicKey)).map((p) => p.PublicKey)
   const d: HubDelta = { Upsert: upsert, Remove: remove }
+  if (patch.length) d.Patch = patch
   if (canonical(a.Self) !== canonical(b.Self)) d.Self = b.Self
   if (canonical(a.Policies) !== canonical(b.Policies)) d.Policies = b.Policies
   if (canonical(a.AvailableRoutes) !== canonical(b.AvailableRoutes)) d.AvailableRoutes = b.AvailableRoutes
-  return upsert.length || remove.length || d.Self || d.Policies || d.AvailableRoutes ? d : null
+  return upsert.length || remove.length || patch.length || d.Self || d.Policies || d.AvailableRoutes ? d : null
 }
 
 export function applyDelta(m: HubMap, d: HubDelta): HubMap {
   const peers = new Map(m.Peers.map((p) => [p.PublicKey, p]))
   for (const k of d.Remove) peers.delete(k)
   for (const p of d.Upsert) peers.set(p.PublicKey, p)
+  if (d.Patch?.length) {
+    const byId = new Map([...peers.values()].map((p) => [p.Identity, p]))
+    for (const x of d.Patch) {
+      const p = byId.get(x.Identity)
+      if (!p) continue
+      const { Endpoint: _old, ...rest } = p
+      peers.set(p.PublicKey, x.Endpoint ? { ...rest, Endpoint: x.Endpoint } : rest)
+    }
+  }
   return {
     Self: d.Self ?? m.Self,
     Peers: [...peers.values()],
