@@ -60,6 +60,7 @@ export async function runDoctor(configDir: string, probe?: string): Promise<Chec
   } catch (e) {
     add({ name: 'agent', result: 'fail', detail: (e as Error).message, fix: 'sudo enclave start (or sudo enclave run -v 5 to watch it)' })
   }
+  if (status?.hub) for (const c of hubChecks(status.hub)) add(c)
   if (status) {
     for (const p of status.peers) {
       const isExit = p.exitNodeFor.length > 0
@@ -174,4 +175,30 @@ function policyChecks(p: ReturnType<typeof loadProfile>): Check[] {
         : 'correct the tag, or add it to Tags of this system or of the peers that should carry it',
     })),
   ]
+}
+
+/** What the running agent says of its hub: connected, approved, and what it did not accept. */
+export function hubChecks(h: NonNullable<StatusModel['hub']>): Check[] {
+  const out: Check[] = []
+  if (h.state === 'up')
+    out.push({ name: 'hub', result: 'pass', detail: `connected to ${h.url}${h.rev !== undefined ? `, revision ${h.rev}` : ''}` })
+  else
+    out.push({
+      name: 'hub',
+      result: h.state === 'refused' ? 'fail' : 'warn',
+      detail: `${h.state} (${h.url})${h.error ? `: ${h.error}` : ''}${h.mapAgeS !== undefined ? `; running on the cached map, ${h.mapAgeS} s old` : ''}`,
+      fix:
+        h.state === 'refused'
+          ? 'ask the hub admin (enclave hub system list); to leave the hub: sudo enclave unenrol'
+          : `check that ${h.url} is reachable from here (TCP) and that \`enclave hub serve\` runs`,
+    })
+  if (h.systemState === 'pending')
+    out.push({
+      name: 'hub approval',
+      result: 'warn',
+      detail: 'this system awaits approval on the hub: no peers until then',
+      fix: 'enclave hub system approve <identity> (on the hub host)',
+    })
+  for (const n of h.notAccepted) out.push({ name: 'hub offer', result: 'warn', detail: `offered by the hub, not accepted locally: ${n}` })
+  return out
 }

@@ -134,12 +134,23 @@ if (skip) {
       'status shows the exit node from the hub and its route',
     )
 
+    const doc1 = JSON.parse((await lab.cli(nodes.lap1, ['doctor', '--json'])).stdout)
+    t.ok(
+      doc1.checks.some((c: { name: string; result: string }) => c.name === 'hub' && c.result === 'pass'),
+      'doctor: connected to the hub',
+    )
+
     await t.test('a manual key: pending and unreachable until approved', async (t) => {
       t.match(await enrolOut(nodes.lap3, gated.key), /awaiting approval/)
       await start('lap3')
       const l3va = await va(nodes.lap3)
       t.equal((await lab.exec(nsL1, 'ping', ['-c', '1', '-W', '1', l3va])).code, 1, 'nobody reaches a pending system')
       t.equal((await statusJson(lab, nodes.lap3)).hub.systemState, 'pending')
+      const doc = JSON.parse((await lab.cli(nodes.lap3, ['doctor', '--json'])).stdout)
+      t.ok(
+        doc.checks.some((c: { name: string; result: string }) => c.name === 'hub approval' && c.result === 'warn'),
+        'doctor says the system awaits approval',
+      )
       await json(['system', 'approve', nodes.lap3.identity])
       t.ok(await pingUntil(lab, nsL1, l3va, 10), 'approved: lap1 reaches it')
     })
