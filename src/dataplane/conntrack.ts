@@ -49,6 +49,12 @@ export const CT_OWN = 1 << 10
  * Lookups for replies (ctReply16) never match it.
  */
 export const CT_CUT = 1 << 11
+/**
+ * A fragmented datagram whose first fragment passed (src/dataplane/firewall.ts): its later fragments,
+ * which carry no ports, pass while it lives. Never judged by a reload (the first fragment was) and not
+ * counted as a flow in status; it counts toward the peer's share like any entry.
+ */
+export const CT_FRAG = 1 << 12
 
 /** Per-peer live-entry counts, indexed by peer slot modulo this (slots beyond share a count). */
 export const CT_COUNT_SLOTS = 4096
@@ -77,6 +83,8 @@ export const CT_ICMP_S = 30
 export const CT_OTHER_S = 60
 /** Lifetime of a flow until the LAN side has answered it once. */
 export const CT_UNREPLIED_S = 30
+/** Lifetime of a fragmented datagram's entry from its first fragment (fragments of one datagram travel together). */
+export const CT_FRAG_S = 10
 
 /** ctTrack results. */
 export const CT_REFRESHED = 0
@@ -416,6 +424,11 @@ export function ctEntryCut(t: Int32Array, b: number): boolean {
   return (t[b + F_PROTO] & CT_CUT) !== 0
 }
 
+/** The entry is a fragmented datagram's (CT_FRAG). */
+export function ctEntryFrag(t: Int32Array, b: number): boolean {
+  return (t[b + F_PROTO] & CT_FRAG) !== 0
+}
+
 /** The policy generation that last judged the entry's flow. */
 export function ctEntryGen(t: Int32Array, b: number): number {
   return t[b + F_GEN]
@@ -483,7 +496,7 @@ export function ctCutFlows(
   let cut = 0
   for (let b = 0; b < CT_ENTRIES * CT_FIELDS; b += CT_FIELDS) {
     const pr = t[b + F_PROTO]
-    if (pr === 0 || (pr & CT_OWN) !== 0 || t[b + F_EXPIRES] <= nowS) continue
+    if (pr === 0 || (pr & (CT_OWN | CT_FRAG)) !== 0 || t[b + F_EXPIRES] <= nowS) continue
     const proto = pr & 255
     const port = proto === PROTO_TCP || proto === PROTO_UDP ? t[b + F_PORTS] & 0xffff : 0
     if (judge(t[b + F_PEER], proto, t[b + F_LAN_IP] >>> 0, port)) {
@@ -544,7 +557,8 @@ export function ctSweep(t: Int32Array, nowS: number, from: number, n: number): n
 export function ctCountByPeer(t: Int32Array, nowS: number): Map<number, number> {
   const m = new Map<number, number>()
   for (let b = 0; b < CT_ENTRIES * CT_FIELDS; b += CT_FIELDS) {
-    if (t[b + F_EXPIRES] > nowS && t[b + F_PROTO] !== 0) m.set(t[b + F_PEER], (m.get(t[b + F_PEER]) ?? 0) + 1)
+    if (t[b + F_EXPIRES] > nowS && t[b + F_PROTO] !== 0 && (t[b + F_PROTO] & CT_FRAG) === 0)
+      m.set(t[b + F_PEER], (m.get(t[b + F_PEER]) ?? 0) + 1)
   }
   return m
 }

@@ -18,6 +18,14 @@
  * that they do not cover.
  * Everything else is `unsolicited`. A node that provides no routes tracks nothing, so only its own
  * address passes. Peer packets into ProvidesRoutes are tracked on the way in (track()).
+ *
+ * Fragments: a later fragment (offset > 0) has no ports or ICMP type; it is judged by its datagram. When
+ * a first fragment (offset 0, more fragments) passes admit() or leaves as a reply, the datagram is remembered
+ * (CT_FRAG: source, destination, protocol, IP id and direction, owned by the peer, CT_FRAG_S) and its
+ * later fragments pass only while that entry lives and belongs to the same peer. So a peer's fragments
+ * reach only what its admitted first fragment reached, and a LAN host's fragmented reply passes whole.
+ * Our own later fragments leave as ours: the receiver judges them against their first fragment.
+ * The entries count toward the peer's share of the table, like its flows, so their number is bounded.
  */
 import type { DataplaneTables } from '../ipc/messages.js'
 import { lookupRoute16 } from './route-table.js'
@@ -25,11 +33,14 @@ import {
   CT_ENTRIES,
   CT_FULL,
   CT_EVICTED,
+  CT_FRAG,
+  CT_FRAG_S,
   CT_OWN,
   PROTO_ICMP,
   PROTO_TCP,
   PROTO_UDP,
   ctEntryCut,
+  ctEntryFrag,
   ctEntryGen,
   ctEntryOwn,
   ctEntryPeer,
@@ -43,13 +54,24 @@ import {
 } from './conntrack.js'
 import { type PolicyTable, DENY_NO_POLICY, evaluatePolicy } from './policy.js'
 
-/** admit(): the packet belongs to a tracked flow (or is a later fragment): no policy was evaluated. */
+/** admit(): the packet belongs to a tracked flow (or is a later fragment of an admitted datagram): no policy was evaluated. */
 export const ADMIT_ESTABLISHED = 0x3ffffffe
+/** admit(): a later fragment whose first fragment was not admitted (no deny reason or policy: it has no ports). */
+export const ADMIT_FRAGMENT_ORPHAN = -0x40000000
 
 /** egress() verdicts. */
 export const EGRESS_DROP = 0
 export const EGRESS_OWN = 1
 export const EGRESS_REPLY = 2
+
+/**
+ * Fragmented datagrams' conntrack keys: a protocol number of their own (255, "reserved"), the IP id as
+ * the peer port and, as the LAN port, the direction with the datagram's protocol. A flow of protocol 255
+ * has ports 0, so the two never meet.
+ */
+const FRAG_KEY_PROTO = 255
+const FRAG_IN = 0x100
+const FRAG_OUT = 0x200
 
 /** Entries each sweep() call examines: a worker's clock tick reclaims expired entries for the per-peer shares. */
 const SWEEP_PER_TICK = 512
@@ -95,6 +117,19 @@ export class Firewall {
    * address. Returns EGRESS_OWN, EGRESS_REPLY or EGRESS_DROP.
    */
   egress(b: Uint8Array, p: number, len: number, peer: number, t: DataplaneTables, nowS: number): number {
+    if ((((b[p + 6] & 0x1f) << 8) | b[p + 7]) !== 0) {
+      // A later fragment of our own datagram is ours (the receiver judges it by its first fragment); one
+      // from the LAN goes when its first fragment went as a reply to this peer.
+      if (((b[p + 12] << 24) | (b[p + 13] << 16) | (b[p + 14] << 8) | b[p + 15]) === (t.selfAddr | 0)) return EGRESS_OWN
+      return this.fragmentSeen(b, p, FRAG_OUT, 16, 12, peer, nowS) ? EGRESS_REPLY : EGRESS_DROP
+    }
+    const v = this.egressWhole(b, p, len, peer, t, nowS)
+    if (v === EGRESS_REPLY && (b[p + 6] & 0x20) !== 0) this.fragmentStarts(b, p, FRAG_OUT, 16, 12, peer, nowS)
+    return v
+  }
+
+  /** egress() for a whole datagram or a first fragment. */
+  private egressWhole(b: Uint8Array, p: number, len: number, peer: number, t: DataplaneTables, nowS: number): number {
     const sHi = (b[p + 12] << 8) | b[p + 13]
     const sLo = (b[p + 14] << 8) | b[p + 15]
     const proto = b[p + 9]
@@ -165,6 +200,8 @@ export class Firewall {
    * CT_FULL when the peer's share had no room (the packet still goes; replies to it will not).
    */
   track(b: Uint8Array, p: number, peer: number, nowS: number): number {
+    // A later fragment has no ports: its flow was tracked from its first fragment.
+    if ((((b[p + 6] & 0x1f) << 8) | b[p + 7]) !== 0) return 0
     const proto = b[p + 9]
     const flags = proto === PROTO_TCP ? b[p + (b[p] & 15) * 4 + 13] : 0
     this.portsInto(b, p, proto, true)
@@ -192,11 +229,20 @@ export class Firewall {
    * Returns ADMIT_ESTABLISHED, the allowing policy (>= 0, ALLOW_ALL never: enforcement only) or a
    * deny verdict (< 0). `lastTrack` holds the ctTrack16 result of a new flow (CT_EVICTED / CT_FULL).
    * A flow judged by an older generation is judged again: denied, its entry is cut (reload).
+   * A later fragment passes (ADMIT_ESTABLISHED) only when its datagram's first fragment was admitted from
+   * `peer`; else ADMIT_FRAGMENT_ORPHAN.
    */
   admit(b: Uint8Array, p: number, len: number, peer: number, table: PolicyTable, gen: number, nowS: number): number {
     this.lastTrack = 0
-    // A later fragment has no ports; it cannot be delivered without its first fragment, which is judged.
-    if ((((b[p + 6] & 0x1f) << 8) | b[p + 7]) !== 0) return ADMIT_ESTABLISHED
+    if ((((b[p + 6] & 0x1f) << 8) | b[p + 7]) !== 0)
+      return this.fragmentSeen(b, p, FRAG_IN, 12, 16, peer, nowS) ? ADMIT_ESTABLISHED : ADMIT_FRAGMENT_ORPHAN
+    const v = this.admitWhole(b, p, len, peer, table, gen, nowS)
+    if (v >= 0 && (b[p + 6] & 0x20) !== 0) this.fragmentStarts(b, p, FRAG_IN, 12, 16, peer, nowS)
+    return v
+  }
+
+  /** admit() for a whole datagram or a first fragment. */
+  private admitWhole(b: Uint8Array, p: number, len: number, peer: number, table: PolicyTable, gen: number, nowS: number): number {
     const proto = b[p + 9]
     const ihl = (b[p] & 15) * 4
     if (len < ihl + 8 && (proto === PROTO_TCP || proto === PROTO_UDP || proto === PROTO_ICMP)) return -DENY_NO_POLICY
@@ -239,6 +285,45 @@ export class Firewall {
     const r = ctTrack16(this.ct, proto, sHi, sLo, dHi, dLo, P[0], P[1], peer, nowS, ttl, 0, gen)
     this.lastTrack = r === CT_EVICTED || r === CT_FULL ? r : 0
     return v
+  }
+
+  /**
+   * Remembers the datagram whose first fragment is at b[p]: `dir` FRAG_IN or FRAG_OUT, `peerAt` and
+   * `lanAt` the offsets of the peer's and the other side's addresses in the header. A full share or a
+   * lost race leaves it unremembered: its later fragments are dropped, the datagram is lost, nothing else.
+   */
+  private fragmentStarts(b: Uint8Array, p: number, dir: number, peerAt: number, lanAt: number, peer: number, nowS: number): void {
+    ctTrack16(
+      this.ct,
+      FRAG_KEY_PROTO,
+      (b[p + peerAt] << 8) | b[p + peerAt + 1],
+      (b[p + peerAt + 2] << 8) | b[p + peerAt + 3],
+      (b[p + lanAt] << 8) | b[p + lanAt + 1],
+      (b[p + lanAt + 2] << 8) | b[p + lanAt + 3],
+      (b[p + 4] << 8) | b[p + 5],
+      dir | b[p + 9],
+      peer,
+      nowS,
+      CT_FRAG_S,
+      CT_FRAG,
+      0,
+    )
+  }
+
+  /** Whether the later fragment at b[p] belongs to a datagram whose first fragment `peer` sent or was sent (fragmentStarts). */
+  private fragmentSeen(b: Uint8Array, p: number, dir: number, peerAt: number, lanAt: number, peer: number, nowS: number): boolean {
+    const e = ctFind16(
+      this.ct,
+      FRAG_KEY_PROTO,
+      (b[p + peerAt] << 8) | b[p + peerAt + 1],
+      (b[p + peerAt + 2] << 8) | b[p + peerAt + 3],
+      (b[p + lanAt] << 8) | b[p + lanAt + 1],
+      (b[p + lanAt + 2] << 8) | b[p + lanAt + 3],
+      (b[p + 4] << 8) | b[p + 5],
+      dir | b[p + 9],
+      nowS,
+    )
+    return e >= 0 && ctEntryPeer(this.ct, e) === peer && ctEntryFrag(this.ct, e)
   }
 
   /** ctTrack16's result for admit()'s last new flow when it was CT_EVICTED or CT_FULL, else 0. */

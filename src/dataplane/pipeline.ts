@@ -64,7 +64,7 @@ import { GATE_ANSWER, GATE_LIMITED, HandshakeGate } from './handshake-gate.js'
 import { TokenBuckets } from './token-buckets.js'
 import { replayCheckAndSet32, replayMaybeFresh } from './replay.js'
 import { PROTO_ICMP, PROTO_TCP, PROTO_UDP, CT_EVICTED, CT_FULL } from './conntrack.js'
-import { ADMIT_ESTABLISHED, EGRESS_DROP, EGRESS_OWN, EGRESS_REPLY, Firewall } from './firewall.js'
+import { ADMIT_ESTABLISHED, ADMIT_FRAGMENT_ORPHAN, EGRESS_DROP, EGRESS_OWN, EGRESS_REPLY, Firewall } from './firewall.js'
 import { DENY_ROUTE_NOT_GRANTED, POLICY_MODE_ENFORCE, denyPolicy, denyReason, describeVerdict } from './policy.js'
 import { OPEN_BAD_MAC, OPEN_OK, SEAL_COUNTER_LIMIT, open, paddedLength, seal } from './transport.js'
 import {
@@ -590,6 +590,12 @@ export class Pipeline {
       }
       if (t.policy.mode === POLICY_MODE_ENFORCE) {
         const v = this.fw.admit(iSlab, p, tot, peer, t.policy, t.policyGen, this.nowS)
+        if (v === ADMIT_FRAGMENT_ORPHAN) {
+          this.countReason(R.fragment_orphan)
+          if (this.log5(R.fragment_orphan))
+            this.flowLog('in', peer, iSlab, p, tot, 'drop fragment_orphan (a later fragment whose first fragment was not admitted)')
+          continue
+        }
         if (v < 0) {
           const why = denyReason(v) === DENY_ROUTE_NOT_GRANTED ? R.policy_route_not_granted : R.policy_no_policy
           this.countReason(why)

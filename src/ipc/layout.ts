@@ -63,7 +63,7 @@
  *    re-check both after encryption and after decryption.
  *  - Slots are recycled only after KEYPAIR_QUARANTINE_MS, far longer than a worker holds one.
  */
-export const LAYOUT_VERSION = 6
+export const LAYOUT_VERSION = 7
 
 // ---- keypairs ----
 export const KP_SLOTS = 4096
@@ -132,6 +132,7 @@ export const REASONS = [
   'policy_no_policy',
   'policy_route_not_granted',
   'replay_lock_busy',
+  'fragment_orphan',
 ] as const
 export type Reason = (typeof REASONS)[number]
 /**

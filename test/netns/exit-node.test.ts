@@ -91,6 +91,15 @@ if (skip) {
       t.equal(r.code, 0, `printer answers through the exit node\n${r.stdout}`)
     })
 
+    await t.test('pings larger than the MTU: the fragmented replies pass whole (issue 18, finding 4)', async (t) => {
+      // 3,000 bytes: the request leaves the client in three fragments, the printer's reply comes back in
+      // three; the exit node's kernel reassembles (SNAT) and fragments again for the TUN. Without Policies
+      // this passed before the fragment fix only by accident (the request's later fragments were tracked
+      // as flows with "ports" read from their payload); policy.test.ts has the case that failed.
+      const r = await lab.exec(nsC, 'ping', ['-c', '3', '-i', '0.3', '-W', '2', '-s', '3000', '172.26.0.250'])
+      t.match(r.stdout, /3 packets transmitted, 3 received/, `3 of 3 3,000-byte pings answered\n${r.stdout}`)
+    })
+
     await t.test("the printer sees the exit node's LAN address as source (SNAT)", async (t) => {
       const srv = lab.spawn(nsP, process.execPath, ['-e', UDP_WHOAMI, '9999'])
       await new Promise((r) => setTimeout(r, 300))

@@ -35,6 +35,17 @@ s.on('connect', () => { console.log('connected'); setInterval(() => s.write('x')
 s.on('data', (d) => { n += d.length; console.log('echo ' + n) });
 s.on('error', (e) => console.log('error ' + e.code));`
 
+/** Sends argv[3] later fragments (offset 1480, UDP, 600 bytes) from argv[1] to argv[2] through a raw socket. */
+const LATER_FRAGMENTS = `
+import socket, struct, sys
+src, dst, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for i in range(n):
+    body = bytes([0x23, 0x8c, 0x23, 0x8c]) + bytes(596)
+    hdr = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(body), 0x4000 + i, 185, 64, 17, 0, socket.inet_aton(src), socket.inet_aton(dst))
+    s.sendto(hdr + body, (dst, 0))
+`
+
 function policies(printerAcls: unknown[]) {
   return [
     {
@@ -132,6 +143,30 @@ t.test('tags and policies between real agents', { skip }, async (t) => {
     t.equal(p9100, 'open', 'TCP 9100 on the printer')
     t.match(e22, /^closed/, 'TCP 22 on the exit node is dropped')
     t.match(p22, /^closed/, 'TCP 22 on the printer is dropped')
+  })
+
+  await t.test('fragments (issue 18, findings 3 and 4): whole datagrams pass, lone later fragments do not', async (t) => {
+    // 3,000-byte pings travel as three fragments each way. Before: the replies' later fragments were
+    // dropped as unsolicited (their "ICMP type" read from the payload) and no ping came back.
+    for (const to of [E.va, PRINTER]) {
+      const r = await lab.exec(ns.laptop1, 'ping', ['-c', '3', '-i', '0.3', '-W', '2', '-s', '3000', to])
+      t.match(r.stdout, /3 packets transmitted, 3 received/, `3 of 3 3,000-byte pings to ${to} answered`)
+    }
+    // Later fragments without their first, to a LAN host no policy grants and to the exit node itself
+    // (ports 9100 in their payload, where a first fragment would have them). Before: all written to the
+    // exit node's TUN, to fill the hosts' reassembly memory.
+    const rx = async () => Number((await lab.exec(ns.exit, 'cat', ['/sys/class/net/enclave0/statistics/rx_packets'])).stdout)
+    const before = await rx()
+    const orphansBefore = (await statusJson(lab, E)).counters.fragment_orphan ?? 0
+    for (const to of ['172.26.0.251', E.va]) {
+      const r = await lab.exec(ns.laptop1, 'python3', ['-c', LATER_FRAGMENTS, L1.va, to, '100'])
+      t.equal(r.code, 0, `laptop1 sent 100 later fragments to ${to} ${r.stderr}`)
+    }
+    await new Promise((r) => setTimeout(r, 500))
+    const written = (await rx()) - before
+    const orphans = ((await statusJson(lab, E)).counters.fragment_orphan ?? 0) - orphansBefore
+    t.ok(written < 10, `at most a stray packet reached the exit node's TUN (${written} of 200 fragments)`)
+    t.ok(orphans >= 190, `the exit node counted them as fragment_orphan (${orphans})`)
   })
 
   await t.test('a peer without the tag reaches neither the exit node nor the LAN', async (t) => {

@@ -131,7 +131,7 @@ t.test('a newer policy generation judges established flows again: denied ones ar
   t.ok(send(p, udp(A_VA, PRINTER, 40000, 9100)), 'reload adds 9100 back: the flow opens again')
 })
 
-t.test('later fragments carry no ports and pass; the first fragment is judged', async (t) => {
+t.test('the first fragment is judged; a later fragment goes only where its first fragment went', async (t) => {
   const p = sessionPair(4)
   p.client.setClock(Date.now())
   enforce(p, [policy(0, [udpAcl(9100)], '172.26.0.0/20')], 1)
@@ -140,7 +140,8 @@ t.test('later fragments carry no ports and pass; the first fragment is judged', 
   t.notOk(send(p, first), 'a first fragment to a port no policy allows is dropped')
   const later = udp(A_VA, PRINTER, 0, 0)
   later[7] = 185 // offset 1480 bytes
-  t.ok(send(p, later), 'a later fragment passes (it cannot be reassembled without its first)')
+  t.notOk(send(p, later), 'so is its later fragment (fragments.test.ts has the rest)')
+  t.equal(reason(p, 'fragment_orphan'), 1, 'counted as fragment_orphan')
 })
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..')
