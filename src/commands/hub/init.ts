@@ -26,10 +26,16 @@ export default class HubInit extends BaseCommand {
       this.log('')
       this.log(`Start it:        enclave hub serve --data-dir ${dir}`)
       this.log('Make a key:      enclave hub key create "office" --tags office [--auto-approve]')
-      this.log(
-        `Join a system:   sudo enclave enrol <KEY> --hub http://<this host>:${flags.listen.split(':').pop()} --hub-key ${r.publicKey}`,
-      )
+      this.log(`Join a system:   sudo enclave enrol <KEY> --hub http://${joinHost(flags.listen)} --hub-key ${r.publicKey}`)
     }
     return r
   }
+}
+
+/** host:port for the join command: the listen address, unless it is a wildcard (then a placeholder). */
+function joinHost(listen: string): string {
+  const i = listen.lastIndexOf(':')
+  const host = listen.slice(0, i).replace(/^\[|\]$/g, '')
+  const port = listen.slice(i + 1)
+  return host === '' || host === '0.0.0.0' || host === '::' ? `<this host>:${port}` : `${listen.slice(0, i)}:${port}`
 }
