@@ -167,6 +167,72 @@ if (skip) {
       t.match(r.stdout, new RegExp(`${nodes.lap3.identity}.*disabled`))
     })
 
+    await t.test('remove drops a system everywhere, and it cannot connect again', async (t) => {
+      await json(['system', 'remove', nodes.lap3.identity])
+      const list = await json(['system', 'list'])
+      t.notOk(
+        list.systems.some((s: { identity: string }) => s.identity === nodes.lap3.identity),
+        'the hub no longer lists lap3',
+      )
+      await until('lap3 is refused', async () => (await statusJson(lab, nodes.lap3)).hub.state === 'refused', 15_000)
+      t.pass("lap3's agent says the hub refused it")
+      t.notOk(
+        (await statusJson(lab, nodes.lap2)).peers.some((p: { identity: string }) => p.identity === nodes.lap3.identity),
+        'lap2 does not have it either',
+      )
+    })
+
+    await t.test('a route the hub offers to a system enrolled without --allow-gateway is not accepted, and status says so', async (t) => {
+      const L2 = nodes.lap2.identity
+      await json(['route', 'add', L2, '10.77.0.0/24'])
+      const s = await (async () => {
+        let last: { hub: { notAccepted: string[] } } | undefined
+        await until(
+          'lap2 reports the offer',
+          async () => {
+            last = await statusJson(lab, nodes.lap2)
+            return (last?.hub.notAccepted ?? []).some((n) => n.includes('10.77.0.0/24'))
+          },
+          10_000,
+        )
+        return last
+      })()
+      t.ok(s, `status --json: ${JSON.stringify(s?.hub.notAccepted)}`)
+      const text = (await lab.cli(nodes.lap2, ['status'])).stdout
+      t.match(text, /Not accepted[ .]*: offered by the hub, not accepted locally: .*10\.77\.0\.0\/24/, 'status says it in words')
+      const doc = JSON.parse((await lab.cli(nodes.lap2, ['doctor', '--json'])).stdout)
+      t.ok(
+        doc.checks.some(
+          (c: { name: string; result: string; detail: string }) => c.name === 'hub offer' && c.detail.includes('10.77.0.0/24'),
+        ),
+        'doctor warns about it',
+      )
+      const fwd = await lab.exec(nsL2, 'iptables', ['-t', 'nat', '-S'])
+      t.notMatch(fwd.stdout, /10\.77\.0\.0/, 'lap2 did not become an exit node for it')
+      await json(['route', 'remove', L2, '10.77.0.0/24'])
+    })
+
+    await t.test('a hand-configured local peer keeps working beside the hub peers', async (t) => {
+      const nsOld = await lab.addNs('legacy')
+      await under(nsOld, 'eth0', '198.18.0.5/24')
+      const L1 = nodes.lap1
+      const legacy = lab.makeAgent({
+        name: 'legacy',
+        ns: nsOld,
+        extra: { Peers: [{ PublicKey: L1.publicKey, Identity: L1.identity, Endpoint: '198.18.0.1:51820', Description: 'lap1' }] },
+      })
+      const p = lab.startAgent(legacy)
+      procs.legacy = p
+      await p.waitFor(/control socket ready/)
+      const add = await lab.cli(L1, ['add', legacy.publicKey, '--endpoint', '198.18.0.5:51820', '--description', 'legacy box'])
+      t.equal(add.code, 0, `enclave add on lap1 ${add.stderr}`)
+      t.ok(await pingUntil(lab, nsL1, legacy.va, 20), 'lap1 pings the hand-configured peer')
+      t.ok(await pingUntil(lab, nsL1, await va(nodes.lap2), 5), 'and still pings lap2 from the hub')
+      const peers = (await statusJson(lab, L1)).peers as Array<{ identity: string; source: string }>
+      t.equal(peers.find((x) => x.identity === legacy.identity)?.source, 'local', 'status: the legacy peer is local')
+      t.equal(peers.find((x) => x.identity === nodes.lap2.identity)?.source, 'hub', 'lap2 comes from the hub')
+    })
+
     await t.test('the hub down: pings keep flowing, a restarted agent comes back from its cache; the hub back', async (t) => {
       hubProc?.kill('SIGTERM')
       await until('the hub stopped', () => hubProc?.exitCode !== null, 10_000)
