@@ -119,7 +119,8 @@ function systemRow(r: {
   }
 }
 
-export async function loadModel(trx: Tx): Promise<HubModel> {
+/** The model from the database; `previous` lends it its unchanged peer entries (HubModel). */
+export async function loadModel(trx: Tx, previous?: HubModel): Promise<HubModel> {
   const systems = (await trx.selectFrom('systems').selectAll().execute()).map(systemRow)
   const policies: PolicyRow[] = (await trx.selectFrom('policies').selectAll().orderBy('id').execute()).map((p) => ({
     id: p.id,
@@ -133,7 +134,7 @@ export async function loadModel(trx: Tx): Promise<HubModel> {
     source: r.source as RouteRow['source'],
     approved: r.approved === 1,
   }))
-  return new HubModel(systems, policies, routes)
+  return new HubModel(systems, policies, routes, previous)
 }
 
 export interface EnrolRequest {

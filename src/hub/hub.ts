@@ -379,7 +379,7 @@ export class HubServer extends EventEmitter {
   private async refreshModel(): Promise<void> {
     const rev = await this.store.revision()
     if (rev === this.modelRev) return
-    this.model = await loadModel(this.store.db)
+    this.model = await loadModel(this.store.db, this.model)
     this.modelRev = rev
   }
 

@@ -9,7 +9,7 @@
  * organisation's tags.
  */
 import { intToIp } from '../common/ipv4.js'
-import type { HubMap, HubPeer } from '../hubproto/map.js'
+import { type HubMap, type HubPeer, canonical } from '../hubproto/map.js'
 
 export const SYSTEM_TAG_PREFIX = 'system:'
 
@@ -58,11 +58,22 @@ export class HubModel {
   private readonly routes = new Map<number, RouteRow[]>()
   private tagIndex = new Map<string, Set<number>>()
 
+  /**
+   * Peer entries as recipients see them, by the recipient's mentioned-tags key and then by system: one
+   * object per distinct entry, shared by every map that lists it. An entry equal to the previous model's
+   * is that very object, so the delta engine finds unchanged peers by identity and their digests stay
+   * cached (src/hubproto/map.ts): a change costs what changed, not the size of every map.
+   */
+  private readonly entries = new Map<string, Map<number, { e: HubPeer; c: string }>>()
+
   constructor(
     systems: SystemRow[],
     readonly policies: PolicyRow[],
     routes: RouteRow[],
+    private previous?: HubModel,
   ) {
+    // Only one model back: the previous one lets go of its own predecessor.
+    if (previous) previous.previous = undefined
     for (const s of systems) {
       this.systems.set(s.id, s)
       this.byIdentity.set(s.identity, s)
@@ -193,19 +204,37 @@ export class HubModel {
       }
     }
     const peers: HubPeer[] = []
+    const mkey = [...mentioned].sort().join('\n')
+    let cache = this.entries.get(mkey)
+    if (!cache) {
+      cache = new Map()
+      this.entries.set(mkey, cache)
+    }
     for (const pid of vis.get(id) ?? []) {
       const s = this.systems.get(pid)
       if (s?.state !== 'approved') continue
-      peers.push({
+      peers.push(this.peerEntry(s, mentioned, mkey, cache))
+    }
+    return { Self: self, Peers: peers, Policies: policies, AvailableRoutes: available }
+  }
+
+  private peerEntry(s: SystemRow, mentioned: Set<string>, mkey: string, cache: Map<number, { e: HubPeer; c: string }>): HubPeer {
+    let x = cache.get(s.id)
+    if (!x) {
+      const e: HubPeer = {
         PublicKey: s.publicKey,
         Identity: s.identity,
         VirtualAddress: intToIp(s.address),
         Tags: s.tags.filter((t) => mentioned.has(t)),
         Description: s.hostname,
         ...(s.endpoint ? { Endpoint: s.endpoint } : {}),
-      })
+      }
+      const c = canonical(e)
+      const old = this.previous?.entries.get(mkey)?.get(s.id)
+      x = old && old.c === c ? old : { e: Object.freeze(e), c }
+      cache.set(s.id, x)
     }
-    return { Self: self, Peers: peers, Policies: policies, AvailableRoutes: available }
+    return x.e
   }
 
   /**

@@ -62,10 +62,44 @@ export function canonical(v: unknown): string {
   return JSON.stringify(v)
 }
 
-/** BLAKE2s-256 of the canonical map, peers in key order: the sync check after each delta. */
+/** Each peer entry's digest, by object: entries are never changed once made (applyDelta makes new ones). */
+const digests = new WeakMap<HubPeer, Uint32Array>()
+
+/** BLAKE2s-256 of a peer entry's canonical JSON, as eight 32-bit lanes (cached per entry object). */
+export function peerDigest(p: HubPeer): Uint32Array {
+  let d = digests.get(p)
+  if (!d) {
+    const h = blake2s(new TextEncoder().encode(canonical(p)))
+    d = new Uint32Array(8)
+    for (let i = 0; i < 8; i++) d[i] = (h[4 * i] | (h[4 * i + 1] << 8) | (h[4 * i + 2] << 16) | (h[4 * i + 3] << 24)) >>> 0
+    digests.set(p, d)
+  }
+  return d
+}
+
+/**
+ * The peers' part of the map hash: their digests summed lane by lane (mod 2^32), so it does not depend
+ * on their order, costs one addition per peer when the digests are cached, and a peer listed twice does
+ * not cancel out. It checks that two honest sides hold the same map (the channel is authenticated); it
+ * is not a commitment against an adversary.
+ */
+export function peersDigest(peers: readonly HubPeer[]): Uint32Array {
+  const acc = new Uint32Array(8)
+  for (const p of peers) {
+    const d = peerDigest(p)
+    for (let i = 0; i < 8; i++) acc[i] = (acc[i] + d[i]) >>> 0
+  }
+  return acc
+}
+
+/** The sync check after each delta: BLAKE2s-256 of the canonical map without its peers, then their digest sum. */
 export function mapHash(m: HubMap): string {
-  const sorted = { ...m, Peers: [...m.Peers].sort((a, b) => (a.PublicKey < b.PublicKey ? -1 : a.PublicKey > b.PublicKey ? 1 : 0)) }
-  return Buffer.from(blake2s(new TextEncoder().encode(canonical(sorted)))).toString('base64')
+  const rest = new TextEncoder().encode(canonical({ Self: m.Self, Policies: m.Policies, AvailableRoutes: m.AvailableRoutes }))
+  const sum = peersDigest(m.Peers)
+  const buf = new Uint8Array(rest.length + 32)
+  buf.set(rest, 0)
+  for (let i = 0; i < 8; i++) for (let j = 0; j < 4; j++) buf[rest.length + 4 * i + j] = (sum[i] >>> (8 * j)) & 255
+  return Buffer.from(blake2s(buf)).toString('base64')
 }
 
 export interface HubDelta {
@@ -99,7 +133,8 @@ export function diffMaps(a: HubMap, b: HubMap): HubDelta | null {
   const patch: Array<{ Identity: string; Endpoint?: string }> = []
   for (const p of b.Peers) {
     const o = old.get(p.PublicKey)
-    if (o && canonical(o) === canonical(p)) continue
+    // The hub reuses an unchanged entry's object from one model to the next: most peers end here.
+    if (o === p || (o && canonical(o) === canonical(p))) continue
     if (o && canonical({ ...o, Endpoint: undefined }) === canonical({ ...p, Endpoint: undefined }))
       patch.push(p.Endpoint ? { Identity: p.Identity, Endpoint: p.Endpoint } : { Identity: p.Identity })
     else upsert.push(p)
