@@ -65,7 +65,7 @@ export default class InstallService extends BaseCommand {
 }
 
 /** Copies what `enclave run` needs: the program files and the production dependencies (not the dev ones). */
-function copyPackage(from: string, to: string): void {
+export function copyPackage(from: string, to: string): void {
   fs.mkdirSync(to, { recursive: true, mode: 0o755 })
   for (const rel of PACKAGE_FILES) {
     if (rel === 'node_modules') continue

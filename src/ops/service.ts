@@ -204,3 +204,49 @@ DeviceAllow=/dev/net/tun rw
 WantedBy=multi-user.target
 `
 }
+
+export const HUB_UNIT_NAME = 'enclave-hub'
+
+/**
+ * The hub's systemd unit: an ordinary unprivileged service (no TUN, no capabilities), run as the user
+ * that owns the data directory, which is the only place it may write. Restarted on failure.
+ */
+export function hubUnitFile(o: { dataDir: string; user: string; nodePath?: string; binPath?: string }): string {
+  const node = path.resolve(o.nodePath ?? process.execPath)
+  const bin = path.resolve(o.binPath ?? BIN_PATH)
+  const dataDir = path.resolve(o.dataDir)
+  for (const p of [node, bin, dataDir])
+    if (/\s/.test(p)) throw new EnclaveError('EINVAL', `${p}: a path with white space cannot go into the systemd unit`, 2)
+  if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(o.user)) throw new EnclaveError('EINVAL', `--user ${o.user}: not a user name`, 2)
+  return `[Unit]
+Description=Enclave hub (enrolment, approval, central tags, policies and exit-node routes)
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+User=${o.user}
+ExecStart=${node} ${bin} hub serve --data-dir ${dataDir}
+Restart=on-failure
+RestartSec=2
+Environment=ENCLAVE_HUB_DIR=${dataDir}
+CapabilityBoundingSet=
+AmbientCapabilities=
+NoNewPrivileges=true
+ProtectSystem=strict
+ReadWritePaths=${dataDir}
+ProtectHome=true
+PrivateTmp=true
+PrivateDevices=true
+ProtectKernelTunables=true
+ProtectKernelModules=true
+ProtectControlGroups=true
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+RestrictNamespaces=true
+LockPersonality=true
+UMask=0077
+
+[Install]
+WantedBy=multi-user.target
+`
+}

@@ -105,4 +105,72 @@ if (skip) {
     t.equal(code, 0, 'SIGTERM stops it cleanly')
     t.match(notes, /STOPPING=1/, 'and it said STOPPING=1 first')
   })
+
+  t.test("the hub's unit: runs as the data directory's owner with no capabilities, and its ExecStart serves", async (t) => {
+    const lab = new Lab('hsvc')
+    const dest = `/opt/enclave-hub-unit-test-${process.pid}`
+    const data = `/var/lib/enclave-hub-unit-test-${process.pid}`
+    let hub: ChildProcess | undefined
+    t.teardown(async () => {
+      if (hub?.pid && hub.exitCode === null) hub.kill('SIGKILL')
+      await lab.cleanup()
+      fs.rmSync(dest, { recursive: true, force: true })
+      fs.rmSync(data, { recursive: true, force: true })
+    })
+    const ns = await lab.addNs('h')
+    const init = await lab.exec(ns, process.execPath, [BIN, 'hub', 'init', '--data-dir', data, '--listen', '127.0.0.1:8443'])
+    t.equal(init.code, 0, init.stderr)
+    // nobody (65534) stands in for the hub's own user.
+    fs.chownSync(data, 65534, 65534)
+    for (const f of fs.readdirSync(data)) fs.chownSync(path.join(data, f), 65534, 65534)
+    const unitDir = path.join(lab.tmp, 'units')
+    fs.mkdirSync(unitDir)
+    const inst = await lab.exec(ns, process.execPath, [
+      BIN,
+      'hub',
+      'install-service',
+      '--unit-dir',
+      unitDir,
+      '--data-dir',
+      data,
+      '--install-to',
+      dest,
+    ])
+    t.equal(inst.code, 0, inst.stderr)
+    const user = /^nobody:/m.test(fs.readFileSync('/etc/passwd', 'utf8')) ? 'nobody' : undefined
+    const unit = fs.readFileSync(path.join(unitDir, 'enclave-hub.service'), 'utf8')
+    if (user) t.match(unit, /^User=nobody$/m, "the unit runs as the data directory's owner")
+    for (const line of [
+      'CapabilityBoundingSet=',
+      'NoNewPrivileges=true',
+      'ProtectSystem=strict',
+      `ReadWritePaths=${data}`,
+      'Restart=on-failure',
+    ])
+      t.ok(unit.split('\n').includes(line), line)
+    const exec = /^ExecStart=(.+)$/m.exec(unit)?.[1].split(' ') ?? []
+    t.same(exec.slice(1), [`${dest}/bin/run.js`, 'hub', 'serve', '--data-dir', data], 'ExecStart serves the installed copy')
+    if (haveCommand('systemd-analyze')) {
+      const v = await lab.exec(ns, 'systemd-analyze', ['verify', path.join(unitDir, 'enclave-hub.service')])
+      t.equal(v.code, 0, `systemd-analyze verify: ${v.stdout}${v.stderr}`)
+    } else t.comment('systemd-analyze not installed: unit verification skipped')
+    // The ExecStart line, as the unit's user with no capabilities (setpriv does what User= does).
+    hub = lab.spawn(ns, 'setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--', ...exec])
+    let out = ''
+    hub.stdout?.on('data', (d) => (out += d.toString()))
+    hub.stderr?.on('data', (d) => (out += d.toString()))
+    const end = Date.now() + 20000
+    while (!out.includes('hub listening') && hub.exitCode === null && Date.now() < end) await new Promise((r) => setTimeout(r, 50))
+    t.match(out, /hub listening/, `the hub serves as nobody\n${out}`)
+    const key = await lab.exec(ns, process.execPath, [
+      '-e',
+      "fetch('http://127.0.0.1:8443/enclave/v1/key').then(r=>r.json()).then(j=>console.log(j.publicKey))",
+    ])
+    const served = key.stdout.trim()
+    t.equal(served.length, 44, `it answers with a key (${served})`)
+    t.ok(init.stdout.includes(`Hub public key: ${served}`), 'the one hub init printed')
+    hub.kill('SIGTERM')
+    const code = await new Promise<number | null>((r) => hub?.once('exit', (c) => r(c)))
+    t.equal(code, 0, 'SIGTERM stops it cleanly')
+  })
 }
