@@ -18,6 +18,7 @@ import { runHotpath, type HotpathResult } from './hotpath.js'
 import { ExitPathBench, IMPLS, implMissing, type NetnsResult } from './netns.js'
 import { runPolicyBench } from './policy.js'
 import { runHubLoad } from './hub-load.js'
+import { runHubEnrolBench } from './hub-enrol.js'
 import { type PolicyNetnsResult, runPolicyHotpath, runPolicyNetnsBench } from './policy-netns.js'
 
 const resultsDir = fileURLToPath(new URL('../../bench/results/', import.meta.url))
@@ -54,6 +55,13 @@ async function main() {
     emit(h)
     console.log(
       `\nhub, ${h.agents} agents: enrolled in ${h.enrolS} s; policy change -> acknowledged p50 ${h.policyToAckP50Ms} ms, p99 ${h.policyToAckP99Ms} ms (${h.policyRecipients} agents, target p99 <= 1000); ${h.rssPerAgentKiB} KiB per agent (target <= 64); endpoint delta ${h.endpointDeltaBytesMax} B to ${h.endpointDeltaRecipients} systems (target <= 200 B)`,
+    )
+  }
+  if (process.getuid?.() === 0 && process.env.BENCH_NETNS !== '0') {
+    const e = await runHubEnrolBench(5)
+    emit(e)
+    console.log(
+      `hub, enrolment (auto-approve key, agent running) to first ping from the new system, real agents in namespaces: median ${e.medianMs} ms, max ${e.maxMs} ms over ${e.rounds} (target <= 2000)`,
     )
   }
   const policyNet: PolicyNetnsResult[] = []
