@@ -1,6 +1,7 @@
 /**
  * `npm run bench`: guards the throughput of the exit-node hot path.
- *  1. In process (no syscalls): packets/s per worker through the real Pipeline at 1400 B and 64 B.
+ *  1. In process (no syscalls): packets/s per worker through the real Pipeline at 1400 B and 64 B, and
+ *     the cost of one mac1 check (@noble/hashes, hash-wasm).
  *  2. In namespaces (root, iperf3; nebula and wireguard-go where installed, skipped with a message
  *     where not): client -> tunnel -> exit node -> SNAT -> LAN host for our agent and each stock peer,
  *     back to back: TCP 1 and 4 streams, 64-byte UDP delivered, ping average and p99, and 64-byte
@@ -21,6 +22,7 @@ import { runHotpath, type HotpathResult } from './hotpath.js'
 import { ExitPathBench, IMPLS, implMissing, type NetnsResult } from './netns.js'
 import { runPolicyBench } from './policy.js'
 import { runHubLoad } from './hub-load.js'
+import { runMac1Bench } from './mac1.js'
 import { REKEY_TIMEOUT_JITTER_MAX_MS, REKEY_TIMEOUT_MS } from '../src/protocol/constants.js'
 import { type FloodResult, REKEY_EVERY_S, runFloodBench } from './flood.js'
 import { type PolicyNetnsResult, runPolicyHotpath, runPolicyNetnsBench } from './policy-netns.js'
@@ -49,6 +51,9 @@ async function main() {
       hot.push(r)
       emit(r)
     }
+  // One handshake message's mac1: @noble/hashes (control's before) and hash-wasm (the workers').
+  const mac1 = runMac1Bench(1)
+  for (const r of mac1) emit(r)
   // Tags and policies: new-flow decisions in process (100 policies x 1,000 peers), and the exit node's
   // inbound path with and without policies.
   const decisions = await runPolicyBench(2)
@@ -127,6 +132,7 @@ async function main() {
     console.log(
       `  ${String(r.size).padStart(4)}  ${String(r.batch).padStart(5)}  ${String(r.outbound_pps).padStart(13)}  ${r.outbound_gbps.toFixed(2).padStart(6)}  ${String(r.inbound_pps).padStart(13)}  ${r.inbound_gbps.toFixed(2).padStart(6)}`,
     )
+  console.log(`\nmac1 of one initiation: ${mac1.map((r) => `${r.impl} ${r.ns_per_mac1} ns`).join(', ')}`)
   console.log('\nPolicies (100 policies, 1,000 peers; the exit node judges new flows only):')
   for (const r of decisions) console.log(`  ${r.case}: ${(r.decisions_per_s / 1e6).toFixed(2)} M decisions/s, ${r.ns_per_decision} ns each`)
   for (const r of policyHot) console.log(`  in process, ${r.test}, ${r.policies} policies: ${r.inbound_pps} inbound packets/s`)
