@@ -68,7 +68,6 @@
  *  - Slots are recycled only after KEYPAIR_QUARANTINE_MS, far longer than a worker holds one.
  */
 import type { CookieChecker } from '../protocol/noise.js'
-import { randomBytes } from '../protocol/primitives.js'
 
 export const LAYOUT_VERSION = 7
 
@@ -231,7 +230,7 @@ export class SharedCookieSecret implements CookieChecker {
     this.bytes = new Uint8Array(l.handshake)
     this.words = new Int32Array(l.handshake, HS_WORDS, 2)
     this.f64 = new Float64Array(l.handshake, HS_F64, 1)
-    this.secret = randomBytes(32)
+    this.secret = crypto.getRandomValues(new Uint8Array(32)) // later ones: refreshCookieSecret (noise.ts)
     this.secretMs = nowMs
   }
   get secret(): Uint8Array {

@@ -8,9 +8,17 @@
 import t from 'tap'
 import sodium from 'sodium-native'
 import { sessionPair } from '../../bench/testbed.js'
-import { REASONS, SharedCookieSecret, type LayoutViews, writeHandshakeKeys } from '../../src/ipc/layout.js'
+import { HSW_SECRET_SLOT, HS_SECRETS, REASONS, SharedCookieSecret, type LayoutViews, writeHandshakeKeys } from '../../src/ipc/layout.js'
 import { MSG_HANDSHAKE } from '../../src/ipc/ring.js'
-import { checkMac2, consumeCookieReply, createInitiation, localStatic, peerCrypto, writeMacs } from '../../src/protocol/noise.js'
+import {
+  checkMac2,
+  consumeCookieReply,
+  createInitiation,
+  localStatic,
+  peerCrypto,
+  refreshCookieSecret,
+  writeMacs,
+} from '../../src/protocol/noise.js'
 import { HASH, MAC, enc } from '../../src/protocol/primitives.js'
 import { publicKeyFromPrivate } from '../../src/config/keys.js'
 import { V } from '../helpers/handshake-vectors.js'
@@ -163,4 +171,20 @@ t.test('until control wrote the keys, a worker passes no handshake message on', 
   p.exit.setClock(3_000_000)
   t.equal(receive(p, junk(5, 148, p.e.local.mac1Key)).length, 0)
   t.equal(count(p.e.v, 'bad_mac1'), 5)
+})
+
+t.test('the shared secret is replaced once it is 2 minutes old, in the slot the workers read', async (t) => {
+  const p = sessionPair(64)
+  const shared = new SharedCookieSecret(p.e.layout, 1_000_000)
+  const first = hex(shared.secret)
+  t.equal(hex(refreshCookieSecret(shared, 1_000_000 + 119_999)), first, 'kept before 2 minutes')
+  const slot = p.e.v.hsWords[HSW_SECRET_SLOT]
+  const next = hex(refreshCookieSecret(shared, 1_000_000 + 120_000))
+  t.not(next, first, 'replaced at 2 minutes')
+  t.not(p.e.v.hsWords[HSW_SECRET_SLOT], slot, 'in the other slot, then switched')
+  t.equal(
+    hex(p.e.v.handshake.subarray(HS_SECRETS + 32 * p.e.v.hsWords[HSW_SECRET_SLOT], HS_SECRETS + 32 * p.e.v.hsWords[HSW_SECRET_SLOT] + 32)),
+    next,
+  )
+  t.equal(shared.secretMs, 1_000_000 + 120_000)
 })
