@@ -1,15 +1,19 @@
 /**
  * `npm run bench`: guards the throughput of the exit-node hot path.
- *  1. In process (no syscalls): packets/s per worker through the real Pipeline at 1400 B and 64 B.
+ *  1. In process (no syscalls): packets/s per worker through the real Pipeline at 1400 B and 64 B, and
+ *     the cost of one mac1 check (@noble/hashes, hash-wasm).
  *  2. In namespaces (root, iperf3; nebula and wireguard-go where installed, skipped with a message
  *     where not): client -> tunnel -> exit node -> SNAT -> LAN host for our agent and each stock peer,
  *     back to back: TCP 1 and 4 streams, 64-byte UDP delivered, ping average and p99, and 64-byte
  *     packets per CPU-second of the exit node. Targets are ratios from the same run: TCP >= 2x the best
  *     stock peer; 64 B UDP >= 2x nebula; ping average and p99 <= nebula's; per-core >= nebula's.
  *  3. Tags and policies: decisions in process, and the exit node with 0 and 100 policies.
+ *  4. Handshake flood (root, python3): 30,000/s spoofed initiations with a valid mac1 for 60 s at an agent
+ *     while a legitimate peer rekeys every 5 s: each rekey's completion time and the agent's CPU
+ *     (bench/flood.ts). Targets: every rekey within one retry, CPU below half a core.
  * Results: JSON lines on stdout and in bench/results/<timestamp>.jsonl, then tables.
  * Knobs: BENCH_SECONDS (iperf3 run length, default 8), BENCH_RUNS (default 3), BENCH_NETNS=0 to skip
- * parts 2 and 3, BENCH_IMPLS=enclave,nebula to pick implementations, BENCH_POLICY=0 to skip the policy netns part.
+ * parts 2 to 4, BENCH_FLOOD=0 to skip part 4 (BENCH_FLOOD_SECONDS, default 60), BENCH_IMPLS=enclave,nebula to pick implementations, BENCH_POLICY=0 to skip the policy netns part.
  */
 import fs from 'node:fs'
 import path from 'node:path'
@@ -19,6 +23,9 @@ import { ExitPathBench, IMPLS, implMissing, type NetnsResult } from './netns.js'
 import { runPolicyBench } from './policy.js'
 import { runHubLoad } from './hub-load.js'
 import { runHubEnrolBench } from './hub-enrol.js'
+import { runMac1Bench } from './mac1.js'
+import { REKEY_TIMEOUT_JITTER_MAX_MS, REKEY_TIMEOUT_MS } from '../src/protocol/constants.js'
+import { type FloodResult, REKEY_EVERY_S, runFloodBench } from './flood.js'
 import { type PolicyNetnsResult, runPolicyHotpath, runPolicyNetnsBench } from './policy-netns.js'
 
 const resultsDir = fileURLToPath(new URL('../../bench/results/', import.meta.url))
@@ -29,6 +36,9 @@ const emit = (o: object) => {
   console.log(line)
   fs.appendFileSync(file, line + '\n')
 }
+
+/** One retry: REKEY_TIMEOUT (5 s) plus its largest jitter (333 ms). */
+const REKEY_RETRY_MS = REKEY_TIMEOUT_MS + REKEY_TIMEOUT_JITTER_MAX_MS
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 
@@ -42,6 +52,9 @@ async function main() {
       hot.push(r)
       emit(r)
     }
+  // One handshake message's mac1: @noble/hashes (control's before) and hash-wasm (the workers').
+  const mac1 = runMac1Bench(1)
+  for (const r of mac1) emit(r)
   // Tags and policies: new-flow decisions in process (100 policies x 1,000 peers), and the exit node's
   // inbound path with and without policies.
   const decisions = await runPolicyBench(2)
@@ -127,6 +140,7 @@ async function main() {
     console.log(
       `  ${String(r.size).padStart(4)}  ${String(r.batch).padStart(5)}  ${String(r.outbound_pps).padStart(13)}  ${r.outbound_gbps.toFixed(2).padStart(6)}  ${String(r.inbound_pps).padStart(13)}  ${r.inbound_gbps.toFixed(2).padStart(6)}`,
     )
+  console.log(`\nmac1 of one initiation: ${mac1.map((r) => `${r.impl} ${r.ns_per_mac1} ns`).join(', ')}`)
   console.log('\nPolicies (100 policies, 1,000 peers; the exit node judges new flows only):')
   for (const r of decisions) console.log(`  ${r.case}: ${(r.decisions_per_s / 1e6).toFixed(2)} M decisions/s, ${r.ns_per_decision} ns each`)
   for (const r of policyHot) console.log(`  in process, ${r.test}, ${r.policies} policies: ${r.inbound_pps} inbound packets/s`)
@@ -138,6 +152,22 @@ async function main() {
           `  exit node, ${test}, ${n} policies: median ${median(xs)}${test === 'tcp1' ? ' Gbit/s' : ' connections/s'} (runs: ${xs.join(', ')})`,
         )
       }
+  }
+  let flood: FloodResult | undefined
+  if (canNetns && process.env.BENCH_FLOOD !== '0') {
+    flood = await runFloodBench(30_000, Number(process.env.BENCH_FLOOD_SECONDS ?? 60))
+    emit(flood)
+  }
+  if (flood) {
+    const ok = flood.rekeys_failed === 0 && (flood.rekey_max_ms ?? Infinity) <= REKEY_RETRY_MS
+    console.log(
+      `\nHandshake flood, ${flood.rate}/s valid-mac1 spoofed initiations for ${flood.seconds} s (${flood.sent} sent), a rekey every ${REKEY_EVERY_S} s:`,
+    )
+    console.log(`  rekeys (ms): ${flood.rekey_ms.map((x) => x ?? 'not completed').join(', ')}`)
+    console.log(`  agent CPU: ${flood.cpu_cores} cores; drops: ${JSON.stringify(flood.drops)}`)
+    console.log(
+      `  every rekey within one retry (<= ${REKEY_RETRY_MS} ms): ${ok ? 'MET' : 'NOT MET'}; CPU < 0.5 core: ${flood.cpu_cores < 0.5 ? 'MET' : 'NOT MET'}`,
+    )
   }
   if (net.length) printExitPath(net, skipped)
   else console.log('\n(netns exit-node bench skipped: needs root and iperf3; BENCH_NETNS=0 also skips it)')

@@ -3,7 +3,9 @@
  * does after a handshake, plus synthetic IPv4/UDP packets: a fixture for the benchmark, the allocation
  * probe and the Pipeline unit tests (kept out of src/, which holds only what the agent runs).
  */
-import { createLayout, views } from '../src/ipc/layout.js'
+import { createLayout, views, writeHandshakeKeys } from '../src/ipc/layout.js'
+import { localStatic } from '../src/protocol/noise.js'
+import { generateKeyPair } from '../src/protocol/primitives.js'
 import { createRing, RingConsumer } from '../src/ipc/ring.js'
 import { createConntrack } from '../src/dataplane/conntrack.js'
 import { HEADROOM, Pipeline } from '../src/dataplane/pipeline.js'
@@ -57,9 +59,14 @@ function side(
   remoteIndex: number,
   batch: number,
   post: (msg: unknown) => void,
+  underLoadPerS?: number,
 ) {
   const layout = createLayout(64, 1)
   const v = views(layout)
+  // The side's own key pair: its workers check mac1 of handshake messages against it.
+  const me = generateKeyPair()
+  const local = localStatic(me.privateKey, me.publicKey)
+  writeHandshakeKeys(layout, local.mac1Key, local.cookieKey)
   const kp = localIndex & 4095
   const keys = { sendKey, recvKey, localIndex, remoteIndex, isInitiator: !provides }
   new KeypairSlots(v).install(kp, localIndex, 0, keys, KP_VALID, Date.now())
@@ -79,8 +86,9 @@ function side(
     epochMs: Date.now(),
     tables: tables(selfVa, peerVa, provides),
     post,
+    underLoadPerS,
   })
-  return { pipe, ring: new RingConsumer(ring), v, kp, layout, conntrack }
+  return { pipe, ring: new RingConsumer(ring), v, kp, layout, conntrack, local }
 }
 
 export function ipv4udp(buf: Uint8Array, off: number, size: number, src: number, dst: number, sport: number): void {
@@ -103,15 +111,16 @@ export function ipv4udp(buf: Uint8Array, off: number, size: number, src: number,
 
 /**
  * A client and an exit node sharing one session: client.outbound -> exit.inbound. `c` and `e` give
- * each side's shared memory (as control sees it), ring consumer and keypair slot, for tests.
+ * each side's shared memory (as control sees it), ring consumer, keypair slot and static keys, for tests.
+ * underLoadPerS: see PipelineOptions (Infinity: the workers are never under load).
  */
-export function sessionPair(batch: number, post: (msg: unknown) => void = () => undefined) {
+export function sessionPair(batch: number, post: (msg: unknown) => void = () => undefined, underLoadPerS?: number) {
   const k1 = Buffer.alloc(32)
   const k2 = Buffer.alloc(32)
   sodium.randombytes_buf(k1)
   sodium.randombytes_buf(k2)
-  const client = side(A_VA, B_VA, false, k1, k2, (1 << 12) | 7, (2 << 12) | 9, batch, post)
-  const exit = side(B_VA, A_VA, true, k2, k1, (2 << 12) | 9, (1 << 12) | 7, batch, post)
+  const client = side(A_VA, B_VA, false, k1, k2, (1 << 12) | 7, (2 << 12) | 9, batch, post, underLoadPerS)
+  const exit = side(B_VA, A_VA, true, k2, k1, (2 << 12) | 9, (1 << 12) | 7, batch, post, underLoadPerS)
   return { client: client.pipe, exit: exit.pipe, c: client, e: exit }
 }
 

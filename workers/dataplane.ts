@@ -6,7 +6,8 @@
  *                  -> readBatch, or with TUN offload:
  *                     readArena -> segmentPacket (TSO split) -> pipeline.outbound -> sendBatch (UDP GSO)
  *
- * Handshake messages and packets without a session go to control through the SPSC ring.
+ * Handshake messages (their mac1 checked, and under load their mac2, else a cookie reply is sent from here)
+ * and packets without a session go to control through the SPSC ring.
  * Routing tables arrive as whole snapshots (postMessage, pulled synchronously when G_CONFIG_GEN
  * moves), so a worker never sees a half-built table. The loop checks G_STOP at least every 200 ms.
  */
@@ -18,6 +19,7 @@ import { G_CONFIG_GEN, G_LOG_LEVEL, G_STOP, R, REASONS } from '../src/ipc/layout
 import type { DataplaneTables, WorkerInit } from '../src/ipc/messages.js'
 import { HEADROOM, Pipeline } from '../src/dataplane/pipeline.js'
 import { coalesceForTun, segmentPacket } from '../src/dataplane/offload.js'
+import { COOKIE_REPLY_SIZE } from '../src/protocol/constants.js'
 
 const init = workerData as WorkerInit
 const port = parentPort!
@@ -31,6 +33,7 @@ const reasons = new Float64Array(init.layout.reasons)
 // Lengths are checked once here, before the loop crosses into native code batch after batch.
 checkBatchBuffers(pipe.oSlab, pipe.slot, pipe.oLens, pipe.batch, io.MAX_BATCH, pipe.oAddrs)
 checkBatchBuffers(pipe.iSlab, pipe.slot, pipe.iLens, pipe.batch, io.MAX_BATCH, pipe.iAddrs)
+checkBatchBuffers(pipe.cSlab, COOKIE_REPLY_SIZE, pipe.cLens, pipe.batch, io.MAX_BATCH, pipe.cAddrs)
 const oU32 = new Uint32Array(pipe.oSlab.buffer, pipe.oSlab.byteOffset, pipe.oSlab.byteLength >> 2)
 const groOffs = new Int32Array(256)
 const groLens = new Int32Array(256)
@@ -115,6 +118,11 @@ function runDataplaneLoop(): void {
       const n = io.recvBatch(udpFd, pipe.iSlab, SLOT, pipe.iLens, pipe.iAddrs, B, 0)
       if (n > 0) {
         const writes = pipe.inbound(n)
+        if (pipe.cCount > 0) {
+          // Cookie replies made under load (handshake messages without a valid mac2).
+          const sent = io.sendBatch(udpFd, pipe.cSlab, COOKIE_REPLY_SIZE, 0, pipe.cLens, pipe.cAddrs, pipe.cCount)
+          if (sent < pipe.cCount) pipe.countSendErrors(sent < 0 ? pipe.cCount : pipe.cCount - sent)
+        }
         if (writes > 0 && init.offload) {
           groCursor[0] = 0
           while (groCursor[0] < n) {

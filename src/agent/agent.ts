@@ -38,8 +38,10 @@ import {
   KEYPAIR_QUARANTINE_MS,
   type LayoutViews,
   type SharedLayout,
+  SharedCookieSecret,
   createLayout,
   views,
+  writeHandshakeKeys,
 } from '../ipc/layout.js'
 import { type RingBuffers, RingConsumer, createRing } from '../ipc/ring.js'
 import type { DataplaneTables, WorkerInit } from '../ipc/messages.js'
@@ -208,6 +210,7 @@ export class Agent implements AgentApi {
     // A system on a hub gets its peers later: room for them from the start.
     this.layout = createLayout(Math.max(p.hub ? 1024 : 64, p.peers.length * 2 + 16), nWorkers)
     this.v = views(this.layout)
+    writeHandshakeKeys(this.layout, this.local.mac1Key, this.local.cookieKey)
     Atomics.store(this.v.global, G_LOG_LEVEL, this.verbosity)
     this.log.info(
       { identity: p.identity, virtualAddress: intToIp(p.virtualAddress), version: VERSION, verbosity: VERBOSITY_NAMES[this.verbosity] },
@@ -348,6 +351,7 @@ export class Agent implements AgentApi {
       onSessionUp,
       clock: now,
       underLoadPerS: this.deps.underLoadHandshakesPerS,
+      cookie: new SharedCookieSecret(this.layout, now()),
     })
     this.acquired('handshakes', () => this.handshakes.close())
     const resolve = (peer: PeerRuntime) => void resolveEndpoint(peer, this.endpoints, true)
@@ -422,6 +426,7 @@ export class Agent implements AgentApi {
   private tick(): void {
     const now = this.deps.clock.now()
     this.keypairs.sweep(now)
+    this.handshakes.refreshCookieSecret(now)
     this.dispatch.pollConfirmations(now)
     for (const peer of this.peers) {
       try {

@@ -1,9 +1,10 @@
 /**
  * Which handshake datagrams a worker hands to the control thread.
  *
- * Control checks each handshake message's mac1 (BLAKE2s in JavaScript: about 8 µs here) before anything
- * else, so a flood of right-sized junk would keep the control thread busy and fill the ring that carries
- * the real handshakes. Each worker therefore passes at most HS_WORKER_PER_S (burst HS_WORKER_BURST).
+ * The worker has checked mac1 (and under load mac2) before this gate (Pipeline.macsAdmit); a valid mac1
+ * takes only our public key, so a flood of such messages could still keep the control thread busy and fill
+ * the ring that carries the real handshakes. Each worker therefore passes at most HS_WORKER_PER_S (burst
+ * HS_WORKER_BURST).
  * Below that nothing else is limited: a spoofer sending a victim's address at a modest rate changes
  * nothing. Once a flood has used half the burst, each source address gets a share of what passes
  * (HS_SOURCE_PER_S, burst HS_SOURCE_BURST), kept per exact address in a table placed by a keyed hash

@@ -6,7 +6,8 @@
  *   outbound(n)  slab of n IP packets at HEADROOM -> parse IPv4 -> route lookup -> reply-only
  *                check (firewall.ts: own address or a reply) -> keypair -> seal (transport.ts: counter,
  *                encrypt in place, re-check) -> sLens/oAddrs
- *   inbound(n)   slab of n datagrams -> index -> keypair -> replay pre-check -> open (transport.ts:
+ *   inbound(n)   handshake messages: mac1, under load mac2 (else a cookie reply in cSlab) -> gate -> ring
+ *                transport datagrams -> index -> keypair -> replay pre-check -> open (transport.ts:
  *                decrypt in place, re-check) -> replay window -> cryptokey check (source allowed for
  *                that peer) -> destination check -> [Policies: firewall.admit (tracked flow, or a new
  *                flow the policy table allows)] [exit node: track flow] -> wLens (packet at HEADROOM)
@@ -55,8 +56,14 @@ import {
   REASONS,
   REPLAY_WORDS,
   type SharedLayout,
+  HS_COOKIE_KEY,
+  HS_MAC1_KEY,
+  HS_SECRETS,
+  HSW_KEYS_SET,
+  HSW_SECRET_SLOT,
   views,
 } from '../ipc/layout.js'
+import { HandshakeMacs } from '../protocol/macs.js'
 import { MSG_CONFIRMED, MSG_HANDSHAKE, MSG_REKEY, MSG_STAGED, RingProducer, type RingBuffers } from '../ipc/ring.js'
 import { LOCAL_PROVIDED, type DataplaneTables } from '../ipc/messages.js'
 import { lookupRoute16 } from './route-table.js'
@@ -84,6 +91,7 @@ import {
   RESPONSE_SIZE,
   MSG_RESPONSE,
   COOKIE_REPLY_SIZE,
+  UNDER_LOAD_HANDSHAKES_PER_S,
 } from '../protocol/constants.js'
 
 export const HEADROOM = TRANSPORT_HEADER_SIZE // room to encrypt in place
@@ -100,6 +108,15 @@ export const RING_ANSWER_RESERVE = 16
 /** Packets per peer handed to control while they wait for a session (per worker). */
 export const STAGED_PER_S = 2000
 export const STAGED_BURST = 64
+/**
+ * Under load (WireGuard's shape: a busy handshake queue, or one busy within the last second): a worker is
+ * under load while handshake messages with a valid mac1 arrive faster than its share of
+ * UNDER_LOAD_HANDSHAKES_PER_S (burst: one second's worth), or after one found the ring to control full, and
+ * for UNDER_LOAD_AFTER_MS after either. Then only messages with a valid mac2 go on to control; the others
+ * get a cookie reply from the worker itself. (Not WireGuard's "queue 1/8 full": this ring also carries
+ * packets waiting for a session, up to half of it, and those must not make handshakes cost a round trip.)
+ */
+export const UNDER_LOAD_AFTER_MS = 1000
 /** Log keys: the drop reasons, then the accepted verdicts. */
 const LOG_ROUTED = REASONS.length
 const LOG_DELIVERED = REASONS.length + 1
@@ -141,6 +158,8 @@ export interface PipelineOptions {
   offload?: boolean
   /** Receives -v 5 flow lines and rare messages; never called per packet below level 5. */
   post: (msg: unknown) => void
+  /** Valid-mac1 handshake messages per second (all workers) over which workers are under load; Infinity: never (tests of the gate alone). */
+  underLoadPerS?: number
 }
 
 type ViewCache = Array<Array<[Uint8Array, Uint8Array] | undefined>>
@@ -180,6 +199,16 @@ export class Pipeline {
   private readonly v: LayoutViews
   private readonly ring: RingProducer
   private readonly hsGate: HandshakeGate
+  private readonly macs = new HandshakeMacs()
+  /** Valid-mac1 handshake messages this worker may see per second before it counts as under load. */
+  private readonly hsLoad: TokenBuckets
+  private underLoadUntil = -Infinity
+  private readonly loadRules: boolean
+  /** Cookie replies made by inbound(): cCount of them, slot i at cSlab[64 i], to cAddrs[2i] (ip), [2i+1] (port). */
+  readonly cSlab: Uint8Array
+  readonly cLens: Int32Array
+  readonly cAddrs: Uint32Array
+  cCount = 0
   /** Per peer: packets handed to control while they wait for a session. */
   private readonly staged: TokenBuckets
   private readonly fw: Firewall
@@ -210,6 +239,13 @@ export class Pipeline {
     this.v = views(o.layout)
     this.ring = new RingProducer(o.ring)
     this.hsGate = new HandshakeGate(this.v.kpI32)
+    const perS = o.underLoadPerS ?? UNDER_LOAD_HANDSHAKES_PER_S
+    this.loadRules = Number.isFinite(perS)
+    const share = this.loadRules ? Math.max(1, Math.floor(perS / o.layout.workers)) : 1
+    this.hsLoad = new TokenBuckets(1, share, share)
+    this.cSlab = new Uint8Array(COOKIE_REPLY_SIZE * o.batch)
+    this.cLens = new Int32Array(o.batch)
+    this.cAddrs = new Uint32Array(2 * o.batch)
     this.staged = new TokenBuckets(o.layout.maxPeers, STAGED_PER_S, STAGED_BURST)
     this.id = o.id
     this.lockId = o.id + 1
@@ -449,6 +485,7 @@ export class Pipeline {
     const { iSlab, iLens, wLens, iAddrs, tables: t, slot: SLOT, now } = this
     const { kpI32, kpF64, kpReplay, peerF64, counters } = this.v
     let writes = 0
+    this.cCount = 0
     for (let i = 0; i < n; i++) {
       wLens[i] = 0
       const len = iLens[i]
@@ -463,13 +500,17 @@ export class Pipeline {
         const want = type === MSG_INITIATION ? INITIATION_SIZE : type === MSG_RESPONSE ? RESPONSE_SIZE : COOKIE_REPLY_SIZE
         if (type >= MSG_INITIATION && type <= MSG_COOKIE_REPLY && len === want) {
           this.countReason(R.handshake_msgs)
+          // Initiations and responses: mac1 first, then under load mac2 (or a cookie reply from here).
+          if (type !== MSG_COOKIE_REPLY && !this.macsAdmit(b, len, i)) continue
           const gate = this.hsGate.admit(iSlab, b, type, iAddrs[2 * i], this.now)
           // The answer to our own initiation may use the whole ring; other handshake messages leave it a
           // little room (and staged packets half of it).
           const reserve = gate === GATE_ANSWER ? 0 : RING_ANSWER_RESERVE
           if (gate === GATE_LIMITED) this.countReason(R.handshake_limited)
-          else if (!this.ring.push(MSG_HANDSHAKE, iSlab, b, len, iAddrs[2 * i], iAddrs[2 * i + 1], -1, 0, reserve))
+          else if (!this.ring.push(MSG_HANDSHAKE, iSlab, b, len, iAddrs[2 * i], iAddrs[2 * i + 1], -1, 0, reserve)) {
             this.countReason(R.ring_full)
+            if (this.loadRules) this.underLoadUntil = this.now + UNDER_LOAD_AFTER_MS
+          }
         } else this.countReason(R.malformed)
         continue
       }
@@ -622,6 +663,40 @@ export class Pipeline {
       writes++
     }
     return writes
+  }
+
+  /**
+   * mac1 and, under load, mac2 of the initiation or response iSlab[b, b+len) from datagram i's address:
+   * false when it stops here (bad mac1: dropped; no valid mac2 under load: answered with a cookie reply).
+   */
+  private macsAdmit(b: number, len: number, i: number): boolean {
+    const hs = this.v.handshake
+    const words = this.v.hsWords
+    if (Atomics.load(words, HSW_KEYS_SET) !== 1 || !this.macs.mac1Valid(hs, HS_MAC1_KEY, this.iSlab, b, len)) {
+      this.countReason(R.bad_mac1)
+      return false
+    }
+    const now = this.now
+    if (this.loadRules && !this.hsLoad.take(0, now)) this.underLoadUntil = now + UNDER_LOAD_AFTER_MS
+    if (now >= this.underLoadUntil) return true
+    const ip = this.iAddrs[2 * i]
+    const ipHi = ip >>> 16
+    const ipLo = ip & 0xffff
+    const port = this.iAddrs[2 * i + 1]
+    const secret = HS_SECRETS + 32 * Atomics.load(words, HSW_SECRET_SLOT)
+    if (this.macs.mac2Valid(hs, secret, ipHi, ipLo, port, this.iSlab, b, len)) return true
+    const k = this.cCount
+    if (k < this.cLens.length) {
+      const reply = this.macs.cookieReply(hs, HS_COOKIE_KEY, hs, secret, ipHi, ipLo, port, this.iSlab, b, len)
+      const o = k * COOKIE_REPLY_SIZE
+      for (let j = 0; j < COOKIE_REPLY_SIZE; j++) this.cSlab[o + j] = reply[j]
+      this.cLens[k] = COOKIE_REPLY_SIZE
+      this.cAddrs[2 * k] = ip
+      this.cAddrs[2 * k + 1] = port
+      this.cCount = k + 1
+      this.countReason(R.cookie_sent)
+    }
+    return false
   }
 
   /**

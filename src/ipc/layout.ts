@@ -56,6 +56,10 @@
  *                                                      slot's counters (reset) when the slot is reused,
  *                                                      after the old peer's keypairs were retired
  *   connection table (conntrack)   see src/dataplane/conntrack.ts (per-entry sequence locks)
+ *   handshake: keys, HSW_KEYS_SET  control (start)     - (written before the workers start)
+ *   handshake: cookie secrets,     control             double-buffered: control writes the slot not in
+ *   HSW_SECRET_SLOT, HSF_SECRET_MS                     use, then stores HSW_SECRET_SLOT; workers read the
+ *                                                      slot word, then that secret (SharedCookieSecret)
  *
  * Rules:
  *  - A keypair slot is published by writing its fields and keys first, then Atomics.store of
@@ -63,7 +67,9 @@
  *    re-check both after encryption and after decryption.
  *  - Slots are recycled only after KEYPAIR_QUARANTINE_MS, far longer than a worker holds one.
  */
-export const LAYOUT_VERSION = 7
+import type { CookieChecker } from '../protocol/noise.js'
+
+export const LAYOUT_VERSION = 8
 
 // ---- keypairs ----
 export const KP_SLOTS = 4096
@@ -133,6 +139,8 @@ export const REASONS = [
   'policy_route_not_granted',
   'replay_lock_busy',
   'fragment_orphan',
+  'bad_mac1',
+  'cookie_sent',
 ] as const
 export type Reason = (typeof REASONS)[number]
 /**
@@ -145,8 +153,20 @@ export const EVENT_REASONS: ReadonlySet<string> = new Set<Reason>([
   'handshake_msgs',
   'conntrack_full',
   'conntrack_evicted',
+  'cookie_sent',
 ])
 export const R: Record<Reason, number> = Object.fromEntries(REASONS.map((r, i) => [r, i])) as Record<Reason, number>
+
+// ---- handshake keys and cookie secrets (bytes of SharedLayout.handshake) ----
+export const HS_MAC1_KEY = 0 // HASH("mac1----" || our public key): mac1 of messages to us
+export const HS_COOKIE_KEY = 32 // HASH("cookie--" || our public key): seals the cookies we send
+export const HS_SECRETS = 64 // two 32-byte cookie secrets; HSW_SECRET_SLOT says which is in use
+export const HS_WORDS = 128 // Int32 words from here
+export const HSW_KEYS_SET = 0 // 1 once control wrote the keys; workers drop every handshake before
+export const HSW_SECRET_SLOT = 1
+export const HS_F64 = 136 // Float64 words from here
+export const HSF_SECRET_MS = 0 // when the secret in use was made
+export const HS_BYTES = 144
 
 // ---- global control words ----
 export const G_STOP = 0
@@ -168,6 +188,7 @@ export interface SharedLayout {
   counters: SharedArrayBuffer // Float64 [worker][peer][C_PEER_FIELDS]
   reasons: SharedArrayBuffer // Float64 [worker][REASONS]
   tableAcks: SharedArrayBuffer // Int32 [worker]: the generation of the tables the worker runs with
+  handshake: SharedArrayBuffer // HS_*: our mac1 and cookie keys, the cookie secrets
 }
 
 export function createLayout(maxPeers: number, workers: number): SharedLayout {
@@ -185,6 +206,48 @@ export function createLayout(maxPeers: number, workers: number): SharedLayout {
     counters: new SharedArrayBuffer(workers * maxPeers * C_PEER_FIELDS * 8),
     reasons: new SharedArrayBuffer(workers * REASONS.length * 8),
     tableAcks: new SharedArrayBuffer(workers * 4),
+    handshake: new SharedArrayBuffer(HS_BYTES),
+  }
+}
+
+/** Control, before the workers start: our mac1 and cookie keys (they change only with our key pair). */
+export function writeHandshakeKeys(l: SharedLayout, mac1Key: Uint8Array, cookieKey: Uint8Array): void {
+  const b = new Uint8Array(l.handshake)
+  b.set(mac1Key, HS_MAC1_KEY)
+  b.set(cookieKey, HS_COOKIE_KEY)
+  Atomics.store(new Int32Array(l.handshake, HS_WORDS, 2), HSW_KEYS_SET, 1)
+}
+
+/**
+ * The responder's cookie secret in shared memory, as a CookieChecker (src/protocol/noise.ts) for control:
+ * reading `secret` gives the slot in use; assigning one (a rotation) writes the other slot, then switches.
+ * Workers read the same slot (the pipeline) and never write.
+ */
+export class SharedCookieSecret implements CookieChecker {
+  private readonly bytes: Uint8Array
+  private readonly words: Int32Array
+  private readonly f64: Float64Array
+  constructor(l: SharedLayout, nowMs: number) {
+    this.bytes = new Uint8Array(l.handshake)
+    this.words = new Int32Array(l.handshake, HS_WORDS, 2)
+    this.f64 = new Float64Array(l.handshake, HS_F64, 1)
+    this.secret = crypto.getRandomValues(new Uint8Array(32)) // later ones: refreshCookieSecret (noise.ts)
+    this.secretMs = nowMs
+  }
+  get secret(): Uint8Array {
+    const at = HS_SECRETS + 32 * Atomics.load(this.words, HSW_SECRET_SLOT)
+    return this.bytes.subarray(at, at + 32)
+  }
+  set secret(v: Uint8Array) {
+    const next = 1 - Atomics.load(this.words, HSW_SECRET_SLOT)
+    this.bytes.set(v.subarray(0, 32), HS_SECRETS + 32 * next)
+    Atomics.store(this.words, HSW_SECRET_SLOT, next)
+  }
+  get secretMs(): number {
+    return this.f64[HSF_SECRET_MS]
+  }
+  set secretMs(v: number) {
+    this.f64[HSF_SECRET_MS] = v
   }
 }
 
@@ -199,6 +262,8 @@ export interface LayoutViews {
   counters: Float64Array
   reasons: Float64Array
   tableAcks: Int32Array
+  handshake: Uint8Array
+  hsWords: Int32Array
 }
 
 export function views(l: SharedLayout): LayoutViews {
@@ -214,6 +279,8 @@ export function views(l: SharedLayout): LayoutViews {
     counters: new Float64Array(l.counters),
     reasons: new Float64Array(l.reasons),
     tableAcks: new Int32Array(l.tableAcks),
+    handshake: new Uint8Array(l.handshake),
+    hsWords: new Int32Array(l.handshake, HS_WORDS, 2),
   }
 }
 

@@ -15,16 +15,15 @@ import {
   HASH,
   KDF,
   MAC,
-  XAEAD,
   XAEAD_OPEN,
   compareBytes,
-  constantTimeEqual,
   enc,
   generateKeyPair,
   keyPairFromPrivate,
   randomBytes,
   tai64n,
 } from './primitives.js'
+import { HandshakeMacs } from './macs.js'
 import {
   CONSTRUCTION,
   COOKIE_REFRESH_TIME_MS,
@@ -33,7 +32,6 @@ import {
   INITIATION_SIZE,
   LABEL_COOKIE,
   LABEL_MAC1,
-  MSG_COOKIE_REPLY,
   MSG_INITIATION,
   MSG_RESPONSE,
   RESPONSE_SIZE,
@@ -119,9 +117,15 @@ export function writeMacs(msg: Buffer, peer: PeerCrypto, nowMs: number): void {
   }
 }
 
+/** The checks and cookie replies the workers use too (src/protocol/macs.ts), made on first use. */
+let shared: HandshakeMacs | undefined
+const macs = (): HandshakeMacs => {
+  shared ??= new HandshakeMacs()
+  return shared
+}
+
 export function checkMac1(local: LocalStatic, msg: Uint8Array): boolean {
-  const m1 = msg.length - 32
-  return constantTimeEqual(MAC(local.mac1Key, msg.subarray(0, m1)), msg.subarray(m1, m1 + 16))
+  return msg.length >= 32 && macs().mac1Valid(local.mac1Key, 0, msg, 0, msg.length)
 }
 
 /** `ephemeralPrivate` fixes the ephemeral key for known-answer tests; it is fresh and random otherwise. */
@@ -281,6 +285,11 @@ export function consumeResponse(local: LocalStatic, peer: PeerCrypto, msg: Uint8
 
 // ---- cookies (responder side) ----
 
+/**
+ * The responder's cookie secret, replaced by a random one when it is COOKIE_REFRESH_TIME old at its next
+ * use. The agent's lives in shared memory (SharedCookieSecret in src/ipc/layout.ts), so that the workers
+ * answer with cookies under the same secret.
+ */
 export interface CookieChecker {
   secret: Uint8Array
   secretMs: number
@@ -290,21 +299,17 @@ export function cookieChecker(nowMs: number): CookieChecker {
   return { secret: randomBytes(32), secretMs: nowMs }
 }
 
-function cookieFor(cc: CookieChecker, srcIp: number, srcPort: number, nowMs: number): Uint8Array {
+/** Replaces the secret once it is COOKIE_REFRESH_TIME old; returns it. */
+export function refreshCookieSecret(cc: CookieChecker, nowMs: number): Uint8Array {
   if (nowMs - cc.secretMs >= COOKIE_REFRESH_TIME_MS) {
     cc.secret = randomBytes(32)
     cc.secretMs = nowMs
   }
-  const a = Buffer.alloc(6)
-  a.writeUInt32BE(srcIp >>> 0, 0)
-  a.writeUInt16BE(srcPort, 4)
-  return MAC(cc.secret, a)
+  return cc.secret
 }
 
 export function checkMac2(cc: CookieChecker, msg: Uint8Array, srcIp: number, srcPort: number, nowMs: number): boolean {
-  const m2 = msg.length - 16
-  const cookie = cookieFor(cc, srcIp, srcPort, nowMs)
-  return constantTimeEqual(MAC(cookie, msg.subarray(0, m2)), msg.subarray(m2))
+  return msg.length >= 32 && macs().mac2Valid(refreshCookieSecret(cc, nowMs), 0, srcIp >>> 16, srcIp & 0xffff, srcPort, msg, 0, msg.length)
 }
 
 /**
@@ -318,17 +323,10 @@ export function createCookieReply(
   srcIp: number,
   srcPort: number,
   nowMs: number,
-  nonce: Uint8Array = randomBytes(24),
+  nonce?: Uint8Array,
 ): Buffer {
-  const view = Buffer.from(msg.buffer, msg.byteOffset, msg.byteLength)
-  const senderIndex = view.readUInt32LE(4)
-  const mac1 = msg.subarray(msg.length - 32, msg.length - 16)
-  const out = Buffer.alloc(COOKIE_REPLY_SIZE)
-  out[0] = MSG_COOKIE_REPLY
-  out.writeUInt32LE(senderIndex, 4)
-  out.set(nonce, 8)
-  out.set(XAEAD(local.cookieKey, nonce, cookieFor(cc, srcIp, srcPort, nowMs), mac1), 32)
-  return out
+  const secret = refreshCookieSecret(cc, nowMs)
+  return Buffer.from(macs().cookieReply(local.cookieKey, 0, secret, 0, srcIp >>> 16, srcIp & 0xffff, srcPort, msg, 0, msg.length, nonce))
 }
 
 /** Initiator side: stores the cookie from a reply to our last message. */

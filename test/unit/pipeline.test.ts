@@ -23,6 +23,7 @@ import {
   packEndpoint,
 } from '../../src/ipc/layout.js'
 import { MSG_CONFIRMED, MSG_HANDSHAKE, MSG_STAGED } from '../../src/ipc/ring.js'
+import { MAC } from '../../src/protocol/primitives.js'
 import { REJECT_AFTER_TIME_MS, SEND_COUNTER_LIMIT } from '../../src/protocol/constants.js'
 import { SEAL_COUNTER_LIMIT, sealPacket } from '../../src/dataplane/transport.js'
 import { CT_PEER_SHARE, PROTO_UDP, ctPeerCount, ctTrack } from '../../src/dataplane/conntrack.js'
@@ -232,6 +233,7 @@ t.test('a flood of packets waiting for a session leaves room in the ring for the
   // The peer's handshake response arrives now.
   const response = new Uint8Array(92)
   response[0] = 2
+  response.set(MAC(p.c.local.mac1Key, response.subarray(0, 60)), 60) // its mac1 (the worker checks it)
   p.client.iSlab.set(response, 0)
   p.client.iLens[0] = response.length
   p.client.iAddrs[0] = 0xc6120002

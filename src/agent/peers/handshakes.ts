@@ -20,6 +20,7 @@ import {
 } from '../../protocol/constants.js'
 import {
   type ConsumedInitiation,
+  type CookieChecker,
   type LocalStatic,
   type SessionKeys,
   acceptInitiation,
@@ -31,6 +32,7 @@ import {
   createCookieReply,
   createInitiation,
   readReceiverIndex,
+  refreshCookieSecret,
   writeMacs,
 } from '../../protocol/noise.js'
 import type { ConsumeTask, RespondTask } from '../../ipc/messages.js'
@@ -65,10 +67,12 @@ export interface HandshakeDeps {
   clock?: () => number
   /** Handshake messages per second above which we are under load (mac2 and per-source limits). */
   underLoadPerS?: number
+  /** The cookie secret; the agent's is shared with the workers (SharedCookieSecret). A private one otherwise. */
+  cookie?: CookieChecker
 }
 
 export class Handshakes {
-  private readonly cookie = cookieChecker(Date.now())
+  private readonly cookie: CookieChecker
   private readonly recent: number[] = []
   private readonly limiter = new SourceRateLimiter()
   private inFlight = 0
@@ -79,6 +83,12 @@ export class Handshakes {
 
   constructor(private readonly d: HandshakeDeps) {
     this.now = d.clock ?? Date.now
+    this.cookie = d.cookie ?? cookieChecker(this.now())
+  }
+
+  /** Replaces the cookie secret once it is COOKIE_REFRESH_TIME old, also when no handshake comes (the workers use it). */
+  refreshCookieSecret(now: number): void {
+    refreshCookieSecret(this.cookie, now)
   }
 
   close(): void {
