@@ -18,7 +18,7 @@ import { intToIp } from '../common/ipv4.js'
 import { writeFileAtomic } from '../common/atomic-file.js'
 import { generateKeyPair, keyPairFromPrivate } from '../protocol/primitives.js'
 import { respond, type Transport } from '../hubproto/noise-ik.js'
-import { type HubMap, diffMaps, mapHash } from '../hubproto/map.js'
+import { type HubMap, type HubPeer, diffMaps, mapHash } from '../hubproto/map.js'
 import {
   HUB_PATH,
   HUB_PROTOCOL_VERSION,
@@ -98,6 +98,8 @@ interface Conn {
   identity: string
   transport: Transport
   sent: HubMap | null
+  /** `sent`'s peers by public key, kept up to date instead of rebuilt at every change. */
+  sentIndex: Map<string, HubPeer>
   sentRev: number
   ackRev: number
   state: string
@@ -259,6 +261,7 @@ export class HubServer extends EventEmitter {
           this.emit('ack', conn.identity, m.data.rev)
         } else if (m.data.t === 'resync') {
           conn.sent = null
+          conn.sentIndex.clear()
           this.sendMap(conn)
         }
       } catch (e) {
@@ -341,7 +344,17 @@ export class HubServer extends EventEmitter {
     ws.send(Buffer.concat([Buffer.of(T_MSG2), message2]))
     const old = this.conns.get(s.id)
     if (old) old.ws.terminate()
-    const conn: Conn = { ws, systemId: s.id, identity: s.identity, transport, sent: null, sentRev: 0, ackRev: 0, state: s.state }
+    const conn: Conn = {
+      ws,
+      systemId: s.id,
+      identity: s.identity,
+      transport,
+      sent: null,
+      sentIndex: new Map(),
+      sentRev: 0,
+      ackRev: 0,
+      state: s.state,
+    }
     this.conns.set(s.id, conn)
     log.info(
       { identity: s.identity, source, state: s.state, enrolled: res.enrolled },
@@ -350,11 +363,17 @@ export class HubServer extends EventEmitter {
     this.emit('connected', s.identity)
     // Resume: an agent whose cached map hashes to what we would send gets only the revision.
     if (map && hello.resume?.hash === mapHash(map)) {
-      conn.sent = map
+      this.record(conn, map)
       conn.sentRev = this.modelRev
       this.send(conn, { t: 'delta', rev: this.modelRev, hash: hello.resume.hash, delta: { Upsert: [], Remove: [] } })
     } else this.sendMap(conn)
     return conn
+  }
+
+  /** What `c` now holds: `map`, and its peers by key. */
+  private record(c: Conn, map: HubMap): void {
+    c.sent = map
+    c.sentIndex = new Map(map.Peers.map((p) => [p.PublicKey, p]))
   }
 
   private send(c: Conn, msg: { t: string; [k: string]: unknown }): number {
@@ -370,7 +389,7 @@ export class HubServer extends EventEmitter {
   private sendMap(c: Conn, vis = this.model.visibility()): void {
     if (!this.model.systems.has(c.systemId)) return
     const map = this.model.mapFor(c.systemId, vis)
-    c.sent = map
+    this.record(c, map)
     c.sentRev = this.modelRev
     this.send(c, { t: 'map', rev: this.modelRev, hash: mapHash(map), map })
   }
@@ -415,10 +434,14 @@ export class HubServer extends EventEmitter {
           continue
         }
         const map = this.model.mapFor(c.systemId, vis)
-        const d = diffMaps(c.sent, map)
+        const d = diffMaps(c.sent, map, c.sentIndex)
         c.sentRev = rev
         if (!d) continue
         c.sent = map
+        for (const k of d.Remove) c.sentIndex.delete(k)
+        for (const p of d.Upsert) c.sentIndex.set(p.PublicKey, p)
+        // Patched and unchanged-but-new objects: the index follows the map's objects.
+        if (d.Patch?.length) for (const p of map.Peers) c.sentIndex.set(p.PublicKey, p)
         this.send(c, { t: 'delta', rev, hash: mapHash(map), delta: d })
       }
     } catch (e) {

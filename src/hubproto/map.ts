@@ -126,21 +126,29 @@ export const hubDeltaSchema = z
   })
   .strict()
 
-/** What changed from `a` to `b`; null when nothing did. */
-export function diffMaps(a: HubMap, b: HubMap): HubDelta | null {
-  const old = new Map(a.Peers.map((p) => [p.PublicKey, p]))
+/**
+ * What changed from `a` to `b`; null when nothing did. `index` is `a`'s peers by public key when the
+ * caller keeps one (the hub does, per connection: no map is rebuilt per change); it is not modified.
+ */
+export function diffMaps(a: HubMap, b: HubMap, index?: ReadonlyMap<string, HubPeer>): HubDelta | null {
+  const old = index ?? new Map(a.Peers.map((p) => [p.PublicKey, p]))
   const upsert: HubPeer[] = []
   const patch: Array<{ Identity: string; Endpoint?: string }> = []
+  let kept = 0
   for (const p of b.Peers) {
     const o = old.get(p.PublicKey)
+    if (o) kept++
     // The hub reuses an unchanged entry's object from one model to the next: most peers end here.
     if (o === p || (o && canonical(o) === canonical(p))) continue
     if (o && canonical({ ...o, Endpoint: undefined }) === canonical({ ...p, Endpoint: undefined }))
       patch.push(p.Endpoint ? { Identity: p.Identity, Endpoint: p.Endpoint } : { Identity: p.Identity })
     else upsert.push(p)
   }
-  const now = new Set(b.Peers.map((p) => p.PublicKey))
-  const remove = a.Peers.filter((p) => !now.has(p.PublicKey)).map((p) => p.PublicKey)
+  const remove: string[] = []
+  if (kept < old.size) {
+    const now = new Set(b.Peers.map((p) => p.PublicKey))
+    for (const k of old.keys()) if (!now.has(k)) remove.push(k)
+  }
   const d: HubDelta = { Upsert: upsert, Remove: remove }
   if (patch.length) d.Patch = patch
   if (canonical(a.Self) !== canonical(b.Self)) d.Self = b.Self
