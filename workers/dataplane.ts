@@ -78,8 +78,11 @@ function flushOutbound(udpFd: number, SLOT: number, k: number): void {
   if (sent < sends) pipe.countSendErrors(sent < 0 ? sends : sends - sent)
 }
 
-/** Offload TUN: read up to 64 (possibly 64 KB TSO) packets, segment them into slots, send in batches. */
-function runOffloadOutbound(tunFd: number, udpFd: number, SLOT: number, B: number): void {
+/**
+ * Offload TUN: read up to 64 (possibly 64 KB TSO) packets, segment them into slots, send in batches.
+ * Returns the read's result: a count, or -errno.
+ */
+function runOffloadOutbound(tunFd: number, udpFd: number, SLOT: number, B: number): number {
   const n = io.readArena(tunFd, pipe.arena!, arenaOffs, arenaLens, ARENA_READS, 0)
   let filled = 0
   for (let a = 0; a < n; a++) {
@@ -98,6 +101,7 @@ function runOffloadOutbound(tunFd: number, udpFd: number, SLOT: number, B: numbe
     filled += r
   }
   if (filled > 0) flushOutbound(udpFd, SLOT, filled)
+  return n
 }
 
 function runDataplaneLoop(): void {
@@ -150,10 +154,17 @@ function runDataplaneLoop(): void {
       }
     }
     if (ev & 2) {
-      if (init.offload) runOffloadOutbound(tunFd, udpFd, SLOT, B)
+      let n: number
+      if (init.offload) n = runOffloadOutbound(tunFd, udpFd, SLOT, B)
       else {
-        const n = io.readBatch(tunFd, pipe.oSlab, SLOT, HEADROOM, pipe.oLens, B, 0)
+        n = io.readBatch(tunFd, pipe.oSlab, SLOT, HEADROOM, pipe.oLens, B, 0)
         if (n > 0) flushOutbound(udpFd, SLOT, n)
+      }
+      // The addon returns EAGAIN and EINTR as 0: any error here is the device's. Deleted underneath us
+      // (`ip link del`), a TUN queue reads EBADFD and polls readable for ever: the worker would spin.
+      if (n < 0) {
+        port.postMessage({ t: 'device-lost', errno: -n, err: io.strerror(-n) })
+        break
       }
     }
   }

@@ -95,6 +95,8 @@ export const LOCAL_ADDRESSES_MS = 30_000
 interface Undo {
   what: string
   run: () => unknown
+  /** Left in place by a stop that fails closed (the OS routes, rules and iptables rules a kill -9 leaves). */
+  keepFailingClosed?: boolean
 }
 
 export class Agent implements AgentApi {
@@ -139,6 +141,10 @@ export class Agent implements AgentApi {
   private starting?: Promise<void>
   private reloading?: Promise<unknown>
   private stopped_?: Promise<void>
+  /** Why the agent stopped on its own (its TUN device lost, workers crashing): `enclave run` exits 1. */
+  private failure?: string
+  /** The stop leaves the OS routes, rules and iptables rules in place, as a kill -9 would (see deviceLost). */
+  private failClosed = false
 
   constructor(
     readonly opts: AgentOptions,
@@ -150,8 +156,8 @@ export class Agent implements AgentApi {
     this.stopped = new Promise((r) => (this.stoppedResolve = r))
   }
 
-  private acquired(what: string, run: Undo['run']): void {
-    this.undo.push({ what, run })
+  private acquired(what: string, run: Undo['run'], keepFailingClosed = false): void {
+    this.undo.push({ what, run, keepFailingClosed })
   }
 
   /** Between the steps of a start: a stop asked for meanwhile ends the start (stop then undoes what it got). */
@@ -225,7 +231,7 @@ export class Agent implements AgentApi {
     await footprint.removeStaleNat()
     this.assertStarting()
     this.spoofWarnings = await footprint.installAntiSpoof(this.dev.ifname)
-    this.acquired('anti-spoofing rules', () => footprint.removeAntiSpoof())
+    this.acquired('anti-spoofing rules', () => footprint.removeAntiSpoof(), true)
     this.assertStarting()
     this.wire(nWorkers, pool)
     for (const cfg of p.peers) await this.addPeer(cfg)
@@ -242,7 +248,7 @@ export class Agent implements AgentApi {
     const offload = d.offload ? (d.uso ? 'tso4+uso4+csum' : 'tso4+csum') : 'off'
     const address = `${intToIp(p.virtualAddress)}/10`
     this.log.info({ interface: d.ifname, address, mtu: p.mtu, port: d.port, workers: nWorkers, offload }, 'data plane up')
-    this.acquired('routes and NAT rules', () => this.network.teardown())
+    this.acquired('routes and NAT rules', () => this.network.teardown(), true)
     await this.network.applyOs(p, this.peers)
     this.assertStarting()
     for (const r of this.rings) void this.dispatch.consume(new RingConsumer(r), () => this.stopping)
@@ -367,7 +373,11 @@ export class Agent implements AgentApi {
       {
         init: (i) => this.workerInit(i),
         onFlow: (f) => logFlow(log, f, this.peers),
-        onCrashLoop: () => void this.stop('worker crash loop'),
+        onCrashLoop: () => {
+          this.failure ??= 'worker crash loop'
+          void this.stop('worker crash loop')
+        },
+        onDeviceLost: (worker, err) => this.deviceLost(worker, err),
       },
       log,
     )
@@ -629,6 +639,29 @@ export class Agent implements AgentApi {
 
   // ---------------------------------------------------------------- stop
 
+  /** 0 after a stop that was asked for; 1 after the agent stopped on its own (systemd's Restart=on-failure). */
+  get exitCode(): number {
+    return this.failure === undefined ? 0 : 1
+  }
+
+  /**
+   * A worker's TUN queue failed for good: the device was deleted underneath us (`ip link del`) or broke.
+   * Nothing can reach the tunnel any more, so the agent stops, failing closed: as after kill -9, the
+   * unreachable twins and policy rules stay and refuse what the profile sends through exit nodes (the
+   * next start or `enclave stop` removes them), and `enclave run` exits 1 so that systemd starts it again.
+   */
+  private deviceLost(worker: number, err: string): void {
+    if (this.stopping) return
+    const dev = this.dev.ifname
+    this.failure = `TUN device ${dev} lost`
+    this.failClosed = true
+    this.log.error(
+      { interface: dev, worker, err },
+      `TUN device ${dev} is gone or broken (read: ${err}); stopping, failing closed: its fail-closed routes and rules stay until the next start or \`enclave stop\``,
+    )
+    void this.stop(this.failure)
+  }
+
   /** Undoes what start acquired, in reverse order; works after a start that failed halfway. */
   stop(why = 'requested'): Promise<void> {
     if (!this.stopped_) {
@@ -653,6 +686,7 @@ export class Agent implements AgentApi {
     this.log.info({ reason: why }, 'stopping')
     let failed = 0
     for (const u of this.undo.reverse()) {
+      if (this.failClosed && u.keepFailingClosed) continue
       try {
         await u.run()
       } catch (e) {
@@ -662,6 +696,8 @@ export class Agent implements AgentApi {
     }
     this.undo.length = 0
     if (failed) this.log.warn({ failed }, 'stopped; some of what this agent added may remain (see the errors above)')
+    else if (this.failClosed)
+      this.log.warn('stopped, failing closed: routes, policy rules and iptables rules stay until the next start or `enclave stop`')
     else this.log.info('stopped; everything this agent added was removed')
     this.stoppedResolve()
   }

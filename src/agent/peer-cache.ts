@@ -9,6 +9,14 @@
  * with O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600, then renamed over), refreshed while the agent runs and
  * at stop, and read with O_NOFOLLOW: it must be a regular file owned by us, writable by nobody else.
  * A bad file is ignored with one warning line; it never stops the agent.
+ *
+ * Who can tamper with it (issue 18, 10d): only root. The agent's first step at start is the run
+ * directory's lock (InstanceLock), which refuses a directory that is not ours or is writable by group or
+ * others, so nobody else can create, replace or hard-link a file in it; and a peers.json that is not
+ * ours or is group/world-writable is ignored here (checked on the opened descriptor, so no swap between
+ * check and read). Root can edit the profile itself, and what the file can do is small anyway: give a
+ * peer without a known endpoint an address for its first initiation, which the handshake authenticates
+ * as every other (a wrong address gets an initiation it cannot answer; the peer's own packets correct it).
  */
 import fs from 'node:fs'
 import path from 'node:path'

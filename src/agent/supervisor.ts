@@ -22,6 +22,8 @@ export interface SupervisorHooks {
   onFlow: (f: FlowLog) => void
   /** Workers keep crashing: the agent should stop. */
   onCrashLoop: () => void
+  /** A worker's TUN queue failed for good (the device was deleted): the agent should stop. */
+  onDeviceLost: (worker: number, err: string) => void
 }
 
 /**
@@ -41,6 +43,8 @@ export class WorkerSupervisor {
   private readonly workers: Array<Worker | undefined> = []
   private restarts: number[] = []
   private stopping = false
+  /** A worker reported its TUN queue lost: workers that leave their loop are not restarted. */
+  private deviceLost = false
   /** The keypair words (from the workers' init), for releasing a dead worker's replay locks. */
   private kpI32?: Int32Array
   /** Restarts since start (for status and metrics). */
@@ -109,6 +113,10 @@ export class WorkerSupervisor {
     w.on('message', (m: { t: string } & Record<string, unknown>) => {
       if (m.t === 'ready') ready()
       else if (m.t === 'flow' || m.t === 'log') this.logs.push({ worker: i, msg: m })
+      else if (m.t === 'device-lost') {
+        this.deviceLost = true
+        this.hooks.onDeviceLost(i, String(m.err))
+      }
     })
     w.on('error', (e) => this.log.error({ worker: i, err: e.message }, 'data-plane worker crashed'))
     w.on('exit', (code) => this.exited(i, code))
@@ -125,7 +133,7 @@ export class WorkerSupervisor {
 
   private exited(i: number, code: number): void {
     this.workers[i] = undefined
-    if (this.stopping) return
+    if (this.stopping || this.deviceLost) return
     const freed = this.kpI32 ? releaseReplayLocks(this.kpI32, i) : 0
     if (freed) this.log.warn({ worker: i, locks: freed }, 'released the replay locks the exited worker held')
     const now = Date.now()

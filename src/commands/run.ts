@@ -51,6 +51,7 @@ export default class Run extends BaseCommand {
     }
     sdNotify(`READY=1\nMAINPID=${process.pid}\nSTATUS=data plane up, control socket ready`)
     await agent.stopped
-    process.exit(0)
+    // 1 when the agent stopped on its own (TUN device lost, workers crashing): systemd restarts it.
+    process.exit(agent.exitCode)
   }
 }

@@ -1,16 +1,30 @@
 /**
  * Everything the agent adds to the OS outside its TUN device, in one place: the tag that marks its iptables
- * rules, the anti-spoofing rules (raw PREROUTING), the SNAT rules and IP forwarding of ManageNat, and the
- * clean-up after a run that died. Routes and policy rules belong to the OsRouteInstaller (routes/), which
+ * rules, the anti-spoofing rules (raw PREROUTING), the reply-only rule of an exit node (mangle FORWARD), the
+ * SNAT rules and IP forwarding of ManageNat, and the clean-up after a run that died. Routes and policy rules belong to the OsRouteInstaller (routes/), which
  * this file calls for the clean-up. `check()` is the one set of exit-node and anti-spoofing checks: the
  * agent's status warnings and `enclave doctor` both show its results, in the same words. The guide's SNAT
  * command is built here and nowhere else.
  *
  * Anti-spoofing (see net.antiSpoofRuleArgs for the rules and why): overlay sources arriving outside our TUN,
  * and packets for our virtual address arriving outside it, are dropped before the kernel answers them.
+ *
+ * Reply-only before NAT (see net.replyOnlyForwardArgs): on a node that provides routes, a connection the
+ * kernel would forward into the TUN is dropped at its first packet, so a LAN NAT rule that also rewrites
+ * packets into the TUN (checked below and named in the warning) cannot dress a LAN host up as this node.
  */
 import { intToIp } from '../common/ipv4.js'
-import { antiSpoofCommand, antiSpoofRuleArgs, hasAntiSpoofRule, natCovers, natRuleArgs } from '../platform/linux/net.js'
+import {
+  antiSpoofCommand,
+  antiSpoofRuleArgs,
+  hasAntiSpoofRule,
+  hasReplyOnlyForwardRule,
+  natCovers,
+  natRewritesLanToSelf,
+  natRuleArgs,
+  replyOnlyForwardArgs,
+  replyOnlyForwardCommand,
+} from '../platform/linux/net.js'
 import { type OsNetwork, linuxNetwork } from '../platform/os-network.js'
 import type { AgentLogger } from '../log/logger.js'
 import type { Profile } from '../config/profile.js'
@@ -110,6 +124,45 @@ export class OsFootprint {
     return n
   }
 
+  // ---------------------------------------------------------------- reply-only (FORWARD)
+
+  /**
+   * On a node that provides routes, the reply-only rule for `tun` (replacing a crashed run's); on one that
+   * provides none (any more, after a reload), none. Returns warnings for status.
+   */
+  async applyReplyOnly(tun: string): Promise<string[]> {
+    const want = replyOnlyForwardArgs(tun, this.tag)
+    const rules = await this.os.mangleForwardRules()
+    if (!this.profile.exitNode.providesRoutes.length) {
+      if (rules?.length && (await this.os.removeTaggedMangleForwardRules(this.tag)))
+        this.log?.info('reply-only: this node provides no routes; removed its FORWARD rule')
+      return []
+    }
+    if (rules === undefined) {
+      const w = `iptables is not available, so a LAN NAT rule can let LAN hosts start connections into the overlay: run \`${replyOnlyForwardCommand(want)}\``
+      this.log?.warn(w)
+      return [w]
+    }
+    if (hasReplyOnlyForwardRule(rules, tun, this.tag)) return []
+    await this.os.removeTaggedMangleForwardRules(this.tag)
+    try {
+      await this.os.insertMangleForwardRule(want)
+    } catch (e) {
+      const w = `reply-only: could not add \`${replyOnlyForwardCommand(want)}\`: ${(e as Error).message}`
+      this.log?.warn(w)
+      return [w]
+    }
+    this.log?.info({ tun }, 'reply-only: dropping connections forwarded into the TUN (mangle FORWARD), before any NAT')
+    return []
+  }
+
+  /** Removes the reply-only rule (at stop). */
+  async removeReplyOnly(): Promise<number> {
+    const n = await this.os.removeTaggedMangleForwardRules(this.tag)
+    if (n) this.log?.info({ rules: n }, 'reply-only: removed our FORWARD rule')
+    return n
+  }
+
   // ---------------------------------------------------------------- ManageNat
 
   /** SNAT rules a crashed earlier run left (call only while holding the run directory's lock). */
@@ -164,12 +217,14 @@ export class OsFootprint {
 
   /**
    * What a run that died without stopping left: fail-closed routes and policy rules, anti-spoofing rules,
-   * SNAT rules. Only call this when no agent holds the run directory (see crash-leftovers.ts).
+   * the reply-only rule, SNAT rules. Only call this when no agent holds the run directory (see
+   * crash-leftovers.ts).
    */
   async removeAfterCrash(): Promise<number> {
     return (
       (await removeCrashLeftovers(agentFwmark(this.profile.localPort), this.os)) +
       (await this.os.removeTaggedRawRules(this.tag)) +
+      (await this.os.removeTaggedMangleForwardRules(this.tag)) +
       (await this.os.removeTaggedNatRules(this.tag))
     )
   }
@@ -178,7 +233,8 @@ export class OsFootprint {
 
   /**
    * The checks of what should be in place: the anti-spoofing rule for `tun` (a failure only while an agent
-   * runs, `running`), and on an exit node IP forwarding and a SNAT rule for each provided route.
+   * runs, `running`), and on an exit node the reply-only rule (the same), IP forwarding, a SNAT rule for
+   * each provided route, and NAT rules that could give LAN hosts this node's virtual address.
    */
   async check(tun: string, running: boolean): Promise<FootprintCheck[]> {
     const out: FootprintCheck[] = []
@@ -205,7 +261,37 @@ export class OsFootprint {
         fix: IP_FORWARD_COMMAND,
         hint: 'and set it in /etc/sysctl.conf, or let the agent manage it: "ExitNode": {"ManageNat": true}',
       })
+    const fwd = await this.os.mangleForwardRules()
+    const guarded = fwd !== undefined && hasReplyOnlyForwardRule(fwd, tun, this.tag)
+    if (guarded) {
+      const n = await this.os.mangleForwardDrops(this.tag)
+      out.push({
+        name: REPLY_ONLY_CHECK,
+        result: 'pass',
+        detail: `new connections forwarded into ${tun} (from the LAN) are dropped before NAT (mangle FORWARD: ${n ?? '?'} packets so far)`,
+      })
+    } else if (running || !fwd)
+      out.push({
+        name: REPLY_ONLY_CHECK,
+        result: running && fwd ? 'fail' : 'warn',
+        detail: fwd
+          ? `no mangle FORWARD rule drops new connections forwarded into ${tun}: with a LAN NAT rule that also rewrites packets into ${tun}, LAN hosts can start connections to peers`
+          : 'iptables is not available: cannot check the reply-only FORWARD rule',
+        fix: `${replyOnlyForwardCommand(replyOnlyForwardArgs(tun, this.tag))} (the agent adds it at start when iptables is installed)`,
+      })
     const rules = await this.os.natRules()
+    for (const r of rules ?? []) {
+      if (!natRewritesLanToSelf(r, tun, this.profile.virtualAddress)) continue
+      out.push({
+        name: 'LAN NAT',
+        result: guarded ? 'warn' : 'fail',
+        detail:
+          `NAT rule \`-A POSTROUTING ${r.spec}\` can rewrite LAN hosts' packets into ${tun} to this node's virtual address, ` +
+          `which peers take for this node's own traffic; ${guarded ? `the agent's FORWARD rule drops new connections into ${tun}, replies pass` : `nothing stops LAN hosts from starting connections to peers`}`,
+        fix: `sudo iptables -t nat -I POSTROUTING -o ${tun} -j RETURN`,
+        hint: `or give the rule the LAN's or the uplink's interface (-o <interface>), or add \`! -o ${tun}\``,
+      })
+    }
     for (const c of provides) {
       const rule = rules && natCovers(rules, c)
       if (rule) {
@@ -229,6 +315,9 @@ export class OsFootprint {
     return out
   }
 }
+
+/** The name of the reply-only FORWARD rule's check (status and doctor). */
+export const REPLY_ONLY_CHECK = 'reply-only (FORWARD)'
 
 /** A failed or warned check as one status line: what is wrong, then the command that fixes it. */
 export function checkWarning(c: FootprintCheck): string {

@@ -5,7 +5,7 @@
  * the tag's rules, one address per interface.
  */
 import { type Cidr, cidrContains, intToIp, parseCidr, parseIpv4 } from '../common/ipv4.js'
-import { type NatRule, type OsRoute, ROUTE_PROTO } from './linux/net.js'
+import { type NatRule, type OsRoute, ROUTE_PROTO, natMatch } from './linux/net.js'
 import type { OsNetwork } from './os-network.js'
 
 interface RouteEntry extends OsRoute {
@@ -19,6 +19,8 @@ export class MemoryOsNetwork implements OsNetwork {
   readonly rules: Array<{ priority: number; spec: string }> = []
   readonly nat: string[][] = []
   readonly raw: string[][] = []
+  /** mangle FORWARD (the reply-only rule). */
+  readonly forward: string[][] = []
   readonly interfaces = new Map<string, { address: number; mtu: number }>()
   ipForward = false
   /** Whether `iptables` exists on this pretend machine. */
@@ -167,6 +169,7 @@ export class MemoryOsNetwork implements OsNetwork {
         return i >= 0 ? args[i + 1] : undefined
       }
       return {
+        ...natMatch(args.join(' ')),
         source: get('-s'),
         destination: get('-d'),
         target: get('-j') ?? '',
@@ -202,6 +205,29 @@ export class MemoryOsNetwork implements OsNetwork {
 
   async removeTaggedRawRules(tag: string): Promise<number> {
     return this.removeTagged(this.raw, tag, 'raw')
+  }
+
+  async mangleForwardRules(): Promise<string[] | undefined> {
+    if (!this.iptables) return undefined
+    return this.forward.map((a) => a.join(' '))
+  }
+
+  /** The pretend kernel drops nothing by itself: the reply-only rule's counter is what a test sets. */
+  forwardDrops = 0
+
+  async mangleForwardDrops(tag: string): Promise<number | undefined> {
+    if (!this.iptables) return undefined
+    return this.forward.some((a) => a.includes(tag)) ? this.forwardDrops : 0
+  }
+
+  async insertMangleForwardRule(args: string[]): Promise<void> {
+    if (!this.iptables) throw new Error('iptables: command not found')
+    this.forward.unshift([...args])
+    this.changes.push(`forward insert ${args.join(' ')}`)
+  }
+
+  async removeTaggedMangleForwardRules(tag: string): Promise<number> {
+    return this.removeTagged(this.forward, tag, 'forward')
   }
 
   private removeTagged(list: string[][], tag: string, what: string): number {

@@ -32,6 +32,11 @@ export interface OsNetwork {
   rawPreroutingRules(): Promise<string[] | undefined>
   insertRawRule(args: string[]): Promise<void>
   removeTaggedRawRules(tag: string): Promise<number>
+  mangleForwardRules(): Promise<string[] | undefined>
+  /** Packets the reply-only rule tagged `tag` dropped so far. */
+  mangleForwardDrops(tag: string): Promise<number | undefined>
+  insertMangleForwardRule(args: string[]): Promise<void>
+  removeTaggedMangleForwardRules(tag: string): Promise<number>
 }
 
 export const linuxNetwork: OsNetwork = {
@@ -57,4 +62,8 @@ export const linuxNetwork: OsNetwork = {
   rawPreroutingRules: net.rawPreroutingRules,
   insertRawRule: net.insertRawRule,
   removeTaggedRawRules: net.removeTaggedRawRules,
+  mangleForwardRules: net.mangleForwardRules,
+  mangleForwardDrops: net.mangleForwardDrops,
+  insertMangleForwardRule: net.insertMangleForwardRule,
+  removeTaggedMangleForwardRules: net.removeTaggedMangleForwardRules,
 }

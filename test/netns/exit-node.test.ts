@@ -248,10 +248,43 @@ if (skip) {
 
     await t.test('LAN hosts may reply but never start traffic into the overlay', async (t) => {
       await lab.sh('ip', ['-n', nsP, 'route', 'add', '100.64.0.0/10', 'via', '172.26.0.3'])
-      const before = (await statusJson(lab, E1)).exitNode.unsolicitedDrops
+      const replyOnly = async () => {
+        const d = JSON.parse((await lab.cli(E1, ['doctor', '--json'])).stdout)
+        const c = d.checks.find((x: any) => x.name === 'reply-only (FORWARD)')
+        return { result: c?.result, drops: Number(/(\d+) packets so far/.exec(c?.detail ?? '')?.[1] ?? -1) }
+      }
+      const k0 = await replyOnly()
       const r = await lab.exec(nsP, 'ping', ['-c', '3', '-i', '0.2', '-W', '1', C.va])
       t.not(r.code, 0, "the printer's ping to the client's virtual address gets nothing back")
       t.match(r.stdout, /100% packet loss/)
+      const k1 = await replyOnly()
+      t.equal(k1.result, 'pass', 'the kernel layer: the reply-only FORWARD rule is in place')
+      t.ok(k1.drops >= k0.drops + 3, `and dropped the echo requests before NAT (doctor: ${k0.drops} -> ${k1.drops} packets)`)
+      // The data plane's layer, as on a node without iptables: without the FORWARD rule the workers drop them.
+      const del = await lab.exec(nsE1, 'iptables', [
+        '-w',
+        '-t',
+        'mangle',
+        '-D',
+        'FORWARD',
+        '-o',
+        'enclave0',
+        '-m',
+        'conntrack',
+        '--ctstate',
+        'NEW',
+        '-m',
+        'comment',
+        '--comment',
+        'enclave:enclave0',
+        '-j',
+        'DROP',
+      ])
+      t.equal(del.code, 0, `the FORWARD rule removed by hand ${del.stderr}`)
+      t.equal((await replyOnly()).result, 'fail', 'doctor sees it gone')
+      const before = (await statusJson(lab, E1)).exitNode.unsolicitedDrops
+      const r2 = await lab.exec(nsP, 'ping', ['-c', '3', '-i', '0.2', '-W', '1', C.va])
+      t.match(r2.stdout, /100% packet loss/, 'still nothing back without the FORWARD rule')
       const st = await statusJson(lab, E1)
       t.ok(st.exitNode.unsolicitedDrops >= before + 3, `unsolicited counter rose from ${before} to ${st.exitNode.unsolicitedDrops}`)
       await e1.waitFor(/verdict="drop unsolicited/, 5000)
@@ -262,6 +295,8 @@ if (skip) {
         st.exitNode.users.some((u: any) => u.identity === C.identity && u.flows > 0 && u.bytesToLan > 0),
         'the exit node shows who uses it',
       )
+      t.equal((await lab.cli(E1, ['reload'])).code, 0, 'a reload')
+      t.equal((await replyOnly()).result, 'pass', 'puts the FORWARD rule back')
     })
 
     await t.test('two exit nodes with different subnets, one of them a /32', async (t) => {

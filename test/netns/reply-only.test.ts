@@ -78,19 +78,35 @@ for (const s of setups) {
 
     for (const src of [FORGED_OVERLAY, FORGED_OUTSIDE, LAN_HOST])
       await lab.exec(nsC, 'iptables', ['-I', 'INPUT', '-i', 'enclave0', '-s', src, '-j', 'ACCEPT'])
-    const before = (await statusJson(lab, E)).exitNode.unsolicitedDrops as number
-    for (const src of [FORGED_OVERLAY, FORGED_OUTSIDE, LAN_HOST]) {
-      await lab.exec(nsL, 'ping', ['-c', '3', '-i', '0.2', '-W', '1', '-I', src, C.va])
-      const n = await arrivals(lab, nsC, src)
-      const was = s.leakedBefore.includes(src) ? ' (reached the client before the ingress check)' : ''
-      t.equal(n, 0, `echo requests from ${src} that reached the client: ${n} of 3${was}`)
+    const pingFromAll = async (layer: string) => {
+      for (const src of [FORGED_OVERLAY, FORGED_OUTSIDE, LAN_HOST]) {
+        await lab.exec(nsL, 'ping', ['-c', '3', '-i', '0.2', '-W', '1', '-I', src, C.va])
+        const n = await arrivals(lab, nsC, src)
+        const was = s.leakedBefore.includes(src) ? ' (reached the client before the ingress check)' : ''
+        t.equal(n, 0, `${layer}: echo requests from ${src} that reached the client: ${n} of 3${was}`)
+      }
     }
+    // Both layers in place: the kernel's reply-only FORWARD rule drops the forwarded ones before NAT.
+    const kernelDrops = async () => {
+      const d = JSON.parse((await lab.cli(E, ['doctor', '--json'])).stdout)
+      const c = d.checks.find((x: { name: string }) => x.name === 'reply-only (FORWARD)')
+      return Number(/(\d+) packets so far/.exec(c?.detail ?? '')?.[1] ?? -1)
+    }
+    const k0 = await kernelDrops()
+    await pingFromAll('with the FORWARD rule')
+    const k1 = await kernelDrops()
+    t.ok(k1 >= k0 + 6, `the FORWARD rule dropped the forwarded ones (${k0} -> ${k1})`)
+    // The workers' layer alone (as without iptables): the same pings, counted as unsolicited.
+    const del = await lab.exec(nsE, 'iptables', ['-w', '-t', 'mangle', '-F', 'FORWARD'])
+    t.equal(del.code, 0, `the FORWARD rule removed by hand ${del.stderr}`)
+    const before = (await statusJson(lab, E)).exitNode.unsolicitedDrops as number
+    await pingFromAll('workers only')
     const after = (await statusJson(lab, E)).exitNode.unsolicitedDrops as number
     // The forged overlay source never reaches the TUN: the anti-spoofing rule (raw PREROUTING) drops it at lan0.
     t.ok(after >= before + 6, `the exit node counted the others as unsolicited (${before} -> ${after})`)
     const raw = await lab.exec(nsE, 'iptables', ['-w', '-t', 'raw', '-L', 'PREROUTING', '-n', '-v', '-x'])
     const spoof = raw.stdout.split('\n').find((l) => l.includes('100.64.0.0/10') && l.includes('DROP'))
-    t.ok(spoof && Number(spoof.trim().split(/\s+/)[0]) >= 3, `the forged overlay source was dropped at ingress:\n${raw.stdout}`)
+    t.ok(spoof && Number(spoof.trim().split(/\s+/)[0]) >= 6, `the forged overlay source was dropped at ingress, both times:\n${raw.stdout}`)
 
     const again = await lab.exec(nsC, 'ping', pingArgs(LAN_HOST, 2))
     t.equal(again.code, 0, 'replies to the client still work afterwards')

@@ -128,12 +128,19 @@ t.test('an exit node and a client: OS routes, SNAT with ManageNat, failover to a
     [`-s 100.64.0.0/10 -d ${LAN} -j SNAT --to-source 172.26.0.1 -m comment --comment enclave:enclave0`],
     'and added one tagged SNAT rule',
   )
+  t.same(
+    e1.os.forward.map((r) => r.join(' ')),
+    ['-o enclave0 -m conntrack --ctstate NEW -m comment --comment enclave:enclave0 -j DROP'],
+    'and the reply-only FORWARD rule',
+  )
+  t.same(c.os.forward, [], 'the client, which provides no routes, has none')
   const got = await mesh.udp(c, PRINTER, {}, e1)
   t.ok(got, 'a packet for the printer leaves e1 (first in profile order) into its LAN')
   if (got) t.same(addrs(got), { src: c.va, dst: PRINTER })
   // e1 dies: the client sends, hears nothing, and moves the route to e2.
   await e1.agent!.stop('test: exit node down')
   t.same(e1.os.nat, [], 'a stopped exit node removed its SNAT rule')
+  t.same(e1.os.forward, [], 'and its reply-only FORWARD rule')
   t.notOk(e1.os.ipForward, 'and turned IP forwarding off again, as it found it')
   let moved = false
   for (let s = 0; s < 40 && !moved; s++) {
@@ -217,6 +224,7 @@ t.test('stop() after a start that failed halfway removes what was added', async 
   await agent.stop('again') // a second stop is harmless
   t.same(e.os.raw, [], 'no anti-spoofing rule is left')
   t.same(e.os.nat, [], 'no NAT rule')
+  t.same(e.os.forward, [], 'no reply-only FORWARD rule')
   t.same(e.os.routes, [], 'no route, no fail-closed twin')
   t.same(e.os.rules, [], 'no policy rule')
   t.notOk(e.os.ipForward, 'IP forwarding as it was')
@@ -310,6 +318,7 @@ t.test('a stop while the start or a reload is in progress leaves nothing behind'
   await again.stop('signal SIGTERM')
   await reloading
   t.same(e.os.nat, [], 'no SNAT rule after a stop during a reload')
+  t.same(e.os.forward, [], 'no reply-only FORWARD rule after a stop during a reload')
   t.same([...e.os.interfaces.keys()], [])
 })
 

@@ -9,8 +9,11 @@ import {
   formatPeerCache,
   loadPeerCache,
   parsePeerCache,
+  resumeRecentPeers,
   savePeerCache,
 } from '../../src/agent/peer-cache.js'
+import type { Endpoint, PeerMemory } from '../../src/agent/peers/peer-memory.js'
+import type { PeerRuntime } from '../../src/agent/peers/peer-table.js'
 
 const KEY = Buffer.alloc(32, 7).toString('base64')
 const KEY2 = Buffer.alloc(32, 9).toString('base64')
@@ -94,4 +97,57 @@ t.test('PeerCache rewrites on change, at most once per check interval, and at fl
   c.flush(12_000)
   c.flush(13_000)
   t.equal(warnings.length, 1, 'a failing write warns once')
+})
+
+t.test('a tampered peers.json (issue 18, 10d): only a file that only root could write redirects an initiation', async (t) => {
+  // The run directory is checked first at start (InstanceLock: ours, not writable by group or others), so
+  // only root can create or replace peers.json; a file someone else could have written is ignored.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pc-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const file = path.join(dir, PEER_CACHE_FILE)
+  const now = 10_000_000
+  const FORGED = { ip: 0xcb007107, port: 4444 } // 203.0.113.7:4444
+  const resume = (configured?: Endpoint) => {
+    const endpoints = new Map<number, Endpoint>()
+    if (configured) endpoints.set(0, configured)
+    const memory = { endpoint: (slot: number) => endpoints.get(slot), setEndpoint: (slot: number, e: Endpoint) => endpoints.set(slot, e) }
+    const peer = { slot: 0, cfg: { publicKey: Buffer.from(KEY, 'base64') } } as unknown as PeerRuntime
+    const initiated: string[] = []
+    const warnings: string[] = []
+    resumeRecentPeers(
+      dir,
+      [peer],
+      memory as unknown as PeerMemory,
+      (_p, why) => initiated.push(why),
+      (m) => warnings.push(m),
+      now,
+    )
+    return { endpoint: endpoints.get(0), initiated, warnings }
+  }
+  savePeerCache(dir, [{ publicKey: KEY, endpoint: FORGED, seenMs: now - 1000 }])
+  const ok = resume()
+  t.same(ok.endpoint, FORGED, "a file only we could write: the peer without an Endpoint gets the cache's")
+  t.equal(ok.initiated.length, 1, 'and one initiation')
+  t.same(resume({ ip: 0xc6120001, port: 51820 }).endpoint, { ip: 0xc6120001, port: 51820 }, 'a known endpoint is never replaced')
+  for (const [mode, who] of [
+    [0o620, 'group-writable'],
+    [0o602, 'world-writable'],
+  ] as const) {
+    fs.chmodSync(file, mode)
+    const r = resume()
+    t.equal(r.endpoint, undefined, `${who}: no endpoint from it`)
+    t.same(r.initiated, [], `${who}: no initiation`)
+    t.same(
+      r.warnings,
+      [`${file}: ignored: must be owned by uid ${process.getuid?.()} and writable by nobody else`],
+      `${who}: one warning naming the file`,
+    )
+  }
+  fs.chmodSync(file, 0o600)
+  if (process.getuid?.() === 0) {
+    fs.chownSync(file, 65534, 65534)
+    const r = resume()
+    t.equal(r.endpoint, undefined, "another user's file: no endpoint from it")
+    t.match(r.warnings, [/ignored: must be owned by uid 0/], "another user's file: one warning")
+  } else t.comment('not root: the foreign-owner case is not tried')
 })

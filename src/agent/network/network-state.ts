@@ -12,7 +12,7 @@ import type { AgentLogger } from '../../log/logger.js'
 import type { PeerTable } from '../peers/peer-table.js'
 import type { PolicyState } from './policy-state.js'
 import type { Profile } from '../../config/profile.js'
-import { type OsFootprint, checkWarning } from '../../ops/os-footprint.js'
+import { type FootprintCheck, type OsFootprint, REPLY_ONLY_CHECK, checkWarning } from '../../ops/os-footprint.js'
 import type { OsRouteInstaller } from '../../ops/route-installer.js'
 import { wantedRoutes } from '../../compile/routes.js'
 import { Routing, routePeer } from './routing.js'
@@ -24,6 +24,8 @@ export class NetworkState {
   private readonly routing = new Routing()
   /** The exit-node warnings from the last start or reload (shown by status). */
   private exitWarnings: string[] = []
+  /** What the last applyOs could not set up: the reply-only rule, ManageNat. */
+  private setupWarnings: { replyOnly: string[]; nat: string[] } = { replyOnly: [], nat: [] }
   /** This system's own addresses the policies were last compiled with (sorted; see localAddressesFor). */
   private localAddrs: number[] = []
 
@@ -98,23 +100,34 @@ export class NetworkState {
     return { cut, gen: tables.gen }
   }
 
-  /** The OS side of `apply`: routes and rules, ManageNat, then the exit-node checks (after the workers run). */
+  /** The OS side of `apply`: routes and rules, the reply-only rule, ManageNat, then the exit-node checks (after the workers run). */
   async applyOs(profile: Profile, peers: PeerTable): Promise<void> {
     const carrier = (route: string) => peers.get(this.routing.carrier(route) ?? -1)?.cfg.identity
     await this.routes.sync(wantedRoutes(peers.list().map(routePeer)), profile.exitNode.forceRoutes, carrier, !profile.exitNode.allowIpv6)
     this.footprint.setProfile(profile)
-    const nat = await this.footprint.applyNat()
+    const replyOnly = await this.footprint.applyReplyOnly(this.routes.ifname)
+    this.setupWarnings = { replyOnly, nat: await this.footprint.applyNat() }
     const checks = profile.exitNode.providesRoutes.length ? await this.footprint.check(this.routes.ifname, true) : []
-    this.exitWarnings = [...nat, ...checks.filter((c) => c.result !== 'pass' && c.name !== 'anti-spoofing').map(checkWarning)]
+    this.exitWarnings = this.warningsWith(checks)
     for (const w of this.exitWarnings) this.log.warn(w)
   }
 
   /** The exit-node checks again, without changing anything (status asks: warnings follow fixes made by hand). */
   async recheck(profile: Profile): Promise<void> {
     if (!profile.exitNode.providesRoutes.length) return
-    const checks = await this.footprint.check(this.routes.ifname, true)
-    const nat = this.exitWarnings.filter((w) => w.startsWith('ManageNat'))
-    this.exitWarnings = [...nat, ...checks.filter((c) => c.result !== 'pass' && c.name !== 'anti-spoofing').map(checkWarning)]
+    this.exitWarnings = this.warningsWith(await this.footprint.check(this.routes.ifname, true))
+  }
+
+  /**
+   * What applyOs could not set up, then the checks that did not pass (anti-spoofing has its own warnings
+   * from the start; the reply-only check repeats a reply-only setup warning, which is shown instead).
+   */
+  private warningsWith(checks: FootprintCheck[]): string[] {
+    const { replyOnly, nat } = this.setupWarnings
+    const shown = checks.filter(
+      (c) => c.result !== 'pass' && c.name !== 'anti-spoofing' && !(c.name === REPLY_ONLY_CHECK && replyOnly.length),
+    )
+    return [...replyOnly, ...nat, ...shown.map(checkWarning)]
   }
 
   /** Re-chooses exit nodes after a peer's health changed; publishes only if a route moved. */
@@ -126,9 +139,10 @@ export class NetworkState {
     this.publishTables(this.tables())
   }
 
-  /** Removes what applyOs added: routes, policy rules and SNAT rules (at stop). */
+  /** Removes what applyOs added: routes, policy rules, the reply-only rule and SNAT rules (at stop). */
   async teardown(): Promise<void> {
     await this.routes.removeAll()
+    await this.footprint.removeReplyOnly()
     await this.footprint.removeNat()
   }
 

@@ -5,7 +5,8 @@
  *  - fail-closed routes: `unreachable <prefix> proto 211 metric <fwmark>` beside each TUN route
  *    (the metric names the agent: several agents with distinct LocalPorts can coexist);
  *  - policy rules for 0.0.0.0/0: priorities RULE_PRIO_* with our fwmark/table;
- *  - NAT rules and anti-spoofing rules (raw PREROUTING): an iptables comment `enclave:<interface>`.
+ *  - NAT rules, anti-spoofing rules (raw PREROUTING) and the reply-only rule (mangle FORWARD): an iptables
+ *    comment `enclave:<interface>`.
  */
 import fs from 'node:fs'
 import { mustRun, run } from './exec.js'
@@ -194,7 +195,13 @@ export async function lanAddressFor(cidr: Cidr): Promise<string | undefined> {
 
 export interface NatRule {
   source?: string
+  /** `! -s`: the rule matches every source but `source`. */
+  sourceNegated?: boolean
   destination?: string
+  /** The output interface (`-o`; a trailing `+` matches every name it starts). */
+  out?: string
+  /** `! -o`: every output interface but `out`. */
+  outNegated?: boolean
   target: string
   to?: string
   comment?: string
@@ -223,6 +230,7 @@ export async function natRules(): Promise<NatRule[] | undefined> {
     }
     const comment = /--comment "?([^"\s]+)"?/.exec(line)?.[1]
     rules.push({
+      ...natMatch(line),
       source: get('-s'),
       destination: get('-d'),
       target: get('-j') ?? '',
@@ -236,6 +244,44 @@ export async function natRules(): Promise<NatRule[] | undefined> {
   }
   return rules
 }
+
+/** The output-interface and negated-source matches of a rule's `iptables -S` spec. */
+export function natMatch(spec: string): Pick<NatRule, 'out' | 'outNegated' | 'sourceNegated'> {
+  const o = /(?:^|\s)(!\s+)?-o (\S+)/.exec(spec)
+  return {
+    out: o?.[2],
+    outNegated: o ? o[1] !== undefined : undefined,
+    sourceNegated: /(?:^|\s)!\s+-s\s/.test(spec) || undefined,
+  }
+}
+
+/** Does an interface match of iptables (`-o eth0`, `-o veth+`) name `dev`? */
+function ifaceMatches(pattern: string, dev: string): boolean {
+  return pattern.endsWith('+') ? dev.startsWith(pattern.slice(0, -1)) : pattern === dev
+}
+
+/**
+ * Could `rule` give a forwarded LAN host's packet into the TUN `tun` this node's virtual address `self`
+ * as source? MASQUERADE (which takes the TUN's address) or SNAT to a range holding `self`, that applies
+ * to packets out of the TUN (no `-o`, `-o <tun>`, `! -o <other>`) and to sources outside the overlay (a
+ * rule for overlay sources only, as the guide's, rewrites peers' packets, never the LAN's).
+ */
+export function natRewritesLanToSelf(rule: NatRule, tun: string, self: number): boolean {
+  if (rule.target === 'SNAT') {
+    const range = (rule.to ?? '').split(':')[0].split('-')
+    const lo = parseIpv4(range[0])
+    const hi = parseIpv4(range[1] ?? range[0])
+    if (typeof lo === 'number' && typeof hi === 'number' && !(lo >>> 0 <= self >>> 0 && self >>> 0 <= hi >>> 0)) return false
+  } else if (rule.target !== 'MASQUERADE') return false
+  if (rule.out !== undefined && ifaceMatches(rule.out, tun) === rule.outNegated) return false
+  if (rule.source && !rule.sourceNegated) {
+    const s = parseCidr(rule.source.includes('/') ? rule.source : `${rule.source}/32`)
+    if (typeof s !== 'string' && s.len >= 10 && cidrContains(OVERLAY, s.addr)) return false
+  }
+  return true
+}
+
+const OVERLAY = parseCidr('100.64.0.0/10') as Cidr
 
 /** Does some SNAT/MASQUERADE rule translate overlay sources going to `cidr`? */
 export function natCovers(rules: NatRule[], cidr: Cidr): NatRule | undefined {
@@ -328,6 +374,66 @@ export async function removeTaggedRawRules(tag: string): Promise<number> {
     if (/--comment "?([^"\s]+)"?/.exec(spec)?.[1] !== tag) continue
     const args = spec.match(/"[^"]*"|\S+/g)!.map((a) => a.replace(/^"|"$/g, ''))
     if ((await run('iptables', ['-w', '-t', 'raw', '-D', 'PREROUTING', ...args])).code === 0) n++
+  }
+  return n
+}
+
+/**
+ * Reply-only in the kernel, before NAT: a connection forwarded into our TUN (a LAN host's, a container's)
+ * is dropped at its first packet. Without it, a LAN NAT rule that also matches packets out of the TUN
+ * (`-s <LAN> -j MASQUERADE` with no `-o`, Docker's default rule) gives a LAN host's packet this node's
+ * virtual address as source, and the workers pass it as the node's own traffic. Replies to flows peers
+ * started (ESTABLISHED, RELATED) still pass, and the node's own traffic goes through OUTPUT, not FORWARD.
+ * In mangle FORWARD, which runs before filter FORWARD: firewall managers that rewrite the filter table
+ * (Docker re-inserts its ACCEPT rules at the top when it restarts, ufw, firewalld) cannot put an ACCEPT
+ * ahead of it.
+ */
+export function replyOnlyForwardArgs(tun: string, tag: string): string[] {
+  return ['-o', tun, '-m', 'conntrack', '--ctstate', 'NEW', '-m', 'comment', '--comment', tag, '-j', 'DROP']
+}
+
+/** The exact command a user without our iptables runs for the reply-only rule (for warnings and doctor). */
+export function replyOnlyForwardCommand(args: string[]): string {
+  return `sudo iptables -t mangle -I FORWARD ${args.map((a) => (a.includes(':') ? `"${a}"` : a)).join(' ')}`
+}
+
+/** `iptables -t mangle -S FORWARD` lines (without `-A FORWARD `), or undefined without iptables. */
+export async function mangleForwardRules(): Promise<string[] | undefined> {
+  const r = await run('iptables', ['-w', '-t', 'mangle', '-S', 'FORWARD'])
+  if (r.code !== 0) return undefined
+  return r.stdout
+    .split('\n')
+    .filter((l) => l.startsWith('-A FORWARD '))
+    .map((l) => l.slice('-A FORWARD '.length))
+}
+
+/** Packets our reply-only rule(s) tagged `tag` dropped so far (`iptables -t mangle -L FORWARD -v -x`). */
+export async function mangleForwardDrops(tag: string): Promise<number | undefined> {
+  const r = await run('iptables', ['-w', '-t', 'mangle', '-L', 'FORWARD', '-n', '-v', '-x'])
+  if (r.code !== 0) return undefined
+  let n = 0
+  for (const l of r.stdout.split('\n')) if (l.includes(`/* ${tag} */`) && /\sDROP\s/.test(l)) n += Number(l.trim().split(/\s+/)[0]) || 0
+  return n
+}
+
+/** Is one of `rules` our reply-only rule for `tun`, tagged `tag`? */
+export function hasReplyOnlyForwardRule(rules: string[], tun: string, tag: string): boolean {
+  return rules.some(
+    (l) => l.includes(`-o ${tun} `) && !/!\s+-o/.test(l) && /--ctstate NEW(\s|$)/.test(l) && l.includes(tag) && l.includes('-j DROP'),
+  )
+}
+
+export async function insertMangleForwardRule(args: string[]): Promise<void> {
+  await mustRun('iptables', ['-w', '-t', 'mangle', '-I', 'FORWARD', ...args])
+}
+
+/** Deletes every mangle FORWARD rule carrying our comment tag (also after a crash); returns how many. */
+export async function removeTaggedMangleForwardRules(tag: string): Promise<number> {
+  let n = 0
+  for (const spec of (await mangleForwardRules()) ?? []) {
+    if (/--comment "?([^"\s]+)"?/.exec(spec)?.[1] !== tag) continue
+    const args = spec.match(/"[^"]*"|\S+/g)!.map((a) => a.replace(/^"|"$/g, ''))
+    if ((await run('iptables', ['-w', '-t', 'mangle', '-D', 'FORWARD', ...args])).code === 0) n++
   }
   return n
 }
