@@ -52,7 +52,7 @@ class SimAgent {
   rev = 0
   acks = new Map<number, number>()
   bytesIn: Array<{ t: string; bytes: number; at: number }> = []
-  readonly keys = generateKeyPair()
+  keys = generateKeyPair()
   private lastTs = 0n
 
   constructor(
@@ -170,7 +170,15 @@ export async function runHubLoad(agents: number): Promise<HubLoadResult> {
       await Promise.all(
         fleet.slice(i, i + 50).map(async (a) => {
           const s = performance.now()
-          await a.connect(a.i < servers ? kS.key : kL.key)
+          // A 5-character identity collides now and then in a fleet this size: a new key, as a real system would.
+          for (let tries = 0; ; tries++)
+            try {
+              await a.connect(a.i < servers ? kS.key : kL.key)
+              break
+            } catch (e) {
+              if (tries > 3 || !String(e).includes('IDENTITY_TAKEN')) throw e
+              a.keys = generateKeyPair()
+            }
           firstMap.push(performance.now() - s)
         }),
       )

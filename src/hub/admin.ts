@@ -8,7 +8,7 @@ import { parseCidr } from '../common/ipv4.js'
 import { OVERLAY_NETWORK, OVERLAY_SIZE, identityFromPublicKey, normaliseIdentity, virtualAddressFromPublicKey } from '../config/identity.js'
 import { tagSchema, parsePorts } from '../config/policies.js'
 import { newEnrolmentKey, keyMatches, normaliseEnrolmentKey } from '../hubproto/enrolment-key.js'
-import { HubModel, type PolicyBody, type PolicyRow, type RouteRow, SYSTEM_TAG_PREFIX, type SystemRow } from './model.js'
+import { type EntryCache, HubModel, type PolicyBody, type PolicyRow, type RouteRow, SYSTEM_TAG_PREFIX, type SystemRow } from './model.js'
 import type { HubStore, Tx } from './store.js'
 
 /** Exit code 5: the named key, system, policy or route does not exist. */
@@ -119,8 +119,8 @@ function systemRow(r: {
   }
 }
 
-/** The model from the database; `previous` lends it its unchanged peer entries (HubModel). */
-export async function loadModel(trx: Tx, previous?: HubModel): Promise<HubModel> {
+/** The model from the database; `cache` holds peer entries across models (HubModel). */
+export async function loadModel(trx: Tx, cache?: EntryCache): Promise<HubModel> {
   const systems = (await trx.selectFrom('systems').selectAll().execute()).map(systemRow)
   const policies: PolicyRow[] = (await trx.selectFrom('policies').selectAll().orderBy('id').execute()).map((p) => ({
     id: p.id,
@@ -134,7 +134,7 @@ export async function loadModel(trx: Tx, previous?: HubModel): Promise<HubModel>
     source: r.source as RouteRow['source'],
     approved: r.approved === 1,
   }))
-  return new HubModel(systems, policies, routes, previous)
+  return new HubModel(systems, policies, routes, cache)
 }
 
 export interface EnrolRequest {

@@ -32,7 +32,7 @@ import {
   sealMessage,
 } from '../hubproto/wire.js'
 import { HubAdmin, loadModel } from './admin.js'
-import type { HubModel } from './model.js'
+import type { EntryCache, HubModel } from './model.js'
 import { HubStore } from './store.js'
 import type { AgentLogger as Logger } from '../log/logger.js'
 
@@ -183,7 +183,7 @@ export class HubServer extends EventEmitter {
     this.admin = new HubAdmin(this.store, 'hub')
     this.rev = await this.store.revision()
     this.modelRev = this.rev
-    this.model = await loadModel(this.store.db)
+    this.model = await loadModel(this.store.db, this.entries)
     this.server = http.createServer((req, res) => {
       if (req.url === '/enclave/v1/key') {
         res.writeHead(200, { 'content-type': 'application/json' })
@@ -330,7 +330,7 @@ export class HubServer extends EventEmitter {
     const s = res.system
     if (s.state === 'disabled') return refuse('SYSTEM_DISABLED', `${s.identity} is disabled on this hub`)
     if (!res.enrolled) await this.admin.seen(publicKey, endpoint, hello.listenPort, advertised)
-    await this.refreshModel()
+    await this.modelWith(s.id, s.state)
     const map = this.model.systems.has(s.id) ? this.model.mapFor(s.id) : null
     const welcome = {
       t: 'welcome',
@@ -398,8 +398,33 @@ export class HubServer extends EventEmitter {
   private async refreshModel(): Promise<void> {
     const rev = await this.store.revision()
     if (rev === this.modelRev) return
-    this.model = await loadModel(this.store.db, this.model)
-    this.modelRev = rev
+    // One load at a time: concurrent handshakes share it instead of each reading every table.
+    this.loading ??= (async () => {
+      const at = await this.store.revision()
+      const m = await loadModel(this.store.db, this.entries)
+      if (at > this.modelRev) {
+        this.model = m
+        this.modelRev = at
+      }
+    })().finally(() => {
+      this.loading = undefined
+    })
+    await this.loading
+  }
+
+  private loading?: Promise<void>
+  /** Peer entries shared by every model this hub loads (HubModel). */
+  private readonly entries: EntryCache = new Map()
+
+  /**
+   * A handshake needs a model that knows its system as the store has it now (just enrolled, or its
+   * state changed); a reconnecting system the model already knows costs no reload at all.
+   */
+  private async modelWith(id: number, state: string): Promise<void> {
+    for (let i = 0; i < 3; i++) {
+      if (this.model.systems.get(id)?.state === state) return
+      await this.refreshModel()
+    }
   }
 
   /** Follows the database: on a new revision, rebuilds the model and sends what changed to whom it concerns. */
@@ -412,6 +437,8 @@ export class HubServer extends EventEmitter {
       if (rev === this.rev) return
       this.rev = rev
       const vis = this.model.visibility()
+      // Entries of systems that are gone leave the cache with them.
+      for (const m of this.entries.values()) for (const id of m.keys()) if (!this.model.systems.has(id)) m.delete(id)
       for (const c of [...this.conns.values()]) {
         const s = this.model.systems.get(c.systemId)
         if (!s) {

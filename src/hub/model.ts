@@ -51,6 +51,16 @@ export interface RouteRow {
   approved: boolean
 }
 
+/** Peer entries by the recipient's mentioned-tags key, then by system id (HubModel). */
+export type EntryCache = Map<string, Map<number, CachedEntry>>
+/** An entry, its canonical JSON, and the model that last checked it against its rows. */
+interface CachedEntry {
+  e: HubPeer
+  c: string
+  g: number
+}
+let modelGen = 0
+
 export class HubModel {
   readonly systems = new Map<number, SystemRow>()
   readonly byIdentity = new Map<string, SystemRow>()
@@ -60,20 +70,22 @@ export class HubModel {
 
   /**
    * Peer entries as recipients see them, by the recipient's mentioned-tags key and then by system: one
-   * object per distinct entry, shared by every map that lists it. An entry equal to the previous model's
-   * is that very object, so the delta engine finds unchanged peers by identity and their digests stay
-   * cached (src/hubproto/map.ts): a change costs what changed, not the size of every map.
+   * object per distinct entry, shared by every map that lists it. The cache outlives the model (the hub
+   * passes the same one to each model it loads): an entry equal to the one cached is that very object, so
+   * the delta engine finds unchanged peers by identity and their digests stay cached (src/hubproto/map.ts):
+   * a change costs what changed, not the size of every map.
    */
-  private readonly entries = new Map<string, Map<number, { e: HubPeer; c: string }>>()
+  private readonly entries: EntryCache
+  private readonly gen = ++modelGen
 
   constructor(
     systems: SystemRow[],
     readonly policies: PolicyRow[],
     routes: RouteRow[],
-    private previous?: HubModel,
+    cache: EntryCache = new Map(),
   ) {
-    // Only one model back: the previous one lets go of its own predecessor.
-    if (previous) previous.previous = undefined
+    this.entries = cache
+
     for (const s of systems) {
       this.systems.set(s.id, s)
       this.byIdentity.set(s.identity, s)
@@ -133,8 +145,33 @@ export class HubModel {
     return s
   }
 
-  /** Every system each approved system sees (symmetric). */
+  private vis?: Map<number, Set<number>>
+
+  /** Every system each approved system sees (symmetric); computed once per model. */
   visibility(): Map<number, Set<number>> {
+    this.vis ??= this.computeVisibility()
+    return this.vis
+  }
+
+  /**
+   * The systems `id` sees, without computing everyone's (a handshake needs one map): the receivers of
+   * the policies it sends under and the senders of those it receives under.
+   */
+  visibleOf(id: number): Set<number> {
+    if (this.vis) return this.vis.get(id) ?? new Set()
+    const out = new Set<number>()
+    for (const p of this.policies) {
+      if (!p.enabled) continue
+      const senders = this.sendersOf(p)
+      const receivers = this.receiversOf(p)
+      if (senders.has(id)) for (const r of receivers) out.add(r)
+      if (receivers.has(id)) for (const x of senders) out.add(x)
+    }
+    out.delete(id)
+    return out
+  }
+
+  private computeVisibility(): Map<number, Set<number>> {
     const vis = new Map<number, Set<number>>()
     const add = (a: number, b: number) => {
       if (a === b) return
@@ -156,7 +193,7 @@ export class HubModel {
   }
 
   /** The map of system `id` (an empty one while it is not approved). */
-  mapFor(id: number, vis = this.visibility()): HubMap {
+  mapFor(id: number, vis?: Map<number, Set<number>>): HubMap {
     const me = this.systems.get(id)
     if (!me) throw new Error(`no system ${id}`)
     const self = {
@@ -210,17 +247,18 @@ export class HubModel {
       cache = new Map()
       this.entries.set(mkey, cache)
     }
-    for (const pid of vis.get(id) ?? []) {
+    for (const pid of vis ? (vis.get(id) ?? []) : this.visibleOf(id)) {
       const s = this.systems.get(pid)
       if (s?.state !== 'approved') continue
-      peers.push(this.peerEntry(s, mentioned, mkey, cache))
+      peers.push(this.peerEntry(s, mentioned, cache))
     }
     return { Self: self, Peers: peers, Policies: policies, AvailableRoutes: available }
   }
 
-  private peerEntry(s: SystemRow, mentioned: Set<string>, mkey: string, cache: Map<number, { e: HubPeer; c: string }>): HubPeer {
+  private peerEntry(s: SystemRow, mentioned: Set<string>, cache: Map<number, CachedEntry>): HubPeer {
+    // Checked against this model's rows once per entry; after that the cached object is the answer.
     let x = cache.get(s.id)
-    if (!x) {
+    if (!x || x.g !== this.gen) {
       const e: HubPeer = {
         PublicKey: s.publicKey,
         Identity: s.identity,
@@ -230,9 +268,10 @@ export class HubModel {
         ...(s.endpoint ? { Endpoint: s.endpoint } : {}),
       }
       const c = canonical(e)
-      const old = this.previous?.entries.get(mkey)?.get(s.id)
-      x = old && old.c === c ? old : { e: Object.freeze(e), c }
-      cache.set(s.id, x)
+      if (!x || x.c !== c) {
+        x = { e: Object.freeze(e), c, g: this.gen }
+        cache.set(s.id, x)
+      } else x.g = this.gen
     }
     return x.e
   }

@@ -128,9 +128,10 @@ export const hubDeltaSchema = z
 
 /**
  * What changed from `a` to `b`; null when nothing did. `index` is `a`'s peers by public key when the
- * caller keeps one (the hub does, per connection: no map is rebuilt per change); it is not modified.
+ * caller keeps one (the hub does, per connection: no map is rebuilt per change); an entry that is equal
+ * but a new object replaces the old one in it (the caller updates the rest from the delta).
  */
-export function diffMaps(a: HubMap, b: HubMap, index?: ReadonlyMap<string, HubPeer>): HubDelta | null {
+export function diffMaps(a: HubMap, b: HubMap, index?: Map<string, HubPeer>): HubDelta | null {
   const old = index ?? new Map(a.Peers.map((p) => [p.PublicKey, p]))
   const upsert: HubPeer[] = []
   const patch: Array<{ Identity: string; Endpoint?: string }> = []
@@ -139,7 +140,12 @@ export function diffMaps(a: HubMap, b: HubMap, index?: ReadonlyMap<string, HubPe
     const o = old.get(p.PublicKey)
     if (o) kept++
     // The hub reuses an unchanged entry's object from one model to the next: most peers end here.
-    if (o === p || (o && canonical(o) === canonical(p))) continue
+    if (o === p) continue
+    if (o && canonical(o) === canonical(p)) {
+      // The same entry in a new object: the index takes it, so the next change finds it by identity.
+      index?.set(p.PublicKey, p)
+      continue
+    }
     if (o && canonical({ ...o, Endpoint: undefined }) === canonical({ ...p, Endpoint: undefined }))
       patch.push(p.Endpoint ? { Identity: p.Identity, Endpoint: p.Endpoint } : { Identity: p.Identity })
     else upsert.push(p)
