@@ -89,6 +89,8 @@ class SimAgent {
       let send: ((m: unknown) => void) | null = null
       ws.on('open', () => ws.send(Buffer.concat([Buffer.of(T_MSG1), hs.message1])))
       ws.on('error', reject)
+      // Closed by the hub before a map came: fail with its reason instead of waiting forever.
+      ws.on('close', (code, why) => reject(new Error(`closed by the hub before a map (${code} ${String(why)})`)))
       ws.on('message', (data: Buffer) => {
         if (!reader) {
           const got = data[0] === T_MSG2 ? hs.readMessage2(data.subarray(1)) : null
@@ -133,11 +135,11 @@ const pct = (xs: number[], p: number) => {
 export async function runHubLoad(agents: number): Promise<HubLoadResult> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `enclave-hubload-${process.pid}-`))
   let hub: ChildProcess | undefined
+  const out: string[] = []
   try {
     const port = 20000 + (process.pid % 20000)
     const { publicKey } = await initHub(dir, `127.0.0.1:${port}`)
-    hub = spawn(process.execPath, [BIN, 'hub', 'serve', '--data-dir', dir, '-v', '0'], { stdio: ['ignore', 'pipe', 'pipe'] })
-    const out: string[] = []
+    hub = spawn(process.execPath, [BIN, 'hub', 'serve', '--data-dir', dir, '-v', process.env.BENCH_HUB_LOG ?? '0'], { stdio: ['ignore', 'pipe', 'pipe'] })
     hub.stdout?.on('data', (d) => out.push(String(d)))
     hub.stderr?.on('data', (d) => out.push(String(d)))
     for (
@@ -227,6 +229,9 @@ export async function runHubLoad(agents: number): Promise<HubLoadResult> {
       endpointDeltaRecipients: deltas.length,
       fullMapBytesMax,
     }
+  } catch (e) {
+    console.error(`the hub's last lines:\n${out.join('').slice(-3000)}`)
+    throw e
   } finally {
     if (hub?.pid && hub.exitCode === null) hub.kill('SIGKILL')
     fs.rmSync(dir, { recursive: true, force: true })
