@@ -17,7 +17,7 @@ import { BIN } from '../src/lab/lab.js'
 import { HubAdmin } from '../src/hub/admin.js'
 import { initHub } from '../src/hub/hub.js'
 import { HubStore } from '../src/hub/store.js'
-import { type HubMap, applyDelta, mapHash } from '../src/hubproto/map.js'
+import { type HubDelta, type HubMap, type HubPeer, addDigest, mapHashWith, peersDigest } from '../src/hubproto/map.js'
 import { initiate } from '../src/hubproto/noise-ik.js'
 import {
   HUB_PATH,
@@ -61,6 +61,46 @@ class SimAgent {
     readonly hubKey: Buffer,
   ) {}
 
+  /** The map's peers by key and their digest sum: a delta costs what it carries (as in a fleet, each agent does its own). */
+  peers = new Map<string, HubPeer>()
+  sum: Uint32Array = new Uint32Array(8)
+
+  hash(): string {
+    return mapHashWith(this.map as HubMap, this.sum)
+  }
+
+  /** applyDelta's rules, on the index (checked against applyDelta by the map hash the hub sends). */
+  apply(d: HubDelta): void {
+    const set = (p: HubPeer) => {
+      const o = this.peers.get(p.PublicKey)
+      if (o) addDigest(this.sum, o, -1)
+      addDigest(this.sum, p, 1)
+      this.peers.set(p.PublicKey, p)
+    }
+    for (const k of d.Remove) {
+      const o = this.peers.get(k)
+      if (o) addDigest(this.sum, o, -1)
+      this.peers.delete(k)
+    }
+    for (const p of d.Upsert) set(p)
+    if (d.Patch?.length) {
+      const byId = new Map([...this.peers.values()].map((p) => [p.Identity, p]))
+      for (const x of d.Patch) {
+        const p = byId.get(x.Identity)
+        if (!p) continue
+        const { Endpoint: _old, ...rest } = p
+        set(x.Endpoint ? { ...rest, Endpoint: x.Endpoint } : rest)
+      }
+    }
+    const m = this.map as HubMap
+    this.map = {
+      Self: d.Self ?? m.Self,
+      Peers: m.Peers,
+      Policies: d.Policies ?? m.Policies,
+      AvailableRoutes: d.AvailableRoutes ?? m.AvailableRoutes,
+    }
+  }
+
   get localAddress(): string {
     return `127.${1 + Math.floor(this.i / 60000)}.${Math.floor(this.i / 250) % 240}.${1 + (this.i % 250)}`
   }
@@ -75,7 +115,7 @@ class SimAgent {
       hostname: `sim${this.i}`,
       listenPort: 51820,
       ...(enrolKey ? { enrol: { key: enrolKey } } : {}),
-      ...(this.map ? { resume: { hash: mapHash(this.map) } } : {}),
+      ...(this.map ? { resume: { hash: this.hash() } } : {}),
       allowGateway: false,
       acceptDefaultRoute: false,
       advertise: [],
@@ -108,10 +148,13 @@ class SimAgent {
         if (msg === undefined) return
         const m = hubToAgentSchema.parse(msg)
         this.bytesIn.push({ t: m.t, bytes: data.length, at: performance.now() })
-        if (m.t === 'map') this.map = m.map
-        else if (m.t === 'delta' && this.map) this.map = applyDelta(this.map, m.delta)
+        if (m.t === 'map') {
+          this.map = m.map
+          this.peers = new Map(m.map.Peers.map((p) => [p.PublicKey, p]))
+          this.sum = peersDigest(m.map.Peers)
+        } else if (m.t === 'delta' && this.map) this.apply(m.delta)
         if (m.t === 'map' || m.t === 'delta') {
-          if (this.map && mapHash(this.map) !== m.hash) throw new Error('hash mismatch')
+          if (this.map && this.hash() !== m.hash) throw new Error('hash mismatch')
           this.rev = m.rev
           this.acks.set(m.rev, performance.now())
           send?.({ t: 'ack', rev: m.rev })
@@ -139,7 +182,9 @@ export async function runHubLoad(agents: number): Promise<HubLoadResult> {
   try {
     const port = 20000 + (process.pid % 20000)
     const { publicKey } = await initHub(dir, `127.0.0.1:${port}`)
-    hub = spawn(process.execPath, [BIN, 'hub', 'serve', '--data-dir', dir, '-v', process.env.BENCH_HUB_LOG ?? '0'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    hub = spawn(process.execPath, [BIN, 'hub', 'serve', '--data-dir', dir, '-v', process.env.BENCH_HUB_LOG ?? '0'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
     hub.stdout?.on('data', (d) => out.push(String(d)))
     hub.stderr?.on('data', (d) => out.push(String(d)))
     for (

@@ -18,7 +18,17 @@ import { intToIp } from '../common/ipv4.js'
 import { writeFileAtomic } from '../common/atomic-file.js'
 import { generateKeyPair, keyPairFromPrivate } from '../protocol/primitives.js'
 import { respond, type Transport } from '../hubproto/noise-ik.js'
-import { type HubMap, type HubPeer, diffMaps, mapHash } from '../hubproto/map.js'
+import {
+  type HubDelta,
+  type HubMap,
+  type HubPeer,
+  addDigest,
+  canonical,
+  diffMaps,
+  mapHash,
+  mapHashWith,
+  peersDigest,
+} from '../hubproto/map.js'
 import {
   HUB_PATH,
   HUB_PROTOCOL_VERSION,
@@ -32,7 +42,7 @@ import {
   sealMessage,
 } from '../hubproto/wire.js'
 import { HubAdmin, loadModel } from './admin.js'
-import type { EntryCache, HubModel } from './model.js'
+import { type EntryCache, HubModel } from './model.js'
 import { HubStore } from './store.js'
 import type { AgentLogger as Logger } from '../log/logger.js'
 
@@ -98,8 +108,14 @@ interface Conn {
   identity: string
   transport: Transport
   sent: HubMap | null
-  /** `sent`'s peers by public key, kept up to date instead of rebuilt at every change. */
+  /**
+   * The peers the agent holds, by public key, kept up to date instead of rebuilt at every change (after a
+   * change that reached only some peers, `sent.Peers` is stale: this index is the truth), with the sum of
+   * their digests for the map hash, and the tags of others its map shows.
+   */
   sentIndex: Map<string, HubPeer>
+  sentSum: Uint32Array
+  mentioned: Set<string>
   sentRev: number
   ackRev: number
   state: string
@@ -351,6 +367,8 @@ export class HubServer extends EventEmitter {
       transport,
       sent: null,
       sentIndex: new Map(),
+      sentSum: new Uint32Array(8),
+      mentioned: new Set(),
       sentRev: 0,
       ackRev: 0,
       state: s.state,
@@ -374,6 +392,8 @@ export class HubServer extends EventEmitter {
   private record(c: Conn, map: HubMap): void {
     c.sent = map
     c.sentIndex = new Map(map.Peers.map((p) => [p.PublicKey, p]))
+    c.sentSum = peersDigest(map.Peers)
+    c.mentioned = this.model.mentionedFor(c.systemId)
   }
 
   private send(c: Conn, msg: { t: string; [k: string]: unknown }): number {
@@ -386,7 +406,7 @@ export class HubServer extends EventEmitter {
     return bytes
   }
 
-  private sendMap(c: Conn, vis = this.model.visibility()): void {
+  private sendMap(c: Conn, vis?: Map<number, Set<number>>): void {
     if (!this.model.systems.has(c.systemId)) return
     const map = this.model.mapFor(c.systemId, vis)
     this.record(c, map)
@@ -427,6 +447,105 @@ export class HubServer extends EventEmitter {
     }
   }
 
+  /** One connection after a change: its state, and its map compared in full (removed or disabled: closed). */
+  private fanOutOne(c: Conn, rev: number, vis?: Map<number, Set<number>>): void {
+    const s = this.model.systems.get(c.systemId)
+    if (!s) {
+      this.send(c, { t: 'state', state: 'removed' })
+      c.ws.close(4100, 'removed')
+      this.conns.delete(c.systemId)
+      return
+    }
+    if (s.state !== c.state) {
+      c.state = s.state
+      this.send(c, { t: 'state', state: s.state })
+      if (s.state === 'disabled') {
+        c.ws.close(4101, 'disabled')
+        this.conns.delete(c.systemId)
+        return
+      }
+    }
+    if (!c.sent) {
+      this.sendMap(c, vis)
+      return
+    }
+    const map = this.model.mapFor(c.systemId, vis)
+    const d = diffMaps(c.sent, map, c.sentIndex)
+    c.sentRev = rev
+    if (!d) return
+    for (const k of d.Remove) c.sentIndex.delete(k)
+    for (const p of d.Upsert) c.sentIndex.set(p.PublicKey, p)
+    // Patched and unchanged-but-new objects: the index follows the map's objects.
+    if (d.Patch?.length) for (const p of map.Peers) c.sentIndex.set(p.PublicKey, p)
+    c.sent = map
+    c.sentSum = peersDigest(map.Peers)
+    if (d.Policies || d.Self) c.mentioned = this.model.mentionedFor(c.systemId)
+    this.send(c, { t: 'delta', rev, hash: mapHash(map), delta: d })
+  }
+
+  /** The model of the last fan-out (systemsOnlyChange compares the next one with it). */
+  private fanned?: HubModel
+
+  /**
+   * A change of some systems' rows only (enrolments, endpoints, tags, states; not policies or routes):
+   * each connected system that sees, or saw, one of them gets that entry, entry by entry; a changed
+   * system itself gets the full comparison. Costs what changed, not the size of every map.
+   */
+  private fanOutSystems(prev: HubModel, changed: Set<number>, rev: number): void {
+    const model = this.model
+    const touched = new Map<number, number[]>()
+    for (const x of changed) {
+      for (const m of [prev, model]) {
+        if (!m.systems.has(x)) continue
+        for (const id of m.visibleOf(x)) {
+          if (changed.has(id)) continue
+          const l = touched.get(id)
+          if (l) {
+            if (l[l.length - 1] !== x) l.push(x)
+          } else touched.set(id, [x])
+        }
+      }
+    }
+    for (const c of [...this.conns.values()]) {
+      if (changed.has(c.systemId)) {
+        this.fanOutOne(c, rev)
+        continue
+      }
+      if (!c.sent) {
+        this.fanOutOne(c, rev)
+        continue
+      }
+      c.sentRev = rev
+      const xs = touched.get(c.systemId)
+      if (!xs) continue
+      const d: HubDelta = { Upsert: [], Remove: [] }
+      const patch: Array<{ Identity: string; Endpoint?: string }> = []
+      for (const x of xs) {
+        const row = model.systems.get(x)
+        const pk = row?.publicKey ?? (prev.systems.get(x) as { publicKey: string }).publicKey
+        const old = c.sentIndex.get(pk)
+        if (row?.state === 'approved' && model.visibleOf(x).has(c.systemId)) {
+          const e = model.entryFor(row, c.mentioned)
+          if (old === e) continue
+          c.sentIndex.set(pk, e)
+          if (old) addDigest(c.sentSum, old, -1)
+          addDigest(c.sentSum, e, 1)
+          if (old && canonical(old) === canonical(e)) continue
+          if (old && canonical({ ...old, Endpoint: undefined }) === canonical({ ...e, Endpoint: undefined }))
+            patch.push(e.Endpoint ? { Identity: e.Identity, Endpoint: e.Endpoint } : { Identity: e.Identity })
+          else d.Upsert.push(e)
+        } else if (old) {
+          c.sentIndex.delete(pk)
+          addDigest(c.sentSum, old, -1)
+          d.Remove.push(pk)
+        }
+      }
+      if (patch.length) d.Patch = patch
+      if (d.Upsert.length || d.Remove.length || patch.length)
+        this.send(c, { t: 'delta', rev, hash: mapHashWith(c.sent, c.sentSum), delta: d })
+    }
+  }
+
   /** Follows the database: on a new revision, rebuilds the model and sends what changed to whom it concerns. */
   private async followStore(): Promise<void> {
     if (this.following) return
@@ -436,41 +555,17 @@ export class HubServer extends EventEmitter {
       const rev = this.modelRev
       if (rev === this.rev) return
       this.rev = rev
+      const prev = this.fanned
+      this.fanned = this.model
+      const changed = prev ? HubModel.systemsOnlyChange(prev, this.model) : null
+      if (changed) {
+        this.fanOutSystems(prev as HubModel, changed, rev)
+        return
+      }
       const vis = this.model.visibility()
       // Entries of systems that are gone leave the cache with them.
       for (const m of this.entries.values()) for (const id of m.keys()) if (!this.model.systems.has(id)) m.delete(id)
-      for (const c of [...this.conns.values()]) {
-        const s = this.model.systems.get(c.systemId)
-        if (!s) {
-          this.send(c, { t: 'state', state: 'removed' })
-          c.ws.close(4100, 'removed')
-          this.conns.delete(c.systemId)
-          continue
-        }
-        if (s.state !== c.state) {
-          c.state = s.state
-          this.send(c, { t: 'state', state: s.state })
-          if (s.state === 'disabled') {
-            c.ws.close(4101, 'disabled')
-            this.conns.delete(c.systemId)
-            continue
-          }
-        }
-        if (!c.sent) {
-          this.sendMap(c, vis)
-          continue
-        }
-        const map = this.model.mapFor(c.systemId, vis)
-        const d = diffMaps(c.sent, map, c.sentIndex)
-        c.sentRev = rev
-        if (!d) continue
-        c.sent = map
-        for (const k of d.Remove) c.sentIndex.delete(k)
-        for (const p of d.Upsert) c.sentIndex.set(p.PublicKey, p)
-        // Patched and unchanged-but-new objects: the index follows the map's objects.
-        if (d.Patch?.length) for (const p of map.Peers) c.sentIndex.set(p.PublicKey, p)
-        this.send(c, { t: 'delta', rev, hash: mapHash(map), delta: d })
-      }
+      for (const c of [...this.conns.values()]) this.fanOutOne(c, rev, vis)
     } catch (e) {
       this.opts.log.error({ err: (e as Error).message }, 'hub could not follow the database')
     } finally {

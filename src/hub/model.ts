@@ -60,6 +60,7 @@ interface CachedEntry {
   g: number
 }
 let modelGen = 0
+const EMPTY: ReadonlySet<number> = new Set()
 
 export class HubModel {
   readonly systems = new Map<number, SystemRow>()
@@ -81,9 +82,10 @@ export class HubModel {
   constructor(
     systems: SystemRow[],
     readonly policies: PolicyRow[],
-    routes: RouteRow[],
+    private readonly routeRows: RouteRow[],
     cache: EntryCache = new Map(),
   ) {
+    const routes = routeRows
     this.entries = cache
 
     for (const s of systems) {
@@ -146,6 +148,7 @@ export class HubModel {
   }
 
   private vis?: Map<number, Set<number>>
+  private readonly visMemo = new Map<number, Set<number>>()
 
   /** Every system each approved system sees (symmetric); computed once per model. */
   visibility(): Map<number, Set<number>> {
@@ -157,9 +160,12 @@ export class HubModel {
    * The systems `id` sees, without computing everyone's (a handshake needs one map): the receivers of
    * the policies it sends under and the senders of those it receives under.
    */
-  visibleOf(id: number): Set<number> {
-    if (this.vis) return this.vis.get(id) ?? new Set()
-    const out = new Set<number>()
+  visibleOf(id: number): ReadonlySet<number> {
+    if (this.vis) return this.vis.get(id) ?? EMPTY
+    let out = this.visMemo.get(id)
+    if (out) return out
+    out = new Set<number>()
+    this.visMemo.set(id, out)
     for (const p of this.policies) {
       if (!p.enabled) continue
       const senders = this.sendersOf(p)
@@ -204,6 +210,45 @@ export class HubModel {
       ProvidesRoutes: me.state === 'approved' ? this.approvedRoutes(id) : [],
     }
     if (me.state !== 'approved') return { Self: self, Peers: [], Policies: [], AvailableRoutes: {} }
+    const { policies, mentioned, available } = this.policyPart(me)
+    const peers: HubPeer[] = []
+    const cache = this.entryCache(mentioned)
+    for (const pid of vis ? (vis.get(id) ?? []) : this.visibleOf(id)) {
+      const s = this.systems.get(pid)
+      if (s?.state !== 'approved') continue
+      peers.push(this.peerEntry(s, mentioned, cache))
+    }
+    return { Self: self, Peers: peers, Policies: policies, AvailableRoutes: available }
+  }
+
+  /** The tags of others that `id`'s map shows: those its policies name as senders. */
+  mentionedFor(id: number): Set<string> {
+    const me = this.systems.get(id)
+    return me ? this.policyPart(me).mentioned : new Set()
+  }
+
+  /** System `s` as a peer entry for a recipient whose policies name `mentioned` (the shared object). */
+  entryFor(s: SystemRow, mentioned: Set<string>): HubPeer {
+    return this.peerEntry(s, mentioned, this.entryCache(mentioned))
+  }
+
+  private entryCache(mentioned: Set<string>): Map<number, CachedEntry> {
+    const mkey = [...mentioned].sort().join('\n')
+    let cache = this.entries.get(mkey)
+    if (!cache) {
+      cache = new Map()
+      this.entries.set(mkey, cache)
+    }
+    return cache
+  }
+
+  /** What `me`'s map takes from the policies: those it enforces, the sender tags they name, its exit-node routes. */
+  private policyPart(me: SystemRow): {
+    policies: Array<Record<string, unknown>>
+    mentioned: Set<string>
+    available: Record<string, string[]>
+  } {
+    const id = me.id
     const policies: Array<Record<string, unknown>> = []
     const mentioned = new Set<string>()
     const available: Record<string, string[]> = {}
@@ -240,19 +285,30 @@ export class HubModel {
         for (const t of b.SenderTags) mentioned.add(t)
       }
     }
-    const peers: HubPeer[] = []
-    const mkey = [...mentioned].sort().join('\n')
-    let cache = this.entries.get(mkey)
-    if (!cache) {
-      cache = new Map()
-      this.entries.set(mkey, cache)
+    return { policies, mentioned, available }
+  }
+
+  /**
+   * The systems whose rows differ between `a` and `b` when nothing else did (same policies, same routes,
+   * none of them a gateway that a policy names): then a change reaches only the systems that see them,
+   * entry by entry. Null otherwise (a full recompute).
+   */
+  static systemsOnlyChange(a: HubModel, b: HubModel): Set<number> | null {
+    if (canonical(a.policies) !== canonical(b.policies) || canonical(a.routeRows) !== canonical(b.routeRows)) return null
+    const changed = new Set<number>()
+    for (const [id, row] of b.systems) {
+      const old = a.systems.get(id)
+      if (!old || JSON.stringify(old) !== JSON.stringify(row)) changed.add(id)
     }
-    for (const pid of vis ? (vis.get(id) ?? []) : this.visibleOf(id)) {
-      const s = this.systems.get(pid)
-      if (s?.state !== 'approved') continue
-      peers.push(this.peerEntry(s, mentioned, cache))
+    for (const id of a.systems.keys()) if (!b.systems.has(id)) changed.add(id)
+    if (changed.size > b.systems.size / 4 + 8) return null
+    for (const p of b.policies) {
+      const g = p.body.Gateway?.Identity
+      if (!g) continue
+      const x = b.byIdentity.get(g) ?? a.byIdentity.get(g)
+      if (x && changed.has(x.id)) return null
     }
-    return { Self: self, Peers: peers, Policies: policies, AvailableRoutes: available }
+    return changed
   }
 
   private peerEntry(s: SystemRow, mentioned: Set<string>, cache: Map<number, CachedEntry>): HubPeer {

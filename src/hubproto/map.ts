@@ -83,6 +83,12 @@ export function peerDigest(p: HubPeer): Uint32Array {
  * not cancel out. It checks that two honest sides hold the same map (the channel is authenticated); it
  * is not a commitment against an adversary.
  */
+/** Adds (sign 1) or takes away (sign -1) one peer's digest from a sum (peersDigest). */
+export function addDigest(sum: Uint32Array, p: HubPeer, sign: 1 | -1): void {
+  const d = peerDigest(p)
+  for (let i = 0; i < 8; i++) sum[i] = (sum[i] + sign * d[i]) >>> 0
+}
+
 export function peersDigest(peers: readonly HubPeer[]): Uint32Array {
   const acc = new Uint32Array(8)
   for (const p of peers) {
@@ -94,8 +100,12 @@ export function peersDigest(peers: readonly HubPeer[]): Uint32Array {
 
 /** The sync check after each delta: BLAKE2s-256 of the canonical map without its peers, then their digest sum. */
 export function mapHash(m: HubMap): string {
+  return mapHashWith(m, peersDigest(m.Peers))
+}
+
+/** mapHash with the peers' digest sum given (the hub keeps one per connection); `m.Peers` is not read. */
+export function mapHashWith(m: Omit<HubMap, 'Peers'>, sum: Uint32Array): string {
   const rest = new TextEncoder().encode(canonical({ Self: m.Self, Policies: m.Policies, AvailableRoutes: m.AvailableRoutes }))
-  const sum = peersDigest(m.Peers)
   const buf = new Uint8Array(rest.length + 32)
   buf.set(rest, 0)
   for (let i = 0; i < 8; i++) for (let j = 0; j < 4; j++) buf[rest.length + 4 * i + j] = (sum[i] >>> (8 * j)) & 255
