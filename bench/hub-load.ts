@@ -46,7 +46,7 @@ export interface HubLoadResult {
   fullMapBytesMax: number
 }
 
-class SimAgent {
+export class SimAgent {
   ws?: WebSocket
   map: HubMap | null = null
   rev = 0
