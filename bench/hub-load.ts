@@ -34,6 +34,7 @@ import { generateKeyPair } from '../src/protocol/primitives.js'
 export interface HubLoadResult {
   case: 'hub-load'
   agents: number
+  sites: number
   enrolS: number
   firstMapP99Ms: number
   policyToAckP50Ms: number
@@ -175,7 +176,11 @@ const pct = (xs: number[], p: number) => {
   return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] : Number.NaN
 }
 
-export async function runHubLoad(agents: number): Promise<HubLoadResult> {
+/**
+ * `sites` > 1 splits the fleet into that many sites of the same shape (each its own tags, keys and policy:
+ * laptops-k to servers-k), as an organisation with offices or departments; the policy change is site 0's.
+ */
+export async function runHubLoad(agents: number, sites = 1): Promise<HubLoadResult> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `enclave-hubload-${process.pid}-`))
   let hub: ChildProcess | undefined
   const out: string[] = []
@@ -201,14 +206,24 @@ export async function runHubLoad(agents: number): Promise<HubLoadResult> {
     const rss0 = rssKiB(pid)
     const store = await HubStore.open({ file: path.join(dir, 'hub.db') })
     const admin = new HubAdmin(store, 'bench')
-    const servers = Math.max(1, Math.round(agents / 10))
-    const kS = await admin.createKey('servers', { autoApprove: true, tags: ['servers'] })
-    const kL = await admin.createKey('laptops', { autoApprove: true, tags: ['laptops'] })
-    await admin.putPolicy(
-      'laptops to servers',
-      { SenderTags: ['laptops'], ReceiverTags: ['servers'], Acls: [{ Protocol: 'Tcp', Ports: '22' }] },
-      { create: true },
-    )
+    const perSite = Math.ceil(agents / sites)
+    const serversPerSite = Math.max(1, Math.round(perSite / 10))
+    const site = (i: number) => Math.floor(i / perSite)
+    const isServer = (i: number) => i % perSite < serversPerSite
+    const keys: Array<{ s: string; l: string }> = []
+    const policy = (k: number, acls: Array<{ Protocol: string; Ports?: string }>) => ({
+      SenderTags: [sites > 1 ? `laptops-${k}` : 'laptops'],
+      ReceiverTags: [sites > 1 ? `servers-${k}` : 'servers'],
+      Acls: acls,
+    })
+    const policyName = (k: number) => (sites > 1 ? `laptops to servers ${k}` : 'laptops to servers')
+    for (let k = 0; k < sites; k++) {
+      const sfx = sites > 1 ? `-${k}` : ''
+      const kS = await admin.createKey(`servers${sfx}`, { autoApprove: true, tags: [`servers${sfx}`] })
+      const kL = await admin.createKey(`laptops${sfx}`, { autoApprove: true, tags: [`laptops${sfx}`] })
+      keys.push({ s: kS.key, l: kL.key })
+      await admin.putPolicy(policyName(k), policy(k, [{ Protocol: 'Tcp', Ports: '22' }]), { create: true })
+    }
     const url = `ws://127.0.0.1:${port}${HUB_PATH}`
     const fleet = Array.from({ length: agents }, (_, i) => new SimAgent(i, url, Buffer.from(publicKey, 'base64')))
     const t0 = performance.now()
@@ -220,7 +235,7 @@ export async function runHubLoad(agents: number): Promise<HubLoadResult> {
           // A 5-character identity collides now and then in a fleet this size: a new key, as a real system would.
           for (let tries = 0; ; tries++)
             try {
-              await a.connect(a.i < servers ? kS.key : kL.key)
+              await a.connect(isServer(a.i) ? keys[site(a.i)].s : keys[site(a.i)].l)
               break
             } catch (e) {
               if (tries > 3 || !String(e).includes('IDENTITY_TAKEN')) throw e
@@ -239,15 +254,12 @@ export async function runHubLoad(agents: number): Promise<HubLoadResult> {
     for (const a of fleet) a.bytesIn.length = 0
     const before = fleet.map((a) => a.rev)
     const tc = performance.now()
-    await admin.putPolicy(
-      'laptops to servers',
-      { SenderTags: ['laptops'], ReceiverTags: ['servers'], Acls: [{ Protocol: 'Tcp', Ports: '22' }, { Protocol: 'Icmp' }] },
-      {},
-    )
+    await admin.putPolicy(policyName(0), policy(0, [{ Protocol: 'Tcp', Ports: '22' }, { Protocol: 'Icmp' }]), {})
     const rev = await store.revision()
     const deadline = performance.now() + 30_000
     const concerned = () => fleet.filter((a) => a.acks.has(rev) || a.rev !== before[a.i])
-    while (performance.now() < deadline && fleet.slice(0, servers).some((a) => !a.acks.has(rev))) await new Promise((r) => setTimeout(r, 5))
+    while (performance.now() < deadline && fleet.filter((a) => site(a.i) === 0 && isServer(a.i)).some((a) => !a.acks.has(rev)))
+      await new Promise((r) => setTimeout(r, 5))
     await new Promise((r) => setTimeout(r, 300))
     const lat = concerned().map((a) => (a.acks.get(rev) ?? Number.POSITIVE_INFINITY) - tc)
     // An endpoint change: one server reconnects from another address.
@@ -263,6 +275,7 @@ export async function runHubLoad(agents: number): Promise<HubLoadResult> {
     return {
       case: 'hub-load',
       agents,
+      sites,
       enrolS: +enrolS.toFixed(2),
       firstMapP99Ms: +pct(firstMap, 99).toFixed(1),
       policyToAckP50Ms: +pct(lat, 50).toFixed(1),
@@ -285,5 +298,5 @@ export async function runHubLoad(agents: number): Promise<HubLoadResult> {
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const n = Number(process.argv[2] ?? 1000)
-  runHubLoad(n).then((r) => console.log(JSON.stringify(r)))
+  runHubLoad(n, Number(process.argv[3] ?? 1)).then((r) => console.log(JSON.stringify(r)))
 }

@@ -77,6 +77,16 @@ async function main() {
       `hub, enrolment (auto-approve key, agent running) to first ping from the new system, real agents in namespaces: median ${e.medianMs} ms, max ${e.maxMs} ms over ${e.rounds} (target <= 2000)`,
     )
   }
+  // A fleet of 10,000 (BENCH_HUB_FLEET; 0 skips it) in 100 sites of 100, each its own laptops-to-servers policy.
+  const fleet = Number(process.env.BENCH_HUB_FLEET ?? 10000)
+  if (fleet > 0) {
+    const sites = Math.max(1, Math.round(fleet / 100))
+    const h = await runHubLoad(fleet, sites)
+    emit(h)
+    console.log(
+      `hub, ${h.agents} agents in ${sites} sites on one hub process: enrolled in ${h.enrolS} s (first map p99 ${h.firstMapP99Ms} ms); a site's policy change -> acknowledged p99 ${h.policyToAckP99Ms} ms (${h.policyRecipients} agents); ${h.rssPerAgentKiB} KiB per agent; endpoint delta ${h.endpointDeltaBytesMax} B to ${h.endpointDeltaRecipients} systems`,
+    )
+  }
   const policyNet: PolicyNetnsResult[] = []
   const net: NetnsResult[] = []
   const skipped: string[] = []
