@@ -52,9 +52,14 @@ export const CT_CUT = 1 << 11
 /**
  * A fragmented datagram whose first fragment passed (src/dataplane/firewall.ts): its later fragments,
  * which carry no ports, pass while it lives. Never judged by a reload (the first fragment was) and not
- * counted as a flow in status; it counts toward the peer's share like any entry.
+ * counted as a flow in status. It counts toward the peer's share, and a peer holds at most
+ * CT_FRAG_PER_PEER of them. A fragment entry takes only a free slot or the same peer's fragment entry
+ * closest to expiry, never a flow: first fragments (which a LAN host can send as "replies" with a new IP
+ * id each) cannot evict a peer's flows. Flows may replace fragment entries like any unanswered entry.
  */
 export const CT_FRAG = 1 << 12
+/** Live fragment entries a peer may hold (a datagram in flight each; they live CT_FRAG_S). */
+export const CT_FRAG_PER_PEER = 256
 
 /** Per-peer live-entry counts, indexed by peer slot modulo this (slots beyond share a count). */
 export const CT_COUNT_SLOTS = 4096
@@ -67,7 +72,8 @@ const H_COUNTS = H_KEY0 + 16
 const COUNT_MASK = CT_COUNT_SLOTS - 1
 const H_ACTIVE = H_COUNTS + CT_COUNT_SLOTS // count slots that are not zero: the peers holding entries
 const H_TOTAL = H_ACTIVE + 1 // live entries counted in all slots
-const HEADER_WORDS = 16 + CT_COUNT_SLOTS + 16
+const H_FRAG_COUNTS = H_COUNTS + CT_COUNT_SLOTS + 16 // fragment entries per count slot
+const HEADER_WORDS = 16 + CT_COUNT_SLOTS + 16 + CT_COUNT_SLOTS
 /** Fair-share eviction starts when the table holds this many counted entries (7/8 of it). */
 export const CT_FAIR_FROM = (CT_ENTRIES >> 3) * 7
 
@@ -130,6 +136,17 @@ function countAdd(t: Int32Array, peer: number): void {
 function countSub(t: Int32Array, peer: number): void {
   if (Atomics.sub(t, H_COUNTS + (peer & COUNT_MASK), 1) === 1) Atomics.sub(t, H_ACTIVE, 1)
   Atomics.sub(t, H_TOTAL, 1)
+}
+
+/** Releases the counts of a live entry with protocol word `pr` held by `peer` (the caller holds its lock). */
+function release(t: Int32Array, peer: number, pr: number): void {
+  countSub(t, peer)
+  if ((pr & CT_FRAG) !== 0) Atomics.sub(t, H_FRAG_COUNTS + (peer & COUNT_MASK), 1)
+}
+
+/** Fragment entries `peer` holds (CT_FRAG; at most CT_FRAG_PER_PEER). */
+export function ctPeerFragCount(t: Int32Array, peer: number): number {
+  return Atomics.load(t, H_FRAG_COUNTS + (peer & COUNT_MASK))
 }
 
 /** Peers (count slots) holding entries, and the entries they hold in all. */
@@ -222,6 +239,8 @@ export function ctTrack16(
   let ownNewExp = 0x7fffffff
   let other = -1
   let otherExp = 0x7fffffff
+  let ownFrag = -1 // its own fragment entry closest to expiry
+  let ownFragExp = 0x7fffffff
   for (let i = 0; i < CT_PROBE; i++) {
     const b = ((h + i) & (CT_ENTRIES - 1)) * CT_FIELDS
     const exp = t[b + F_EXPIRES]
@@ -253,14 +272,20 @@ export function ctTrack16(
       }
       const was = t[b + F_PEER]
       if (was !== peer) {
-        countSub(t, was)
+        const held = t[b + F_PROTO]
+        release(t, was, held)
         countAdd(t, peer)
+        if ((held & CT_FRAG) !== 0) Atomics.add(t, H_FRAG_COUNTS + (peer & COUNT_MASK), 1)
         t[b + F_PEER] = peer
       }
       unlockEntry(t, b)
       return CT_REFRESHED
     }
     if (t[b + F_PEER] === peer) {
+      if ((pr & CT_FRAG) !== 0 && exp < ownFragExp) {
+        ownFrag = b
+        ownFragExp = exp
+      }
       if ((pr & REPLIED) === 0) {
         if (exp < ownNewExp) {
           ownNew = b
@@ -278,9 +303,16 @@ export function ctTrack16(
   const under = ctPeerCount(t, peer) < CT_PEER_SHARE
   let victim: number
   let result: number
-  // Room first; then the starter's own unanswered flow, a peer over its fair share (while the starter
-  // is under its own), the starter's own answered flow, another peer's unanswered one; else refuse.
-  if (under && free >= 0) {
+  if ((flags & CT_FRAG) !== 0) {
+    // A fragment entry: room within both caps, else the peer's own fragment entry; never a flow.
+    if (under && free >= 0 && ctPeerFragCount(t, peer) < CT_FRAG_PER_PEER) {
+      victim = free
+      result = CT_NEW
+    } else if (ownFrag >= 0) {
+      victim = ownFrag
+      result = CT_EVICTED
+    } else return CT_FULL
+  } else if (under && free >= 0) {
     victim = free
     result = CT_NEW
   } else {
@@ -294,8 +326,9 @@ export function ctTrack16(
   if (!lockEntry(t, victim)) return CT_BUSY
   const pr = t[victim + F_PROTO]
   // Re-read under the lock: the entry may have changed since the scan.
-  if (pr !== 0) countSub(t, t[victim + F_PEER])
+  if (pr !== 0) release(t, t[victim + F_PEER], pr)
   countAdd(t, peer)
+  if ((flags & CT_FRAG) !== 0) Atomics.add(t, H_FRAG_COUNTS + (peer & COUNT_MASK), 1)
   t[victim + F_PEER_IP] = peerIp
   t[victim + F_LAN_IP] = lanIp
   t[victim + F_PORTS] = ports
@@ -458,7 +491,7 @@ export function ctTouch(t: Int32Array, b: number, nowS: number, ttl: number, ans
 export function ctCut(t: Int32Array, b: number): void {
   if (!lockEntry(t, b)) return
   if (t[b + F_PROTO] !== 0) {
-    countSub(t, t[b + F_PEER])
+    release(t, t[b + F_PEER], t[b + F_PROTO])
     t[b + F_PROTO] = 0
   }
   unlockEntry(t, b)
@@ -528,7 +561,7 @@ export function ctCutPeer(t: Int32Array, peer: number): number {
       if (!lockEntry(t, b)) continue
       // Re-read under the lock: a refresh by another peer or a sweep may have changed it.
       if (t[b + F_PROTO] !== 0 && t[b + F_PEER] === peer) {
-        countSub(t, peer)
+        release(t, peer, t[b + F_PROTO])
         t[b + F_PROTO] = 0
         cut++
       }
@@ -545,7 +578,7 @@ export function ctSweep(t: Int32Array, nowS: number, from: number, n: number): n
     const b = ((from + i) & (CT_ENTRIES - 1)) * CT_FIELDS
     if (t[b + F_PROTO] === 0 || t[b + F_EXPIRES] > nowS || !lockEntry(t, b)) continue
     if (t[b + F_PROTO] !== 0 && t[b + F_EXPIRES] <= nowS) {
-      countSub(t, t[b + F_PEER])
+      release(t, t[b + F_PEER], t[b + F_PROTO])
       t[b + F_PROTO] = 0
     }
     unlockEntry(t, b)

@@ -124,7 +124,7 @@ export class Firewall {
       return this.fragmentSeen(b, p, FRAG_OUT, 16, 12, peer, nowS) ? EGRESS_REPLY : EGRESS_DROP
     }
     const v = this.egressWhole(b, p, len, peer, t, nowS)
-    if (v === EGRESS_REPLY && (b[p + 6] & 0x20) !== 0) this.fragmentStarts(b, p, FRAG_OUT, 16, 12, peer, nowS)
+    this.lastFragTrack = v === EGRESS_REPLY && (b[p + 6] & 0x20) !== 0 ? this.fragmentStarts(b, p, FRAG_OUT, 16, 12, peer, nowS) : 0
     return v
   }
 
@@ -237,7 +237,10 @@ export class Firewall {
     if ((((b[p + 6] & 0x1f) << 8) | b[p + 7]) !== 0)
       return this.fragmentSeen(b, p, FRAG_IN, 12, 16, peer, nowS) ? ADMIT_ESTABLISHED : ADMIT_FRAGMENT_ORPHAN
     const v = this.admitWhole(b, p, len, peer, table, gen, nowS)
-    if (v >= 0 && (b[p + 6] & 0x20) !== 0) this.fragmentStarts(b, p, FRAG_IN, 12, 16, peer, nowS)
+    if (v >= 0 && (b[p + 6] & 0x20) !== 0) {
+      const r = this.fragmentStarts(b, p, FRAG_IN, 12, 16, peer, nowS)
+      if (this.lastTrack === 0) this.lastTrack = r
+    }
     return v
   }
 
@@ -289,11 +292,13 @@ export class Firewall {
 
   /**
    * Remembers the datagram whose first fragment is at b[p]: `dir` FRAG_IN or FRAG_OUT, `peerAt` and
-   * `lanAt` the offsets of the peer's and the other side's addresses in the header. A full share or a
-   * lost race leaves it unremembered: its later fragments are dropped, the datagram is lost, nothing else.
+   * `lanAt` the offsets of the peer's and the other side's addresses in the header. A full share (or the
+   * peer's CT_FRAG_PER_PEER) or a lost race leaves it unremembered: its later fragments are dropped, the
+   * datagram is lost, nothing else; no flow is ever evicted for it. Returns CT_EVICTED (the peer's oldest
+   * fragment entry was replaced) or CT_FULL for the caller to count, else 0.
    */
-  private fragmentStarts(b: Uint8Array, p: number, dir: number, peerAt: number, lanAt: number, peer: number, nowS: number): void {
-    ctTrack16(
+  private fragmentStarts(b: Uint8Array, p: number, dir: number, peerAt: number, lanAt: number, peer: number, nowS: number): number {
+    const r = ctTrack16(
       this.ct,
       FRAG_KEY_PROTO,
       (b[p + peerAt] << 8) | b[p + peerAt + 1],
@@ -308,6 +313,7 @@ export class Firewall {
       CT_FRAG,
       0,
     )
+    return r === CT_EVICTED || r === CT_FULL ? r : 0
   }
 
   /** Whether the later fragment at b[p] belongs to a datagram whose first fragment `peer` sent or was sent (fragmentStarts). */
@@ -326,8 +332,13 @@ export class Firewall {
     return e >= 0 && ctEntryPeer(this.ct, e) === peer && ctEntryFrag(this.ct, e)
   }
 
-  /** ctTrack16's result for admit()'s last new flow when it was CT_EVICTED or CT_FULL, else 0. */
+  /**
+   * admit()'s last new flow, or else its first fragment's entry: CT_EVICTED or CT_FULL, else 0 (the
+   * caller counts conntrack_evicted or conntrack_full).
+   */
   lastTrack = 0
+  /** egress()'s last LAN reply that was a first fragment: its entry's CT_EVICTED or CT_FULL, else 0. */
+  lastFragTrack = 0
 
   /** An ICMP error from `peer` to us quoting a packet of a flow tracked with `peer` (our side sent it). */
   private relatedError(b: Uint8Array, p: number, len: number, ihl: number, peer: number, nowS: number): boolean {

@@ -406,8 +406,11 @@ export class Pipeline {
         if (this.log5(R.unsolicited)) this.flowLog('out', peer, oSlab, p, len, 'drop unsolicited (only replies to peer flows may leave)')
         continue
       }
-      if (verdict === EGRESS_REPLY) counters[cb + C_FROM_LAN_BYTES] += len
-      else if (verdict === EGRESS_OWN && t.policy.mode === POLICY_MODE_ENFORCE) {
+      if (verdict === EGRESS_REPLY) {
+        counters[cb + C_FROM_LAN_BYTES] += len
+        if (this.fw.lastFragTrack === CT_EVICTED) this.countReason(R.conntrack_evicted)
+        else if (this.fw.lastFragTrack === CT_FULL) this.countReason(R.conntrack_full)
+      } else if (verdict === EGRESS_OWN && t.policy.mode === POLICY_MODE_ENFORCE) {
         // The receiver judges our flows; we remember them so that its replies pass our admit().
         const r = this.fw.trackOwn(oSlab, p, len, peer, this.nowS)
         if (r === CT_EVICTED) this.countReason(R.conntrack_evicted)
