@@ -37,24 +37,31 @@ export const GATE_PASS = 1
 export const GATE_LIMITED = 0
 
 export class HandshakeGate {
-  private readonly worker = new TokenBuckets(1, HS_WORKER_PER_S, HS_WORKER_BURST)
-  private readonly bypass = new TokenBuckets(1, HS_BYPASS_PER_S, HS_BYPASS_BURST)
+  private readonly worker: TokenBuckets
+  private readonly bypass: TokenBuckets
   private readonly srcIp = new Int32Array(1 << SOURCE_BITS)
-  private readonly sources = new TokenBuckets(1 << SOURCE_BITS, HS_SOURCE_PER_S, HS_SOURCE_BURST)
+  private readonly sources: TokenBuckets
   private readonly key = crypto.getRandomValues(new Int32Array(2))
 
-  constructor(private readonly kpI32: Int32Array) {}
+  /** `clock[0]`: the worker's time in milliseconds (see TokenBuckets). */
+  constructor(
+    private readonly kpI32: Int32Array,
+    clock: Float64Array,
+  ) {
+    this.worker = new TokenBuckets(1, HS_WORKER_PER_S, HS_WORKER_BURST, clock)
+    this.bypass = new TokenBuckets(1, HS_BYPASS_PER_S, HS_BYPASS_BURST, clock)
+    this.sources = new TokenBuckets(1 << SOURCE_BITS, HS_SOURCE_PER_S, HS_SOURCE_BURST, clock)
+  }
 
   /**
-   * Whether the handshake datagram b[o, o+len) of `type` from address `ip` goes to control at `nowMs`:
+   * Whether the handshake datagram b[o, o+len) of `type` from address `ip` goes to control now:
    * GATE_ANSWER (the answer to a waiting initiation of ours), GATE_PASS, or GATE_LIMITED.
    */
-  admit(b: Uint8Array, o: number, type: number, ip: number, nowMs: number): number {
-    if ((type === MSG_RESPONSE || type === MSG_COOKIE_REPLY) && this.answersOurs(b, o, type) && this.bypass.take(0, nowMs))
-      return GATE_ANSWER
-    const level = this.worker.refill(0, nowMs)
+  admit(b: Uint8Array, o: number, type: number, ip: number): number {
+    if ((type === MSG_RESPONSE || type === MSG_COOKIE_REPLY) && this.answersOurs(b, o, type) && this.bypass.take(0)) return GATE_ANSWER
+    const level = this.worker.refill(0)
     if (level < 1) return GATE_LIMITED
-    if (level < HS_WORKER_BURST / 2 && !this.sourceAllows(ip | 0, nowMs)) return GATE_LIMITED
+    if (level < HS_WORKER_BURST / 2 && !this.sourceAllows(ip | 0)) return GATE_LIMITED
     this.worker.spend(0)
     return GATE_PASS
   }
@@ -69,12 +76,12 @@ export class HandshakeGate {
   }
 
   /** Under a flood: the source's own share. An entry taken over by another address starts full. */
-  private sourceAllows(ip: number, nowMs: number): boolean {
+  private sourceAllows(ip: number): boolean {
     const s = halfSipHash4(this.key[0], this.key[1], 1, ip, 0, 0, 0) & ((1 << SOURCE_BITS) - 1)
     if (this.srcIp[s] !== ip) {
       this.srcIp[s] = ip
       this.sources.reset(s)
     }
-    return this.sources.take(s, nowMs)
+    return this.sources.take(s)
   }
 }

@@ -117,6 +117,14 @@ export const STAGED_BURST = 64
  * packets waiting for a session, up to half of it, and those must not make handshakes cost a round trip.)
  */
 export const UNDER_LOAD_AFTER_MS = 1000
+/**
+ * Handshake messages a worker remembers (by mac1) to drop verbatim repeats: a captured initiation or
+ * response replayed, or a duplicated datagram. WireGuard never sends the same message twice (a retry is
+ * a new message), and control would refuse the repeat after its Diffie-Hellman work (timestamp or no
+ * pending handshake); here it costs neither control's work nor a token of the under-load rate. A repeat
+ * that carries a valid mac2 for its source still passes (it proved it receives at that address).
+ */
+export const RECENT_MACS = 1024
 /** Log keys: the drop reasons, then the accepted verdicts. */
 const LOG_ROUTED = REASONS.length
 const LOG_DELIVERED = REASONS.length + 1
@@ -194,6 +202,8 @@ export class Pipeline {
   readonly iArenaBase: number
   logLevel = 0
   now = Date.now()
+  /** The time as `now`, in shared form for the token buckets (setClock writes both; see TokenBuckets). */
+  private readonly clock = new Float64Array([this.now])
   nowS = 0
 
   private readonly v: LayoutViews
@@ -203,6 +213,8 @@ export class Pipeline {
   /** Valid-mac1 handshake messages this worker may see per second before it counts as under load. */
   private readonly hsLoad: TokenBuckets
   private underLoadUntil = -Infinity
+  /** mac1 of the last handshake messages, RECENT_MACS slots of four words (see repeated()). */
+  private readonly recentMacs = new Int32Array(RECENT_MACS * 4)
   private readonly loadRules: boolean
   /** Cookie replies made by inbound(): cCount of them, slot i at cSlab[64 i], to cAddrs[2i] (ip), [2i+1] (port). */
   readonly cSlab: Uint8Array
@@ -238,15 +250,15 @@ export class Pipeline {
   constructor(o: PipelineOptions) {
     this.v = views(o.layout)
     this.ring = new RingProducer(o.ring)
-    this.hsGate = new HandshakeGate(this.v.kpI32)
+    this.hsGate = new HandshakeGate(this.v.kpI32, this.clock)
     const perS = o.underLoadPerS ?? UNDER_LOAD_HANDSHAKES_PER_S
     this.loadRules = Number.isFinite(perS)
     const share = this.loadRules ? Math.max(1, Math.floor(perS / o.layout.workers)) : 1
-    this.hsLoad = new TokenBuckets(1, share, share)
+    this.hsLoad = new TokenBuckets(1, share, share, this.clock)
     this.cSlab = new Uint8Array(COOKIE_REPLY_SIZE * o.batch)
     this.cLens = new Int32Array(o.batch)
     this.cAddrs = new Uint32Array(2 * o.batch)
-    this.staged = new TokenBuckets(o.layout.maxPeers, STAGED_PER_S, STAGED_BURST)
+    this.staged = new TokenBuckets(o.layout.maxPeers, STAGED_PER_S, STAGED_BURST, this.clock)
     this.id = o.id
     this.lockId = o.id + 1
     this.fw = new Firewall(o.conntrack, o.id)
@@ -287,6 +299,7 @@ export class Pipeline {
   /** Call once per batch (one Date.now per batch, not per packet). */
   setClock(nowMs: number): void {
     this.now = nowMs
+    this.clock[0] = nowMs
     this.nowS = Math.floor((nowMs - this.epochMs) / 1000)
     if (this.tables.exitNode || this.tables.policy.mode === POLICY_MODE_ENFORCE) this.fw.sweep(this.nowS)
     if (this.tables.policyCounters !== this.pcSab) {
@@ -430,7 +443,7 @@ export class Pipeline {
         // Each peer's waiting packets are also paced (control keeps only the last 128 anyway), so traffic
         // toward one peer that is down cannot crowd out the packets that start other peers' handshakes.
         let why: number = R.staged
-        if (!this.staged.take(peer, this.now)) why = R.staged_limited
+        if (!this.staged.take(peer)) why = R.staged_limited
         else if (!this.ring.push(MSG_STAGED, oSlab, p, len, 0, 0, peer, 0, this.ring.capacity >> 1)) why = R.ring_full
         this.countReason(why)
         if (this.log5(why))
@@ -505,7 +518,7 @@ export class Pipeline {
           this.countReason(R.handshake_msgs)
           // Initiations and responses: mac1 first, then under load mac2 (or a cookie reply from here).
           if (type !== MSG_COOKIE_REPLY && !this.macsAdmit(b, len, i)) continue
-          const gate = this.hsGate.admit(iSlab, b, type, iAddrs[2 * i], this.now)
+          const gate = this.hsGate.admit(iSlab, b, type, iAddrs[2 * i])
           // The answer to our own initiation may use the whole ring; other handshake messages leave it a
           // little room (and staged packets half of it).
           const reserve = gate === GATE_ANSWER ? 0 : RING_ANSWER_RESERVE
@@ -679,8 +692,12 @@ export class Pipeline {
       this.countReason(R.bad_mac1)
       return false
     }
+    if (this.repeated(b, len) && !this.mac2Of(b, len, i)) {
+      this.countReason(R.handshake_repeat)
+      return false
+    }
     const now = this.now
-    if (this.loadRules && !this.hsLoad.take(0, now)) this.underLoadUntil = now + UNDER_LOAD_AFTER_MS
+    if (this.loadRules && !this.hsLoad.take(0)) this.underLoadUntil = now + UNDER_LOAD_AFTER_MS
     if (now >= this.underLoadUntil) return true
     const ip = this.iAddrs[2 * i]
     const ipHi = ip >>> 16
@@ -699,6 +716,41 @@ export class Pipeline {
       this.cCount = k + 1
       this.countReason(R.cookie_sent)
     }
+    return false
+  }
+
+  /**
+   * Whether the message iSlab[b, b+len) carries a valid mac2 for datagram i's address. A repeat with one
+   * passes on: the same message sent again with the cookie we gave its source (the vectors' retry).
+   */
+  private mac2Of(b: number, len: number, i: number): boolean {
+    const s = this.iSlab
+    let any = 0
+    for (let j = b + len - 16; j < b + len; j++) any |= s[j]
+    if (any === 0) return false
+    const ip = this.iAddrs[2 * i]
+    const secret = HS_SECRETS + 32 * Atomics.load(this.v.hsWords, HSW_SECRET_SLOT)
+    return this.macs.mac2Valid(this.v.handshake, secret, ip >>> 16, ip & 0xffff, this.iAddrs[2 * i + 1], s, b, len)
+  }
+
+  /**
+   * Whether the handshake message iSlab[b, b+len) (mac1 valid) repeats one of the last RECENT_MACS this
+   * worker saw, byte for byte through mac1; else it is remembered. mac1 covers every byte before it.
+   */
+  private repeated(b: number, len: number): boolean {
+    const s = this.iSlab
+    const m = b + len - 32
+    const w0 = s[m] | (s[m + 1] << 8) | (s[m + 2] << 16) | (s[m + 3] << 24)
+    const w1 = s[m + 4] | (s[m + 5] << 8) | (s[m + 6] << 16) | (s[m + 7] << 24)
+    const w2 = s[m + 8] | (s[m + 9] << 8) | (s[m + 10] << 16) | (s[m + 11] << 24)
+    const w3 = s[m + 12] | (s[m + 13] << 8) | (s[m + 14] << 16) | (s[m + 15] << 24)
+    const r = this.recentMacs
+    const k = ((w0 ^ w3) & (RECENT_MACS - 1)) * 4
+    if (r[k] === w0 && r[k + 1] === w1 && r[k + 2] === w2 && r[k + 3] === w3) return true
+    r[k] = w0
+    r[k + 1] = w1
+    r[k + 2] = w2
+    r[k + 3] = w3
     return false
   }
 

@@ -69,7 +69,7 @@
  */
 import type { CookieChecker } from '../protocol/noise.js'
 
-export const LAYOUT_VERSION = 8
+export const LAYOUT_VERSION = 9
 
 // ---- keypairs ----
 export const KP_SLOTS = 4096
@@ -141,6 +141,7 @@ export const REASONS = [
   'fragment_orphan',
   'bad_mac1',
   'cookie_sent',
+  'handshake_repeat',
 ] as const
 export type Reason = (typeof REASONS)[number]
 /**

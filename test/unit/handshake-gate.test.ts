@@ -16,6 +16,8 @@ type Pair = ReturnType<typeof sessionPair>
 
 const limited = (v: LayoutViews) => v.reasons[REASONS.indexOf('handshake_limited')]
 
+let serial = 0
+
 /** Hands `n` handshake datagrams of `type` to the client's inbound path, the i-th from src(i); returns how many reached control. */
 function receive(p: Pair, type: 1 | 2 | 3, n: number, src: (i: number) => number, receiverIndex = 0x12345): number {
   const size = type === 1 ? 148 : type === 2 ? 92 : 64
@@ -28,7 +30,9 @@ function receive(p: Pair, type: 1 | 2 | 3, n: number, src: (i: number) => number
       pipe.iSlab.fill(0, o, o + size)
       pipe.iSlab[o] = type
       new DataView(pipe.iSlab.buffer, pipe.iSlab.byteOffset + o).setUint32(type === 2 ? 8 : 4, receiverIndex >>> 0, true)
-      pipe.iSlab[o + 40] = done + i // junk, with a valid mac1 (it takes only our public key)
+      // Junk, each message distinct (a verbatim repeat is dropped before the gate: handshake-repeat.test.ts),
+      // with a valid mac1 (it takes only our public key).
+      new DataView(pipe.iSlab.buffer, pipe.iSlab.byteOffset + o).setUint32(40, serial++, true)
       if (type !== 3) pipe.iSlab.set(MAC(p.c.local.mac1Key, pipe.iSlab.subarray(o, o + size - 32)), o + size - 32)
       pipe.iLens[i] = size
       pipe.iAddrs[2 * i] = src(done + i)
