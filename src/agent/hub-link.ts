@@ -86,11 +86,21 @@ export interface HubLinkOptions {
   apply: (map: HubMap) => Promise<boolean>
   /** Cap of the reconnect backoff (ms). */
   maxBackoffMs?: number
+  /**
+   * The link pings the hub every third of this and drops a connection that answered none of its pings
+   * for this long (default HUB_SILENCE_MS): a path that carries the hub's packets but not ours (a route
+   * changed under the socket) reads as down, and the link reconnects.
+   */
+  silenceMs?: number
   now?: () => number
 }
 
+/** A hub connection with no answer to our pings for this long is dropped and made again. */
+export const HUB_SILENCE_MS = 75_000
+
 export class HubLink {
   private ws?: WebSocket
+  private liveness?: NodeJS.Timeout
   private stopped = false
   private attempt = 0
   private upSince = 0
@@ -132,6 +142,7 @@ export class HubLink {
   stop(): void {
     this.stopped = true
     clearTimeout(this.retry)
+    clearInterval(this.liveness)
     this.ws?.terminate()
   }
 
@@ -178,7 +189,10 @@ export class HubLink {
     this.ws = ws
     let reader: MessageReader | null = null
     let send: ((m: unknown) => void) | null = null
-    ws.on('open', () => ws.send(Buffer.concat([Buffer.of(T_MSG1), hs.message1])))
+    ws.on('open', () => {
+      ws.send(Buffer.concat([Buffer.of(T_MSG1), hs.message1]))
+      this.watch(ws, url)
+    })
     ws.on('message', (data: Buffer) => {
       try {
         if (!reader) {
@@ -230,11 +244,36 @@ export class HubLink {
     })
     ws.on('close', () => {
       if (this.ws !== ws) return
+      clearInterval(this.liveness)
       if (this.state === 'up') log.warn({ hub: url }, 'lost the hub; tunnels, policies and routes stay as they are')
       if (this.state !== 'refused') this.state = 'unreachable'
       if (Date.now() - this.upSince > 60_000) this.attempt = 0
       this.scheduleRetry()
     })
+  }
+
+  /** Pings the hub on `ws` and drops the connection when its pings go unanswered for silenceMs. */
+  private watch(ws: WebSocket, url: string): void {
+    clearInterval(this.liveness)
+    const silence = this.o.silenceMs ?? HUB_SILENCE_MS
+    let heard = Date.now()
+    ws.on('pong', () => {
+      heard = Date.now()
+    })
+    this.liveness = setInterval(
+      () => {
+        if (this.ws !== ws) return
+        if (Date.now() - heard >= silence) {
+          this.o.log.warn({ hub: url, silentS: Math.round((Date.now() - heard) / 1000) }, 'the hub answers no pings: reconnecting')
+          this.error = 'no answer to pings'
+          ws.terminate()
+          return
+        }
+        ws.ping()
+      },
+      Math.max(50, Math.floor(silence / 3)),
+    )
+    this.liveness.unref()
   }
 
   private scheduleRetry(): void {

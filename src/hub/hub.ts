@@ -119,6 +119,8 @@ interface Conn {
   sentRev: number
   ackRev: number
   state: string
+  /** Answered the last ping (or sent anything since): a connection that did not by the next ping is dropped. */
+  alive: boolean
 }
 
 /** Per-source and global token buckets for handshakes (before any work). */
@@ -152,6 +154,8 @@ export interface HubServerOptions {
   log: Logger
   /** How often the database revision is checked (ms). */
   followMs?: number
+  /** Ping interval (ms; default 25 s): a connection that did not answer the previous ping is dropped. */
+  pingMs?: number
 }
 
 export class HubServer extends EventEmitter {
@@ -232,9 +236,19 @@ export class HubServer extends EventEmitter {
       this.port = a.port
     }
     this.follow = setInterval(() => void this.followStore(), this.opts.followMs ?? 100)
+    // A connection that answered nothing since the last ping (25 s) is gone: dropped, so that the
+    // system reads as offline and its resources are freed.
     this.ping = setInterval(() => {
-      for (const c of this.conns.values()) c.ws.ping()
-    }, 25_000)
+      for (const c of this.conns.values()) {
+        if (!c.alive) {
+          log.info({ identity: c.identity }, 'system answers no pings: connection dropped')
+          c.ws.terminate()
+          continue
+        }
+        c.alive = false
+        c.ws.ping()
+      }
+    }, this.opts.pingMs ?? 25_000)
     log.info({ listen: `${this.address}:${this.port}`, publicKey: this.publicKey, rev: this.rev }, 'hub listening')
   }
 
@@ -372,7 +386,11 @@ export class HubServer extends EventEmitter {
       sentRev: 0,
       ackRev: 0,
       state: s.state,
+      alive: true,
     }
+    ws.on('pong', () => {
+      conn.alive = true
+    })
     this.conns.set(s.id, conn)
     log.info(
       { identity: s.identity, source, state: s.state, enrolled: res.enrolled },

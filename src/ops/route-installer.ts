@@ -10,7 +10,7 @@
  * through an exit node is refused, not leaked to the underlay, until `enclave stop` removes the
  * leftovers (removeCrashLeftovers) or the next start replaces them (the first sync).
  */
-import type { Cidr } from '../common/ipv4.js'
+import { type Cidr, intToIp } from '../common/ipv4.js'
 import { ipv6BlockMetric, isOurUnreachable } from '../platform/linux/net.js'
 import { type OsNetwork, linuxNetwork } from '../platform/os-network.js'
 import type { AgentLogger } from '../log/logger.js'
@@ -25,6 +25,8 @@ export class OsRouteInstaller {
   private installed: Cidr[] = []
   private decisions: RouteDecision[] = []
   private defaultRules = false
+  /** The bypass addresses the installed default-route rules carry (sync's `bypass`). */
+  private bypassKey = ''
   private ipv6Blocked = false
   /** The first sync also removes what a run that did not stop cleanly left (after installing ours). */
   private first = true
@@ -45,8 +47,18 @@ export class OsRouteInstaller {
     return this.decisions.find((d) => d.cidr.text === route)
   }
 
-  /** Makes the OS routes match `wanted`; `carrier(route)` names the exit node for the log. */
-  async sync(wanted: Cidr[], force: boolean, carrier: (route: string) => string | undefined, blockIpv6 = true): Promise<void> {
+  /**
+   * Makes the OS routes match `wanted`; `carrier(route)` names the exit node for the log. `bypass`: with
+   * 0.0.0.0/0 through an exit node, addresses that still use the underlay's routes (the hub's).
+   */
+  async sync(
+    wanted: Cidr[],
+    force: boolean,
+    carrier: (route: string) => string | undefined,
+    blockIpv6 = true,
+    bypass: readonly number[] = [],
+  ): Promise<void> {
+    const bypassKey = bypass.join(',')
     const existing = (await this.os.listRoutes('main')).filter((r) => !this.isInstalled(r.dst) && !isOurUnreachable(r, this.fwmark))
     const decisions = decideRoutes(wanted, existing, this.ifname, force)
     const table = String(this.fwmark)
@@ -66,9 +78,12 @@ export class OsRouteInstaller {
         if (d.cidr.len === 0) {
           await this.os.addRoute(d.cidr, this.ifname, table)
           await this.os.addUnreachableRoute(d.cidr, this.fwmark, table)
-          if (!this.defaultRules) {
-            await this.os.addDefaultRouteRules(this.fwmark)
+          if (!this.defaultRules || this.bypassKey !== bypassKey) {
+            await this.os.addDefaultRouteRules(this.fwmark, bypass)
+            if (bypass.length && this.bypassKey !== bypassKey)
+              this.log.info({ to: bypass.map(intToIp).join(' ') }, 'the hub stays on the underlay beside 0.0.0.0/0')
             this.defaultRules = true
+            this.bypassKey = bypassKey
           }
         } else {
           await this.os.addRoute(d.cidr, this.ifname)
@@ -87,6 +102,7 @@ export class OsRouteInstaller {
     if (!installed.some((c) => c.len === 0) && (this.defaultRules || this.first)) {
       await this.os.removeDefaultRouteRules(this.fwmark)
       this.defaultRules = false
+      this.bypassKey = ''
     }
     // 0.0.0.0/0 through an exit node: IPv6 must not leave in clear beside it (unless the profile allows it).
     const v6 = ipv6BlockMetric(this.fwmark)
@@ -129,6 +145,7 @@ export class OsRouteInstaller {
     if (this.ipv6Blocked) await this.os.delIpv6Block(ipv6BlockMetric(this.fwmark))
     this.installed = []
     this.defaultRules = false
+    this.bypassKey = ''
     this.ipv6Blocked = false
   }
 }

@@ -114,18 +114,19 @@ export class MemoryOsNetwork implements OsNetwork {
     return had
   }
 
-  async addDefaultRouteRules(fwmark: number): Promise<void> {
+  async addDefaultRouteRules(fwmark: number, bypass: readonly number[] = []): Promise<void> {
     await this.removeDefaultRouteRules(fwmark)
     this.rules.push({ priority: 32761, spec: `not fwmark ${fwmark} table ${fwmark}` })
     this.rules.push({ priority: 32760, spec: 'table main suppress_prefixlength 0' })
-    this.changes.push(`rules add fwmark ${fwmark}`)
+    for (const a of bypass) this.rules.push({ priority: 32759, spec: `to ${intToIp(a)}/32 table main` })
+    this.changes.push(`rules add fwmark ${fwmark}${bypass.length ? ` bypass ${bypass.map(intToIp).join(',')}` : ''}`)
   }
 
   async removeDefaultRouteRules(fwmark: number): Promise<number> {
     let n = 0
     for (let i = this.rules.length - 1; i >= 0; i--) {
       const r = this.rules[i]
-      if (r.spec === `not fwmark ${fwmark} table ${fwmark}` || r.spec === 'table main suppress_prefixlength 0') {
+      if (r.spec === `not fwmark ${fwmark} table ${fwmark}` || r.spec === 'table main suppress_prefixlength 0' || r.priority === 32759) {
         this.rules.splice(i, 1)
         n++
       }

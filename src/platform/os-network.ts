@@ -16,7 +16,8 @@ export interface OsNetwork {
   addUnreachableRoute(cidr: Cidr, metric: number, table?: string): Promise<void>
   delUnreachableRoute(cidr: Cidr, metric: number, table?: string): Promise<boolean>
   listUnreachableRoutes(metric: number, table?: string): Promise<Cidr[]>
-  addDefaultRouteRules(fwmark: number): Promise<void>
+  /** `bypass`: addresses routed by the main table whole, default route included (the hub). */
+  addDefaultRouteRules(fwmark: number, bypass?: readonly number[]): Promise<void>
   addIpv6Block(metric: number): Promise<boolean>
   delIpv6Block(metric: number): Promise<boolean>
   removeDefaultRouteRules(fwmark: number): Promise<number>

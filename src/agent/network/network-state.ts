@@ -7,6 +7,7 @@
  * `apply` is the one order of a start or reload: compile the policies, cut tracked flows the new policy no
  * longer allows, rebuild and publish the tables, then the OS routes, ManageNat and the checks.
  */
+import { hubAddresses } from './hub-bypass.js'
 import type { DataplaneTables } from '../../ipc/messages.js'
 import type { AgentLogger } from '../../log/logger.js'
 import type { PeerTable } from '../peers/peer-table.js'
@@ -103,7 +104,15 @@ export class NetworkState {
   /** The OS side of `apply`: routes and rules, the reply-only rule, ManageNat, then the exit-node checks (after the workers run). */
   async applyOs(profile: Profile, peers: PeerTable): Promise<void> {
     const carrier = (route: string) => peers.get(this.routing.carrier(route) ?? -1)?.cfg.identity
-    await this.routes.sync(wantedRoutes(peers.list().map(routePeer)), profile.exitNode.forceRoutes, carrier, !profile.exitNode.allowIpv6)
+    const wanted = wantedRoutes(peers.list().map(routePeer))
+    let bypass: number[] = []
+    if (profile.hub && wanted.some((c) => c.len === 0)) {
+      const hub = await hubAddresses(profile.hub.urls)
+      bypass = hub.addrs
+      if (hub.unresolved.length)
+        this.log.warn({ hub: hub.unresolved.join(' ') }, 'cannot resolve the hub: its connection may go through the exit node')
+    }
+    await this.routes.sync(wanted, profile.exitNode.forceRoutes, carrier, !profile.exitNode.allowIpv6, bypass)
     this.footprint.setProfile(profile)
     const replyOnly = await this.footprint.applyReplyOnly(this.routes.ifname)
     this.setupWarnings = { replyOnly, nat: await this.footprint.applyNat() }

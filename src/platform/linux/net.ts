@@ -124,17 +124,25 @@ export function ipv6BlockMetric(fwmark: number): number {
   return 1 + (fwmark % 1000)
 }
 
+export const RULE_PRIO_BYPASS = 32759
 export const RULE_PRIO_SUPPRESS = 32760
 export const RULE_PRIO_TABLE = 32761
 
-/** wg-quick's scheme: everything not marked by us goes to our table; main keeps its specific routes. */
-export async function addDefaultRouteRules(fwmark: number): Promise<void> {
+/**
+ * wg-quick's scheme: everything not marked by us goes to our table; main keeps its specific routes.
+ * `bypass`: addresses that keep the main table whole, default route included (the hub: its connection
+ * is a TCP socket we cannot mark, and going through the exit node it would come from an address the exit
+ * node refuses).
+ */
+export async function addDefaultRouteRules(fwmark: number, bypass: readonly number[] = []): Promise<void> {
   await removeDefaultRouteRules(fwmark)
   await mustRun('ip', ['rule', 'add', 'not', 'fwmark', String(fwmark), 'table', String(fwmark), 'priority', String(RULE_PRIO_TABLE)])
   await mustRun('ip', ['rule', 'add', 'table', 'main', 'suppress_prefixlength', '0', 'priority', String(RULE_PRIO_SUPPRESS)])
+  for (const a of bypass)
+    await mustRun('ip', ['rule', 'add', 'to', `${intToIp(a)}/32`, 'table', 'main', 'priority', String(RULE_PRIO_BYPASS)])
 }
 
-/** Removes our two policy rules (also duplicates a crashed run left); returns how many it removed. */
+/** Removes our policy rules (also duplicates a crashed run left); returns how many it removed. */
 export async function removeDefaultRouteRules(fwmark: number): Promise<number> {
   let n = 0
   for (let i = 0; i < 4; i++) {
@@ -142,6 +150,12 @@ export async function removeDefaultRouteRules(fwmark: number): Promise<number> {
     const b = await run('ip', ['rule', 'del', 'priority', String(RULE_PRIO_SUPPRESS), 'table', 'main'])
     n += (a.code === 0 ? 1 : 0) + (b.code === 0 ? 1 : 0)
     if (a.code !== 0 && b.code !== 0) break
+  }
+  // The bypass rules: one per hub address (a few); the loop ends at the first that is not there.
+  for (let i = 0; i < 64; i++) {
+    const c = await run('ip', ['rule', 'del', 'priority', String(RULE_PRIO_BYPASS), 'table', 'main'])
+    if (c.code !== 0) break
+    n++
   }
   return n
 }
