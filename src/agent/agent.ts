@@ -294,6 +294,8 @@ export class Agent implements AgentApi {
       log: this.log,
       apply: (map) => this.applyHubMap(map),
       maxBackoffMs: this.opts.hubBackoffMs,
+      sendUdp: (buf, ip, port) => this.dev.send(buf, ip, port),
+      localAddresses: async () => (await this.deps.os.localAddresses()).map(intToIp),
     })
     if (cache) {
       link.seed(cache)

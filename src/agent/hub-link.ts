@@ -29,6 +29,8 @@ import {
   welcomeSchema,
 } from '../hubproto/wire.js'
 import type { AgentLogger } from '../log/logger.js'
+import { type NatClass, natClass, reflectDatagram } from '../hubproto/reflect.js'
+import { hubAddresses } from './network/hub-bypass.js'
 
 export const HUB_CACHE_FILE = 'hub-map.json'
 
@@ -76,6 +78,9 @@ export interface HubStatus {
   error?: string
   /** What the hub offered that local consent does not accept. */
   notAccepted: string[]
+  /** Endpoint discovery: the NAT class and the address the hub's first reflect port saw. */
+  nat?: NatClass
+  reflexive?: string
 }
 
 export interface HubLinkOptions {
@@ -92,15 +97,33 @@ export interface HubLinkOptions {
    * changed under the socket) reads as down, and the link reconnects.
    */
   silenceMs?: number
+  /**
+   * Endpoint discovery (src/hubproto/reflect.ts): sends a datagram from the WireGuard socket, and this
+   * system's IPv4 addresses (dotted). Without them the link does no discovery.
+   */
+  sendUdp?: (buf: Buffer, ip: number, port: number) => void
+  localAddresses?: () => Promise<string[]>
+  /** Discovery is repeated this often while connected (ms; default 25 s, which also keeps a NAT mapping open). */
+  reflectEveryMs?: number
   now?: () => number
 }
 
 /** A hub connection with no answer to our pings for this long is dropped and made again. */
 export const HUB_SILENCE_MS = 75_000
 
+/** Reflect datagrams are sent at 0, 1 and 2 s of a round; the result is judged at 3 s. */
+const REFLECT_TRIES = 3
+const REFLECT_JUDGE_MS = 3000
+
 export class HubLink {
   private ws?: WebSocket
   private liveness?: NodeJS.Timeout
+  private reflectTimer?: NodeJS.Timeout
+  private reflectRound = 0
+  /** What each of the hub's reflect ports saw in the current round (by port). */
+  private seen = new Map<number, string>()
+  nat?: NatClass
+  reflexive?: string
   private stopped = false
   private attempt = 0
   private upSince = 0
@@ -143,6 +166,7 @@ export class HubLink {
     this.stopped = true
     clearTimeout(this.retry)
     clearInterval(this.liveness)
+    clearTimeout(this.reflectTimer)
     this.ws?.terminate()
   }
 
@@ -155,6 +179,8 @@ export class HubLink {
       ...(this.map ? { rev: this.rev, mapAgeS: Math.round((Date.now() - this.receivedAt) / 1000), peers: this.map.Peers.length } : {}),
       ...(this.error ? { error: this.error } : {}),
       notAccepted: this.notAccepted,
+      ...(this.nat ? { nat: this.nat } : {}),
+      ...(this.reflexive ? { reflexive: this.reflexive } : {}),
     }
   }
 
@@ -221,6 +247,7 @@ export class HubLink {
           this.systemState = w.state
           this.upSince = Date.now()
           log.info({ hub: url, identity: w.identity, state: w.state }, 'connected to the hub')
+          if (w.reflect) void this.discover(ws, url, w.reflect, send)
           return
         }
         const msg = reader.read(data)
@@ -245,6 +272,7 @@ export class HubLink {
     ws.on('close', () => {
       if (this.ws !== ws) return
       clearInterval(this.liveness)
+      clearTimeout(this.reflectTimer)
       if (this.state === 'up') log.warn({ hub: url }, 'lost the hub; tunnels, policies and routes stay as they are')
       if (this.state !== 'refused') this.state = 'unreachable'
       if (Date.now() - this.upSince > 60_000) this.attempt = 0
@@ -288,7 +316,58 @@ export class HubLink {
     this.retry = setTimeout(() => this.connect(), wait)
   }
 
+  /**
+   * One discovery round on `ws`, then again every reflectEveryMs while it lasts: reflect datagrams from
+   * the WireGuard port to each of the hub's reflect ports, the answers (`reflected`) judged after 3 s; a
+   * new class or address is logged and reported to the hub (which makes it the endpoint peers use).
+   */
+  private async discover(
+    ws: WebSocket,
+    url: string,
+    reflect: { token: string; ports: number[] },
+    send: (m: unknown) => void,
+  ): Promise<void> {
+    const sendUdp = this.o.sendUdp
+    if (!sendUdp || this.ws !== ws) return
+    const host = await hubAddresses([url.replace(/^ws/, 'http')])
+    const ip = host.addrs[0]
+    if (ip === undefined || this.ws !== ws) return
+    const token = Buffer.from(reflect.token, 'hex')
+    const round = ++this.reflectRound
+    this.seen = new Map()
+    const start = Date.now()
+    const tick = async () => {
+      if (this.ws !== ws || this.stopped || round !== this.reflectRound) return
+      const elapsed = Date.now() - start
+      if (elapsed < REFLECT_TRIES * 1000 && this.seen.size < reflect.ports.length) {
+        reflect.ports.forEach((port, i) => {
+          if (!this.seen.has(port)) sendUdp(reflectDatagram(token, round * 4 + i), ip, port)
+        })
+      }
+      if (elapsed < REFLECT_JUDGE_MS && this.seen.size < reflect.ports.length) {
+        this.reflectTimer = setTimeout(() => void tick(), 1000)
+        return
+      }
+      const seen = reflect.ports.map((p) => this.seen.get(p))
+      const local = (await this.o.localAddresses?.()) ?? []
+      const nat = natClass(seen, local)
+      const addr = seen[0] ?? seen.find((x) => x !== undefined)
+      if (nat !== this.nat || addr !== this.reflexive) {
+        this.o.log.info({ nat, reflexive: addr ?? '(none)', seen: seen.map((x) => x ?? '-').join(' ') }, 'NAT discovery')
+        this.nat = nat
+        this.reflexive = addr
+        send({ t: 'nat', nat, ...(addr ? { addr } : {}) })
+      }
+      this.reflectTimer = setTimeout(() => void this.discover(ws, url, reflect, send), this.o.reflectEveryMs ?? 25_000)
+    }
+    await tick()
+  }
+
   private async handle(m: ReturnType<typeof hubToAgentSchema.parse>, send: (m: unknown) => void): Promise<void> {
+    if (m.t === 'reflected') {
+      if (m.seq >>> 2 === this.reflectRound) this.seen.set(m.port, m.addr)
+      return
+    }
     if (m.t === 'state') {
       this.systemState = m.state
       this.o.log.warn({ state: m.state }, `the hub says this system is ${m.state}`)

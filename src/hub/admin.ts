@@ -382,6 +382,15 @@ export class HubAdmin {
     )
   }
 
+  /** The endpoint a connected system's discovery found (reflexive address); nothing when unchanged. */
+  async setEndpoint(systemId: number, endpoint: string): Promise<void> {
+    const s = await this.store.db.selectFrom('systems').select(['identity', 'endpoint']).where('id', '=', systemId).executeTakeFirst()
+    if (!s || s.endpoint === endpoint) return
+    await this.store.write({ actor: s.identity, action: 'system.endpoint', target: s.identity, details: { endpoint } }, async (trx) => {
+      await trx.updateTable('systems').set({ endpoint }).where('id', '=', systemId).execute()
+    })
+  }
+
   // ------------------------------------------------------------ systems
 
   async findSystem(which: string, trx: Tx = this.store.db): Promise<SystemRow> {

@@ -12,6 +12,8 @@ import fs from 'node:fs'
 import http from 'node:http'
 import path from 'node:path'
 import { EventEmitter } from 'node:events'
+import dgram from 'node:dgram'
+import crypto from 'node:crypto'
 import { WebSocketServer, type WebSocket } from 'ws'
 import { EnclaveError } from '../errors.js'
 import { intToIp } from '../common/ipv4.js'
@@ -42,6 +44,7 @@ import {
   sealMessage,
 } from '../hubproto/wire.js'
 import { HubAdmin, loadModel } from './admin.js'
+import { REFLECT_TOKEN_BYTES, parseReflect } from '../hubproto/reflect.js'
 import { type EntryCache, HubModel } from './model.js'
 import { HubStore } from './store.js'
 import type { AgentLogger as Logger } from '../log/logger.js'
@@ -52,6 +55,11 @@ export const HUB_DB = 'hub.db'
 
 export interface HubConfig {
   Listen: string
+  /**
+   * The two UDP ports agents reflect from their WireGuard port (endpoint discovery, NAT class); default
+   * the Listen port and the next one. [] turns discovery off.
+   */
+  ReflectPorts?: number[]
 }
 
 export function hubPaths(dataDir: string) {
@@ -121,6 +129,13 @@ interface Conn {
   state: string
   /** Answered the last ping (or sent anything since): a connection that did not by the next ping is dropped. */
   alive: boolean
+  /** Endpoint discovery: this connection's token (hex) and the reflect answers in the current window. */
+  reflectToken: string
+  reflectCount: number
+  reflectWindow: number
+  /** The agent named its endpoint itself (--advertise-endpoint): discovery never replaces it. */
+  endpointPinned: boolean
+  nat?: string
 }
 
 /** Per-source and global token buckets for handshakes (before any work). */
@@ -156,6 +171,8 @@ export interface HubServerOptions {
   followMs?: number
   /** Ping interval (ms; default 25 s): a connection that did not answer the previous ping is dropped. */
   pingMs?: number
+  /** Overrides hub.json's ReflectPorts (tests: [0, 0] for two free ports). */
+  reflectPorts?: number[]
 }
 
 export class HubServer extends EventEmitter {
@@ -168,6 +185,10 @@ export class HubServer extends EventEmitter {
   private server!: http.Server
   private wss!: WebSocketServer
   private readonly conns = new Map<number, Conn>()
+  /** Endpoint discovery: the UDP sockets, the ports they got, and the connections by token. */
+  private reflectSockets: dgram.Socket[] = []
+  reflectPorts: number[] = []
+  private readonly byToken = new Map<string, Conn>()
   private readonly limiter = new HandshakeLimiter()
   private follow?: NodeJS.Timeout
   private ping?: NodeJS.Timeout
@@ -235,6 +256,7 @@ export class HubServer extends EventEmitter {
       this.address = a.address
       this.port = a.port
     }
+    await this.startReflect(host, this.opts.reflectPorts ?? cfg.ReflectPorts ?? (port ? [port, port + 1] : [0, 0]))
     this.follow = setInterval(() => void this.followStore(), this.opts.followMs ?? 100)
     // A connection that answered nothing since the last ping (25 s) is gone: dropped, so that the
     // system reads as offline and its resources are freed.
@@ -252,7 +274,62 @@ export class HubServer extends EventEmitter {
     log.info({ listen: `${this.address}:${this.port}`, publicKey: this.publicKey, rev: this.rev }, 'hub listening')
   }
 
+  /** Binds the reflect ports (a port of 0 gets a free one, for tests); a failure turns discovery off, logged. */
+  private async startReflect(host: string, ports: number[]): Promise<void> {
+    const log = this.opts.log
+    for (const p of ports.slice(0, 2)) {
+      const sock = dgram.createSocket('udp4')
+      try {
+        await new Promise<void>((resolve, reject) => {
+          sock.once('error', reject)
+          sock.bind(p, host === 'localhost' ? '127.0.0.1' : host, () => resolve())
+        })
+      } catch (e) {
+        log.warn({ port: p, err: (e as Error).message }, 'reflect port unavailable: agents will not learn their NAT mapping')
+        sock.close()
+        for (const s of this.reflectSockets) s.close()
+        this.reflectSockets = []
+        this.reflectPorts = []
+        return
+      }
+      const bound = sock.address().port
+      sock.on('message', (msg, rinfo) => this.reflect(msg, rinfo, bound))
+      sock.on('error', () => undefined)
+      this.reflectSockets.push(sock)
+      this.reflectPorts.push(bound)
+    }
+  }
+
+  /** A reflect datagram: answered over its connection with the source seen, at most 20 per 10 s each. */
+  private reflect(msg: Buffer, rinfo: dgram.RemoteInfo, port: number): void {
+    const r = parseReflect(msg)
+    if (!r || rinfo.family !== 'IPv4') return
+    const conn = this.byToken.get(r.token)
+    if (!conn) return
+    const now = Date.now()
+    if (now - conn.reflectWindow > 10_000) {
+      conn.reflectWindow = now
+      conn.reflectCount = 0
+    }
+    if (++conn.reflectCount > 20) return
+    this.send(conn, { t: 'reflected', seq: r.seq, port, addr: `${rinfo.address}:${rinfo.port}` })
+  }
+
+  /**
+   * The agent's discovery result. Behind no NAT or an endpoint-independent one, the reflexive address is
+   * where peers reach its WireGuard port: it becomes the system's endpoint (a systems-only change, sent
+   * as deltas to those who see it). Behind a hard NAT the address is per destination: left alone.
+   */
+  private async natReport(conn: Conn, nat: string, addr: string | undefined): Promise<void> {
+    if (conn.nat !== nat) this.opts.log.info({ identity: conn.identity, nat, addr }, 'system NAT class')
+    conn.nat = nat
+    if (!addr || conn.endpointPinned || (nat !== 'none' && nat !== 'easy')) return
+    await this.admin.setEndpoint(conn.systemId, addr)
+  }
+
   async stop(): Promise<void> {
+    for (const s of this.reflectSockets) s.close()
+    this.reflectSockets = []
     clearInterval(this.follow)
     clearInterval(this.ping)
     for (const c of this.conns.values()) c.ws.terminate()
@@ -289,6 +366,8 @@ export class HubServer extends EventEmitter {
         if (m.data.t === 'ack') {
           conn.ackRev = Math.max(conn.ackRev, m.data.rev)
           this.emit('ack', conn.identity, m.data.rev)
+        } else if (m.data.t === 'nat') {
+          await this.natReport(conn, m.data.nat, m.data.addr)
         } else if (m.data.t === 'resync') {
           conn.sent = null
           conn.sentIndex.clear()
@@ -301,6 +380,7 @@ export class HubServer extends EventEmitter {
     })
     ws.on('close', () => {
       clearTimeout(deadline)
+      if (conn) this.byToken.delete(conn.reflectToken)
       if (conn && this.conns.get(conn.systemId) === conn) {
         this.conns.delete(conn.systemId)
         log.info({ identity: conn.identity }, 'system disconnected')
@@ -362,6 +442,7 @@ export class HubServer extends EventEmitter {
     if (!res.enrolled) await this.admin.seen(publicKey, endpoint, hello.listenPort, advertised)
     await this.modelWith(s.id, s.state)
     const map = this.model.systems.has(s.id) ? this.model.mapFor(s.id) : null
+    const reflectToken = crypto.randomBytes(REFLECT_TOKEN_BYTES).toString('hex')
     const welcome = {
       t: 'welcome',
       identity: s.identity,
@@ -369,6 +450,7 @@ export class HubServer extends EventEmitter {
       state: s.state,
       enrolled: res.enrolled,
       peers: map?.Peers.length ?? 0,
+      ...(this.reflectPorts.length ? { reflect: { token: reflectToken, ports: this.reflectPorts } } : {}),
     }
     const { message2, transport } = r.respond(Buffer.from(JSON.stringify(welcome)))
     ws.send(Buffer.concat([Buffer.of(T_MSG2), message2]))
@@ -387,11 +469,16 @@ export class HubServer extends EventEmitter {
       ackRev: 0,
       state: s.state,
       alive: true,
+      reflectToken,
+      reflectCount: 0,
+      reflectWindow: 0,
+      endpointPinned: !!hello.endpoints?.length,
     }
     ws.on('pong', () => {
       conn.alive = true
     })
     this.conns.set(s.id, conn)
+    this.byToken.set(reflectToken, conn)
     log.info(
       { identity: s.identity, source, state: s.state, enrolled: res.enrolled },
       res.enrolled ? 'system enrolled' : 'system connected',

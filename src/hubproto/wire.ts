@@ -50,6 +50,10 @@ export const welcomeSchema = z
     enrolled: z.boolean(),
     /** How many peers the system's map has (0 while pending). */
     peers: z.number().int().min(0).optional(),
+    /** Endpoint discovery (src/hubproto/reflect.ts): this connection's token and the hub's UDP ports. */
+    reflect: z
+      .object({ token: z.string().regex(/^[0-9a-f]{32}$/), ports: z.array(z.number().int().min(1).max(65535)).min(1).max(2) })
+      .optional(),
   })
   .passthrough()
 
@@ -59,6 +63,14 @@ export const hubToAgentSchema = z.discriminatedUnion('t', [
   z.object({ t: z.literal('map'), rev: z.number().int(), hash: z.string(), map: hubMapSchema }).passthrough(),
   z.object({ t: z.literal('delta'), rev: z.number().int(), hash: z.string(), delta: hubDeltaSchema }).passthrough(),
   z.object({ t: z.literal('state'), state: z.enum(['pending', 'approved', 'disabled', 'removed']) }).passthrough(),
+  z
+    .object({
+      t: z.literal('reflected'),
+      seq: z.number().int().min(0),
+      port: z.number().int().min(1).max(65535),
+      addr: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}:\d{1,5}$/),
+    })
+    .passthrough(),
 ])
 
 export type HubToAgent = z.infer<typeof hubToAgentSchema>
@@ -67,6 +79,17 @@ export const agentToHubSchema = z.discriminatedUnion('t', [
   z.object({ t: z.literal('ack'), rev: z.number().int(), hash: z.string().optional() }).passthrough(),
   z.object({ t: z.literal('resync') }).passthrough(),
   z.object({ t: z.literal('advertise'), routes: z.array(z.string().max(18)).max(1024) }).passthrough(),
+  /** The agent's reflexive address and NAT class, after discovery: the hub makes it the endpoint peers use (none, easy). */
+  z
+    .object({
+      t: z.literal('nat'),
+      nat: z.enum(['none', 'easy', 'hard', 'blocked', 'unknown']),
+      addr: z
+        .string()
+        .regex(/^\d{1,3}(\.\d{1,3}){3}:\d{1,5}$/)
+        .optional(),
+    })
+    .passthrough(),
 ])
 
 export type AgentToHub = z.infer<typeof agentToHubSchema>

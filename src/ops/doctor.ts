@@ -2,6 +2,7 @@
  * `enclave doctor`: the exit-node guide's troubleshooting checklist, run on this machine.
  * Each check gives pass, warn or fail, what was seen, and the fix.
  */
+import { NAT_WORDS } from '../views/status-format.js'
 import { loadProfile, profilePath } from '../config/profile.js'
 import { callAgent } from '../api/client.js'
 import type { StatusModel } from '../views/status-model.js'
@@ -200,5 +201,14 @@ export function hubChecks(h: NonNullable<StatusModel['hub']>): Check[] {
       fix: 'enclave hub system approve <identity> (on the hub host)',
     })
   for (const n of h.notAccepted) out.push({ name: 'hub offer', result: 'warn', detail: `offered by the hub, not accepted locally: ${n}` })
+  if (h.nat)
+    out.push({
+      name: 'NAT',
+      result: h.nat === 'blocked' || h.nat === 'unknown' ? 'warn' : 'pass',
+      detail: `${NAT_WORDS[h.nat] ?? h.nat}${h.reflexive ? `; the hub sees this system at ${h.reflexive}` : ''}`,
+      ...(h.nat === 'blocked'
+        ? { fix: "allow UDP from this system's WireGuard port to the hub's reflect ports (its TCP port and the next)" }
+        : {}),
+    })
   return out
 }

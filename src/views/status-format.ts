@@ -100,6 +100,8 @@ export function formatStatus(s: StatusModel): string {
     lines.push(...field(i1, 'Hub', `${h.url} (${facts.filter(Boolean).join(', ')})`))
     if (h.systemState) lines.push(...field(i1, 'On the hub', h.systemState === 'pending' ? 'awaiting approval' : h.systemState))
     if (h.error) lines.push(...field(i1, 'Hub error', h.error))
+    if (h.nat)
+      lines.push(...field(i1, 'NAT', `${NAT_WORDS[h.nat] ?? h.nat}${h.reflexive ? `; the hub sees this system at ${h.reflexive}` : ''}`))
     for (const n of h.notAccepted) lines.push(...field(i1, 'Not accepted', `offered by the hub, not accepted locally: ${n}`))
   }
   lines.push(...formatPolicy(s, i1))
@@ -175,4 +177,13 @@ function formatPolicy(s: StatusModel, indent: string): string[] {
   if (rows.length) out.push(...field(indent, 'Policies', rows))
   if (s.running && pol.mode === 'enforce') out.push(...field(indent, 'Policy drops', `${pol.droppedNoPolicy} new flows no policy allows`))
   return out
+}
+
+/** The NAT classes of endpoint discovery (src/hubproto/reflect.ts), as status says them. */
+export const NAT_WORDS: Record<string, string> = {
+  none: 'none (a public address)',
+  easy: 'easy (one mapping for every destination: peers can reach this system)',
+  hard: 'hard (a mapping per destination: direct paths need the other side public)',
+  blocked: "blocked (UDP to the hub's reflect ports gets no answer)",
+  unknown: 'unknown (one of the two reflect ports answered)',
 }

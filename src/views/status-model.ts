@@ -43,6 +43,10 @@ export interface HubStatusModel {
   peers?: number
   error?: string
   notAccepted: string[]
+  /** Endpoint discovery: none, easy, hard, blocked (UDP to the hub gets no answer), unknown. */
+  nat?: string
+  /** The address the hub saw this system's WireGuard port at. */
+  reflexive?: string
 }
 
 export interface PolicyStatus {
