@@ -75,6 +75,7 @@ export class NatLab {
   inet = ''
   private plugs = 0
   private making?: Promise<string>
+  private queues = 0
   readonly sites: NatSite[] = []
   readonly publics: NatHost[] = []
 
@@ -159,21 +160,46 @@ export class NatLab {
   }
 
   /**
-   * Delays every packet leaving `dev` in `ns` by `ms` (tc netem; for the hub's link, a relayed round trip
-   * then takes at least 2 × ms). Returns false, changing nothing, when the kernel has no netem qdisc.
+   * Delays every packet leaving `dev` in `ns` by `ms` (for the hub's link, a relayed round trip then takes
+   * at least 2 × ms): `tc qdisc … netem delay`, or, on kernels built without netem, an NFQUEUE rule in
+   * mangle POSTROUTING whose verdicts a python3 process in `ns` gives `ms` late (ended by PID at teardown).
+   * Returns which of the two it used.
    */
-  async delay(ns: string, dev: string, ms: number): Promise<boolean> {
+  async delay(ns: string, dev: string, ms: number): Promise<'netem' | 'nfqueue'> {
     const r = await this.lab.exec(ns, 'tc', ['qdisc', 'replace', 'dev', dev, 'root', 'netem', 'delay', `${ms}ms`])
-    if (r.code === 0) return true
-    if (/unknown|not supported|No such file/i.test(r.stderr)) return false
-    throw new Error(`${ns}: tc netem on ${dev} failed: ${r.stderr.trim()}`)
-  }
-
-  /** True when this kernel can delay a link with netem (probed in a throwaway namespace of this lab). */
-  async netemAvailable(): Promise<boolean> {
-    const ns = await this.lab.addNs('netemprobe')
-    await must(this.lab, ns, 'ip', ['link', 'add', 'probe0', 'type', 'dummy'])
-    return this.delay(ns, 'probe0', 1)
+    if (r.code === 0) return 'netem'
+    if (!/unknown/i.test(r.stderr)) throw new Error(`${ns}: tc netem on ${dev} failed: ${r.stderr.trim()}`)
+    const queue = this.queues++
+    const p = spawn('ip', ['netns', 'exec', ns, 'python3', '-u', '-c', DELAY_PY, String(queue), String(ms)], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    this.lab.net.procs.push(p)
+    let said = ''
+    const ready = await new Promise<boolean>((resolve) => {
+      const t = setTimeout(() => resolve(false), 5000)
+      const on = (d: Buffer) => {
+        said += d.toString()
+        if (said.includes('ready')) clearTimeout(t), resolve(true)
+      }
+      p.stdout?.on('data', on)
+      p.stderr?.on('data', on)
+      p.once('exit', () => (clearTimeout(t), resolve(false)))
+    })
+    if (!ready) throw new Error(`${ns}: no netem qdisc and the NFQUEUE delayer did not start: ${said.trim()}`)
+    await must(this.lab, ns, 'iptables', [
+      '-t',
+      'mangle',
+      '-A',
+      'POSTROUTING',
+      '-o',
+      dev,
+      '-j',
+      'NFQUEUE',
+      '--queue-num',
+      String(queue),
+      '--queue-bypass',
+    ])
+    return 'nfqueue'
   }
 
   /** Adds the counting rules for `peer` to the router's mangle FORWARD chain (once per peer). */
@@ -291,6 +317,53 @@ export function natRules(site: NatSite): string[][] {
   rules.push(['-t', 'nat', '-A', 'POSTROUTING', '-o', 'wan0', '-j', 'MASQUERADE', ...(site.profile === 'hard' ? ['--random-fully'] : [])])
   return rules
 }
+
+/**
+ * The NFQUEUE delayer (argv: queue number, delay in ms): binds the queue over netfilter netlink (copy
+ * metadata only) and accepts each queued packet `ms` after it arrived, in arrival order.
+ */
+const DELAY_PY = `
+import select, socket, struct, sys, time
+queue, ms = int(sys.argv[1]), float(sys.argv[2])
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)  # NETLINK_NETFILTER
+s.bind((0, 0))
+seq = 0
+def msg(kind, attrs):  # nlmsghdr + nfgenmsg (queue number big-endian) + attributes, subsystem NFNL_SUBSYS_QUEUE
+    global seq
+    seq += 1
+    body = struct.pack('!BBH', socket.AF_UNSPEC, 0, queue)
+    for t, v in attrs:
+        a = struct.pack('=HH', 4 + len(v), t) + v
+        body += a + b'\\0' * (-len(a) % 4)
+    return struct.pack('=IHHII', 16 + len(body), (3 << 8) | kind, 1, seq, 0) + body
+s.send(msg(2, [(1, struct.pack('!BBH', 1, 0, socket.AF_INET))]))  # CONFIG, CMD: BIND
+s.send(msg(2, [(2, struct.pack('!IB', 0, 1))]))  # CONFIG, PARAMS: copy metadata only
+print('ready', flush=True)
+held = []
+while True:
+    wait = max(0.0, held[0][0] - time.monotonic()) if held else None
+    r, _, _ = select.select([s], [], [], wait)
+    if r:
+        data = s.recv(1 << 20)
+        now = time.monotonic()
+        off = 0
+        while off + 16 <= len(data):
+            ln, typ = struct.unpack_from('=IH', data, off)
+            if typ == (3 << 8):  # PACKET
+                a = off + 20
+                while a + 4 <= off + ln:
+                    alen, atype = struct.unpack_from('=HH', data, a)
+                    if atype & 0x7fff == 1:  # PACKET_HDR: packet id first
+                        held.append((now + ms / 1000, struct.unpack_from('!I', data, a + 4)[0]))
+                    a += (alen + 3) & ~3
+            elif typ == 2 and struct.unpack_from('=i', data, off + 16)[0]:  # NLMSG_ERROR
+                print('netlink error', struct.unpack_from('=i', data, off + 16)[0], flush=True)
+                sys.exit(1)
+            off += (ln + 3) & ~3
+    now = time.monotonic()
+    while held and held[0][0] <= now:
+        s.send(msg(1, [(2, struct.pack('!II', 1, held.pop(0)[1]))]))  # VERDICT: NF_ACCEPT
+`
 
 export interface PeerEvent {
   ev: 'ready' | 'sent' | 'recv' | 'tcp' | 'error'
