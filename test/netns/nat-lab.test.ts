@@ -4,8 +4,9 @@
  *
  *   [hN 10.N.0.2] ── lan0 ── [natN 10.N.0.1 | 198.51.100.(10+N)] ── inet0 ── [hub .10] [p1 .20] [p2 .21] [p3 .22]
  *
- * Sites: 1 easy, 2 fullcone, 3 masq, 4 hard, 5 udp-blocked, 6 short-timeout. Public hosts echo every
- * datagram with the source address and port they saw.
+ * Sites: 1 easy, 2 fullcone, 3 masq (a second host 10.3.0.3), 4 hard, 5 udp-blocked, 6 short-timeout
+ * (the spec's 10 s / 15 s), 7 short-timeout with 2 s / 3 s to watch a mapping expire. Public hosts echo
+ * every datagram with the source address and port they saw.
  */
 import t from 'tap'
 import { type NatHost, NatLab, type NatProfile, type NatSite, UdpPeer } from '../../src/lab/nat.js'
@@ -44,6 +45,12 @@ t.test('NAT router profiles in namespaces', { skip }, async (t) => {
     const h = await nat.siteHost(site[profile], `h${i + 1}`)
     host[profile] = await UdpPeer.start(lab, h.ns, { udp: [HOST_PORT] })
   }
+
+  // A second host on the masq LAN (10.3.0.3), and site 7: short-timeout with 2 s / 3 s timeouts to see expiry quickly.
+  const h3b = await nat.siteHost(site.masq, 'h3b')
+  const lanPeer = await UdpPeer.start(lab, h3b.ns, { udp: [HOST_PORT], echo: true })
+  const quick = await nat.site(7, 'short-timeout', { udpTimeout: 2, udpStreamTimeout: 3 })
+  const quickHost = await UdpPeer.start(lab, (await nat.siteHost(quick, 'h7')).ns, { udp: [HOST_PORT] })
 
   // Ground-truth counters on the easy router, set before any traffic: p2 gets traffic, p3 (in) and the hub none yet.
   await nat.watchPeer(site.easy, p2.addr)
@@ -145,6 +152,29 @@ t.test('NAT router profiles in namespaces', { skip }, async (t) => {
     const easy = await ttl(site.easy)
     t.ok(short > 0 && short <= 15, `short-timeout entry expires in ${short} s (≤ 15)`)
     t.ok(easy > 15, `easy entry expires in ${easy} s (the default, > 15)`)
+  })
+
+  await t.test('short conntrack timeouts: an idle mapping closes, one kept alive stays open', async (t) => {
+    const P2 = pub.get(p2) as UdpPeer
+    t.ok(await quickHost.observe(p1.addr, ECHO), 'the host reached p1 (mapping 1)')
+    t.ok(await quickHost.observe(p2.addr, ECHO), 'the host reached p2 (mapping 2)')
+    P1.send(quick.wanAddr, HOST_PORT, 'p1-early')
+    t.ok(await quickHost.waitFor((e) => e.data === 'p1-early', 1000), 'p1 gets through its fresh mapping')
+    // 3.5 s with a keepalive to p2 every 0.5 s and nothing to or from p1: p1's entry (≤ 3 s) expires.
+    for (let i = 0; i < 7; i++) {
+      await new Promise((r) => setTimeout(r, 500))
+      quickHost.send(p2.addr, ECHO, `keepalive-${i}`)
+    }
+    P1.send(quick.wanAddr, HOST_PORT, 'p1-late')
+    P2.send(quick.wanAddr, HOST_PORT, 'p2-late')
+    t.ok(await quickHost.waitFor((e) => e.data === 'p2-late', 1000), 'p2, kept alive, still gets through')
+    t.notOk(await quickHost.waitFor((e) => e.data === 'p1-late', 500), "p1's idle mapping expired: its datagram is dropped")
+  })
+
+  await t.test('two hosts on one LAN reach each other directly (no NAT, no hairpin)', async (t) => {
+    const o = await host.masq.observe(h3b.addr, HOST_PORT)
+    t.same(o && [o.addr, o.port], [site.masq.hosts[0].addr, HOST_PORT], `the LAN neighbour sees ${o?.addr}:${o?.port}`)
+    t.equal(lanPeer.received(site.masq.wanAddr).length, 0, 'and nothing from the router address')
   })
 
   await t.test('rebinding changes the mapping a peer observes', async (t) => {
