@@ -111,7 +111,8 @@ export class NatLab {
   }
 
   /**
-   * Site N (1..89): router namespace `natN` with wan0 198.51.100.(10+N)/24 on the internet bridge and
+   * Site N (1..89): router namespace `natN` with wan0 198.51.100.(10+N)/24 on the internet bridge (keep
+   * public hosts off .(10+N): the test puts them at .20 and up with sites 1..9) and
    * lan0 (a bridge) 10.N.0.1/24, forwarding on, the profile's rules applied. Add hosts with siteHost().
    */
   async site(n: number, profile: NatProfile, opts: SiteOptions = {}): Promise<NatSite> {
