@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(iproute2 iptables iputils-ping wireguard-go wireguard-tools iperf3 procps kmod python3 make g++)
+PKGS=(iproute2 iptables conntrack iputils-ping wireguard-go wireguard-tools iperf3 procps kmod python3 make g++)
 if [ "${1:-}" = "--bench" ]; then PKGS+=(nebula); fi
 missing=()
 for p in "${PKGS[@]}"; do
