@@ -70,7 +70,14 @@ t.test('NAT discovery from the WireGuard port, behind real NAT', { skip }, async
   }
   const natOf = async (n: AgentInfo) => {
     let h: any
-    await until(`${n.name}'s NAT class`, async () => (h = (await statusJson(lab, n)).hub)?.nat !== undefined, 15_000).catch(() => {})
+    await until(
+      `${n.name}'s NAT class`,
+      async () => {
+        h = (await statusJson(lab, n)).hub
+        return h?.nat !== undefined
+      },
+      15_000,
+    ).catch(() => {})
     return h ?? {}
   }
   const s1 = await natOf(nodes.h1)
