@@ -52,16 +52,31 @@ export const CT_CUT = 1 << 11
 /**
  * A fragmented datagram whose first fragment passed (src/dataplane/firewall.ts): its later fragments,
  * which carry no ports, pass while it lives. Never judged by a reload (the first fragment was) and not
- * counted as a flow in status. It counts toward the peer's share, and a peer holds at most
- * CT_FRAG_PER_PEER of them. A fragment entry takes only a free slot or the same peer's fragment entry
- * closest to expiry, never a flow: first fragments (which a LAN host can send as "replies" with a new IP
- * id each) cannot evict a peer's flows. Flows may replace fragment entries like any unanswered entry.
+ * counted as a flow in status. It counts toward the peer's share. While its datagram is in flight (no
+ * last fragment yet) it also counts toward two caps: a peer has at most CT_FRAG_PER_PEER datagrams in
+ * flight, and at most CT_FRAG_PER_HOST of them with any one address on the other side, so that one LAN
+ * host answering a peer's flow with first fragments (a new IP id each, never a last one) cannot take
+ * the peer's fragmented traffic with every other host. The last fragment (MF clear) marks it done
+ * (CT_FRAG_DONE): it leaves both caps and lives CT_FRAG_DONE_S more, for middle fragments that arrive
+ * after the last. A fragment entry takes only a free slot or one of the same peer's fragment entries
+ * (done ones first, as they expire first), never a flow: first fragments cannot evict a peer's flows.
+ * Flows may replace fragment entries like any unanswered entry.
  */
 export const CT_FRAG = 1 << 12
-/** Live fragment entries a peer may hold (a datagram in flight each; they live CT_FRAG_S). */
+/** A fragment entry whose last fragment passed (see CT_FRAG). */
+export const CT_FRAG_DONE = 1 << 13
+/** Datagrams in flight (first fragment passed, last not yet) a peer may have at once. */
 export const CT_FRAG_PER_PEER = 256
+/** Datagrams in flight a peer may have at once with one address on the other side. */
+export const CT_FRAG_PER_HOST = 64
+/** Counts of datagrams in flight per (peer, other side), indexed by a keyed hash of the pair. */
+const CT_FRAG_HOST_SLOTS = 4096
 
-/** Per-peer live-entry counts, indexed by peer slot modulo this (slots beyond share a count). */
+/**
+ * Per-peer live-entry counts, indexed by peer slot modulo this: slots 4096 apart share a count and so
+ * the share and the fragment cap (an agent sizes its peer table to at most 2 x peers + 16, or 1,024
+ * with a hub, so two peers share only past 2,040 configured peers).
+ */
 export const CT_COUNT_SLOTS = 4096
 export const CT_PEER_SHARE = CT_ENTRIES / 4
 const H_KEY0 = CT_ENTRIES * CT_FIELDS
@@ -73,7 +88,8 @@ const COUNT_MASK = CT_COUNT_SLOTS - 1
 const H_ACTIVE = H_COUNTS + CT_COUNT_SLOTS // count slots that are not zero: the peers holding entries
 const H_TOTAL = H_ACTIVE + 1 // live entries counted in all slots
 const H_FRAG_COUNTS = H_COUNTS + CT_COUNT_SLOTS + 16 // fragment entries per count slot
-const HEADER_WORDS = 16 + CT_COUNT_SLOTS + 16 + CT_COUNT_SLOTS
+const H_FRAG_HOSTS = H_FRAG_COUNTS + CT_COUNT_SLOTS // datagrams in flight per (peer, other side) hash
+const HEADER_WORDS = 16 + CT_COUNT_SLOTS + 16 + CT_COUNT_SLOTS + CT_FRAG_HOST_SLOTS
 /** Fair-share eviction starts when the table holds this many counted entries (7/8 of it). */
 export const CT_FAIR_FROM = (CT_ENTRIES >> 3) * 7
 
@@ -91,6 +107,8 @@ export const CT_OTHER_S = 60
 export const CT_UNREPLIED_S = 30
 /** Lifetime of a fragmented datagram's entry from its first fragment (fragments of one datagram travel together). */
 export const CT_FRAG_S = 10
+/** Lifetime of a fragment entry after its last fragment passed (middle fragments reordered behind it). */
+export const CT_FRAG_DONE_S = 2
 
 /** ctTrack results. */
 export const CT_REFRESHED = 0
@@ -138,15 +156,50 @@ function countSub(t: Int32Array, peer: number): void {
   Atomics.sub(t, H_TOTAL, 1)
 }
 
-/** Releases the counts of a live entry with protocol word `pr` held by `peer` (the caller holds its lock). */
-function release(t: Int32Array, peer: number, pr: number): void {
-  countSub(t, peer)
-  if ((pr & CT_FRAG) !== 0) Atomics.sub(t, H_FRAG_COUNTS + (peer & COUNT_MASK), 1)
+/** The entry with protocol word `pr` is a datagram in flight (counted toward the fragment caps). */
+function inFlight(pr: number): boolean {
+  return (pr & (CT_FRAG | CT_FRAG_DONE)) === CT_FRAG
 }
 
-/** Fragment entries `peer` holds (CT_FRAG; at most CT_FRAG_PER_PEER). */
+/** The count of `peer`'s datagrams in flight with `other` (a keyed hash: a LAN host cannot choose its slot). */
+function hostSlot(t: Int32Array, peer: number, other: number): number {
+  return H_FRAG_HOSTS + (halfSipHash4(t[H_KEY1], t[H_KEY0], 2, peer, other, 0, 0) & (CT_FRAG_HOST_SLOTS - 1))
+}
+
+function fragAdd(t: Int32Array, peer: number, other: number, d: number): void {
+  Atomics.add(t, H_FRAG_COUNTS + (peer & COUNT_MASK), d)
+  Atomics.add(t, hostSlot(t, peer, other), d)
+}
+
+/** Releases the counts of a live entry (protocol word `pr`, other side `other`) held by `peer`; the caller holds its lock. */
+function release(t: Int32Array, peer: number, pr: number, other: number): void {
+  countSub(t, peer)
+  if (inFlight(pr)) fragAdd(t, peer, other, -1)
+}
+
+/** Datagrams `peer` has in flight (CT_FRAG entries not done; at most CT_FRAG_PER_PEER). */
 export function ctPeerFragCount(t: Int32Array, peer: number): number {
   return Atomics.load(t, H_FRAG_COUNTS + (peer & COUNT_MASK))
+}
+
+/** Datagrams `peer` has in flight with `other` (at most CT_FRAG_PER_HOST; slots may be shared by a hash collision). */
+export function ctHostFragCount(t: Int32Array, peer: number, other: number): number {
+  return Atomics.load(t, hostSlot(t, peer, other))
+}
+
+/**
+ * The last fragment of entry `b`'s datagram passed (found by ctFind16): it leaves the fragment caps and
+ * lives at most CT_FRAG_DONE_S more.
+ */
+export function ctFragDone(t: Int32Array, b: number, nowS: number): void {
+  if (!lockEntry(t, b)) return
+  const pr = t[b + F_PROTO]
+  if (pr !== 0 && inFlight(pr)) {
+    fragAdd(t, t[b + F_PEER], t[b + F_LAN_IP], -1)
+    t[b + F_PROTO] = pr | CT_FRAG_DONE
+    if (t[b + F_EXPIRES] > nowS + CT_FRAG_DONE_S) t[b + F_EXPIRES] = nowS + CT_FRAG_DONE_S
+  }
+  unlockEntry(t, b)
 }
 
 /** Peers (count slots) holding entries, and the entries they hold in all. */
@@ -239,14 +292,18 @@ export function ctTrack16(
   let ownNewExp = 0x7fffffff
   let other = -1
   let otherExp = 0x7fffffff
-  let ownFrag = -1 // its own fragment entry closest to expiry
+  let ownFrag = -1 // its own fragment entry closest to expiry (done ones expire first)
   let ownFragExp = 0x7fffffff
+  let hostFrag = -1 // its own fragment entry with lanIp closest to expiry
+  let hostFragExp = 0x7fffffff
+  let deadFrag = -1 // its own expired, unswept datagram in flight with lanIp: reusing it frees its count
   for (let i = 0; i < CT_PROBE; i++) {
     const b = ((h + i) & (CT_ENTRIES - 1)) * CT_FIELDS
     const exp = t[b + F_EXPIRES]
     const pr = t[b + F_PROTO]
     if (pr === 0 || exp <= nowS) {
       if (free < 0) free = b
+      if (pr !== 0 && deadFrag < 0 && inFlight(pr) && t[b + F_PEER] === peer && t[b + F_LAN_IP] === lanIp) deadFrag = b
       continue
     }
     if (t[b + F_PEER_IP] === peerIp && t[b + F_LAN_IP] === lanIp && t[b + F_PORTS] === ports && (pr & 255) === proto) {
@@ -273,9 +330,9 @@ export function ctTrack16(
       const was = t[b + F_PEER]
       if (was !== peer) {
         const held = t[b + F_PROTO]
-        release(t, was, held)
+        release(t, was, held, lanIp)
         countAdd(t, peer)
-        if ((held & CT_FRAG) !== 0) Atomics.add(t, H_FRAG_COUNTS + (peer & COUNT_MASK), 1)
+        if (inFlight(held)) fragAdd(t, peer, lanIp, 1)
         t[b + F_PEER] = peer
       }
       unlockEntry(t, b)
@@ -285,6 +342,10 @@ export function ctTrack16(
       if ((pr & CT_FRAG) !== 0 && exp < ownFragExp) {
         ownFrag = b
         ownFragExp = exp
+      }
+      if ((pr & CT_FRAG) !== 0 && t[b + F_LAN_IP] === lanIp && exp < hostFragExp) {
+        hostFrag = b
+        hostFragExp = exp
       }
       if ((pr & REPLIED) === 0) {
         if (exp < ownNewExp) {
@@ -304,12 +365,17 @@ export function ctTrack16(
   let victim: number
   let result: number
   if ((flags & CT_FRAG) !== 0) {
-    // A fragment entry: room within both caps, else the peer's own fragment entry; never a flow.
-    if (under && free >= 0 && ctPeerFragCount(t, peer) < CT_FRAG_PER_PEER) {
+    // A fragment entry: room within the share and both caps, else one of the peer's own fragment entries
+    // (with the same host when that host is at its cap); never a flow.
+    const hostFull = ctHostFragCount(t, peer, lanIp) >= CT_FRAG_PER_HOST
+    if (deadFrag >= 0) {
+      victim = deadFrag
+      result = CT_NEW
+    } else if (under && free >= 0 && !hostFull && ctPeerFragCount(t, peer) < CT_FRAG_PER_PEER) {
       victim = free
       result = CT_NEW
-    } else if (ownFrag >= 0) {
-      victim = ownFrag
+    } else if (hostFull ? hostFrag >= 0 : ownFrag >= 0) {
+      victim = hostFull ? hostFrag : ownFrag
       result = CT_EVICTED
     } else return CT_FULL
   } else if (under && free >= 0) {
@@ -325,10 +391,15 @@ export function ctTrack16(
   }
   if (!lockEntry(t, victim)) return CT_BUSY
   const pr = t[victim + F_PROTO]
-  // Re-read under the lock: the entry may have changed since the scan.
-  if (pr !== 0) release(t, t[victim + F_PEER], pr)
+  // Re-read under the lock: the entry may have changed since the scan. A fragment entry takes it only
+  // if it is still free or still one of the peer's fragment entries (never a flow written meanwhile).
+  if ((flags & CT_FRAG) !== 0 && pr !== 0 && t[victim + F_EXPIRES] > nowS && ((pr & CT_FRAG) === 0 || t[victim + F_PEER] !== peer)) {
+    unlockEntry(t, victim)
+    return CT_BUSY
+  }
+  if (pr !== 0) release(t, t[victim + F_PEER], pr, t[victim + F_LAN_IP])
   countAdd(t, peer)
-  if ((flags & CT_FRAG) !== 0) Atomics.add(t, H_FRAG_COUNTS + (peer & COUNT_MASK), 1)
+  if ((flags & CT_FRAG) !== 0) fragAdd(t, peer, lanIp, 1)
   t[victim + F_PEER_IP] = peerIp
   t[victim + F_LAN_IP] = lanIp
   t[victim + F_PORTS] = ports
@@ -491,7 +562,7 @@ export function ctTouch(t: Int32Array, b: number, nowS: number, ttl: number, ans
 export function ctCut(t: Int32Array, b: number): void {
   if (!lockEntry(t, b)) return
   if (t[b + F_PROTO] !== 0) {
-    release(t, t[b + F_PEER], t[b + F_PROTO])
+    release(t, t[b + F_PEER], t[b + F_PROTO], t[b + F_LAN_IP])
     t[b + F_PROTO] = 0
   }
   unlockEntry(t, b)
@@ -506,7 +577,7 @@ export function ctRevoke(t: Int32Array, b: number, nowS: number): void {
   const pr = t[b + F_PROTO]
   if (pr !== 0) {
     if ((pr & 255) === PROTO_TCP) {
-      countSub(t, t[b + F_PEER])
+      release(t, t[b + F_PEER], pr, t[b + F_LAN_IP])
       t[b + F_PROTO] = 0
     } else {
       t[b + F_PROTO] = (pr & ~CT_OWN) | CT_CUT | REPLIED
@@ -561,7 +632,7 @@ export function ctCutPeer(t: Int32Array, peer: number): number {
       if (!lockEntry(t, b)) continue
       // Re-read under the lock: a refresh by another peer or a sweep may have changed it.
       if (t[b + F_PROTO] !== 0 && t[b + F_PEER] === peer) {
-        release(t, peer, t[b + F_PROTO])
+        release(t, peer, t[b + F_PROTO], t[b + F_LAN_IP])
         t[b + F_PROTO] = 0
         cut++
       }
@@ -578,7 +649,7 @@ export function ctSweep(t: Int32Array, nowS: number, from: number, n: number): n
     const b = ((from + i) & (CT_ENTRIES - 1)) * CT_FIELDS
     if (t[b + F_PROTO] === 0 || t[b + F_EXPIRES] > nowS || !lockEntry(t, b)) continue
     if (t[b + F_PROTO] !== 0 && t[b + F_EXPIRES] <= nowS) {
-      release(t, t[b + F_PEER], t[b + F_PROTO])
+      release(t, t[b + F_PEER], t[b + F_PROTO], t[b + F_LAN_IP])
       t[b + F_PROTO] = 0
     }
     unlockEntry(t, b)

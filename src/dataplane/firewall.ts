@@ -35,6 +35,7 @@ import {
   CT_EVICTED,
   CT_FRAG,
   CT_FRAG_S,
+  ctFragDone,
   CT_OWN,
   PROTO_ICMP,
   PROTO_TCP,
@@ -120,6 +121,7 @@ export class Firewall {
     if ((((b[p + 6] & 0x1f) << 8) | b[p + 7]) !== 0) {
       // A later fragment of our own datagram is ours (the receiver judges it by its first fragment); one
       // from the LAN goes when its first fragment went as a reply to this peer.
+      this.lastFragTrack = 0
       if (((b[p + 12] << 24) | (b[p + 13] << 16) | (b[p + 14] << 8) | b[p + 15]) === (t.selfAddr | 0)) return EGRESS_OWN
       return this.fragmentSeen(b, p, FRAG_OUT, 16, 12, peer, nowS) ? EGRESS_REPLY : EGRESS_DROP
     }
@@ -316,7 +318,10 @@ export class Firewall {
     return r === CT_EVICTED || r === CT_FULL ? r : 0
   }
 
-  /** Whether the later fragment at b[p] belongs to a datagram whose first fragment `peer` sent or was sent (fragmentStarts). */
+  /**
+   * Whether the later fragment at b[p] belongs to a datagram whose first fragment `peer` sent or was sent
+   * (fragmentStarts). The last one (MF clear) marks the datagram done (ctFragDone).
+   */
   private fragmentSeen(b: Uint8Array, p: number, dir: number, peerAt: number, lanAt: number, peer: number, nowS: number): boolean {
     const e = ctFind16(
       this.ct,
@@ -329,7 +334,9 @@ export class Firewall {
       dir | b[p + 9],
       nowS,
     )
-    return e >= 0 && ctEntryPeer(this.ct, e) === peer && ctEntryFrag(this.ct, e)
+    if (e < 0 || ctEntryPeer(this.ct, e) !== peer || !ctEntryFrag(this.ct, e)) return false
+    if ((b[p + 6] & 0x20) === 0) ctFragDone(this.ct, e, nowS)
+    return true
   }
 
   /**

@@ -71,6 +71,7 @@ import { GATE_ANSWER, GATE_LIMITED, HandshakeGate } from './handshake-gate.js'
 import { TokenBuckets } from './token-buckets.js'
 import { replayCheckAndSet32, replayMaybeFresh } from './replay.js'
 import { PROTO_ICMP, PROTO_TCP, PROTO_UDP, CT_EVICTED, CT_FULL } from './conntrack.js'
+import { halfSipHash4 } from './siphash.js'
 import { ADMIT_ESTABLISHED, ADMIT_FRAGMENT_ORPHAN, EGRESS_DROP, EGRESS_OWN, EGRESS_REPLY, Firewall } from './firewall.js'
 import { DENY_ROUTE_NOT_GRANTED, POLICY_MODE_ENFORCE, denyPolicy, denyReason, describeVerdict } from './policy.js'
 import { OPEN_BAD_MAC, OPEN_OK, SEAL_COUNTER_LIMIT, open, paddedLength, seal } from './transport.js'
@@ -122,7 +123,9 @@ export const UNDER_LOAD_AFTER_MS = 1000
  * response replayed, or a duplicated datagram. WireGuard never sends the same message twice (a retry is
  * a new message), and control would refuse the repeat after its Diffie-Hellman work (timestamp or no
  * pending handshake); here it costs neither control's work nor a token of the under-load rate. A repeat
- * that carries a valid mac2 for its source still passes (it proved it receives at that address).
+ * that carries a valid mac2 for its source still passes (it proved it receives at that address); one
+ * without gets a cookie reply. Only messages that went to control are remembered, in a two-way
+ * set-associative table indexed by a keyed hash of mac1.
  */
 export const RECENT_MACS = 1024
 /** Log keys: the drop reasons, then the accepted verdicts. */
@@ -213,8 +216,12 @@ export class Pipeline {
   /** Valid-mac1 handshake messages this worker may see per second before it counts as under load. */
   private readonly hsLoad: TokenBuckets
   private underLoadUntil = -Infinity
-  /** mac1 of the last handshake messages, RECENT_MACS slots of four words (see repeated()). */
+  /** mac1 of the last handshake messages that went to control: RECENT_MACS / 2 sets of two ways of four words (see seen()). */
   private readonly recentMacs = new Int32Array(RECENT_MACS * 4)
+  /** Per set, the way remember() writes next. */
+  private readonly macNext = new Uint8Array(RECENT_MACS / 2)
+  private readonly macWords = new Int32Array(4)
+  private readonly macKey = crypto.getRandomValues(new Int32Array(2))
   private readonly loadRules: boolean
   /** Cookie replies made by inbound(): cCount of them, slot i at cSlab[64 i], to cAddrs[2i] (ip), [2i+1] (port). */
   readonly cSlab: Uint8Array
@@ -692,31 +699,46 @@ export class Pipeline {
       this.countReason(R.bad_mac1)
       return false
     }
-    if (this.repeated(b, len) && !this.mac2Of(b, len, i)) {
+    const repeat = this.seen(b, len)
+    if (repeat && !this.mac2Of(b, len, i)) {
+      // A copy of a message control already had: no work, no token. Its source gets a cookie reply, so a
+      // peer whose message an observer raced from another address retries with a mac2 of its own.
       this.countReason(R.handshake_repeat)
+      this.cookieTo(b, len, i)
       return false
     }
     const now = this.now
     if (this.loadRules && !this.hsLoad.take(0)) this.underLoadUntil = now + UNDER_LOAD_AFTER_MS
-    if (now >= this.underLoadUntil) return true
-    const ip = this.iAddrs[2 * i]
-    const ipHi = ip >>> 16
-    const ipLo = ip & 0xffff
-    const port = this.iAddrs[2 * i + 1]
-    const secret = HS_SECRETS + 32 * Atomics.load(words, HSW_SECRET_SLOT)
-    if (this.macs.mac2Valid(hs, secret, ipHi, ipLo, port, this.iSlab, b, len)) return true
-    const k = this.cCount
-    if (k < this.cLens.length) {
-      const reply = this.macs.cookieReply(hs, HS_COOKIE_KEY, hs, secret, ipHi, ipLo, port, this.iSlab, b, len)
-      const o = k * COOKIE_REPLY_SIZE
-      for (let j = 0; j < COOKIE_REPLY_SIZE; j++) this.cSlab[o + j] = reply[j]
-      this.cLens[k] = COOKIE_REPLY_SIZE
-      this.cAddrs[2 * k] = ip
-      this.cAddrs[2 * k + 1] = port
-      this.cCount = k + 1
-      this.countReason(R.cookie_sent)
+    if (now < this.underLoadUntil) {
+      const ip = this.iAddrs[2 * i]
+      const secret = HS_SECRETS + 32 * Atomics.load(words, HSW_SECRET_SLOT)
+      if (!this.macs.mac2Valid(hs, secret, ip >>> 16, ip & 0xffff, this.iAddrs[2 * i + 1], this.iSlab, b, len)) {
+        this.cookieTo(b, len, i)
+        return false
+      }
     }
-    return false
+    // Only a message that goes to control is remembered: a copy answered with a cookie reply takes
+    // nothing from the original that follows it.
+    if (!repeat) this.remember(b, len)
+    return true
+  }
+
+  /** Stages a cookie reply to the handshake message iSlab[b, b+len) for datagram i's address (if the batch has room). */
+  private cookieTo(b: number, len: number, i: number): void {
+    const k = this.cCount
+    if (k >= this.cLens.length) return
+    const hs = this.v.handshake
+    const ip = this.iAddrs[2 * i]
+    const port = this.iAddrs[2 * i + 1]
+    const secret = HS_SECRETS + 32 * Atomics.load(this.v.hsWords, HSW_SECRET_SLOT)
+    const reply = this.macs.cookieReply(hs, HS_COOKIE_KEY, hs, secret, ip >>> 16, ip & 0xffff, port, this.iSlab, b, len)
+    const o = k * COOKIE_REPLY_SIZE
+    for (let j = 0; j < COOKIE_REPLY_SIZE; j++) this.cSlab[o + j] = reply[j]
+    this.cLens[k] = COOKIE_REPLY_SIZE
+    this.cAddrs[2 * k] = ip
+    this.cAddrs[2 * k + 1] = port
+    this.cCount = k + 1
+    this.countReason(R.cookie_sent)
   }
 
   /**
@@ -734,24 +756,39 @@ export class Pipeline {
   }
 
   /**
-   * Whether the handshake message iSlab[b, b+len) (mac1 valid) repeats one of the last RECENT_MACS this
-   * worker saw, byte for byte through mac1; else it is remembered. mac1 covers every byte before it.
+   * The recent-mac1 set of the handshake message iSlab[b, b+len): a keyed hash of its mac1 (mac1 covers
+   * every byte before it), so that no one can pick messages that share a set.
    */
-  private repeated(b: number, len: number): boolean {
+  private macSet(b: number, len: number): number {
     const s = this.iSlab
     const m = b + len - 32
-    const w0 = s[m] | (s[m + 1] << 8) | (s[m + 2] << 16) | (s[m + 3] << 24)
-    const w1 = s[m + 4] | (s[m + 5] << 8) | (s[m + 6] << 16) | (s[m + 7] << 24)
-    const w2 = s[m + 8] | (s[m + 9] << 8) | (s[m + 10] << 16) | (s[m + 11] << 24)
-    const w3 = s[m + 12] | (s[m + 13] << 8) | (s[m + 14] << 16) | (s[m + 15] << 24)
+    const w = this.macWords
+    for (let j = 0; j < 4; j++) w[j] = s[m + 4 * j] | (s[m + 4 * j + 1] << 8) | (s[m + 4 * j + 2] << 16) | (s[m + 4 * j + 3] << 24)
+    return halfSipHash4(this.macKey[0], this.macKey[1], 4, w[0], w[1], w[2], w[3]) & (RECENT_MACS / 2 - 1)
+  }
+
+  /** Whether the handshake message iSlab[b, b+len) repeats one of the last RECENT_MACS that went to control. */
+  private seen(b: number, len: number): boolean {
+    const k = this.macSet(b, len) * 8
     const r = this.recentMacs
-    const k = ((w0 ^ w3) & (RECENT_MACS - 1)) * 4
-    if (r[k] === w0 && r[k + 1] === w1 && r[k + 2] === w2 && r[k + 3] === w3) return true
-    r[k] = w0
-    r[k + 1] = w1
-    r[k + 2] = w2
-    r[k + 3] = w3
-    return false
+    const w = this.macWords
+    return (
+      (r[k] === w[0] && r[k + 1] === w[1] && r[k + 2] === w[2] && r[k + 3] === w[3]) ||
+      (r[k + 4] === w[0] && r[k + 5] === w[1] && r[k + 6] === w[2] && r[k + 7] === w[3])
+    )
+  }
+
+  /** Remembers the handshake message iSlab[b, b+len) in its set (two ways; the older one goes). */
+  private remember(b: number, len: number): void {
+    const set = this.macSet(b, len)
+    const k = set * 8 + 4 * this.macNext[set]
+    this.macNext[set] ^= 1
+    const r = this.recentMacs
+    const w = this.macWords
+    r[k] = w[0]
+    r[k + 1] = w[1]
+    r[k + 2] = w[2]
+    r[k + 3] = w[3]
   }
 
   /**

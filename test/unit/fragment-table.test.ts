@@ -11,12 +11,28 @@
  * F2: fragment entries that could not be made were not counted. Before: "not ok - each ... is counted"
  * (moved by 0).
  * F4 (documented limitation): with Policies, a later fragment that arrives before its first is dropped.
+ *
+ * Re-review (review 18b) of that fix:
+ * R1: entries lived CT_FRAG_S after the last fragment and the cap counted them, so a peer completed about
+ * 25 fragmented datagrams a second. Before: "not ok - every fragmented reply of a modest stream leaves
+ * whole" (265 of 500 at 100 a second). Now the last fragment marks the datagram done: it leaves the caps.
+ * R2: one LAN host could hold the peer's whole cap. Before: "not ok - the server's fragmented replies are
+ * not lost to the printer's first fragments" (0 of 50). Now one host holds at most CT_FRAG_PER_HOST.
+ * R4: a later fragment after a refused first fragment was counted again (a stale lastFragTrack).
  */
 import t from 'tap'
 import { A_VA, B_VA, HEADROOM, LAN, deliver, sessionPair } from '../../bench/testbed.js'
 import { type Cidr, parseCidr } from '../../src/common/ipv4.js'
 import { REASONS } from '../../src/ipc/layout.js'
-import { CT_FRAG_PER_PEER, CT_PEER_SHARE, PROTO_UDP, ctPeerCount, ctPeerFragCount } from '../../src/dataplane/conntrack.js'
+import {
+  CT_FRAG_PER_HOST,
+  CT_FRAG_PER_PEER,
+  CT_PEER_SHARE,
+  PROTO_UDP,
+  ctHostFragCount,
+  ctPeerCount,
+  ctPeerFragCount,
+} from '../../src/dataplane/conntrack.js'
 import { compilePolicies, policyTablesFor } from '../../src/compile/policy.js'
 import type { PolicyConfig } from '../../src/config/policies.js'
 
@@ -93,8 +109,8 @@ function reason(p: Pair, name: string): number {
   return p.e.v.reasons[REASONS.indexOf(name as (typeof REASONS)[number])]
 }
 
-/** The client (peer slot 0 of the exit node) with `n` answered UDP flows to SERVER(i), and one to the printer. */
-function established(n: number): Pair {
+/** The client (peer slot 0 of the exit node) with `n` answered UDP flows to SERVER(i), and one to each of `printers` printers (PRINTER + j). */
+function established(n: number, printers = 1): Pair {
   const p = sessionPair(256)
   const now = 5_000_000_000
   p.client.setClock(now)
@@ -103,7 +119,7 @@ function established(n: number): Pair {
     if (!send(p, fragment(PROTO_UDP, A_VA, SERVER(i), 0x100 + i, 0, false, udp(41000 + i, 443)))) throw new Error('not delivered')
     if (!leaves(p, fragment(PROTO_UDP, SERVER(i), A_VA, 0x200 + i, 0, false, udp(443, 41000 + i)))) throw new Error('no reply')
   }
-  send(p, fragment(PROTO_UDP, A_VA, PRINTER, 0x0abc, 0, false, udp(40000, 9100)))
+  for (let j = 0; j < printers; j++) send(p, fragment(PROTO_UDP, A_VA, PRINTER + j, 0x0abc, 0, false, udp(40000, 9100)))
   return p
 }
 
@@ -138,7 +154,7 @@ t.test("F1: a LAN host's first fragments take at most CT_FRAG_PER_PEER entries a
     ctPeerCount(ct, 0) <= count0 + CT_FRAG_PER_PEER,
     `a LAN host adds at most CT_FRAG_PER_PEER entries to the client's share (got ${ctPeerCount(ct, 0) - count0})`,
   )
-  t.equal(ctPeerFragCount(ct, 0), CT_FRAG_PER_PEER, 'the client holds exactly CT_FRAG_PER_PEER fragment entries')
+  t.equal(ctPeerFragCount(ct, 0), CT_FRAG_PER_HOST, 'the printer holds exactly CT_FRAG_PER_HOST of its datagrams in flight')
   flood(p, (k) => firsts(k + CT_PEER_SHARE), 300_000)
   const alive = survivors(p, FLOWS)
   t.comment(
@@ -233,7 +249,7 @@ t.test('F2: a first fragment that gets no entry is counted (conntrack_full, or c
   const counted = reason(p, 'conntrack_evicted') + reason(p, 'conntrack_full') - ev0
   t.comment(`${left} of ${N} first fragments left; ${counted} counted; fragment entries ${ctPeerFragCount(ct, 0)}`)
   t.equal(left, N, 'a first fragment of a reply still leaves (only its later fragments need the entry)')
-  t.equal(counted, N - CT_FRAG_PER_PEER, 'every first fragment beyond the first CT_FRAG_PER_PEER is counted')
+  t.equal(counted, N - CT_FRAG_PER_HOST, "every first fragment beyond the host's first CT_FRAG_PER_HOST is counted")
   t.equal(survivors(p, FLOWS), FLOWS, 'no answered flow was lost')
 })
 
@@ -244,8 +260,94 @@ t.test("a peer's own first fragments (Policies enforced) are capped too and evic
   let admitted = 0
   for (let k = 0; k < 5000; k++) if (send(p, fragment(PROTO_UDP, A_VA, PRINTER, 0x8000 + k, 0, true, udp(40000, 9100)))) admitted++
   t.equal(admitted, 5000, 'each first fragment to an allowed port is admitted')
-  t.equal(ctPeerFragCount(ct, 0), CT_FRAG_PER_PEER, 'the client holds CT_FRAG_PER_PEER fragment entries')
+  t.equal(ctPeerFragCount(ct, 0), CT_FRAG_PER_HOST, 'the client has CT_FRAG_PER_HOST datagrams in flight to the printer')
   t.equal(survivors(p, FLOWS), FLOWS, 'its answered flows to other LAN hosts all survive')
+})
+
+t.test('several LAN hosts together hold at most CT_FRAG_PER_PEER of a peer, each at most CT_FRAG_PER_HOST', async (t) => {
+  const hosts = 8
+  const p = established(FLOWS, hosts)
+  const ct = new Int32Array(p.e.conntrack)
+  flood(p, (k) => fragment(PROTO_UDP, PRINTER + (k % hosts), A_VA, (k >> 3) & 0xffff, 0, true, udp(9100, 40000)), 100_000)
+  const per = Array.from({ length: hosts }, (_, j) => ctHostFragCount(ct, 0, PRINTER + j))
+  t.comment(`in flight: ${ctPeerFragCount(ct, 0)} in all; per host ${per.join(' ')}`)
+  t.equal(ctPeerFragCount(ct, 0), CT_FRAG_PER_PEER, 'the client has exactly CT_FRAG_PER_PEER datagrams in flight')
+  t.ok(
+    per.every((n) => n <= CT_FRAG_PER_HOST),
+    'no host holds more than CT_FRAG_PER_HOST',
+  )
+  t.equal(survivors(p, FLOWS), FLOWS, 'no answered flow was lost')
+})
+
+/** A LAN host's fragmented replies (first and last fragment back to back) at `perS` a second for `secs`; how many leave whole. */
+function stream(p: Pair, host: number, port: number, t0: number, perS: number, secs: number, id0: number): number {
+  let whole = 0
+  for (let k = 0; k < perS * secs; k++) {
+    const now = t0 + Math.floor((k * 1000) / perS)
+    p.client.setClock(now)
+    p.exit.setClock(now)
+    const id = (id0 + k) & 0xffff
+    if (!leaves(p, fragment(PROTO_UDP, host, A_VA, id, 0, true, udp(port, 40000, 1400)))) continue
+    if (leaves(p, fragment(PROTO_UDP, host, A_VA, id, 176, false, new Uint8Array(200)))) whole++
+  }
+  return whole
+}
+
+t.test('R1: a LAN server answering with fragmented datagrams, 1,000 a second for 5 s, has each leave whole', async (t) => {
+  const p = sessionPair(4)
+  const t0 = 5_000_000_000
+  p.client.setClock(t0)
+  p.exit.setClock(t0)
+  send(p, fragment(PROTO_UDP, A_VA, SERVER(7), 1, 0, false, udp(40000, 5004)))
+  const whole = stream(p, SERVER(7), 5004, t0, 1000, 5, 0x1000)
+  const ct = new Int32Array(p.e.conntrack)
+  t.comment(`${whole} of 5000 left whole; conntrack_full ${reason(p, 'conntrack_full')}; in flight ${ctPeerFragCount(ct, 0)}`)
+  t.equal(whole, 5000, 'every datagram leaves whole')
+  t.equal(ctPeerFragCount(ct, 0), 0, 'none is left in flight (the last fragment marked each done)')
+  // A middle fragment reordered behind the last one still passes (CT_FRAG_DONE_S), not after.
+  leaves(p, fragment(PROTO_UDP, SERVER(7), A_VA, 0x7777, 0, true, udp(5004, 40000, 1400)))
+  t.ok(leaves(p, fragment(PROTO_UDP, SERVER(7), A_VA, 0x7777, 352, false, new Uint8Array(200))), 'the last fragment leaves')
+  t.ok(leaves(p, fragment(PROTO_UDP, SERVER(7), A_VA, 0x7777, 176, true, new Uint8Array(1408))), 'a middle one after it too')
+  p.exit.setClock(t0 + 5000 + 3000)
+  t.notOk(leaves(p, fragment(PROTO_UDP, SERVER(7), A_VA, 0x7777, 176, true, new Uint8Array(1408))), 'but not 3 s later')
+})
+
+t.test("R2: a LAN host's first fragments do not starve the same peer's fragmented datagrams with another host", async (t) => {
+  const p = established(4)
+  const ct = new Int32Array(p.e.conntrack)
+  send(p, fragment(PROTO_UDP, A_VA, SERVER(7), 2, 0, false, udp(40000, 5004)))
+  const t0 = 5_000_000_000
+  // The printer: 256 unfinished datagrams at once, then 40 a second, beside the server's 10 a second.
+  flood(p, (k) => fragment(PROTO_UDP, PRINTER, A_VA, k, 0, true, udp(9100, 40000)), CT_FRAG_PER_PEER)
+  let whole = 0
+  let pk = CT_FRAG_PER_PEER
+  for (let k = 0; k < 50; k++) {
+    for (let j = 0; j < 4; j++) {
+      p.exit.setClock(t0 + k * 100 + j * 25)
+      leaves(p, fragment(PROTO_UDP, PRINTER, A_VA, pk++ & 0xffff, 0, true, udp(9100, 40000)))
+    }
+    const id = 0x8000 + k
+    leaves(p, fragment(PROTO_UDP, SERVER(7), A_VA, id, 0, true, udp(5004, 40000, 1400)))
+    if (leaves(p, fragment(PROTO_UDP, SERVER(7), A_VA, id, 176, false, new Uint8Array(200)))) whole++
+  }
+  t.comment(`${whole} of 50 of the server's datagrams left whole; printer in flight ${ctHostFragCount(ct, 0, PRINTER)}`)
+  t.equal(whole, 50, "the server's fragmented replies are not lost to the printer's first fragments")
+  t.equal(ctHostFragCount(ct, 0, PRINTER), CT_FRAG_PER_HOST, 'the printer holds CT_FRAG_PER_HOST')
+})
+
+t.test('R4: later fragments after a refused first fragment are not counted again', async (t) => {
+  const p = established(4)
+  flood(p, (k) => fragment(PROTO_UDP, PRINTER, A_VA, k, 0, true, udp(9100, 40000)), CT_FRAG_PER_HOST)
+  const c0 = reason(p, 'conntrack_full') + reason(p, 'conntrack_evicted')
+  leaves(p, fragment(PROTO_UDP, PRINTER, A_VA, 5000, 0, true, udp(9100, 40000)))
+  const c1 = reason(p, 'conntrack_full') + reason(p, 'conntrack_evicted')
+  t.equal(c1 - c0, 1, 'the refused (or evicting) first fragment is counted once')
+  let left = 0
+  for (let k = 0; k < CT_FRAG_PER_HOST; k++) if (leaves(p, fragment(PROTO_UDP, PRINTER, A_VA, k, 1, true, new Uint8Array(8)))) left++
+  const c2 = reason(p, 'conntrack_full') + reason(p, 'conntrack_evicted')
+  t.comment(`${left} later fragments left; counts moved by ${c2 - c1}`)
+  t.ok(left > 0, 'later fragments of remembered datagrams leave')
+  t.equal(c2 - c1, 0, 'and none is counted as conntrack_full or conntrack_evicted')
 })
 
 t.test('F4 (documented): with Policies, a later fragment that arrives before its first fragment is dropped as an orphan', async (t) => {

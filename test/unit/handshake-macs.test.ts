@@ -148,11 +148,7 @@ t.test('under load, an initiation with a valid mac2 reaches control, and control
   t.equal(p.exit.cCount, 0, 'without a cookie reply')
   t.ok(checkMac2(secret, got[0], SRC_IP, SRC_PORT, now + 500), "control's check (the shared secret) accepts its mac2")
   t.equal(receive(p, [init], SRC_IP + 1).length, 0, 'the same bytes from another address do not (the cookie is per address)')
-  t.equal(p.exit.cCount, 0, 'nor get a cookie reply: a verbatim repeat without its own mac2 is dropped')
-  t.equal(count(p.e.v, 'handshake_repeat'), 1, 'as handshake_repeat')
-  const other = createInitiation(I, IR, V.initiatorIndex + 1, now + 600, bin(V.initiatorEphemeralPrivate))
-  t.equal(receive(p, [other], SRC_IP + 1).length, 0, 'a new initiation from that address does not reach control either')
-  t.equal(replies(p).length, 1, 'it gets a cookie reply of its own')
+  t.equal(replies(p).length, 1, 'that one gets a cookie reply of its own')
 })
 
 t.test('a rotated secret: the workers answer with it at once, and old cookies stop passing', async (t) => {
@@ -161,12 +157,12 @@ t.test('a rotated secret: the workers answer with it at once, and old cookies st
   receive(p, [init])
   consumeCookieReply(IR, replies(p)[0].reply, now)
   secret.secret = Buffer.alloc(32, 7) // control's rotation (every 2 minutes)
-  const retry = createInitiation(I, IR, V.initiatorIndex + 1, now + 10, bin(V.initiatorEphemeralPrivate))
-  t.equal(receive(p, [retry]).length, 0, 'a mac2 from the old secret no longer passes under load')
+  writeMacs(init, IR, now + 10)
+  t.equal(receive(p, [init]).length, 0, 'a mac2 from the old secret no longer passes under load')
   t.ok(consumeCookieReply(IR, replies(p)[0].reply, now + 10), 'a fresh cookie reply comes back')
   t.equal(hex(IR.cookie!.value), hex(MAC(Buffer.alloc(32, 7), bin('c6120001ca6c'))), 'made with the new secret')
-  writeMacs(retry, IR, now + 20)
-  t.equal(receive(p, [retry]).length, 1, 'and the same message with it passes')
+  writeMacs(init, IR, now + 20)
+  t.equal(receive(p, [init]).length, 1, 'and the retry with it passes')
 })
 
 t.test('until control wrote the keys, a worker passes no handshake message on', async (t) => {
