@@ -96,7 +96,7 @@ t.test('R3: two captured initiations that shared a slot of the unkeyed table, al
   p.exit.setClock(now)
   const bySlot = new Map<number, Buffer>()
   let pair: Buffer[] = []
-  for (let n = 0; pair.length === 0; n++) {
+  while (pair.length === 0) {
     const m = initiation(p)
     const o = bySlot.get(oldSlotOf(m))
     if (o) pair = [o, m]
