@@ -316,7 +316,12 @@ export class Agent implements AgentApi {
     if (!local.hub || !this.hubMap) return local
     const r = mergeHubLayer(local, this.hubMap)
     for (const w of r.skippedLocal) this.log.warn({ peer: w }, 'local peer skipped: it collides with the hub layer')
-    this.hubNotes = [...r.notAccepted, ...r.skippedLocal.map((w) => `local peer skipped: ${w}`)]
+    for (const w of r.skippedHub) this.log.warn({ peer: w }, 'hub peer skipped or changed')
+    this.hubNotes = [
+      ...r.notAccepted,
+      ...r.skippedLocal.map((w) => `local peer skipped: ${w}`),
+      ...r.skippedHub.map((w) => `hub peer: ${w}`),
+    ]
     if (this.hubLink) this.hubLink.notAccepted = this.hubNotes
     return r.profile
   }

@@ -110,6 +110,8 @@ export interface HubLinkOptions {
 
 /** A hub connection with no answer to our pings for this long is dropped and made again. */
 export const HUB_SILENCE_MS = 75_000
+/** After a refused map, the agent asks for the whole map again at most once per this. */
+export const REFUSED_RESYNC_MS = 30_000
 
 /** Reflect datagrams are sent at 0, 1 and 2 s of a round; the result is judged at 3 s. */
 const REFLECT_TRIES = 3
@@ -126,6 +128,8 @@ export class HubLink {
   reflexive?: string
   private stopped = false
   private attempt = 0
+  /** When a refused map last made this agent ask for the whole map (REFUSED_RESYNC_MS). */
+  private refusedAt = -Infinity
   private upSince = 0
   private retry?: NodeJS.Timeout
   private map: HubMap | null = null
@@ -257,7 +261,18 @@ export class HubLink {
         this.queue = this.queue
           .then(() => this.handle(m, s))
           .catch((e) => {
-            log.error({ err: (e as Error).message }, 'hub map refused; the previous one stays in force')
+            // A refused map is asked for again, but not in a loop: the same map would be refused again.
+            const now = Date.now()
+            const again = now - this.refusedAt >= REFUSED_RESYNC_MS
+            log.error(
+              {
+                err: (e as Error).message,
+                ...(again ? {} : { nextResyncS: Math.ceil((this.refusedAt + REFUSED_RESYNC_MS - now) / 1000) }),
+              },
+              'hub map refused; the previous one stays in force',
+            )
+            if (!again) return
+            this.refusedAt = now
             s({ t: 'resync' })
           })
       } catch (e) {

@@ -11,24 +11,34 @@
  * Otherwise they are listed as offered by the hub, not accepted locally.
  *
  * The merged JSON goes through the same validation as a hand-written profile: a map that does not
- * validate is refused whole and the previous one stays. Hand-configured peers keep working beside hub
- * peers; when the local profile has no Policies of its own, its peers keep their meaning (allowed) by a
+ * validate is refused whole and the previous one stays; a hub peer's endpoint that no agent can use is
+ * dropped alone (see skippedHub). Hand-configured peers keep working beside hub peers, and win a clash; when the local profile has no Policies of its own, its peers keep their meaning (allowed) by a
  * policy from the reserved tag "@local" to "@self" (outside the tag alphabet, so it cannot clash).
  */
 import { ProfileError } from '../errors.js'
 import { type Cidr, cidrsOverlap, parseCidr } from '../common/ipv4.js'
 import type { HubMap } from '../hubproto/map.js'
 import { type Profile, validateProfile } from './profile.js'
+import { endpointProblem } from './schema.js'
 
 export interface HubLayerResult {
   profile: Profile
   /** What the hub offered that local consent does not accept, in words for status. */
   notAccepted: string[]
-  /** Local peers skipped because the hub's layer uses their identity or address. */
+  /** Local peers skipped because the hub gave this system their address. */
   skippedLocal: string[]
+  /**
+   * Hub peers skipped (or taken without their endpoint), in words: a hub peer with a hand-configured
+   * peer's address or identity is skipped (the hand-configured one wins: a system enrolled at the hub
+   * cannot take the place of a peer this profile names), and an endpoint no agent can use is dropped
+   * (the rest of the map still applies).
+   */
+  skippedHub: string[]
 }
 
 type Raw = Record<string, unknown>
+
+const asArray = (v: unknown): unknown[] => (Array.isArray(v) ? v : [])
 
 const PRIVATE = ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16'].map((c) => parseCidr(c) as Cidr)
 
@@ -47,6 +57,7 @@ export function mergeHubLayer(local: Profile, map: HubMap): HubLayerResult {
   const raw: Raw = structuredClone(local.raw)
   const notAccepted: string[] = []
   const skippedLocal: string[] = []
+  const skippedHub: string[] = []
   const self = map.Self
   raw.VirtualAddress = self.VirtualAddress
   raw.Tags = [...new Set([...((local.raw.Tags as string[] | undefined) ?? []), ...self.Tags])]
@@ -54,8 +65,9 @@ export function mergeHubLayer(local: Profile, map: HubMap): HubLayerResult {
   // Peers: hub peers beside local ones; a key in both keeps its local entry, with the hub's address and tags.
   const localPeers = ((local.raw.Peers as Raw[] | undefined) ?? []).map((p) => ({ ...p }))
   const hubKeys = new Set(map.Peers.map((p) => p.PublicKey))
-  const taken = new Map<string, string>([[self.VirtualAddress, 'this system (address from the hub)']])
-  for (const p of map.Peers) taken.set(p.VirtualAddress, p.Identity)
+  // What the hand-configured peers (not known to the hub) hold: a hub peer may not take it.
+  const localAddrs = new Map<string, string>()
+  const localIds = new Set<string>()
   const peers: Raw[] = []
   for (const lp of localPeers) {
     const hp = map.Peers.find((p) => p.PublicKey === lp.PublicKey)
@@ -67,33 +79,46 @@ export function mergeHubLayer(local: Profile, map: HubMap): HubLayerResult {
     const va = cfg
       ? `${cfg.virtualAddress >>> 24}.${(cfg.virtualAddress >>> 16) & 255}.${(cfg.virtualAddress >>> 8) & 255}.${cfg.virtualAddress & 255}`
       : ''
-    const clash = taken.get(va) ?? map.Peers.find((p) => p.Identity === cfg?.identity)?.Identity
-    if (clash) {
-      skippedLocal.push(`${cfg?.identity ?? lp.PublicKey}: its address ${va} or identity is used by ${clash} from the hub`)
+    if (va === self.VirtualAddress) {
+      skippedLocal.push(`${cfg?.identity ?? lp.PublicKey}: the hub gave this system its address ${va}`)
       continue
     }
+    const name = cfg?.identity ?? String(lp.PublicKey)
+    localAddrs.set(va, name)
+    if (cfg?.identity) localIds.add(cfg.identity)
     peers.push(lp)
   }
   for (const hp of map.Peers) {
     if (localPeers.some((lp) => lp.PublicKey === hp.PublicKey)) continue
+    const clash = localAddrs.get(hp.VirtualAddress) ?? (localIds.has(hp.Identity) ? hp.Identity : undefined)
+    if (clash) {
+      skippedHub.push(`${hp.Identity} (${hp.VirtualAddress}): its address or identity is the hand-configured peer ${clash}'s`)
+      continue
+    }
+    const bad = hp.Endpoint ? endpointProblem(hp.Endpoint) : undefined
+    if (bad) skippedHub.push(`${hp.Identity}: endpoint dropped (${bad}); it is reached when it connects`)
     peers.push({
       PublicKey: hp.PublicKey,
       Identity: hp.Identity,
       VirtualAddress: hp.VirtualAddress,
       Tags: hp.Tags,
       ...(hp.Description ? { Description: hp.Description } : {}),
-      ...(hp.Endpoint ? { Endpoint: hp.Endpoint } : {}),
+      ...(hp.Endpoint && !bad ? { Endpoint: hp.Endpoint } : {}),
     })
   }
   raw.Peers = peers
 
   const exitNode: Raw = { ...((local.raw.ExitNode as Raw | undefined) ?? {}) }
   // Routes this system provides, and the gateway policies granting them, only with local consent.
+  // A policy is a gateway grant when it names either key (GatewayRoutes or GatewayAllowedIpRanges).
   const hubPolicies = map.Policies.filter((p) => {
-    if (!p.GatewayRoutes) return true
+    const ranges = [...asArray(p.GatewayRoutes), ...asArray(p.GatewayAllowedIpRanges)].map((r) =>
+      typeof r === 'string' ? r : String((r as { IpRange?: unknown })?.IpRange ?? '?'),
+    )
+    if (p.GatewayRoutes === undefined && p.GatewayAllowedIpRanges === undefined) return true
     if (consent.allowGateway) return true
     notAccepted.push(
-      `gateway for ${(p.GatewayRoutes as string[]).join(', ')} (policy "${p.Description ?? ''}"): enrol with --allow-gateway to accept`,
+      `gateway for ${ranges.join(', ') || '(no ranges)'} (policy "${p.Description ?? ''}"): enrol with --allow-gateway to accept`,
     )
     return false
   })
@@ -151,5 +176,5 @@ export function mergeHubLayer(local: Profile, map: HubMap): HubLayerResult {
       },
     ]
   }
-  return { profile, notAccepted, skippedLocal }
+  return { profile, notAccepted, skippedLocal, skippedHub }
 }

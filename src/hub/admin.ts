@@ -169,7 +169,12 @@ export class HubAdmin {
   ): Promise<KeyInfo & { key: string }> {
     if (!description.trim()) throw usage('a key needs a description')
     if (o.uses !== undefined && (!Number.isInteger(o.uses) || o.uses < 1)) throw usage('--uses must be 1 or more')
-    const k = newEnrolmentKey()
+    // The key id (its first 5 characters) is unique: a new key whose id is taken is drawn again.
+    let k = newEnrolmentKey()
+    for (let i = 0; i < 16; i++) {
+      if (!(await this.store.db.selectFrom('enrolment_keys').select('id').where('key_id', '=', k.keyId).executeTakeFirst())) break
+      k = newEnrolmentKey()
+    }
     const now = new Date()
     const expires = o.forMs ? new Date(now.getTime() + o.forMs).toISOString() : null
     const existing = await this.store.db.selectFrom('enrolment_keys').select('id').where('description', '=', description).executeTakeFirst()
@@ -359,27 +364,44 @@ export class HubAdmin {
   async seen(publicKey: string, endpoint: string | null, listenPort: number, advertised: string[]): Promise<void> {
     const s = await this.store.db.selectFrom('systems').selectAll().where('public_key', '=', publicKey).executeTakeFirst()
     if (!s) return
+    advertised = [...new Set(advertised)]
     const changed = s.endpoint !== endpoint || s.listen_port !== listenPort || s.advertised_routes !== JSON.stringify(advertised)
     const routes = await this.store.db.selectFrom('routes').selectAll().where('system_id', '=', s.id).execute()
     const newRoutes = advertised.filter((c) => !routes.some((r) => r.cidr === c))
-    if (!changed && !newRoutes.length) {
+    // Routes the agent advertised once and no longer does, still waiting for approval: withdrawn (the
+    // rows an agent can add are the ones it advertises now, never more).
+    const withdrawn = routes.filter((r) => r.source === 'agent' && r.approved === 0 && !advertised.includes(r.cidr)).map((r) => r.cidr)
+    const now = new Date().toISOString()
+    if (!changed && !newRoutes.length && !withdrawn.length) {
       await this.store.write(null, async (trx) => {
-        await trx.updateTable('systems').set({ last_seen_at: new Date().toISOString() }).where('id', '=', s.id).execute()
+        await trx.updateTable('systems').set({ last_seen_at: now }).where('id', '=', s.id).execute()
       })
       return
     }
-    await this.store.write(
-      { actor: s.identity, action: 'system.presence', target: s.identity, details: { endpoint, advertised } },
-      async (trx) => {
+    // A pending system is in no one's map: its presence changes nothing anyone holds (no revision, no audit).
+    const audit =
+      s.state === 'pending' ? null : { actor: s.identity, action: 'system.presence', target: s.identity, details: { endpoint, advertised } }
+    await this.store.write(audit, async (trx) => {
+      await trx
+        .updateTable('systems')
+        .set({ endpoint, listen_port: listenPort, advertised_routes: JSON.stringify(advertised), last_seen_at: now })
+        .where('id', '=', s.id)
+        .execute()
+      if (withdrawn.length)
         await trx
-          .updateTable('systems')
-          .set({ endpoint, listen_port: listenPort, advertised_routes: JSON.stringify(advertised), last_seen_at: new Date().toISOString() })
-          .where('id', '=', s.id)
+          .deleteFrom('routes')
+          .where('system_id', '=', s.id)
+          .where('source', '=', 'agent')
+          .where('approved', '=', 0)
+          .where('cidr', 'in', withdrawn)
           .execute()
-        for (const cidr of newRoutes)
-          await trx.insertInto('routes').values({ system_id: s.id, cidr, source: 'agent', approved: 0 }).execute()
-      },
-    )
+      for (const cidr of newRoutes)
+        await trx
+          .insertInto('routes')
+          .values({ system_id: s.id, cidr, source: 'agent', approved: 0 })
+          .onConflict((oc) => oc.doNothing())
+          .execute()
+    })
   }
 
   /** The endpoint a connected system's discovery found (reflexive address); nothing when unchanged. */

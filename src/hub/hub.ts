@@ -16,7 +16,8 @@ import dgram from 'node:dgram'
 import crypto from 'node:crypto'
 import { WebSocketServer, type WebSocket } from 'ws'
 import { EnclaveError } from '../errors.js'
-import { intToIp } from '../common/ipv4.js'
+import { intToIp, parseIpv4 } from '../common/ipv4.js'
+import { endpointProblem } from '../config/schema.js'
 import { writeFileAtomic } from '../common/atomic-file.js'
 import { generateKeyPair, keyPairFromPrivate } from '../protocol/primitives.js'
 import { respond, type Transport } from '../hubproto/noise-ik.js'
@@ -136,6 +137,39 @@ interface Conn {
   /** The agent named its endpoint itself (--advertise-endpoint): discovery never replaces it. */
   endpointPinned: boolean
   nat?: string
+  /** Addresses the reflect ports saw for this connection (the only ones a NAT report may make its endpoint). */
+  reflected: Set<string>
+  /** When the last resync was answered, and the one deferred to RESYNC_MS after it. */
+  resyncAt: number
+  resyncTimer?: NodeJS.Timeout
+}
+
+/** Routes one system may offer (ProvidesRoutes advertised in its hello); more are ignored. */
+export const MAX_ADVERTISED = 256
+
+/** An agent's full-map requests (resync) are answered at most once per this; more are coalesced into one. */
+export const RESYNC_MS = 5000
+
+/**
+ * The endpoint other agents may be given for a system that names `s` itself: an IPv4 literal or a host
+ * name with a port, never a loopback, unspecified, multicast or broadcast address nor one of the overlay
+ * (100.64.0.0/10): viewers would aim their handshakes at themselves or at the tunnel. Undefined if unusable.
+ */
+export function claimedEndpoint(s: string): string | undefined {
+  if (endpointProblem(s)) return undefined
+  const host = s.slice(0, s.lastIndexOf(':')).toLowerCase()
+  if (host === 'localhost' || host.endsWith('.localhost')) return undefined
+  const ip = parseIpv4(host)
+  if (typeof ip === 'string') return /^\d+(\.\d+)*$/.test(host) ? undefined : s
+  const a = ip >>> 24
+  if (a === 0 || a === 127 || a >= 224 || (ip & 0xffc00000) === ((100 << 24) | (64 << 16))) return undefined
+  return s
+}
+
+/** The endpoint seen from the connection's source address: IPv4 (or IPv4-mapped) only, else none. */
+export function sourceEndpoint(source: string, port: number): string | undefined {
+  const v4 = source.replace(/^::ffff:/i, '')
+  return typeof parseIpv4(v4) === 'number' ? `${v4}:${port}` : undefined
 }
 
 /** Per-source and global token buckets for handshakes (before any work). */
@@ -312,7 +346,10 @@ export class HubServer extends EventEmitter {
       conn.reflectCount = 0
     }
     if (++conn.reflectCount > 20) return
-    this.send(conn, { t: 'reflected', seq: r.seq, port, addr: `${rinfo.address}:${rinfo.port}` })
+    const addr = `${rinfo.address}:${rinfo.port}`
+    if (conn.reflected.size >= 8) conn.reflected.clear()
+    conn.reflected.add(addr)
+    this.send(conn, { t: 'reflected', seq: r.seq, port, addr })
   }
 
   /**
@@ -324,6 +361,11 @@ export class HubServer extends EventEmitter {
     if (conn.nat !== nat) this.opts.log.info({ identity: conn.identity, nat, addr }, 'system NAT class')
     conn.nat = nat
     if (!addr || conn.endpointPinned || (nat !== 'none' && nat !== 'easy')) return
+    // Only an address the reflect ports saw for this connection: the agent cannot name another host.
+    if (!conn.reflected.has(addr)) {
+      this.opts.log.debug({ identity: conn.identity, addr }, 'NAT report names an address the hub did not see: ignored')
+      return
+    }
     await this.admin.setEndpoint(conn.systemId, addr)
   }
 
@@ -369,9 +411,7 @@ export class HubServer extends EventEmitter {
         } else if (m.data.t === 'nat') {
           await this.natReport(conn, m.data.nat, m.data.addr)
         } else if (m.data.t === 'resync') {
-          conn.sent = null
-          conn.sentIndex.clear()
-          this.sendMap(conn)
+          this.resync(conn)
         }
       } catch (e) {
         log.debug({ source, err: (e as Error).message }, 'hub connection closed')
@@ -380,6 +420,7 @@ export class HubServer extends EventEmitter {
     })
     ws.on('close', () => {
       clearTimeout(deadline)
+      if (conn) clearTimeout(conn.resyncTimer)
       if (conn) this.byToken.delete(conn.reflectToken)
       if (conn && this.conns.get(conn.systemId) === conn) {
         this.conns.delete(conn.systemId)
@@ -388,6 +429,25 @@ export class HubServer extends EventEmitter {
       }
     })
     ws.on('error', () => ws.terminate())
+  }
+
+  /**
+   * An agent asks for its whole map (it could not apply a delta): answered at once, then at most once per
+   * RESYNC_MS, later requests coalesced into one. A full map costs the hub far more than the request.
+   */
+  private resync(conn: Conn): void {
+    if (conn.resyncTimer) return
+    const wait = conn.resyncAt + RESYNC_MS - Date.now()
+    const go = () => {
+      conn.resyncTimer = undefined
+      if (conn.ws.readyState !== conn.ws.OPEN) return
+      conn.resyncAt = Date.now()
+      conn.sent = null
+      conn.sentIndex.clear()
+      this.sendMap(conn)
+    }
+    if (wait <= 0) go()
+    else conn.resyncTimer = setTimeout(go, wait)
   }
 
   private async handshake(ws: WebSocket, msg1: Buffer, source: string): Promise<Conn | null> {
@@ -416,8 +476,14 @@ export class HubServer extends EventEmitter {
     }
     if (hello.v > HUB_PROTOCOL_VERSION + 10 || hello.v < 1)
       return refuse('UPGRADE_REQUIRED', `this hub speaks version ${HUB_PROTOCOL_VERSION}`)
-    const advertised = hello.advertise.filter((c) => /^\d+\.\d+\.\d+\.\d+\/\d+$/.test(c))
-    const endpoint = hello.endpoints?.[0] ?? (source ? `${source.replace(/^::ffff:/, '')}:${hello.listenPort}` : null)
+    // Routes it offers as an exit node (the admin approves them): distinct, and at most MAX_ADVERTISED.
+    const advertised = [...new Set(hello.advertise.filter((c) => /^\d+\.\d+\.\d+\.\d+\/\d+$/.test(c)))].slice(0, MAX_ADVERTISED)
+    // Claimed endpoints are checked (an agent cannot hand its viewers an endpoint they refuse, or aim
+    // them at loopback or the overlay); without a usable one, the connection's IPv4 source.
+    const claimed = (hello.endpoints ?? []).map(claimedEndpoint).find((e) => e !== undefined)
+    if (hello.endpoints?.length && !claimed)
+      log.info({ source, endpoints: hello.endpoints.slice(0, 4) }, 'claimed endpoints unusable: the source address is used')
+    const endpoint = claimed ?? sourceEndpoint(source, hello.listenPort) ?? null
     let res: Awaited<ReturnType<HubAdmin['enrol']>>
     try {
       res = await this.admin.enrol({
@@ -472,7 +538,9 @@ export class HubServer extends EventEmitter {
       reflectToken,
       reflectCount: 0,
       reflectWindow: 0,
-      endpointPinned: !!hello.endpoints?.length,
+      endpointPinned: claimed !== undefined,
+      reflected: new Set(),
+      resyncAt: 0,
     }
     ws.on('pong', () => {
       conn.alive = true

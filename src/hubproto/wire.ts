@@ -44,8 +44,10 @@ export type Hello = z.infer<typeof helloSchema>
 export const welcomeSchema = z
   .object({
     t: z.literal('welcome'),
-    identity: z.string(),
-    address: z.string(),
+    // Printed and written into the profile: an identity and an IPv4 address, nothing else (text from the
+    // hub goes to a terminal).
+    identity: z.string().regex(/^[0-9A-HJKMNP-TV-Z]{5}$/),
+    address: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}$/),
     state: z.enum(['pending', 'approved', 'disabled']),
     enrolled: z.boolean(),
     /** How many peers the system's map has (0 while pending). */

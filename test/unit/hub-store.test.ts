@@ -14,6 +14,7 @@ import { HubStore } from '../../src/hub/store.js'
 import { intToIp } from '../../src/common/ipv4.js'
 import { identityFromPublicKey, virtualAddressFromPublicKey } from '../../src/config/identity.js'
 import { mergeHubLayer } from '../../src/config/hub-layer.js'
+import { gatewayRanges } from '../../src/config/policies.js'
 import { validateProfile, writeProfile, loadProfile } from '../../src/config/profile.js'
 import { type HubMap, diffMaps, hubMapSchema, mapHash, applyDelta } from '../../src/hubproto/map.js'
 import { helloTimestamp } from '../../src/hubproto/wire.js'
@@ -281,7 +282,7 @@ t.test('the map is a whitelist: a host setting anywhere refuses it whole', async
     t.notOk(hubMapSchema.safeParse(bad).success, `refused: ${JSON.stringify(bad).slice(0, 80)}`)
 })
 
-t.test('merge: gateway and public routes need local consent; local peers keep working; collisions skip the local peer', async (t) => {
+t.test('merge: gateway and public routes need local consent; local peers keep working; collisions skip the hub peer', async (t) => {
   const me = generateKeyPair()
   const exit = generateKeyPair()
   const localPeer = generateKeyPair()
@@ -340,7 +341,9 @@ t.test('merge: gateway and public routes need local consent; local peers keep wo
   )
   t.equal(yes.profile.exitNode.availableRoutes.get(exitId)?.length, 5)
   t.same(yes.notAccepted, [])
-  // The hub gives a peer the local peer's address: the local one is skipped, the hub layer stays.
+  // The hub gives a peer the local peer's address (an enrolled agent that ground its key for it, review 19
+  // F5: about 47 s on one core): the hand-configured peer wins, the hub peer is skipped and reported.
+  // Before: "not ok - the hand-configured peer is kept" (the local peer was skipped instead).
   const squatter = generateKeyPair().publicKey
   const clash = mergeHubLayer(local({}), {
     ...map,
@@ -354,8 +357,66 @@ t.test('merge: gateway and public routes need local consent; local peers keep wo
       },
     ],
   })
-  t.equal(clash.skippedLocal.length, 1)
-  t.notOk(clash.profile.peers.some((p) => p.description === 'phone'))
+  t.ok(
+    clash.profile.peers.some((p) => p.description === 'phone'),
+    'the hand-configured peer is kept',
+  )
+  t.notOk(
+    clash.profile.peers.some((p) => p.publicKeyBase64 === squatter.toString('base64')),
+    'the hub peer with its address is not',
+  )
+  t.equal(clash.skippedLocal.length, 0)
+  t.match(clash.skippedHub.join('\n'), /hand-configured peer/, 'and status says so')
+  const byIdentity = mergeHubLayer(local({}), {
+    ...map,
+    Peers: [
+      ...map.Peers,
+      {
+        PublicKey: squatter.toString('base64'),
+        Identity: identityFromPublicKey(localPeer.publicKey),
+        VirtualAddress: '100.64.9.9',
+        Tags: [],
+      },
+    ],
+  })
+  t.notOk(
+    byIdentity.profile.peers.some((p) => p.publicKeyBase64 === squatter.toString('base64')),
+    "nor one with the hand-configured peer's identity",
+  )
+  // A peer endpoint no agent can use (review 19 F1: an agent claimed "no-port-here"; F4: an IPv6 source
+  // gave "::1:51820"): the endpoint is dropped, the rest of the map applies. Before: the whole map was
+  // refused, so every viewer kept a stale map and asked for it again without end.
+  for (const bad of ['no-port-here', '::1:51820', '[::1]:51820']) {
+    const r = mergeHubLayer(local({}), { ...map, Peers: [{ ...map.Peers[0], Endpoint: bad }] })
+    const exitPeer = r.profile.peers.find((p) => p.identity === exitId)
+    t.ok(exitPeer, `a peer with endpoint ${bad} is kept`)
+    t.equal(exitPeer?.endpoint, undefined, 'without that endpoint')
+    t.match(r.skippedHub.join('\n'), /endpoint dropped/)
+  }
+  // A hub policy that grants gateway ranges with GatewayAllowedIpRanges (no GatewayRoutes) needs the same
+  // consent (review 19 F8). Before: "not ok - no hub policy grants gateway ranges here without --allow-gateway".
+  const exitByProfile = validateProfile(file, {
+    PrivateKey: me.privateKey.toString('base64'),
+    ExitNode: { ProvidesRoutes: ['192.168.50.0/24'] },
+    Peers: [],
+    Hub: { Urls: ['http://192.0.2.10:8443'], PublicKey: generateKeyPair().publicKey.toString('base64'), AllowGateway: false },
+  })
+  const ranges = mergeHubLayer(exitByProfile, {
+    ...map,
+    Self: { ...map.Self, ProvidesRoutes: [] },
+    Policies: [
+      {
+        Description: 'through you',
+        SenderTags: ['laptops'],
+        ReceiverTags: ['exit-node'],
+        Acls: [{ Protocol: 'Any' }],
+        GatewayAllowedIpRanges: [{ IpRange: '192.168.50.0/24' }],
+      },
+    ],
+  })
+  const granting = (ranges.profile.policies ?? []).filter((p) => p.appliesHere && gatewayRanges(p))
+  t.equal(granting.length, 0, 'no hub policy grants gateway ranges here without --allow-gateway')
+  t.match(ranges.notAccepted.join('\n'), /gateway for 192\.168\.50\.0\/24 \(policy "through you"\)/, 'it is listed as not accepted')
   // A map whose content does not validate (a bad route) is refused whole.
   t.throws(
     () => mergeHubLayer(local({ AcceptDefaultRoute: true }), { ...map, AvailableRoutes: { [exitId]: ['10.1.0.0/33'] } }),
