@@ -47,6 +47,7 @@ import { type RingBuffers, RingConsumer, createRing } from '../ipc/ring.js'
 import type { DataplaneTables, WorkerInit } from '../ipc/messages.js'
 import { createConntrack, ctCutPeer, ctPeerCount } from '../dataplane/conntrack.js'
 import { PolicyState } from './network/policy-state.js'
+import { PathManager } from './network/paths.js'
 import { type LocalStatic, localStatic, peerCrypto } from '../protocol/noise.js'
 import type { StatusModel } from '../views/status-model.js'
 import { VERSION } from '../version.js'
@@ -118,6 +119,7 @@ export class Agent implements AgentApi {
   private memory!: PeerMemory
   private sessions!: Sessions
   private handshakes!: Handshakes
+  private paths!: PathManager
   private timers!: PeerTimers
   private dispatch!: RingDispatcher
   private supervisor!: WorkerSupervisor
@@ -295,6 +297,14 @@ export class Agent implements AgentApi {
       apply: (map) => this.applyHubMap(map),
       maxBackoffMs: this.opts.hubBackoffMs,
       sendUdp: (buf, ip, port) => this.dev.send(buf, ip, port),
+      onRelay: (id, at, token) => {
+        const peer = this.hubPeer(id)
+        if (peer) this.paths.relay(peer, at, token)
+      },
+      onPunch: (id, candidates, hosts) => {
+        const peer = this.hubPeer(id)
+        if (peer) this.paths.punch(peer, candidates, hosts)
+      },
       localAddresses: async () => (await this.deps.os.localAddresses()).map(intToIp),
     })
     if (cache) {
@@ -305,6 +315,12 @@ export class Agent implements AgentApi {
     this.hubLink = link
     this.acquired('hub link', () => link.stop())
     link.start()
+  }
+
+  /** The peer the hub knows as `identity` (a hub peer, or a local peer the hub also lists). */
+  private hubPeer(identity: string): PeerRuntime | undefined {
+    for (const p of this.peers) if (p.cfg.identity === identity) return p
+    return undefined
   }
 
   private hubCacheFile(): string {
@@ -388,6 +404,16 @@ export class Agent implements AgentApi {
       },
       log,
     )
+    this.paths = new PathManager({
+      privateKey: this.local.privateKey,
+      publicKey: this.local.publicKey,
+      memory: this.memory,
+      send,
+      log,
+      clock: now,
+      request: (identity) => this.hubLink?.requestPath(identity),
+      initiate: (peer, reason) => this.handshakes.initiate(peer, reason, { now: true }),
+    })
     this.dispatch = new RingDispatcher({
       peers: this.peers,
       sessions: this.sessions,
@@ -395,6 +421,7 @@ export class Agent implements AgentApi {
       log,
       onSessionUp,
       clock: now,
+      paths: this.paths,
     })
     const publish = (tables: DataplaneTables) => {
       this.supervisor.post({ t: 'tables', tables })
@@ -453,6 +480,7 @@ export class Agent implements AgentApi {
       }
     }
     this.peerCache?.tick(now)
+    this.paths.tick((p) => this.peers.get(p.slot) === p)
   }
 
   private sessionUp(peer: PeerRuntime): void {
@@ -621,6 +649,12 @@ export class Agent implements AgentApi {
       s.hub = this.hubLink.status()
       const hubPeers = new Set(this.profile.peers.filter((p) => p.source === 'hub').map((p) => p.identity))
       for (const p of s.peers) p.source = hubPeers.has(p.identity) ? 'hub' : 'local'
+      const paths = this.paths.status()
+      for (const p of s.peers) {
+        const path = paths.get(p.identity)?.path
+        if (path) p.path = path
+      }
+      s.pathSwitches = this.paths.switchCount
     }
     return s
   }

@@ -31,6 +31,8 @@ import {
 import type { AgentLogger } from '../log/logger.js'
 import { type NatClass, natClass, reflectDatagram } from '../hubproto/reflect.js'
 import { hubAddresses } from './network/hub-bypass.js'
+import { intToIp } from '../common/ipv4.js'
+import { isPrivateRoute } from '../config/hub-layer.js'
 
 export const HUB_CACHE_FILE = 'hub-map.json'
 
@@ -102,6 +104,10 @@ export interface HubLinkOptions {
    * system's IPv4 addresses (dotted). Without them the link does no discovery.
    */
   sendUdp?: (buf: Buffer, ip: number, port: number) => void
+  /** The hub's relay for the path to a peer (identity): its address and our bind token. */
+  onRelay?: (peer: string, at: string, token: string) => void
+  /** The hub's introduction of a peer: its candidate addresses (reflexive, configured) and host addresses. */
+  onPunch?: (peer: string, candidates: string[], hosts: string[]) => void
   localAddresses?: () => Promise<string[]>
   /** Discovery is repeated this often while connected (ms; default 25 s, which also keeps a NAT mapping open). */
   reflectEveryMs?: number
@@ -130,6 +136,10 @@ export class HubLink {
   private attempt = 0
   /** When a refused map last made this agent ask for the whole map (REFUSED_RESYNC_MS). */
   private refusedAt = -Infinity
+  /** Sends on the connection that is up (undefined before the first). */
+  private sendNow?: (m: unknown) => void
+  /** The hub's IPv4 address (its relay ports are on it). */
+  private hubIp?: number
   private upSince = 0
   private retry?: NodeJS.Timeout
   private map: HubMap | null = null
@@ -246,6 +256,10 @@ export class HubLink {
           send = (m) => {
             for (const f of sealMessage(t.send, m)) ws.send(f)
           }
+          this.sendNow = send
+          void hubAddresses([url.replace(/^ws/, 'http')]).then((h) => {
+            if (this.ws === ws && h.addrs[0] !== undefined) this.hubIp = h.addrs[0]
+          })
           this.state = 'up'
           this.error = undefined
           this.systemState = w.state
@@ -371,14 +385,32 @@ export class HubLink {
         this.o.log.info({ nat, reflexive: addr ?? '(none)', seen: seen.map((x) => x ?? '-').join(' ') }, 'NAT discovery')
         this.nat = nat
         this.reflexive = addr
-        send({ t: 'nat', nat, ...(addr ? { addr } : {}) })
+        const port = this.o.profile.localPort || 51820
+        const hosts = local
+          .filter((a) => isPrivateRoute(`${a}/32`))
+          .slice(0, 8)
+          .map((a) => `${a}:${port}`)
+        send({ t: 'nat', nat, ...(addr ? { addr } : {}), hosts })
       }
       this.reflectTimer = setTimeout(() => void this.discover(ws, url, reflect, send), this.o.reflectEveryMs ?? 25_000)
     }
     await tick()
   }
 
+  /** Asks the hub to introduce this system to a peer it has traffic for (no-op while not connected). */
+  requestPath(identity: string): void {
+    if (this.state === 'up') this.sendNow?.({ t: 'path', peer: identity })
+  }
+
   private async handle(m: ReturnType<typeof hubToAgentSchema.parse>, send: (m: unknown) => void): Promise<void> {
+    if (m.t === 'relay') {
+      if (this.hubIp !== undefined) this.o.onRelay?.(m.peer, `${intToIp(this.hubIp)}:${m.port}`, m.token)
+      return
+    }
+    if (m.t === 'punch') {
+      this.o.onPunch?.(m.peer, m.candidates, m.hosts)
+      return
+    }
     if (m.t === 'reflected') {
       if (m.seq >>> 2 === this.reflectRound) this.seen.set(m.port, m.addr)
       return

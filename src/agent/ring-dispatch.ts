@@ -5,6 +5,7 @@
  */
 import { MSG_CONFIRMED, MSG_HANDSHAKE, MSG_REKEY, MSG_STAGED, type RingConsumer } from '../ipc/ring.js'
 import type { Handshakes } from './peers/handshakes.js'
+import { PATH_MAGIC } from '../protocol/path-msg.js'
 import type { AgentLogger } from '../log/logger.js'
 import { endpointText } from './peers/peer-memory.js'
 import type { PeerRuntime, PeerTable } from './peers/peer-table.js'
@@ -19,6 +20,8 @@ export interface DispatchDeps {
   log: AgentLogger
   onSessionUp: (peer: PeerRuntime) => void
   clock?: () => number
+  /** Path datagrams (probes, relay bind answers) and "traffic waits for a peer" (issue 20). */
+  paths?: { datagram(b: Buffer, ip: number, port: number): void; wanted(peer: PeerRuntime): void }
 }
 
 export class RingDispatcher {
@@ -67,7 +70,8 @@ export class RingDispatcher {
 
   private handle(kind: number, payload: Buffer, ip: number, port: number, slot: number, aux: number): void {
     if (kind === MSG_HANDSHAKE) {
-      this.d.handshakes.handle(payload, ip, port)
+      if (payload[0] === PATH_MAGIC) this.d.paths?.datagram(payload, ip, port)
+      else this.d.handshakes.handle(payload, ip, port)
       return
     }
     const peer = this.d.peers.get(slot)
@@ -82,6 +86,7 @@ export class RingDispatcher {
           'traffic for a peer with no endpoint: it has to connect to us first (or set Endpoint in the profile)',
         )
       }
+      this.d.paths?.wanted(peer)
       this.d.handshakes.initiate(peer, 'traffic waiting')
     } else if (kind === MSG_CONFIRMED) {
       this.confirm(peer, aux, now)

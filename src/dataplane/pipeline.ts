@@ -44,6 +44,9 @@ import {
   K_STATE,
   type LayoutViews,
   PF_ENDPOINT,
+  PF_RELAY_EP,
+  PF_LAST_RX_DIRECT,
+  DIRECT_HOLD_MS,
   PF_FIELDS,
   PF_LAST_RX_ANY,
   PF_LAST_RX_DATA,
@@ -72,6 +75,7 @@ import { TokenBuckets } from './token-buckets.js'
 import { replayCheckAndSet32, replayMaybeFresh } from './replay.js'
 import { PROTO_ICMP, PROTO_TCP, PROTO_UDP, CT_EVICTED, CT_FULL } from './conntrack.js'
 import { halfSipHash4 } from './siphash.js'
+import { PATH_MAGIC, PATH_MAX, PATH_MIN } from '../protocol/path-msg.js'
 import { ADMIT_ESTABLISHED, ADMIT_FRAGMENT_ORPHAN, EGRESS_DROP, EGRESS_OWN, EGRESS_REPLY, Firewall } from './firewall.js'
 import { DENY_ROUTE_NOT_GRANTED, POLICY_MODE_ENFORCE, denyPolicy, denyReason, describeVerdict } from './policy.js'
 import { OPEN_BAD_MAC, OPEN_OK, SEAL_COUNTER_LIMIT, open, paddedLength, seal } from './transport.js'
@@ -513,11 +517,21 @@ export class Pipeline {
       wLens[i] = 0
       const len = iLens[i]
       const b = i * SLOT
+      const type = len > 0 ? iSlab[b] : 0
+      if (type === PATH_MAGIC && len >= PATH_MIN && len <= PATH_MAX && iSlab[b + 1] === 0x45) {
+        // A path datagram (a peer's probe or its answer, a relay's bind answer: src/protocol/path-msg.ts):
+        // authenticated by control; through the handshake gate, so a flood of them costs control no more
+        // than a flood of initiations.
+        this.countReason(R.path_msgs)
+        if (this.hsGate.admit(iSlab, b, type, iAddrs[2 * i]) === GATE_LIMITED) this.countReason(R.handshake_limited)
+        else if (!this.ring.push(MSG_HANDSHAKE, iSlab, b, len, iAddrs[2 * i], iAddrs[2 * i + 1], -1, 0, RING_ANSWER_RESERVE))
+          this.countReason(R.ring_full)
+        continue
+      }
       if (len < 4 || iSlab[b + 1] !== 0 || iSlab[b + 2] !== 0 || iSlab[b + 3] !== 0) {
         this.countReason(R.malformed)
         continue
       }
-      const type = iSlab[b]
       if (type !== MSG_TRANSPORT) {
         // Only handshake messages of their exact size reach control's ring (junk cannot fill it).
         const want = type === MSG_INITIATION ? INITIATION_SIZE : type === MSG_RESPONSE ? RESPONSE_SIZE : COOKIE_REPLY_SIZE
@@ -617,7 +631,14 @@ export class Pipeline {
       if (state === KP_RECV_ONLY) this.promote(peer, kp)
       const pf = peer * PF_FIELDS
       const ep = iAddrs[2 * i] * 65536 + iAddrs[2 * i + 1]
-      if (peerF64[pf + PF_ENDPOINT] !== ep) peerF64[pf + PF_ENDPOINT] = ep // roaming: authenticated packets only
+      // Roaming (authenticated packets only), except back to the relay while the direct path delivers.
+      if (ep !== peerF64[pf + PF_RELAY_EP]) {
+        peerF64[pf + PF_LAST_RX_DIRECT] = now
+        if (peerF64[pf + PF_ENDPOINT] !== ep) peerF64[pf + PF_ENDPOINT] = ep
+      } else if (peerF64[pf + PF_ENDPOINT] !== ep) {
+        if (now - peerF64[pf + PF_LAST_RX_DIRECT] < DIRECT_HOLD_MS) this.countReason(R.relay_held)
+        else peerF64[pf + PF_ENDPOINT] = ep
+      }
       peerF64[pf + PF_LAST_RX_ANY] = now
       const cb = this.cBase + peer * C_PEER_FIELDS
       counters[cb + C_RX_PKTS]++

@@ -142,7 +142,26 @@ interface Conn {
   /** When the last resync was answered, and the one deferred to RESYNC_MS after it. */
   resyncAt: number
   resyncTimer?: NodeJS.Timeout
+  /** Its reflexive address (a NAT report the reflect ports confirmed) and host addresses (issue 20). */
+  reflexive?: string
+  hosts: string[]
+  /** When each peer was last introduced to it. */
+  introduced: Map<number, number>
 }
+
+/** The hub's relay as the hub uses it (src/hub/relay.ts). */
+export interface RelayLike {
+  allocate(
+    pairKey: string,
+    a: string,
+    b: string,
+  ): Promise<Record<string, { port: number; token: string }>> | Record<string, { port: number; token: string }>
+  release(pairKey: string): void
+  close(): Promise<void> | void
+}
+
+/** A pair is introduced (relay, punch) at most once per this, whoever asks. */
+export const INTRODUCE_EVERY_MS = 5000
 
 /** Routes one system may offer (ProvidesRoutes advertised in its hello); more are ignored. */
 export const MAX_ADVERTISED = 256
@@ -207,6 +226,8 @@ export interface HubServerOptions {
   pingMs?: number
   /** Overrides hub.json's ReflectPorts (tests: [0, 0] for two free ports). */
   reflectPorts?: number[]
+  /** The UDP relay (issue 20); none: peers that cannot go direct have no path. */
+  relay?: RelayLike
 }
 
 export class HubServer extends EventEmitter {
@@ -366,10 +387,12 @@ export class HubServer extends EventEmitter {
       this.opts.log.debug({ identity: conn.identity, addr }, 'NAT report names an address the hub did not see: ignored')
       return
     }
+    conn.reflexive = addr
     await this.admin.setEndpoint(conn.systemId, addr)
   }
 
   async stop(): Promise<void> {
+    await this.opts.relay?.close()
     for (const s of this.reflectSockets) s.close()
     this.reflectSockets = []
     clearInterval(this.follow)
@@ -409,7 +432,10 @@ export class HubServer extends EventEmitter {
           conn.ackRev = Math.max(conn.ackRev, m.data.rev)
           this.emit('ack', conn.identity, m.data.rev)
         } else if (m.data.t === 'nat') {
+          conn.hosts = (m.data.hosts ?? []).filter((h) => claimedEndpoint(h) !== undefined)
           await this.natReport(conn, m.data.nat, m.data.addr)
+        } else if (m.data.t === 'path') {
+          await this.introduce(conn, m.data.peer)
         } else if (m.data.t === 'resync') {
           this.resync(conn)
         }
@@ -421,6 +447,7 @@ export class HubServer extends EventEmitter {
     ws.on('close', () => {
       clearTimeout(deadline)
       if (conn) clearTimeout(conn.resyncTimer)
+
       if (conn) this.byToken.delete(conn.reflectToken)
       if (conn && this.conns.get(conn.systemId) === conn) {
         this.conns.delete(conn.systemId)
@@ -429,6 +456,61 @@ export class HubServer extends EventEmitter {
       }
     })
     ws.on('error', () => ws.terminate())
+  }
+
+  /**
+   * Relay pairs (key -> the two system ids). A pair goes when its systems may no longer see each other
+   * (a policy, a disable, a removal: checked at every change of the database) or by the relay's idle
+   * timer; not when an agent's hub connection drops, so that relayed traffic survives a hub blip.
+   */
+  private readonly pairs = new Map<string, [number, number]>()
+
+  private prunePairs(): void {
+    for (const [key, [a, b]] of this.pairs) {
+      const sa = this.model.systems.get(a)
+      const sb = this.model.systems.get(b)
+      if (sa?.state === 'approved' && sb?.state === 'approved' && this.model.visibleOf(a).has(b)) continue
+      this.pairs.delete(key)
+      this.opts.relay?.release(key)
+      this.opts.log.info({ pair: key }, 'relay released: the two systems may no longer see each other')
+    }
+  }
+
+  /**
+   * An agent has traffic for `identity` and no path (issue 20): when the two may see each other and both
+   * are connected, each gets the other's candidates (`punch`) at the same moment, and, unless both have
+   * public addresses, a relay port pair (`relay`). At most once per INTRODUCE_EVERY_MS per pair.
+   */
+  private async introduce(conn: Conn, identity: string): Promise<void> {
+    const other = this.model.byIdentity.get(identity)
+    if (!other || other.id === conn.systemId || conn.state !== 'approved') return
+    if (!this.model.visibleOf(conn.systemId).has(other.id)) return
+    const oc = this.conns.get(other.id)
+    if (!oc || oc.state !== 'approved') return
+    const now = Date.now()
+    if (now - (conn.introduced.get(oc.systemId) ?? Number.NEGATIVE_INFINITY) < INTRODUCE_EVERY_MS) return
+    conn.introduced.set(oc.systemId, now)
+    oc.introduced.set(conn.systemId, now)
+    const relay = this.opts.relay
+    if (relay && !(conn.nat === 'none' && oc.nat === 'none')) {
+      const key = [conn.identity, oc.identity].sort().join('-')
+      try {
+        const a = await relay.allocate(key, conn.identity, oc.identity)
+        this.pairs.set(key, [conn.systemId, oc.systemId])
+        this.send(conn, { t: 'relay', peer: oc.identity, port: a[conn.identity].port, token: a[conn.identity].token })
+        this.send(oc, { t: 'relay', peer: conn.identity, port: a[oc.identity].port, token: a[oc.identity].token })
+      } catch (e) {
+        this.opts.log.warn({ pair: key, err: (e as Error).message }, 'relay allocation failed')
+      }
+    }
+    const candidatesOf = (c: Conn) => {
+      const row = this.model.systems.get(c.systemId)
+      const all = [c.reflexive, row?.endpoint ?? undefined].filter((x): x is string => !!x && /^\d+\.\d+\.\d+\.\d+:\d+$/.test(x))
+      return [...new Set(all)].slice(0, 8)
+    }
+    this.send(conn, { t: 'punch', peer: oc.identity, candidates: candidatesOf(oc), hosts: oc.hosts.slice(0, 8) })
+    this.send(oc, { t: 'punch', peer: conn.identity, candidates: candidatesOf(conn), hosts: conn.hosts.slice(0, 8) })
+    this.opts.log.info({ a: conn.identity, b: oc.identity, natA: conn.nat, natB: oc.nat }, 'introduced two systems (relay, punch)')
   }
 
   /**
@@ -541,6 +623,8 @@ export class HubServer extends EventEmitter {
       endpointPinned: claimed !== undefined,
       reflected: new Set(),
       resyncAt: 0,
+      hosts: [],
+      introduced: new Map(),
     }
     ws.on('pong', () => {
       conn.alive = true
@@ -728,6 +812,7 @@ export class HubServer extends EventEmitter {
       const rev = this.modelRev
       if (rev === this.rev) return
       this.rev = rev
+      this.prunePairs()
       const prev = this.fanned
       this.fanned = this.model
       const changed = prev ? HubModel.systemsOnlyChange(prev, this.model) : null

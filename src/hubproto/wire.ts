@@ -61,6 +61,8 @@ export const welcomeSchema = z
 
 export const refusalSchema = z.object({ t: z.literal('error'), code: z.string().max(64), message: z.string().max(1000) }).passthrough()
 
+const IPV4_PORT = /^\d{1,3}(\.\d{1,3}){3}:\d{1,5}$/
+
 export const hubToAgentSchema = z.discriminatedUnion('t', [
   z.object({ t: z.literal('map'), rev: z.number().int(), hash: z.string(), map: hubMapSchema }).passthrough(),
   z.object({ t: z.literal('delta'), rev: z.number().int(), hash: z.string(), delta: hubDeltaSchema }).passthrough(),
@@ -71,6 +73,24 @@ export const hubToAgentSchema = z.discriminatedUnion('t', [
       seq: z.number().int().min(0),
       port: z.number().int().min(1).max(65535),
       addr: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}:\d{1,5}$/),
+    })
+    .passthrough(),
+  /** A relay for the path to a peer (issue 20): its UDP port on the hub's address, and this side's bind token. */
+  z
+    .object({
+      t: z.literal('relay'),
+      peer: z.string().max(16),
+      port: z.number().int().min(1).max(65535),
+      token: z.string().regex(/^[0-9a-f]{32}$/),
+    })
+    .passthrough(),
+  /** The hub's introduction of a peer: probe its candidates now (the peer is told the same at once). */
+  z
+    .object({
+      t: z.literal('punch'),
+      peer: z.string().max(16),
+      candidates: z.array(z.string().regex(IPV4_PORT)).max(8),
+      hosts: z.array(z.string().regex(IPV4_PORT)).max(8),
     })
     .passthrough(),
 ])
@@ -90,8 +110,12 @@ export const agentToHubSchema = z.discriminatedUnion('t', [
         .string()
         .regex(/^\d{1,3}(\.\d{1,3}){3}:\d{1,5}$/)
         .optional(),
+      /** Its host addresses with the WireGuard port (peers behind the same router reach it there). */
+      hosts: z.array(z.string().regex(IPV4_PORT)).max(8).optional(),
     })
     .passthrough(),
+  /** It has traffic for a peer and no path yet (issue 20): the hub introduces the two (relay, punch). */
+  z.object({ t: z.literal('path'), peer: z.string().max(16) }).passthrough(),
 ])
 
 export type AgentToHub = z.infer<typeof agentToHubSchema>

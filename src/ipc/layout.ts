@@ -47,6 +47,8 @@
  *                                                      (its data, or the keepalive that confirms a
  *                                                      session it initiated), so a roam is lost only
  *                                                      until the peer sends again.
+ *   PF_RELAY_EP                    control             workers only read it
+ *   PF_LAST_RX_DIRECT              workers             last wins (all write "now")
  *   PF_LAST_RX_DATA PF_LAST_RX_ANY workers             last wins (all write "now")
  *   PF_LAST_TX_DATA PF_LAST_TX_ANY workers, control    last wins (all write "now"; control: noteSent)
  *   PF_FIRST_UNANSWERED            workers, control    set to "now" only when not after PF_LAST_RX_ANY
@@ -69,7 +71,7 @@
  */
 import type { CookieChecker } from '../protocol/noise.js'
 
-export const LAYOUT_VERSION = 9
+export const LAYOUT_VERSION = 10
 
 // ---- keypairs ----
 export const KP_SLOTS = 4096
@@ -101,7 +103,17 @@ export const PF_LAST_RX_ANY = 3 // any authenticated packet, keepalives included
 export const PF_LAST_TX_ANY = 4
 /** The first data we sent after the peer's last authenticated packet (WireGuard's new-handshake timer starts there). */
 export const PF_FIRST_UNANSWERED = 5
+/**
+ * The relay address control gave this peer (ip * 65536 + port, 0 = none; issue 20). A worker does not
+ * roam the endpoint to it while the direct path delivered something within DIRECT_HOLD_MS: packets still
+ * in flight on the relay after a switch to direct cannot flap the endpoint back.
+ */
+export const PF_RELAY_EP = 6
+/** When an authenticated packet last came from anywhere but PF_RELAY_EP (ms). */
+export const PF_LAST_RX_DIRECT = 7
 export const PF_FIELDS = 8
+/** How long a direct path that delivered holds the endpoint against the relay (the issue's 15 s). */
+export const DIRECT_HOLD_MS = 15_000
 
 // ---- per-worker counters ----
 export const C_RX_BYTES = 0
@@ -142,6 +154,8 @@ export const REASONS = [
   'bad_mac1',
   'cookie_sent',
   'handshake_repeat',
+  'path_msgs',
+  'relay_held',
 ] as const
 export type Reason = (typeof REASONS)[number]
 /**
@@ -155,6 +169,8 @@ export const EVENT_REASONS: ReadonlySet<string> = new Set<Reason>([
   'conntrack_full',
   'conntrack_evicted',
   'cookie_sent',
+  'path_msgs',
+  'relay_held',
 ])
 export const R: Record<Reason, number> = Object.fromEntries(REASONS.map((r, i) => [r, i])) as Record<Reason, number>
 

@@ -110,6 +110,7 @@ export function formatStatus(s: StatusModel): string {
     const i2 = '    '
     lines.push(...field(i2, 'Peer state', formatPeerState(p)))
     lines.push(...field(i2, 'Endpoint', p.endpoint ? `Udp/${p.endpoint}` : '(none: waits for the peer to connect)'))
+    if (p.path) lines.push(...field(i2, 'Path', PATH_WORDS[p.path] ?? p.path))
     lines.push(...field(i2, 'Virtual address', p.virtualAddress))
     const tags = p.tags?.filter((t) => !t.startsWith('@'))
     if (tags?.length) lines.push(...field(i2, 'Tags', tags.join(', ')))
@@ -180,6 +181,12 @@ function formatPolicy(s: StatusModel, indent: string): string[] {
 }
 
 /** The NAT classes of endpoint discovery (src/hubproto/reflect.ts), as status says them. */
+const PATH_WORDS: Record<string, string> = {
+  direct: 'direct (through NAT, found by probes)',
+  local: 'local (behind the same router)',
+  'relay-udp': 'relayed by the hub (UDP); probing for a direct path',
+}
+
 export const NAT_WORDS: Record<string, string> = {
   none: 'none (a public address)',
   easy: 'easy (one mapping for every destination: peers can reach this system)',

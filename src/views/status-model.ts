@@ -30,6 +30,11 @@ export interface PeerStatus {
   noReplySeconds?: number
   /** On a system enrolled with a hub: where the peer comes from. */
   source?: 'local' | 'hub'
+  /**
+   * The path the hub helped find (issue 20): direct, local (a host address behind the same router) or
+   * relay-udp (through the hub's relay). Absent for peers reached at their configured endpoint.
+   */
+  path?: 'direct' | 'local' | 'relay-udp'
 }
 
 export interface HubStatusModel {
@@ -104,5 +109,7 @@ export interface StatusModel {
   policy?: PolicySection
   /** The hub this system is enrolled with. */
   hub?: HubStatusModel
+  /** Path switches (direct <-> relay) since the agent started (issue 20). */
+  pathSwitches?: number
   peers: PeerStatus[]
 }

@@ -108,6 +108,25 @@ export function enclaveRegistry(snapshot: () => MetricsStatus): Registry {
     },
   })
   new Counter({
+    name: 'enclave_path_switches_total',
+    help: 'Switches of a hub peer between its direct path and the relay (issue 20)',
+    registers,
+    collect() {
+      this.reset()
+      this.inc(snapshot().pathSwitches ?? 0)
+    },
+  })
+  new Gauge({
+    name: 'enclave_peer_path',
+    help: 'The path to a hub peer: 1 for the path in use (direct, local, relay-udp)',
+    labelNames: ['identity', 'path'],
+    registers,
+    collect() {
+      this.reset()
+      for (const p of snapshot().peers) if (p.path) this.set({ identity: p.identity, path: p.path }, 1)
+    },
+  })
+  new Counter({
     name: 'enclave_worker_restarts_total',
     help: 'Data-plane worker threads restarted after an unexpected exit',
     registers,

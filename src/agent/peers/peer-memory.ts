@@ -7,6 +7,9 @@ import {
   C_PEER_FIELDS,
   type LayoutViews,
   PF_ENDPOINT,
+  PF_RELAY_EP,
+  PF_LAST_RX_DIRECT,
+  DIRECT_HOLD_MS,
   PF_FIELDS,
   PF_LAST_RX_ANY,
   PF_LAST_RX_DATA,
@@ -82,6 +85,32 @@ export class PeerMemory {
 
   setEndpoint(peer: number, ep: Endpoint | undefined): void {
     this.v.peerF64[peer * PF_FIELDS + PF_ENDPOINT] = ep ? packEndpoint(ep.ip, ep.port) : 0
+  }
+
+  /**
+   * The source of an authenticated handshake becomes the endpoint (roaming), as the workers do for
+   * transport packets: not the relay while the direct path delivered within DIRECT_HOLD_MS.
+   */
+  roamTo(peer: number, ep: Endpoint, now: number): void {
+    const f = this.v.peerF64
+    const b = peer * PF_FIELDS
+    const e = packEndpoint(ep.ip, ep.port)
+    if (e === f[b + PF_RELAY_EP] && now - f[b + PF_LAST_RX_DIRECT] < DIRECT_HOLD_MS && f[b + PF_ENDPOINT] !== 0) return
+    f[b + PF_ENDPOINT] = e
+  }
+
+  /** The relay address of this peer (0 = none): workers do not roam to it while the direct path delivers. */
+  setRelay(peer: number, ep: Endpoint | undefined): void {
+    this.v.peerF64[peer * PF_FIELDS + PF_RELAY_EP] = ep ? packEndpoint(ep.ip, ep.port) : 0
+  }
+
+  relayRaw(peer: number): number {
+    return this.v.peerF64[peer * PF_FIELDS + PF_RELAY_EP]
+  }
+
+  /** When an authenticated packet last came from anywhere but the relay (ms; 0 never). */
+  lastRxDirect(peer: number): number {
+    return this.v.peerF64[peer * PF_FIELDS + PF_LAST_RX_DIRECT]
   }
 
   times(peer: number): PeerTimes {

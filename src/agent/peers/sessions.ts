@@ -66,7 +66,7 @@ export class Sessions {
     peer.session.previous = peer.session.current
     peer.session.current = this.keypairs.install(slot, keys.localIndex, peer.slot, keys, KP_VALID, now)
     this.memory.setSendKeypair(peer.slot, slot)
-    this.memory.setEndpoint(peer.slot, from)
+    this.memory.roamTo(peer.slot, from, now)
     peer.session.lastHandshakeMs = now
     return true
   }
@@ -75,7 +75,7 @@ export class Sessions {
   installAsResponder(peer: PeerRuntime, slot: number, index: number, keys: SessionKeys, from: Endpoint, now: number): void {
     if (peer.session.next) this.retireUnconfirmed(peer, peer.session.next.slot, now)
     peer.session.next = this.keypairs.install(slot, index, peer.slot, keys, KP_RECV_ONLY, now)
-    this.memory.setEndpoint(peer.slot, from)
+    this.memory.roamTo(peer.slot, from, now)
     peer.session.lastHandshakeMs = now
   }
 

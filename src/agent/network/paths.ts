@@ -1,0 +1,332 @@
+/**
+ * The path to each hub peer (issue 20, hub-spec §4): relay first, upgrade to direct.
+ *
+ * - The hub introduces two systems that may see each other and cannot be assumed to reach each other
+ *   directly (neither has a public address): it gives each a relay port and token (`relay`) and the
+ *   other's candidate addresses (`punch`), to both at once, so that both start probing together.
+ * - Relay first: as soon as the relay answers our bind, the peer's endpoint is the relay (unless a direct
+ *   path is already confirmed), so traffic never waits for punching.
+ * - Probes (src/protocol/path-msg.ts, authenticated by the pair key) go from the WireGuard socket to
+ *   every candidate at once, then 0.25, 0.5, 1, 2 and 4 s later, then every PROBE_EVERY_MS while the path
+ *   is not direct. A probe that arrives is answered to its source, and, while not direct, probed back at
+ *   once (a probe through the other NAT opens ours toward it). The first answer confirms that address
+ *   both ways: the endpoint switches to it (direct, or local when it is one of the peer's host addresses).
+ * - Back to the relay when the direct path goes silent for DIRECT_HOLD_MS while we send; the workers
+ *   refuse to roam to the relay while the direct path delivers (layout PF_RELAY_EP), so stragglers on
+ *   the relay cannot flap the endpoint. At most MAX_SWITCHES switches per SWITCH_WINDOW_MS per peer.
+ */
+import {
+  type PairKey,
+  type PathDatagram,
+  PROBE_WINDOW_MS,
+  makeAnswer,
+  makeProbe,
+  pairKey,
+  parsePath,
+  relayBind,
+  verifyPath,
+} from '../../protocol/path-msg.js'
+import { intToIp, parseIpv4 } from '../../common/ipv4.js'
+import { DIRECT_HOLD_MS, packEndpoint } from '../../ipc/layout.js'
+import type { AgentLogger } from '../../log/logger.js'
+import type { PeerMemory } from '../peers/peer-memory.js'
+import type { PeerRuntime } from '../peers/peer-table.js'
+
+export type PathKind = 'direct' | 'local' | 'relay-udp'
+
+export const PROBE_STEPS_MS = [0, 250, 500, 1000, 2000, 4000]
+export const PROBE_EVERY_MS = 25_000
+export const RELAY_BIND_EVERY_MS = 20_000
+export const MAX_SWITCHES = 2
+export const SWITCH_WINDOW_MS = 30_000
+/** How often a system asks the hub for a path to a peer it has traffic for. */
+export const PATH_REQUEST_EVERY_MS = 10_000
+
+interface Addr {
+  ip: number
+  port: number
+}
+
+interface PeerPath {
+  key: PairKey
+  identity: string
+  relay?: { at: Addr; token: string; bound: boolean; lastBindMs: number; lastAnswerMs: number }
+  candidates: Addr[]
+  hostCandidates: Set<string>
+  path?: PathKind
+  /** Probes sent, by nonce (hex), and when. */
+  pending: Map<string, number>
+  /** Probes answered (nonces), so that a replay is answered no more. */
+  answered: Map<string, number>
+  nextProbeMs: number
+  step: number
+  switches: number[]
+  lastRequestMs: number
+  /** When the direct path last proved itself (switch, or an answered probe). */
+  lastProofMs: number
+}
+
+export interface PathDeps {
+  privateKey: Uint8Array
+  publicKey: Uint8Array
+  memory: PeerMemory
+  send: (b: Buffer, ip: number, port: number) => void
+  log: AgentLogger
+  /** Ask the hub for a path to the peer (identity). */
+  request?: (identity: string) => void
+  /** Start a handshake (traffic is waiting and a path just opened). */
+  initiate?: (peer: PeerRuntime, reason: string) => void
+  clock?: () => number
+}
+
+const key = (a: Addr) => `${a.ip >>> 0}:${a.port}`
+const text = (a: Addr) => `${intToIp(a.ip >>> 0)}:${a.port}`
+
+function parseAddr(s: string): Addr | undefined {
+  const i = s.lastIndexOf(':')
+  const ip = parseIpv4(s.slice(0, i))
+  const port = Number(s.slice(i + 1))
+  if (typeof ip !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) return undefined
+  return { ip, port }
+}
+
+export class PathManager {
+  private readonly byPeer = new Map<PeerRuntime, PeerPath>()
+  private readonly byPair = new Map<string, PeerRuntime>()
+  /** Path switches and bytes (for metrics and status). */
+  switchCount = 0
+
+  constructor(private readonly d: PathDeps) {}
+
+  private now(): number {
+    return (this.d.clock ?? Date.now)()
+  }
+
+  private state(peer: PeerRuntime): PeerPath {
+    let s = this.byPeer.get(peer)
+    if (!s) {
+      const k = pairKey(this.d.privateKey, this.d.publicKey, peer.cfg.publicKey)
+      s = {
+        key: k,
+        identity: peer.cfg.identity,
+        candidates: [],
+        hostCandidates: new Set(),
+        pending: new Map(),
+        answered: new Map(),
+        nextProbeMs: Number.POSITIVE_INFINITY,
+        step: 0,
+        switches: [],
+        lastRequestMs: Number.NEGATIVE_INFINITY,
+        lastProofMs: 0,
+      }
+      this.byPeer.set(peer, s)
+      this.byPair.set(k.pair, peer)
+    }
+    return s
+  }
+
+  /** A peer left (removed, or its slot reused): its path state goes. */
+  forget(peer: PeerRuntime): void {
+    const s = this.byPeer.get(peer)
+    if (!s) return
+    this.byPeer.delete(peer)
+    this.byPair.delete(s.key.pair)
+    this.d.memory.setRelay(peer.slot, undefined)
+  }
+
+  /** The path in use, for status: undefined when the hub manages none for this peer. */
+  pathOf(peer: PeerRuntime): PathKind | undefined {
+    return this.byPeer.get(peer)?.path
+  }
+
+  /** Traffic waits for a peer with no path yet: ask the hub (at most every PATH_REQUEST_EVERY_MS). */
+  wanted(peer: PeerRuntime): void {
+    if (peer.cfg.source !== 'hub' || !this.d.request) return
+    const s = this.state(peer)
+    if (s.path === 'direct' || s.path === 'local') return
+    const now = this.now()
+    if (now - s.lastRequestMs < PATH_REQUEST_EVERY_MS) return
+    s.lastRequestMs = now
+    this.d.request(peer.cfg.identity)
+  }
+
+  /** The hub's relay for this peer: bind to it (from the WireGuard socket), then use it until direct. */
+  relay(peer: PeerRuntime, at: string, token: string): void {
+    const a = parseAddr(at)
+    if (!a || !/^[0-9a-f]{32}$/.test(token)) return
+    const s = this.state(peer)
+    s.relay = { at: a, token, bound: false, lastBindMs: Number.NEGATIVE_INFINITY, lastAnswerMs: 0 }
+    this.d.memory.setRelay(peer.slot, a)
+    this.bind(s)
+  }
+
+  /** The hub's introduction: the peer's candidates, probed at once and on the schedule. */
+  punch(peer: PeerRuntime, candidates: string[], hosts: string[] = []): void {
+    const s = this.state(peer)
+    const all = [...candidates, ...hosts].map(parseAddr).filter((a): a is Addr => a !== undefined)
+    const seen = new Set<string>()
+    s.candidates = all.filter((a) => !seen.has(key(a)) && seen.add(key(a)) !== undefined).slice(0, 16)
+    s.hostCandidates = new Set(
+      hosts
+        .map(parseAddr)
+        .filter((a): a is Addr => a !== undefined)
+        .map(key),
+    )
+    if (s.path === 'direct' || s.path === 'local') return
+    s.step = 0
+    s.nextProbeMs = this.now()
+    this.tickPeer(peer, s, this.now())
+  }
+
+  private bind(s: PeerPath): void {
+    if (!s.relay) return
+    s.relay.lastBindMs = this.now()
+    this.d.send(relayBind(s.relay.token), s.relay.at.ip, s.relay.at.port)
+  }
+
+  /** A path datagram the workers passed up (already through their gate). */
+  datagram(b: Buffer, ip: number, port: number): void {
+    const m: PathDatagram = parsePath(b)
+    if (!m) return
+    const now = this.now()
+    if (m.kind === 'bind') {
+      for (const [peer, s] of this.byPeer) {
+        const r = s.relay
+        if (!r || r.token !== m.token || r.at.ip !== ip || r.at.port !== port) continue
+        r.lastAnswerMs = now
+        if (!r.bound) {
+          r.bound = true
+          this.d.log.network({ peer: s.identity, relay: text(r.at) }, 'relay bound')
+          if (!s.path) {
+            // Relay first, unless the peer's packets already come straight from it.
+            const heard = this.d.memory.lastRxDirect(peer.slot)
+            if (heard > 0 && now - heard < DIRECT_HOLD_MS) {
+              s.path = 'direct'
+              s.lastProofMs = heard
+              s.nextProbeMs = now + PROBE_EVERY_MS
+            } else this.use(peer, s, r.at, 'relay-udp', now, 'relay first')
+          }
+        }
+      }
+      return
+    }
+    const peer = this.byPair.get(m.pair)
+    if (!peer) return
+    const s = this.byPeer.get(peer)
+    if (!s || !verifyPath(s.key, m.b)) return
+    const from = { ip, port }
+    if (m.kind === 'probe') {
+      if (Math.abs(now - m.sentMs) > PROBE_WINDOW_MS || s.answered.has(m.nonce)) return
+      s.answered.set(m.nonce, now)
+      if (s.answered.size > 64) for (const [n, t] of s.answered) if (now - t > PROBE_WINDOW_MS || s.answered.size > 64) s.answered.delete(n)
+      this.d.send(makeAnswer(s.key, m.nonce), ip, port)
+      // Its probe came through: probing back now opens our side toward that address too.
+      if (s.path !== 'direct' && s.path !== 'local') this.probe(s, [from], now)
+      return
+    }
+    const sent = s.pending.get(m.nonce)
+    if (sent === undefined || now - sent > PROBE_WINDOW_MS) return
+    s.pending.delete(m.nonce)
+    s.lastProofMs = now
+    const cur = this.d.memory.endpointRaw(peer.slot)
+    if ((s.path === 'direct' || s.path === 'local') && cur === packEndpoint(ip, port)) return
+    this.use(peer, s, from, s.hostCandidates.has(key(from)) ? 'local' : 'direct', now, `probe answered in ${now - sent} ms`)
+  }
+
+  private use(peer: PeerRuntime, s: PeerPath, at: Addr, kind: PathKind, now: number, why: string): boolean {
+    s.switches = s.switches.filter((t) => now - t < SWITCH_WINDOW_MS)
+    if (s.path && s.path !== kind && s.switches.length >= MAX_SWITCHES) {
+      this.d.log.debug({ peer: s.identity, to: kind }, 'path switch held down (too many in 30 s)')
+      return false
+    }
+    if (s.path && s.path !== kind) {
+      s.switches.push(now)
+      this.switchCount++
+    }
+    const before = s.path
+    const moved = this.d.memory.endpointRaw(peer.slot) !== packEndpoint(at.ip, at.port)
+    s.path = kind
+    if (kind !== 'relay-udp') {
+      s.lastProofMs = now
+      s.nextProbeMs = now + PROBE_EVERY_MS
+    }
+    this.d.memory.setEndpoint(peer.slot, at)
+    if (before !== kind) this.d.log.network({ peer: s.identity, path: kind, endpoint: text(at), was: before ?? 'none' }, `path: ${why}`)
+    if (kind === 'relay-udp') {
+      if (!Number.isFinite(s.nextProbeMs)) s.nextProbeMs = now
+    }
+    // Traffic waits and its handshake went elsewhere: a new one on this path now (not on the same
+    // endpoint: a second initiation within 20 ms is refused as a flood and would void the first).
+    if (moved && peer.session.staged.length && this.d.initiate) this.d.initiate(peer, `path ${kind}`)
+    return true
+  }
+
+  private probe(s: PeerPath, to: Addr[], now: number): void {
+    for (const a of to) {
+      const p = makeProbe(s.key, now)
+      s.pending.set(p.nonce, now)
+      this.d.send(p.datagram, a.ip, a.port)
+    }
+    if (s.pending.size > 128) for (const [n, t] of s.pending) if (now - t > PROBE_WINDOW_MS || s.pending.size > 128) s.pending.delete(n)
+  }
+
+  /** Every few hundred ms from control's timer: probes due, relay binds, fallback to the relay. */
+  tick(alive: (peer: PeerRuntime) => boolean = () => true): void {
+    const now = this.now()
+    for (const [peer, s] of this.byPeer) {
+      if (!alive(peer)) this.forget(peer)
+      else this.tickPeer(peer, s, now)
+    }
+  }
+
+  private tickPeer(peer: PeerRuntime, s: PeerPath, now: number): void {
+    const r = s.relay
+    if (r) {
+      // Keep the relay's binding (and our NAT's mapping toward it) alive; rebind after a NAT change.
+      const every = r.bound ? RELAY_BIND_EVERY_MS : 1000
+      if (now - r.lastBindMs >= every) this.bind(s)
+      if (r.bound && now - r.lastAnswerMs > 3 * RELAY_BIND_EVERY_MS + 5000) {
+        r.bound = false
+        this.d.log.network({ peer: s.identity, relay: text(r.at) }, 'relay stopped answering; binding again')
+      }
+    }
+    if (s.path === 'direct' || s.path === 'local') {
+      // Silent direct path while we send (or its probes unanswered for two rounds): back to the relay.
+      // The workers hold the endpoint against relay stragglers until then.
+      const t = this.d.memory.times(peer.slot)
+      const heard = Math.max(this.d.memory.lastRxDirect(peer.slot), s.lastProofMs)
+      const silent = (t.lastTxAny > heard && now - heard >= DIRECT_HOLD_MS) || now - heard > 2 * PROBE_EVERY_MS + 5000
+      if (r?.bound && silent) {
+        if (this.use(peer, s, r.at, 'relay-udp', now, `direct path silent for ${Math.round((now - heard) / 1000)} s`)) {
+          s.step = 0
+          s.nextProbeMs = now
+        }
+        return
+      }
+      // Keep the NATs' mappings for the direct path open, and prove it still works.
+      if (now >= s.nextProbeMs) {
+        const ep = this.d.memory.endpoint(peer.slot)
+        if (ep) this.probe(s, [ep], now)
+        s.nextProbeMs = now + PROBE_EVERY_MS
+      }
+      return
+    }
+    if (now < s.nextProbeMs || !s.candidates.length) return
+    this.probe(s, s.candidates, now)
+    s.step++
+    s.nextProbeMs = s.step < PROBE_STEPS_MS.length ? now + PROBE_STEPS_MS[s.step] - PROBE_STEPS_MS[s.step - 1] : now + PROBE_EVERY_MS
+  }
+
+  /** For status: each managed peer's path. */
+  status(): Map<string, { path?: PathKind; relay?: string; relayBound?: boolean; candidates: number }> {
+    const m = new Map<string, { path?: PathKind; relay?: string; relayBound?: boolean; candidates: number }>()
+    for (const s of this.byPeer.values())
+      m.set(s.identity, {
+        path: s.path,
+        relay: s.relay ? text(s.relay.at) : undefined,
+        relayBound: s.relay?.bound,
+        candidates: s.candidates.length,
+      })
+    return m
+  }
+}

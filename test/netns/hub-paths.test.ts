@@ -1,0 +1,169 @@
+/**
+ * Paths through real kernel NAT (issue 20): relay first, upgrade to direct, behind the natlab routers
+ * (src/lab/nat.ts). The hub's link has a delay, so a relayed round trip is visibly longer. Each cell is
+ * checked three ways: the path `status --json` reports, the routers' WAN counters (ground truth: to the
+ * peer's router or to the hub), and the round trip.
+ *
+ *   [h1] ─ nat1 easy ─┐
+ *   [h2] ─ nat2 masq ─┤
+ *   [h3] ─ nat3 hard ─┼─ inet0 ─ [hub 198.51.100.10, +25 ms each way]
+ *   [h4] ─ nat4 hard ─┤
+ *   [h5a, h5b] ─ nat5 masq ─┘
+ */
+import path from 'node:path'
+import type { ChildProcess } from 'node:child_process'
+import t from 'tap'
+import { NatLab, type NatSite } from '../../src/lab/nat.js'
+import { BIN, Lab, type AgentInfo, haveCommand, rootSkipReason, statusJson } from '../helpers/netns.js'
+
+const skip = rootSkipReason() || (!haveCommand('iptables') ? 'iptables is not installed' : false)
+const HUB = '198.51.100.10'
+const DELAY_MS = 25
+
+async function until(what: string, cond: () => boolean | Promise<boolean>, ms: number): Promise<void> {
+  const end = Date.now() + ms
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 100))
+  }
+}
+
+t.test('relay first, then direct where the NATs allow it', { skip }, async (t) => {
+  const lab = new Lab('hubpath')
+  let hubProc: ChildProcess | undefined
+  const hubOut: string[] = []
+  t.teardown(async () => {
+    if (hubProc?.pid && hubProc.exitCode === null) hubProc.kill('SIGKILL')
+    await lab.cleanup()
+  })
+  const nat = new NatLab(lab)
+  const hub = await nat.publicHost('hub', HUB)
+  const sites: Record<string, NatSite> = {
+    s1: await nat.site(1, 'easy'),
+    s2: await nat.site(2, 'masq'),
+    s3: await nat.site(3, 'hard'),
+    s4: await nat.site(4, 'hard'),
+    s5: await nat.site(5, 'masq'),
+  }
+  const hosts = {
+    h1: await nat.siteHost(sites.s1, 'h1'),
+    h2: await nat.siteHost(sites.s2, 'h2'),
+    h3: await nat.siteHost(sites.s3, 'h3'),
+    h4: await nat.siteHost(sites.s4, 'h4'),
+    h5a: await nat.siteHost(sites.s5, 'h5a'),
+    h5b: await nat.siteHost(sites.s5, 'h5b'),
+  }
+  for (const s of Object.values(sites)) {
+    await nat.watchPeer(s, HUB)
+    for (const o of Object.values(sites)) if (o !== s) await nat.watchPeer(s, o.wanAddr)
+  }
+  const how = await nat.delay(hub.ns, hub.dev, DELAY_MS)
+  t.comment(`hub link delayed ${DELAY_MS} ms each way (${how})`)
+
+  const hubDir = path.join(lab.tmp, 'hub')
+  const json = async (args: string[]) => {
+    const r = await lab.exec(hub.ns, process.execPath, [BIN, 'hub', ...args, '--data-dir', hubDir, '--json'])
+    if (r.code !== 0) throw new Error(`hub ${args.join(' ')} failed (${r.code}): ${r.stdout}${r.stderr}`)
+    return JSON.parse(r.stdout)
+  }
+  const hubKey: string = (await json(['init', '--listen', `${HUB}:8443`])).publicKey
+  hubProc = lab.spawn(hub.ns, process.execPath, [BIN, 'hub', 'serve', '--data-dir', hubDir, '-v', '4'])
+  hubProc.stdout?.on('data', (d) => hubOut.push(String(d)))
+  hubProc.stderr?.on('data', (d) => hubOut.push(String(d)))
+  await until('the hub listens', () => hubOut.join('').includes('hub listening'), 15_000)
+  const key = (await json(['key', 'create', 'all', '--tags', 'laptops', '--auto-approve'])).key
+  await json(['policy', 'create', 'laptops talk', '--senders', 'laptops', '--receivers', 'laptops', '--acl', 'icmp'])
+
+  const nodes: Record<string, AgentInfo> = {}
+  for (const [name, h] of Object.entries(hosts)) {
+    nodes[name] = lab.makeAgent({ name, ns: h.ns })
+    const r = await lab.cli(nodes[name], ['enrol', key, '--hub', `http://${HUB}:8443`, '--hub-key', hubKey])
+    if (r.code !== 0) throw new Error(`enrol ${name} failed (${r.code}): ${r.stdout}${r.stderr}`)
+  }
+  for (const n of Object.values(nodes)) {
+    const p = lab.startAgent(n, ['-v', '4'], { ENCLAVE_STATE_DIR: path.join(n.dir, 'state') })
+    await p.waitFor(/control socket ready/)
+  }
+  // Discovery first (the NAT class decides whether the hub hands out a relay).
+  for (const n of Object.values(nodes))
+    await until(`${n.name}'s NAT class`, async () => (await statusJson(lab, n)).hub?.nat !== undefined, 15_000)
+  const vaOf = async (n: AgentInfo) => (await statusJson(lab, n)).virtualAddress as string
+  const peerOf = async (from: AgentInfo, to: AgentInfo) =>
+    ((await statusJson(lab, from)).peers as Array<{ identity: string; path?: string; state: string }>).find(
+      (p) => p.identity === to.identity,
+    )
+
+  /** Pings `to` from `from` every 100 ms until `want` is the path both report; returns ms to first reply and to the path. */
+  async function cell(a: string, b: string, want: string, within: number) {
+    const [na, nb] = [nodes[a], nodes[b]]
+    const target = await vaOf(nb)
+    const t0 = Date.now()
+    const ping = lab.spawn(hosts[a as keyof typeof hosts].ns, 'ping', ['-i', '0.1', '-W', '1', '-c', '600', target])
+    const out: string[] = []
+    ping.stdout?.on('data', (d) => out.push(String(d)))
+    let first = -1
+    let found = -1
+    try {
+      await until(
+        `${a} -> ${b}: ${want}`,
+        async () => {
+          if (first < 0 && /bytes from/.test(out.join(''))) first = Date.now() - t0
+          const [pa, pb] = [await peerOf(na, nb), await peerOf(nb, na)]
+          if (pa?.path === want && pb?.path === want) found = Date.now() - t0
+          return found >= 0 && first >= 0
+        },
+        within + 5000,
+      )
+    } finally {
+      ping.kill('SIGINT')
+    }
+    return { first, found, out: out.join('') }
+  }
+
+  const rtt = async (a: string, b: string) => {
+    const r = await lab.exec(hosts[a as keyof typeof hosts].ns, 'ping', ['-c', '5', '-i', '0.2', '-W', '1', await vaOf(nodes[b])])
+    const m = /= [\d.]+\/([\d.]+)\//.exec(r.stdout)
+    return m ? Number(m[1]) : Number.NaN
+  }
+
+  await t.test('easy x masq: direct within 5 s', async (t) => {
+    const before = (await nat.wanCounters(sites.s1))[sites.s2.wanAddr]?.outPackets ?? 0
+    const c = await cell('h1', 'h2', 'direct', 5000)
+    t.comment(`first reply after ${c.first} ms; direct after ${c.found} ms`)
+    t.ok(c.found <= 5000, `both report direct within 5 s (${c.found} ms)`)
+    const w = (await nat.wanCounters(sites.s1))[sites.s2.wanAddr]?.outPackets ?? 0
+    t.ok(w - before > 10, `nat1 sent ${w - before} packets straight to nat2's WAN address`)
+    const ms = await rtt('h1', 'h2')
+    t.comment(`round trip direct: ${ms} ms`)
+    t.ok(ms < 2 * DELAY_MS, 'the round trip does not go by the delayed hub')
+  })
+
+  await t.test('hard x hard: through the relay within 1 s of the first packet', async (t) => {
+    const before = (await nat.wanCounters(sites.s3))[HUB]?.outPackets ?? 0
+    const c = await cell('h3', 'h4', 'relay-udp', 1000)
+    t.comment(`first reply after ${c.first} ms; relay after ${c.found} ms`)
+    t.ok(c.first <= 1000 + 4 * DELAY_MS, `the first reply came within 1 s plus the hub's delay (${c.first} ms)`)
+    const w = await nat.wanCounters(sites.s3)
+    t.ok((w[HUB]?.outPackets ?? 0) - before > 10, `nat3 sent ${(w[HUB]?.outPackets ?? 0) - before} packets to the hub (the relay)`)
+    const ms = await rtt('h3', 'h4')
+    t.comment(`round trip relayed: ${ms} ms`)
+    t.ok(ms >= 4 * DELAY_MS * 0.9, 'the round trip crosses the delayed hub link (4 times)')
+  })
+
+  await t.test('behind the same router: local', async (t) => {
+    const c = await cell('h5a', 'h5b', 'local', 5000)
+    t.comment(`first reply after ${c.first} ms; local after ${c.found} ms`)
+    t.ok(c.found <= 5000, 'both report local within 5 s')
+    const ms = await rtt('h5a', 'h5b')
+    t.ok(ms < 2 * DELAY_MS, `the round trip stays on the LAN (${ms} ms)`)
+  })
+
+  await t.test('no flapping: at most 2 path switches per agent', async (t) => {
+    await new Promise((r) => setTimeout(r, 3000))
+    for (const n of Object.values(nodes)) {
+      const s = await statusJson(lab, n)
+      t.ok((s.pathSwitches ?? 0) <= 2, `${n.name}: ${s.pathSwitches ?? 0} switches`)
+    }
+  })
+  if (t.passing() === false) t.comment(`hub log:\n${hubOut.join('').slice(-4000)}`)
+})
