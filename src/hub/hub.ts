@@ -486,7 +486,7 @@ export class HubServer extends EventEmitter {
     if (!other || other.id === conn.systemId || conn.state !== 'approved') return
     if (!this.model.visibleOf(conn.systemId).has(other.id)) return
     const oc = this.conns.get(other.id)
-    if (!oc || oc.state !== 'approved') return
+    if (oc?.state !== 'approved') return
     const now = Date.now()
     if (now - (conn.introduced.get(oc.systemId) ?? Number.NEGATIVE_INFINITY) < INTRODUCE_EVERY_MS) return
     conn.introduced.set(oc.systemId, now)
