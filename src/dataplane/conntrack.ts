@@ -171,8 +171,12 @@ function fragAdd(t: Int32Array, peer: number, other: number, d: number): void {
   Atomics.add(t, hostSlot(t, peer, other), d)
 }
 
-/** Releases the counts of a live entry (protocol word `pr`, other side `other`) held by `peer`; the caller holds its lock. */
+/**
+ * Releases the counts of an entry (protocol word `pr`, other side `other`) held by `peer`; the caller holds
+ * its lock. A done fragment entry holds none (ctFragDone released them).
+ */
 function release(t: Int32Array, peer: number, pr: number, other: number): void {
+  if ((pr & CT_FRAG_DONE) !== 0) return
   countSub(t, peer)
   if (inFlight(pr)) fragAdd(t, peer, other, -1)
 }
@@ -188,14 +192,16 @@ export function ctHostFragCount(t: Int32Array, peer: number, other: number): num
 }
 
 /**
- * The last fragment of entry `b`'s datagram passed (found by ctFind16): it leaves the fragment caps and
- * lives at most CT_FRAG_DONE_S more.
+ * The last fragment of the datagram keyed (peerIp, lanIp, ports) passed, its entry `b` found by ctFind16:
+ * the entry gives up every count (the caps and the peer's share) and lives at most CT_FRAG_DONE_S more,
+ * free for any insert meanwhile (as if expired). The key is checked again under the lock: the slot may
+ * have been reused since the lookup.
  */
-export function ctFragDone(t: Int32Array, b: number, nowS: number): void {
+export function ctFragDone(t: Int32Array, b: number, peerIp: number, lanIp: number, ports: number, nowS: number): void {
   if (!lockEntry(t, b)) return
   const pr = t[b + F_PROTO]
-  if (pr !== 0 && inFlight(pr)) {
-    fragAdd(t, t[b + F_PEER], t[b + F_LAN_IP], -1)
+  if (pr !== 0 && inFlight(pr) && t[b + F_PEER_IP] === peerIp && t[b + F_LAN_IP] === lanIp && t[b + F_PORTS] === ports) {
+    release(t, t[b + F_PEER], pr, lanIp)
     t[b + F_PROTO] = pr | CT_FRAG_DONE
     if (t[b + F_EXPIRES] > nowS + CT_FRAG_DONE_S) t[b + F_EXPIRES] = nowS + CT_FRAG_DONE_S
   }
@@ -292,9 +298,9 @@ export function ctTrack16(
   let ownNewExp = 0x7fffffff
   let other = -1
   let otherExp = 0x7fffffff
-  let ownFrag = -1 // its own fragment entry closest to expiry (done ones expire first)
+  let ownFrag = -1 // its own datagram in flight closest to expiry
   let ownFragExp = 0x7fffffff
-  let hostFrag = -1 // its own fragment entry with lanIp closest to expiry
+  let hostFrag = -1 // its own datagram in flight with lanIp closest to expiry
   let hostFragExp = 0x7fffffff
   let deadFrag = -1 // its own expired, unswept datagram in flight with lanIp: reusing it frees its count
   for (let i = 0; i < CT_PROBE; i++) {
@@ -306,7 +312,15 @@ export function ctTrack16(
       if (pr !== 0 && deadFrag < 0 && inFlight(pr) && t[b + F_PEER] === peer && t[b + F_LAN_IP] === lanIp) deadFrag = b
       continue
     }
-    if (t[b + F_PEER_IP] === peerIp && t[b + F_LAN_IP] === lanIp && t[b + F_PORTS] === ports && (pr & 255) === proto) {
+    const same = t[b + F_PEER_IP] === peerIp && t[b + F_LAN_IP] === lanIp && t[b + F_PORTS] === ports && (pr & 255) === proto
+    if ((pr & CT_FRAG_DONE) !== 0) {
+      // A finished datagram: counted nowhere, free for any insert. Its first fragment again (a repeat)
+      // neither extends nor reopens it.
+      if (same) return CT_REFRESHED
+      if (free < 0) free = b
+      continue
+    }
+    if (same) {
       if (!lockEntry(t, b)) return CT_BUSY
       // Re-check under the lock: a sweep, cut or another insert may have changed it since the read.
       if (
@@ -364,18 +378,20 @@ export function ctTrack16(
   const under = ctPeerCount(t, peer) < CT_PEER_SHARE
   let victim: number
   let result: number
+  let fragHostFull = false
   if ((flags & CT_FRAG) !== 0) {
-    // A fragment entry: room within the share and both caps, else one of the peer's own fragment entries
-    // (with the same host when that host is at its cap); never a flow.
-    const hostFull = ctHostFragCount(t, peer, lanIp) >= CT_FRAG_PER_HOST
+    // A datagram in flight: a free slot within the share and both caps; at a cap, only one of the peer's
+    // own datagrams in flight (the same host's when that host is at its cap), so no count grows; never a flow.
+    fragHostFull = ctHostFragCount(t, peer, lanIp) >= CT_FRAG_PER_HOST
+    const peerFull = ctPeerFragCount(t, peer) >= CT_FRAG_PER_PEER
     if (deadFrag >= 0) {
       victim = deadFrag
       result = CT_NEW
-    } else if (under && free >= 0 && !hostFull && ctPeerFragCount(t, peer) < CT_FRAG_PER_PEER) {
+    } else if (under && free >= 0 && !fragHostFull && !peerFull) {
       victim = free
       result = CT_NEW
-    } else if (hostFull ? hostFrag >= 0 : ownFrag >= 0) {
-      victim = hostFull ? hostFrag : ownFrag
+    } else if (fragHostFull ? hostFrag >= 0 : ownFrag >= 0) {
+      victim = fragHostFull ? hostFrag : ownFrag
       result = CT_EVICTED
     } else return CT_FULL
   } else if (under && free >= 0) {
@@ -391,11 +407,18 @@ export function ctTrack16(
   }
   if (!lockEntry(t, victim)) return CT_BUSY
   const pr = t[victim + F_PROTO]
-  // Re-read under the lock: the entry may have changed since the scan. A fragment entry takes it only
-  // if it is still free or still one of the peer's fragment entries (never a flow written meanwhile).
-  if ((flags & CT_FRAG) !== 0 && pr !== 0 && t[victim + F_EXPIRES] > nowS && ((pr & CT_FRAG) === 0 || t[victim + F_PEER] !== peer)) {
-    unlockEntry(t, victim)
-    return CT_BUSY
+  // Re-read under the lock: the entry may have changed since the scan. A datagram's entry takes a slot
+  // that is still free (or done), or, at a cap, one that is still the peer's datagram in flight (the same
+  // host's when that host is full): never a flow written meanwhile, and no count grows past a cap.
+  if ((flags & CT_FRAG) !== 0) {
+    const ok =
+      result === CT_NEW
+        ? pr === 0 || t[victim + F_EXPIRES] <= nowS || (pr & CT_FRAG_DONE) !== 0
+        : inFlight(pr) && t[victim + F_PEER] === peer && (!fragHostFull || t[victim + F_LAN_IP] === lanIp)
+    if (!ok) {
+      unlockEntry(t, victim)
+      return CT_BUSY
+    }
   }
   if (pr !== 0) release(t, t[victim + F_PEER], pr, t[victim + F_LAN_IP])
   countAdd(t, peer)

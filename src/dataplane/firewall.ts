@@ -335,7 +335,15 @@ export class Firewall {
       nowS,
     )
     if (e < 0 || ctEntryPeer(this.ct, e) !== peer || !ctEntryFrag(this.ct, e)) return false
-    if ((b[p + 6] & 0x20) === 0) ctFragDone(this.ct, e, nowS)
+    if ((b[p + 6] & 0x20) === 0)
+      ctFragDone(
+        this.ct,
+        e,
+        (b[p + peerAt] << 24) | (b[p + peerAt + 1] << 16) | (b[p + peerAt + 2] << 8) | b[p + peerAt + 3],
+        (b[p + lanAt] << 24) | (b[p + lanAt + 1] << 16) | (b[p + lanAt + 2] << 8) | b[p + lanAt + 3],
+        (((b[p + 4] << 8) | b[p + 5]) << 16) | dir | b[p + 9],
+        nowS,
+      )
     return true
   }
 

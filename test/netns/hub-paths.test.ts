@@ -138,6 +138,41 @@ t.test('relay first, then direct where the NATs allow it', { skip }, async (t) =
     t.ok(ms < 2 * DELAY_MS, 'the round trip does not go by the delayed hub')
   })
 
+  await t.test('NAT rebinding during a flow: traffic recovers within 30 s, nothing restarted', async (t) => {
+    const target = await vaOf(nodes.h2)
+    const ping = lab.spawn(hosts.h1.ns, 'ping', ['-i', '0.2', '-W', '1', '-c', '150', '-D', target])
+    const out: string[] = []
+    ping.stdout?.on('data', (d) => out.push(String(d)))
+    try {
+      await until('pings flow', () => /bytes from/.test(out.join('')), 5000)
+      // nat1 moves h1's mapping to a new public port and forgets every UDP entry.
+      const at = Date.now() / 1000
+      await nat.rebind(sites.s1, { port: 40002, flush: true })
+      await until(
+        'a reply after the rebinding',
+        () =>
+          out
+            .join('')
+            .split('\n')
+            .some((l) => {
+              const m = /^\[(\d+\.\d+)\] \d+ bytes from/.exec(l)
+              return m !== null && Number(m[1]) > at + 0.5
+            }),
+        30_000,
+      )
+      const replies = out
+        .join('')
+        .split('\n')
+        .filter((l) => /bytes from/.test(l))
+        .map((l) => Number(/^\[(\d+\.\d+)\]/.exec(l)?.[1]))
+      const after = replies.find((x) => x > at + 0.5) ?? Number.NaN
+      t.comment(`first reply ${(after - at).toFixed(1)} s after the rebinding`)
+      t.ok(after - at <= 30, 'traffic recovers within 30 s')
+    } finally {
+      ping.kill('SIGINT')
+    }
+  })
+
   await t.test('hard x hard: through the relay within 1 s of the first packet', async (t) => {
     const before = (await nat.wanCounters(sites.s3))[HUB]?.outPackets ?? 0
     const c = await cell('h3', 'h4', 'relay-udp', 1000)
