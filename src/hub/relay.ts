@@ -15,7 +15,8 @@
  * The relay records the source address:port and answers `bound` to it. The token is compared in constant
  * time; a bind with the right token from a new source re-binds the side (NAT rebinding), and the old
  * source is refused from then on. Bind datagrams are never forwarded, and binds from one of the relay's
- * own ports are refused (no loops between pairs).
+ * own ports (on loopback or the relay's bind address, where it can tell) are refused: no loops between
+ * pairs.
  *
  * Forwarding: a datagram that arrives on side a's port from a's bound source and looks like a WireGuard
  * message (first byte 1..4 then three zero bytes; exactly 148, 92, 64 bytes for types 1, 2, 3; at least
@@ -35,7 +36,11 @@
  * path learns that side's token and can re-bind the side to itself (the same observer could drop the
  * traffic anyway; WireGuard keeps the content safe and the agents fall back to another path), and an
  * off-path sender that spoofs a bound source address can spend the pair's rate budget with datagrams
- * WireGuard will reject.
+ * WireGuard will reject. Binding proves the token, not that the source can receive: a system that holds
+ * a token and can spoof its source address can bind its side to a third party's address, and then what
+ * its peer sends (at most the pair's rate) goes there. A return-routability step (the `bound` answer
+ * carrying a cookie the agent must echo before anything is forwarded to it) would close this; it needs
+ * the agent side, so it is not done here.
  */
 import crypto from 'node:crypto'
 import dgram from 'node:dgram'
