@@ -8,6 +8,9 @@
  *     packets per CPU-second of the exit node. Targets are ratios from the same run: TCP >= 2x the best
  *     stock peer; 64 B UDP >= 2x nebula; ping average and p99 <= nebula's; per-core >= nebula's.
  *  3. Tags and policies: decisions in process, and the exit node with 0 and 100 policies.
+ *  1b. The hub's UDP relay (bench/relay.ts): 1,452-byte WireGuard data both ways on loopback, through a
+ *     UdpRelay in a worker thread vs directly, alternating; target relayed >= 0.5x direct. BENCH_RELAY=0
+ *     skips it, BENCH_RELAY_SECONDS (default 2) per measurement, three rounds.
  *  4. Handshake flood (root, python3): 30,000/s spoofed initiations with a valid mac1 for 60 s at an agent
  *     while a legitimate peer rekeys every 5 s: each rekey's completion time and the agent's CPU
  *     (bench/flood.ts). Targets: every rekey within one retry, CPU below half a core.
@@ -24,6 +27,7 @@ import { runPolicyBench } from './policy.js'
 import { runHubLoad } from './hub-load.js'
 import { runHubEnrolBench } from './hub-enrol.js'
 import { runMac1Bench } from './mac1.js'
+import { relayBenchLine, runRelayBench } from './relay.js'
 import { REKEY_TIMEOUT_JITTER_MAX_MS, REKEY_TIMEOUT_MS } from '../src/protocol/constants.js'
 import { type FloodResult, REKEY_EVERY_S, runFloodBench } from './flood.js'
 import { type PolicyNetnsResult, runPolicyHotpath, runPolicyNetnsBench } from './policy-netns.js'
@@ -55,6 +59,12 @@ async function main() {
   // One handshake message's mac1: @noble/hashes (control's before) and hash-wasm (the workers').
   const mac1 = runMac1Bench(1)
   for (const r of mac1) emit(r)
+  // The hub's UDP relay against the direct path on loopback (BENCH_RELAY=0 skips it).
+  if (process.env.BENCH_RELAY !== '0') {
+    const r = await runRelayBench(Number(process.env.BENCH_RELAY_SECONDS ?? 2))
+    emit(r)
+    console.log(relayBenchLine(r))
+  }
   // Tags and policies: new-flow decisions in process (100 policies x 1,000 peers), and the exit node's
   // inbound path with and without policies.
   const decisions = await runPolicyBench(2)
