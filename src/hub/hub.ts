@@ -48,6 +48,7 @@ import { HubAdmin, loadModel } from './admin.js'
 import { REFLECT_TOKEN_BYTES, parseReflect } from '../hubproto/reflect.js'
 import { type EntryCache, HubModel } from './model.js'
 import { HubStore } from './store.js'
+import { type RelayPairStats, type RelayStats, UdpRelay } from './relay.js'
 import type { AgentLogger as Logger } from '../log/logger.js'
 
 export const HUB_CONFIG = 'hub.json'
@@ -61,6 +62,12 @@ export interface HubConfig {
    * the Listen port and the next one. [] turns discovery off.
    */
   ReflectPorts?: number[]
+  /**
+   * The UDP relay for systems that cannot reach each other directly (issue 20): on by default, on
+   * ephemeral ports of the Listen address (or Ports, "first-last", for a firewall), with a rate per pair
+   * and for the whole hub in Mbit/s.
+   */
+  Relay?: { Enabled?: boolean; Ports?: string; PairMbit?: number; TotalMbit?: number }
 }
 
 export function hubPaths(dataDir: string) {
@@ -312,6 +319,7 @@ export class HubServer extends EventEmitter {
       this.port = a.port
     }
     await this.startReflect(host, this.opts.reflectPorts ?? cfg.ReflectPorts ?? (port ? [port, port + 1] : [0, 0]))
+    this.relay = this.opts.relay ?? (cfg.Relay?.Enabled === false ? undefined : this.makeRelay(host, cfg.Relay))
     this.follow = setInterval(() => void this.followStore(), this.opts.followMs ?? 100)
     // A connection that answered nothing since the last ping (25 s) is gone: dropped, so that the
     // system reads as offline and its resources are freed.
@@ -327,6 +335,33 @@ export class HubServer extends EventEmitter {
       }
     }, this.opts.pingMs ?? 25_000)
     log.info({ listen: `${this.address}:${this.port}`, publicKey: this.publicKey, rev: this.rev }, 'hub listening')
+  }
+
+  private relay?: RelayLike
+
+  private makeRelay(host: string, c: HubConfig['Relay']): RelayLike {
+    const m = /^(\d+)-(\d+)$/.exec(c?.Ports ?? '')
+    const bytes = (mbit: number | undefined) => (mbit ? (mbit * 1_000_000) / 8 : undefined)
+    const relay = new UdpRelay({
+      log: this.opts.log,
+      host: host === 'localhost' ? '127.0.0.1' : host,
+      ports: m ? { first: Number(m[1]), last: Number(m[2]) } : 0,
+      pairBytesPerSec: bytes(c?.PairMbit),
+      hubBytesPerSec: bytes(c?.TotalMbit),
+    })
+    relay.on('released', (st: RelayPairStats, why: string) => {
+      this.pairs.delete(st.pairKey)
+      this.opts.log.info(
+        { pair: st.pairKey, why, packets: st.packets[0] + st.packets[1], bytes: st.bytes[0] + st.bytes[1] },
+        'relay pair released',
+      )
+    })
+    return relay
+  }
+
+  /** The relay's counters (status, metrics), or undefined without one. */
+  relayStats(): RelayStats | undefined {
+    return this.relay instanceof UdpRelay ? this.relay.stats() : undefined
   }
 
   /** Binds the reflect ports (a port of 0 gets a free one, for tests); a failure turns discovery off, logged. */
@@ -392,7 +427,7 @@ export class HubServer extends EventEmitter {
   }
 
   async stop(): Promise<void> {
-    await this.opts.relay?.close()
+    await this.relay?.close()
     for (const s of this.reflectSockets) s.close()
     this.reflectSockets = []
     clearInterval(this.follow)
@@ -471,7 +506,7 @@ export class HubServer extends EventEmitter {
       const sb = this.model.systems.get(b)
       if (sa?.state === 'approved' && sb?.state === 'approved' && this.model.visibleOf(a).has(b)) continue
       this.pairs.delete(key)
-      this.opts.relay?.release(key)
+      this.relay?.release(key)
       this.opts.log.info({ pair: key }, 'relay released: the two systems may no longer see each other')
     }
   }
@@ -491,7 +526,7 @@ export class HubServer extends EventEmitter {
     if (now - (conn.introduced.get(oc.systemId) ?? Number.NEGATIVE_INFINITY) < INTRODUCE_EVERY_MS) return
     conn.introduced.set(oc.systemId, now)
     oc.introduced.set(conn.systemId, now)
-    const relay = this.opts.relay
+    const relay = this.relay
     if (relay && !(conn.nat === 'none' && oc.nat === 'none')) {
       const key = [conn.identity, oc.identity].sort().join('-')
       try {

@@ -80,8 +80,10 @@ t.test('relay first, then direct where the NATs allow it', { skip }, async (t) =
     const r = await lab.cli(nodes[name], ['enrol', key, '--hub', `http://${HUB}:8443`, '--hub-key', hubKey])
     if (r.code !== 0) throw new Error(`enrol ${name} failed (${r.code}): ${r.stdout}${r.stderr}`)
   }
+  const procs: Record<string, { log: string }> = {}
   for (const n of Object.values(nodes)) {
     const p = lab.startAgent(n, ['-v', '4'], { ENCLAVE_STATE_DIR: path.join(n.dir, 'state') })
+    procs[n.name] = p
     await p.waitFor(/control socket ready/)
   }
   // Discovery first (the NAT class decides whether the hub hands out a relay).
@@ -130,6 +132,7 @@ t.test('relay first, then direct where the NATs allow it', { skip }, async (t) =
     const before = (await nat.wanCounters(sites.s1))[sites.s2.wanAddr]?.outPackets ?? 0
     const c = await cell('h1', 'h2', 'direct', 5000)
     t.comment(`first reply after ${c.first} ms; direct after ${c.found} ms`)
+    if (process.env.PATHS_DEBUG) t.comment(`h1:\n${procs.h1.log.slice(-6000)}\nh2:\n${procs.h2.log.slice(-6000)}`)
     t.ok(c.found <= 5000, `both report direct within 5 s (${c.found} ms)`)
     const w = (await nat.wanCounters(sites.s1))[sites.s2.wanAddr]?.outPackets ?? 0
     t.ok(w - before > 10, `nat1 sent ${w - before} packets straight to nat2's WAN address`)
@@ -182,7 +185,7 @@ t.test('relay first, then direct where the NATs allow it', { skip }, async (t) =
     t.ok((w[HUB]?.outPackets ?? 0) - before > 10, `nat3 sent ${(w[HUB]?.outPackets ?? 0) - before} packets to the hub (the relay)`)
     const ms = await rtt('h3', 'h4')
     t.comment(`round trip relayed: ${ms} ms`)
-    t.ok(ms >= 4 * DELAY_MS * 0.9, 'the round trip crosses the delayed hub link (4 times)')
+    t.ok(ms >= 2 * DELAY_MS * 0.9, 'the round trip leaves the delayed hub twice (the request and the reply)')
   })
 
   await t.test('behind the same router: local', async (t) => {

@@ -41,6 +41,8 @@ export const MAX_SWITCHES = 2
 export const SWITCH_WINDOW_MS = 30_000
 /** How often a system asks the hub for a path to a peer it has traffic for. */
 export const PATH_REQUEST_EVERY_MS = 10_000
+/** The least time between two of our initiations to a peer (WireGuard refuses more than 50 a second). */
+export const INITIATION_GAP_MS = 50
 
 interface Addr {
   ip: number
@@ -64,6 +66,8 @@ interface PeerPath {
   lastRequestMs: number
   /** When the direct path last proved itself (switch, or an answered probe). */
   lastProofMs: number
+  /** A new initiation is due on the path that just opened (see kick()). */
+  kick?: boolean
 }
 
 export interface PathDeps {
@@ -255,10 +259,33 @@ export class PathManager {
     if (kind === 'relay-udp') {
       if (!Number.isFinite(s.nextProbeMs)) s.nextProbeMs = now
     }
-    // Traffic waits and its handshake went elsewhere: a new one on this path now (not on the same
-    // endpoint: a second initiation within 20 ms is refused as a flood and would void the first).
-    if (moved && peer.session.staged.length && this.d.initiate) this.d.initiate(peer, `path ${kind}`)
+    s.kick = moved || kind !== 'relay-udp'
+    this.kick(peer, s, now)
     return true
+  }
+
+  /**
+   * Traffic waits for a session and the path just opened: a new initiation on it now, since the last one
+   * may have gone where nothing answers (a stale endpoint, or a NAT that had not opened yet). Not within
+   * INITIATION_GAP_MS of the last (the peer would refuse it as a flood, and we would have dropped the
+   * first's state): the tick tries again. Not within a second of one that went to the bound relay (that
+   * one is answered).
+   */
+  private kick(peer: PeerRuntime, s: PeerPath, now: number): void {
+    if (!s.kick) return
+    if (peer.session.current || !peer.session.staged.length || !this.d.initiate) {
+      s.kick = false
+      return
+    }
+    const since = now - peer.hs.lastSentMs
+    const r = s.relay
+    if (r?.bound && peer.hs.lastSentTo === packEndpoint(r.at.ip, r.at.port) && since < 1000) {
+      s.kick = false
+      return
+    }
+    if (since < INITIATION_GAP_MS) return
+    s.kick = false
+    this.d.initiate(peer, `path ${s.path}`)
   }
 
   private probe(s: PeerPath, to: Addr[], now: number): void {
@@ -280,6 +307,7 @@ export class PathManager {
   }
 
   private tickPeer(peer: PeerRuntime, s: PeerPath, now: number): void {
+    this.kick(peer, s, now)
     const r = s.relay
     if (r) {
       // Keep the relay's binding (and our NAT's mapping toward it) alive; rebind after a NAT change.

@@ -3,6 +3,7 @@
  * under-load (mac2) defence. The responder's crypto runs in a pool (workers/handshake.ts via
  * piscina); replay and flood checks and every state change stay here, on the control thread.
  */
+import { packEndpoint } from '../../ipc/layout.js'
 import sodium from 'sodium-native'
 import { intToIp } from '../../common/ipv4.js'
 import { identityFromPublicKey } from '../../config/identity.js'
@@ -114,6 +115,7 @@ export class Handshakes {
     }
     const msg = createInitiation(this.d.local, peer.crypto, kp.index, now)
     peer.hs.lastSentMs = now
+    peer.hs.lastSentTo = packEndpoint(ep.ip, ep.port)
     if (peer.hs.startedMs === undefined) peer.hs.startedMs = now
     peer.hs.nextRetryMs = now + REKEY_TIMEOUT_MS + sodium.randombytes_uniform(REKEY_TIMEOUT_JITTER_MAX_MS + 1)
     this.d.send(msg, ep.ip, ep.port)

@@ -46,6 +46,8 @@ export interface PeerHandshakeState {
   /** When the current attempt to get a session started (undefined: none in progress). */
   startedMs?: number
   lastSentMs: number
+  /** Where the last initiation went (packed ip * 65536 + port). */
+  lastSentTo?: number
   nextRetryMs: number
 }
 
