@@ -8,7 +8,8 @@
  *   [h2] ─ nat2 masq ─┤
  *   [h3] ─ nat3 hard ─┼─ inet0 ─ [hub 198.51.100.10, +25 ms each way]
  *   [h4] ─ nat4 hard ─┤
- *   [h5a, h5b] ─ nat5 masq ─┘
+ *   [h5a, h5b] ─ nat5 masq ─┤
+ *   [h6] ─ nat6 full cone ─┤   [pub 198.51.100.30]
  */
 import path from 'node:path'
 import type { ChildProcess } from 'node:child_process'
@@ -44,14 +45,18 @@ t.test('relay first, then direct where the NATs allow it', { skip }, async (t) =
     s3: await nat.site(3, 'hard'),
     s4: await nat.site(4, 'hard'),
     s5: await nat.site(5, 'masq'),
+    s6: await nat.site(6, 'fullcone'),
   }
+  const pub = await nat.publicHost('pub', '198.51.100.30')
   const hosts = {
+    pub,
     h1: await nat.siteHost(sites.s1, 'h1'),
     h2: await nat.siteHost(sites.s2, 'h2'),
     h3: await nat.siteHost(sites.s3, 'h3'),
     h4: await nat.siteHost(sites.s4, 'h4'),
     h5a: await nat.siteHost(sites.s5, 'h5a'),
     h5b: await nat.siteHost(sites.s5, 'h5b'),
+    h6: await nat.siteHost(sites.s6, 'h6'),
   }
   for (const s of Object.values(sites)) {
     await nat.watchPeer(s, HUB)
@@ -141,6 +146,51 @@ t.test('relay first, then direct where the NATs allow it', { skip }, async (t) =
     t.ok(ms < 2 * DELAY_MS, 'the round trip does not go by the delayed hub')
   })
 
+  await t.test('hard x hard: through the relay within 1 s of the first packet', async (t) => {
+    const before = (await nat.wanCounters(sites.s3))[HUB]?.outPackets ?? 0
+    const c = await cell('h3', 'h4', 'relay-udp', 1000)
+    t.comment(`first reply after ${c.first} ms; relay after ${c.found} ms`)
+    t.ok(c.first <= 1000 + 4 * DELAY_MS, `the first reply came within 1 s plus the hub's delay (${c.first} ms)`)
+    const w = await nat.wanCounters(sites.s3)
+    t.ok((w[HUB]?.outPackets ?? 0) - before > 10, `nat3 sent ${(w[HUB]?.outPackets ?? 0) - before} packets to the hub (the relay)`)
+    const ms = await rtt('h3', 'h4')
+    t.comment(`round trip relayed: ${ms} ms`)
+    t.ok(ms >= 2 * DELAY_MS * 0.9, 'the round trip leaves the delayed hub twice (the request and the reply)')
+  })
+
+  await t.test('behind the same router: local', async (t) => {
+    const c = await cell('h5a', 'h5b', 'local', 5000)
+    t.comment(`first reply after ${c.first} ms; local after ${c.found} ms`)
+    t.ok(c.found <= 5000, 'both report local within 5 s')
+    const ms = await rtt('h5a', 'h5b')
+    t.ok(ms < 2 * DELAY_MS, `the round trip stays on the LAN (${ms} ms)`)
+  })
+
+  for (const [a, b, want] of [
+    ['pub', 'h3', 'direct'],
+    ['h6', 'h4', 'direct'],
+    ['h1', 'h4', 'relay-udp'],
+    ['h2', 'h3', 'relay-udp'],
+  ] as const) {
+    const kind = { pub: 'public', h1: 'easy', h2: 'masq', h6: 'full cone' }[a]
+    await t.test(`${a} (${kind}) x ${b} (hard): ${want}`, async (t) => {
+      const c = await cell(a, b, want, want === 'direct' ? 5000 : 1000)
+      t.comment(`first reply after ${c.first} ms; ${want} after ${c.found} ms`)
+      t.ok(c.found <= (want === 'direct' ? 5000 : 1000 + 4 * DELAY_MS + 1000), `both report ${want} (${c.found} ms)`)
+      const ms = await rtt(a, b)
+      t.comment(`round trip: ${ms} ms`)
+      if (want === 'direct') t.ok(ms < 2 * DELAY_MS, 'not by the delayed hub')
+      else t.ok(ms >= 2 * DELAY_MS * 0.9, 'by the delayed hub')
+    })
+  }
+
+  await t.test('no flapping: at most 2 path switches per agent', async (t) => {
+    await new Promise((r) => setTimeout(r, 3000))
+    for (const n of Object.values(nodes)) {
+      const s = await statusJson(lab, n)
+      t.ok((s.pathSwitches ?? 0) <= 2, `${n.name}: ${s.pathSwitches ?? 0} switches`)
+    }
+  })
   await t.test('NAT rebinding during a flow: traffic recovers within 30 s, nothing restarted', async (t) => {
     const target = await vaOf(nodes.h2)
     const ping = lab.spawn(hosts.h1.ns, 'ping', ['-i', '0.2', '-W', '1', '-c', '150', '-D', target])
@@ -176,32 +226,5 @@ t.test('relay first, then direct where the NATs allow it', { skip }, async (t) =
     }
   })
 
-  await t.test('hard x hard: through the relay within 1 s of the first packet', async (t) => {
-    const before = (await nat.wanCounters(sites.s3))[HUB]?.outPackets ?? 0
-    const c = await cell('h3', 'h4', 'relay-udp', 1000)
-    t.comment(`first reply after ${c.first} ms; relay after ${c.found} ms`)
-    t.ok(c.first <= 1000 + 4 * DELAY_MS, `the first reply came within 1 s plus the hub's delay (${c.first} ms)`)
-    const w = await nat.wanCounters(sites.s3)
-    t.ok((w[HUB]?.outPackets ?? 0) - before > 10, `nat3 sent ${(w[HUB]?.outPackets ?? 0) - before} packets to the hub (the relay)`)
-    const ms = await rtt('h3', 'h4')
-    t.comment(`round trip relayed: ${ms} ms`)
-    t.ok(ms >= 2 * DELAY_MS * 0.9, 'the round trip leaves the delayed hub twice (the request and the reply)')
-  })
-
-  await t.test('behind the same router: local', async (t) => {
-    const c = await cell('h5a', 'h5b', 'local', 5000)
-    t.comment(`first reply after ${c.first} ms; local after ${c.found} ms`)
-    t.ok(c.found <= 5000, 'both report local within 5 s')
-    const ms = await rtt('h5a', 'h5b')
-    t.ok(ms < 2 * DELAY_MS, `the round trip stays on the LAN (${ms} ms)`)
-  })
-
-  await t.test('no flapping: at most 2 path switches per agent', async (t) => {
-    await new Promise((r) => setTimeout(r, 3000))
-    for (const n of Object.values(nodes)) {
-      const s = await statusJson(lab, n)
-      t.ok((s.pathSwitches ?? 0) <= 2, `${n.name}: ${s.pathSwitches ?? 0} switches`)
-    }
-  })
   if (t.passing() === false) t.comment(`hub log:\n${hubOut.join('').slice(-4000)}`)
 })

@@ -232,6 +232,7 @@ export class PathManager {
     if (sent === undefined || now - sent > PROBE_WINDOW_MS) return
     s.pending.delete(m.nonce)
     s.lastProofMs = now
+    if (!s.relay || ip !== s.relay.at.ip || port !== s.relay.at.port) this.d.memory.noteDirect(peer.slot, now)
     const cur = this.d.memory.endpointRaw(peer.slot)
     if ((s.path === 'direct' || s.path === 'local') && cur === packEndpoint(ip, port)) return
     this.use(peer, s, from, s.hostCandidates.has(key(from)) ? 'local' : 'direct', now, `probe answered in ${now - sent} ms`)
@@ -317,6 +318,16 @@ export class PathManager {
         r.bound = false
         this.d.log.network({ peer: s.identity, relay: text(r.at) }, 'relay stopped answering; binding again')
       }
+    }
+    if ((s.path === 'direct' || s.path === 'local') && r?.bound && this.d.memory.endpointRaw(peer.slot) === packEndpoint(r.at.ip, r.at.port)) {
+      // The workers went back to the relay (the direct path delivered nothing for DIRECT_HOLD_MS while the
+      // relay did): follow them, and probe again.
+      s.path = 'relay-udp'
+      s.switches.push(now)
+      this.switchCount++
+      s.step = 0
+      s.nextProbeMs = now
+      this.d.log.network({ peer: s.identity, path: 'relay-udp' }, 'path: the direct path went quiet; back on the relay')
     }
     if (s.path === 'direct' || s.path === 'local') {
       // Silent direct path while we send (or its probes unanswered for two rounds): back to the relay.

@@ -108,6 +108,12 @@ export class PeerMemory {
     return this.v.peerF64[peer * PF_FIELDS + PF_RELAY_EP]
   }
 
+  /** A probe answered on the direct path: it counts as a direct delivery (the workers hold the endpoint). */
+  noteDirect(peer: number, now: number): void {
+    const f = this.v.peerF64
+    if (f[peer * PF_FIELDS + PF_LAST_RX_DIRECT] < now) f[peer * PF_FIELDS + PF_LAST_RX_DIRECT] = now
+  }
+
   /** When an authenticated packet last came from anywhere but the relay (ms; 0 never). */
   lastRxDirect(peer: number): number {
     return this.v.peerF64[peer * PF_FIELDS + PF_LAST_RX_DIRECT]
