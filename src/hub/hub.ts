@@ -6,7 +6,7 @@
  * revision every 100 ms, rebuilds its model and sends each connected agent only what changed for it.
  *
  * Before the handshake, nothing costs more than a token: 20 handshakes/s per source address (burst
- * 40), 1,000/s in all, 4 KiB per message, 10 s to finish.
+ * 40), 1,000/s in all, 10 s to finish. No agent message, before or after, is over MAX_AGENT_MESSAGE (32 KiB).
  */
 import fs from 'node:fs'
 import http from 'node:http'
@@ -34,9 +34,10 @@ import {
 import {
   HUB_PATH,
   HUB_PROTOCOL_VERSION,
-  MAX_MESSAGE,
+  MAX_AGENT_MESSAGE,
   MAX_PREAUTH,
   MessageReader,
+  MessageTooLarge,
   T_MSG1,
   T_MSG2,
   agentToHubSchema,
@@ -235,7 +236,9 @@ export class HubServer extends EventEmitter {
     })
     this.server.headersTimeout = 10_000
     this.server.requestTimeout = 10_000
-    this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE })
+    // Agents send only small messages (MAX_AGENT_MESSAGE): ws refuses a larger frame at its header, closing
+    // with 1009, before or after the handshake.
+    this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_AGENT_MESSAGE })
     this.server.on('upgrade', (req, socket, head) => {
       if (req.url !== HUB_PATH) {
         socket.destroy()
@@ -355,7 +358,7 @@ export class HubServer extends EventEmitter {
           ws.resume()
           if (!got) return
           conn = got
-          reader = new MessageReader(conn.transport.recv)
+          reader = new MessageReader(conn.transport.recv, MAX_AGENT_MESSAGE)
           clearTimeout(deadline)
           return
         }
@@ -374,10 +377,24 @@ export class HubServer extends EventEmitter {
           this.sendMap(conn)
         }
       } catch (e) {
+        if (e instanceof MessageTooLarge) {
+          tooLarge((e as Error).message)
+          return
+        }
         log.debug({ source, err: (e as Error).message }, 'hub connection closed')
         ws.terminate()
       }
     })
+    // A message past MAX_AGENT_MESSAGE (ws's maxPayload, or reassembled): closed with 1009, logged, and cut
+    // a second later if the other side does not finish the close.
+    let closing = false
+    const tooLarge = (err: string) => {
+      if (closing) return
+      closing = true
+      log.info({ source, identity: conn?.identity, err }, 'hub connection closed: message too large')
+      if (ws.readyState === ws.OPEN) ws.close(1009, 'message too large')
+      setTimeout(() => ws.terminate(), 1000).unref()
+    }
     ws.on('close', () => {
       clearTimeout(deadline)
       if (conn) this.byToken.delete(conn.reflectToken)
@@ -387,7 +404,10 @@ export class HubServer extends EventEmitter {
         this.emit('disconnected', conn.identity)
       }
     })
-    ws.on('error', () => ws.terminate())
+    ws.on('error', (e: Error & { code?: string }) => {
+      if (e.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') tooLarge(e.message)
+      else ws.terminate()
+    })
   }
 
   private async handshake(ws: WebSocket, msg1: Buffer, source: string): Promise<Conn | null> {

@@ -1,0 +1,165 @@
+/**
+ * The hub's socket layer against unauthenticated and misbehaving clients (review 19, F3, F6, F9, F10):
+ * the real HubServer on loopback, raw TCP and hand-made agents (a real Noise_IK handshake with any hello).
+ * Every packet stays on 127.0.0.0/8.
+ */
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import net from 'node:net'
+import t from 'tap'
+import WebSocket from 'ws'
+import { identityFromPublicKey } from '../../src/config/identity.js'
+import { decodeKey } from '../../src/config/keys.js'
+import { HubAdmin } from '../../src/hub/admin.js'
+import { HubServer, initHub } from '../../src/hub/hub.js'
+import { HubStore } from '../../src/hub/store.js'
+import { initiate, type Transport } from '../../src/hubproto/noise-ik.js'
+import { HUB_PATH, T_MSG1, T_MSG2, T_TRANSPORT, helloTimestamp, sealMessage } from '../../src/hubproto/wire.js'
+import { createLogger } from '../../src/log/logger.js'
+import { generateKeyPair } from '../../src/protocol/primitives.js'
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), `enclave-preauth-${process.pid}-`))
+const hubLog: string[] = []
+const log = createLogger(4, 'logfmt', { out: { write: (l: string) => void hubLog.push(l) } })
+let hub: HubServer
+let store: HubStore
+let admin: HubAdmin
+let hubKey: string
+
+t.before(async () => {
+  hubKey = (await initHub(dir, '127.0.0.1:0')).publicKey
+  hub = new HubServer({ dataDir: dir, listen: '127.0.0.1:0', log, reflectPorts: [] })
+  await hub.start()
+  store = await HubStore.open({ file: path.join(dir, 'hub.db') })
+  admin = new HubAdmin(store, 'preauth-test')
+})
+t.teardown(async () => {
+  await hub.stop()
+  await store.close()
+  fs.rmSync(dir, { recursive: true, force: true })
+})
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+const UPGRADE = `GET ${HUB_PATH} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`
+
+/** A hand-made agent: any hello, a real handshake; the first payload, the transport, and how it closed. */
+async function rawAgent(hello: Record<string, unknown>, kp = generateKeyPair(), localAddress?: string) {
+  const full = {
+    t: 'hello',
+    v: 1,
+    ts: helloTimestamp(Date.now()),
+    hostname: 'raw',
+    listenPort: 51820,
+    allowGateway: false,
+    acceptDefaultRoute: false,
+    advertise: [],
+    ...hello,
+  }
+  const hs = initiate(kp, decodeKey(hubKey) as Buffer, Buffer.from(JSON.stringify(full)))
+  const ws = new WebSocket(`ws://127.0.0.1:${hub.port}${HUB_PATH}`, { localAddress, maxPayload: 64 * 1024 * 1024 })
+  const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+    ws.on('close', (code: number, reason: Buffer) => resolve({ code, reason: reason.toString() })),
+  )
+  const first = await new Promise<{ payload: Record<string, unknown>; transport: Transport }>((resolve, reject) => {
+    let done = false
+    ws.on('open', () => ws.send(Buffer.concat([Buffer.of(T_MSG1), hs.message1])))
+    ws.on('error', (e) => reject(e))
+    ws.on('close', (code: number) => reject(new Error(`closed ${code} before the handshake answer`)))
+    ws.on('message', (data: Buffer) => {
+      if (done) return
+      done = true
+      if (data[0] !== T_MSG2) return reject(new Error('no msg2'))
+      const got = hs.readMessage2(data.subarray(1))
+      if (!got) return reject(new Error('msg2 failed'))
+      resolve({ payload: JSON.parse(Buffer.from(got.payload).toString('utf8')), transport: got.transport })
+    })
+  })
+  const send = (m: unknown) => {
+    for (const f of sealMessage(first.transport.send, m)) ws.send(f)
+  }
+  return { ...first, ws, kp, send, closed }
+}
+
+async function pendingAgent(t: { equal: (a: unknown, b: unknown, m: string) => unknown }) {
+  const key = await admin.createKey(`preauth ${Math.random()}`, { uses: 1 })
+  const c = await rawAgent({ enrol: { key: key.key } })
+  t.equal((c.payload as { state?: string }).state, 'pending', 'a pending system is connected')
+  return c
+}
+
+const removeAgent = async (kp: { publicKey: Buffer }) => admin.setState('remove', [identityFromPublicKey(kp.publicKey)])
+
+t.test('F3: before the handshake the hub takes no more than a small message (ws maxPayload), then closes', async (t) => {
+  const sock = net.connect(hub.port, '127.0.0.1')
+  sock.on('error', () => undefined)
+  await new Promise<void>((r) => sock.once('connect', () => r()))
+  sock.write(UPGRADE)
+  await new Promise<void>((r) => sock.once('data', () => r()))
+  let closed = false
+  sock.on('close', () => {
+    closed = true
+  })
+  // One binary frame announcing 15 MiB, masked as a client must.
+  const head = Buffer.alloc(14)
+  head[0] = 0x82
+  head[1] = 0x80 | 127
+  head.writeBigUInt64BE(BigInt(15 * 1024 * 1024), 2)
+  sock.write(head)
+  const chunk = Buffer.alloc(1024 * 1024, 0x41)
+  let sent = 0
+  for (let i = 0; i < 12 && !closed; i++) {
+    await new Promise<void>((r) => sock.write(chunk, () => r()))
+    sent += chunk.length
+    await sleep(20)
+  }
+  await sleep(200)
+  t.comment(`sent ${sent >> 20} MiB of one pre-handshake frame announcing 15 MiB; closed by the hub: ${closed}`)
+  t.ok(closed, 'the hub closed the connection instead of taking megabytes of an unauthenticated frame')
+  t.ok(sent <= 2 * 1024 * 1024, `it closed at the frame header, not after buffering (${sent >> 20} MiB written)`)
+  sock.destroy()
+})
+
+t.test('F3: the largest hello the schema admits (1,024 routes, 16 endpoints) still connects', async (t) => {
+  const key = await admin.createKey('preauth big hello', { uses: 1 })
+  const advertise = Array.from({ length: 1024 }, (_, i) => `203.113.${100 + (i >> 5)}.${100 + (i & 31)}/32`)
+  const endpoints = Array.from({ length: 16 }, (_, i) => `198.51.100.${i + 101}:${51820 + i}`)
+  const hello = { enrol: { key: key.key }, hostname: 'h'.repeat(253), advertise, endpoints, resume: { hash: 'a'.repeat(64) } }
+  t.comment(`hello payload ${JSON.stringify(hello).length} bytes`)
+  const c = await rawAgent(hello).catch((e: Error) => e)
+  t.notOk(c instanceof Error, `the hub answers a schema-maximal hello (${c instanceof Error ? c.message : 'answered'})`)
+  if (!(c instanceof Error)) {
+    c.ws.terminate()
+    await removeAgent(c.kp)
+  }
+})
+
+t.test('F10: after the handshake, a message far larger than any agent sends closes the connection (1009, logged)', async (t) => {
+  const c = await pendingAgent(t)
+  const mark = hubLog.length
+  c.send({ t: 'ack', rev: 1, pad: 'x'.repeat(15 * 1024 * 1024) })
+  const how = await Promise.race([c.closed, sleep(3000).then(() => null)])
+  t.comment(`a 15 MiB ack from a pending system: ${how ? `closed ${how.code} ${how.reason}` : 'still open after 3 s'}`)
+  t.equal(how?.code, 1009, 'closed with 1009 (message too big)')
+  t.ok(
+    hubLog.slice(mark).some((l) => /too large/.test(l)),
+    'the hub logs why it closed the connection',
+  )
+  c.ws.terminate()
+  await removeAgent(c.kp)
+})
+
+t.test('F10: a message reassembled from many small transport frames is capped too', async (t) => {
+  const c = await pendingAgent(t)
+  // Frames of 16 KiB each flagged MORE (the agent never sends a message in parts): 1 MiB in all.
+  const part = Buffer.alloc(16 * 1024, 0x20)
+  for (let i = 0; i < 64 && c.ws.readyState === WebSocket.OPEN; i++) {
+    const plain = Buffer.concat([Buffer.of(0x01), part])
+    c.ws.send(Buffer.concat([Buffer.of(T_TRANSPORT), c.transport.send.encrypt(plain)]))
+  }
+  const how = await Promise.race([c.closed, sleep(3000).then(() => null)])
+  t.comment(`1 MiB in 64 continued frames: ${how ? `closed ${how.code} ${how.reason}` : 'still open after 3 s'}`)
+  t.equal(how?.code, 1009, 'closed with 1009 (message too big)')
+  c.ws.terminate()
+  await removeAgent(c.kp)
+})
