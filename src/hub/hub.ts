@@ -10,6 +10,7 @@
  */
 import fs from 'node:fs'
 import http from 'node:http'
+import type net from 'node:net'
 import path from 'node:path'
 import { EventEmitter } from 'node:events'
 import dgram from 'node:dgram'
@@ -139,6 +140,52 @@ interface Conn {
   nat?: string
 }
 
+/** Per source: at most 32 unauthenticated sockets; 512 in all. */
+export const PREAUTH_PER_SOURCE = 32
+export const PREAUTH_TOTAL = 512
+
+/**
+ * Where a connection comes from, for limits: an IPv4 address (an IPv4-mapped IPv6 address is its IPv4
+ * address), or the /64 of an IPv6 address (one host or site holds a whole /64).
+ */
+export function sourceKey(address: string): string {
+  const a = address.replace(/%.*$/, '').toLowerCase()
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(a)
+  if (mapped) return mapped[1]
+  if (!a.includes(':')) return a
+  const [head, tail] = a.split('::')
+  const h = head ? head.split(':') : []
+  const t = tail === undefined ? [] : tail ? tail.split(':') : []
+  // An embedded IPv4 address in the tail fills two groups.
+  const tailGroups = t.reduce((n, g) => n + (g.includes('.') ? 2 : 1), 0)
+  const groups = tail === undefined ? h : [...h, ...Array(Math.max(0, 8 - h.length - tailGroups)).fill('0'), ...t]
+  return `${groups
+    .slice(0, 4)
+    .map((g) => (Number.parseInt(g, 16) || 0).toString(16))
+    .join(':')}::/64`
+}
+
+/** Unauthenticated sockets per source and in all (counted from the TCP connection to the handshake). */
+class PreauthSockets {
+  private readonly perSource = new Map<string, number>()
+  private total = 0
+
+  open(key: string): boolean {
+    const n = this.perSource.get(key) ?? 0
+    if (n >= PREAUTH_PER_SOURCE || this.total >= PREAUTH_TOTAL) return false
+    this.perSource.set(key, n + 1)
+    this.total++
+    return true
+  }
+
+  close(key: string): void {
+    const n = this.perSource.get(key) ?? 0
+    if (n <= 1) this.perSource.delete(key)
+    else this.perSource.set(key, n - 1)
+    this.total--
+  }
+}
+
 /** Per-source and global token buckets for handshakes (before any work). */
 class HandshakeLimiter {
   private readonly perSource = new Map<string, { tokens: number; at: number }>()
@@ -191,6 +238,9 @@ export class HubServer extends EventEmitter {
   reflectPorts: number[] = []
   private readonly byToken = new Map<string, Conn>()
   private readonly limiter = new HandshakeLimiter()
+  private readonly preauth = new PreauthSockets()
+  /** Sockets not yet authenticated: how to release their count, and when they connected. */
+  private readonly pending = new WeakMap<net.Socket, { release: () => void; at: number }>()
   private follow?: NodeJS.Timeout
   private ping?: NodeJS.Timeout
   private following = false
@@ -226,7 +276,9 @@ export class HubServer extends EventEmitter {
     this.rev = await this.store.revision()
     this.modelRev = this.rev
     this.model = await loadModel(this.store.db, this.entries)
-    this.server = http.createServer((req, res) => {
+    // Node checks headersTimeout and requestTimeout only every connectionsCheckingInterval (30 s by default):
+    // every second here, so an unfinished request is closed 10 to 11 s after it began.
+    this.server = http.createServer({ connectionsCheckingInterval: 1000, headersTimeout: 10_000, requestTimeout: 10_000 }, (req, res) => {
       if (req.url === '/enclave/v1/key') {
         res.writeHead(200, { 'content-type': 'application/json' })
         res.end(JSON.stringify({ publicKey: this.publicKey }))
@@ -234,8 +286,23 @@ export class HubServer extends EventEmitter {
       }
       res.writeHead(404).end()
     })
-    this.server.headersTimeout = 10_000
-    this.server.requestTimeout = 10_000
+    // Every socket counts as unauthenticated from its first byte until its handshake completes or it closes:
+    // at most PREAUTH_PER_SOURCE per source and PREAUTH_TOTAL in all; more are closed at once.
+    this.server.on('connection', (sock: net.Socket) => {
+      const key = sourceKey(sock.remoteAddress ?? '')
+      if (!this.preauth.open(key)) {
+        sock.destroy()
+        return
+      }
+      let counted = true
+      const release = () => {
+        if (!counted) return
+        counted = false
+        this.preauth.close(key)
+      }
+      sock.once('close', release)
+      this.pending.set(sock, { release, at: Date.now() })
+    })
     // Agents send only small messages (MAX_AGENT_MESSAGE): ws refuses a larger frame at its header, closing
     // with 1009, before or after the handshake.
     this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_AGENT_MESSAGE })
@@ -248,7 +315,8 @@ export class HubServer extends EventEmitter {
         socket.end('HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\n\r\n')
         return
       }
-      this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, req.socket.remoteAddress ?? ''))
+      const p = this.pending.get(socket as net.Socket)
+      this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, req.socket.remoteAddress ?? '', p))
     })
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject)
@@ -341,13 +409,18 @@ export class HubServer extends EventEmitter {
     await this.store?.close()
   }
 
-  private accept(ws: WebSocket, source: string): void {
+  /** `pending`: the socket's pre-auth count (released once the handshake completes) and when it connected. */
+  private accept(ws: WebSocket, source: string, pending?: { release: () => void; at: number }): void {
     const log = this.opts.log
     let conn: Conn | null = null
     let reader: MessageReader | null = null
-    const deadline = setTimeout(() => {
-      if (!conn) ws.terminate()
-    }, 10_000)
+    // 10 s from the connection's first byte to a completed handshake.
+    const deadline = setTimeout(
+      () => {
+        if (!conn) ws.terminate()
+      },
+      Math.max(0, 10_000 - (Date.now() - (pending?.at ?? Date.now()))),
+    )
     ws.on('message', async (data: Buffer, isBinary) => {
       try {
         if (!isBinary) throw new Error('text message')
@@ -360,6 +433,7 @@ export class HubServer extends EventEmitter {
           conn = got
           reader = new MessageReader(conn.transport.recv, MAX_AGENT_MESSAGE)
           clearTimeout(deadline)
+          pending?.release()
           return
         }
         const msg = reader?.read(data)

@@ -163,3 +163,33 @@ t.test('F10: a message reassembled from many small transport frames is capped to
   c.ws.terminate()
   await removeAgent(c.kp)
 })
+
+t.test('F6: slow pre-auth HTTP connections are closed within the 10 s promised, and few are open per source', async (t) => {
+  const socks: net.Socket[] = []
+  // The sockets the hub kept are answered 408 when their time is up; those it refused at once get nothing.
+  const answered = new Set<net.Socket>()
+  for (let i = 0; i < 60; i++) {
+    const s = net.connect(hub.port, '127.0.0.1')
+    s.on('error', () => undefined)
+    s.on('data', (d) => d.toString().startsWith('HTTP/1.1 408') && answered.add(s))
+    s.write(`GET ${HUB_PATH} HTTP/1.1\r\nHost: x\r\n`)
+    socks.push(s)
+  }
+  // And one that sends nothing at all.
+  const silent = net.connect(hub.port, '127.0.0.1')
+  silent.on('error', () => undefined)
+  silent.on('data', (d) => d.toString().startsWith('HTTP/1.1 408') && answered.add(silent))
+  socks.push(silent)
+  // Slowloris: one header byte every 2 s, never finishing the request.
+  const drip = setInterval(() => {
+    for (const s of socks) if (!s.destroyed && s !== silent) s.write('X')
+  }, 2000)
+  await sleep(12_000)
+  clearInterval(drip)
+  const open = socks.filter((s) => !s.destroyed).length
+  const kept = socks.filter((s) => !s.destroyed || answered.has(s)).length
+  t.comment(`61 unfinished requests from one source: ${open} still open after 12 s; ${kept} kept (open or timed out with 408)`)
+  t.equal(open, 0, 'every unfinished pre-auth request was closed within 12 s')
+  t.ok(kept <= 32, `at most 32 unauthenticated sockets per source are kept (${kept} were)`)
+  for (const s of socks) s.destroy()
+})
