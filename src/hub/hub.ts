@@ -140,9 +140,10 @@ interface Conn {
   nat?: string
 }
 
-/** Per source: at most 32 unauthenticated sockets; 512 in all. */
+/** Per source: at most 32 unauthenticated sockets; 512 in all, and 128 more for sources known to the limiter. */
 export const PREAUTH_PER_SOURCE = 32
 export const PREAUTH_TOTAL = 512
+export const PREAUTH_RESERVED = 128
 
 /**
  * Where a connection comes from, for limits: an IPv4 address (an IPv4-mapped IPv6 address is its IPv4
@@ -170,9 +171,9 @@ class PreauthSockets {
   private readonly perSource = new Map<string, number>()
   private total = 0
 
-  open(key: string): boolean {
+  open(key: string, known: boolean): boolean {
     const n = this.perSource.get(key) ?? 0
-    if (n >= PREAUTH_PER_SOURCE || this.total >= PREAUTH_TOTAL) return false
+    if (n >= PREAUTH_PER_SOURCE || this.total >= PREAUTH_TOTAL + (known ? PREAUTH_RESERVED : 0)) return false
     this.perSource.set(key, n + 1)
     this.total++
     return true
@@ -186,27 +187,77 @@ class PreauthSockets {
   }
 }
 
-/** Per-source and global token buckets for handshakes (before any work). */
-class HandshakeLimiter {
-  private readonly perSource = new Map<string, { tokens: number; at: number }>()
-  private global = { tokens: 1000, at: Date.now() }
+/** A token bucket: `rate` per second, at most `burst`. */
+class Bucket {
+  tokens: number
+  constructor(
+    readonly rate: number,
+    readonly burst: number,
+    public at: number,
+  ) {
+    this.tokens = burst
+  }
+
+  refill(now: number): void {
+    this.tokens = Math.min(this.burst, this.tokens + (Math.max(0, now - this.at) / 1000) * this.rate)
+    this.at = now
+  }
+}
+
+/**
+ * Handshakes before any work: 20/s per source (sourceKey: IPv6 per /64; burst 40), and 1,000/s in all, of
+ * which 200/s are kept for sources that completed a handshake recently (the last 100,000 such sources,
+ * in memory): a flood from new sources leaves systems that were connected a way back in. Both maps
+ * forget the source touched longest ago first (a bucket untouched for 2 s is full, as a new one).
+ */
+export class HandshakeLimiter {
+  static readonly SOURCES = 100_000
+  private readonly perSource = new Map<string, Bucket>()
+  private readonly known = new Map<string, number>()
+  private readonly general: Bucket
+  private readonly reserved: Bucket
+
+  constructor(now = Date.now()) {
+    this.general = new Bucket(800, 800, now)
+    this.reserved = new Bucket(200, 200, now)
+  }
 
   allow(source: string, now = Date.now()): boolean {
-    const g = this.global
-    g.tokens = Math.min(1000, g.tokens + ((now - g.at) / 1000) * 1000)
-    g.at = now
-    let b = this.perSource.get(source)
-    if (!b) {
-      if (this.perSource.size > 100_000) this.perSource.clear()
-      b = { tokens: 40, at: now }
-      this.perSource.set(source, b)
-    }
-    b.tokens = Math.min(40, b.tokens + ((now - b.at) / 1000) * 20)
-    b.at = now
-    if (b.tokens < 1 || g.tokens < 1) return false
+    const key = sourceKey(source)
+    let b = this.perSource.get(key)
+    if (b) this.perSource.delete(key)
+    else b = new Bucket(20, 40, now)
+    this.perSource.set(key, b)
+    forgetOldest(this.perSource)
+    b.refill(now)
+    if (b.tokens < 1) return false
+    this.general.refill(now)
+    this.reserved.refill(now)
+    if (this.isKnown(key) && this.reserved.tokens >= 1) this.reserved.tokens--
+    else if (this.general.tokens >= 1) this.general.tokens--
+    else return false
     b.tokens--
-    g.tokens--
     return true
+  }
+
+  /** A source that completed a handshake (sourceKey or an address). */
+  authenticated(source: string, now = Date.now()): void {
+    const key = sourceKey(source)
+    this.known.delete(key)
+    this.known.set(key, now)
+    forgetOldest(this.known)
+  }
+
+  isKnown(key: string): boolean {
+    return this.known.has(key)
+  }
+}
+
+/** Keeps a map (in order of last touch) at HandshakeLimiter.SOURCES entries: the oldest go first. */
+function forgetOldest(m: Map<string, unknown>): void {
+  while (m.size > HandshakeLimiter.SOURCES) {
+    const first = m.keys().next().value as string
+    m.delete(first)
   }
 }
 
@@ -290,7 +341,7 @@ export class HubServer extends EventEmitter {
     // at most PREAUTH_PER_SOURCE per source and PREAUTH_TOTAL in all; more are closed at once.
     this.server.on('connection', (sock: net.Socket) => {
       const key = sourceKey(sock.remoteAddress ?? '')
-      if (!this.preauth.open(key)) {
+      if (!this.preauth.open(key, this.limiter.isKnown(key))) {
         sock.destroy()
         return
       }
@@ -434,6 +485,7 @@ export class HubServer extends EventEmitter {
           reader = new MessageReader(conn.transport.recv, MAX_AGENT_MESSAGE)
           clearTimeout(deadline)
           pending?.release()
+          this.limiter.authenticated(source)
           return
         }
         const msg = reader?.read(data)

@@ -12,7 +12,7 @@ import WebSocket from 'ws'
 import { identityFromPublicKey } from '../../src/config/identity.js'
 import { decodeKey } from '../../src/config/keys.js'
 import { HubAdmin } from '../../src/hub/admin.js'
-import { HubServer, initHub } from '../../src/hub/hub.js'
+import { HandshakeLimiter, HubServer, initHub, sourceKey } from '../../src/hub/hub.js'
 import { HubStore } from '../../src/hub/store.js'
 import { initiate, type Transport } from '../../src/hubproto/noise-ik.js'
 import { HUB_PATH, T_MSG1, T_MSG2, T_TRANSPORT, helloTimestamp, sealMessage } from '../../src/hubproto/wire.js'
@@ -192,4 +192,110 @@ t.test('F6: slow pre-auth HTTP connections are closed within the 10 s promised, 
   t.equal(open, 0, 'every unfinished pre-auth request was closed within 12 s')
   t.ok(kept <= 32, `at most 32 unauthenticated sockets per source are kept (${kept} were)`)
   for (const s of socks) s.destroy()
+})
+
+t.test('F9: IPv6 sources share a bucket per /64; IPv4-mapped addresses are their IPv4 source', async (t) => {
+  const l = new HandshakeLimiter()
+  let v6 = 0
+  for (let i = 1; i <= 60; i++) if (l.allow(`2001:db8:1:2::${i.toString(16)}`)) v6++
+  let v4 = 0
+  for (let i = 0; i < 60; i++) if (l.allow(i % 2 ? '192.0.2.7' : '::ffff:192.0.2.7')) v4++
+  t.comment(`60 handshakes from 60 addresses of one /64: ${v6} allowed; 60 from one IPv4 address, half IPv4-mapped: ${v4}`)
+  t.equal(v6, 40, 'one /64 gets one source burst (40)')
+  t.equal(v4, 40, 'an IPv4 address and its IPv4-mapped form are one source')
+  t.equal(sourceKey('2001:0db8:0001:0002::1'), sourceKey('2001:db8:1:2:a:b:c:d'), 'written any way, one /64 is one key')
+  t.equal(sourceKey('2001:db8:1:2::1%eth0'), sourceKey('2001:db8:1:2::'), 'a zone index does not matter')
+  t.not(sourceKey('2001:db8:1:3::1'), sourceKey('2001:db8:1:2::1'), 'the next /64 is another source')
+  t.not(sourceKey('::1'), sourceKey('::2:0:0:0:1'), '::1 and ::2:0:0:0:1 differ in their /64')
+})
+
+t.test('F9: a source kept refused is not forgotten when 100,001 other sources come (the oldest go first)', async (t) => {
+  const t0 = Date.now()
+  const l = new HandshakeLimiter(t0)
+  let first = 0
+  for (let i = 0; i < 60; i++) if (l.allow('192.0.2.9', t0)) first++
+  // 100,001 other sources at the same instant; the refused source keeps trying among them.
+  let during = 0
+  for (let i = 0; i <= 100_000; i++) {
+    l.allow(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, t0)
+    if (i % 1000 === 0 && l.allow('192.0.2.9', t0)) during++
+  }
+  // 10 ms later its own bucket holds 0.2 tokens: still refused, unless it was forgotten.
+  const after = l.allow('192.0.2.9', t0 + 10)
+  t.comment(`a source: ${first} of 60 allowed, then ${during} while 100,001 others came, then allowed 10 ms later: ${after}`)
+  t.equal(first, 40, 'its burst')
+  t.equal(during, 0, 'refused while the others come')
+  t.equal(after, false, 'still refused after the map filled: its bucket was kept')
+})
+
+t.test('F9: a handshake flood from 80 other sources does not lock a known system out', async (t) => {
+  const key = await admin.createKey('preauth known', { autoApprove: true, uses: 1 })
+  const kp = generateKeyPair()
+  ;(await rawAgent({ enrol: { key: key.key } }, kp)).ws.terminate()
+  let upgraded = 0
+  let refused = 0
+  let stop = false
+  const flood = async (src: string) => {
+    while (!stop) {
+      await new Promise<void>((resolve) => {
+        const s = net.connect({ port: hub.port, host: '127.0.0.1', localAddress: src })
+        s.on('error', () => resolve())
+        s.on('close', () => resolve())
+        s.on('data', (d) => {
+          if (d.toString().startsWith('HTTP/1.1 101')) upgraded++
+          else refused++
+          s.destroy()
+        })
+        s.write(UPGRADE)
+      })
+    }
+  }
+  const floods = Array.from({ length: 80 }, (_, i) => flood(`127.0.0.${i + 2}`))
+  await sleep(500)
+  let ok = 0
+  const errors: string[] = []
+  for (let i = 1; i <= 10; i++) {
+    const c = await rawAgent({ ts: helloTimestamp(Date.now() + i) }, kp).catch((e: Error) => {
+      errors.push(e.message)
+      return null
+    })
+    if (c) {
+      ok++
+      c.ws.terminate()
+    }
+    await sleep(150)
+  }
+  stop = true
+  await Promise.all(floods)
+  t.comment(
+    `flood: ${upgraded} upgrades accepted, ${refused} refused; the known system connected ${ok}/10 (${[...new Set(errors)].join('; ')})`,
+  )
+  t.equal(ok, 10, 'the known system connects every time from its own address')
+  await removeAgent(kp)
+})
+
+t.test('F9: more unauthenticated sockets than the hub keeps in all: a known system still gets in', async (t) => {
+  const key = await admin.createKey('preauth known 2', { autoApprove: true, uses: 1 })
+  const kp = generateKeyPair()
+  ;(await rawAgent({ enrol: { key: key.key } }, kp, '127.0.1.1')).ws.terminate()
+  // 40 sources x 20 idle sockets (upgraded, no handshake): 800, more than the 512 kept in all.
+  const socks: net.Socket[] = []
+  for (let s = 0; s < 40; s++)
+    for (let i = 0; i < 20; i++) {
+      const c = net.connect({ port: hub.port, host: '127.0.0.1', localAddress: `127.0.2.${s + 1}` })
+      c.on('error', () => undefined)
+      c.write(UPGRADE)
+      socks.push(c)
+    }
+  await sleep(1500)
+  const open = socks.filter((s) => !s.destroyed).length
+  const c = await rawAgent({ ts: helloTimestamp(Date.now() + 50) }, kp, '127.0.1.1').catch((e: Error) => e)
+  t.comment(
+    `800 idle unauthenticated sockets from 40 sources: ${open} kept open; known system: ${c instanceof Error ? c.message : 'connected'}`,
+  )
+  t.ok(open <= 512, `the hub keeps at most 512 unauthenticated sockets (${open})`)
+  t.notOk(c instanceof Error, 'a known system connects meanwhile')
+  if (!(c instanceof Error)) c.ws.terminate()
+  for (const s of socks) s.destroy()
+  await removeAgent(kp)
 })
