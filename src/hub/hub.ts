@@ -5,8 +5,10 @@
  * in the database (src/hub/admin.ts, from the CLI or later the API); the hub follows the database's
  * revision every 100 ms, rebuilds its model and sends each connected agent only what changed for it.
  *
- * Before the handshake, nothing costs more than a token: 20 handshakes/s per source address (burst
- * 40), 1,000/s in all, 10 s to finish. No agent message, before or after, is over MAX_AGENT_MESSAGE (32 KiB).
+ * Before the handshake, nothing costs more than a token: 20 handshakes/s per source (IPv6 per /64; burst
+ * 40), 1,000/s in all with 200/s kept for sources that completed one (HandshakeLimiter), 32 unauthenticated
+ * sockets per source and 512 in all (PreauthSockets), 10 s from the connection to a finished handshake.
+ * No agent message, before or after, is over MAX_AGENT_MESSAGE (32 KiB).
  */
 import fs from 'node:fs'
 import http from 'node:http'
