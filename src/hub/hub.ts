@@ -5,11 +5,14 @@
  * in the database (src/hub/admin.ts, from the CLI or later the API); the hub follows the database's
  * revision every 100 ms, rebuilds its model and sends each connected agent only what changed for it.
  *
- * Before the handshake, nothing costs more than a token: 20 handshakes/s per source address (burst
- * 40), 1,000/s in all, 4 KiB per message, 10 s to finish.
+ * Before the handshake, nothing costs more than a token: 20 handshakes/s per source (IPv6 per /64; burst
+ * 40), 1,000/s in all with 200/s kept for sources that completed one (HandshakeLimiter), 32 unauthenticated
+ * sockets per source and 512 in all (PreauthSockets), 10 s from the connection to a finished handshake.
+ * No agent message, before or after, is over MAX_AGENT_MESSAGE (32 KiB).
  */
 import fs from 'node:fs'
 import http from 'node:http'
+import type net from 'node:net'
 import path from 'node:path'
 import { EventEmitter } from 'node:events'
 import dgram from 'node:dgram'
@@ -35,9 +38,10 @@ import {
 import {
   HUB_PATH,
   HUB_PROTOCOL_VERSION,
-  MAX_MESSAGE,
+  MAX_AGENT_MESSAGE,
   MAX_PREAUTH,
   MessageReader,
+  MessageTooLarge,
   T_MSG1,
   T_MSG2,
   agentToHubSchema,
@@ -198,27 +202,124 @@ export function sourceEndpoint(source: string, port: number): string | undefined
   return typeof parseIpv4(v4) === 'number' ? `${v4}:${port}` : undefined
 }
 
-/** Per-source and global token buckets for handshakes (before any work). */
-class HandshakeLimiter {
-  private readonly perSource = new Map<string, { tokens: number; at: number }>()
-  private global = { tokens: 1000, at: Date.now() }
+/** Per source: at most 32 unauthenticated sockets; 512 in all, and 128 more for sources known to the limiter. */
+export const PREAUTH_PER_SOURCE = 32
+export const PREAUTH_TOTAL = 512
+export const PREAUTH_RESERVED = 128
+
+/**
+ * Where a connection comes from, for limits: an IPv4 address (an IPv4-mapped IPv6 address is its IPv4
+ * address), or the /64 of an IPv6 address (one host or site holds a whole /64).
+ */
+export function sourceKey(address: string): string {
+  const a = address.replace(/%.*$/, '').toLowerCase()
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(a)
+  if (mapped) return mapped[1]
+  if (!a.includes(':')) return a
+  const [head, tail] = a.split('::')
+  const h = head ? head.split(':') : []
+  const t = tail === undefined ? [] : tail ? tail.split(':') : []
+  // An embedded IPv4 address in the tail fills two groups.
+  const tailGroups = t.reduce((n, g) => n + (g.includes('.') ? 2 : 1), 0)
+  const groups = tail === undefined ? h : [...h, ...Array(Math.max(0, 8 - h.length - tailGroups)).fill('0'), ...t]
+  return `${groups
+    .slice(0, 4)
+    .map((g) => (Number.parseInt(g, 16) || 0).toString(16))
+    .join(':')}::/64`
+}
+
+/** Unauthenticated sockets per source and in all (counted from the TCP connection to the handshake). */
+class PreauthSockets {
+  private readonly perSource = new Map<string, number>()
+  private total = 0
+
+  open(key: string, known: boolean): boolean {
+    const n = this.perSource.get(key) ?? 0
+    if (n >= PREAUTH_PER_SOURCE || this.total >= PREAUTH_TOTAL + (known ? PREAUTH_RESERVED : 0)) return false
+    this.perSource.set(key, n + 1)
+    this.total++
+    return true
+  }
+
+  close(key: string): void {
+    const n = this.perSource.get(key) ?? 0
+    if (n <= 1) this.perSource.delete(key)
+    else this.perSource.set(key, n - 1)
+    this.total--
+  }
+}
+
+/** A token bucket: `rate` per second, at most `burst`. */
+class Bucket {
+  tokens: number
+  constructor(
+    readonly rate: number,
+    readonly burst: number,
+    public at: number,
+  ) {
+    this.tokens = burst
+  }
+
+  refill(now: number): void {
+    this.tokens = Math.min(this.burst, this.tokens + (Math.max(0, now - this.at) / 1000) * this.rate)
+    this.at = now
+  }
+}
+
+/**
+ * Handshakes before any work: 20/s per source (sourceKey: IPv6 per /64; burst 40), and 1,000/s in all, of
+ * which 200/s are kept for sources that completed a handshake recently (the last 100,000 such sources,
+ * in memory): a flood from new sources leaves systems that were connected a way back in. Both maps
+ * forget the source touched longest ago first (a bucket untouched for 2 s is full, as a new one).
+ */
+export class HandshakeLimiter {
+  static readonly SOURCES = 100_000
+  private readonly perSource = new Map<string, Bucket>()
+  private readonly known = new Map<string, number>()
+  private readonly general: Bucket
+  private readonly reserved: Bucket
+
+  constructor(now = Date.now()) {
+    this.general = new Bucket(800, 800, now)
+    this.reserved = new Bucket(200, 200, now)
+  }
 
   allow(source: string, now = Date.now()): boolean {
-    const g = this.global
-    g.tokens = Math.min(1000, g.tokens + ((now - g.at) / 1000) * 1000)
-    g.at = now
-    let b = this.perSource.get(source)
-    if (!b) {
-      if (this.perSource.size > 100_000) this.perSource.clear()
-      b = { tokens: 40, at: now }
-      this.perSource.set(source, b)
-    }
-    b.tokens = Math.min(40, b.tokens + ((now - b.at) / 1000) * 20)
-    b.at = now
-    if (b.tokens < 1 || g.tokens < 1) return false
+    const key = sourceKey(source)
+    let b = this.perSource.get(key)
+    if (b) this.perSource.delete(key)
+    else b = new Bucket(20, 40, now)
+    this.perSource.set(key, b)
+    forgetOldest(this.perSource)
+    b.refill(now)
+    if (b.tokens < 1) return false
+    this.general.refill(now)
+    this.reserved.refill(now)
+    if (this.isKnown(key) && this.reserved.tokens >= 1) this.reserved.tokens--
+    else if (this.general.tokens >= 1) this.general.tokens--
+    else return false
     b.tokens--
-    g.tokens--
     return true
+  }
+
+  /** A source that completed a handshake (sourceKey or an address). */
+  authenticated(source: string, now = Date.now()): void {
+    const key = sourceKey(source)
+    this.known.delete(key)
+    this.known.set(key, now)
+    forgetOldest(this.known)
+  }
+
+  isKnown(key: string): boolean {
+    return this.known.has(key)
+  }
+}
+
+/** Keeps a map (in order of last touch) at HandshakeLimiter.SOURCES entries: the oldest go first. */
+function forgetOldest(m: Map<string, unknown>): void {
+  while (m.size > HandshakeLimiter.SOURCES) {
+    const first = m.keys().next().value as string
+    m.delete(first)
   }
 }
 
@@ -252,6 +353,9 @@ export class HubServer extends EventEmitter {
   reflectPorts: number[] = []
   private readonly byToken = new Map<string, Conn>()
   private readonly limiter = new HandshakeLimiter()
+  private readonly preauth = new PreauthSockets()
+  /** Sockets not yet authenticated: how to release their count, and when they connected. */
+  private readonly pending = new WeakMap<net.Socket, { release: () => void; at: number }>()
   private follow?: NodeJS.Timeout
   private ping?: NodeJS.Timeout
   private following = false
@@ -287,7 +391,9 @@ export class HubServer extends EventEmitter {
     this.rev = await this.store.revision()
     this.modelRev = this.rev
     this.model = await loadModel(this.store.db, this.entries)
-    this.server = http.createServer((req, res) => {
+    // Node checks headersTimeout and requestTimeout only every connectionsCheckingInterval (30 s by default):
+    // every second here, so an unfinished request is closed 10 to 11 s after it began.
+    this.server = http.createServer({ connectionsCheckingInterval: 1000, headersTimeout: 10_000, requestTimeout: 10_000 }, (req, res) => {
       if (req.url === '/enclave/v1/key') {
         res.writeHead(200, { 'content-type': 'application/json' })
         res.end(JSON.stringify({ publicKey: this.publicKey }))
@@ -295,9 +401,26 @@ export class HubServer extends EventEmitter {
       }
       res.writeHead(404).end()
     })
-    this.server.headersTimeout = 10_000
-    this.server.requestTimeout = 10_000
-    this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE })
+    // Every socket counts as unauthenticated from its first byte until its handshake completes or it closes:
+    // at most PREAUTH_PER_SOURCE per source and PREAUTH_TOTAL in all; more are closed at once.
+    this.server.on('connection', (sock: net.Socket) => {
+      const key = sourceKey(sock.remoteAddress ?? '')
+      if (!this.preauth.open(key, this.limiter.isKnown(key))) {
+        sock.destroy()
+        return
+      }
+      let counted = true
+      const release = () => {
+        if (!counted) return
+        counted = false
+        this.preauth.close(key)
+      }
+      sock.once('close', release)
+      this.pending.set(sock, { release, at: Date.now() })
+    })
+    // Agents send only small messages (MAX_AGENT_MESSAGE): ws refuses a larger frame at its header, closing
+    // with 1009, before or after the handshake.
+    this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_AGENT_MESSAGE })
     this.server.on('upgrade', (req, socket, head) => {
       if (req.url !== HUB_PATH) {
         socket.destroy()
@@ -307,7 +430,8 @@ export class HubServer extends EventEmitter {
         socket.end('HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\n\r\n')
         return
       }
-      this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, req.socket.remoteAddress ?? ''))
+      const p = this.pending.get(socket as net.Socket)
+      this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, req.socket.remoteAddress ?? '', p))
     })
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject)
@@ -438,13 +562,18 @@ export class HubServer extends EventEmitter {
     await this.store?.close()
   }
 
-  private accept(ws: WebSocket, source: string): void {
+  /** `pending`: the socket's pre-auth count (released once the handshake completes) and when it connected. */
+  private accept(ws: WebSocket, source: string, pending?: { release: () => void; at: number }): void {
     const log = this.opts.log
     let conn: Conn | null = null
     let reader: MessageReader | null = null
-    const deadline = setTimeout(() => {
-      if (!conn) ws.terminate()
-    }, 10_000)
+    // 10 s from the connection's first byte to a completed handshake.
+    const deadline = setTimeout(
+      () => {
+        if (!conn) ws.terminate()
+      },
+      Math.max(0, 10_000 - (Date.now() - (pending?.at ?? Date.now()))),
+    )
     ws.on('message', async (data: Buffer, isBinary) => {
       try {
         if (!isBinary) throw new Error('text message')
@@ -455,8 +584,10 @@ export class HubServer extends EventEmitter {
           ws.resume()
           if (!got) return
           conn = got
-          reader = new MessageReader(conn.transport.recv)
+          reader = new MessageReader(conn.transport.recv, MAX_AGENT_MESSAGE)
           clearTimeout(deadline)
+          pending?.release()
+          this.limiter.authenticated(source)
           return
         }
         const msg = reader?.read(data)
@@ -475,10 +606,24 @@ export class HubServer extends EventEmitter {
           this.resync(conn)
         }
       } catch (e) {
+        if (e instanceof MessageTooLarge) {
+          tooLarge((e as Error).message)
+          return
+        }
         log.debug({ source, err: (e as Error).message }, 'hub connection closed')
         ws.terminate()
       }
     })
+    // A message past MAX_AGENT_MESSAGE (ws's maxPayload, or reassembled): closed with 1009, logged, and cut
+    // a second later if the other side does not finish the close.
+    let closing = false
+    const tooLarge = (err: string) => {
+      if (closing) return
+      closing = true
+      log.info({ source, identity: conn?.identity, err }, 'hub connection closed: message too large')
+      if (ws.readyState === ws.OPEN) ws.close(1009, 'message too large')
+      setTimeout(() => ws.terminate(), 1000).unref()
+    }
     ws.on('close', () => {
       clearTimeout(deadline)
       if (conn) clearTimeout(conn.resyncTimer)
@@ -490,7 +635,10 @@ export class HubServer extends EventEmitter {
         this.emit('disconnected', conn.identity)
       }
     })
-    ws.on('error', () => ws.terminate())
+    ws.on('error', (e: Error & { code?: string }) => {
+      if (e.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') tooLarge(e.message)
+      else ws.terminate()
+    })
   }
 
   /**

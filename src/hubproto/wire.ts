@@ -18,8 +18,15 @@ const FLAG_MORE = 0x01
 const CHUNK = 60_000
 /** Largest message after reassembly. */
 export const MAX_MESSAGE = 16 * 1024 * 1024
-/** Largest WebSocket message before the handshake completes. */
-export const MAX_PREAUTH = 4096
+/**
+ * Largest message an agent sends, before or after the handshake, as one WebSocket message and after
+ * reassembly (the hub's ws maxPayload). Agents send only the handshake (the hello: at most 1,024 advertised
+ * routes of 18 characters and 16 endpoints, about 23 KiB with Noise's 96 bytes), ack, resync and nat (under
+ * 200 bytes); more closes the connection with 1009.
+ */
+export const MAX_AGENT_MESSAGE = 32 * 1024
+/** Largest WebSocket message before the handshake completes: the largest hello. */
+export const MAX_PREAUTH = MAX_AGENT_MESSAGE
 export const HUB_PROTOCOL_VERSION = 1
 
 export const helloSchema = z
@@ -134,12 +141,23 @@ export function sealMessage(send: CipherState, msg: unknown): Buffer[] {
   return out
 }
 
+/** A message past the reader's limit (the hub closes the connection with 1009). */
+export class MessageTooLarge extends Error {
+  constructor(max: number) {
+    super(`message too large (over ${max} bytes)`)
+  }
+}
+
 /** Reassembles transport messages; returns the parsed JSON once complete, undefined while more is to come. */
 export class MessageReader {
   private parts: Buffer[] = []
   private size = 0
 
-  constructor(private readonly recv: CipherState) {}
+  /** `max`: the largest message after reassembly (the hub reads agents with MAX_AGENT_MESSAGE). */
+  constructor(
+    private readonly recv: CipherState,
+    private readonly max = MAX_MESSAGE,
+  ) {}
 
   /** Throws on anything wrong (the caller closes the connection). */
   read(frame: Buffer): unknown | undefined {
@@ -148,7 +166,7 @@ export class MessageReader {
     if (!plain || plain.length < 1) throw new Error('a message failed authentication')
     this.parts.push(Buffer.from(plain.subarray(1)))
     this.size += plain.length - 1
-    if (this.size > MAX_MESSAGE) throw new Error('message too large')
+    if (this.size > this.max) throw new MessageTooLarge(this.max)
     if (plain[0] & FLAG_MORE) return undefined
     const text = Buffer.concat(this.parts).toString('utf8')
     this.parts = []
