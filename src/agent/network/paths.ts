@@ -319,7 +319,11 @@ export class PathManager {
         this.d.log.network({ peer: s.identity, relay: text(r.at) }, 'relay stopped answering; binding again')
       }
     }
-    if ((s.path === 'direct' || s.path === 'local') && r?.bound && this.d.memory.endpointRaw(peer.slot) === packEndpoint(r.at.ip, r.at.port)) {
+    if (
+      (s.path === 'direct' || s.path === 'local') &&
+      r?.bound &&
+      this.d.memory.endpointRaw(peer.slot) === packEndpoint(r.at.ip, r.at.port)
+    ) {
       // The workers went back to the relay (the direct path delivered nothing for DIRECT_HOLD_MS while the
       // relay did): follow them, and probe again.
       s.path = 'relay-udp'
