@@ -28,6 +28,7 @@ import { runHubLoad } from './hub-load.js'
 import { runHubEnrolBench } from './hub-enrol.js'
 import { runMac1Bench } from './mac1.js'
 import { relayBenchLine, runRelayBench } from './relay.js'
+import { runRelayNetnsBench } from './relay-netns.js'
 import { REKEY_TIMEOUT_JITTER_MAX_MS, REKEY_TIMEOUT_MS } from '../src/protocol/constants.js'
 import { type FloodResult, REKEY_EVERY_S, runFloodBench } from './flood.js'
 import { type PolicyNetnsResult, runPolicyHotpath, runPolicyNetnsBench } from './policy-netns.js'
@@ -64,6 +65,14 @@ async function main() {
     const r = await runRelayBench(Number(process.env.BENCH_RELAY_SECONDS ?? 2))
     emit(r)
     console.log(relayBenchLine(r))
+  }
+  // One TCP stream between agents behind real NAT: through the hub's UDP relay and direct (root; BENCH_RELAY=0 skips it).
+  if (process.getuid?.() === 0 && process.env.BENCH_NETNS !== '0' && process.env.BENCH_RELAY !== '0') {
+    const r = await runRelayNetnsBench(Number(process.env.BENCH_SECONDS ?? 5), Number(process.env.BENCH_RUNS ?? 3))
+    emit(r)
+    console.log(
+      `relay through agents (one TCP stream, behind NAT): direct ${r.directMbit.map((x) => x.toFixed(0)).join('/')} Mbit/s, relayed ${r.relayMbit.map((x) => x.toFixed(0)).join('/')} Mbit/s, ratio ${r.ratio.toFixed(2)} (target >= 0.5)`,
+    )
   }
   // Tags and policies: new-flow decisions in process (100 policies x 1,000 peers), and the exit node's
   // inbound path with and without policies.
