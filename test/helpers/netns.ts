@@ -142,3 +142,45 @@ export async function pingUntil(lab: Lab, ns: string, addr: string, tries = 30):
   }
   return 0
 }
+
+/** Waits until `cond` holds, checking every `everyMs`; throws `timed out waiting for <what>` after `ms`. */
+export async function until(what: string, cond: () => boolean | Promise<boolean>, ms: number, everyMs = 100): Promise<void> {
+  const end = Date.now() + ms
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, everyMs))
+  }
+}
+
+/** `enclave hub …` in a namespace: `json()` runs a command against its data directory, `serve()` starts it. */
+export class HubProc {
+  proc?: import('node:child_process').ChildProcess
+  readonly out: string[] = []
+
+  constructor(
+    private readonly lab: BaseLab,
+    readonly ns: string,
+    readonly dir: string,
+  ) {}
+
+  async json(args: string[]): Promise<any> {
+    const r = await this.lab.exec(this.ns, process.execPath, [BIN, 'hub', ...args, '--data-dir', this.dir, '--json'])
+    if (r.code !== 0) throw new Error(`hub ${args.join(' ')} failed (${r.code}): ${r.stdout}${r.stderr}`)
+    return JSON.parse(r.stdout)
+  }
+
+  /** `hub serve` (extra arguments after it), resolved once it listens. */
+  async serve(extra: string[] = []): Promise<void> {
+    this.out.length = 0
+    const p = this.lab.spawn(this.ns, process.execPath, [BIN, 'hub', 'serve', '--data-dir', this.dir, ...extra])
+    this.proc = p
+    p.stdout?.on('data', (d) => this.out.push(String(d)))
+    p.stderr?.on('data', (d) => this.out.push(String(d)))
+    await until('the hub listens', () => this.out.join('').includes('hub listening'), 15_000)
+  }
+
+  /** Ends the hub process this started (by its PID), if it still runs. */
+  kill(): void {
+    if (this.proc?.pid && this.proc.exitCode === null) this.proc.kill('SIGKILL')
+  }
+}

@@ -9,27 +9,17 @@
  *   [h2 10.2.0.2] ─ nat2 hard 198.51.100.12 ─┼─ inet0 ─ [hub 198.51.100.10]  [pub 198.51.100.20]
  */
 import path from 'node:path'
-import type { ChildProcess } from 'node:child_process'
 import t from 'tap'
 import { NatLab } from '../../src/lab/nat.js'
-import { BIN, Lab, type AgentInfo, haveCommand, rootSkipReason, statusJson } from '../helpers/netns.js'
+import { HubProc, Lab, type AgentInfo, haveCommand, rootSkipReason, statusJson, until } from '../helpers/netns.js'
 
 const skip = rootSkipReason() || (!haveCommand('iptables') ? 'iptables is not installed' : false)
 
-async function until(what: string, cond: () => boolean | Promise<boolean>, ms: number): Promise<void> {
-  const end = Date.now() + ms
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 200))
-  }
-}
-
 t.test('NAT discovery from the WireGuard port, behind real NAT', { skip }, async (t) => {
   const lab = new Lab('hubnat')
-  let hubProc: ChildProcess | undefined
-  const hubOut: string[] = []
+  let hubServer: HubProc | undefined
   t.teardown(async () => {
-    if (hubProc?.pid && hubProc.exitCode === null) hubProc.kill('SIGKILL')
+    hubServer?.kill()
     await lab.cleanup()
   })
   const nat = new NatLab(lab)
@@ -43,17 +33,10 @@ t.test('NAT discovery from the WireGuard port, behind real NAT', { skip }, async
   const hard = await nat.site(2, 'hard')
   const h2 = await nat.siteHost(hard, 'h2')
 
-  const hubDir = path.join(lab.tmp, 'hub')
-  const json = async (args: string[]) => {
-    const r = await lab.exec(hub.ns, process.execPath, [BIN, 'hub', ...args, '--data-dir', hubDir, '--json'])
-    if (r.code !== 0) throw new Error(`hub ${args.join(' ')} failed (${r.code}): ${r.stdout}${r.stderr}`)
-    return JSON.parse(r.stdout)
-  }
+  hubServer = new HubProc(lab, hub.ns, path.join(lab.tmp, 'hub'))
+  const json = (args: string[]) => (hubServer as HubProc).json(args)
   const hubKey: string = (await json(['init', '--listen', '198.51.100.10:8443'])).publicKey
-  hubProc = lab.spawn(hub.ns, process.execPath, [BIN, 'hub', 'serve', '--data-dir', hubDir])
-  hubProc.stdout?.on('data', (d) => hubOut.push(String(d)))
-  hubProc.stderr?.on('data', (d) => hubOut.push(String(d)))
-  await until('the hub listens', () => hubOut.join('').includes('hub listening'), 15_000)
+  await hubServer.serve([])
   const key = (await json(['key', 'create', 'all', '--tags', 'laptops', '--auto-approve'])).key
 
   const nodes: Record<string, AgentInfo> = {}

@@ -12,29 +12,19 @@
  *   [h6] ─ nat6 full cone ─┤   [pub 198.51.100.30]
  */
 import path from 'node:path'
-import type { ChildProcess } from 'node:child_process'
 import t from 'tap'
 import { NatLab, type NatSite } from '../../src/lab/nat.js'
-import { BIN, Lab, type AgentInfo, haveCommand, rootSkipReason, statusJson } from '../helpers/netns.js'
+import { HubProc, Lab, type AgentInfo, haveCommand, rootSkipReason, statusJson, until } from '../helpers/netns.js'
 
 const skip = rootSkipReason() || (!haveCommand('iptables') ? 'iptables is not installed' : false)
 const HUB = '198.51.100.10'
 const DELAY_MS = 25
 
-async function until(what: string, cond: () => boolean | Promise<boolean>, ms: number): Promise<void> {
-  const end = Date.now() + ms
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 100))
-  }
-}
-
 t.test('relay first, then direct where the NATs allow it', { skip }, async (t) => {
   const lab = new Lab('hubpath')
-  let hubProc: ChildProcess | undefined
-  const hubOut: string[] = []
+  let hubServer: HubProc | undefined
   t.teardown(async () => {
-    if (hubProc?.pid && hubProc.exitCode === null) hubProc.kill('SIGKILL')
+    hubServer?.kill()
     await lab.cleanup()
   })
   const nat = new NatLab(lab)
@@ -65,17 +55,10 @@ t.test('relay first, then direct where the NATs allow it', { skip }, async (t) =
   const how = await nat.delay(hub.ns, hub.dev, DELAY_MS)
   t.comment(`hub link delayed ${DELAY_MS} ms each way (${how})`)
 
-  const hubDir = path.join(lab.tmp, 'hub')
-  const json = async (args: string[]) => {
-    const r = await lab.exec(hub.ns, process.execPath, [BIN, 'hub', ...args, '--data-dir', hubDir, '--json'])
-    if (r.code !== 0) throw new Error(`hub ${args.join(' ')} failed (${r.code}): ${r.stdout}${r.stderr}`)
-    return JSON.parse(r.stdout)
-  }
+  hubServer = new HubProc(lab, hub.ns, path.join(lab.tmp, 'hub'))
+  const json = (args: string[]) => (hubServer as HubProc).json(args)
   const hubKey: string = (await json(['init', '--listen', `${HUB}:8443`])).publicKey
-  hubProc = lab.spawn(hub.ns, process.execPath, [BIN, 'hub', 'serve', '--data-dir', hubDir, '-v', '4'])
-  hubProc.stdout?.on('data', (d) => hubOut.push(String(d)))
-  hubProc.stderr?.on('data', (d) => hubOut.push(String(d)))
-  await until('the hub listens', () => hubOut.join('').includes('hub listening'), 15_000)
+  await hubServer.serve(['-v', '4'])
   const key = (await json(['key', 'create', 'all', '--tags', 'laptops', '--auto-approve'])).key
   await json(['policy', 'create', 'laptops talk', '--senders', 'laptops', '--receivers', 'laptops', '--acl', 'icmp'])
 
@@ -226,5 +209,5 @@ t.test('relay first, then direct where the NATs allow it', { skip }, async (t) =
     }
   })
 
-  if (t.passing() === false) t.comment(`hub log:\n${hubOut.join('').slice(-4000)}`)
+  if (t.passing() === false) t.comment(`hub log:\n${hubServer.out.join('').slice(-4000)}`)
 })

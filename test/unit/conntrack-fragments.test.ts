@@ -13,7 +13,8 @@
  * ctFragDone checks the datagram's key under its lock (the slot may be reused after the lookup).
  */
 import t from 'tap'
-import { A_VA, HEADROOM, LAN, deliver, sessionPair } from '../../bench/testbed.js'
+import { A_VA, LAN, sessionPair } from '../../bench/testbed.js'
+import { type Pair, fragment, leaves, send, udp } from '../helpers/fragments.js'
 import { REASONS } from '../../src/ipc/layout.js'
 import {
   CT_ENTRIES,
@@ -150,54 +151,8 @@ t.test('held: random track / done / sweep / cut / revoke / cut-peer keep every c
 
 // ---------------------------------------------------------------- pipeline findings
 
-type Pair = ReturnType<typeof sessionPair>
 const PRINTER = LAN + 250
 const SERVER = LAN + 0x407
-
-function ip4(b: Uint8Array, o: number, a: number): void {
-  for (let i = 0; i < 4; i++) b[o + i] = (a >>> (24 - 8 * i)) & 255
-}
-
-function fragment(proto: number, src: number, dst: number, id: number, offset8: number, more: boolean, body: Uint8Array): Uint8Array {
-  const size = 20 + body.length
-  const b = new Uint8Array(size)
-  b[0] = 0x45
-  b[2] = size >> 8
-  b[3] = size & 255
-  b[4] = (id >> 8) & 255
-  b[5] = id & 255
-  b[6] = (more ? 0x20 : 0) | ((offset8 >> 8) & 0x1f)
-  b[7] = offset8 & 255
-  b[8] = 64
-  b[9] = proto
-  ip4(b, 12, src)
-  ip4(b, 16, dst)
-  b.set(body, 20)
-  return b
-}
-
-function udp(sport: number, dport: number, n = 8): Uint8Array {
-  const body = new Uint8Array(n)
-  body[0] = sport >> 8
-  body[1] = sport & 255
-  body[2] = dport >> 8
-  body[3] = dport & 255
-  return body
-}
-
-function send(p: Pair, pkt: Uint8Array): boolean {
-  p.client.oSlab.set(pkt, HEADROOM)
-  p.client.oLens[0] = pkt.length
-  if (p.client.outbound(1) !== 1) throw new Error('the client did not seal it')
-  deliver(p.client, p.exit, 1)
-  return p.exit.inbound(1) === 1
-}
-
-function leaves(p: Pair, pkt: Uint8Array): boolean {
-  p.exit.oSlab.set(pkt, HEADROOM)
-  p.exit.oLens[0] = pkt.length
-  return p.exit.outbound(1) === 1
-}
 
 function reason(p: Pair, name: string): number {
   return p.e.v.reasons[REASONS.indexOf(name as (typeof REASONS)[number])]
