@@ -14,7 +14,7 @@
 import dgram from 'node:dgram'
 import { fileURLToPath } from 'node:url'
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads'
-import { UdpRelay, relayBindDatagram, parseRelayBound } from '../src/hub/relay.js'
+import { UdpRelay, parseRelayBound, parseRelayChallenge, relayBindDatagram, relayConfirmDatagram } from '../src/hub/relay.js'
 import { createLogger } from '../src/log/logger.js'
 
 export const RELAY_BENCH_SIZE = 1452
@@ -140,7 +140,9 @@ export async function runRelayBench(seconds = 2, rounds = 3): Promise<RelayBench
     ] as const) {
       const ok = new Promise<void>((resolve) =>
         s.on('message', (m) => {
-          if (parseRelayBound(m) === tok) resolve()
+          const c = parseRelayChallenge(m)
+          if (c) s.send(relayConfirmDatagram(c.token, c.cookie))
+          else if (parseRelayBound(m) === tok) resolve()
         }),
       )
       s.send(relayBindDatagram(tok))

@@ -128,8 +128,21 @@ export function mergeHubLayer(local: Profile, map: HubMap): HubLayerResult {
     else if (!notAccepted.length) notAccepted.push(`exit node for ${self.ProvidesRoutes.join(', ')}: enrol with --allow-gateway to accept`)
   }
   const available: Record<string, string[]> = { ...((exitNode.AvailableRoutes as Record<string, string[]>) ?? {}) }
+  // Routes through hand-configured exit nodes: a hub route inside (or equal to) one would take its traffic
+  // (longest match) or its failover. The hand-configured peer wins.
+  const hubIds = new Set(map.Peers.map((p) => p.Identity))
+  const localRoutes = Object.entries(available)
+    .filter(([id]) => !hubIds.has(id))
+    .flatMap(([id, rs]) => rs.map((r) => ({ id, c: parseCidr(r) })))
+    .filter((x): x is { id: string; c: Cidr } => typeof x.c !== 'string')
   for (const [id, routes] of Object.entries(map.AvailableRoutes)) {
     const ok = routes.filter((r) => {
+      const c = parseCidr(r)
+      const under = typeof c === 'string' ? undefined : localRoutes.find((l) => c.len >= l.c.len && cidrsOverlap(l.c, c))
+      if (under) {
+        skippedHub.push(`${r} through ${id}: inside ${under.c.text}, which goes through the hand-configured ${under.id}`)
+        return false
+      }
       if (consent.acceptDefaultRoute || isPrivateRoute(r)) return true
       notAccepted.push(
         `${r} through ${id}: public address space (the default route or part of it); enrol with --accept-default-route to accept`,

@@ -31,6 +31,28 @@ export const HS_BYPASS_PER_S = 20
 export const HS_BYPASS_BURST = 8
 const SOURCE_BITS = 12
 
+/** The gate's rates: the worker's whole budget and each source's share once half the burst is used. */
+export interface GateLimits {
+  workerPerS: number
+  workerBurst: number
+  sourcePerS: number
+  sourceBurst: number
+}
+
+export const HANDSHAKE_LIMITS: GateLimits = {
+  workerPerS: HS_WORKER_PER_S,
+  workerBurst: HS_WORKER_BURST,
+  sourcePerS: HS_SOURCE_PER_S,
+  sourceBurst: HS_SOURCE_BURST,
+}
+
+/**
+ * Path datagrams (probes, relay answers: src/protocol/path-msg.ts) have a gate of their own: they carry no
+ * mac1, so anyone can send them, and they must never spend the handshakes' budget. An agent sends a peer
+ * at most a few dozen a second while it looks for a path.
+ */
+export const PATH_LIMITS: GateLimits = { workerPerS: 400, workerBurst: 64, sourcePerS: 20, sourceBurst: 16 }
+
 /** Admission results: passed as a waiting initiation's answer, passed, or limited. */
 export const GATE_ANSWER = 2
 export const GATE_PASS = 1
@@ -44,13 +66,17 @@ export class HandshakeGate {
   private readonly key = crypto.getRandomValues(new Int32Array(2))
 
   /** `clock[0]`: the worker's time in milliseconds (see TokenBuckets). */
+  private readonly halfBurst: number
+
   constructor(
     private readonly kpI32: Int32Array,
     clock: Float64Array,
+    limits: GateLimits = HANDSHAKE_LIMITS,
   ) {
-    this.worker = new TokenBuckets(1, HS_WORKER_PER_S, HS_WORKER_BURST, clock)
+    this.worker = new TokenBuckets(1, limits.workerPerS, limits.workerBurst, clock)
     this.bypass = new TokenBuckets(1, HS_BYPASS_PER_S, HS_BYPASS_BURST, clock)
-    this.sources = new TokenBuckets(1 << SOURCE_BITS, HS_SOURCE_PER_S, HS_SOURCE_BURST, clock)
+    this.sources = new TokenBuckets(1 << SOURCE_BITS, limits.sourcePerS, limits.sourceBurst, clock)
+    this.halfBurst = limits.workerBurst / 2
   }
 
   /**
@@ -61,7 +87,7 @@ export class HandshakeGate {
     if ((type === MSG_RESPONSE || type === MSG_COOKIE_REPLY) && this.answersOurs(b, o, type) && this.bypass.take(0)) return GATE_ANSWER
     const level = this.worker.refill(0)
     if (level < 1) return GATE_LIMITED
-    if (level < HS_WORKER_BURST / 2 && !this.sourceAllows(ip | 0)) return GATE_LIMITED
+    if (level < this.halfBurst && !this.sourceAllows(ip | 0)) return GATE_LIMITED
     this.worker.spend(0)
     return GATE_PASS
   }

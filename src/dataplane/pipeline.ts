@@ -70,7 +70,7 @@ import { HandshakeMacs } from '../protocol/macs.js'
 import { MSG_CONFIRMED, MSG_HANDSHAKE, MSG_REKEY, MSG_STAGED, RingProducer, type RingBuffers } from '../ipc/ring.js'
 import { LOCAL_PROVIDED, type DataplaneTables } from '../ipc/messages.js'
 import { lookupRoute16 } from './route-table.js'
-import { GATE_ANSWER, GATE_LIMITED, HandshakeGate } from './handshake-gate.js'
+import { GATE_ANSWER, GATE_LIMITED, HandshakeGate, PATH_LIMITS } from './handshake-gate.js'
 import { TokenBuckets } from './token-buckets.js'
 import { replayCheckAndSet32, replayMaybeFresh } from './replay.js'
 import { PROTO_ICMP, PROTO_TCP, PROTO_UDP, CT_EVICTED, CT_FULL } from './conntrack.js'
@@ -216,6 +216,8 @@ export class Pipeline {
   private readonly v: LayoutViews
   private readonly ring: RingProducer
   private readonly hsGate: HandshakeGate
+  /** Path datagrams' own gate (PATH_LIMITS): a flood of them never takes the handshakes' budget. */
+  private readonly pathGate: HandshakeGate
   private readonly macs = new HandshakeMacs()
   /** Valid-mac1 handshake messages this worker may see per second before it counts as under load. */
   private readonly hsLoad: TokenBuckets
@@ -262,6 +264,7 @@ export class Pipeline {
     this.v = views(o.layout)
     this.ring = new RingProducer(o.ring)
     this.hsGate = new HandshakeGate(this.v.kpI32, this.clock)
+    this.pathGate = new HandshakeGate(this.v.kpI32, this.clock, PATH_LIMITS)
     const perS = o.underLoadPerS ?? UNDER_LOAD_HANDSHAKES_PER_S
     this.loadRules = Number.isFinite(perS)
     const share = this.loadRules ? Math.max(1, Math.floor(perS / o.layout.workers)) : 1
@@ -520,10 +523,10 @@ export class Pipeline {
       const type = len > 0 ? iSlab[b] : 0
       if (type === PATH_MAGIC && len >= PATH_MIN && len <= PATH_MAX && iSlab[b + 1] === 0x45) {
         // A path datagram (a peer's probe or its answer, a relay's bind answer: src/protocol/path-msg.ts):
-        // authenticated by control; through the handshake gate, so a flood of them costs control no more
-        // than a flood of initiations.
+        // authenticated by control, after a gate of its own (PATH_LIMITS): a flood of them, which needs no
+        // key at all, can neither keep control busy nor spend what the handshakes may use.
         this.countReason(R.path_msgs)
-        if (this.hsGate.admit(iSlab, b, type, iAddrs[2 * i]) === GATE_LIMITED) this.countReason(R.handshake_limited)
+        if (this.pathGate.admit(iSlab, b, type, iAddrs[2 * i]) === GATE_LIMITED) this.countReason(R.path_limited)
         else if (!this.ring.push(MSG_HANDSHAKE, iSlab, b, len, iAddrs[2 * i], iAddrs[2 * i + 1], -1, 0, RING_ANSWER_RESERVE))
           this.countReason(R.ring_full)
         continue

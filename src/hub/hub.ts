@@ -680,6 +680,9 @@ export class HubServer extends EventEmitter {
       try {
         const a = await relay.allocate(key, conn.identity, oc.identity)
         this.pairs.set(key, [conn.systemId, oc.systemId])
+        // The database may have moved on while the ports were opened: a pair that may no longer be goes now.
+        this.prunePairs()
+        if (!this.pairs.has(key)) return
         this.send(conn, { t: 'relay', peer: oc.identity, port: a[conn.identity].port, token: a[conn.identity].token })
         this.send(oc, { t: 'relay', peer: conn.identity, port: a[oc.identity].port, token: a[oc.identity].token })
       } catch (e) {

@@ -7,13 +7,17 @@
  * token per side; the hub gives each side its port and token over its authenticated hub connection.
  *
  * Binding: a side sends, from its WireGuard socket to its own relay port (so the NAT mapping recorded is
- * the one this port sees, which for an endpoint-dependent NAT differs from the reflect ports'):
+ * the one its WireGuard traffic uses), a bind datagram; a source the side is not bound to yet must first
+ * prove it receives there (return routability): the relay answers with a cookie (a keyed hash of the
+ * token and the source) that the source echoes, and only then binds it:
  *
- *   bind    0xE5 'E' 'H' 'B' ‖ token (16)      agent -> its relay port
+ *   bind     0xE5 'E' 'H' 'B' ‖ token (16)              agent -> its relay port
+ *   challenge 0xE5 'E' 'H' 'c' ‖ token ‖ cookie (16)    relay -> a new source
+ *   confirm  0xE5 'E' 'H' 'C' ‖ token ‖ cookie (16)     that source -> relay
  *   bound   0xE5 'E' 'H' 'b' ‖ token (16)      relay -> the source of the bind (the path is open)
  *
- * The relay records the source address:port and answers `bound` to it. The token is compared in constant
- * time; a bind with the right token from a new source re-binds the side (NAT rebinding), and the old
+ * The relay records the source address:port and answers `bound` to it. The token and cookie are compared
+ * in constant time; a confirmed bind from a new source re-binds the side (NAT rebinding), and the old
  * source is refused from then on. Bind datagrams are never forwarded, and binds from one of the relay's
  * own ports (on loopback or the relay's bind address, where it can tell) are refused: no loops between
  * pairs.
@@ -36,11 +40,9 @@
  * path learns that side's token and can re-bind the side to itself (the same observer could drop the
  * traffic anyway; WireGuard keeps the content safe and the agents fall back to another path), and an
  * off-path sender that spoofs a bound source address can spend the pair's rate budget with datagrams
- * WireGuard will reject. Binding proves the token, not that the source can receive: a system that holds
- * a token and can spoof its source address can bind its side to a third party's address, and then what
- * its peer sends (at most the pair's rate) goes there. A return-routability step (the `bound` answer
- * carrying a cookie the agent must echo before anything is forwarded to it) would close this; it needs
- * the agent side, so it is not done here.
+ * WireGuard will reject. Binding proves the token and, by the cookie, that the source receives there: a
+ * system that holds a token and spoofs its source address cannot bind its side to a third party's address
+ * (test/unit/paths-security.test.ts R1), unless it also sees what is sent to that address.
  */
 import crypto from 'node:crypto'
 import dgram from 'node:dgram'
@@ -53,6 +55,11 @@ export const RELAY_TOKEN_BYTES = 16
 export const RELAY_BIND_SIZE = 4 + RELAY_TOKEN_BYTES
 export const RELAY_BIND_MAGIC = Uint8Array.of(0xe5, 0x45, 0x48, 0x42) // 0xE5 'E' 'H' 'B'
 export const RELAY_BOUND_MAGIC = Uint8Array.of(0xe5, 0x45, 0x48, 0x62) // 0xE5 'E' 'H' 'b'
+/** Return routability: the relay's challenge to a new source, and the source's echo of it. */
+export const RELAY_CHALLENGE_MAGIC = Uint8Array.of(0xe5, 0x45, 0x48, 0x63) // 0xE5 'E' 'H' 'c'
+export const RELAY_CONFIRM_MAGIC = Uint8Array.of(0xe5, 0x45, 0x48, 0x43) // 0xE5 'E' 'H' 'C'
+export const RELAY_COOKIE_BYTES = 16
+export const RELAY_CONFIRM_SIZE = RELAY_BIND_SIZE + RELAY_COOKIE_BYTES
 
 /** The bind datagram for a side's token (hex or bytes). */
 export function relayBindDatagram(token: string | Uint8Array): Buffer {
@@ -62,6 +69,19 @@ export function relayBindDatagram(token: string | Uint8Array): Buffer {
 /** The relay's answer to a good bind. */
 export function relayBoundDatagram(token: string | Uint8Array): Buffer {
   return tokenDatagram(RELAY_BOUND_MAGIC, token)
+}
+
+/** The challenge (token ‖ cookie) of a relay to a new source, or null (for the agent side). */
+export function parseRelayChallenge(b: Uint8Array): { token: string; cookie: Buffer } | null {
+  if (b.length !== RELAY_CONFIRM_SIZE) return null
+  for (let i = 0; i < 4; i++) if (b[i] !== RELAY_CHALLENGE_MAGIC[i]) return null
+  const buf = Buffer.from(b.buffer, b.byteOffset, b.length)
+  return { token: buf.subarray(4, RELAY_BIND_SIZE).toString('hex'), cookie: Buffer.from(buf.subarray(RELAY_BIND_SIZE)) }
+}
+
+/** The agent's echo of a challenge: the bind is complete when the relay gets it from the same source. */
+export function relayConfirmDatagram(token: string | Uint8Array, cookie: Uint8Array): Buffer {
+  return Buffer.concat([tokenDatagram(RELAY_CONFIRM_MAGIC, token), cookie])
 }
 
 /** The token (hex) of a `bound` answer, or null for anything else (for the agent side). */
@@ -256,6 +276,8 @@ export class UdpRelay extends EventEmitter {
   private packets = 0
   private bytes = 0
   private binds = 0
+  /** Keys the return-routability cookies (one per relay instance). */
+  private readonly secret = crypto.randomBytes(32)
   private nextPort = 0
   private sweeper: NodeJS.Timeout | undefined
   private closed = false
@@ -527,8 +549,34 @@ export class UdpRelay extends EventEmitter {
       this.onBind(side, msg, rinfo)
       return
     }
+    if (msg.length === RELAY_CONFIRM_SIZE && msg[0] === 0xe5) {
+      this.onConfirm(side, msg, rinfo)
+      return
+    }
     pair.dropped.stranger++
     this.drops.stranger++
+  }
+
+  /** The cookie a source must echo to be bound: a keyed hash of the side's token and the source. */
+  private cookie(side: Side, address: string, port: number): Buffer {
+    return crypto.createHmac('sha256', this.secret).update(side.token).update(`${address}:${port}`).digest().subarray(0, RELAY_COOKIE_BYTES)
+  }
+
+  /** A source echoed its challenge: it holds the token and receives at that address; it becomes the side's. */
+  private onConfirm(side: Side, msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    const pair = side.pair
+    let magic = true
+    for (let i = 0; i < 4; i++) if (msg[i] !== RELAY_CONFIRM_MAGIC[i]) magic = false
+    if (
+      !magic ||
+      !crypto.timingSafeEqual(msg.subarray(4, RELAY_BIND_SIZE), side.token) ||
+      !crypto.timingSafeEqual(msg.subarray(RELAY_BIND_SIZE), this.cookie(side, rinfo.address, rinfo.port))
+    ) {
+      pair.dropped.badToken++
+      this.drops.badToken++
+      return
+    }
+    this.bindTo(side, rinfo)
   }
 
   private onBind(side: Side, msg: Buffer, rinfo: dgram.RemoteInfo): void {
@@ -552,6 +600,20 @@ export class UdpRelay extends EventEmitter {
       this.drops.loop++
       return
     }
+    const moved = side.addr !== rinfo.address || side.srcPort !== rinfo.port
+    if (moved) {
+      // A new source proves it receives there first (return routability): a token holder that spoofs its
+      // source cannot point its side, and its peer's traffic, at someone else's address.
+      const c = Buffer.concat([RELAY_CHALLENGE_MAGIC, side.token, this.cookie(side, rinfo.address, rinfo.port)])
+      side.sock.send(c, rinfo.port, rinfo.address)
+      pair.lastActive = this.now()
+      return
+    }
+    this.bindTo(side, rinfo)
+  }
+
+  private bindTo(side: Side, rinfo: dgram.RemoteInfo): void {
+    const pair = side.pair
     const moved = side.addr !== rinfo.address || side.srcPort !== rinfo.port
     const rebind = moved && side.addr !== null
     if (moved) {

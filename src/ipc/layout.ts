@@ -156,6 +156,7 @@ export const REASONS = [
   'handshake_repeat',
   'path_msgs',
   'relay_held',
+  'path_limited',
 ] as const
 export type Reason = (typeof REASONS)[number]
 /**

@@ -7,7 +7,10 @@
  *   probe:        0xE5 'E' 'P' 'Q' ‖ pair (8) ‖ nonce (16) ‖ mac (16)          44 bytes
  *   answer:       0xE5 'E' 'P' 'A' ‖ pair (8) ‖ nonce (16, the probe's) ‖ mac  44 bytes
  *   relay bind:   0xE5 'E' 'H' 'B' ‖ token (16)   agent -> hub relay port       20 bytes
+ *   challenge:    0xE5 'E' 'H' 'c' ‖ token ‖ cookie (16)   relay -> a new source  36 bytes
+ *   confirm:      0xE5 'E' 'H' 'C' ‖ token ‖ cookie (16)   the source -> relay    36 bytes
  *   bind answer:  0xE5 'E' 'H' 'b' ‖ token (16)   hub relay port -> agent       20 bytes
+ * (the relay binds a side to a source only once it echoed the cookie sent to it: src/hub/relay.ts)
  *
  * Keys, from WireGuard's own primitives (no new construction): the pair key is
  * KDF1(HASH("enclave path probe v1"), DH(our static private, the peer's static public)), the same on both
@@ -77,6 +80,7 @@ export function makeAnswer(k: PairKey, nonce: string): Buffer {
 export type PathDatagram =
   | { kind: 'probe' | 'answer'; pair: string; nonce: string; sentMs: number; b: Buffer }
   | { kind: 'bind'; token: string }
+  | { kind: 'challenge'; token: string; cookie: Buffer }
   | null
 
 /** What a path datagram is (not yet verified), or null for anything else. */
@@ -92,6 +96,8 @@ export function parsePath(b: Uint8Array): PathDatagram {
       b: buf,
     }
   if (b.length === RELAY_BIND_SIZE && b[2] === 0x48 && b[3] === 0x62) return { kind: 'bind', token: buf.subarray(4, 20).toString('hex') }
+  if (b.length === RELAY_BIND_SIZE + 16 && b[2] === 0x48 && b[3] === 0x63)
+    return { kind: 'challenge', token: buf.subarray(4, 20).toString('hex'), cookie: Buffer.from(buf.subarray(20, 36)) }
   return null
 }
 
@@ -100,6 +106,18 @@ export function verifyPath(k: PairKey, b: Buffer): boolean {
   if (b.length !== PROBE_SIZE) return false
   const want = MAC(k.key, Buffer.concat([Buffer.of(1 - k.role), b.subarray(0, 28)]))
   return constantTimeEqual(want, b.subarray(28, 44))
+}
+
+/** The echo of a relay's challenge (token and cookie as received). */
+export function relayConfirm(token: string, cookie: Uint8Array): Buffer {
+  const b = Buffer.alloc(RELAY_BIND_SIZE + 16)
+  b[0] = PATH_MAGIC
+  b[1] = PATH_E
+  b[2] = 0x48 // 'H'
+  b[3] = 0x43 // 'C'
+  Buffer.from(token, 'hex').copy(b, 4)
+  b.set(cookie.subarray(0, 16), 20)
+  return b
 }
 
 /** A relay bind datagram for `token` (hex, 16 bytes). */

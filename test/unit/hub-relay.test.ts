@@ -7,7 +7,15 @@
  */
 import dgram from 'node:dgram'
 import t, { type Test } from 'tap'
-import { type RelayPairStats, UdpRelay, looksLikeWireGuard, parseRelayBound, relayBindDatagram } from '../../src/hub/relay.js'
+import {
+  type RelayPairStats,
+  UdpRelay,
+  looksLikeWireGuard,
+  parseRelayBound,
+  parseRelayChallenge,
+  relayBindDatagram,
+  relayConfirmDatagram,
+} from '../../src/hub/relay.js'
 import { createLogger } from '../../src/log/logger.js'
 
 const log = createLogger(4, 'logfmt', { out: { write: () => undefined } })
@@ -35,13 +43,20 @@ class FakeAgent {
   readonly sock = dgram.createSocket('udp4')
   readonly got: Buffer[] = []
   readonly acks: string[] = []
+  /** Challenges received (return routability); answered unless `answers` is false. */
+  challenges = 0
+  answers = true
   static async make(): Promise<FakeAgent> {
     const a = new FakeAgent()
     await new Promise<void>((r) => a.sock.bind(0, '127.0.0.1', () => r()))
-    a.sock.on('message', (m) => {
+    a.sock.on('message', (m, from) => {
       const ack = parseRelayBound(m)
+      const challenge = parseRelayChallenge(m)
       if (ack) a.acks.push(ack)
-      else a.got.push(m)
+      else if (challenge) {
+        a.challenges++
+        if (a.answers) a.sock.send(relayConfirmDatagram(challenge.token, challenge.cookie), from.port, from.address)
+      } else a.got.push(m)
     })
     return a
   }

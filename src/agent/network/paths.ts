@@ -24,6 +24,7 @@ import {
   pairKey,
   parsePath,
   relayBind,
+  relayConfirm,
   verifyPath,
 } from '../../protocol/path-msg.js'
 import { intToIp, parseIpv4 } from '../../common/ipv4.js'
@@ -43,6 +44,8 @@ export const SWITCH_WINDOW_MS = 30_000
 export const PATH_REQUEST_EVERY_MS = 10_000
 /** The least time between two of our initiations to a peer (WireGuard refuses more than 50 a second). */
 export const INITIATION_GAP_MS = 50
+/** Probe nonces remembered per peer (answered within the last two windows). */
+export const MAX_ANSWERED = 2048
 
 interface Addr {
   ip: number
@@ -193,6 +196,14 @@ export class PathManager {
     const m: PathDatagram = parsePath(b)
     if (!m) return
     const now = this.now()
+    if (m.kind === 'challenge') {
+      // The relay asks us to prove we receive at this address before it binds us: echo its cookie.
+      for (const s of this.byPeer.values()) {
+        const r = s.relay
+        if (r && r.token === m.token && r.at.ip === ip && r.at.port === port) this.d.send(relayConfirm(m.token, m.cookie), ip, port)
+      }
+      return
+    }
     if (m.kind === 'bind') {
       for (const [peer, s] of this.byPeer) {
         const r = s.relay
@@ -221,8 +232,15 @@ export class PathManager {
     const from = { ip, port }
     if (m.kind === 'probe') {
       if (Math.abs(now - m.sentMs) > PROBE_WINDOW_MS || s.answered.has(m.nonce)) return
+      // Every probe answered in the window is remembered (a replay within it is not answered again); the
+      // set is bounded: when it is full of live nonces, probes wait for room (one's own are ~100 per 30 s).
+      if (s.answered.size >= MAX_ANSWERED)
+        for (const [n, t] of s.answered) {
+          if (now - t <= PROBE_WINDOW_MS * 2) break
+          s.answered.delete(n)
+        }
+      if (s.answered.size >= MAX_ANSWERED) return
       s.answered.set(m.nonce, now)
-      if (s.answered.size > 64) for (const [n, t] of s.answered) if (now - t > PROBE_WINDOW_MS || s.answered.size > 64) s.answered.delete(n)
       this.d.send(makeAnswer(s.key, m.nonce), ip, port)
       // Its probe came through: probing back now opens our side toward that address too.
       if (s.path !== 'direct' && s.path !== 'local') this.probe(s, [from], now)
@@ -238,9 +256,10 @@ export class PathManager {
     this.use(peer, s, from, s.hostCandidates.has(key(from)) ? 'local' : 'direct', now, `probe answered in ${now - sent} ms`)
   }
 
-  private use(peer: PeerRuntime, s: PeerPath, at: Addr, kind: PathKind, now: number, why: string): boolean {
+  private use(peer: PeerRuntime, s: PeerPath, at: Addr, kind: PathKind, now: number, why: string, force = false): boolean {
     s.switches = s.switches.filter((t) => now - t < SWITCH_WINDOW_MS)
-    if (s.path && s.path !== kind && s.switches.length >= MAX_SWITCHES) {
+    // The hold-down stops flapping; it never keeps a dead path (force: the fallback from a silent one).
+    if (!force && s.path && s.path !== kind && s.switches.length >= MAX_SWITCHES) {
       this.d.log.debug({ peer: s.identity, to: kind }, 'path switch held down (too many in 30 s)')
       return false
     }
@@ -340,7 +359,7 @@ export class PathManager {
       const heard = Math.max(this.d.memory.lastRxDirect(peer.slot), s.lastProofMs)
       const silent = (t.lastTxAny > heard && now - heard >= DIRECT_HOLD_MS) || now - heard > 2 * PROBE_EVERY_MS + 5000
       if (r?.bound && silent) {
-        if (this.use(peer, s, r.at, 'relay-udp', now, `direct path silent for ${Math.round((now - heard) / 1000)} s`)) {
+        if (this.use(peer, s, r.at, 'relay-udp', now, `direct path silent for ${Math.round((now - heard) / 1000)} s`, true)) {
           s.step = 0
           s.nextProbeMs = now
         }
