@@ -69,6 +69,13 @@ export const CT_FRAG_DONE = 1 << 13
 export const CT_FRAG_PER_PEER = 256
 /** Datagrams in flight a peer may have at once with one address on the other side. */
 export const CT_FRAG_PER_HOST = 64
+/**
+ * A host with fewer than this in flight (a server answering now and then) may still start a datagram
+ * when the peer is at CT_FRAG_PER_PEER, up to CT_FRAG_PER_PEER_HARD: hosts that hold the peer's cap with
+ * unfinished datagrams cannot starve the peer's datagrams with the others.
+ */
+export const CT_FRAG_LIGHT_HOST = 8
+export const CT_FRAG_PER_PEER_HARD = 2 * CT_FRAG_PER_PEER
 /** Counts of datagrams in flight per (peer, other side), indexed by a keyed hash of the pair. */
 const CT_FRAG_HOST_SLOTS = 4096
 
@@ -344,6 +351,14 @@ export function ctTrack16(
       const was = t[b + F_PEER]
       if (was !== peer) {
         const held = t[b + F_PROTO]
+        // A datagram in flight moves to this peer only within its caps.
+        if (
+          inFlight(held) &&
+          (ctPeerFragCount(t, peer) >= CT_FRAG_PER_PEER || ctHostFragCount(t, peer, lanIp) >= CT_FRAG_PER_HOST)
+        ) {
+          unlockEntry(t, b)
+          return CT_FULL
+        }
         release(t, was, held, lanIp)
         countAdd(t, peer)
         if (inFlight(held)) fragAdd(t, peer, lanIp, 1)
@@ -382,8 +397,10 @@ export function ctTrack16(
   if ((flags & CT_FRAG) !== 0) {
     // A datagram in flight: a free slot within the share and both caps; at a cap, only one of the peer's
     // own datagrams in flight (the same host's when that host is at its cap), so no count grows; never a flow.
-    fragHostFull = ctHostFragCount(t, peer, lanIp) >= CT_FRAG_PER_HOST
-    const peerFull = ctPeerFragCount(t, peer) >= CT_FRAG_PER_PEER
+    const hostCount = ctHostFragCount(t, peer, lanIp)
+    fragHostFull = hostCount >= CT_FRAG_PER_HOST
+    const peerCount = ctPeerFragCount(t, peer)
+    const peerFull = peerCount >= (hostCount < CT_FRAG_LIGHT_HOST ? CT_FRAG_PER_PEER_HARD : CT_FRAG_PER_PEER)
     if (deadFrag >= 0) {
       victim = deadFrag
       result = CT_NEW
