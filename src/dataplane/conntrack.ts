@@ -352,10 +352,7 @@ export function ctTrack16(
       if (was !== peer) {
         const held = t[b + F_PROTO]
         // A datagram in flight moves to this peer only within its caps.
-        if (
-          inFlight(held) &&
-          (ctPeerFragCount(t, peer) >= CT_FRAG_PER_PEER || ctHostFragCount(t, peer, lanIp) >= CT_FRAG_PER_HOST)
-        ) {
+        if (inFlight(held) && (ctPeerFragCount(t, peer) >= CT_FRAG_PER_PEER || ctHostFragCount(t, peer, lanIp) >= CT_FRAG_PER_HOST)) {
           unlockEntry(t, b)
           return CT_FULL
         }
