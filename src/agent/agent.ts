@@ -305,6 +305,14 @@ export class Agent implements AgentApi {
         const peer = this.hubPeer(id)
         if (peer) this.paths.punch(peer, candidates, hosts)
       },
+      onRelayTcp: (id) => {
+        const peer = this.hubPeer(id)
+        if (peer) this.paths.relayTcp(peer)
+      },
+      onDatagram: (id, data) => {
+        const peer = this.paths.known(id) ?? this.hubPeer(id)
+        if (peer) this.paths.fromHub(peer, data)
+      },
       localAddresses: async () => (await this.deps.os.localAddresses()).map(intToIp),
     })
     if (cache) {
@@ -412,8 +420,11 @@ export class Agent implements AgentApi {
       log,
       clock: now,
       request: (identity) => this.hubLink?.requestPath(identity),
+      hubDatagram: (identity, data) => this.hubLink?.sendDatagram(identity, data),
+      wgPort: this.dev.port,
       initiate: (peer, reason) => this.handshakes.initiate(peer, reason, { now: true }),
     })
+    this.acquired('path proxies', () => this.paths.close())
     this.dispatch = new RingDispatcher({
       peers: this.peers,
       sessions: this.sessions,
@@ -651,8 +662,11 @@ export class Agent implements AgentApi {
       for (const p of s.peers) p.source = hubPeers.has(p.identity) ? 'hub' : 'local'
       const paths = this.paths.status()
       for (const p of s.peers) {
-        const path = paths.get(p.identity)?.path
-        if (path) p.path = path
+        const ps = paths.get(p.identity)
+        if (ps?.path) {
+          p.path = ps.path
+          p.pathSwitches = ps.switches
+        }
       }
       s.pathSwitches = this.paths.switchCount
     }

@@ -15,7 +15,7 @@ import WebSocket from 'ws'
 import { writeFileAtomic } from '../common/atomic-file.js'
 import type { Profile } from '../config/profile.js'
 import { type HubMap, applyDelta, hubMapSchema, mapHash } from '../hubproto/map.js'
-import { initiate } from '../hubproto/noise-ik.js'
+import { type CipherState, initiate } from '../hubproto/noise-ik.js'
 import {
   HUB_PATH,
   HUB_PROTOCOL_VERSION,
@@ -25,6 +25,8 @@ import {
   helloTimestamp,
   hubToAgentSchema,
   refusalSchema,
+  type RelayedDatagram,
+  sealDatagram,
   sealMessage,
   welcomeSchema,
 } from '../hubproto/wire.js'
@@ -108,6 +110,10 @@ export interface HubLinkOptions {
   onRelay?: (peer: string, at: string, token: string) => void
   /** The hub's introduction of a peer: its candidate addresses (reflexive, configured) and host addresses. */
   onPunch?: (peer: string, candidates: string[], hosts: string[]) => void
+  /** UDP is blocked on one side: this peer's datagrams go over the hub connection. */
+  onRelayTcp?: (peer: string) => void
+  /** A WireGuard datagram from a peer, relayed by the hub over this connection. */
+  onDatagram?: (peer: string, data: Buffer) => void
   localAddresses?: () => Promise<string[]>
   /** Discovery is repeated this often while connected (ms; default 25 s, which also keeps a NAT mapping open). */
   reflectEveryMs?: number
@@ -140,6 +146,9 @@ export class HubLink {
   private sendNow?: (m: unknown) => void
   /** The hub's IPv4 address (its relay ports are on it). */
   private hubIp?: number
+  /** The connection's send cipher and a raw frame sender, for relayed datagrams. */
+  private transportSend?: CipherState
+  private sendRaw?: (frame: Buffer) => void
   private upSince = 0
   private retry?: NodeJS.Timeout
   private map: HubMap | null = null
@@ -257,6 +266,10 @@ export class HubLink {
             for (const f of sealMessage(t.send, m)) ws.send(f)
           }
           this.sendNow = send
+          this.transportSend = t.send
+          this.sendRaw = (f) => {
+            if (ws.readyState === ws.OPEN && ws.bufferedAmount < 4 * 1024 * 1024) ws.send(f)
+          }
           void hubAddresses([url.replace(/^ws/, 'http')]).then((h) => {
             if (this.ws === ws && h.addrs[0] !== undefined) this.hubIp = h.addrs[0]
           })
@@ -270,6 +283,11 @@ export class HubLink {
         }
         const msg = reader.read(data)
         if (msg === undefined) return
+        if ((msg as RelayedDatagram).t === 'datagram') {
+          const d = msg as RelayedDatagram
+          this.o.onDatagram?.(d.peer, d.data)
+          return
+        }
         const m = hubToAgentSchema.parse(msg)
         const s = send as (m: unknown) => void
         this.queue = this.queue
@@ -397,6 +415,12 @@ export class HubLink {
     await tick()
   }
 
+  /** Relays a WireGuard datagram to a peer over the hub connection (dropped while not connected). */
+  sendDatagram(identity: string, data: Buffer): void {
+    if (this.state !== 'up' || !this.sendRaw || !this.transportSend) return
+    this.sendRaw(sealDatagram(this.transportSend, identity, data))
+  }
+
   /** Asks the hub to introduce this system to a peer it has traffic for (no-op while not connected). */
   requestPath(identity: string): void {
     if (this.state === 'up') this.sendNow?.({ t: 'path', peer: identity })
@@ -409,6 +433,10 @@ export class HubLink {
     }
     if (m.t === 'punch') {
       this.o.onPunch?.(m.peer, m.candidates, m.hosts)
+      return
+    }
+    if (m.t === 'relay-tcp') {
+      this.o.onRelayTcp?.(m.peer)
       return
     }
     if (m.t === 'reflected') {

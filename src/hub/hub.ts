@@ -46,6 +46,8 @@ import {
   T_MSG2,
   agentToHubSchema,
   helloSchema,
+  type RelayedDatagram,
+  sealDatagram,
   sealMessage,
 } from '../hubproto/wire.js'
 import { HubAdmin, loadModel } from './admin.js'
@@ -158,6 +160,9 @@ interface Conn {
   hosts: string[]
   /** When each peer was last introduced to it. */
   introduced: Map<number, number>
+  /** Its relay-tcp bucket (bytes) and when it was last filled. */
+  relayLevel: number
+  relayAt: number
 }
 
 /** The hub's relay as the hub uses it (src/hub/relay.ts). */
@@ -170,6 +175,9 @@ export interface RelayLike {
   release(pairKey: string): void
   close(): Promise<void> | void
 }
+
+/** What one connection may relay over TCP (relay-tcp), in bytes a second (400 Mbit/s). */
+export const RELAY_TCP_BYTES_PER_S = 50_000_000
 
 /** A pair is introduced (relay, punch) at most once per this, whoever asks. */
 export const INTRODUCE_EVERY_MS = 5000
@@ -592,6 +600,10 @@ export class HubServer extends EventEmitter {
         }
         const msg = reader?.read(data)
         if (msg === undefined) return
+        if ((msg as RelayedDatagram).t === 'datagram') {
+          this.relayDatagram(conn, msg as RelayedDatagram)
+          return
+        }
         const m = agentToHubSchema.safeParse(msg)
         if (!m.success) throw new Error('a message the hub does not understand')
         if (m.data.t === 'ack') {
@@ -642,6 +654,33 @@ export class HubServer extends EventEmitter {
   }
 
   /**
+   * A WireGuard datagram an agent relays over its connection (relay-tcp): forwarded to the named system's
+   * connection when the two may see each other, within RELAY_TCP_BYTES_PER_S per sending connection.
+   */
+  private relayDatagram(conn: Conn, d: RelayedDatagram): void {
+    const other = this.model.byIdentity.get(d.peer)
+    const oc = other ? this.conns.get(other.id) : undefined
+    if (oc?.state !== 'approved' || conn.state !== 'approved' || !this.model.visibleOf(conn.systemId).has(oc.systemId)) {
+      this.relayTcpDropped++
+      return
+    }
+    const now = Date.now()
+    conn.relayLevel = Math.min(RELAY_TCP_BYTES_PER_S / 4, conn.relayLevel + ((now - conn.relayAt) * RELAY_TCP_BYTES_PER_S) / 1000)
+    conn.relayAt = now
+    if (conn.relayLevel < d.data.length || oc.ws.bufferedAmount > 4 * 1024 * 1024) {
+      this.relayTcpDropped++
+      return
+    }
+    conn.relayLevel -= d.data.length
+    this.relayTcpBytes += d.data.length
+    oc.ws.send(sealDatagram(oc.transport.send, conn.identity, d.data))
+  }
+
+  /** Datagrams relayed over hub connections, and those dropped (not visible, over the rate, backlog). */
+  relayTcpBytes = 0
+  relayTcpDropped = 0
+
+  /**
    * Relay pairs (key -> the two system ids). A pair goes when its systems may no longer see each other
    * (a policy, a disable, a removal: checked at every change of the database) or by the relay's idle
    * timer; not when an agent's hub connection drops, so that relayed traffic survives a hub blip.
@@ -674,6 +713,13 @@ export class HubServer extends EventEmitter {
     if (now - (conn.introduced.get(oc.systemId) ?? Number.NEGATIVE_INFINITY) < INTRODUCE_EVERY_MS) return
     conn.introduced.set(oc.systemId, now)
     oc.introduced.set(conn.systemId, now)
+    if (conn.nat === 'blocked' || oc.nat === 'blocked') {
+      // One side cannot send UDP at all: their datagrams go over the hub connections (relay-tcp).
+      this.send(conn, { t: 'relay-tcp', peer: oc.identity })
+      this.send(oc, { t: 'relay-tcp', peer: conn.identity })
+      this.opts.log.info({ a: conn.identity, b: oc.identity, natA: conn.nat, natB: oc.nat }, 'introduced two systems (relay over TCP)')
+      return
+    }
     const relay = this.relay
     if (relay && !(conn.nat === 'none' && oc.nat === 'none')) {
       const key = [conn.identity, oc.identity].sort().join('-')
@@ -811,6 +857,8 @@ export class HubServer extends EventEmitter {
       resyncAt: 0,
       hosts: [],
       introduced: new Map(),
+      relayLevel: RELAY_TCP_BYTES_PER_S / 4,
+      relayAt: Date.now(),
     }
     ws.on('pong', () => {
       conn.alive = true

@@ -91,6 +91,8 @@ export const hubToAgentSchema = z.discriminatedUnion('t', [
       token: z.string().regex(/^[0-9a-f]{32}$/),
     })
     .passthrough(),
+  /** UDP is blocked on one side: datagrams for this peer go over the hub connection (relay-tcp). */
+  z.object({ t: z.literal('relay-tcp'), peer: z.string().max(16) }).passthrough(),
   /** The hub's introduction of a peer: probe its candidates now (the peer is told the same at once). */
   z
     .object({
@@ -121,7 +123,7 @@ export const agentToHubSchema = z.discriminatedUnion('t', [
       hosts: z.array(z.string().regex(IPV4_PORT)).max(8).optional(),
     })
     .passthrough(),
-  /** It has traffic for a peer and no path yet (issue 20): the hub introduces the two (relay, punch). */
+  /** It has traffic for a peer and no path yet (issue 20): the hub introduces the two (relay, punch, or relay-tcp). */
   z.object({ t: z.literal('path'), peer: z.string().max(16) }).passthrough(),
 ])
 
@@ -139,6 +141,30 @@ export function sealMessage(send: CipherState, msg: unknown): Buffer[] {
     if (!more) break
   }
   return out
+}
+
+/**
+ * A WireGuard datagram relayed over the hub connection (issue 20, for networks that block UDP): one
+ * transport message whose plaintext is FLAG_DATAGRAM ‖ identity (5 ASCII bytes: the peer it goes to,
+ * agent -> hub; the peer it comes from, hub -> agent) ‖ the datagram. The datagram is WireGuard
+ * ciphertext already; the hub link authenticates it as one of this connection's messages.
+ */
+export const FLAG_DATAGRAM = 0x02
+export const MAX_RELAY_DATAGRAM = 2048
+
+export function sealDatagram(send: CipherState, identity: string, datagram: Uint8Array): Buffer {
+  const plain = Buffer.allocUnsafe(1 + 5 + datagram.length)
+  plain[0] = FLAG_DATAGRAM
+  plain.write(identity.padEnd(5).slice(0, 5), 1, 'latin1')
+  plain.set(datagram, 6)
+  return Buffer.concat([Buffer.of(T_TRANSPORT), send.encrypt(plain)])
+}
+
+/** What MessageReader.read returns for a relayed datagram. */
+export interface RelayedDatagram {
+  t: 'datagram'
+  peer: string
+  data: Buffer
 }
 
 /** A message past the reader's limit (the hub closes the connection with 1009). */
@@ -164,6 +190,12 @@ export class MessageReader {
     if (frame.length < 1 + 16 + 1 || frame[0] !== T_TRANSPORT) throw new Error('not a transport message')
     const plain = this.recv.decrypt(frame.subarray(1))
     if (!plain || plain.length < 1) throw new Error('a message failed authentication')
+    if (plain[0] === FLAG_DATAGRAM) {
+      if (this.parts.length || plain.length < 6 + 32 || plain.length > 6 + MAX_RELAY_DATAGRAM)
+        throw new Error('a malformed relayed datagram')
+      const b = Buffer.from(plain.buffer, plain.byteOffset, plain.length)
+      return { t: 'datagram', peer: b.toString('latin1', 1, 6), data: b.subarray(6) } satisfies RelayedDatagram
+    }
     this.parts.push(Buffer.from(plain.subarray(1)))
     this.size += plain.length - 1
     if (this.size > this.max) throw new MessageTooLarge(this.max)

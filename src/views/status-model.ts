@@ -32,9 +32,12 @@ export interface PeerStatus {
   source?: 'local' | 'hub'
   /**
    * The path the hub helped find (issue 20): direct, local (a host address behind the same router) or
-   * relay-udp (through the hub's relay). Absent for peers reached at their configured endpoint.
+   * relay-udp (through the hub's relay), relay-tcp (over the hub connection, where UDP is blocked).
+   * Absent for peers reached at their configured endpoint.
    */
-  path?: 'direct' | 'local' | 'relay-udp'
+  path?: 'direct' | 'local' | 'relay-udp' | 'relay-tcp'
+  /** How often that path switched (direct <-> relay) since the agent learned of the peer. */
+  pathSwitches?: number
 }
 
 export interface HubStatusModel {

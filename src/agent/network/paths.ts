@@ -15,6 +15,7 @@
  *   refuse to roam to the relay while the direct path delivers (layout PF_RELAY_EP), so stragglers on
  *   the relay cannot flap the endpoint. At most MAX_SWITCHES switches per SWITCH_WINDOW_MS per peer.
  */
+import dgram from 'node:dgram'
 import {
   type PairKey,
   type PathDatagram,
@@ -33,7 +34,7 @@ import type { AgentLogger } from '../../log/logger.js'
 import type { PeerMemory } from '../peers/peer-memory.js'
 import type { PeerRuntime } from '../peers/peer-table.js'
 
-export type PathKind = 'direct' | 'local' | 'relay-udp'
+export type PathKind = 'direct' | 'local' | 'relay-udp' | 'relay-tcp'
 
 export const PROBE_STEPS_MS = [0, 250, 500, 1000, 2000, 4000]
 export const PROBE_EVERY_MS = 25_000
@@ -71,6 +72,12 @@ interface PeerPath {
   lastProofMs: number
   /** A new initiation is due on the path that just opened (see kick()). */
   kick?: boolean
+  /** Path switches since the state was made. */
+  switchTotal: number
+  /** relay-tcp: the loopback proxy socket, its address, datagrams that came before it was bound. */
+  proxy?: dgram.Socket
+  proxyAt?: Addr
+  proxyQueue?: Buffer[]
 }
 
 export interface PathDeps {
@@ -81,6 +88,10 @@ export interface PathDeps {
   log: AgentLogger
   /** Ask the hub for a path to the peer (identity). */
   request?: (identity: string) => void
+  /** relay-tcp: hand a WireGuard datagram to the hub connection, for the peer (identity). */
+  hubDatagram?: (identity: string, data: Buffer) => void
+  /** This agent's WireGuard port (relay-tcp proxies deliver to it on loopback). */
+  wgPort?: number
   /** Start a handshake (traffic is waiting and a path just opened). */
   initiate?: (peer: PeerRuntime, reason: string) => void
   clock?: () => number
@@ -100,6 +111,7 @@ function parseAddr(s: string): Addr | undefined {
 export class PathManager {
   private readonly byPeer = new Map<PeerRuntime, PeerPath>()
   private readonly byPair = new Map<string, PeerRuntime>()
+  private readonly byIdentity = new Map<string, PeerRuntime>()
   /** Path switches and bytes (for metrics and status). */
   switchCount = 0
 
@@ -125,9 +137,11 @@ export class PathManager {
         switches: [],
         lastRequestMs: Number.NEGATIVE_INFINITY,
         lastProofMs: 0,
+        switchTotal: 0,
       }
       this.byPeer.set(peer, s)
       this.byPair.set(k.pair, peer)
+      this.byIdentity.set(peer.cfg.identity, peer)
     }
     return s
   }
@@ -138,7 +152,63 @@ export class PathManager {
     if (!s) return
     this.byPeer.delete(peer)
     this.byPair.delete(s.key.pair)
+    if (this.byIdentity.get(s.identity) === peer) this.byIdentity.delete(s.identity)
     this.d.memory.setRelay(peer.slot, undefined)
+    s.proxy?.close()
+    s.proxy = undefined
+  }
+
+  /** Closes every relay-tcp proxy (the agent stops). */
+  close(): void {
+    for (const s of this.byPeer.values()) {
+      s.proxy?.close()
+      s.proxy = undefined
+    }
+  }
+
+  /**
+   * relay-tcp (UDP blocked on one side): the peer's endpoint becomes a loopback UDP proxy of ours. What the
+   * workers send there goes to the hub over its connection; what the hub relays from the peer is sent from
+   * the proxy to our WireGuard port, so the workers see it as coming from that endpoint (and roam to it).
+   */
+  relayTcp(peer: PeerRuntime): void {
+    const s = this.state(peer)
+    if (s.proxy || !this.d.hubDatagram || !this.d.wgPort) return
+    const sock = dgram.createSocket('udp4')
+    s.proxy = sock
+    const wgPort = this.d.wgPort
+    sock.on('message', (msg, from) => {
+      if (from.address === '127.0.0.1' && from.port === wgPort) this.d.hubDatagram?.(s.identity, msg)
+    })
+    sock.on('error', (e) => this.d.log.warn({ peer: s.identity, err: e.message }, 'relay-tcp proxy error'))
+    sock.bind(0, '127.0.0.1', () => {
+      if (s.proxy !== sock) return
+      const at = { ip: 0x7f000001, port: sock.address().port }
+      s.proxyAt = at
+      if (s.path !== 'direct' && s.path !== 'local')
+        this.use(peer, s, at, 'relay-tcp', this.now(), 'UDP is blocked; relayed over the hub connection', true)
+      const q = s.proxyQueue
+      s.proxyQueue = []
+      for (const d of q ?? []) sock.send(d, wgPort, '127.0.0.1')
+    })
+  }
+
+  /** The peer a relay-tcp datagram names, when its path state exists (no scan per datagram). */
+  known(identity: string): PeerRuntime | undefined {
+    return this.byIdentity.get(identity)
+  }
+
+  /** A datagram the hub relayed from `peer` (relay-tcp). */
+  fromHub(peer: PeerRuntime, data: Buffer): void {
+    const s = this.state(peer)
+    if (!s.proxy) this.relayTcp(peer)
+    if (!s.proxy || !this.d.wgPort) return
+    if (!s.proxyAt) {
+      s.proxyQueue ??= []
+      if (s.proxyQueue.length < 64) s.proxyQueue.push(data)
+      return
+    }
+    s.proxy.send(data, this.d.wgPort, '127.0.0.1')
   }
 
   /** The path in use, for status: undefined when the hub manages none for this peer. */
@@ -265,6 +335,7 @@ export class PathManager {
     }
     if (s.path && s.path !== kind) {
       s.switches.push(now)
+      s.switchTotal++
       this.switchCount++
     }
     const before = s.path
@@ -279,7 +350,7 @@ export class PathManager {
     if (kind === 'relay-udp') {
       if (!Number.isFinite(s.nextProbeMs)) s.nextProbeMs = now
     }
-    s.kick = moved || kind !== 'relay-udp'
+    s.kick = moved || (kind !== 'relay-udp' && kind !== 'relay-tcp')
     this.kick(peer, s, now)
     return true
   }
@@ -347,6 +418,7 @@ export class PathManager {
       // relay did): follow them, and probe again.
       s.path = 'relay-udp'
       s.switches.push(now)
+      s.switchTotal++
       this.switchCount++
       s.step = 0
       s.nextProbeMs = now
@@ -380,11 +452,12 @@ export class PathManager {
   }
 
   /** For status: each managed peer's path. */
-  status(): Map<string, { path?: PathKind; relay?: string; relayBound?: boolean; candidates: number }> {
-    const m = new Map<string, { path?: PathKind; relay?: string; relayBound?: boolean; candidates: number }>()
+  status(): Map<string, { path?: PathKind; relay?: string; relayBound?: boolean; candidates: number; switches: number }> {
+    const m = new Map<string, { path?: PathKind; relay?: string; relayBound?: boolean; candidates: number; switches: number }>()
     for (const s of this.byPeer.values())
       m.set(s.identity, {
         path: s.path,
+        switches: s.switchTotal,
         relay: s.relay ? text(s.relay.at) : undefined,
         relayBound: s.relay?.bound,
         candidates: s.candidates.length,
