@@ -1,7 +1,8 @@
 /**
  * One TCP stream (iperf3) between two agents behind real kernel NAT, through the hub's UDP relay
- * (two hard NATs: MASQUERADE --random-fully) and directly (an easy and a masq router, which punch
- * through), in the same run, alternating: issue 20's target is relayed >= 0.5x direct. Namespaces and
+ * (two hard NATs: MASQUERADE --random-fully), directly (an easy and a masq router, which punch
+ * through), and over the hub connections (relay-tcp: one side's UDP blocked), in the same run,
+ * alternating: issue 20's targets are relayed >= 0.5x direct, and relay-tcp >= 300 Mbit/s. Namespaces and
  * routers from src/lab/nat.ts; a real `enclave hub serve`; agents enrolled with `enclave enrol`.
  */
 import path from 'node:path'
@@ -15,6 +16,8 @@ export interface RelayNetnsResult {
   runs: number
   directMbit: number[]
   relayMbit: number[]
+  /** relay-tcp: a UDP-blocked agent and a hard-NAT one, over the hub connections. */
+  tcpMbit: number[]
   ratio: number
 }
 
@@ -40,11 +43,15 @@ export async function runRelayNetnsBench(seconds = 5, runs = 3): Promise<RelayNe
     const s2 = await nat.site(2, 'masq')
     const s3 = await nat.site(3, 'hard')
     const s4 = await nat.site(4, 'hard')
+    const s5 = await nat.site(5, 'udp-blocked')
+    const s6 = await nat.site(6, 'hard')
     const hosts = {
       d1: await nat.siteHost(s1, 'd1'),
       d2: await nat.siteHost(s2, 'd2'),
       r1: await nat.siteHost(s3, 'r1'),
       r2: await nat.siteHost(s4, 'r2'),
+      t1: await nat.siteHost(s5, 't1'),
+      t2: await nat.siteHost(s6, 't2'),
     }
     const hubDir = path.join(lab.tmp, 'hub')
     const json = async (args: string[]) => {
@@ -86,6 +93,7 @@ export async function runRelayNetnsBench(seconds = 5, runs = 3): Promise<RelayNe
     }
     const directTo = await ready('d1', 'd2', 'direct')
     const relayTo = await ready('r1', 'r2', 'relay-udp')
+    const tcpTo = await ready('t1', 't2', 'relay-tcp')
     const iperf = async (from: string, server: string, target: string) => {
       const srv = lab.spawn(hosts[server as keyof typeof hosts].ns, 'iperf3', ['-s', '-1', '-B', target])
       await new Promise((r) => setTimeout(r, 300))
@@ -101,11 +109,13 @@ export async function runRelayNetnsBench(seconds = 5, runs = 3): Promise<RelayNe
     }
     const directMbit: number[] = []
     const relayMbit: number[] = []
+    const tcpMbit: number[] = []
     for (let i = 0; i < runs; i++) {
+      tcpMbit.push(await iperf('t1', 't2', tcpTo))
       directMbit.push(await iperf('d1', 'd2', directTo))
       relayMbit.push(await iperf('r1', 'r2', relayTo))
     }
-    return { case: 'relay-tcp1', seconds, runs, directMbit, relayMbit, ratio: median(relayMbit) / median(directMbit) }
+    return { case: 'relay-tcp1', seconds, runs, directMbit, relayMbit, tcpMbit, ratio: median(relayMbit) / median(directMbit) }
   } finally {
     if (hubProc?.pid && hubProc.exitCode === null) hubProc.kill('SIGKILL')
     await lab.cleanup()
