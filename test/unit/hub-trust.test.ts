@@ -22,7 +22,16 @@ import { createLogger } from '../../src/log/logger.js'
 import { enrol } from '../../src/ops/enrol.js'
 import { decodeKey } from '../../src/config/keys.js'
 import { initiate } from '../../src/hubproto/noise-ik.js'
-import { HUB_PATH, MessageReader, T_MSG1, T_MSG2, helloTimestamp, sealMessage, welcomeSchema } from '../../src/hubproto/wire.js'
+import {
+  HUB_PATH,
+  MessageReader,
+  T_MSG1,
+  T_MSG2,
+  helloTimestamp,
+  sealDatagram,
+  sealMessage,
+  welcomeSchema,
+} from '../../src/hubproto/wire.js'
 import { generateKeyPair } from '../../src/protocol/primitives.js'
 import { Mesh, type MeshNode } from '../helpers/mesh.js'
 
@@ -85,7 +94,11 @@ export async function rawAgent(hello: Record<string, unknown>, kp = generateKeyP
   const ws = new WebSocket(`ws://${host}:${port}${HUB_PATH}`)
   const received: unknown[] = []
   let bytesIn = 0
-  const first = await new Promise<{ payload: Record<string, unknown>; send: (m: unknown) => void }>((resolve, reject) => {
+  const first = await new Promise<{
+    payload: Record<string, unknown>
+    send: (m: unknown) => void
+    datagram: (to: string, d: Buffer) => void
+  }>((resolve, reject) => {
     let reader: MessageReader | null = null
     ws.on('open', () => ws.send(Buffer.concat([Buffer.of(T_MSG1), hs.message1])))
     ws.on('error', reject)
@@ -100,7 +113,8 @@ export async function rawAgent(hello: Record<string, unknown>, kp = generateKeyP
         const send = (m: unknown) => {
           for (const f of sealMessage(got.transport.send, m)) ws.send(f)
         }
-        resolve({ payload: JSON.parse(Buffer.from(got.payload).toString('utf8')), send })
+        const datagram = (to: string, d: Buffer) => ws.send(sealDatagram(got.transport.send, to, d))
+        resolve({ payload: JSON.parse(Buffer.from(got.payload).toString('utf8')), send, datagram })
         return
       }
       const m = reader.read(data)
@@ -273,4 +287,27 @@ t.test('F13: an agent that advertises a route twice still connects, every time',
   const routes = (await admin.listRoutes()).filter((r) => r.identity === id).map((r) => r.cidr)
   t.same(routes.sort(), ['10.9.0.0/24', '10.9.1.0/24'], 'each route is recorded once')
   await admin.setState('remove', [id])
+})
+
+t.test('relay-tcp: the hub forwards a datagram only to a connected system that may see the sender', async (t) => {
+  const ka = await admin.createKey('dgram a', { autoApprove: true, tags: ['dga'], uses: 2 })
+  const kc = await admin.createKey('dgram c', { autoApprove: true, tags: ['dgc'], uses: 1 })
+  await admin.putPolicy('dga', { SenderTags: ['dga'], ReceiverTags: ['dga'], Acls: [{ Protocol: 'Any' }] }, { create: true })
+  const a = await rawAgent({ enrol: { key: ka.key } })
+  const b = await rawAgent({ enrol: { key: ka.key } })
+  const c = await rawAgent({ enrol: { key: kc.key } })
+  const [ia, ib, ic] = [a, b, c].map((x) => identityFromPublicKey(x.kp.publicKey))
+  const wg = Buffer.alloc(64)
+  wg[0] = 4
+  const got = (x: typeof a) => x.received.filter((m) => (m as { t?: string }).t === 'datagram') as Array<{ peer: string; data: Buffer }>
+  await new Promise((r) => setTimeout(r, 300))
+  a.datagram(ib, wg)
+  a.datagram(ic, wg)
+  await new Promise((r) => setTimeout(r, 300))
+  t.equal(got(b).length, 1, 'b, which may see a, gets the datagram')
+  t.equal(got(b)[0]?.peer, ia, 'named as from a')
+  t.equal(Buffer.compare(got(b)[0]?.data ?? Buffer.alloc(0), wg), 0, 'unchanged')
+  t.equal(got(c).length, 0, 'c, which may not see a, gets nothing')
+  for (const x of [a, b, c]) x.ws.terminate()
+  await admin.setState('remove', [ia, ib, ic])
 })
