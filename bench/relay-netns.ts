@@ -5,6 +5,7 @@
  * alternating: issue 20's targets are relayed >= 0.5x direct, and relay-tcp >= 300 Mbit/s. Namespaces and
  * routers from src/lab/nat.ts; a real `enclave hub serve`; agents enrolled with `enclave enrol`.
  */
+import fs from 'node:fs'
 import path from 'node:path'
 import type { ChildProcess } from 'node:child_process'
 import { BIN, Lab, type NodeInfo } from '../src/lab/lab.js'
@@ -60,6 +61,10 @@ export async function runRelayNetnsBench(seconds = 5, runs = 3): Promise<RelayNe
       return JSON.parse(r.stdout)
     }
     const hubKey: string = (await json(['init', '--listen', `${HUB}:8443`])).publicKey
+    // Capacity, not policy: the relay's default per-pair cap (1 Gbit/s) would be what this measures.
+    const cfgFile = path.join(hubDir, 'hub.json')
+    const cfg = JSON.parse(fs.readFileSync(cfgFile, 'utf8'))
+    fs.writeFileSync(cfgFile, JSON.stringify({ ...cfg, Relay: { PairMbit: 40_000, TotalMbit: 80_000 } }, null, 2))
     hubProc = lab.spawn(hub.ns, process.execPath, [BIN, 'hub', 'serve', '--data-dir', hubDir])
     const out: string[] = []
     hubProc.stdout?.on('data', (d) => out.push(String(d)))

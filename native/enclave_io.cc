@@ -25,6 +25,7 @@
 #include <netinet/udp.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -516,6 +517,42 @@ Napi::Value Poll2(const Napi::CallbackInfo& info) {
   return Num(info, mask);
 }
 
+// epollCreate() -> epfd | -errno. epollCtl(epfd, add, fd) -> 0 | -errno (add: EPOLLIN; else removes).
+// epollWait(epfd, fds, max, timeoutMs) -> count of readable fds written to fds (Int32Array) | -errno.
+// The hub's relay watches its many ports from one worker with these (syscalls only).
+Napi::Value EpollCreate(const Napi::CallbackInfo& info) {
+  int fd = epoll_create1(EPOLL_CLOEXEC);
+  return Num(info, fd < 0 ? -errno : fd);
+}
+
+Napi::Value EpollCtl(const Napi::CallbackInfo& info) {
+  int ep = I32(info, 0);
+  bool add = info[1].As<Napi::Boolean>().Value();
+  int fd = I32(info, 2);
+  struct epoll_event ev;
+  memset(&ev, 0, sizeof(ev));
+  ev.events = EPOLLIN;
+  ev.data.fd = fd;
+  int r = epoll_ctl(ep, add ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, fd, &ev);
+  return Num(info, r < 0 ? -errno : 0);
+}
+
+Napi::Value EpollWait(const Napi::CallbackInfo& info) {
+  int ep = I32(info, 0);
+  View fds;
+  if (!GetView(info.Env(), info[1], &fds)) return Num(info, -EINVAL);
+  int64_t max = I64(info, 2);
+  int timeout = I32(info, 3);
+  if (!CheckArray(info, "epollWait", "fds", fds, max, 4)) return info.Env().Undefined();
+  if (max > 256) max = 256;
+  struct epoll_event evs[256];
+  int n = epoll_wait(ep, evs, (int)max, timeout);
+  if (n < 0) return Num(info, errno == EINTR ? 0 : -errno);
+  int32_t* out = reinterpret_cast<int32_t*>(fds.data);
+  for (int i = 0; i < n; i++) out[i] = evs[i].data.fd;
+  return Num(info, n);
+}
+
 // peerCred(fd) -> { pid, uid, gid } of the process at the other end of a Unix socket (SO_PEERCRED:
 // its credentials when it connected), or { pid: -errno }.
 Napi::Value PeerCred(const Napi::CallbackInfo& info) {
@@ -583,6 +620,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("recvBatch", Napi::Function::New(env, RecvBatch));
   exports.Set("sendBatch", Napi::Function::New(env, SendBatch));
   exports.Set("poll2", Napi::Function::New(env, Poll2));
+  exports.Set("epollCreate", Napi::Function::New(env, EpollCreate));
+  exports.Set("epollCtl", Napi::Function::New(env, EpollCtl));
+  exports.Set("epollWait", Napi::Function::New(env, EpollWait));
   exports.Set("peerCred", Napi::Function::New(env, PeerCred));
   exports.Set("dup2", Napi::Function::New(env, Dup2));
   exports.Set("flock", Napi::Function::New(env, Flock));

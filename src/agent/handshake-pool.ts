@@ -1,7 +1,7 @@
 /** The responder's handshake crypto runs in this pool (workers/handshake.ts), never on the control thread. */
 import { Piscina } from 'piscina'
 import type { HandshakeTaskRunner } from './peers/handshakes.js'
-import { sourceExecArgv, workerFile } from './worker-file.js'
+import { sourceExecArgv, workerFile } from '../common/worker-file.js'
 
 export interface HandshakePool {
   runTask: HandshakeTaskRunner

@@ -8,7 +8,7 @@ import type { Worker } from 'node:worker_threads'
 import { KP_SLOTS, K_FIELDS, K_LOCK } from '../ipc/layout.js'
 import type { FlowLog, WorkerInit } from '../ipc/messages.js'
 import { type AgentLogger, WorkerLogQueue } from '../log/logger.js'
-import { startWorker } from './worker-file.js'
+import { startWorker } from '../common/worker-file.js'
 
 const START_TIMEOUT_MS = 15_000
 const RESTART_DELAY_MS = 100

@@ -54,7 +54,8 @@ import { HubAdmin, loadModel } from './admin.js'
 import { REFLECT_TOKEN_BYTES, parseReflect } from '../hubproto/reflect.js'
 import { type EntryCache, HubModel } from './model.js'
 import { HubStore } from './store.js'
-import { type RelayPairStats, type RelayStats, UdpRelay } from './relay.js'
+import { type RelayPairStats, UdpRelay } from './relay.js'
+import { FastRelay } from './fast-relay.js'
 import type { AgentLogger as Logger } from '../log/logger.js'
 
 export const HUB_CONFIG = 'hub.json'
@@ -474,13 +475,21 @@ export class HubServer extends EventEmitter {
   private makeRelay(host: string, c: HubConfig['Relay']): RelayLike {
     const m = /^(\d+)-(\d+)$/.exec(c?.Ports ?? '')
     const bytes = (mbit: number | undefined) => (mbit ? (mbit * 1_000_000) / 8 : undefined)
-    const relay = new UdpRelay({
+    const o = {
       log: this.opts.log,
       host: host === 'localhost' ? '127.0.0.1' : host,
-      ports: m ? { first: Number(m[1]), last: Number(m[2]) } : 0,
+      ports: m ? { first: Number(m[1]), last: Number(m[2]) } : (0 as const),
       pairBytesPerSec: bytes(c?.PairMbit),
       hubBytesPerSec: bytes(c?.TotalMbit),
-    })
+    }
+    // The batched relay (addon sockets in a worker); the dgram one where the worker cannot start.
+    let relay: FastRelay | UdpRelay
+    try {
+      relay = new FastRelay(o)
+    } catch (e) {
+      this.opts.log.warn({ err: (e as Error).message }, 'batched relay unavailable: using the single-datagram relay')
+      relay = new UdpRelay(o)
+    }
     relay.on('released', (st: RelayPairStats, why: string) => {
       this.pairs.delete(st.pairKey)
       this.opts.log.info(
@@ -492,8 +501,8 @@ export class HubServer extends EventEmitter {
   }
 
   /** The relay's counters (status, metrics), or undefined without one. */
-  relayStats(): RelayStats | undefined {
-    return this.relay instanceof UdpRelay ? this.relay.stats() : undefined
+  relayStats(): { pairs: number; packets: number; bytes: number } | undefined {
+    return this.relay instanceof UdpRelay || this.relay instanceof FastRelay ? this.relay.stats() : undefined
   }
 
   /** Binds the reflect ports (a port of 0 gets a free one, for tests); a failure turns discovery off, logged. */

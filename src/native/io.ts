@@ -26,6 +26,11 @@ export interface NativeIo {
   recvBatch(fd: number, slab: Uint8Array, slotSize: number, lens: Int32Array, addrs: Uint32Array, max: number, timeoutMs: number): number
   sendBatch(fd: number, slab: Uint8Array, slotSize: number, offset: number, lens: Int32Array, addrs: Uint32Array, count: number): number
   poll2(fdA: number, fdB: number, timeoutMs: number): number
+  epollCreate(): number
+  /** add: watch `fd` for reading; false: stop watching it. 0 or -errno. */
+  epollCtl(epfd: number, add: boolean, fd: number): number
+  /** Readable fds written to `fds` (at most `max`, at most 256); 0 on timeout; -errno. */
+  epollWait(epfd: number, fds: Int32Array, max: number, timeoutMs: number): number
   /** SO_PEERCRED of a connected Unix socket; pid < 0 is -errno. */
   peerCred(fd: number): { pid: number; uid?: number; gid?: number }
   dup2(oldFd: number, newFd: number): number
