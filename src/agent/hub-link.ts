@@ -26,7 +26,8 @@ import {
   hubToAgentSchema,
   refusalSchema,
   type RelayedDatagram,
-  sealDatagram,
+  MAX_RELAY_BATCH,
+  sealDatagrams,
   sealMessage,
   welcomeSchema,
 } from '../hubproto/wire.js'
@@ -285,7 +286,7 @@ export class HubLink {
         if (msg === undefined) return
         if ((msg as RelayedDatagram).t === 'datagram') {
           const d = msg as RelayedDatagram
-          this.o.onDatagram?.(d.peer, d.data)
+          for (const x of d.data) this.o.onDatagram?.(d.peer, x)
           return
         }
         const m = hubToAgentSchema.parse(msg)
@@ -415,10 +416,40 @@ export class HubLink {
     await tick()
   }
 
-  /** Relays a WireGuard datagram to a peer over the hub connection (dropped while not connected). */
+  /**
+   * Relays WireGuard datagrams to a peer over the hub connection (dropped while not connected): the ones
+   * handed over in one turn of the event loop go in one message, up to MAX_RELAY_BATCH bytes each.
+   */
   sendDatagram(identity: string, data: Buffer): void {
     if (this.state !== 'up' || !this.sendRaw || !this.transportSend) return
-    this.sendRaw(sealDatagram(this.transportSend, identity, data))
+    let q = this.outbox.get(identity)
+    if (q && q.bytes + 2 + data.length > MAX_RELAY_BATCH) {
+      this.flushDatagrams(identity)
+      q = undefined
+    }
+    if (!q) {
+      q = { list: [], bytes: 0 }
+      this.outbox.set(identity, q)
+    }
+    q.list.push(data)
+    q.bytes += 2 + data.length
+    if (!this.flushing) {
+      this.flushing = true
+      setImmediate(() => {
+        this.flushing = false
+        for (const id of [...this.outbox.keys()]) this.flushDatagrams(id)
+      })
+    }
+  }
+
+  private readonly outbox = new Map<string, { list: Buffer[]; bytes: number }>()
+  private flushing = false
+
+  private flushDatagrams(identity: string): void {
+    const q = this.outbox.get(identity)
+    this.outbox.delete(identity)
+    if (!q?.list.length || !this.sendRaw || !this.transportSend) return
+    this.sendRaw(sealDatagrams(this.transportSend, identity, q.list))
   }
 
   /** Asks the hub to introduce this system to a peer it has traffic for (no-op while not connected). */

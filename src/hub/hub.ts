@@ -47,7 +47,7 @@ import {
   agentToHubSchema,
   helloSchema,
   type RelayedDatagram,
-  sealDatagram,
+  sealDatagrams,
   sealMessage,
 } from '../hubproto/wire.js'
 import { HubAdmin, loadModel } from './admin.js'
@@ -676,13 +676,13 @@ export class HubServer extends EventEmitter {
     const now = Date.now()
     conn.relayLevel = Math.min(RELAY_TCP_BYTES_PER_S / 4, conn.relayLevel + ((now - conn.relayAt) * RELAY_TCP_BYTES_PER_S) / 1000)
     conn.relayAt = now
-    if (conn.relayLevel < d.data.length || oc.ws.bufferedAmount > 4 * 1024 * 1024) {
-      this.relayTcpDropped++
+    if (conn.relayLevel < d.bytes || oc.ws.bufferedAmount > 4 * 1024 * 1024) {
+      this.relayTcpDropped += d.data.length
       return
     }
-    conn.relayLevel -= d.data.length
-    this.relayTcpBytes += d.data.length
-    oc.ws.send(sealDatagram(oc.transport.send, conn.identity, d.data))
+    conn.relayLevel -= d.bytes
+    this.relayTcpBytes += d.bytes
+    oc.ws.send(sealDatagrams(oc.transport.send, conn.identity, d.data))
   }
 
   /** Datagrams relayed over hub connections, and those dropped (not visible, over the rate, backlog). */

@@ -144,27 +144,52 @@ export function sealMessage(send: CipherState, msg: unknown): Buffer[] {
 }
 
 /**
- * A WireGuard datagram relayed over the hub connection (issue 20, for networks that block UDP): one
- * transport message whose plaintext is FLAG_DATAGRAM ‖ identity (5 ASCII bytes: the peer it goes to,
- * agent -> hub; the peer it comes from, hub -> agent) ‖ the datagram. The datagram is WireGuard
- * ciphertext already; the hub link authenticates it as one of this connection's messages.
+ * WireGuard datagrams relayed over the hub connection (issue 20, for networks that block UDP): one
+ * transport message whose plaintext is FLAG_DATAGRAM ‖ identity (5 ASCII bytes: the peer they go to,
+ * agent -> hub; the peer they come from, hub -> agent) ‖ (length, u16 big-endian ‖ datagram)*: the
+ * datagrams one side had ready at once travel in one message. They are WireGuard ciphertext already; the
+ * hub link authenticates them as one of this connection's messages.
  */
 export const FLAG_DATAGRAM = 0x02
 export const MAX_RELAY_DATAGRAM = 2048
+/** Bytes of datagrams (with their lengths) in one message. */
+export const MAX_RELAY_BATCH = 24 * 1024
 
-export function sealDatagram(send: CipherState, identity: string, datagram: Uint8Array): Buffer {
-  const plain = Buffer.allocUnsafe(1 + 5 + datagram.length)
+export function sealDatagrams(send: CipherState, identity: string, datagrams: readonly Uint8Array[]): Buffer {
+  let n = 6
+  for (const d of datagrams) n += 2 + d.length
+  const plain = Buffer.allocUnsafe(n)
   plain[0] = FLAG_DATAGRAM
   plain.write(identity.padEnd(5).slice(0, 5), 1, 'latin1')
-  plain.set(datagram, 6)
+  let o = 6
+  for (const d of datagrams) {
+    plain.writeUInt16BE(d.length, o)
+    plain.set(d, o + 2)
+    o += 2 + d.length
+  }
   return Buffer.concat([Buffer.of(T_TRANSPORT), send.encrypt(plain)])
 }
 
-/** What MessageReader.read returns for a relayed datagram. */
+/** What MessageReader.read returns for relayed datagrams. */
 export interface RelayedDatagram {
   t: 'datagram'
   peer: string
-  data: Buffer
+  data: Buffer[]
+  bytes: number
+}
+
+/** The datagrams of a FLAG_DATAGRAM plaintext, or null if malformed (each 32..MAX_RELAY_DATAGRAM bytes). */
+function splitDatagrams(b: Buffer): Buffer[] | null {
+  const out: Buffer[] = []
+  let o = 6
+  while (o < b.length) {
+    if (o + 2 > b.length) return null
+    const n = b.readUInt16BE(o)
+    if (n < 32 || n > MAX_RELAY_DATAGRAM || o + 2 + n > b.length) return null
+    out.push(b.subarray(o + 2, o + 2 + n))
+    o += 2 + n
+  }
+  return out.length ? out : null
 }
 
 /** A message past the reader's limit (the hub closes the connection with 1009). */
@@ -191,10 +216,10 @@ export class MessageReader {
     const plain = this.recv.decrypt(frame.subarray(1))
     if (!plain || plain.length < 1) throw new Error('a message failed authentication')
     if (plain[0] === FLAG_DATAGRAM) {
-      if (this.parts.length || plain.length < 6 + 32 || plain.length > 6 + MAX_RELAY_DATAGRAM)
-        throw new Error('a malformed relayed datagram')
       const b = Buffer.from(plain.buffer, plain.byteOffset, plain.length)
-      return { t: 'datagram', peer: b.toString('latin1', 1, 6), data: b.subarray(6) } satisfies RelayedDatagram
+      const data = this.parts.length || b.length > 6 + MAX_RELAY_BATCH + 2 * 64 ? null : splitDatagrams(b)
+      if (!data) throw new Error('malformed relayed datagrams')
+      return { t: 'datagram', peer: b.toString('latin1', 1, 6), data, bytes: b.length - 6 } satisfies RelayedDatagram
     }
     this.parts.push(Buffer.from(plain.subarray(1)))
     this.size += plain.length - 1

@@ -28,7 +28,7 @@ import {
   T_MSG1,
   T_MSG2,
   helloTimestamp,
-  sealDatagram,
+  sealDatagrams,
   sealMessage,
   welcomeSchema,
 } from '../../src/hubproto/wire.js'
@@ -113,7 +113,7 @@ export async function rawAgent(hello: Record<string, unknown>, kp = generateKeyP
         const send = (m: unknown) => {
           for (const f of sealMessage(got.transport.send, m)) ws.send(f)
         }
-        const datagram = (to: string, d: Buffer) => ws.send(sealDatagram(got.transport.send, to, d))
+        const datagram = (to: string, d: Buffer) => ws.send(sealDatagrams(got.transport.send, to, [d]))
         resolve({ payload: JSON.parse(Buffer.from(got.payload).toString('utf8')), send, datagram })
         return
       }
@@ -299,7 +299,10 @@ t.test('relay-tcp: the hub forwards a datagram only to a connected system that m
   const [ia, ib, ic] = [a, b, c].map((x) => identityFromPublicKey(x.kp.publicKey))
   const wg = Buffer.alloc(64)
   wg[0] = 4
-  const got = (x: typeof a) => x.received.filter((m) => (m as { t?: string }).t === 'datagram') as Array<{ peer: string; data: Buffer }>
+  const got = (x: typeof a) =>
+    (x.received.filter((m) => (m as { t?: string }).t === 'datagram') as Array<{ peer: string; data: Buffer[] }>).flatMap((m) =>
+      m.data.map((data) => ({ peer: m.peer, data })),
+    )
   await new Promise((r) => setTimeout(r, 300))
   a.datagram(ib, wg)
   a.datagram(ic, wg)
