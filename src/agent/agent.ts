@@ -666,6 +666,8 @@ export class Agent implements AgentApi {
         if (ps?.path) {
           p.path = ps.path
           p.pathSwitches = ps.switches
+          const rt = ps.rttMs ?? this.hubPeer(p.identity)?.hs.rttMs
+          if (rt !== undefined) p.roundTripMs = Math.round(rt * 10) / 10
         }
       }
       s.pathSwitches = this.paths.switchCount

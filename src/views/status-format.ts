@@ -110,7 +110,10 @@ export function formatStatus(s: StatusModel): string {
     const i2 = '    '
     lines.push(...field(i2, 'Peer state', formatPeerState(p)))
     lines.push(...field(i2, 'Endpoint', p.endpoint ? `Udp/${p.endpoint}` : '(none: waits for the peer to connect)'))
-    if (p.path) lines.push(...field(i2, 'Path', PATH_WORDS[p.path] ?? p.path))
+    if (p.path)
+      lines.push(
+        ...field(i2, 'Path', `${PATH_WORDS[p.path] ?? p.path}${p.roundTripMs !== undefined ? `; round trip ${p.roundTripMs} ms` : ''}`),
+      )
     lines.push(...field(i2, 'Virtual address', p.virtualAddress))
     const tags = p.tags?.filter((t) => !t.startsWith('@'))
     if (tags?.length) lines.push(...field(i2, 'Tags', tags.join(', ')))

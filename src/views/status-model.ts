@@ -38,6 +38,8 @@ export interface PeerStatus {
   path?: 'direct' | 'local' | 'relay-udp' | 'relay-tcp'
   /** How often that path switched (direct <-> relay) since the agent learned of the peer. */
   pathSwitches?: number
+  /** The path's round trip: the last answered probe on a direct path, else the last handshake's (ms). */
+  roundTripMs?: number
 }
 
 export interface HubStatusModel {

@@ -141,6 +141,11 @@ t.test('relay first, then direct where the NATs allow it', { skip }, async (t) =
     t.ok((w[HUB]?.outPackets ?? 0) - before > 10, `nat3 sent ${(w[HUB]?.outPackets ?? 0) - before} packets to the hub (the relay)`)
     const ms = await rtt('h3', 'h4')
     t.comment(`round trip relayed: ${ms} ms`)
+    const shown = ((await statusJson(lab, nodes.h3)).peers as Array<{ identity: string; roundTripMs?: number }>).find(
+      (p) => p.identity === nodes.h4.identity,
+    )?.roundTripMs
+    t.comment(`status shows a round trip of ${shown} ms`)
+    t.ok(shown !== undefined && shown >= 2 * DELAY_MS * 0.9, 'status shows the relayed round trip')
     t.ok(ms >= 2 * DELAY_MS * 0.9, 'the round trip leaves the delayed hub twice (the request and the reply)')
   })
 

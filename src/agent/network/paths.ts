@@ -74,6 +74,8 @@ interface PeerPath {
   kick?: boolean
   /** Path switches since the state was made. */
   switchTotal: number
+  /** The round trip of the last answered probe (ms; the direct path's). */
+  rttMs?: number
   /** relay-tcp: the loopback proxy socket, its address, datagrams that came before it was bound. */
   proxy?: dgram.Socket
   proxyAt?: Addr
@@ -320,6 +322,7 @@ export class PathManager {
     if (sent === undefined || now - sent > PROBE_WINDOW_MS) return
     s.pending.delete(m.nonce)
     s.lastProofMs = now
+    s.rttMs = now - sent
     if (!s.relay || ip !== s.relay.at.ip || port !== s.relay.at.port) this.d.memory.noteDirect(peer.slot, now)
     const cur = this.d.memory.endpointRaw(peer.slot)
     if ((s.path === 'direct' || s.path === 'local') && cur === packEndpoint(ip, port)) return
@@ -452,12 +455,16 @@ export class PathManager {
   }
 
   /** For status: each managed peer's path. */
-  status(): Map<string, { path?: PathKind; relay?: string; relayBound?: boolean; candidates: number; switches: number }> {
-    const m = new Map<string, { path?: PathKind; relay?: string; relayBound?: boolean; candidates: number; switches: number }>()
+  status(): Map<string, { path?: PathKind; relay?: string; relayBound?: boolean; candidates: number; switches: number; rttMs?: number }> {
+    const m = new Map<
+      string,
+      { path?: PathKind; relay?: string; relayBound?: boolean; candidates: number; switches: number; rttMs?: number }
+    >()
     for (const s of this.byPeer.values())
       m.set(s.identity, {
         path: s.path,
         switches: s.switchTotal,
+        rttMs: s.path === 'direct' || s.path === 'local' ? s.rttMs : undefined,
         relay: s.relay ? text(s.relay.at) : undefined,
         relayBound: s.relay?.bound,
         candidates: s.candidates.length,

@@ -201,6 +201,7 @@ export class Handshakes {
       return
     }
     if (!this.d.sessions.completeAsInitiator(peer, keys, { ip, port }, now)) return
+    if (now >= peer.hs.lastSentMs) peer.hs.rttMs = now - peer.hs.lastSentMs
     peer.hs.startedMs = undefined
     this.d.log.network({ peer: peer.cfg.identity, endpoint: from }, 'handshake complete (we initiated); session up')
     this.d.onSessionUp(peer)

@@ -48,6 +48,8 @@ export interface PeerHandshakeState {
   lastSentMs: number
   /** Where the last initiation went (packed ip * 65536 + port). */
   lastSentTo?: number
+  /** The round trip of our last answered initiation (ms): the path's, at that moment. */
+  rttMs?: number
   nextRetryMs: number
 }
 
