@@ -543,8 +543,11 @@ Napi::Value EpollWait(const Napi::CallbackInfo& info) {
   if (!GetView(info.Env(), info[1], &fds)) return Num(info, -EINVAL);
   int64_t max = I64(info, 2);
   int timeout = I32(info, 3);
+  if (max < 1 || max > 256) {
+    Fail(info, "epollWait", "max " + std::to_string(max) + " is not 1-256");
+    return info.Env().Undefined();
+  }
   if (!CheckArray(info, "epollWait", "fds", fds, max, 4)) return info.Env().Undefined();
-  if (max > 256) max = 256;
   struct epoll_event evs[256];
   int n = epoll_wait(ep, evs, (int)max, timeout);
   if (n < 0) return Num(info, errno == EINTR ? 0 : -errno);

@@ -30,12 +30,19 @@ interface Pair {
   a: Side
   b: Side
   bytesLevel: number
+  pktsLevel: number
   refilled: number
   lastActive: number
   dropped: number
 }
 
-const opts = workerData as { pairBytesPerSec: number; hubBytesPerSec: number; burstSeconds: number }
+const opts = workerData as {
+  pairBytesPerSec: number
+  hubBytesPerSec: number
+  pairPacketsPerSec: number
+  hubPacketsPerSec: number
+  burstSeconds: number
+}
 const SLOT = 2048
 const MAX = 128
 const slab = new Uint8Array(SLOT * MAX)
@@ -50,6 +57,7 @@ const bySock = new Map<number, Side>()
 const pairs = new Map<string, Pair>()
 const ep = native.epollCreate()
 let hubLevel = opts.hubBytesPerSec * opts.burstSeconds
+let hubPkts = opts.hubPacketsPerSec * opts.burstSeconds
 let hubRefilled = performance.now()
 let totals = { packets: 0, bytes: 0, binds: 0, dropped: 0 }
 let running = true
@@ -128,10 +136,12 @@ function pump(side: Side): void {
   const pair = side.pair
   const now = performance.now()
   const dt = (now - pair.refilled) / 1000
-  pair.bytesLevel = Math.min(opts.pairBytesPerSec * opts.burstSeconds, pair.bytesLevel + dt * opts.pairBytesPerSec)
+  pair.bytesLevel = Math.min(Math.max(65536, opts.pairBytesPerSec * opts.burstSeconds), pair.bytesLevel + dt * opts.pairBytesPerSec)
+  pair.pktsLevel = Math.min(Math.max(1, opts.pairPacketsPerSec * opts.burstSeconds), pair.pktsLevel + dt * opts.pairPacketsPerSec)
   pair.refilled = now
   const hdt = (now - hubRefilled) / 1000
-  hubLevel = Math.min(opts.hubBytesPerSec * opts.burstSeconds, hubLevel + hdt * opts.hubBytesPerSec)
+  hubLevel = Math.min(Math.max(65536, opts.hubBytesPerSec * opts.burstSeconds), hubLevel + hdt * opts.hubBytesPerSec)
+  hubPkts = Math.min(Math.max(1, opts.hubPacketsPerSec * opts.burstSeconds), hubPkts + hdt * opts.hubPacketsPerSec)
   hubRefilled = now
   let out = 0
   for (let i = 0; i < k; i++) {
@@ -150,13 +160,15 @@ function pump(side: Side): void {
       totals.dropped++
       continue
     }
-    if (pair.bytesLevel < n || hubLevel < n) {
+    if (pair.bytesLevel < n || hubLevel < n || pair.pktsLevel < 1 || hubPkts < 1) {
       pair.dropped++
       totals.dropped++
       continue
     }
     pair.bytesLevel -= n
+    pair.pktsLevel -= 1
     hubLevel -= n
+    hubPkts -= 1
     lens[i] = n
     addrs[2 * i] = peer.ip
     addrs[2 * i + 1] = peer.port
@@ -175,7 +187,14 @@ function pump(side: Side): void {
 parentPort?.on('message', (m: { t: string; key?: string; sides?: Array<{ fd: number; token: string; identity: string }> }) => {
   if (m.t === 'add' && m.key && m.sides) {
     const now = performance.now()
-    const pair = { key: m.key, bytesLevel: opts.pairBytesPerSec * opts.burstSeconds, refilled: now, lastActive: now, dropped: 0 } as Pair
+    const pair = {
+      key: m.key,
+      bytesLevel: Math.max(65536, opts.pairBytesPerSec * opts.burstSeconds),
+      pktsLevel: Math.max(1, opts.pairPacketsPerSec * opts.burstSeconds),
+      refilled: now,
+      lastActive: now,
+      dropped: 0,
+    } as Pair
     const mk = (s: { fd: number; token: string; identity: string }): Side =>
       ({ fd: s.fd, token: Buffer.from(s.token, 'hex'), identity: s.identity, ip: 0, port: 0, packets: 0, bytes: 0, pair }) as Side
     pair.a = mk(m.sides[0])

@@ -27,6 +27,7 @@ import {
   refusalSchema,
   type RelayedDatagram,
   MAX_RELAY_BATCH,
+  MAX_RELAY_DATAGRAM,
   sealDatagrams,
   sealMessage,
   welcomeSchema,
@@ -421,7 +422,8 @@ export class HubLink {
    * handed over in one turn of the event loop go in one message, up to MAX_RELAY_BATCH bytes each.
    */
   sendDatagram(identity: string, data: Buffer): void {
-    if (this.state !== 'up' || !this.sendRaw || !this.transportSend) return
+    // One the hub would refuse (it closes a connection that sends a malformed message) goes no further.
+    if (this.state !== 'up' || !this.sendRaw || !this.transportSend || data.length < 32 || data.length > MAX_RELAY_DATAGRAM) return
     let q = this.outbox.get(identity)
     if (q && q.bytes + 2 + data.length > MAX_RELAY_BATCH) {
       this.flushDatagrams(identity)

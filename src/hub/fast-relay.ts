@@ -20,6 +20,9 @@ export interface FastRelayOptions {
   ports?: { first: number; last: number } | 0
   pairBytesPerSec?: number
   hubBytesPerSec?: number
+  /** Packets a second per pair (default 200,000) and for the relay (default 800,000), as relay.ts. */
+  pairPacketsPerSec?: number
+  hubPacketsPerSec?: number
   idleMs?: number
   maxPairs?: number
   maxPerSystem?: number
@@ -55,6 +58,8 @@ export class FastRelay extends EventEmitter {
       workerData: {
         pairBytesPerSec: opts.pairBytesPerSec ?? 125_000_000,
         hubBytesPerSec: opts.hubBytesPerSec ?? 500_000_000,
+        pairPacketsPerSec: opts.pairPacketsPerSec ?? 200_000,
+        hubPacketsPerSec: opts.hubPacketsPerSec ?? 800_000,
         burstSeconds: 0.25,
       },
     })

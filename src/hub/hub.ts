@@ -481,6 +481,9 @@ export class HubServer extends EventEmitter {
       ports: m ? { first: Number(m[1]), last: Number(m[2]) } : (0 as const),
       pairBytesPerSec: bytes(c?.PairMbit),
       hubBytesPerSec: bytes(c?.TotalMbit),
+      // Packets a second follow a raised byte rate (600-byte packets on average), never below the defaults.
+      pairPacketsPerSec: c?.PairMbit ? Math.max(200_000, (c.PairMbit * 1_000_000) / 8 / 600) : undefined,
+      hubPacketsPerSec: c?.TotalMbit ? Math.max(800_000, (c.TotalMbit * 1_000_000) / 8 / 600) : undefined,
     }
     // The batched relay (addon sockets in a worker); the dgram one where the worker cannot start.
     let relay: FastRelay | UdpRelay

@@ -151,7 +151,8 @@ export function sealMessage(send: CipherState, msg: unknown): Buffer[] {
  * hub link authenticates them as one of this connection's messages.
  */
 export const FLAG_DATAGRAM = 0x02
-export const MAX_RELAY_DATAGRAM = 2048
+/** The largest datagram relayed (WireGuard at the largest MTU a profile allows, 9,000, plus its overhead). */
+export const MAX_RELAY_DATAGRAM = 9216
 /** Bytes of datagrams (with their lengths) in one message. */
 export const MAX_RELAY_BATCH = 24 * 1024
 
