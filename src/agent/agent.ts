@@ -666,6 +666,7 @@ export class Agent implements AgentApi {
         if (ps?.path) {
           p.path = ps.path
           p.pathSwitches = ps.switches
+          p.relayedBytes = ps.relayedBytes
           const rt = ps.rttMs ?? this.hubPeer(p.identity)?.hs.rttMs
           if (rt !== undefined) p.roundTripMs = Math.round(rt * 10) / 10
         }

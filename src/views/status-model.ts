@@ -40,6 +40,8 @@ export interface PeerStatus {
   pathSwitches?: number
   /** The path's round trip: the last answered probe on a direct path, else the last handshake's (ms). */
   roundTripMs?: number
+  /** Payload bytes (in and out) moved while the path was a relay. */
+  relayedBytes?: number
 }
 
 export interface HubStatusModel {

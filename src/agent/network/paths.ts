@@ -29,12 +29,24 @@ import {
   verifyPath,
 } from '../../protocol/path-msg.js'
 import { intToIp, parseIpv4 } from '../../common/ipv4.js'
-import { DIRECT_HOLD_MS, packEndpoint } from '../../ipc/layout.js'
+import { C_RX_BYTES, C_TX_BYTES, DIRECT_HOLD_MS, packEndpoint } from '../../ipc/layout.js'
 import type { AgentLogger } from '../../log/logger.js'
 import type { PeerMemory } from '../peers/peer-memory.js'
 import type { PeerRuntime } from '../peers/peer-table.js'
 
 export type PathKind = 'direct' | 'local' | 'relay-udp' | 'relay-tcp'
+
+/** One peer's path, for status. */
+export interface PathStatus {
+  path?: PathKind
+  relay?: string
+  relayBound?: boolean
+  candidates: number
+  switches: number
+  rttMs?: number
+  /** Payload bytes moved while the path was a relay. */
+  relayedBytes: number
+}
 
 export const PROBE_STEPS_MS = [0, 250, 500, 1000, 2000, 4000]
 export const PROBE_EVERY_MS = 25_000
@@ -45,6 +57,8 @@ export const SWITCH_WINDOW_MS = 30_000
 export const PATH_REQUEST_EVERY_MS = 10_000
 /** The least time between two of our initiations to a peer (WireGuard refuses more than 50 a second). */
 export const INITIATION_GAP_MS = 50
+/** Probes sent 250 ms apart on a path just found direct. */
+export const AFTER_PROBES = 3
 /** Probe nonces remembered per peer (answered within the last two windows). */
 export const MAX_ANSWERED = 2048
 
@@ -76,6 +90,11 @@ interface PeerPath {
   switchTotal: number
   /** The round trip of the last answered probe (ms; the direct path's). */
   rttMs?: number
+  /** Bytes in and out (payload) at the last tick, and those moved while the path was a relay. */
+  lastBytes: number
+  relayedBytes: number
+  /** Probes still to send on a path just found direct (the other NAT opens with them too). */
+  afterProbes: number
   /** relay-tcp: the loopback proxy socket, its address, datagrams that came before it was bound. */
   proxy?: dgram.Socket
   proxyAt?: Addr
@@ -140,6 +159,9 @@ export class PathManager {
         lastRequestMs: Number.NEGATIVE_INFINITY,
         lastProofMs: 0,
         switchTotal: 0,
+        lastBytes: 0,
+        relayedBytes: 0,
+        afterProbes: 0,
       }
       this.byPeer.set(peer, s)
       this.byPair.set(k.pair, peer)
@@ -344,9 +366,10 @@ export class PathManager {
     const before = s.path
     const moved = this.d.memory.endpointRaw(peer.slot) !== packEndpoint(at.ip, at.port)
     s.path = kind
-    if (kind !== 'relay-udp') {
+    if (kind === 'direct' || kind === 'local') {
       s.lastProofMs = now
-      s.nextProbeMs = now + PROBE_EVERY_MS
+      s.afterProbes = AFTER_PROBES
+      s.nextProbeMs = now + 250
     }
     this.d.memory.setEndpoint(peer.slot, at)
     if (before !== kind) this.d.log.network({ peer: s.identity, path: kind, endpoint: text(at), was: before ?? 'none' }, `path: ${why}`)
@@ -402,6 +425,10 @@ export class PathManager {
 
   private tickPeer(peer: PeerRuntime, s: PeerPath, now: number): void {
     this.kick(peer, s, now)
+    // What moved since the last tick counts as relayed while the path is a relay (tick granularity).
+    const bytes = this.d.memory.counter(peer.slot, C_RX_BYTES) + this.d.memory.counter(peer.slot, C_TX_BYTES)
+    if (s.path === 'relay-udp' || s.path === 'relay-tcp') s.relayedBytes += Math.max(0, bytes - s.lastBytes)
+    s.lastBytes = bytes
     const r = s.relay
     if (r) {
       // Keep the relay's binding (and our NAT's mapping toward it) alive; rebind after a NAT change.
@@ -440,11 +467,13 @@ export class PathManager {
         }
         return
       }
-      // Keep the NATs' mappings for the direct path open, and prove it still works.
+      // A few more probes right after the switch (so the other side's NAT opens too), then one every
+      // PROBE_EVERY_MS: they keep the NATs' mappings open and prove the path still works.
       if (now >= s.nextProbeMs) {
         const ep = this.d.memory.endpoint(peer.slot)
         if (ep) this.probe(s, [ep], now)
-        s.nextProbeMs = now + PROBE_EVERY_MS
+        s.nextProbeMs = now + (s.afterProbes > 0 ? 250 : PROBE_EVERY_MS)
+        if (s.afterProbes > 0) s.afterProbes--
       }
       return
     }
@@ -455,16 +484,14 @@ export class PathManager {
   }
 
   /** For status: each managed peer's path. */
-  status(): Map<string, { path?: PathKind; relay?: string; relayBound?: boolean; candidates: number; switches: number; rttMs?: number }> {
-    const m = new Map<
-      string,
-      { path?: PathKind; relay?: string; relayBound?: boolean; candidates: number; switches: number; rttMs?: number }
-    >()
+  status(): Map<string, PathStatus> {
+    const m = new Map<string, PathStatus>()
     for (const s of this.byPeer.values())
       m.set(s.identity, {
         path: s.path,
         switches: s.switchTotal,
         rttMs: s.path === 'direct' || s.path === 'local' ? s.rttMs : undefined,
+        relayedBytes: s.relayedBytes,
         relay: s.relay ? text(s.relay.at) : undefined,
         relayBound: s.relay?.bound,
         candidates: s.candidates.length,

@@ -116,6 +116,11 @@ export function enclaveRegistry(snapshot: () => MetricsStatus): Registry {
       this.inc(snapshot().pathSwitches ?? 0)
     },
   })
+  perPeer(
+    'enclave_peer_relayed_bytes_total',
+    'Payload bytes (in and out) moved while the path to the peer was a relay',
+    (p) => p.relayedBytes ?? 0,
+  )
   new Gauge({
     name: 'enclave_peer_path',
     help: 'The path to a hub peer: 1 for the path in use (direct, local, relay-udp)',
