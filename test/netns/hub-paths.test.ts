@@ -57,6 +57,7 @@ t.test('relay first, then direct where the NATs allow it', { skip }, async (t) =
   for (const s of Object.values(sites)) {
     await nat.watchPeer(s, HUB)
     for (const o of Object.values(sites)) if (o !== s) await nat.watchPeer(s, o.wanAddr)
+    await nat.watchPeer(s, pub.addr)
   }
   const how = await nat.delay(hub.ns, hub.dev, DELAY_MS)
   t.comment(`hub link delayed ${DELAY_MS} ms each way (${how})`)
@@ -186,7 +187,27 @@ t.test('relay first, then direct where the NATs allow it', { skip }, async (t) =
       h8: 'short UDP timeout',
     }
     await t.test(`${a} (${kind[a]}) x ${b} (${kind[b]}): ${want}`, async (t) => {
+      // Ground truth on a router's WAN: packets to the other side's public address (direct) or to the hub.
+      const siteOf: Record<string, NatSite | undefined> = {
+        h1: sites.s1,
+        h2: sites.s2,
+        h3: sites.s3,
+        h4: sites.s4,
+        h6: sites.s6,
+        h7: sites.s7,
+        h8: sites.s8,
+      }
+      const publicOf = (h: string) => siteOf[h]?.wanAddr ?? pub.addr
+      const router = (siteOf[a] ?? siteOf[b]) as NatSite
+      const far = want === 'direct' ? publicOf(siteOf[a] ? b : a) : HUB
+      const packets = async () => {
+        const c = (await nat.wanCounters(router))[far]
+        return (c?.inPackets ?? 0) + (c?.outPackets ?? 0)
+      }
+      const before = await packets()
       const c = await cell(a, b, want, want === 'direct' ? 5000 : want === 'relay-tcp' ? 12_000 : 1000)
+      const moved = (await packets()) - before
+      t.ok(moved > 10, `nat${router.n}'s WAN saw ${moved} packets to or from ${far} (${want === 'direct' ? 'the peer' : 'the hub'})`)
       t.comment(`first reply after ${c.first} ms; ${want} after ${c.found} ms`)
       t.ok(
         c.found <= (want === 'direct' ? 5000 : want === 'relay-tcp' ? 12_000 : 1000 + 4 * DELAY_MS + 1000),
