@@ -12,10 +12,22 @@
 import crypto from 'node:crypto'
 import { parentPort, workerData } from 'node:worker_threads'
 import { native } from '../src/native/io.js'
+import {
+  RELAY_BIND_MAGIC,
+  RELAY_BIND_SIZE,
+  RELAY_CONFIRM_MAGIC,
+  RELAY_CONFIRM_SIZE,
+  looksLikeWireGuard,
+  relayBoundDatagram,
+  relayChallengeDatagram,
+  relayCookie,
+} from '../src/protocol/relay-msg.js'
 
 interface Side {
   fd: number
   token: Buffer
+  /** The `bound` answer, built once. */
+  ack: Buffer
   identity: string
   ip: number // bound source (host order), 0 = none
   port: number
@@ -65,12 +77,7 @@ let running = true
 const ipText = (ip: number) => `${ip >>> 24}.${(ip >>> 16) & 255}.${(ip >>> 8) & 255}.${ip & 255}`
 
 function cookie(side: Side, ip: number, port: number): Buffer {
-  return crypto
-    .createHmac('sha256', secret)
-    .update(side.token)
-    .update(`${ipText(ip)}:${port}`)
-    .digest()
-    .subarray(0, 16)
+  return relayCookie(secret, side.token, ipText(ip), port)
 }
 
 function sendOne(fd: number, b: Uint8Array, ip: number, port: number): void {
@@ -81,29 +88,33 @@ function sendOne(fd: number, b: Uint8Array, ip: number, port: number): void {
   native.sendBatch(fd, one, SLOT, 0, oneLen, oneAddr, 1)
 }
 
-function magicIs(o: number, c: number): boolean {
-  return slab[o] === 0xe5 && slab[o + 1] === 0x45 && slab[o + 2] === 0x48 && slab[o + 3] === c
+function magicIs(o: number, magic: Uint8Array): boolean {
+  return slab[o] === magic[0] && slab[o + 1] === magic[1] && slab[o + 2] === magic[2] && slab[o + 3] === magic[3]
 }
 
 function tokenIs(o: number, side: Side): boolean {
-  return crypto.timingSafeEqual(slab.subarray(o + 4, o + 20), side.token)
+  return crypto.timingSafeEqual(slab.subarray(o + 4, o + RELAY_BIND_SIZE), side.token)
 }
 
 /** A bind (20 bytes) or confirm (36 bytes) at slab[o]; from (ip, port). */
 function control(side: Side, o: number, len: number, ip: number, port: number): void {
   const bound = side.ip === ip && side.port === port
-  if (len === 20 && magicIs(o, 0x42) && tokenIs(o, side)) {
+  if (len === RELAY_BIND_SIZE && magicIs(o, RELAY_BIND_MAGIC) && tokenIs(o, side)) {
     if (!bound) {
       // A new source proves it receives there first (return routability).
-      const c = Buffer.concat([Buffer.from([0xe5, 0x45, 0x48, 0x63]), side.token, cookie(side, ip, port)])
-      sendOne(side.fd, c, ip, port)
+      sendOne(side.fd, relayChallengeDatagram(side.token, cookie(side, ip, port)), ip, port)
       side.pair.lastActive = performance.now()
       return
     }
     bindTo(side, ip, port)
     return
   }
-  if (len === 36 && magicIs(o, 0x43) && tokenIs(o, side) && crypto.timingSafeEqual(slab.subarray(o + 20, o + 36), cookie(side, ip, port))) {
+  if (
+    len === RELAY_CONFIRM_SIZE &&
+    magicIs(o, RELAY_CONFIRM_MAGIC) &&
+    tokenIs(o, side) &&
+    crypto.timingSafeEqual(slab.subarray(o + RELAY_BIND_SIZE, o + RELAY_CONFIRM_SIZE), cookie(side, ip, port))
+  ) {
     bindTo(side, ip, port)
     return
   }
@@ -118,15 +129,8 @@ function bindTo(side: Side, ip: number, port: number): void {
   side.port = port
   totals.binds++
   side.pair.lastActive = performance.now()
-  sendOne(side.fd, Buffer.concat([Buffer.from([0xe5, 0x45, 0x48, 0x62]), side.token]), ip, port)
+  sendOne(side.fd, side.ack, ip, port)
   if (moved) parentPort?.postMessage({ t: 'bound', key: side.pair.key, identity: side.identity, addr: `${ipText(ip)}:${port}`, rebind })
-}
-
-/** WireGuard's shape: type 1..4, three zero bytes, the type's size (transport data at least 32). */
-function looksLikeWireGuard(o: number, n: number): boolean {
-  if (n < 32 || slab[o + 1] !== 0 || slab[o + 2] !== 0 || slab[o + 3] !== 0) return false
-  const t = slab[o]
-  return t === 4 || (t === 1 && n === 148) || (t === 2 && n === 92) || (t === 3 && n === 64)
 }
 
 function pump(side: Side): void {
@@ -151,11 +155,11 @@ function pump(side: Side): void {
     const port = addrs[2 * i + 1]
     lens[i] = 0
     if (n <= 0) continue
-    if (slab[o] === 0xe5) {
+    if (slab[o] === RELAY_BIND_MAGIC[0]) {
       control(side, o, n, ip, port)
       continue
     }
-    if (ip !== side.ip || port !== side.port || side.ip === 0 || peer.ip === 0 || !looksLikeWireGuard(o, n)) {
+    if (ip !== side.ip || port !== side.port || side.ip === 0 || peer.ip === 0 || !looksLikeWireGuard(slab, o, n)) {
       pair.dropped++
       totals.dropped++
       continue
@@ -196,7 +200,17 @@ parentPort?.on('message', (m: { t: string; key?: string; sides?: Array<{ fd: num
       dropped: 0,
     } as Pair
     const mk = (s: { fd: number; token: string; identity: string }): Side =>
-      ({ fd: s.fd, token: Buffer.from(s.token, 'hex'), identity: s.identity, ip: 0, port: 0, packets: 0, bytes: 0, pair }) as Side
+      ({
+        fd: s.fd,
+        token: Buffer.from(s.token, 'hex'),
+        ack: relayBoundDatagram(s.token),
+        identity: s.identity,
+        ip: 0,
+        port: 0,
+        packets: 0,
+        bytes: 0,
+        pair,
+      }) as Side
     pair.a = mk(m.sides[0])
     pair.b = mk(m.sides[1])
     pair.a.peer = pair.b

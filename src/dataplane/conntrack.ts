@@ -715,3 +715,44 @@ export function ttlFor(proto: number, tcpFlags: number): number {
   if (proto === PROTO_ICMP) return CT_ICMP_S
   return CT_OTHER_S
 }
+
+/**
+ * Control-side audit (tests, diagnostics): every count of the header recounted from the entries. Returns
+ * the first mismatch in words, or '' when every count is exact. Entries must not be locked (no worker writing).
+ */
+export function ctAudit(t: Int32Array): string {
+  const counts = new Int32Array(CT_COUNT_SLOTS)
+  const frags = new Int32Array(CT_COUNT_SLOTS)
+  const hosts = new Int32Array(CT_FRAG_HOST_SLOTS)
+  let total = 0
+  for (let b = 0; b < CT_ENTRIES * CT_FIELDS; b += CT_FIELDS) {
+    if ((t[b + F_SEQ] & 1) !== 0) return `entry ${b / CT_FIELDS} left locked`
+    const pr = t[b + F_PROTO]
+    if (pr === 0 || (pr & CT_FRAG_DONE) !== 0) continue // a done datagram holds no count
+    const peer = t[b + F_PEER]
+    counts[peer & COUNT_MASK]++
+    total++
+    if (inFlight(pr)) {
+      frags[peer & COUNT_MASK]++
+      hosts[hostSlot(t, peer, t[b + F_LAN_IP]) - H_FRAG_HOSTS]++
+    }
+  }
+  let active = 0
+  for (let i = 0; i < CT_COUNT_SLOTS; i++) {
+    if (counts[i] !== 0) active++
+    if (t[H_COUNTS + i] !== counts[i]) return `count slot ${i}: table ${t[H_COUNTS + i]}, recount ${counts[i]}`
+    if (t[H_FRAG_COUNTS + i] !== frags[i]) return `fragment count slot ${i}: table ${t[H_FRAG_COUNTS + i]}, recount ${frags[i]}`
+  }
+  for (let i = 0; i < CT_FRAG_HOST_SLOTS; i++)
+    if (t[H_FRAG_HOSTS + i] !== hosts[i]) return `host slot ${i}: table ${t[H_FRAG_HOSTS + i]}, recount ${hosts[i]}`
+  if (t[H_TOTAL] !== total) return `total: table ${t[H_TOTAL]}, recount ${total}`
+  if (t[H_ACTIVE] !== active) return `active: table ${t[H_ACTIVE]}, recount ${active}`
+  return ''
+}
+
+/** The largest count of datagrams in flight in any (peer, other side) slot. */
+export function ctMaxHostFragCount(t: Int32Array): number {
+  let m = 0
+  for (let i = 0; i < CT_FRAG_HOST_SLOTS; i++) if (t[H_FRAG_HOSTS + i] > m) m = t[H_FRAG_HOSTS + i]
+  return m
+}

@@ -51,78 +51,18 @@ import { EventEmitter } from 'node:events'
 import net from 'node:net'
 import type { AgentLogger as Logger } from '../log/logger.js'
 
-export const RELAY_TOKEN_BYTES = 16
-export const RELAY_BIND_SIZE = 4 + RELAY_TOKEN_BYTES
-export const RELAY_BIND_MAGIC = Uint8Array.of(0xe5, 0x45, 0x48, 0x42) // 0xE5 'E' 'H' 'B'
-export const RELAY_BOUND_MAGIC = Uint8Array.of(0xe5, 0x45, 0x48, 0x62) // 0xE5 'E' 'H' 'b'
-/** Return routability: the relay's challenge to a new source, and the source's echo of it. */
-export const RELAY_CHALLENGE_MAGIC = Uint8Array.of(0xe5, 0x45, 0x48, 0x63) // 0xE5 'E' 'H' 'c'
-export const RELAY_CONFIRM_MAGIC = Uint8Array.of(0xe5, 0x45, 0x48, 0x43) // 0xE5 'E' 'H' 'C'
-export const RELAY_COOKIE_BYTES = 16
-export const RELAY_CONFIRM_SIZE = RELAY_BIND_SIZE + RELAY_COOKIE_BYTES
-
-/** The bind datagram for a side's token (hex or bytes). */
-export function relayBindDatagram(token: string | Uint8Array): Buffer {
-  return tokenDatagram(RELAY_BIND_MAGIC, token)
-}
-
-/** The relay's answer to a good bind. */
-export function relayBoundDatagram(token: string | Uint8Array): Buffer {
-  return tokenDatagram(RELAY_BOUND_MAGIC, token)
-}
-
-/** The challenge (token ‖ cookie) of a relay to a new source, or null (for the agent side). */
-export function parseRelayChallenge(b: Uint8Array): { token: string; cookie: Buffer } | null {
-  if (b.length !== RELAY_CONFIRM_SIZE) return null
-  for (let i = 0; i < 4; i++) if (b[i] !== RELAY_CHALLENGE_MAGIC[i]) return null
-  const buf = Buffer.from(b.buffer, b.byteOffset, b.length)
-  return { token: buf.subarray(4, RELAY_BIND_SIZE).toString('hex'), cookie: Buffer.from(buf.subarray(RELAY_BIND_SIZE)) }
-}
-
-/** The agent's echo of a challenge: the bind is complete when the relay gets it from the same source. */
-export function relayConfirmDatagram(token: string | Uint8Array, cookie: Uint8Array): Buffer {
-  return Buffer.concat([tokenDatagram(RELAY_CONFIRM_MAGIC, token), cookie])
-}
-
-/** The token (hex) of a `bound` answer, or null for anything else (for the agent side). */
-export function parseRelayBound(b: Uint8Array): string | null {
-  if (b.length !== RELAY_BIND_SIZE) return null
-  for (let i = 0; i < 4; i++) if (b[i] !== RELAY_BOUND_MAGIC[i]) return null
-  return Buffer.from(b.buffer, b.byteOffset + 4, RELAY_TOKEN_BYTES).toString('hex')
-}
-
-function tokenDatagram(magic: Uint8Array, token: string | Uint8Array): Buffer {
-  const t = typeof token === 'string' ? Buffer.from(token, 'hex') : token
-  if (t.length !== RELAY_TOKEN_BYTES) throw new Error(`relay token must be ${RELAY_TOKEN_BYTES} bytes`)
-  const b = Buffer.alloc(RELAY_BIND_SIZE)
-  b.set(magic, 0)
-  b.set(t, 4)
-  return b
-}
-
-/** WireGuard message sizes: initiation, response, cookie reply; transport data is at least 32. */
-const WG_INITIATION = 148
-const WG_RESPONSE = 92
-const WG_COOKIE = 64
-const WG_TRANSPORT_MIN = 32
-
-/** True when `b` has the shape of a WireGuard message (type 1..4, three zero bytes, the type's size). */
-export function looksLikeWireGuard(b: Uint8Array): boolean {
-  const n = b.length
-  if (n < WG_TRANSPORT_MIN || b[1] !== 0 || b[2] !== 0 || b[3] !== 0) return false
-  switch (b[0]) {
-    case 1:
-      return n === WG_INITIATION
-    case 2:
-      return n === WG_RESPONSE
-    case 3:
-      return n === WG_COOKIE
-    case 4:
-      return true
-    default:
-      return false
-  }
-}
+export * from '../protocol/relay-msg.js'
+import {
+  RELAY_BIND_MAGIC,
+  RELAY_BIND_SIZE,
+  RELAY_CONFIRM_MAGIC,
+  RELAY_CONFIRM_SIZE,
+  RELAY_TOKEN_BYTES,
+  looksLikeWireGuard,
+  relayBoundDatagram,
+  relayChallengeDatagram,
+  relayCookie,
+} from '../protocol/relay-msg.js'
 
 export type RelayDropReason = 'stranger' | 'peerUnbound' | 'notWireGuard' | 'badToken' | 'loop' | 'pairLimit' | 'hubLimit' | 'sendError'
 
@@ -559,7 +499,7 @@ export class UdpRelay extends EventEmitter {
 
   /** The cookie a source must echo to be bound: a keyed hash of the side's token and the source. */
   private cookie(side: Side, address: string, port: number): Buffer {
-    return crypto.createHmac('sha256', this.secret).update(side.token).update(`${address}:${port}`).digest().subarray(0, RELAY_COOKIE_BYTES)
+    return relayCookie(this.secret, side.token, address, port)
   }
 
   /** A source echoed its challenge: it holds the token and receives at that address; it becomes the side's. */
@@ -604,7 +544,7 @@ export class UdpRelay extends EventEmitter {
     if (moved) {
       // A new source proves it receives there first (return routability): a token holder that spoofs its
       // source cannot point its side, and its peer's traffic, at someone else's address.
-      const c = Buffer.concat([RELAY_CHALLENGE_MAGIC, side.token, this.cookie(side, rinfo.address, rinfo.port)])
+      const c = relayChallengeDatagram(side.token, this.cookie(side, rinfo.address, rinfo.port))
       side.sock.send(c, rinfo.port, rinfo.address)
       pair.lastActive = this.now()
       return

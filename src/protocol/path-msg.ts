@@ -23,12 +23,12 @@
  * answer is believed only for a nonce its receiver sent within PROBE_WINDOW_MS.
  */
 import { DH, HASH, KDF, MAC, compareBytes, constantTimeEqual, enc, randomBytes } from './primitives.js'
+import { RELAY_BIND_SIZE, parseRelayBound, parseRelayChallenge } from './relay-msg.js'
 
 export const PATH_MAGIC = 0xe5
 export const PATH_E = 0x45
 export const PROBE_SIZE = 44
-export const RELAY_BIND_SIZE = 20
-/** Bounds the workers pass to control (both kinds of path datagram fit). */
+/** Bounds the workers pass to control (probes, and the relay's answers of src/protocol/relay-msg.ts, fit). */
 export const PATH_MIN = RELAY_BIND_SIZE
 export const PATH_MAX = PROBE_SIZE
 export const PROBE_WINDOW_MS = 30_000
@@ -95,10 +95,10 @@ export function parsePath(b: Uint8Array): PathDatagram {
       sentMs: Number(buf.readBigUInt64BE(12)),
       b: buf,
     }
-  if (b.length === RELAY_BIND_SIZE && b[2] === 0x48 && b[3] === 0x62) return { kind: 'bind', token: buf.subarray(4, 20).toString('hex') }
-  if (b.length === RELAY_BIND_SIZE + 16 && b[2] === 0x48 && b[3] === 0x63)
-    return { kind: 'challenge', token: buf.subarray(4, 20).toString('hex'), cookie: Buffer.from(buf.subarray(20, 36)) }
-  return null
+  const token = parseRelayBound(b)
+  if (token) return { kind: 'bind', token }
+  const c = parseRelayChallenge(b)
+  return c ? { kind: 'challenge', ...c } : null
 }
 
 /** Whether a probe or answer was made by the other side of pair `k` (its mac, with the peer's role). */
@@ -106,27 +106,4 @@ export function verifyPath(k: PairKey, b: Buffer): boolean {
   if (b.length !== PROBE_SIZE) return false
   const want = MAC(k.key, Buffer.concat([Buffer.of(1 - k.role), b.subarray(0, 28)]))
   return constantTimeEqual(want, b.subarray(28, 44))
-}
-
-/** The echo of a relay's challenge (token and cookie as received). */
-export function relayConfirm(token: string, cookie: Uint8Array): Buffer {
-  const b = Buffer.alloc(RELAY_BIND_SIZE + 16)
-  b[0] = PATH_MAGIC
-  b[1] = PATH_E
-  b[2] = 0x48 // 'H'
-  b[3] = 0x43 // 'C'
-  Buffer.from(token, 'hex').copy(b, 4)
-  b.set(cookie.subarray(0, 16), 20)
-  return b
-}
-
-/** A relay bind datagram for `token` (hex, 16 bytes). */
-export function relayBind(token: string): Buffer {
-  const b = Buffer.alloc(RELAY_BIND_SIZE)
-  b[0] = PATH_MAGIC
-  b[1] = PATH_E
-  b[2] = 0x48 // 'H'
-  b[3] = 0x42 // 'B'
-  Buffer.from(token, 'hex').copy(b, 4)
-  return b
 }

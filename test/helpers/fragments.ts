@@ -82,3 +82,14 @@ export function flood(p: Pair, make: (k: number) => Uint8Array, n: number): numb
   }
   return out
 }
+
+/** A small deterministic PRNG (xorshift32): a random sequence a failure can be replayed with. */
+export function rng(seed: number): () => number {
+  let s = seed | 0 || 1
+  return () => {
+    s ^= s << 13
+    s ^= s >>> 17
+    s ^= s << 5
+    return (s >>> 0) / 4294967296
+  }
+}

@@ -14,7 +14,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import t from 'tap'
 import { A_VA, LAN, sessionPair } from '../../bench/testbed.js'
-import { type Pair, fragment, leaves, send, udp } from '../helpers/fragments.js'
+import { type Pair, fragment, leaves, rng, send, udp } from '../helpers/fragments.js'
+import { halfSipHash4 } from '../../src/dataplane/siphash.js'
 import { REASONS } from '../../src/ipc/layout.js'
 import {
   CT_ENTRIES,
@@ -36,70 +37,18 @@ import {
   ctSweep,
   ctTouch,
   ctTrack16,
+  ctAudit,
+  ctMaxHostFragCount,
 } from '../../src/dataplane/conntrack.js'
-import { halfSipHash4 } from '../../src/dataplane/siphash.js'
 
-// ---------------------------------------------------------------- white box: recount
+// ---------------------------------------------------------------- white box: counts (ctAudit) and slots
 
+// Entry fields and the hash key of src/dataplane/conntrack.ts (private there), to watch which slots change.
 const H_KEY0 = CT_ENTRIES * CT_FIELDS
 const H_KEY1 = H_KEY0 + 1
-const H_COUNTS = H_KEY0 + 16
-const SLOTS = 4096
-const H_ACTIVE = H_COUNTS + SLOTS
-const H_TOTAL = H_ACTIVE + 1
-const H_FRAG_COUNTS = H_COUNTS + SLOTS + 16
-const H_FRAG_HOSTS = H_FRAG_COUNTS + SLOTS
-const F_SEQ = 0
 const F_PEER_IP = 1
 const F_PORTS = 3
-const F_LAN_IP = 2
 const F_PROTO = 4
-const F_PEER = 5
-
-function recount(ct: Int32Array): string {
-  const counts = new Int32Array(SLOTS)
-  const frags = new Int32Array(SLOTS)
-  const hosts = new Int32Array(SLOTS)
-  let total = 0
-  for (let b = 0; b < CT_ENTRIES * CT_FIELDS; b += CT_FIELDS) {
-    if ((ct[b + F_SEQ] & 1) !== 0) return `entry ${b / CT_FIELDS} left locked`
-    const pr = ct[b + F_PROTO]
-    if (pr === 0 || (pr & CT_FRAG_DONE) !== 0) continue
-    const peer = ct[b + F_PEER]
-    counts[peer & (SLOTS - 1)]++
-    total++
-    if ((pr & (CT_FRAG | CT_FRAG_DONE)) === CT_FRAG) {
-      frags[peer & (SLOTS - 1)]++
-      hosts[halfSipHash4(ct[H_KEY1], ct[H_KEY0], 2, peer, ct[b + F_LAN_IP], 0, 0) & (SLOTS - 1)]++
-    }
-  }
-  let active = 0
-  for (let i = 0; i < SLOTS; i++) {
-    if (counts[i] !== 0) active++
-    if (ct[H_COUNTS + i] !== counts[i]) return `count slot ${i}: table ${ct[H_COUNTS + i]}, recount ${counts[i]}`
-    if (ct[H_FRAG_COUNTS + i] !== frags[i]) return `fragment count slot ${i}: table ${ct[H_FRAG_COUNTS + i]}, recount ${frags[i]}`
-    if (ct[H_FRAG_HOSTS + i] !== hosts[i]) return `host slot ${i}: table ${ct[H_FRAG_HOSTS + i]}, recount ${hosts[i]}`
-  }
-  if (ct[H_TOTAL] !== total) return `total: table ${ct[H_TOTAL]}, recount ${total}`
-  if (ct[H_ACTIVE] !== active) return `active: table ${ct[H_ACTIVE]}, recount ${active}`
-  return ''
-}
-
-function maxHostSlot(ct: Int32Array): number {
-  let m = 0
-  for (let i = 0; i < SLOTS; i++) if (ct[H_FRAG_HOSTS + i] > m) m = ct[H_FRAG_HOSTS + i]
-  return m
-}
-
-function rng(seed: number): () => number {
-  let s = seed | 0 || 1
-  return () => {
-    s ^= s << 13
-    s ^= s >>> 17
-    s ^= s << 5
-    return (s >>> 0) / 4294967296
-  }
-}
 
 /**
  * Random operations on a dense table: four peers whose flows (many ports) fill their shares, so that done
@@ -152,13 +101,13 @@ function hammer(ct: Int32Array, seed: number, ops: number, checkEvery: number): 
     if (k % checkEvery === checkEvery - 1) {
       for (const p of PEERS)
         if (ctPeerFragCount(ct, p) > CT_FRAG_PER_PEER_HARD) return [`peer ${p} has ${ctPeerFragCount(ct, p)} in flight`, reclaimed]
-      const h = maxHostSlot(ct)
+      const h = ctMaxHostFragCount(ct)
       if (h > CT_FRAG_PER_HOST) return [`a host slot counts ${h} in flight`, reclaimed]
-      const bad = recount(ct)
+      const bad = ctAudit(ct)
       if (bad !== '') return [bad, reclaimed]
     }
   }
-  return [recount(ct), reclaimed]
+  return [ctAudit(ct), reclaimed]
 }
 
 /** Runs `insert` and returns how many done entries in the key's probe window it replaced (0 or 1). */
@@ -238,9 +187,9 @@ t.test('held: two workers on one table at once leave every count equal to a reco
   const ct = new Int32Array(sab)
   // Caps are checked before the entry's lock, so two workers may each pass one at CAP - 1 (seen: 257):
   // reported, not asserted (a race).
-  t.comment(`most in flight seen for one peer: ${Math.max(m1, m2)}; largest host slot at the end ${maxHostSlot(ct)}`)
-  t.equal(recount(ct), '', 'every count equals a recount after both workers stopped')
-  t.ok(maxHostSlot(ct) <= CT_FRAG_PER_HOST, 'no host slot is past CT_FRAG_PER_HOST')
+  t.comment(`most in flight seen for one peer: ${Math.max(m1, m2)}; largest host slot at the end ${ctMaxHostFragCount(ct)}`)
+  t.equal(ctAudit(ct), '', 'every count equals a recount after both workers stopped')
+  t.ok(ctMaxHostFragCount(ct) <= CT_FRAG_PER_HOST, 'no host slot is past CT_FRAG_PER_HOST')
 })
 
 t.test("D2: a first fragment that refreshes another peer slot's datagram in flight does not take it past CT_FRAG_PER_PEER", async (t) => {

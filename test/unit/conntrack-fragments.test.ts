@@ -14,13 +14,11 @@
  */
 import t from 'tap'
 import { A_VA, LAN, sessionPair } from '../../bench/testbed.js'
-import { type Pair, fragment, leaves, send, udp } from '../helpers/fragments.js'
+import { type Pair, fragment, leaves, rng, send, udp } from '../helpers/fragments.js'
 import { REASONS } from '../../src/ipc/layout.js'
 import {
   CT_ENTRIES,
-  CT_FIELDS,
   CT_FRAG,
-  CT_FRAG_DONE,
   CT_FRAG_PER_HOST,
   CT_FRAG_PER_PEER,
   CT_PEER_SHARE,
@@ -37,63 +35,12 @@ import {
   ctSweep,
   ctTouch,
   ctTrack16,
+  ctAudit,
 } from '../../src/dataplane/conntrack.js'
-import { halfSipHash4 } from '../../src/dataplane/siphash.js'
 
 // ---------------------------------------------------------------- count hammer (white box)
 
 // Header layout of src/dataplane/conntrack.ts (private there; a change of it fails this test loudly).
-const H_KEY0 = CT_ENTRIES * CT_FIELDS
-const H_KEY1 = H_KEY0 + 1
-const H_COUNTS = H_KEY0 + 16
-const SLOTS = 4096
-const H_ACTIVE = H_COUNTS + SLOTS
-const H_TOTAL = H_ACTIVE + 1
-const H_FRAG_COUNTS = H_COUNTS + SLOTS + 16
-const H_FRAG_HOSTS = H_FRAG_COUNTS + SLOTS
-const F_LAN_IP = 2
-const F_PROTO = 4
-const F_PEER = 5
-
-/** Recounts every count from the entries and returns the first mismatch, or ''. */
-function recount(t: Int32Array): string {
-  const counts = new Int32Array(SLOTS)
-  const frags = new Int32Array(SLOTS)
-  const hosts = new Int32Array(SLOTS)
-  let total = 0
-  for (let b = 0; b < CT_ENTRIES * CT_FIELDS; b += CT_FIELDS) {
-    const pr = t[b + F_PROTO]
-    if (pr === 0 || (pr & CT_FRAG_DONE) !== 0) continue // a done datagram holds no count
-    const peer = t[b + F_PEER]
-    counts[peer & (SLOTS - 1)]++
-    total++
-    if ((pr & (CT_FRAG | CT_FRAG_DONE)) === CT_FRAG) {
-      frags[peer & (SLOTS - 1)]++
-      hosts[halfSipHash4(t[H_KEY1], t[H_KEY0], 2, peer, t[b + F_LAN_IP], 0, 0) & (SLOTS - 1)]++
-    }
-  }
-  let active = 0
-  for (let i = 0; i < SLOTS; i++) {
-    if (counts[i] !== 0) active++
-    if (t[H_COUNTS + i] !== counts[i]) return `count slot ${i}: table ${t[H_COUNTS + i]}, recount ${counts[i]}`
-    if (t[H_FRAG_COUNTS + i] !== frags[i]) return `fragment count slot ${i}: table ${t[H_FRAG_COUNTS + i]}, recount ${frags[i]}`
-    if (t[H_FRAG_HOSTS + i] !== hosts[i]) return `host slot ${i}: table ${t[H_FRAG_HOSTS + i]}, recount ${hosts[i]}`
-  }
-  if (t[H_TOTAL] !== total) return `total: table ${t[H_TOTAL]}, recount ${total}`
-  if (t[H_ACTIVE] !== active) return `active: table ${t[H_ACTIVE]}, recount ${active}`
-  return ''
-}
-
-/** A small deterministic PRNG (xorshift32). */
-function rng(seed: number): () => number {
-  let s = seed | 0 || 1
-  return () => {
-    s ^= s << 13
-    s ^= s >>> 17
-    s ^= s << 5
-    return (s >>> 0) / 4294967296
-  }
-}
 
 t.test('held: random track / done / sweep / cut / revoke / cut-peer keep every count equal to a recount', async (t) => {
   for (const seed of [1, 2, 3]) {
@@ -141,9 +88,9 @@ t.test('held: random track / done / sweep / cut / revoke / cut-peer keep every c
       } else {
         now += Math.floor(r() * 3)
       }
-      if (k % 50_000 === 49_999) bad = recount(ct)
+      if (k % 50_000 === 49_999) bad = ctAudit(ct)
     }
-    if (bad === '') bad = recount(ct)
+    if (bad === '') bad = ctAudit(ct)
     t.equal(bad, '', `seed ${seed}: after up to ${ops} random operations every count equals a recount of the table`)
     for (const p of PEERS) t.ok(ctPeerFragCount(ct, p) >= 0 && ctPeerCount(ct, p) >= 0, `seed ${seed}: peer ${p} counts are not negative`)
   }

@@ -11,7 +11,8 @@ import { MAX_SWITCHES, PathManager } from '../../src/agent/network/paths.js'
 import { parseIpv4 } from '../../src/common/ipv4.js'
 import { DIRECT_HOLD_MS, PF_FIELDS, PF_LAST_RX_DIRECT, PF_LAST_TX_ANY, createLayout, packEndpoint, views } from '../../src/ipc/layout.js'
 import { createLogger } from '../../src/log/logger.js'
-import { makeAnswer, makeProbe, pairKey, parsePath, relayBind, verifyPath } from '../../src/protocol/path-msg.js'
+import { makeAnswer, makeProbe, pairKey, parsePath, verifyPath } from '../../src/protocol/path-msg.js'
+import { relayBindDatagram } from '../../src/protocol/relay-msg.js'
 import { generateKeyPair } from '../../src/protocol/primitives.js'
 
 const ip = (s: string) => parseIpv4(s) as number
@@ -38,7 +39,7 @@ t.test('probe crypto: both sides derive one pair key; a probe verifies only from
     if (verifyPath(kb, bad)) t.fail(`byte ${i} flipped still verifies`)
   }
   t.ok(verifyPath(ka, makeAnswer(kb, p.nonce)), 'A verifies B’s answer')
-  t.equal(parsePath(relayBind('00'.repeat(16))), null, 'a bind request is not a path datagram an agent accepts')
+  t.equal(parsePath(relayBindDatagram('00'.repeat(16))), null, 'a bind request is not a path datagram an agent accepts')
 })
 
 /** A fake pair of agents: A and B, each with real shared memory for its one peer, and a network. */

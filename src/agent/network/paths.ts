@@ -24,11 +24,10 @@ import {
   makeProbe,
   pairKey,
   parsePath,
-  relayBind,
-  relayConfirm,
   verifyPath,
 } from '../../protocol/path-msg.js'
 import { intToIp, parseIpv4 } from '../../common/ipv4.js'
+import { relayBindDatagram, relayConfirmDatagram } from '../../protocol/relay-msg.js'
 import { C_RX_BYTES, C_TX_BYTES, DIRECT_HOLD_MS, packEndpoint } from '../../ipc/layout.js'
 import type { AgentLogger } from '../../log/logger.js'
 import type { PeerMemory } from '../peers/peer-memory.js'
@@ -282,7 +281,7 @@ export class PathManager {
   private bind(s: PeerPath): void {
     if (!s.relay) return
     s.relay.lastBindMs = this.now()
-    this.d.send(relayBind(s.relay.token), s.relay.at.ip, s.relay.at.port)
+    this.d.send(relayBindDatagram(s.relay.token), s.relay.at.ip, s.relay.at.port)
   }
 
   /** A path datagram the workers passed up (already through their gate). */
@@ -294,7 +293,7 @@ export class PathManager {
       // The relay asks us to prove we receive at this address before it binds us: echo its cookie.
       for (const s of this.byPeer.values()) {
         const r = s.relay
-        if (r && r.token === m.token && r.at.ip === ip && r.at.port === port) this.d.send(relayConfirm(m.token, m.cookie), ip, port)
+        if (r && r.token === m.token && r.at.ip === ip && r.at.port === port) this.d.send(relayConfirmDatagram(m.token, m.cookie), ip, port)
       }
       return
     }
