@@ -630,10 +630,32 @@ export class HubAdmin {
 
   // ------------------------------------------------------------ audit
 
+  /**
+   * The latest `limit` entries, oldest first; `actor` matches the actor exactly or its user part
+   * (`alice` finds `alice@portal`), `target` a system, key or policy named in the target, `q` any
+   * substring of the action or target.
+   */
   async auditLog(
     limit = 100,
+    f: { actor?: string; target?: string; q?: string } = {},
   ): Promise<Array<{ at: string; rev: number; actor: string; action: string; target: string; details: unknown }>> {
-    const rows = await this.store.db.selectFrom('audit').selectAll().orderBy('id', 'desc').limit(limit).execute()
+    const actor = f.actor?.trim().toLowerCase()
+    const target = f.target?.trim().toLowerCase()
+    const q = f.q?.trim().toLowerCase()
+    const keep = (r: { actor: string; action: string; target: string }) =>
+      (!actor || r.actor.toLowerCase() === actor || r.actor.toLowerCase().startsWith(`${actor}@`)) &&
+      (!target || r.target.toLowerCase().includes(target)) &&
+      (!q || r.action.toLowerCase().includes(q) || r.target.toLowerCase().includes(q))
+    // Newest first, a page at a time, until `limit` entries match (at most 100,000 rows read).
+    const rows: Array<{ id: number; at: string; rev: number; actor: string; action: string; target: string; details: string }> = []
+    let before = Number.MAX_SAFE_INTEGER
+    for (let read = 0; rows.length < limit && read < 100_000; ) {
+      const page = await this.store.db.selectFrom('audit').selectAll().where('id', '<', before).orderBy('id', 'desc').limit(1000).execute()
+      if (!page.length) break
+      read += page.length
+      before = page[page.length - 1].id
+      for (const r of page) if (rows.length < limit && keep(r)) rows.push(r)
+    }
     return rows
       .reverse()
       .map((r) => ({ at: r.at, rev: r.rev, actor: r.actor, action: r.action, target: r.target, details: JSON.parse(r.details) }))

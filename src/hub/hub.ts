@@ -56,6 +56,8 @@ import { type EntryCache, HubModel } from './model.js'
 import { HubStore } from './store.js'
 import { type RelayPairStats, UdpRelay } from './relay.js'
 import { FastRelay } from './fast-relay.js'
+import { DEFAULT_PORTAL_LISTEN, type PortalConfig, PortalServer } from './portal/server.js'
+import { type LiveInfo, liveInfo } from './portal/live.js'
 import type { AgentLogger as Logger } from '../log/logger.js'
 
 export const HUB_CONFIG = 'hub.json'
@@ -75,6 +77,8 @@ export interface HubConfig {
    * and for the whole hub in Mbit/s.
    */
   Relay?: { Enabled?: boolean; Ports?: string; PairMbit?: number; TotalMbit?: number }
+  /** The portal and admin API (issue 21): 127.0.0.1:8444 unless Listen says otherwise ("off": none). */
+  Portal?: PortalConfig
 }
 
 export function hubPaths(dataDir: string) {
@@ -345,6 +349,8 @@ export interface HubServerOptions {
   reflectPorts?: number[]
   /** The UDP relay (issue 20); none: peers that cannot go direct have no path. */
   relay?: RelayLike
+  /** Overrides hub.json's Portal.Listen (tests: 127.0.0.1:0; "off": no portal). */
+  portal?: string
 }
 
 export class HubServer extends EventEmitter {
@@ -453,6 +459,19 @@ export class HubServer extends EventEmitter {
     }
     await this.startReflect(host, this.opts.reflectPorts ?? cfg.ReflectPorts ?? (port ? [port, port + 1] : [0, 0]))
     this.relay = this.opts.relay ?? (cfg.Relay?.Enabled === false ? undefined : this.makeRelay(host, cfg.Relay))
+    const portalListen = this.opts.portal ?? cfg.Portal?.Listen ?? DEFAULT_PORTAL_LISTEN
+    if (portalListen !== 'off') {
+      const pl = parseListen(portalListen)
+      this.portal = new PortalServer({
+        store: this.store,
+        log,
+        host: pl.host,
+        port: pl.port,
+        trustProxy: cfg.Portal?.TrustProxy,
+        live: () => this.live(),
+      })
+      await this.portal.start()
+    }
     this.follow = setInterval(() => void this.followStore(), this.opts.followMs ?? 100)
     // A connection that answered nothing since the last ping (25 s) is gone: dropped, so that the
     // system reads as offline and its resources are freed.
@@ -570,7 +589,20 @@ export class HubServer extends EventEmitter {
     await this.admin.setEndpoint(conn.systemId, addr)
   }
 
+  /** The portal and admin API, when on. */
+  portal?: PortalServer
+
+  /** What the portal shows of connected systems: online, NAT class, relay pairs. */
+  live(): LiveInfo {
+    const ident = (id: number) => this.model.systems.get(id)?.identity ?? String(id)
+    return liveInfo(
+      [...this.conns.values()].map((c) => ({ identity: c.identity, nat: c.nat })),
+      [...this.pairs.values()].map(([a, b]) => [ident(a), ident(b)] as [string, string]),
+    )
+  }
+
   async stop(): Promise<void> {
+    await this.portal?.stop()
     await this.relay?.close()
     for (const s of this.reflectSockets) s.close()
     this.reflectSockets = []

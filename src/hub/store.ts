@@ -87,7 +87,42 @@ export interface HelloFloorTable {
   last_hello_ts: string
 }
 
+/** Portal accounts (issue 21): scrypt hashes, role admin or viewer. */
+export interface AdminTable {
+  id: Generated<number>
+  username: string
+  role: string
+  password: string
+  created_at: string
+}
+
+/** Portal sessions: only the SHA-256 of the cookie is stored, with the session's CSRF token. */
+export interface SessionTable {
+  id_sha256: string
+  admin_id: number
+  csrf: string
+  created_at: string
+  seen_at: string
+}
+
+/** API bearer tokens (`ehub_<id>_<secret>`): the secret's SHA-256 only. */
+export interface ApiTokenTable {
+  id: Generated<number>
+  token_id: string
+  secret_sha256: string
+  description: string
+  role: string
+  created_at: string
+  created_by: string
+  expires_at: string | null
+  revoked_at: string | null
+  last_used_at: string | null
+}
+
 export interface HubDb {
+  admins: AdminTable
+  sessions: SessionTable
+  api_tokens: ApiTokenTable
   hello_floors: HelloFloorTable
   meta: MetaTable
   systems: SystemTable
@@ -181,6 +216,39 @@ export const MIGRATIONS: Record<string, Migration> = {
         .createTable('hello_floors')
         .addColumn('public_key', 'varchar(64)', (c) => c.primaryKey())
         .addColumn('last_hello_ts', 'varchar(32)', (c) => c.notNull())
+        .execute()
+    },
+  },
+  '0003_portal': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('admins')
+        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('username', 'varchar(64)', (c) => c.notNull().unique())
+        .addColumn('role', 'varchar(16)', (c) => c.notNull())
+        .addColumn('password', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .execute()
+      await db.schema
+        .createTable('sessions')
+        .addColumn('id_sha256', 'varchar(64)', (c) => c.primaryKey())
+        .addColumn('admin_id', 'integer', (c) => c.notNull().references('admins.id').onDelete('cascade'))
+        .addColumn('csrf', 'varchar(64)', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('seen_at', 'text', (c) => c.notNull())
+        .execute()
+      await db.schema
+        .createTable('api_tokens')
+        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('token_id', 'varchar(16)', (c) => c.notNull().unique())
+        .addColumn('secret_sha256', 'varchar(64)', (c) => c.notNull())
+        .addColumn('description', 'text', (c) => c.notNull().unique())
+        .addColumn('role', 'varchar(16)', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('created_by', 'text', (c) => c.notNull())
+        .addColumn('expires_at', 'text')
+        .addColumn('revoked_at', 'text')
+        .addColumn('last_used_at', 'text')
         .execute()
     },
   },

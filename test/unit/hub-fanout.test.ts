@@ -25,7 +25,7 @@ let admin: HubAdmin
 
 t.before(async () => {
   await initHub(dir, '127.0.0.1:0')
-  hub = new HubServer({ dataDir: dir, listen: '127.0.0.1:0', log })
+  hub = new HubServer({ dataDir: dir, listen: '127.0.0.1:0', portal: 'off', log })
   await hub.start()
   store = await HubStore.open({ file: path.join(dir, 'hub.db') })
   admin = new HubAdmin(store, 'test')

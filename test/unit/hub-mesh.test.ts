@@ -26,7 +26,7 @@ const sent: Array<{ identity: string; type: string; bytes: number }> = []
 
 t.before(async () => {
   hubKey = (await initHub(dir, '127.0.0.1:0')).publicKey
-  hub = new HubServer({ dataDir: dir, listen: '127.0.0.1:0', log })
+  hub = new HubServer({ dataDir: dir, listen: '127.0.0.1:0', portal: 'off', log })
   await hub.start()
   hub.on('sent', (identity: string, type: string, bytes: number) => sent.push({ identity, type, bytes }))
   store = await HubStore.open({ file: path.join(dir, 'hub.db') })
@@ -175,7 +175,7 @@ t.test('an auto-approve key with tags: three agents enrol, get each other as pee
         t.ok(mesh.status(a).policy?.mode === 'enforce', 'and its policies')
         t.ok(await ping(a, b, 1000), 'and its tunnel, with the hub still down')
         const before = sent.length
-        hub = new HubServer({ dataDir: dir, listen: `127.0.0.1:${hub.port}`, log })
+        hub = new HubServer({ dataDir: dir, listen: `127.0.0.1:${hub.port}`, portal: 'off', log })
         hub.on('sent', (identity: string, type: string, bytes: number) => sent.push({ identity, type, bytes }))
         await hub.start()
         await mesh.until('a and b reconnected', () => [a, b].every((n) => mesh.status(n).hub?.state === 'up'), 15_000)

@@ -29,7 +29,7 @@ let hubKey: string
 
 t.before(async () => {
   hubKey = (await initHub(dir, '127.0.0.1:0')).publicKey
-  hub = new HubServer({ dataDir: dir, listen: '127.0.0.1:0', log, reflectPorts: [] })
+  hub = new HubServer({ dataDir: dir, listen: '127.0.0.1:0', portal: 'off', log, reflectPorts: [] })
   await hub.start()
   store = await HubStore.open({ file: path.join(dir, 'hub.db') })
   admin = new HubAdmin(store, 'preauth-test')

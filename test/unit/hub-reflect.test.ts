@@ -37,7 +37,7 @@ t.test('a hub and a hub link on loopback: discovery, the endpoint, and what stra
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `enclave-reflect-${process.pid}-`))
   const log = createLogger(4, 'logfmt', { out: { write: () => undefined } })
   const hubKey = (await initHub(path.join(dir, 'hub'), '127.0.0.1:0')).publicKey
-  const hub = new HubServer({ dataDir: path.join(dir, 'hub'), listen: '127.0.0.1:0', log, reflectPorts: [0, 0] })
+  const hub = new HubServer({ dataDir: path.join(dir, 'hub'), listen: '127.0.0.1:0', portal: 'off', log, reflectPorts: [0, 0] })
   await hub.start()
   const store = await HubStore.open({ file: path.join(dir, 'hub', 'hub.db') })
   const admin = new HubAdmin(store, 'test')

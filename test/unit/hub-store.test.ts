@@ -80,7 +80,12 @@ t.test('enrolment keys: shown once, stored hashed, uses counted, revoked and exp
 
 t.test('concurrent enrolments over the network never over-use a key', async (t) => {
   const h = await freshHub()
-  const hub = new HubServer({ dataDir: h.dir, listen: '127.0.0.1:0', log: createLogger(0, 'logfmt', { out: { write: () => {} } }) })
+  const hub = new HubServer({
+    dataDir: h.dir,
+    listen: '127.0.0.1:0',
+    portal: 'off',
+    log: createLogger(0, 'logfmt', { out: { write: () => {} } }),
+  })
   await hub.start()
   t.teardown(() => hub.stop())
   const k = await h.admin.createKey('five', { autoApprove: true, uses: 5 })

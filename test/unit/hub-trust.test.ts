@@ -47,7 +47,7 @@ const sent: Array<{ identity: string; type: string; bytes: number }> = []
 
 t.before(async () => {
   hubKey = (await initHub(dir, '127.0.0.1:0')).publicKey
-  hub = new HubServer({ dataDir: dir, listen: '127.0.0.1:0', log })
+  hub = new HubServer({ dataDir: dir, listen: '127.0.0.1:0', portal: 'off', log })
   await hub.start()
   hub.on('sent', (identity: string, type: string, bytes: number) => sent.push({ identity, type, bytes }))
   store = await HubStore.open({ file: path.join(dir, 'hub.db') })
@@ -181,7 +181,7 @@ t.test('F2: an enrolled agent cannot make the hub send full maps without limit (
 })
 
 t.test("F4: a benign agent reaching the hub over IPv6 must not poison other agents' maps", async (t) => {
-  const hub6 = new HubServer({ dataDir: dir, listen: '[::1]:0', log })
+  const hub6 = new HubServer({ dataDir: dir, listen: '[::1]:0', portal: 'off', log })
   try {
     await hub6.start()
   } catch (e) {

@@ -12,6 +12,9 @@ export default class HubServe extends BaseCommand {
   static override flags = {
     ...dataDirFlag,
     listen: Flags.string({ description: "address:port to listen on instead of hub.json's Listen" }),
+    portal: Flags.string({
+      description: "address:port of the portal and admin API instead of hub.json's Portal.Listen (default 127.0.0.1:8444; off: none)",
+    }),
     verbosity: Flags.string({ char: 'v', description: `log level: ${LOG_LEVELS_TEXT}`, default: '1' }),
   }
 
@@ -20,7 +23,7 @@ export default class HubServe extends BaseCommand {
     const level = parseLogLevel(flags.verbosity)
     if (level === undefined) throw new EnclaveError('EUSAGE', `-v ${flags.verbosity}: use ${LOG_LEVELS_TEXT}`, 2)
     const log = createLogger(level)
-    const hub = new HubServer({ dataDir: hubDir(flags['data-dir']), listen: flags.listen, log })
+    const hub = new HubServer({ dataDir: hubDir(flags['data-dir']), listen: flags.listen, portal: flags.portal, log })
     await hub.start()
     await new Promise<void>((resolve) => {
       process.once('SIGINT', resolve)
