@@ -77,6 +77,8 @@ export interface HubConfig {
    * and for the whole hub in Mbit/s.
    */
   Relay?: { Enabled?: boolean; Ports?: string; PairMbit?: number; TotalMbit?: number }
+  /** The URL agents enrol with, for the portal's join command (default http://<Listen>). */
+  PublicUrl?: string
   /** The portal and admin API (issue 21): 127.0.0.1:8444 unless Listen says otherwise ("off": none). */
   Portal?: PortalConfig
 }
@@ -469,6 +471,10 @@ export class HubServer extends EventEmitter {
         port: pl.port,
         trustProxy: cfg.Portal?.TrustProxy,
         live: () => this.live(),
+        hub: () => ({
+          url: cfg.PublicUrl ?? `http://${this.address.includes(':') ? `[${this.address}]` : this.address}:${this.port}`,
+          publicKey: this.publicKey,
+        }),
       })
       await this.portal.start()
     }

@@ -41,6 +41,8 @@ export interface PortalOptions {
   port: number
   trustProxy?: boolean
   live?: () => LiveInfo
+  /** What agents enrol with: the hub's URL and public key (for the join command). */
+  hub?: () => { url: string; publicKey: string }
   now?: () => number
 }
 
@@ -56,6 +58,7 @@ export interface PageRequest {
   admin: HubAdmin
   auth: HubAuth
   live: LiveInfo
+  hub: { url: string; publicKey: string }
   flash?: Flash
 }
 
@@ -246,6 +249,7 @@ export class PortalServer {
       admin,
       auth: this.auth,
       live: (this.opts.live ?? (() => NO_LIVE))(),
+      hub: this.opts.hub?.() ?? { url: 'http://<hub>:8443', publicKey: '<hub public key>' },
       flash: method === 'GET' ? flash : undefined,
     }
     let out: PageResult
