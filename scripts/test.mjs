@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Runs the suite in its three parts and ends with one plain summary line that any CI reads:
 // "tests: N passed, N failed, N skipped". Parts: `unit` (no root; files in parallel), `cli` (the real
-// bin/run.js) and `netns` (root: real TUN, namespaces, iptables, wireguard-go; one file at a time).
+// bin/run.js), `browser` (the hub's portal in Debian's chromium through playwright-core) and `netns` (root: real TUN, namespaces, iptables, wireguard-go; one file at a time).
 // `node scripts/test.mjs unit cli` runs some; extra tap arguments follow `--`.
 // With ENCLAVE_REQUIRE_ALL=1 (CI: root, every tool installed) a skipped test fails the run.
 import { spawn } from 'node:child_process'
@@ -9,6 +9,7 @@ import { spawn } from 'node:child_process'
 const PARTS = {
   unit: { files: 'test/unit/*.test.ts', jobs: 2 },
   cli: { files: 'test/cli/*.test.ts', jobs: 1 },
+  browser: { files: 'test/browser/*.test.ts', jobs: 1 },
   netns: { files: 'test/netns/*.test.ts', jobs: 1 },
 }
 const argv = process.argv.slice(2)
