@@ -470,6 +470,7 @@ export class HubServer extends EventEmitter {
         host: pl.host,
         port: pl.port,
         trustProxy: cfg.Portal?.TrustProxy,
+        hosts: cfg.Portal?.Hosts,
         live: () => this.live(),
         hub: () => ({
           url: cfg.PublicUrl ?? `http://${this.address.includes(':') ? `[${this.address}]` : this.address}:${this.port}`,

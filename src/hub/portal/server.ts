@@ -12,7 +12,7 @@
  */
 import crypto from 'node:crypto'
 import http from 'node:http'
-import type net from 'node:net'
+import net from 'node:net'
 import { EnclaveError } from '../../errors.js'
 import type { AgentLogger as Logger } from '../../log/logger.js'
 import { HubAdmin } from '../admin.js'
@@ -32,6 +32,11 @@ export interface PortalConfig {
   Listen?: string
   /** Behind a TLS proxy: trust its X-Forwarded-For (client address) and X-Forwarded-Proto (Secure cookie). */
   TrustProxy?: boolean
+  /**
+   * Host names the portal answers to besides IP addresses and localhost (the name a TLS proxy passes
+   * on): a request for any other name is refused, so a web page cannot reach the portal by DNS rebinding.
+   */
+  Hosts?: string[]
 }
 
 export interface PortalOptions {
@@ -40,6 +45,8 @@ export interface PortalOptions {
   host: string
   port: number
   trustProxy?: boolean
+  /** Portal.Hosts. */
+  hosts?: string[]
   live?: () => LiveInfo
   /** What agents enrol with: the hub's URL and public key (for the join command). */
   hub?: () => { url: string; publicKey: string }
@@ -85,7 +92,8 @@ function parseCookies(h: string | undefined): Map<string, string> {
 
 /** A local path to go back to (never another site: `//host` and `/\host` are refused). */
 export function localPath(s: string | null | undefined, fallback = '/'): string {
-  if (!s?.startsWith('/') || s.startsWith('//') || s.startsWith('/\\') || /[\r\n]/.test(s)) return fallback
+  // Browsers drop tabs and newlines inside URLs and read "\\" as "/": "/\t/evil" would become "//evil".
+  if (!s?.startsWith('/') || s.startsWith('//') || [...s].some((c) => c <= ' ' || c === '\x7f' || c === '\\')) return fallback
   return s
 }
 
@@ -200,6 +208,12 @@ export class PortalServer {
       return
     }
     const path = url.pathname
+    if (!this.hostAllowed(req.headers.host))
+      return this.text(
+        res,
+        421,
+        `This portal does not answer to the host name "${String(req.headers.host ?? '').slice(0, 100)}": add it to hub.json Portal.Hosts.`,
+      )
     if (path === '/api/v1' || path.startsWith('/api/v1/')) return this.api(req, res, url)
     if (path === '/static/portal.css' && req.method === 'GET') {
       res.writeHead(200, { 'content-type': 'text/css; charset=utf-8', 'cache-control': 'max-age=3600' })
@@ -269,6 +283,16 @@ export class PortalServer {
       return this.redirect(res, out.redirect)
     }
     this.send(res, out.status ?? 200, out.html)
+  }
+
+  /** An IP address, localhost, or a name in Portal.Hosts (no Host header: HTTP/1.0, allowed). */
+  private hostAllowed(h: string | undefined): boolean {
+    if (h === undefined) return true
+    const m = /^(\[[0-9a-fA-F:.]+\]|[^:]+)(?::\d+)?$/.exec(h.trim())
+    if (!m) return false
+    const name = m[1].toLowerCase()
+    if (name.startsWith('[') || net.isIP(name) || name === 'localhost') return true
+    return (this.opts.hosts ?? []).some((x) => x.toLowerCase() === name)
   }
 
   /** Where a refused form goes back to: the page that sent it (same site only), else its own path. */
