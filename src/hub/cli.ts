@@ -9,8 +9,7 @@ import path from 'node:path'
 import { Flags } from '@oclif/core'
 import { EnclaveError } from '../errors.js'
 import { HubAdmin } from './admin.js'
-import { hubPaths } from './hub.js'
-import { HubStore } from './store.js'
+import { openHubStore } from './hub.js'
 
 export const DEFAULT_HUB_DIR = '/var/lib/enclave-hub'
 
@@ -25,7 +24,6 @@ export const dataDirFlag = {
 /** Runs `fn` with the hub's data, as the current user (root or the hub's user). */
 export async function withHub<T>(dataDir: string | undefined, fn: (admin: HubAdmin) => Promise<T>): Promise<T> {
   const dir = hubDir(dataDir)
-  const file = hubPaths(dir).db
   try {
     fs.accessSync(dir, fs.constants.R_OK | fs.constants.W_OK | fs.constants.X_OK)
   } catch (e) {
@@ -34,7 +32,7 @@ export async function withHub<T>(dataDir: string | undefined, fn: (admin: HubAdm
       throw new EnclaveError('ENOHUB', `no hub in ${dir}: run \`enclave hub init --data-dir ${dir} --listen <ip:port>\` first`)
     throw new EnclaveError('EACCES', `cannot use the hub in ${dir}: hub administration needs root or the hub's user`)
   }
-  const store = await HubStore.open({ file })
+  const store = await openHubStore(dir)
   try {
     const actor = `${process.env.SUDO_USER || process.env.USER || `uid ${process.getuid?.()}`}@cli`
     return await fn(new HubAdmin(store, actor))

@@ -53,7 +53,7 @@ import {
 import { HubAdmin, loadModel } from './admin.js'
 import { REFLECT_TOKEN_BYTES, parseReflect } from '../hubproto/reflect.js'
 import { type EntryCache, HubModel } from './model.js'
-import { HubStore } from './store.js'
+import { type Engine, HubStore } from './store.js'
 import { type RelayPairStats, UdpRelay } from './relay.js'
 import { FastRelay } from './fast-relay.js'
 import { DEFAULT_PORTAL_LISTEN, type PortalConfig, PortalServer } from './portal/server.js'
@@ -77,6 +77,8 @@ export interface HubConfig {
    * and for the whole hub in Mbit/s.
    */
   Relay?: { Enabled?: boolean; Ports?: string; PairMbit?: number; TotalMbit?: number }
+  /** The database: SQLite in the data directory (the default), or PostgreSQL for several replicas. */
+  Store?: { Engine: Engine; Url?: string }
   /** The URL agents enrol with, for the portal's join command (default http://<Listen>). */
   PublicUrl?: string
   /** The portal and admin API (issue 21): 127.0.0.1:8444 unless Listen says otherwise ("off": none). */
@@ -87,25 +89,72 @@ export function hubPaths(dataDir: string) {
   return { config: path.join(dataDir, HUB_CONFIG), key: path.join(dataDir, HUB_KEY), db: path.join(dataDir, HUB_DB) }
 }
 
-/** `enclave hub init`: key pair, database, configuration. Refuses to overwrite an existing hub. */
-export async function initHub(dataDir: string, listen: string): Promise<{ publicKey: string; listen: string; dataDir: string }> {
+/**
+ * `enclave hub init`: key pair, database, configuration. Refuses to overwrite an existing hub. With
+ * `postgresUrl` the database is PostgreSQL (hub.json `Store`); a database that already holds a hub is
+ * refused too.
+ */
+export async function initHub(
+  dataDir: string,
+  listen: string,
+  o: { postgresUrl?: string } = {},
+): Promise<{ publicKey: string; listen: string; dataDir: string; store: Engine }> {
   parseListen(listen)
   const p = hubPaths(dataDir)
   if (fs.existsSync(p.key) || fs.existsSync(p.db))
     throw new EnclaveError('EEXIST', `a hub already exists in ${dataDir} (its key and database are kept); use another --data-dir`)
   fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 })
   fs.chmodSync(dataDir, 0o700)
-  const kp = generateKeyPair()
-  writeFileAtomic(p.key, `${kp.privateKey.toString('base64')}\n`)
-  writeFileAtomic(p.config, `${JSON.stringify({ Listen: listen }, null, 2)}\n`)
-  const store = await HubStore.open({ file: p.db, create: true })
+  const store = await HubStore.open(o.postgresUrl ? { postgresUrl: o.postgresUrl } : { file: p.db, create: true })
   try {
+    if ((await store.getMeta('rev')) !== undefined)
+      throw new EnclaveError('EEXIST', `the database ${store.file} already holds a hub; give each hub its own database`)
+    const kp = generateKeyPair()
+    writeFileAtomic(p.key, `${kp.privateKey.toString('base64')}\n`)
+    const cfg: HubConfig = { Listen: listen, ...(o.postgresUrl ? { Store: { Engine: 'postgres', Url: o.postgresUrl } } : {}) }
+    writeFileAtomic(p.config, `${JSON.stringify(cfg, null, 2)}\n`)
     await store.setMeta('rev', '0')
     await store.setMeta('epoch', generateKeyPair().publicKey.toString('hex').slice(0, 16))
+    return { publicKey: kp.publicKey.toString('base64'), listen, dataDir, store: store.engine }
   } finally {
     await store.close()
   }
-  return { publicKey: kp.publicKey.toString('base64'), listen, dataDir }
+}
+
+/** hub.json, read and checked enough to start (the file name in every error). */
+export function readHubConfig(dataDir: string): HubConfig {
+  const file = hubPaths(dataDir).config
+  let text: string
+  try {
+    text = fs.readFileSync(file, 'utf8')
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code
+    if (code === 'ENOENT') throw new EnclaveError('ENOHUB', `no hub in ${dataDir} (${file} is missing): run \`enclave hub init\` first`)
+    throw new EnclaveError('EACCES', `cannot read ${file}: ${(e as Error).message}`)
+  }
+  let cfg: HubConfig
+  try {
+    cfg = JSON.parse(text)
+  } catch (e) {
+    throw new EnclaveError('ECONFIG', `${file}: not JSON (${(e as Error).message})`)
+  }
+  if (!cfg || typeof cfg !== 'object' || typeof cfg.Listen !== 'string')
+    throw new EnclaveError('ECONFIG', `${file}: $.Listen: must be "address:port"`)
+  const st = cfg.Store
+  if (st !== undefined) {
+    if (typeof st !== 'object' || (st.Engine !== 'sqlite' && st.Engine !== 'postgres'))
+      throw new EnclaveError('ECONFIG', `${file}: $.Store.Engine: must be "sqlite" or "postgres"`)
+    if (st.Engine === 'postgres' && typeof st.Url !== 'string' && !process.env.ENCLAVE_HUB_POSTGRES_URL)
+      throw new EnclaveError('ECONFIG', `${file}: $.Store.Url: a postgres:// URL (or set ENCLAVE_HUB_POSTGRES_URL)`)
+  }
+  return cfg
+}
+
+/** The hub's store as hub.json says: its SQLite file, or PostgreSQL ($ENCLAVE_HUB_POSTGRES_URL overrides the URL). */
+export async function openHubStore(dataDir: string, cfg: HubConfig = readHubConfig(dataDir)): Promise<HubStore> {
+  if (cfg.Store?.Engine === 'postgres')
+    return HubStore.open({ postgresUrl: process.env.ENCLAVE_HUB_POSTGRES_URL || (cfg.Store.Url as string) })
+  return HubStore.open({ file: hubPaths(dataDir).db })
 }
 
 export function parseListen(s: string): { host: string; port: number } {
@@ -400,10 +449,9 @@ export class HubServer extends EventEmitter {
   async start(): Promise<void> {
     const { dataDir, log } = this.opts
     this.key = readHubKey(dataDir)
-    const paths = hubPaths(dataDir)
-    const cfg = JSON.parse(fs.readFileSync(paths.config, 'utf8')) as HubConfig
+    const cfg = readHubConfig(dataDir)
     const { host, port } = parseListen(this.opts.listen ?? cfg.Listen)
-    this.store = await HubStore.open({ file: paths.db })
+    this.store = await openHubStore(dataDir, cfg)
     this.admin = new HubAdmin(this.store, 'hub')
     this.rev = await this.store.revision()
     this.modelRev = this.rev

@@ -10,7 +10,18 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import Database from 'better-sqlite3'
-import { type Generated, Kysely, type Migration, Migrator, SqliteDialect, type Transaction, sql } from 'kysely'
+import {
+  type ColumnDefinitionBuilder,
+  type Generated,
+  Kysely,
+  type Migration,
+  Migrator,
+  PostgresDialect,
+  SqliteDialect,
+  type Transaction,
+  sql,
+} from 'kysely'
+import pg from 'pg'
 import { EnclaveError } from '../errors.js'
 
 export interface MetaTable {
@@ -134,171 +145,230 @@ export interface HubDb {
 
 export type Tx = Transaction<HubDb> | Kysely<HubDb>
 
-/** Forward-only migrations; the Migrator records which ran and locks itself. */
-export const MIGRATIONS: Record<string, Migration> = {
-  '0001_initial': {
-    async up(db: Kysely<unknown>) {
-      await db.schema
-        .createTable('meta')
-        .addColumn('key', 'varchar(64)', (c) => c.primaryKey())
-        .addColumn('value', 'text', (c) => c.notNull())
-        .execute()
-      await db.schema
-        .createTable('systems')
-        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
-        .addColumn('public_key', 'varchar(64)', (c) => c.notNull().unique())
-        .addColumn('identity', 'varchar(8)', (c) => c.notNull().unique())
-        .addColumn('virtual_address', 'bigint', (c) => c.notNull().unique())
-        .addColumn('hostname', 'text', (c) => c.notNull())
-        .addColumn('state', 'varchar(16)', (c) => c.notNull())
-        .addColumn('tags', 'text', (c) => c.notNull())
-        .addColumn('ephemeral', 'integer', (c) => c.notNull())
-        .addColumn('enrolment_key_id', 'integer')
-        .addColumn('enrolled_at', 'text', (c) => c.notNull())
-        .addColumn('approved_at', 'text')
-        .addColumn('approved_by', 'text')
-        .addColumn('last_seen_at', 'text')
-        .addColumn('allow_gateway', 'integer', (c) => c.notNull())
-        .addColumn('accept_default_route', 'integer', (c) => c.notNull())
-        .addColumn('last_hello_ts', 'varchar(32)', (c) => c.notNull())
-        .addColumn('listen_port', 'integer', (c) => c.notNull())
-        .addColumn('endpoint', 'text')
-        .addColumn('advertised_routes', 'text', (c) => c.notNull())
-        .execute()
-      await db.schema
-        .createTable('enrolment_keys')
-        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
-        .addColumn('key_id', 'varchar(8)', (c) => c.notNull().unique())
-        .addColumn('secret_sha256', 'varchar(64)', (c) => c.notNull())
-        .addColumn('description', 'text', (c) => c.notNull().unique())
-        .addColumn('auto_approve', 'integer', (c) => c.notNull())
-        .addColumn('ephemeral', 'integer', (c) => c.notNull())
-        .addColumn('uses_remaining', 'integer')
-        .addColumn('used_count', 'integer', (c) => c.notNull())
-        .addColumn('expires_at', 'text')
-        .addColumn('enabled', 'integer', (c) => c.notNull())
-        .addColumn('tags', 'text', (c) => c.notNull())
-        .addColumn('created_at', 'text', (c) => c.notNull())
-        .addColumn('created_by', 'text', (c) => c.notNull())
-        .execute()
-      await db.schema
-        .createTable('policies')
-        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
-        .addColumn('description', 'text', (c) => c.notNull().unique())
-        .addColumn('enabled', 'integer', (c) => c.notNull())
-        .addColumn('body', 'text', (c) => c.notNull())
-        .addColumn('updated_rev', 'integer', (c) => c.notNull())
-        .execute()
-      await db.schema
-        .createTable('routes')
-        .addColumn('system_id', 'integer', (c) => c.notNull().references('systems.id').onDelete('cascade'))
-        .addColumn('cidr', 'varchar(20)', (c) => c.notNull())
-        .addColumn('source', 'varchar(8)', (c) => c.notNull())
-        .addColumn('approved', 'integer', (c) => c.notNull())
-        .addPrimaryKeyConstraint('routes_pk', ['system_id', 'cidr'])
-        .execute()
-      await db.schema
-        .createTable('audit')
-        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
-        .addColumn('at', 'text', (c) => c.notNull())
-        .addColumn('rev', 'integer', (c) => c.notNull())
-        .addColumn('actor', 'text', (c) => c.notNull())
-        .addColumn('action', 'text', (c) => c.notNull())
-        .addColumn('target', 'text', (c) => c.notNull())
-        .addColumn('details', 'text', (c) => c.notNull())
-        .execute()
-      await db.schema.createIndex('audit_at').on('audit').column('at').execute()
+export type Engine = 'sqlite' | 'postgres'
+
+/**
+ * Forward-only migrations, the same for both engines (an id column is SQLite's `integer primary key
+ * autoincrement` or PostgreSQL's `serial primary key`); the Migrator records which ran and locks itself.
+ */
+export function migrations(engine: Engine): Record<string, Migration> {
+  const ID =
+    engine === 'postgres'
+      ? { type: 'serial' as const, def: (c: ColumnDefinitionBuilder) => c.primaryKey() }
+      : { type: 'integer' as const, def: (c: ColumnDefinitionBuilder) => c.primaryKey().autoIncrement() }
+  return {
+    '0001_initial': {
+      async up(db: Kysely<unknown>) {
+        await db.schema
+          .createTable('meta')
+          .addColumn('key', 'varchar(64)', (c) => c.primaryKey())
+          .addColumn('value', 'text', (c) => c.notNull())
+          .execute()
+        await db.schema
+          .createTable('systems')
+          .addColumn('id', ID.type, ID.def)
+          .addColumn('public_key', 'varchar(64)', (c) => c.notNull().unique())
+          .addColumn('identity', 'varchar(8)', (c) => c.notNull().unique())
+          .addColumn('virtual_address', 'bigint', (c) => c.notNull().unique())
+          .addColumn('hostname', 'text', (c) => c.notNull())
+          .addColumn('state', 'varchar(16)', (c) => c.notNull())
+          .addColumn('tags', 'text', (c) => c.notNull())
+          .addColumn('ephemeral', 'integer', (c) => c.notNull())
+          .addColumn('enrolment_key_id', 'integer')
+          .addColumn('enrolled_at', 'text', (c) => c.notNull())
+          .addColumn('approved_at', 'text')
+          .addColumn('approved_by', 'text')
+          .addColumn('last_seen_at', 'text')
+          .addColumn('allow_gateway', 'integer', (c) => c.notNull())
+          .addColumn('accept_default_route', 'integer', (c) => c.notNull())
+          .addColumn('last_hello_ts', 'varchar(32)', (c) => c.notNull())
+          .addColumn('listen_port', 'integer', (c) => c.notNull())
+          .addColumn('endpoint', 'text')
+          .addColumn('advertised_routes', 'text', (c) => c.notNull())
+          .execute()
+        await db.schema
+          .createTable('enrolment_keys')
+          .addColumn('id', ID.type, ID.def)
+          .addColumn('key_id', 'varchar(8)', (c) => c.notNull().unique())
+          .addColumn('secret_sha256', 'varchar(64)', (c) => c.notNull())
+          .addColumn('description', 'text', (c) => c.notNull().unique())
+          .addColumn('auto_approve', 'integer', (c) => c.notNull())
+          .addColumn('ephemeral', 'integer', (c) => c.notNull())
+          .addColumn('uses_remaining', 'integer')
+          .addColumn('used_count', 'integer', (c) => c.notNull())
+          .addColumn('expires_at', 'text')
+          .addColumn('enabled', 'integer', (c) => c.notNull())
+          .addColumn('tags', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('created_by', 'text', (c) => c.notNull())
+          .execute()
+        await db.schema
+          .createTable('policies')
+          .addColumn('id', ID.type, ID.def)
+          .addColumn('description', 'text', (c) => c.notNull().unique())
+          .addColumn('enabled', 'integer', (c) => c.notNull())
+          .addColumn('body', 'text', (c) => c.notNull())
+          .addColumn('updated_rev', 'integer', (c) => c.notNull())
+          .execute()
+        await db.schema
+          .createTable('routes')
+          .addColumn('system_id', 'integer', (c) => c.notNull().references('systems.id').onDelete('cascade'))
+          .addColumn('cidr', 'varchar(20)', (c) => c.notNull())
+          .addColumn('source', 'varchar(8)', (c) => c.notNull())
+          .addColumn('approved', 'integer', (c) => c.notNull())
+          .addPrimaryKeyConstraint('routes_pk', ['system_id', 'cidr'])
+          .execute()
+        await db.schema
+          .createTable('audit')
+          .addColumn('id', ID.type, ID.def)
+          .addColumn('at', 'text', (c) => c.notNull())
+          .addColumn('rev', 'integer', (c) => c.notNull())
+          .addColumn('actor', 'text', (c) => c.notNull())
+          .addColumn('action', 'text', (c) => c.notNull())
+          .addColumn('target', 'text', (c) => c.notNull())
+          .addColumn('details', 'text', (c) => c.notNull())
+          .execute()
+        await db.schema.createIndex('audit_at').on('audit').column('at').execute()
+      },
     },
-  },
-  '0002_hello_floors': {
-    async up(db: Kysely<unknown>) {
-      await db.schema
-        .createTable('hello_floors')
-        .addColumn('public_key', 'varchar(64)', (c) => c.primaryKey())
-        .addColumn('last_hello_ts', 'varchar(32)', (c) => c.notNull())
-        .execute()
+    '0002_hello_floors': {
+      async up(db: Kysely<unknown>) {
+        await db.schema
+          .createTable('hello_floors')
+          .addColumn('public_key', 'varchar(64)', (c) => c.primaryKey())
+          .addColumn('last_hello_ts', 'varchar(32)', (c) => c.notNull())
+          .execute()
+      },
     },
-  },
-  '0003_portal': {
-    async up(db: Kysely<unknown>) {
-      await db.schema
-        .createTable('admins')
-        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
-        .addColumn('username', 'varchar(64)', (c) => c.notNull().unique())
-        .addColumn('role', 'varchar(16)', (c) => c.notNull())
-        .addColumn('password', 'text', (c) => c.notNull())
-        .addColumn('created_at', 'text', (c) => c.notNull())
-        .execute()
-      await db.schema
-        .createTable('sessions')
-        .addColumn('id_sha256', 'varchar(64)', (c) => c.primaryKey())
-        .addColumn('admin_id', 'integer', (c) => c.notNull().references('admins.id').onDelete('cascade'))
-        .addColumn('csrf', 'varchar(64)', (c) => c.notNull())
-        .addColumn('created_at', 'text', (c) => c.notNull())
-        .addColumn('seen_at', 'text', (c) => c.notNull())
-        .execute()
-      await db.schema
-        .createTable('api_tokens')
-        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
-        .addColumn('token_id', 'varchar(16)', (c) => c.notNull().unique())
-        .addColumn('secret_sha256', 'varchar(64)', (c) => c.notNull())
-        .addColumn('description', 'text', (c) => c.notNull().unique())
-        .addColumn('role', 'varchar(16)', (c) => c.notNull())
-        .addColumn('created_at', 'text', (c) => c.notNull())
-        .addColumn('created_by', 'text', (c) => c.notNull())
-        .addColumn('expires_at', 'text')
-        .addColumn('revoked_at', 'text')
-        .addColumn('last_used_at', 'text')
-        .execute()
+    '0003_portal': {
+      async up(db: Kysely<unknown>) {
+        await db.schema
+          .createTable('admins')
+          .addColumn('id', ID.type, ID.def)
+          .addColumn('username', 'varchar(64)', (c) => c.notNull().unique())
+          .addColumn('role', 'varchar(16)', (c) => c.notNull())
+          .addColumn('password', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute()
+        await db.schema
+          .createTable('sessions')
+          .addColumn('id_sha256', 'varchar(64)', (c) => c.primaryKey())
+          .addColumn('admin_id', 'integer', (c) => c.notNull().references('admins.id').onDelete('cascade'))
+          .addColumn('csrf', 'varchar(64)', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('seen_at', 'text', (c) => c.notNull())
+          .execute()
+        await db.schema
+          .createTable('api_tokens')
+          .addColumn('id', ID.type, ID.def)
+          .addColumn('token_id', 'varchar(16)', (c) => c.notNull().unique())
+          .addColumn('secret_sha256', 'varchar(64)', (c) => c.notNull())
+          .addColumn('description', 'text', (c) => c.notNull().unique())
+          .addColumn('role', 'varchar(16)', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('created_by', 'text', (c) => c.notNull())
+          .addColumn('expires_at', 'text')
+          .addColumn('revoked_at', 'text')
+          .addColumn('last_used_at', 'text')
+          .execute()
+      },
     },
-  },
+  }
 }
 
 export interface StoreOptions {
   /** SQLite database file. */
-  file: string
+  file?: string
+  /** PostgreSQL instead: postgres://user:pass@host:5432/db or postgresql:///db?host=/run/postgresql (a socket). */
+  postgresUrl?: string
   /** Create the file (hub init); otherwise it must exist. */
   create?: boolean
 }
 
+/** A PostgreSQL URL without its password, for messages and logs. */
+export function redactUrl(u: string): string {
+  try {
+    const x = new URL(u)
+    if (x.password) x.password = '***'
+    return x.toString()
+  } catch {
+    return '(an unreadable URL)'
+  }
+}
+
+/** Every write transaction of a PostgreSQL hub takes this lock first: writes commit one at a time, as in SQLite. */
+export const PG_WRITE_LOCK = 0x656e636c
+
 export class HubStore {
   private constructor(
     readonly db: Kysely<HubDb>,
-    private readonly raw: Database.Database,
+    readonly engine: Engine,
+    private readonly raw: Database.Database | null,
+    /** The SQLite file, or the PostgreSQL URL without its password. */
     readonly file: string,
+    readonly pool: pg.Pool | null = null,
   ) {}
 
   static async open(opts: StoreOptions): Promise<HubStore> {
-    if (!opts.create && !fs.existsSync(opts.file))
-      throw new EnclaveError(
-        'ENOHUB',
-        `no hub database at ${opts.file}: run \`enclave hub init --data-dir ${path.dirname(opts.file)}\` first`,
-      )
+    if (opts.postgresUrl) return HubStore.openPostgres(opts.postgresUrl)
+    const file = opts.file as string
+    if (!opts.create && !fs.existsSync(file))
+      throw new EnclaveError('ENOHUB', `no hub database at ${file}: run \`enclave hub init --data-dir ${path.dirname(file)}\` first`)
     let raw: Database.Database
     try {
-      raw = new Database(opts.file, { fileMustExist: !opts.create })
+      raw = new Database(file, { fileMustExist: !opts.create })
     } catch (e) {
       const err = e as NodeJS.ErrnoException
       throw new EnclaveError(
         err.code === 'SQLITE_CANTOPEN' ? 'EPERM' : 'ESTORE',
-        `cannot open the hub database ${opts.file}: ${err.message}${err.code === 'SQLITE_CANTOPEN' ? ' (hub administration needs the hub user or root)' : ''}`,
+        `cannot open the hub database ${file}: ${err.message}${err.code === 'SQLITE_CANTOPEN' ? ' (hub administration needs the hub user or root)' : ''}`,
       )
     }
-    if (opts.create) fs.chmodSync(opts.file, 0o600)
+    if (opts.create) fs.chmodSync(file, 0o600)
     raw.pragma('journal_mode = WAL')
     raw.pragma('synchronous = NORMAL')
     raw.pragma('foreign_keys = ON')
     raw.pragma('busy_timeout = 5000')
     const db = new Kysely<HubDb>({ dialect: new SqliteDialect({ database: raw }) })
-    const store = new HubStore(db, raw, opts.file)
+    const store = new HubStore(db, 'sqlite', raw, file)
     await store.migrate()
     return store
   }
 
+  private static async openPostgres(url: string): Promise<HubStore> {
+    const pool = new pg.Pool({
+      connectionString: url,
+      max: 8,
+      connectionTimeoutMillis: 5000,
+      // bigint (addresses) and counts as numbers: every value the hub keeps fits in 2^53.
+      types: {
+        getTypeParser: ((oid: number, format?: string) =>
+          oid === 20 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+      },
+    })
+    // An idle connection that breaks (PostgreSQL restarted) is dropped from the pool, not thrown.
+    pool.on('error', () => undefined)
+    const store = new HubStore(new Kysely<HubDb>({ dialect: new PostgresDialect({ pool }) }), 'postgres', null, redactUrl(url), pool)
+    try {
+      await store.migrate()
+    } catch (e) {
+      await store.close()
+      throw e
+    }
+    return store
+  }
+
   async migrate(): Promise<string[]> {
-    const migrator = new Migrator({ db: this.db, provider: { getMigrations: async () => MIGRATIONS } })
-    const { error, results } = await migrator.migrateToLatest()
-    if (error) throw new EnclaveError('ESTORE', `hub database migration failed: ${(error as Error).message}`)
+    const m = migrations(this.engine)
+    const migrator = new Migrator({ db: this.db, provider: { getMigrations: async () => m } })
+    let out: Awaited<ReturnType<Migrator['migrateToLatest']>>
+    try {
+      out = await migrator.migrateToLatest()
+    } catch (e) {
+      throw new EnclaveError('ESTORE', `cannot reach the hub database ${this.file}: ${(e as Error).message}`)
+    }
+    const { error, results } = out
+    if (error) throw new EnclaveError('ESTORE', `hub database migration failed (${this.file}): ${(error as Error).message}`)
     return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName)
   }
 
@@ -333,8 +403,14 @@ export class HubStore {
     fn: (trx: Tx, rev: number) => Promise<T>,
   ): Promise<T> {
     return this.db.connection().execute(async (conn) => {
-      await sql`begin immediate`.execute(conn)
+      // SQLite: BEGIN IMMEDIATE takes the write lock at once. PostgreSQL: a transaction advisory lock, so
+      // that writes from every replica run one at a time (a key's uses, address allocation) and their
+      // revisions commit in order.
+      if (this.engine === 'postgres') {
+        await sql`begin`.execute(conn)
+      } else await sql`begin immediate`.execute(conn)
       try {
+        if (this.engine === 'postgres') await sql`select pg_advisory_xact_lock(${PG_WRITE_LOCK})`.execute(conn)
         let rev = 0
         if (audit) {
           await sql`update meta set value = cast(cast(value as integer) + 1 as text) where key = 'rev'`.execute(conn)
@@ -353,6 +429,7 @@ export class HubStore {
               details: JSON.stringify(audit.details ?? {}),
             })
             .execute()
+        if (audit && this.engine === 'postgres') await sql`select pg_notify('enclave_hub', ${String(rev)})`.execute(conn)
         await sql`commit`.execute(conn)
         return out
       } catch (e) {
@@ -364,6 +441,7 @@ export class HubStore {
 
   /** The SQLite file's own online backup. */
   async backup(to: string): Promise<void> {
+    if (!this.raw) throw new EnclaveError('EUSAGE', 'a PostgreSQL hub is backed up with pg_dump', 2)
     await this.raw.backup(to)
   }
 }

@@ -8,9 +8,8 @@ import os from 'node:os'
 import path from 'node:path'
 import t from 'tap'
 import { HubAdmin } from '../../src/hub/admin.js'
-import { HubServer, initHub } from '../../src/hub/hub.js'
+import { HubServer, initHub, openHubStore } from '../../src/hub/hub.js'
 import { HubModel, type SystemRow } from '../../src/hub/model.js'
-import { HubStore } from '../../src/hub/store.js'
 import { intToIp } from '../../src/common/ipv4.js'
 import { identityFromPublicKey, virtualAddressFromPublicKey } from '../../src/config/identity.js'
 import { mergeHubLayer } from '../../src/config/hub-layer.js'
@@ -26,10 +25,17 @@ import { sha256Hex } from '../../src/hubproto/enrolment-key.js'
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `enclave-hubstore-${process.pid}-`))
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
 let n = 0
+/**
+ * Every test here runs on SQLite, and again on a real PostgreSQL from hub-store-postgres.test.ts, which
+ * sets ENCLAVE_TEST_HUB_DB to a function making a fresh database and imports this file.
+ */
+const freshDatabase = (globalThis as { ENCLAVE_TEST_HUB_DB?: (name: string) => Promise<string> }).ENCLAVE_TEST_HUB_DB
+const engine = freshDatabase ? 'postgres' : 'sqlite'
 async function freshHub() {
   const dir = path.join(tmp, `hub${n++}`)
-  const { publicKey } = await initHub(dir, '127.0.0.1:0')
-  const store = await HubStore.open({ file: path.join(dir, 'hub.db') })
+  const postgresUrl = freshDatabase ? await freshDatabase(`hub${n}`) : undefined
+  const { publicKey } = await initHub(dir, '127.0.0.1:0', { postgresUrl })
+  const store = await openHubStore(dir)
   return { dir, publicKey, store, admin: new HubAdmin(store, 'tester') }
 }
 const req = (publicKey: string, key: string | undefined, ts = helloTimestamp(Date.now())) => ({
@@ -48,7 +54,8 @@ t.test('store: files private, migrations recorded once, a second open migrates n
   const h = await freshHub()
   t.equal(fs.statSync(h.dir).mode & 0o777, 0o700)
   t.equal(fs.statSync(path.join(h.dir, 'hub.key')).mode & 0o777, 0o600)
-  t.equal(fs.statSync(path.join(h.dir, 'hub.db')).mode & 0o777, 0o600)
+  if (engine === 'sqlite') t.equal(fs.statSync(path.join(h.dir, 'hub.db')).mode & 0o777, 0o600)
+  else t.equal(h.store.engine, 'postgres', 'the store is PostgreSQL')
   t.same(await h.store.migrate(), [], 'nothing left to migrate')
   await h.store.close()
   await t.rejects(initHub(h.dir, '127.0.0.1:1'), /already exists/, 'init never overwrites a hub')
