@@ -461,7 +461,8 @@ export class HubLink {
 
   private async handle(m: ReturnType<typeof hubToAgentSchema.parse>, send: (m: unknown) => void): Promise<void> {
     if (m.t === 'relay') {
-      if (this.hubIp !== undefined) this.o.onRelay?.(m.peer, `${intToIp(this.hubIp)}:${m.port}`, m.token)
+      const host = m.host ?? (this.hubIp !== undefined ? intToIp(this.hubIp) : undefined)
+      if (host !== undefined) this.o.onRelay?.(m.peer, `${host}:${m.port}`, m.token)
       return
     }
     if (m.t === 'punch') {

@@ -22,7 +22,7 @@ import { EnclaveError } from '../errors.js'
 import { intToIp, parseIpv4 } from '../common/ipv4.js'
 import { endpointProblem } from '../config/schema.js'
 import { writeFileAtomic } from '../common/atomic-file.js'
-import { generateKeyPair, keyPairFromPrivate } from '../protocol/primitives.js'
+import { XAEAD, XAEAD_OPEN, generateKeyPair, keyPairFromPrivate, randomBytes } from '../protocol/primitives.js'
 import { respond, type Transport } from '../hubproto/noise-ik.js'
 import {
   type HubDelta,
@@ -53,9 +53,11 @@ import {
 import { HubAdmin, loadModel } from './admin.js'
 import { REFLECT_TOKEN_BYTES, parseReflect } from '../hubproto/reflect.js'
 import { type EntryCache, HubModel } from './model.js'
-import { type Engine, HubStore } from './store.js'
+import { type Engine, HubStore, isDatabaseDown } from './store.js'
+import { Replicas } from './replicas.js'
 import { type RelayPairStats, UdpRelay } from './relay.js'
 import { FastRelay } from './fast-relay.js'
+import { SESSION_IDLE_MS } from './auth.js'
 import { DEFAULT_PORTAL_LISTEN, type PortalConfig, PortalServer } from './portal/server.js'
 import { type LiveInfo, liveInfo } from './portal/live.js'
 import type { AgentLogger as Logger } from '../log/logger.js'
@@ -63,6 +65,9 @@ import type { AgentLogger as Logger } from '../log/logger.js'
 export const HUB_CONFIG = 'hub.json'
 export const HUB_KEY = 'hub.key'
 export const HUB_DB = 'hub.db'
+/** A PostgreSQL hub's key-encryption key: the hub's private key is in the database, sealed with it. */
+export const HUB_KEK = 'hub.kek'
+const SEAL_AD = Buffer.from('enclave hub key v1')
 
 export interface HubConfig {
   Listen: string
@@ -86,7 +91,12 @@ export interface HubConfig {
 }
 
 export function hubPaths(dataDir: string) {
-  return { config: path.join(dataDir, HUB_CONFIG), key: path.join(dataDir, HUB_KEY), db: path.join(dataDir, HUB_DB) }
+  return {
+    config: path.join(dataDir, HUB_CONFIG),
+    key: path.join(dataDir, HUB_KEY),
+    db: path.join(dataDir, HUB_DB),
+    kek: path.join(dataDir, HUB_KEK),
+  }
 }
 
 /**
@@ -97,28 +107,85 @@ export function hubPaths(dataDir: string) {
 export async function initHub(
   dataDir: string,
   listen: string,
-  o: { postgresUrl?: string } = {},
-): Promise<{ publicKey: string; listen: string; dataDir: string; store: Engine }> {
+  o: { postgresUrl?: string; join?: boolean; kek?: string } = {},
+): Promise<{ publicKey: string; listen: string; dataDir: string; store: Engine; replica: boolean }> {
   parseListen(listen)
   const p = hubPaths(dataDir)
-  if (fs.existsSync(p.key) || fs.existsSync(p.db))
+  if (fs.existsSync(p.key) || fs.existsSync(p.db) || fs.existsSync(p.kek))
     throw new EnclaveError('EEXIST', `a hub already exists in ${dataDir} (its key and database are kept); use another --data-dir`)
+  if (o.join && !o.postgresUrl) throw new EnclaveError('EUSAGE', 'a replica (--join) shares a PostgreSQL database: give --postgres-url', 2)
   fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 })
   fs.chmodSync(dataDir, 0o700)
   const store = await HubStore.open(o.postgresUrl ? { postgresUrl: o.postgresUrl } : { file: p.db, create: true })
   try {
-    if ((await store.getMeta('rev')) !== undefined)
-      throw new EnclaveError('EEXIST', `the database ${store.file} already holds a hub; give each hub its own database`)
-    const kp = generateKeyPair()
-    writeFileAtomic(p.key, `${kp.privateKey.toString('base64')}\n`)
     const cfg: HubConfig = { Listen: listen, ...(o.postgresUrl ? { Store: { Engine: 'postgres', Url: o.postgresUrl } } : {}) }
+    const exists = (await store.getMeta('rev')) !== undefined
+    if (o.join) {
+      // Another replica of an existing hub: the same database and the key-encryption key of the first.
+      if (!exists)
+        throw new EnclaveError(
+          'ENOHUB',
+          `the database ${store.file} holds no hub yet: run \`enclave hub init --store postgres\` once first`,
+        )
+      const kek = parseKek(o.kek ?? process.env.ENCLAVE_HUB_KEK ?? '', '--kek')
+      const kp = await unsealHubKey(store, kek)
+      writeFileAtomic(p.kek, `${kek.toString('base64')}\n`)
+      writeFileAtomic(p.config, `${JSON.stringify(cfg, null, 2)}\n`)
+      return { publicKey: kp.publicKey.toString('base64'), listen, dataDir, store: store.engine, replica: true }
+    }
+    if (exists)
+      throw new EnclaveError(
+        'EEXIST',
+        `the database ${store.file} already holds a hub: give each hub its own database, or add a replica with --join`,
+      )
+    const kp = generateKeyPair()
+    if (store.engine === 'postgres') {
+      // Every replica presents the same key: it lives in the database, sealed (XChaCha20-Poly1305) with a
+      // key-encryption key that only the replicas' data directories (or $ENCLAVE_HUB_KEK) hold.
+      const kek = randomBytes(32)
+      const nonce = randomBytes(24)
+      await store.setMeta('hub_key', Buffer.concat([nonce, XAEAD(kek, nonce, kp.privateKey, SEAL_AD)]).toString('base64'))
+      await store.setMeta('hub_public_key', kp.publicKey.toString('base64'))
+      writeFileAtomic(p.kek, `${kek.toString('base64')}\n`)
+    } else writeFileAtomic(p.key, `${kp.privateKey.toString('base64')}\n`)
     writeFileAtomic(p.config, `${JSON.stringify(cfg, null, 2)}\n`)
     await store.setMeta('rev', '0')
     await store.setMeta('epoch', generateKeyPair().publicKey.toString('hex').slice(0, 16))
-    return { publicKey: kp.publicKey.toString('base64'), listen, dataDir, store: store.engine }
+    return { publicKey: kp.publicKey.toString('base64'), listen, dataDir, store: store.engine, replica: false }
   } finally {
     await store.close()
   }
+}
+
+function parseKek(text: string, where: string): Buffer {
+  const k = Buffer.from(text.trim(), 'base64')
+  if (k.length !== 32) throw new EnclaveError('EKEY', `${where}: not a base64 32-byte key-encryption key (the first replica's hub.kek)`)
+  return k
+}
+
+async function unsealHubKey(store: HubStore, kek: Buffer): Promise<{ privateKey: Buffer; publicKey: Buffer }> {
+  const sealed = Buffer.from((await store.getMeta('hub_key')) ?? '', 'base64')
+  const key = sealed.length === 24 + 48 ? XAEAD_OPEN(kek, sealed.subarray(0, 24), sealed.subarray(24), SEAL_AD) : null
+  if (!key)
+    throw new EnclaveError(
+      'EKEY',
+      `the hub key in ${store.file} does not open with this key-encryption key (is it the first replica's hub.kek?)`,
+    )
+  return keyPairFromPrivate(key)
+}
+
+/** The hub's key pair: hub.key (SQLite), or sealed in PostgreSQL and opened with hub.kek or $ENCLAVE_HUB_KEK. */
+export async function loadHubKey(dataDir: string, cfg: HubConfig, store: HubStore): Promise<{ privateKey: Buffer; publicKey: Buffer }> {
+  if (cfg.Store?.Engine !== 'postgres') return readHubKey(dataDir)
+  const file = hubPaths(dataDir).kek
+  let text = process.env.ENCLAVE_HUB_KEK ?? ''
+  if (!text)
+    try {
+      text = fs.readFileSync(file, 'utf8')
+    } catch (e) {
+      throw new EnclaveError('EKEY', `cannot read ${file} (or set ENCLAVE_HUB_KEK): ${(e as Error).message}`)
+    }
+  return unsealHubKey(store, parseKek(text, process.env.ENCLAVE_HUB_KEK ? 'ENCLAVE_HUB_KEK' : file))
 }
 
 /** hub.json, read and checked enough to start (the file name in every error). */
@@ -402,6 +469,8 @@ export interface HubServerOptions {
   relay?: RelayLike
   /** Overrides hub.json's Portal.Listen (tests: 127.0.0.1:0; "off": no portal). */
   portal?: string
+  /** Replica timers (tests): heartbeat, dead-after, leader retry and work intervals (ms). */
+  replicaTimers?: { heartbeatMs?: number; deadAfterMs?: number; leaderTryMs?: number; leaderEveryMs?: number }
 }
 
 export class HubServer extends EventEmitter {
@@ -448,10 +517,10 @@ export class HubServer extends EventEmitter {
 
   async start(): Promise<void> {
     const { dataDir, log } = this.opts
-    this.key = readHubKey(dataDir)
     const cfg = readHubConfig(dataDir)
     const { host, port } = parseListen(this.opts.listen ?? cfg.Listen)
     this.store = await openHubStore(dataDir, cfg)
+    this.key = await loadHubKey(dataDir, cfg, this.store)
     this.admin = new HubAdmin(this.store, 'hub')
     this.rev = await this.store.revision()
     this.modelRev = this.rev
@@ -509,6 +578,7 @@ export class HubServer extends EventEmitter {
     }
     await this.startReflect(host, this.opts.reflectPorts ?? cfg.ReflectPorts ?? (port ? [port, port + 1] : [0, 0]))
     this.relay = this.opts.relay ?? (cfg.Relay?.Enabled === false ? undefined : this.makeRelay(host, cfg.Relay))
+    this.publicUrl = cfg.PublicUrl
     const portalListen = this.opts.portal ?? cfg.Portal?.Listen ?? DEFAULT_PORTAL_LISTEN
     if (portalListen !== 'off') {
       const pl = parseListen(portalListen)
@@ -527,6 +597,17 @@ export class HubServer extends EventEmitter {
       })
       await this.portal.start()
     }
+    this.replicas = new Replicas({
+      store: this.store,
+      log,
+      postgresUrl: cfg.Store?.Engine === 'postgres' ? process.env.ENCLAVE_HUB_POSTGRES_URL || cfg.Store.Url : undefined,
+      addr: `${this.address}:${this.port}`,
+      leaderWork: () => this.leaderWork(),
+      ...this.opts.replicaTimers,
+    })
+    this.replicas.on('revision', () => void this.followStore())
+    this.replicas.on('message', (m) => void this.replicaMessage(m).catch(() => undefined))
+    await this.replicas.start()
     this.follow = setInterval(() => void this.followStore(), this.opts.followMs ?? 100)
     // A connection that answered nothing since the last ping (25 s) is gone: dropped, so that the
     // system reads as offline and its resources are freed.
@@ -651,12 +732,51 @@ export class HubServer extends EventEmitter {
   live(): LiveInfo {
     const ident = (id: number) => this.model.systems.get(id)?.identity ?? String(id)
     return liveInfo(
-      [...this.conns.values()].map((c) => ({ identity: c.identity, nat: c.nat })),
+      [
+        ...[...this.conns.values()].map((c) => ({ identity: c.identity, nat: c.nat })),
+        ...(this.replicas?.remoteSystems() ?? []).map((id) => ({ identity: ident(id), nat: undefined })),
+      ],
       [...this.pairs.values()].map(([a, b]) => [ident(a), ident(b)] as [string, string]),
     )
   }
 
+  /** Presence, the lead and messages between replicas (src/hub/replicas.ts). */
+  replicas?: Replicas
+
+  /** This replica leads (periodic work); with SQLite, always. */
+  get leader(): boolean {
+    return !!this.replicas?.leader
+  }
+
+  /** Ephemeral systems kept while disconnected (Enclave's default for ephemeral keys). */
+  static readonly EPHEMERAL_KEEP_MS = 30 * 60_000
+
+  /**
+   * The leader's periodic work: ephemeral systems disconnected for longer than EPHEMERAL_KEEP_MS are
+   * removed; sessions idle past their limit are deleted.
+   */
+  async leaderWork(now = Date.now()): Promise<void> {
+    const online = new Set<number>([...this.conns.keys(), ...(this.replicas?.remoteSystems() ?? [])])
+    const cutoff = new Date(now - HubServer.EPHEMERAL_KEEP_MS).toISOString()
+    const stale = (
+      await this.store.db.selectFrom('systems').select(['id', 'identity', 'last_seen_at']).where('ephemeral', '=', 1).execute()
+    ).filter((r) => !online.has(r.id) && (r.last_seen_at ?? '') < cutoff)
+    if (stale.length) {
+      await new HubAdmin(this.store, 'hub (ephemeral clean-up)').setState(
+        'remove',
+        stale.map((r) => r.identity),
+      )
+      this.opts.log.info({ systems: stale.map((r) => r.identity) }, 'ephemeral systems removed after 30 min disconnected')
+    }
+    await this.store.db
+      .deleteFrom('sessions')
+      .where('seen_at', '<', new Date(now - SESSION_IDLE_MS).toISOString())
+      .execute()
+    this.emit('leader-work')
+  }
+
   async stop(): Promise<void> {
+    await this.replicas?.stop()
     await this.portal?.stop()
     await this.relay?.close()
     for (const s of this.reflectSockets) s.close()
@@ -742,6 +862,7 @@ export class HubServer extends EventEmitter {
       if (conn) this.byToken.delete(conn.reflectToken)
       if (conn && this.conns.get(conn.systemId) === conn) {
         this.conns.delete(conn.systemId)
+        this.replicas?.detached(conn.systemId)
         log.info({ identity: conn.identity }, 'system disconnected')
         this.emit('disconnected', conn.identity)
       }
@@ -807,7 +928,13 @@ export class HubServer extends EventEmitter {
     if (!other || other.id === conn.systemId || conn.state !== 'approved') return
     if (!this.model.visibleOf(conn.systemId).has(other.id)) return
     const oc = this.conns.get(other.id)
-    if (oc?.state !== 'approved') return
+    if (!oc) {
+      // Attached to another replica: the introduction goes one hop, to that replica.
+      const where = this.replicas?.where(other.id)
+      if (where && other.state === 'approved') await this.introduceRemote(conn, other.id, other.identity, where)
+      return
+    }
+    if (oc.state !== 'approved') return
     const now = Date.now()
     if (now - (conn.introduced.get(oc.systemId) ?? Number.NEGATIVE_INFINITY) < INTRODUCE_EVERY_MS) return
     conn.introduced.set(oc.systemId, now)
@@ -834,14 +961,101 @@ export class HubServer extends EventEmitter {
         this.opts.log.warn({ pair: key, err: (e as Error).message }, 'relay allocation failed')
       }
     }
-    const candidatesOf = (c: Conn) => {
-      const row = this.model.systems.get(c.systemId)
-      const all = [c.reflexive, row?.endpoint ?? undefined].filter((x): x is string => !!x && /^\d+\.\d+\.\d+\.\d+:\d+$/.test(x))
-      return [...new Set(all)].slice(0, 8)
-    }
+    const candidatesOf = (c: Conn) => this.candidatesOf(c)
     this.send(conn, { t: 'punch', peer: oc.identity, candidates: candidatesOf(oc), hosts: oc.hosts.slice(0, 8) })
     this.send(oc, { t: 'punch', peer: conn.identity, candidates: candidatesOf(conn), hosts: conn.hosts.slice(0, 8) })
     this.opts.log.info({ a: conn.identity, b: oc.identity, natA: conn.nat, natB: oc.nat }, 'introduced two systems (relay, punch)')
+  }
+
+  /** This hub's candidates for a connection's system: its reflexive address and its endpoint. */
+  private candidatesOf(c: Conn): string[] {
+    const row = this.model.systems.get(c.systemId)
+    const all = [c.reflexive, row?.endpoint ?? undefined].filter((x): x is string => !!x && /^\d+\.\d+\.\d+\.\d+:\d+$/.test(x))
+    return [...new Set(all)].slice(0, 8)
+  }
+
+  /** The IPv4 address agents of other replicas send to for this replica's relay, when it has one. */
+  private relayHost(): string | undefined {
+    if (/^\d+\.\d+\.\d+\.\d+$/.test(this.address) && this.address !== '0.0.0.0') return this.address
+    try {
+      const h = new URL(this.publicUrl ?? '').hostname
+      return /^\d+\.\d+\.\d+\.\d+$/.test(h) ? h : undefined
+    } catch {
+      return undefined
+    }
+  }
+
+  private publicUrl?: string
+
+  /**
+   * Introduces a local system to one attached to replica `where`: the relay pair is on this replica (the
+   * far agent is told its address), this side's candidates go over, and the far replica answers with its
+   * system's candidates (`intro-back`).
+   */
+  private async introduceRemote(conn: Conn, otherId: number, otherIdentity: string, where: string): Promise<void> {
+    const now = Date.now()
+    if (now - (conn.introduced.get(otherId) ?? Number.NEGATIVE_INFINITY) < INTRODUCE_EVERY_MS) return
+    conn.introduced.set(otherId, now)
+    let relay: { host: string; port: number; token: string } | undefined
+    const host = this.relayHost()
+    if (this.relay && host && conn.nat !== 'none' && conn.nat !== 'blocked') {
+      const key = [conn.identity, otherIdentity].sort().join('-')
+      try {
+        const a = await this.relay.allocate(key, conn.identity, otherIdentity)
+        this.pairs.set(key, [conn.systemId, otherId])
+        this.prunePairs()
+        if (this.pairs.has(key)) {
+          this.send(conn, { t: 'relay', peer: otherIdentity, port: a[conn.identity].port, token: a[conn.identity].token })
+          relay = { host, port: a[otherIdentity].port, token: a[otherIdentity].token }
+        }
+      } catch (e) {
+        this.opts.log.warn({ pair: key, err: (e as Error).message }, 'relay allocation failed')
+      }
+    }
+    await this.replicas?.send(where, {
+      t: 'intro',
+      to: otherId,
+      peerId: conn.systemId,
+      peer: conn.identity,
+      candidates: this.candidatesOf(conn),
+      hosts: conn.hosts.slice(0, 8),
+      relay,
+    })
+    this.opts.log.info({ a: conn.identity, b: otherIdentity, replica: where }, 'introduced two systems across replicas')
+  }
+
+  /** A message from another replica: the far half of an introduction. Checked here as if local. */
+  private async replicaMessage(m: Record<string, unknown>): Promise<void> {
+    const to = Number(m.to)
+    const peerId = Number(m.peerId)
+    const c = this.conns.get(to)
+    if (c?.state !== 'approved') return
+    await this.refreshModel()
+    const peer = this.model.systems.get(peerId)
+    if (peer?.state !== 'approved' || !this.model.visibleOf(to).has(peerId)) return
+    const strs = (v: unknown) =>
+      Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string' && claimedEndpoint(x) !== undefined).slice(0, 8) : []
+    this.send(c, { t: 'punch', peer: peer.identity, candidates: strs(m.candidates), hosts: strs(m.hosts) })
+    const r = m.relay as { host?: unknown; port?: unknown; token?: unknown } | undefined
+    if (
+      r &&
+      typeof r.host === 'string' &&
+      /^\d+\.\d+\.\d+\.\d+$/.test(r.host) &&
+      Number.isInteger(r.port) &&
+      typeof r.token === 'string' &&
+      /^[0-9a-f]{32}$/.test(r.token)
+    )
+      this.send(c, { t: 'relay', peer: peer.identity, port: r.port, token: r.token, host: r.host })
+    if (m.t === 'intro' && typeof m.from === 'string') {
+      c.introduced.set(peerId, Date.now())
+      await this.replicas?.send(m.from, {
+        t: 'intro-back',
+        to: peerId,
+        peerId: to,
+        candidates: this.candidatesOf(c),
+        hosts: c.hosts.slice(0, 8),
+      })
+    }
   }
 
   /**
@@ -913,6 +1127,8 @@ export class HubServer extends EventEmitter {
       })
     } catch (e) {
       log.error({ err: (e as Error).message }, 'enrolment failed in the store')
+      if (isDatabaseDown(e))
+        return refuse('HUB_UNAVAILABLE', "the hub's database is unreachable; try again shortly (or another hub replica)")
       return refuse('HUB_BUSY', 'the hub could not record this system; try again')
     }
     if (!res.ok) return refuse(res.code, res.message)
@@ -963,6 +1179,7 @@ export class HubServer extends EventEmitter {
       conn.alive = true
     })
     this.conns.set(s.id, conn)
+    this.replicas?.attached(s.id)
     this.byToken.set(reflectToken, conn)
     log.info(
       { identity: s.identity, source, state: s.state, enrolled: res.enrolled },

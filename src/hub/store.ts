@@ -130,7 +130,23 @@ export interface ApiTokenTable {
   last_used_at: string | null
 }
 
+/** Hub replicas (PostgreSQL): each one's heartbeat, in the database's milliseconds. */
+export interface ReplicaTable {
+  id: string
+  addr: string
+  heartbeat_ms: number
+}
+
+/** Which replica each connected system is attached to (PostgreSQL). */
+export interface PresenceTable {
+  system_id: number
+  replica_id: string
+  since: string
+}
+
 export interface HubDb {
+  replicas: ReplicaTable
+  presence: PresenceTable
   admins: AdminTable
   sessions: SessionTable
   api_tokens: ApiTokenTable
@@ -273,6 +289,22 @@ export function migrations(engine: Engine): Record<string, Migration> {
           .execute()
       },
     },
+    '0004_replicas': {
+      async up(db: Kysely<unknown>) {
+        await db.schema
+          .createTable('replicas')
+          .addColumn('id', 'varchar(16)', (c) => c.primaryKey())
+          .addColumn('addr', 'text', (c) => c.notNull())
+          .addColumn('heartbeat_ms', 'bigint', (c) => c.notNull())
+          .execute()
+        await db.schema
+          .createTable('presence')
+          .addColumn('system_id', 'integer', (c) => c.primaryKey())
+          .addColumn('replica_id', 'varchar(16)', (c) => c.notNull())
+          .addColumn('since', 'text', (c) => c.notNull())
+          .execute()
+      },
+    },
   }
 }
 
@@ -294,6 +326,20 @@ export function redactUrl(u: string): string {
   } catch {
     return '(an unreadable URL)'
   }
+}
+
+/** An error that says the database cannot be reached now (PostgreSQL down or restarting, a broken socket). */
+export function isDatabaseDown(e: unknown): boolean {
+  const err = e as { code?: string; message?: string }
+  if (
+    ['ECONNREFUSED', 'ECONNRESET', 'ENOENT', 'ETIMEDOUT', 'EPIPE', '57P01', '57P02', '57P03', '08000', '08001', '08003', '08006'].includes(
+      err?.code ?? '',
+    )
+  )
+    return true
+  return /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|the database system is (starting up|shutting down)/i.test(
+    err?.message ?? '',
+  )
 }
 
 /** Every write transaction of a PostgreSQL hub takes this lock first: writes commit one at a time, as in SQLite. */

@@ -89,6 +89,11 @@ export const hubToAgentSchema = z.discriminatedUnion('t', [
       peer: z.string().max(16),
       port: z.number().int().min(1).max(65535),
       token: z.string().regex(/^[0-9a-f]{32}$/),
+      /** The relay's IPv4 address when it is not the hub's this agent connected to (another replica's). */
+      host: z
+        .string()
+        .regex(/^\d{1,3}(\.\d{1,3}){3}$/)
+        .optional(),
     })
     .passthrough(),
   /** UDP is blocked on one side: datagrams for this peer go over the hub connection (relay-tcp). */

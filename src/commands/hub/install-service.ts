@@ -30,7 +30,7 @@ export default class HubInstallService extends BaseCommand {
     if (!fs.existsSync(unitDir) || !fs.statSync(unitDir).isDirectory())
       throw new EnclaveError('ENOENT', `--unit-dir ${unitDir}: no such directory (systemd reads /etc/systemd/system)`, 2)
     const dir = hubDir(flags['data-dir'])
-    if (!fs.existsSync(hubPaths(dir).key))
+    if (!fs.existsSync(hubPaths(dir).config))
       throw new EnclaveError('ENOHUB', `no hub in ${dir}: run \`enclave hub init --data-dir ${dir} --listen <ip:port>\` first`)
     const problems: string[] = []
     const root = flags['install-to'] ? path.resolve(flags['install-to']) : PACKAGE_ROOT
