@@ -1,6 +1,6 @@
 import { Args } from '@oclif/core'
 import { BaseCommand } from '../base-command.js'
-import { dataDirFlag, withHub } from './cli.js'
+import { type HubFlags, hubFlags, withHub } from './cli.js'
 
 type Verb = 'approve' | 'decline' | 'disable' | 'enable' | 'remove'
 
@@ -12,11 +12,11 @@ export function systemVerb(verb: Verb, summary: string) {
     static override enableJsonFlag = true
     static override strict = false
     static override args = { identity: Args.string({ description: 'system identity (several allowed)', required: true }) }
-    static override flags = { ...dataDirFlag }
+    static override flags = { ...hubFlags }
 
     async run() {
       const { argv, flags } = await this.parse(this.constructor as typeof BaseCommand)
-      const out = await withHub((flags as { 'data-dir'?: string })['data-dir'], (a) => a.setState(verb, argv as string[]))
+      const out = await withHub(flags as HubFlags, (a) => a.setState(verb, argv as string[]))
       for (const s of out) this.log(`${s.identity}: ${s.state}`)
       return { systems: out }
     }

@@ -1,6 +1,6 @@
 import { Flags } from '@oclif/core'
 import { BaseCommand } from '../../base-command.js'
-import { dataDirFlag, hubDir } from '../../hub/cli.js'
+import { dataDirFlag, hubDir, portalUrl } from '../../hub/cli.js'
 import { initHub } from '../../hub/hub.js'
 
 export default class HubInit extends BaseCommand {
@@ -27,6 +27,7 @@ export default class HubInit extends BaseCommand {
       this.log(`Start it:        enclave hub serve --data-dir ${dir}`)
       this.log('Make a key:      enclave hub key create "office" --tags office [--auto-approve]')
       this.log(`Join a system:   sudo enclave enrol <KEY> --hub http://${joinHost(flags.listen)} --hub-key ${r.publicKey}`)
+      this.log(`Portal and admin API: ${portalUrl(dir)} (create an account: enclave hub admin add <user>)`)
     }
     return r
   }

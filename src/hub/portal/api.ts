@@ -244,7 +244,13 @@ export const API_OPS: ApiOp[] = [
     run: async (c) => {
       const limit = Number(c.query.get('limit') ?? 100)
       if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) throw usage('"limit" must be a whole number from 1 to 10,000')
-      return { entries: await c.admin.auditLog(limit, { actor: c.query.get('actor') ?? undefined, q: c.query.get('q') ?? undefined }) }
+      return {
+        entries: await c.admin.auditLog(limit, {
+          actor: c.query.get('actor') ?? undefined,
+          target: c.query.get('target') ?? undefined,
+          q: c.query.get('q') ?? undefined,
+        }),
+      }
     },
   },
 

@@ -1,7 +1,7 @@
 import { Args, Flags } from '@oclif/core'
 import { BaseCommand } from '../../../base-command.js'
 import { parseDuration, parseTags } from '../../../hub/admin.js'
-import { dataDirFlag, withHub } from '../../../hub/cli.js'
+import { hubFlags, withHub } from '../../../hub/cli.js'
 import { EnclaveError } from '../../../errors.js'
 
 export default class HubKeyCreate extends BaseCommand {
@@ -13,7 +13,7 @@ export default class HubKeyCreate extends BaseCommand {
   static override enableJsonFlag = true
   static override args = { description: Args.string({ description: 'what the key is for (unique)', required: true }) }
   static override flags = {
-    ...dataDirFlag,
+    ...hubFlags,
     'auto-approve': Flags.boolean({ description: 'systems enrolled with it are approved at once (default: they wait for approval)' }),
     uses: Flags.integer({ description: 'how many systems may enrol with it (default: unlimited)', min: 1 }),
     tags: Flags.string({ description: 'tags given to systems enrolled with it, comma-separated' }),
@@ -27,7 +27,7 @@ export default class HubKeyCreate extends BaseCommand {
       throw new EnclaveError('EUSAGE', '--ephemeral keys approve automatically; drop --auto-approve', 2)
     const tags = parseTags(flags.tags)
     const forMs = flags.for ? parseDuration(flags.for) : undefined
-    const k = await withHub(flags['data-dir'], (a) =>
+    const k = await withHub(flags, (a) =>
       a.createKey(args.description, { autoApprove: flags['auto-approve'], uses: flags.uses, tags, forMs, ephemeral: flags.ephemeral }),
     )
     if (!this.jsonEnabled()) {

@@ -1,14 +1,14 @@
 import { BaseCommand } from '../../../base-command.js'
-import { dataDirFlag, withHub } from '../../../hub/cli.js'
+import { hubFlags, withHub } from '../../../hub/cli.js'
 
 export default class HubKeyList extends BaseCommand {
   static override summary = 'List enrolment keys (by their first group; the keys themselves are not stored)'
   static override enableJsonFlag = true
-  static override flags = { ...dataDirFlag }
+  static override flags = { ...hubFlags }
 
   async run() {
     const { flags } = await this.parse(HubKeyList)
-    const keys = await withHub(flags['data-dir'], (a) => a.listKeys())
+    const keys = await withHub(flags, (a) => a.listKeys())
     if (!this.jsonEnabled()) {
       if (!keys.length) this.log('No enrolment keys: create one with `enclave hub key create <description>`')
       for (const k of keys)

@@ -1,6 +1,6 @@
 import { Args } from '@oclif/core'
 import { BaseCommand } from '../../../base-command.js'
-import { dataDirFlag, withHub } from '../../../hub/cli.js'
+import { hubFlags, withHub } from '../../../hub/cli.js'
 import { printPairs } from '../../../hub/pairs.js'
 import { policyBody, policyFlags } from '../../../hub/policy-flags.js'
 
@@ -12,12 +12,12 @@ export default class HubPolicyCreate extends BaseCommand {
   ]
   static override enableJsonFlag = true
   static override args = { description: Args.string({ description: 'the policy name (unique)', required: true }) }
-  static override flags = { ...dataDirFlag, ...policyFlags }
+  static override flags = { ...hubFlags, ...policyFlags }
 
   async run() {
     const { args, flags } = await this.parse(HubPolicyCreate)
     const body = policyBody(flags)
-    const r = await withHub(flags['data-dir'], (a) =>
+    const r = await withHub(flags, (a) =>
       a.putPolicy(args.description, body, { create: true, enabled: !flags.disabled, dryRun: flags['dry-run'] }),
     )
     if (!this.jsonEnabled()) {

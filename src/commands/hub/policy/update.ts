@@ -1,6 +1,6 @@
 import { Args, Flags } from '@oclif/core'
 import { BaseCommand } from '../../../base-command.js'
-import { dataDirFlag, withHub } from '../../../hub/cli.js'
+import { hubFlags, withHub } from '../../../hub/cli.js'
 import { printPairs } from '../../../hub/pairs.js'
 import { policyBody, policyFlags } from '../../../hub/policy-flags.js'
 
@@ -11,13 +11,13 @@ export default class HubPolicyUpdate extends BaseCommand {
   ]
   static override enableJsonFlag = true
   static override args = { description: Args.string({ required: true }) }
-  static override flags = { ...dataDirFlag, ...policyFlags, enable: Flags.boolean({ description: 'enable it', exclusive: ['disabled'] }) }
+  static override flags = { ...hubFlags, ...policyFlags, enable: Flags.boolean({ description: 'enable it', exclusive: ['disabled'] }) }
 
   async run() {
     const { args, flags } = await this.parse(HubPolicyUpdate)
     const body = flags.senders || flags.acl || flags.receivers || flags.gateway ? policyBody(flags) : null
     const enabled = flags.enable ? true : flags.disabled ? false : undefined
-    const r = await withHub(flags['data-dir'], (a) => a.putPolicy(args.description, body, { enabled, dryRun: flags['dry-run'] }))
+    const r = await withHub(flags, (a) => a.putPolicy(args.description, body, { enabled, dryRun: flags['dry-run'] }))
     if (!this.jsonEnabled()) {
       this.log(`${r.dryRun ? 'Would update' : 'Updated'} policy "${r.description}"`)
       printPairs((l) => this.log(l), r)

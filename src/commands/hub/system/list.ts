@@ -1,15 +1,15 @@
 import { Flags } from '@oclif/core'
 import { BaseCommand } from '../../../base-command.js'
-import { dataDirFlag, withHub } from '../../../hub/cli.js'
+import { hubFlags, withHub } from '../../../hub/cli.js'
 
 export default class HubSystemList extends BaseCommand {
   static override summary = 'List enrolled systems: identity, address, state, tags, routes'
   static override enableJsonFlag = true
-  static override flags = { ...dataDirFlag, pending: Flags.boolean({ description: 'only systems awaiting approval' }) }
+  static override flags = { ...hubFlags, pending: Flags.boolean({ description: 'only systems awaiting approval' }) }
 
   async run() {
     const { flags } = await this.parse(HubSystemList)
-    const systems = await withHub(flags['data-dir'], (a) => a.listSystems({ pending: flags.pending }))
+    const systems = await withHub(flags, (a) => a.listSystems({ pending: flags.pending }))
     if (!this.jsonEnabled()) {
       if (!systems.length) this.log(flags.pending ? 'No system awaits approval' : 'No systems enrolled yet')
       for (const s of systems) {

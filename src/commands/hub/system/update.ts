@@ -1,7 +1,7 @@
 import { Args, Flags } from '@oclif/core'
 import { BaseCommand } from '../../../base-command.js'
 import { parseTags } from '../../../hub/admin.js'
-import { dataDirFlag, withHub } from '../../../hub/cli.js'
+import { hubFlags, withHub } from '../../../hub/cli.js'
 import { printPairs } from '../../../hub/pairs.js'
 
 export default class HubSystemUpdate extends BaseCommand {
@@ -10,14 +10,14 @@ export default class HubSystemUpdate extends BaseCommand {
   static override enableJsonFlag = true
   static override args = { identity: Args.string({ required: true }) }
   static override flags = {
-    ...dataDirFlag,
+    ...hubFlags,
     'set-tags': Flags.string({ description: 'the tags, comma-separated ("" for none)', required: true }),
     'dry-run': Flags.boolean({ description: 'only print what would change' }),
   }
 
   async run() {
     const { args, flags } = await this.parse(HubSystemUpdate)
-    const r = await withHub(flags['data-dir'], (a) => a.setTags(args.identity, parseTags(flags['set-tags']), flags['dry-run']))
+    const r = await withHub(flags, (a) => a.setTags(args.identity, parseTags(flags['set-tags']), flags['dry-run']))
     if (!this.jsonEnabled()) {
       this.log(`${flags['dry-run'] ? 'Would set' : 'Set'} ${r.identity}'s tags to ${r.tags.join(', ') || '(none)'}`)
       printPairs((l) => this.log(l), r)
