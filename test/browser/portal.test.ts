@@ -17,7 +17,7 @@ import { HubAuth } from '../../src/hub/auth.js'
 import { HubServer, initHub } from '../../src/hub/hub.js'
 import { HubStore } from '../../src/hub/store.js'
 import { createLogger } from '../../src/log/logger.js'
-import { BrowserHarness, browserMissing, shot } from '../helpers/browser.js'
+import { BrowserHarness, browserMissing, logIn, shot } from '../helpers/browser.js'
 import { type HubMessage, type SimAgent, mapHeld, simAgent } from '../helpers/hub-agent.js'
 
 const ADMIN = { user: 'alice', password: 'correct horse battery' }
@@ -53,19 +53,6 @@ async function stopHub(h: Hub): Promise<void> {
   await h.hub.stop()
   await h.store.close()
   fs.rmSync(h.dir, { recursive: true, force: true })
-}
-
-/** Fills the login form and submits it; the POST's response (its status) once the page answered. */
-async function logIn(page: Page, who: { user: string; password: string }) {
-  if (!page.url().includes('/login')) await page.goto('/login')
-  await page.locator('input[name="username"]').fill(who.user)
-  await page.locator('input[name="password"]').fill(who.password)
-  const [res] = await Promise.all([
-    page.waitForResponse((r) => new URL(r.url()).pathname === '/login' && r.request().method() === 'POST'),
-    page.getByRole('button', { name: 'Log in', exact: true }).click(),
-  ])
-  await page.waitForLoadState()
-  return res
 }
 
 /** A node's text (trimmed; empty when absent). */

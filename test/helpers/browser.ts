@@ -80,3 +80,16 @@ export class BrowserHarness {
 }
 
 export const shot = BrowserHarness.shot
+
+/** Fills the login form and submits it; the POST's response (its status) once the page answered. */
+export async function logIn(page: Page, who: { user: string; password: string }) {
+  if (!page.url().includes('/login')) await page.goto('/login')
+  await page.locator('input[name="username"]').fill(who.user)
+  await page.locator('input[name="password"]').fill(who.password)
+  const [res] = await Promise.all([
+    page.waitForResponse((r) => new URL(r.url()).pathname === '/login' && r.request().method() === 'POST'),
+    page.getByRole('button', { name: 'Log in', exact: true }).click(),
+  ])
+  await page.waitForLoadState()
+  return res
+}
