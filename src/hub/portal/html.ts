@@ -113,4 +113,13 @@ form.inline{display:inline}
 .grid{display:grid;grid-template-columns:max-content 1fr;gap:6px 16px;align-items:center}
 .plus{color:#1d7a36}.minus{color:#b3261e}
 .muted{color:#6b7385}
+.nowrap{white-space:nowrap}
+.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}
+dl.grid dt{font-weight:600}dl.grid dd{margin:0}
+a.button{display:inline-block;padding:5px 12px;border:1px solid #2456c7;border-radius:4px;background:#2456c7;color:#fff;text-decoration:none}
+.filters{display:flex;gap:8px;align-items:center;flex-wrap:wrap}
+ul.pairs{list-style:none;padding:0;margin:0}
+td.details{font-size:12px;color:#6b7385;word-break:break-all}
+.key-enabled{color:#1d7a36}.key-revoked,.key-expired,.key-no-uses{color:#8a94a6}
+#new-key{font-size:16px;background:#fff6d6;padding:2px 6px}
 `

@@ -1,8 +1,15 @@
 /**
  * The portal's pages (server-rendered, no JavaScript): GET renders, POST changes and redirects.
- * The server (src/hub/portal/server.ts) has already checked the session, the CSRF token and the role.
+ * The server (src/hub/portal/server.ts) has already checked the session, the CSRF token and the role;
+ * every change goes through HubAdmin (one transaction, a revision, an audit row as `<user>@portal`).
+ * Every value from the database or the request goes through the `html` template, which escapes it.
  */
-import { csrfField, html, layout, type Html } from './html.js'
+import { csrfField, type Html, html, layout } from './html.js'
+import { context, segment } from './pages/common.js'
+import { keysPage, keysPost, revokePost } from './pages/keys.js'
+import { deletePolicyPost, editPolicyPage, newPolicyPage, policiesPage, policyPost } from './pages/policies.js'
+import { pendingPage, pendingPost, routesPost, statePost, systemPage, systemsPage, tagsPost } from './pages/systems.js'
+import { auditPage, tagsPage } from './pages/tags-audit.js'
 import type { PageRequest, PageResult } from './server.js'
 
 export function loginPage(o: { csrf: string; next: string; error?: string; username?: string }): Html {
@@ -18,17 +25,41 @@ ${csrfField(o.csrf)}<input type="hidden" name="next" value="${o.next}">
 }
 
 export async function renderPage(r: PageRequest): Promise<PageResult> {
-  const user = { name: r.session.name, role: r.session.role, csrf: r.session.csrf }
-  if (r.method === 'GET' && (r.path === '/' || r.path === '/systems')) {
-    const systems = await r.admin.listSystems()
-    return {
-      html: layout(
-        { title: 'Systems', user, nav: '/systems', flash: r.flash },
-        html`<table><thead><tr><th>Identity</th><th>Host name</th><th>State</th></tr></thead><tbody>${systems.map(
-          (s) => html`<tr><td>${s.identity}</td><td>${s.hostname}</td><td>${s.state}</td></tr>`,
-        )}</tbody></table>`,
-      ),
+  const c = await context(r)
+  const p = r.path
+  if (r.method === 'GET') {
+    if (p === '/') return { redirect: c.pending ? '/systems/pending' : '/systems', flash: r.flash }
+    if (p === '/systems/pending') return pendingPage(c)
+    if (p === '/systems') return systemsPage(c)
+    if (p === '/keys') return keysPage(c)
+    if (p === '/tags') return tagsPage(c)
+    if (p === '/policies') return policiesPage(c)
+    if (p === '/policies/new') return newPolicyPage(c)
+    if (p === '/audit') return auditPage(c)
+    let m = /^\/systems\/([^/]+)$/.exec(p)
+    if (m) {
+      const id = segment(m[1])
+      return id === null ? null : systemPage(c, id)
     }
+    m = /^\/policies\/(\d{1,9})\/edit$/.exec(p)
+    if (m) return editPolicyPage(c, m[1])
+    return null
   }
+  if (p === '/systems/pending') return pendingPost(c)
+  if (p === '/keys') return keysPost(c)
+  if (p === '/policies') return policyPost(c)
+  let m = /^\/systems\/([^/]+)\/(tags|state|routes)$/.exec(p)
+  if (m) {
+    const id = segment(m[1])
+    if (id === null) return null
+    return m[2] === 'tags' ? tagsPost(c, id) : m[2] === 'state' ? statePost(c, id) : routesPost(c, id)
+  }
+  m = /^\/keys\/([^/]+)\/revoke$/.exec(p)
+  if (m) {
+    const id = segment(m[1])
+    return id === null ? null : revokePost(c, id)
+  }
+  m = /^\/policies\/(\d{1,9})\/delete$/.exec(p)
+  if (m) return deletePolicyPost(c, m[1])
   return null
 }
