@@ -410,6 +410,13 @@ t.test('audit log filters', async (t) => {
   t.notMatch(rows, /test-admin/, 'other actors filtered out')
   t.notMatch(rows, /system\.approve/, 'other actions filtered out')
   t.ok(mine.body.includes('name="actor" value="alice"'), 'the filter is kept in the form')
+  const one = await alice.get(`/audit?target=${web}`)
+  const oneRows = [...(/<tbody>(.*?)<\/tbody>/s.exec(one.body)?.[1] ?? '').matchAll(/<tr>.*?<\/tr>/gs)].map((m) => m[0])
+  t.ok(oneRows.length > 0, "a system's trail")
+  t.ok(
+    oneRows.every((r) => r.includes(web)),
+    'every row names the system',
+  )
 })
 
 t.test('a viewer sees the pages without change forms', async (t) => {
@@ -425,6 +432,7 @@ t.test('a viewer sees the pages without change forms', async (t) => {
   t.notMatch(sys.body, /name="tags"|value="disable"|value="remove"/, 'no tag inputs, no state buttons')
   t.notMatch((await victor.get('/keys')).body, /Create key|Revoke/, 'no key forms')
   t.notMatch((await victor.get('/policies')).body, /New policy|Delete/, 'no policy forms')
+  t.notMatch((await victor.get('/policies/new')).body, /Save policy|Preview/, 'no policy buttons')
   t.notMatch((await victor.get(`/systems/${web}`)).body, /Add route/, 'no route forms')
   const refused = await victor.post('/systems/pending', [
     ['identity', p],

@@ -122,4 +122,7 @@ ul.pairs{list-style:none;padding:0;margin:0}
 td.details{font-size:12px;color:#6b7385;word-break:break-all}
 .key-enabled{color:#1d7a36}.key-revoked,.key-expired,.key-no-uses{color:#8a94a6}
 #new-key{font-size:16px;background:#fff6d6;padding:2px 6px}
+form.grid{max-width:760px}
+section#preview h2{margin-top:0}
+td time{white-space:nowrap}
 `

@@ -78,7 +78,7 @@ export async function keysPost(c: Ctx): Promise<PageResult> {
 <pre id="join-command">${cmd}</pre>
 <p class="muted">Approval: ${approval(k)}; tags: ${k.tags.length ? k.tags.join(', ') : 'none'}; uses: ${
       k.usesRemaining === null ? 'unlimited' : k.usesRemaining
-    }; expires: ${k.expiresAt ?? 'never'}.</p>
+    }; expires: ${when(k.expiresAt, c.now)}.</p>
 </div>
 <p><a href="/keys">Back to the enrolment keys</a></p>`,
     { flash: { kind: 'ok', text: `Enrolment key ${k.keyId} created` } },

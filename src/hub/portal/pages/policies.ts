@@ -109,7 +109,11 @@ function policyForm(c: Ctx, f: PolicyForm, preview?: Html): Html {
 <label for="allow-ip">Only addresses</label><input type="text" id="allow-ip" name="allow-ip" value="${f.allowIp}" placeholder="with a gateway: 172.26.1.5, 172.26.2.0/24">
 <label for="acl">ACLs</label><textarea id="acl" name="acl" rows="4" placeholder="one per line: icmp, any, tcp:22, udp:53, tcp:8000-8100">${f.acl}</textarea>
 <label for="enabled">Enabled</label><span><input type="checkbox" id="enabled" name="enabled" value="1"${f.enabled ? html` checked` : ''}></span>
-<span></span><span><button type="submit" name="action" value="preview">Preview</button> <button type="submit" name="action" value="save" class="primary">Save policy</button> <a href="/policies">Cancel</a></span>`,
+<span></span><span>${
+      c.canChange
+        ? html`<button type="submit" name="action" value="preview">Preview</button> <button type="submit" name="action" value="save" class="primary">Save policy</button> <a href="/policies">Cancel</a>`
+        : html`<span class="muted">A viewer changes nothing.</span> <a href="/policies">Back</a>`
+    }</span>`,
     'card grid',
   )}${preview ?? ''}`
 }
@@ -163,7 +167,7 @@ export async function policyPost(c: Ctx): Promise<PageResult> {
       const d = f.original
         ? await a.putPolicy(f.original, body, { enabled: f.enabled, dryRun: true })
         : await a.putPolicy(f.description, body, { create: true, enabled: f.enabled, dryRun: true })
-      return page(c, title, '/policies', policyForm(c, f, previewSection(d)), { flash: undefined })
+      return page(c, title, '/policies', policyForm(c, f, previewSection(d)))
     }
     let d: { opened: string[]; closed: string[] }
     if (!f.original) d = await a.putPolicy(f.description, body, { create: true, enabled: f.enabled })

@@ -34,20 +34,26 @@ export const AUDIT_LIMIT = 200
 export async function auditPage(c: Ctx): Promise<PageResult> {
   const actor = (c.r.query.get('actor') ?? '').trim()
   const q = (c.r.query.get('q') ?? '').trim()
-  const entries = (await c.r.admin.auditLog(AUDIT_LIMIT, { actor: actor || undefined, q: q || undefined })).reverse()
+  // `target` (a system's full trail, linked from its page) is kept as a hidden field while filtering.
+  const target = (c.r.query.get('target') ?? '').trim()
+  const filtered = !!(actor || q || target)
+  const entries = (
+    await c.r.admin.auditLog(AUDIT_LIMIT, { actor: actor || undefined, q: q || undefined, target: target || undefined })
+  ).reverse()
   const filter = html`<form method="get" action="/audit" class="card filters">
-<label for="actor">Actor</label> <input type="text" id="actor" name="actor" value="${actor}" placeholder="alice, token:…, key K7Q2M">
-<label for="q">Text</label> <input type="text" id="q" name="q" value="${q}" placeholder="action or target: system.approve, G982V">
-<button type="submit">Filter</button>${actor || q ? html` <a href="/audit">Clear</a>` : ''}
+<label for="actor">Actor</label> <input type="text" id="actor" name="actor" value="${actor}" size="28" placeholder="alice, token:…, key K7Q2M">
+<label for="q">Text</label> <input type="text" id="q" name="q" value="${q}" size="36" placeholder="action or target: system.approve, G982V">
+${target ? html`<input type="hidden" name="target" value="${target}"><span>Target: <span class="mono">${target}</span></span>` : ''}
+<button type="submit">Filter</button>${filtered ? html` <a href="/audit">Clear</a>` : ''}
 </form>`
   const rows = entries.map(
     (e) =>
-      html`<tr><td>${when(e.at, c.now)}</td><td>${e.rev}</td><td>${e.actor}</td><td class="mono">${e.action}</td><td>${e.target}</td><td class="mono details">${details(e.details)}</td></tr>`,
+      html`<tr><td>${when(e.at, c.now)}</td><td>${e.rev}</td><td class="nowrap">${e.actor}</td><td class="mono">${e.action}</td><td>${e.target}</td><td class="mono details">${details(e.details)}</td></tr>`,
   )
   const table = entries.length
     ? html`<table><thead><tr><th>At</th><th>Rev</th><th>Actor</th><th>Action</th><th>Target</th><th>Details</th></tr></thead><tbody>${rows}</tbody></table>
-<p class="muted">The latest ${entries.length === AUDIT_LIMIT ? AUDIT_LIMIT : entries.length} entries${actor || q ? ' matching the filter' : ''}, newest first.</p>`
-    : html`<p class="muted">No entries${actor || q ? ' match the filter' : ''}.</p>`
+<p class="muted">The latest ${entries.length === AUDIT_LIMIT ? AUDIT_LIMIT : entries.length} entries${filtered ? ' matching the filter' : ''}, newest first.</p>`
+    : html`<p class="muted">No entries${filtered ? ' match the filter' : ''}.</p>`
   return page(c, 'Audit log', '/audit', html`${filter}${table}`)
 }
 
