@@ -43,6 +43,9 @@ export interface TestPostgres {
   database(name: string): Promise<string>
   /** Stops the server immediately (as a crash would) and starts it again on the same data. */
   restart(): Promise<void>
+  /** Stops it immediately (as a crash would); startServer starts it again on the same data. */
+  stopServer(): Promise<void>
+  startServer(): Promise<void>
   stop(): Promise<void>
   pid(): number
 }
@@ -79,6 +82,12 @@ export async function startPostgres(prefix = 'enclave-pg'): Promise<TestPostgres
     },
     async restart() {
       await asPg('pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop'])
+      await start()
+    },
+    async stopServer() {
+      await asPg('pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop'])
+    },
+    async startServer() {
       await start()
     },
     pid() {

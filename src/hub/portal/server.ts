@@ -18,7 +18,7 @@ import type { AgentLogger as Logger } from '../../log/logger.js'
 import { HubAdmin } from '../admin.js'
 import { HubAuth, type SessionInfo } from '../auth.js'
 import { sourceKey } from '../hub.js'
-import type { HubStore } from '../store.js'
+import { type HubStore, isDatabaseDown } from '../store.js'
 import { errorStatus, matchOp } from './api.js'
 import { CSS, type Html } from './html.js'
 import { type LiveInfo, NO_LIVE } from './live.js'
@@ -26,6 +26,8 @@ import { loginPage, renderPage } from './pages.js'
 
 export const DEFAULT_PORTAL_LISTEN = '127.0.0.1:8444'
 export const MAX_BODY = 64 * 1024
+/** What an admin reads while PostgreSQL (or the SQLite file) cannot be reached. */
+export const DB_DOWN = "the hub's database is unreachable: changes and enrolments wait until it is back (agents' sessions and relays go on)"
 
 export interface PortalConfig {
   /** "127.0.0.1:8444" by default; "off" turns the portal and API off. */
@@ -114,9 +116,19 @@ export class PortalServer {
       (req, res) => {
         for (const [k, v] of Object.entries(SECURITY_HEADERS)) res.setHeader(k, v)
         this.handle(req, res).catch((e) => {
+          if (res.headersSent) {
+            res.destroy()
+            return
+          }
+          const api = (req.url ?? '').startsWith('/api/')
+          if (isDatabaseDown(e)) {
+            this.opts.log.warn({ err: (e as Error).message }, 'portal request refused: the database is unreachable')
+            if (api) return this.json(res, 503, { error: { code: 'EUNAVAILABLE', message: DB_DOWN } }, { 'retry-after': '5' })
+            return this.text(res, 503, `${DB_DOWN[0].toUpperCase()}${DB_DOWN.slice(1)}.`, { 'retry-after': '5' })
+          }
           this.opts.log.error({ err: (e as Error).message }, 'portal request failed')
-          if (!res.headersSent) this.text(res, 500, 'Internal error: see the hub log.')
-          else res.destroy()
+          if (api) return this.json(res, 500, { error: { code: 'EINTERNAL', message: 'internal error (see the hub log)' } })
+          this.text(res, 500, 'Internal error: see the hub log.')
         })
       },
     )
@@ -270,7 +282,7 @@ export class PortalServer {
     try {
       out = await renderPage(r)
     } catch (e) {
-      if (!(e instanceof EnclaveError)) throw e
+      if (!(e instanceof EnclaveError) || isDatabaseDown(e)) throw e
       if (method === 'GET') return this.text(res, errorStatus(e), e.message)
       // A refused change goes back to the page it came from, with the CLI's one-line reason.
       this.flashes.set(session.idSha256, { kind: 'error', text: e.message })
@@ -407,6 +419,7 @@ export class PortalServer {
       })
       this.json(res, 200, out)
     } catch (e) {
+      if (isDatabaseDown(e)) throw e
       const status = errorStatus(e)
       if (status === 500) {
         this.opts.log.error({ err: (e as Error).message, op: `${op.method} ${op.path}` }, 'admin API operation failed')
