@@ -232,7 +232,11 @@ export class HubAdmin {
   async revokeKey(which: string): Promise<KeyInfo> {
     const keys = await this.listKeys()
     const id = which.trim().toUpperCase().slice(0, 5)
-    const k = keys.find((x) => x.description === which) ?? keys.find((x) => x.keyId === id)
+    // Exactly a key id, or the whole key, first (ids are unique and shown in every list): a description
+    // that happens to look like another key's id cannot revoke that other key by accident, nor hide it.
+    const whole = normaliseEnrolmentKey(which)
+    const exactId = whole ? whole.slice(0, 5) : which.trim().length === 5 ? id : undefined
+    const k = (exactId ? keys.find((x) => x.keyId === exactId) : undefined) ?? keys.find((x) => x.description === which)
     if (!k) throw notFound(`no enrolment key "${which}" (see \`enclave hub key list\`)`)
     await this.store.write({ actor: this.actor, action: 'key.revoke', target: k.keyId }, async (trx) => {
       await trx.updateTable('enrolment_keys').set({ enabled: 0 }).where('key_id', '=', k.keyId).execute()

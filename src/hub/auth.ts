@@ -144,14 +144,18 @@ export interface TokenInfo {
 }
 
 export class HubAuth {
-  readonly loginByAddress = new AttemptLimiter(LOGIN_PER_ADDRESS)
-  readonly loginByUser = new AttemptLimiter(LOGIN_PER_USER)
-  readonly tokenFails = new AttemptLimiter(TOKEN_FAILS_PER_ADDRESS)
+  readonly loginByAddress: AttemptLimiter
+  readonly loginByUser: AttemptLimiter
+  readonly tokenFails: AttemptLimiter
 
   constructor(
     readonly store: HubStore,
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    this.loginByAddress = new AttemptLimiter(LOGIN_PER_ADDRESS, ATTEMPT_WINDOW_MS, now)
+    this.loginByUser = new AttemptLimiter(LOGIN_PER_USER, ATTEMPT_WINDOW_MS, now)
+    this.tokenFails = new AttemptLimiter(TOKEN_FAILS_PER_ADDRESS, ATTEMPT_WINDOW_MS, now)
+  }
 
   // ------------------------------------------------------------ accounts
 
