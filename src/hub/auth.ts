@@ -289,8 +289,11 @@ export class HubAuth {
 
   /** A form's CSRF token against its session's, in constant time. */
   static csrfMatches(s: SessionInfo, given: unknown): boolean {
-    if (typeof given !== 'string' || given.length !== s.csrf.length) return false
-    return crypto.timingSafeEqual(Buffer.from(given), Buffer.from(s.csrf))
+    if (typeof given !== 'string') return false
+    // Compared as bytes: a token as long in characters but not in bytes (é) would make timingSafeEqual throw.
+    const a = Buffer.from(given)
+    const b = Buffer.from(s.csrf)
+    return a.length === b.length && crypto.timingSafeEqual(a, b)
   }
 
   // ------------------------------------------------------------ API tokens
