@@ -93,7 +93,8 @@ function parseCookies(h: string | undefined): Map<string, string> {
 /** A local path to go back to (never another site: `//host` and `/\host` are refused). */
 export function localPath(s: string | null | undefined, fallback = '/'): string {
   // Browsers drop tabs and newlines inside URLs and read "\\" as "/": "/\t/evil" would become "//evil".
-  if (!s?.startsWith('/') || s.startsWith('//') || [...s].some((c) => c <= ' ' || c === '\x7f' || c === '\\')) return fallback
+  // Only printable ASCII (our own links are percent-encoded): Node refuses a Location past U+00FF.
+  if (!s?.startsWith('/') || s.startsWith('//') || [...s].some((c) => c <= ' ' || c >= '\x7f' || c === '\\')) return fallback
   return s
 }
 
