@@ -162,6 +162,14 @@ export class PortalServer {
     return this.secure(req) ? '__Host-enclave_hub' : 'enclave_hub'
   }
 
+  /**
+   * The login form's CSRF cookie: `__Host-` behind HTTPS (Path=/ then), so that a sibling site of the
+   * portal's domain cannot plant one and log the admin's browser into its own account.
+   */
+  private loginCookie(req: http.IncomingMessage): { name: string; path: string } {
+    return this.secure(req) ? { name: '__Host-enclave_hub_login', path: '/' } : { name: 'enclave_hub_login', path: '/login' }
+  }
+
   private cookie(req: http.IncomingMessage, name: string, value: string, maxAge: number | null, path = '/'): string {
     return `${name}=${value}; Path=${path}; HttpOnly; SameSite=Strict${this.secure(req) ? '; Secure' : ''}${maxAge === null ? '' : `; Max-Age=${maxAge}`}`
   }
@@ -317,11 +325,12 @@ export class PortalServer {
   ): Promise<void> {
     const next = localPath(url.searchParams.get('next') ?? form.get('next'), '/')
     // Login CSRF: a random value in a cookie and in the form, compared (the session's token does not exist yet).
-    const pre = cookies.get('enclave_hub_login')
+    const lc = this.loginCookie(req)
+    const pre = cookies.get(lc.name)
     if (method === 'GET') {
       const token = pre && /^[A-Za-z0-9_-]{43}$/.test(pre) ? pre : crypto.randomBytes(32).toString('base64url')
       return this.send(res, 200, loginPage({ csrf: token, next }), {
-        'set-cookie': this.cookie(req, 'enclave_hub_login', token, 3600, '/login'),
+        'set-cookie': this.cookie(req, lc.name, token, 3600, lc.path),
       })
     }
     const given = form.get('_csrf')
@@ -343,7 +352,7 @@ export class PortalServer {
     }
     this.opts.log.info({ user: r.session.name, from: this.client(req) }, 'portal login')
     return this.redirect(res, next, {
-      'set-cookie': [this.cookie(req, this.cookieName(req), r.cookie, null), this.cookie(req, 'enclave_hub_login', '', 0, '/login')],
+      'set-cookie': [this.cookie(req, this.cookieName(req), r.cookie, null), this.cookie(req, lc.name, '', 0, lc.path)],
     })
   }
 
