@@ -6,6 +6,7 @@
  * - a `next` that cannot be a Location header sends the user to / instead of failing after the login;
  * - behind HTTPS (TrustProxy) the login CSRF cookie is `__Host-`: one planted by a sibling site is refused;
  * - the remote CLI revokes a whole token by its id: the secret never goes into a URL.
+ * - behind a trusted proxy, an X-Forwarded-For hop that is not an IP address is no limiter key (the socket's is).
  */
 import fs from 'node:fs'
 import os from 'node:os'
@@ -166,4 +167,18 @@ t.test('remote CLI: revoking a whole token sends its id, never its secret, in th
   t.equal(urls.length, 1)
   t.notMatch(urls[0], secret, urls[0])
   t.equal(urls[0], 'http://127.0.0.1:8444/api/v1/tokens/0123456789/revoke')
+})
+
+t.test('TrustProxy: an X-Forwarded-For hop that is not an IP address is not a limiter key', async (t) => {
+  const { hub, base, auth } = await startHub({ TrustProxy: true })
+  t.teardown(() => hub.stop())
+  const keys = () => [...(auth.tokenFails as unknown as { fails: Map<string, number[]> }).fails.keys()]
+  const bad = (xff: string) =>
+    fetch(`${base}/api/v1/whoami`, { headers: { authorization: 'Bearer nope', 'x-forwarded-for': xff } }).then((r) => r.status)
+  t.equal(await bad(`192.0.2.1, ${'x'.repeat(8000)}`), 401)
+  t.ok(Math.max(...keys().map((k) => k.length)) <= 64, `keys stay short (${keys().map((k) => k.length)})`)
+  t.equal(await bad('192.0.2.1, 198.51.100.7:4711'), 401)
+  t.equal(await bad('[2001:db8:1:2::5]:4711'), 401)
+  t.equal(await bad('2001:db8:1:2::6'), 401)
+  t.same(keys().sort(), ['t:127.0.0.1', 't:198.51.100.7', 't:2001:db8:1:2::/64'], 'the last hop, its port dropped; IPv6 per /64')
 })

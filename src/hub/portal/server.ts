@@ -138,7 +138,10 @@ export class PortalServer {
     await new Promise<void>((r) => this.server.close(() => r()))
   }
 
-  /** The client's address: the socket's, or behind a trusted proxy the last X-Forwarded-For hop. */
+  /**
+   * The client's address: the socket's, or behind a trusted proxy the last X-Forwarded-For hop when it
+   * is an IP address (a port after it is dropped); anything else is not an address to key limits on.
+   */
   private client(req: http.IncomingMessage): string {
     const sock = req.socket.remoteAddress ?? ''
     if (!this.opts.trustProxy) return sock
@@ -146,7 +149,11 @@ export class PortalServer {
       .split(',')
       .map((s) => s.trim())
       .filter(Boolean)
-    return xff[xff.length - 1] ?? sock
+    const last = xff[xff.length - 1] ?? ''
+    if (net.isIP(last)) return last
+    const m = /^(?:\[([0-9a-fA-F:.]+)\]|(\d+\.\d+\.\d+\.\d+)):\d+$/.exec(last)
+    const ip = m?.[1] ?? m?.[2] ?? ''
+    return net.isIP(ip) ? ip : sock
   }
 
   private secure(req: http.IncomingMessage): boolean {
