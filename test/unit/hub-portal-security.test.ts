@@ -6,14 +6,17 @@
  * - a `next` that cannot be a Location header sends the user to / instead of failing after the login;
  * - behind HTTPS (TrustProxy) the login CSRF cookie is `__Host-`: one planted by a sibling site is refused;
  * - the remote CLI revokes a whole token by its id: the secret never goes into a URL.
+ * - one address cannot hold all the portal's connections (slowloris): the 65th from it is closed;
  * - behind a trusted proxy, an X-Forwarded-For hop that is not an IP address is no limiter key (the socket's is).
  */
 import fs from 'node:fs'
+import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import t from 'tap'
 import { HubAuth, LOGIN_PER_ADDRESS } from '../../src/hub/auth.js'
 import { HubServer, hubPaths, initHub } from '../../src/hub/hub.js'
+import { MAX_CONNECTIONS_PER_SOURCE } from '../../src/hub/portal/server.js'
 import { RemoteAdmin } from '../../src/hub/remote.js'
 import { HubStore } from '../../src/hub/store.js'
 import { createLogger } from '../../src/log/logger.js'
@@ -181,4 +184,38 @@ t.test('TrustProxy: an X-Forwarded-For hop that is not an IP address is not a li
   t.equal(await bad('[2001:db8:1:2::5]:4711'), 401)
   t.equal(await bad('2001:db8:1:2::6'), 401)
   t.same(keys().sort(), ['t:127.0.0.1', 't:198.51.100.7', 't:2001:db8:1:2::/64'], 'the last hop, its port dropped; IPv6 per /64')
+})
+
+/** One raw request on a fresh connection from `from`: the status line, or 'closed' when the portal hangs up first. */
+function rawGet(port: number, from: string, hold: net.Socket[]): Promise<string> {
+  return new Promise((resolve) => {
+    const s = net.connect({ port, host: '127.0.0.1', localAddress: from }, () => {
+      s.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n')
+    })
+    let got = ''
+    s.on('data', (d) => {
+      got += d
+    })
+    s.on('error', () => undefined)
+    s.on('close', () => resolve(got ? got.split('\r\n')[0] : 'closed'))
+    hold.push(s)
+  })
+}
+
+t.test('connections: one address holding 64 idle connections cannot take the 65th (slowloris)', async (t) => {
+  const { hub } = await startHub()
+  const port = hub.portal?.port ?? 0
+  const idle: net.Socket[] = []
+  t.teardown(async () => {
+    for (const s of idle) s.destroy()
+    await hub.stop()
+  })
+  for (let i = 0; i < MAX_CONNECTIONS_PER_SOURCE; i++)
+    await new Promise<void>((resolve) => {
+      const s = net.connect({ port, host: '127.0.0.1', localAddress: '127.0.0.1' }, () => resolve())
+      s.on('error', () => undefined)
+      idle.push(s)
+    })
+  t.equal(await rawGet(port, '127.0.0.1', idle), 'closed', 'the next connection from the same address is closed at once')
+  t.equal(await rawGet(port, '127.0.0.2', idle), 'HTTP/1.1 200 OK', 'another address still gets in')
 })

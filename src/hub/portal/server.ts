@@ -26,6 +26,8 @@ import { loginPage, renderPage } from './pages.js'
 
 export const DEFAULT_PORTAL_LISTEN = '127.0.0.1:8444'
 export const MAX_BODY = 64 * 1024
+/** Open connections one source address (IPv6 per /64) may hold, unless behind a trusted proxy. */
+export const MAX_CONNECTIONS_PER_SOURCE = 64
 
 export interface PortalConfig {
   /** "127.0.0.1:8444" by default; "off" turns the portal and API off. */
@@ -102,6 +104,8 @@ export class PortalServer {
   readonly auth: HubAuth
   private server!: http.Server
   private readonly flashes = new Map<string, Flash>()
+  /** Open connections per source address (sourceKey). */
+  private readonly connections = new Map<string, number>()
   address = ''
   port = 0
 
@@ -122,6 +126,19 @@ export class PortalServer {
       },
     )
     this.server.maxConnections = 1024
+    // Slowloris: one address would otherwise hold all 1,024 (behind a proxy all come from it: its to limit).
+    if (!this.opts.trustProxy)
+      this.server.on('connection', (sock: net.Socket) => {
+        const key = sourceKey(sock.remoteAddress ?? '')
+        const n = this.connections.get(key) ?? 0
+        if (n >= MAX_CONNECTIONS_PER_SOURCE) return sock.destroy()
+        this.connections.set(key, n + 1)
+        sock.once('close', () => {
+          const left = (this.connections.get(key) ?? 1) - 1
+          if (left > 0) this.connections.set(key, left)
+          else this.connections.delete(key)
+        })
+      })
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject)
       this.server.listen(this.opts.port, this.opts.host, () => resolve())
