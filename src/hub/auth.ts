@@ -129,6 +129,13 @@ export class AttemptLimiter {
   clear(key: string): void {
     this.fails.delete(key)
   }
+
+  /** Takes back the latest attempt under this key (it succeeded). */
+  forgive(key: string): void {
+    const a = this.fails.get(key)
+    a?.pop()
+    if (a && !a.length) this.fails.delete(key)
+  }
 }
 
 export interface TokenInfo {
@@ -219,21 +226,23 @@ export class HubAuth {
     password: string,
   ): Promise<{ ok: true; cookie: string; session: SessionInfo } | { ok: false; limited?: number }> {
     const byAddr = `a:${sourceKey(address)}`
-    const byUser = `u:${username.trim().toLowerCase()}`
+    // No account name is longer than 64 characters: a longer one must not grow the limiter's memory.
+    const byUser = `u:${username.trim().toLowerCase().slice(0, 64)}`
     const wait = Math.max(this.loginByAddress.retryAfter(byAddr), this.loginByUser.retryAfter(byUser))
     if (wait) return { ok: false, limited: wait }
+    // Counted before the password is checked (and taken back on success): attempts sent all at once
+    // would otherwise all pass the check above while the first ones are still hashing.
+    this.loginByAddress.fail(byAddr)
+    this.loginByUser.fail(byUser)
     const a =
       username.length <= 64
         ? await this.store.db.selectFrom('admins').selectAll().where('username', '=', username.trim()).executeTakeFirst()
         : undefined
     dummyHash ??= hashPassword(crypto.randomBytes(16).toString('hex'))
     const good = password.length <= 1024 && (await verifyPassword(password, a?.password ?? (await dummyHash))) && !!a
-    if (!good || !a) {
-      this.loginByAddress.fail(byAddr)
-      this.loginByUser.fail(byUser)
-      return { ok: false }
-    }
+    if (!good || !a) return { ok: false }
     this.loginByAddress.clear(byAddr)
+    this.loginByUser.forgive(byUser)
     const cookie = crypto.randomBytes(32).toString('base64url')
     const csrf = crypto.randomBytes(32).toString('base64url')
     const t = new Date(this.now()).toISOString()
@@ -284,8 +293,11 @@ export class HubAuth {
 
   /** A form's CSRF token against its session's, in constant time. */
   static csrfMatches(s: SessionInfo, given: unknown): boolean {
-    if (typeof given !== 'string' || given.length !== s.csrf.length) return false
-    return crypto.timingSafeEqual(Buffer.from(given), Buffer.from(s.csrf))
+    if (typeof given !== 'string') return false
+    // Compared as bytes: a token as long in characters but not in bytes (é) would make timingSafeEqual throw.
+    const a = Buffer.from(given)
+    const b = Buffer.from(s.csrf)
+    return a.length === b.length && crypto.timingSafeEqual(a, b)
   }
 
   // ------------------------------------------------------------ API tokens

@@ -299,7 +299,9 @@ export class RemoteAdmin implements HubAdminApi, HubTokensApi {
   }
 
   async revokeToken(which: string): Promise<TokenInfo> {
-    return (await this.call<{ token: TokenInfo }>('POST', `/tokens/${seg(which)}/revoke`, {})).token
+    // A whole token goes by its id: its secret must not end up in a URL (a proxy's access log).
+    const id = /^ehub_([0-9a-f]{10})_/.exec(which.trim())?.[1] ?? which
+    return (await this.call<{ token: TokenInfo }>('POST', `/tokens/${seg(id)}/revoke`, {})).token
   }
 }
 

@@ -28,6 +28,8 @@ export const DEFAULT_PORTAL_LISTEN = '127.0.0.1:8444'
 export const MAX_BODY = 64 * 1024
 /** What an admin reads while PostgreSQL (or the SQLite file) cannot be reached. */
 export const DB_DOWN = "the hub's database is unreachable: changes and enrolments wait until it is back (agents' sessions and relays go on)"
+/** Open connections one source address (IPv6 per /64) may hold, unless behind a trusted proxy. */
+export const MAX_CONNECTIONS_PER_SOURCE = 64
 
 export interface PortalConfig {
   /** "127.0.0.1:8444" by default; "off" turns the portal and API off. */
@@ -95,7 +97,8 @@ function parseCookies(h: string | undefined): Map<string, string> {
 /** A local path to go back to (never another site: `//host` and `/\host` are refused). */
 export function localPath(s: string | null | undefined, fallback = '/'): string {
   // Browsers drop tabs and newlines inside URLs and read "\\" as "/": "/\t/evil" would become "//evil".
-  if (!s?.startsWith('/') || s.startsWith('//') || [...s].some((c) => c <= ' ' || c === '\x7f' || c === '\\')) return fallback
+  // Only printable ASCII (our own links are percent-encoded): Node refuses a Location past U+00FF.
+  if (!s?.startsWith('/') || s.startsWith('//') || [...s].some((c) => c <= ' ' || c >= '\x7f' || c === '\\')) return fallback
   return s
 }
 
@@ -103,6 +106,8 @@ export class PortalServer {
   readonly auth: HubAuth
   private server!: http.Server
   private readonly flashes = new Map<string, Flash>()
+  /** Open connections per source address (sourceKey). */
+  private readonly connections = new Map<string, number>()
   address = ''
   port = 0
 
@@ -133,6 +138,19 @@ export class PortalServer {
       },
     )
     this.server.maxConnections = 1024
+    // Slowloris: one address would otherwise hold all 1,024 (behind a proxy all come from it: its to limit).
+    if (!this.opts.trustProxy)
+      this.server.on('connection', (sock: net.Socket) => {
+        const key = sourceKey(sock.remoteAddress ?? '')
+        const n = this.connections.get(key) ?? 0
+        if (n >= MAX_CONNECTIONS_PER_SOURCE) return sock.destroy()
+        this.connections.set(key, n + 1)
+        sock.once('close', () => {
+          const left = (this.connections.get(key) ?? 1) - 1
+          if (left > 0) this.connections.set(key, left)
+          else this.connections.delete(key)
+        })
+      })
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject)
       this.server.listen(this.opts.port, this.opts.host, () => resolve())
@@ -149,7 +167,10 @@ export class PortalServer {
     await new Promise<void>((r) => this.server.close(() => r()))
   }
 
-  /** The client's address: the socket's, or behind a trusted proxy the last X-Forwarded-For hop. */
+  /**
+   * The client's address: the socket's, or behind a trusted proxy the last X-Forwarded-For hop when it
+   * is an IP address (a port after it is dropped); anything else is not an address to key limits on.
+   */
   private client(req: http.IncomingMessage): string {
     const sock = req.socket.remoteAddress ?? ''
     if (!this.opts.trustProxy) return sock
@@ -157,7 +178,11 @@ export class PortalServer {
       .split(',')
       .map((s) => s.trim())
       .filter(Boolean)
-    return xff[xff.length - 1] ?? sock
+    const last = xff[xff.length - 1] ?? ''
+    if (net.isIP(last)) return last
+    const m = /^(?:\[([0-9a-fA-F:.]+)\]|(\d+\.\d+\.\d+\.\d+)):\d+$/.exec(last)
+    const ip = m?.[1] ?? m?.[2] ?? ''
+    return net.isIP(ip) ? ip : sock
   }
 
   private secure(req: http.IncomingMessage): boolean {
@@ -171,6 +196,14 @@ export class PortalServer {
 
   private cookieName(req: http.IncomingMessage): string {
     return this.secure(req) ? '__Host-enclave_hub' : 'enclave_hub'
+  }
+
+  /**
+   * The login form's CSRF cookie: `__Host-` behind HTTPS (Path=/ then), so that a sibling site of the
+   * portal's domain cannot plant one and log the admin's browser into its own account.
+   */
+  private loginCookie(req: http.IncomingMessage): { name: string; path: string } {
+    return this.secure(req) ? { name: '__Host-enclave_hub_login', path: '/' } : { name: 'enclave_hub_login', path: '/login' }
   }
 
   private cookie(req: http.IncomingMessage, name: string, value: string, maxAge: number | null, path = '/'): string {
@@ -328,11 +361,12 @@ export class PortalServer {
   ): Promise<void> {
     const next = localPath(url.searchParams.get('next') ?? form.get('next'), '/')
     // Login CSRF: a random value in a cookie and in the form, compared (the session's token does not exist yet).
-    const pre = cookies.get('enclave_hub_login')
+    const lc = this.loginCookie(req)
+    const pre = cookies.get(lc.name)
     if (method === 'GET') {
       const token = pre && /^[A-Za-z0-9_-]{43}$/.test(pre) ? pre : crypto.randomBytes(32).toString('base64url')
       return this.send(res, 200, loginPage({ csrf: token, next }), {
-        'set-cookie': this.cookie(req, 'enclave_hub_login', token, 3600, '/login'),
+        'set-cookie': this.cookie(req, lc.name, token, 3600, lc.path),
       })
     }
     const given = form.get('_csrf')
@@ -354,7 +388,7 @@ export class PortalServer {
     }
     this.opts.log.info({ user: r.session.name, from: this.client(req) }, 'portal login')
     return this.redirect(res, next, {
-      'set-cookie': [this.cookie(req, this.cookieName(req), r.cookie, null), this.cookie(req, 'enclave_hub_login', '', 0, '/login')],
+      'set-cookie': [this.cookie(req, this.cookieName(req), r.cookie, null), this.cookie(req, lc.name, '', 0, lc.path)],
     })
   }
 
