@@ -131,6 +131,19 @@ if (!skip) {
   }
   void urls
 
+  t.test("the hub key: sealed in the database, opened only with the first replica's hub.kek", async (t) => {
+    const sealed = (await store.getMeta('hub_key')) ?? ''
+    t.equal(Buffer.from(sealed, 'base64').length, 24 + 32 + 16, 'the database holds a nonce and a sealed 32-byte key')
+    t.equal(await store.getMeta('hub_public_key'), hubKey, 'every replica presents the same public key')
+    t.notOk(fs.existsSync(path.join(tmp, 'r2', 'hub.key')), 'no replica keeps the private key in a file')
+    const wrong = Buffer.alloc(32, 7).toString('base64')
+    await t.rejects(
+      initHub(path.join(tmp, 'wrong'), '127.0.0.1:1', { postgresUrl: pg.url('hub'), join: true, kek: wrong }),
+      /does not open with this key-encryption key/,
+      'a replica with another hub.kek is refused',
+    )
+  })
+
   t.test('concurrent enrolments through three replicas: a 5-use key enrols exactly 5 systems, each its own address', async (t) => {
     const k = (await api(replicas[0], 'POST', '/keys', { description: 'five', uses: 5, autoApprove: true })).body.key as { key: string }
     const nodes = Array.from({ length: 9 }, (_, i) => mesh.node(`c${i}`))
