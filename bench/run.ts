@@ -25,6 +25,7 @@ import { runHotpath, type HotpathResult } from './hotpath.js'
 import { ExitPathBench, IMPLS, implMissing, type NetnsResult } from './netns.js'
 import { runPolicyBench } from './policy.js'
 import { runHubLoad } from './hub-load.js'
+import { runHubReplicas } from './hub-replicas.js'
 import { runHubEnrolBench } from './hub-enrol.js'
 import { runMac1Bench } from './mac1.js'
 import { relayBenchLine, runRelayBench } from './relay.js'
@@ -105,6 +106,17 @@ async function main() {
     console.log(
       `hub, ${h.agents} agents in ${sites} sites on one hub process: enrolled in ${h.enrolS} s (first map p99 ${h.firstMapP99Ms} ms); a site's policy change -> acknowledged p99 ${h.policyToAckP99Ms} ms (${h.policyRecipients} agents); ${h.rssPerAgentKiB} KiB per agent; endpoint delta ${h.endpointDeltaBytesMax} B to ${h.endpointDeltaRecipients} systems`,
     )
+  }
+  // Three hub replicas on one PostgreSQL (BENCH_HUB_REPLICA_AGENTS, default 9,000 = 3 x 3,000; 0 skips it).
+  const replicaAgents = Number(process.env.BENCH_HUB_REPLICA_AGENTS ?? 9000)
+  if (replicaAgents > 0) {
+    const h = await runHubReplicas(replicaAgents)
+    emit(h)
+    if ('skipped' in h) console.log(`hub replicas: skipped (${h.skipped})`)
+    else
+      console.log(
+        `hub, 3 replicas on PostgreSQL, ${h.agents} agents: enrolled in ${h.enrolS} s; a policy change -> acknowledged on ${h.policyRecipientReplicas} replicas p50 ${h.policyToAckP50Ms} ms, p99 ${h.policyToAckP99Ms} ms (${h.policyRecipients} agents, target p99 <= 2000); a replica killed: ${h.killedAgents} agents re-attached p50 ${h.reattachP50Ms} ms, p99 ${h.reattachP99Ms} ms (target p99 <= 10000), ${h.resumedWithoutFullMap} without a full map`,
+      )
   }
   const policyNet: PolicyNetnsResult[] = []
   const net: NetnsResult[] = []

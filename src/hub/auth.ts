@@ -12,7 +12,7 @@
 import crypto from 'node:crypto'
 import { promisify } from 'node:util'
 import { EnclaveError } from '../errors.js'
-import { sourceKey } from './hub.js'
+import { sourceKey } from './source-key.js'
 import type { HubStore } from './store.js'
 
 const scrypt = promisify(crypto.scrypt) as (pw: string, salt: Buffer, len: number, o: crypto.ScryptOptions) => Promise<Buffer>

@@ -55,6 +55,9 @@ import { REFLECT_TOKEN_BYTES, parseReflect } from '../hubproto/reflect.js'
 import { type EntryCache, HubModel } from './model.js'
 import { type Engine, HubStore, isDatabaseDown } from './store.js'
 import { Replicas } from './replicas.js'
+import { sourceKey } from './source-key.js'
+
+export { sourceKey }
 import { type RelayPairStats, UdpRelay } from './relay.js'
 import { FastRelay } from './fast-relay.js'
 import { SESSION_IDLE_MS } from './auth.js'
@@ -337,27 +340,6 @@ export function sourceEndpoint(source: string, port: number): string | undefined
 export const PREAUTH_PER_SOURCE = 32
 export const PREAUTH_TOTAL = 512
 export const PREAUTH_RESERVED = 128
-
-/**
- * Where a connection comes from, for limits: an IPv4 address (an IPv4-mapped IPv6 address is its IPv4
- * address), or the /64 of an IPv6 address (one host or site holds a whole /64).
- */
-export function sourceKey(address: string): string {
-  const a = address.replace(/%.*$/, '').toLowerCase()
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(a)
-  if (mapped) return mapped[1]
-  if (!a.includes(':')) return a
-  const [head, tail] = a.split('::')
-  const h = head ? head.split(':') : []
-  const t = tail === undefined ? [] : tail ? tail.split(':') : []
-  // An embedded IPv4 address in the tail fills two groups.
-  const tailGroups = t.reduce((n, g) => n + (g.includes('.') ? 2 : 1), 0)
-  const groups = tail === undefined ? h : [...h, ...Array(Math.max(0, 8 - h.length - tailGroups)).fill('0'), ...t]
-  return `${groups
-    .slice(0, 4)
-    .map((g) => (Number.parseInt(g, 16) || 0).toString(16))
-    .join(':')}::/64`
-}
 
 /** Unauthenticated sockets per source and in all (counted from the TCP connection to the handshake). */
 class PreauthSockets {

@@ -53,9 +53,15 @@ const req = (publicKey: string, key: string | undefined, ts = helloTimestamp(Dat
 t.test('store: files private, migrations recorded once, a second open migrates nothing', async (t) => {
   const h = await freshHub()
   t.equal(fs.statSync(h.dir).mode & 0o777, 0o700)
-  t.equal(fs.statSync(path.join(h.dir, 'hub.key')).mode & 0o777, 0o600)
-  if (engine === 'sqlite') t.equal(fs.statSync(path.join(h.dir, 'hub.db')).mode & 0o777, 0o600)
-  else t.equal(h.store.engine, 'postgres', 'the store is PostgreSQL')
+  if (engine === 'sqlite') {
+    t.equal(fs.statSync(path.join(h.dir, 'hub.key')).mode & 0o777, 0o600)
+    t.equal(fs.statSync(path.join(h.dir, 'hub.db')).mode & 0o777, 0o600)
+  } else {
+    // PostgreSQL: the private key is only in the database, sealed with hub.kek.
+    t.equal(fs.statSync(path.join(h.dir, 'hub.kek')).mode & 0o777, 0o600)
+    t.notOk(fs.existsSync(path.join(h.dir, 'hub.key')), 'no hub.key file')
+    t.equal(h.store.engine, 'postgres', 'the store is PostgreSQL')
+  }
   t.same(await h.store.migrate(), [], 'nothing left to migrate')
   await h.store.close()
   await t.rejects(initHub(h.dir, '127.0.0.1:1'), /already exists/, 'init never overwrites a hub')

@@ -10,7 +10,7 @@ import { keysPage, keysPost, revokePost } from './pages/keys.js'
 import { deletePolicyPost, editPolicyPage, newPolicyPage, policiesPage, policyPost } from './pages/policies.js'
 import { pendingPage, pendingPost, routesPost, statePost, systemPage, systemsPage, tagsPost } from './pages/systems.js'
 import { auditPage, tagsPage } from './pages/tags-audit.js'
-import type { PageRequest, PageResult } from './server.js'
+import type { PageRequest, PageResult } from './types.js'
 
 export function loginPage(o: { csrf: string; next: string; error?: string; username?: string }): Html {
   return layout(

@@ -16,13 +16,14 @@ import net from 'node:net'
 import { EnclaveError } from '../../errors.js'
 import type { AgentLogger as Logger } from '../../log/logger.js'
 import { HubAdmin } from '../admin.js'
-import { HubAuth, type SessionInfo } from '../auth.js'
-import { sourceKey } from '../hub.js'
+import { HubAuth } from '../auth.js'
+import { sourceKey } from '../source-key.js'
 import { type HubStore, isDatabaseDown } from '../store.js'
 import { errorStatus, matchOp } from './api.js'
 import { CSS, type Html } from './html.js'
 import { type LiveInfo, NO_LIVE } from './live.js'
 import { loginPage, renderPage } from './pages.js'
+import type { Flash, PageRequest, PageResult } from './types.js'
 
 export const DEFAULT_PORTAL_LISTEN = '127.0.0.1:8444'
 export const MAX_BODY = 64 * 1024
@@ -57,24 +58,7 @@ export interface PortalOptions {
   now?: () => number
 }
 
-export type Flash = { kind: 'ok' | 'error'; text: string }
-
-export interface PageRequest {
-  method: 'GET' | 'POST'
-  path: string
-  query: URLSearchParams
-  /** The POST body (empty for GET). */
-  form: URLSearchParams
-  session: SessionInfo
-  admin: HubAdmin
-  auth: HubAuth
-  live: LiveInfo
-  hub: { url: string; publicKey: string }
-  flash?: Flash
-}
-
-/** A page, a redirect after a change (with its one-line message), or null for 404. */
-export type PageResult = { html: Html; status?: number } | { redirect: string; flash?: Flash } | null
+export type { Flash, PageRequest, PageResult } from './types.js'
 
 const SECURITY_HEADERS: Record<string, string> = {
   'cache-control': 'no-store',

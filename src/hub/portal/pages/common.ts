@@ -3,7 +3,7 @@
  * frame, times ("3 min ago" with the exact time on hover), tags and links.
  */
 import { csrfField, type Html, html, layout } from '../html.js'
-import type { Flash, PageRequest, PageResult } from '../server.js'
+import type { Flash, PageRequest, PageResult } from '../types.js'
 
 export interface Ctx {
   r: PageRequest

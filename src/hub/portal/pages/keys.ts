@@ -4,7 +4,7 @@
  */
 import { type KeyInfo, notFound, parseDuration, parseTags, usage } from '../../admin.js'
 import { html } from '../html.js'
-import type { PageResult } from '../server.js'
+import type { PageResult } from '../types.js'
 import { type Ctx, form, page, tags, when } from './common.js'
 
 function approval(k: KeyInfo): string {

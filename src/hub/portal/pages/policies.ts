@@ -8,7 +8,7 @@ import { notFound, usage } from '../../admin.js'
 import type { PolicyRow } from '../../model.js'
 import { policyBody } from '../../policy-flags.js'
 import { type Html, html } from '../html.js'
-import type { PageResult } from '../server.js'
+import type { PageResult } from '../types.js'
 import { type Ctx, form, page, pairSummary, tags } from './common.js'
 
 interface PolicyForm {

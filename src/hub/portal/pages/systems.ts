@@ -5,7 +5,7 @@
 import { parseTags, usage } from '../../admin.js'
 import { type Html, html } from '../html.js'
 import { systemDetail } from '../live.js'
-import type { PageResult } from '../server.js'
+import type { PageResult } from '../types.js'
 import { type Ctx, form, page, pairSummary, stateText, systemLink, tags, when } from './common.js'
 
 const STATE_VERBS = ['disable', 'enable', 'remove'] as const

@@ -1,7 +1,7 @@
 /** Tags (who carries each, which policies name it, which keys give it) and the audit log. */
 import { html } from '../html.js'
 import { tagIndex } from '../live.js'
-import type { PageResult } from '../server.js'
+import type { PageResult } from '../types.js'
 import { type Ctx, page, systemLink, when } from './common.js'
 
 export async function tagsPage(c: Ctx): Promise<PageResult> {
