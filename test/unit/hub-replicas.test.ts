@@ -22,6 +22,7 @@ import { initHub } from '../../src/hub/hub.js'
 import { HubStore } from '../../src/hub/store.js'
 import { enrol } from '../../src/ops/enrol.js'
 import { Mesh, type MeshNode } from '../helpers/mesh.js'
+import { mapHeld, simAgent } from '../helpers/hub-agent.js'
 import { postgresSkipReason, startPostgres } from '../helpers/postgres.js'
 
 const BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'run.js')
@@ -162,6 +163,41 @@ if (!skip) {
     t.equal(key.used_count, 5, 'the key counts 5 uses')
     t.equal(key.uses_remaining, 0)
     await api(replicas[0], 'POST', '/systems/remove', { identities: rows.map((r) => r.identity) })
+  })
+
+  t.test("an introduction across replicas: each side gets the other's candidates, and the far side the relay's address", async (t) => {
+    const k = (await api(replicas[0], 'POST', '/keys', { description: 'intro', tags: 'intro', autoApprove: true })).body.key as {
+      key: string
+    }
+    t.equal(
+      (await api(replicas[0], 'POST', '/policies', { description: 'intro', senders: 'intro', receivers: 'intro', acl: ['any'] })).status,
+      200,
+    )
+    const at = (r: Replica) => ({ port: r.port, hubKey })
+    const a = await simAgent(at(replicas[0]), { enrol: { key: k.key }, endpoints: ['198.51.100.1:51820'] })
+    const b = await simAgent(at(replicas[2]), { enrol: { key: k.key }, endpoints: ['198.51.100.2:51820'] })
+    t.teardown(() => {
+      a.close()
+      b.close()
+    })
+    await until('a to hold b as a peer', () => mapHeld(a.received)?.Peers.length === 1, 5000)
+    // Presence reaches the other replica with its next heartbeat (2 s): ask until the far side is known.
+    const punched = b.next((m) => m.t === 'punch' && m.peer === a.identity, 10_000)
+    const asking = setInterval(() => a.send({ t: 'path', peer: b.identity }), 300)
+    try {
+      const pb = (await punched).m
+      t.same(pb.candidates, ['198.51.100.1:51820'], "the far agent gets the asking agent's endpoint")
+      const ra = (await a.next((m) => m.t === 'relay' && m.peer === b.identity, 5000)).m
+      const rb = (await b.next((m) => m.t === 'relay' && m.peer === a.identity, 5000)).m
+      t.equal(ra.host, undefined, 'the asking agent uses its own replica for the relay')
+      t.equal(rb.host, '127.0.0.1', "the far agent is told the relay's address (the asking replica's)")
+      t.equal(rb.port !== ra.port, true, 'each side has its own relay port')
+      const pa = (await a.next((m) => m.t === 'punch' && m.peer === b.identity, 5000)).m
+      t.same(pa.candidates, ['198.51.100.2:51820'], "the asking agent gets the far agent's endpoint back")
+    } finally {
+      clearInterval(asking)
+    }
+    await api(replicas[0], 'POST', '/systems/remove', { identities: [a.identity, b.identity] })
   })
 
   t.test('six agents with three URLs: a change through replica 1 reaches all; a killed replica is survived', async (t) => {
