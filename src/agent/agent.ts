@@ -309,6 +309,8 @@ export class Agent implements AgentApi {
         const peer = this.hubPeer(id)
         if (peer) this.paths.relayTcp(peer)
       },
+      // Back on a hub, perhaps another replica: the relay we used may have gone with the old one.
+      onReconnected: () => this.paths.hubReconnected(),
       onDatagram: (id, data) => {
         const peer = this.paths.known(id) ?? this.hubPeer(id)
         if (peer) this.paths.fromHub(peer, data)

@@ -114,6 +114,8 @@ export interface HubLinkOptions {
   onPunch?: (peer: string, candidates: string[], hosts: string[]) => void
   /** UDP is blocked on one side: this peer's datagrams go over the hub connection. */
   onRelayTcp?: (peer: string) => void
+  /** Connected again after losing the hub (maybe to another replica, with the old relay gone). */
+  onReconnected?: () => void
   /** A WireGuard datagram from a peer, relayed by the hub over this connection. */
   onDatagram?: (peer: string, data: Buffer) => void
   localAddresses?: () => Promise<string[]>
@@ -148,6 +150,8 @@ export class HubLink {
   private sendNow?: (m: unknown) => void
   /** The hub's IPv4 address (its relay ports are on it). */
   private hubIp?: number
+  /** Connected at least once (a later connection is a reconnection). */
+  private wasUp = false
   /** The connection's send cipher and a raw frame sender, for relayed datagrams. */
   private transportSend?: CipherState
   private sendRaw?: (frame: Buffer) => void
@@ -280,6 +284,8 @@ export class HubLink {
           this.systemState = w.state
           this.upSince = Date.now()
           log.info({ hub: url, identity: w.identity, state: w.state }, 'connected to the hub')
+          if (this.wasUp) this.o.onReconnected?.()
+          this.wasUp = true
           if (w.reflect) void this.discover(ws, url, w.reflect, send)
           return
         }

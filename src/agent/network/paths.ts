@@ -239,6 +239,20 @@ export class PathManager {
     return this.byPeer.get(peer)?.path
   }
 
+  /**
+   * The hub connection is back, perhaps on another replica whose relay this agent never bound: every peer
+   * still on a relay asks for a path again at once (a new introduction, a new relay pair), instead of
+   * waiting for the old relay's silence to show (15 s of sending without an answer).
+   */
+  hubReconnected(): void {
+    if (!this.d.request) return
+    for (const [peer, s] of this.byPeer) {
+      if (s.path === 'direct' || s.path === 'local' || !s.relay) continue
+      s.lastRequestMs = this.now()
+      this.d.request(peer.cfg.identity)
+    }
+  }
+
   /** Traffic waits for a peer with no path yet: ask the hub (at most every PATH_REQUEST_EVERY_MS). */
   wanted(peer: PeerRuntime): void {
     if (peer.cfg.source !== 'hub' || !this.d.request) return
@@ -313,6 +327,10 @@ export class PathManager {
               s.lastProofMs = heard
               s.nextProbeMs = now + PROBE_EVERY_MS
             } else this.use(peer, s, r.at, 'relay-udp', now, 'relay first')
+          } else if (s.path === 'relay-udp' && this.d.memory.endpointRaw(peer.slot) !== packEndpoint(r.at.ip, r.at.port)) {
+            // A new relay while on an old one (the hub, or its replica, that relayed us is gone): use it.
+            this.use(peer, s, r.at, 'relay-udp', now, 'a new relay')
+            this.d.log.network({ peer: s.identity, relay: text(r.at) }, 'path: moved to a new relay')
           }
         }
       }
