@@ -652,9 +652,12 @@ export class HubAdmin {
       (!q || r.action.toLowerCase().includes(q) || r.target.toLowerCase().includes(q))
     // Newest first, a page at a time, until `limit` entries match (at most 100,000 rows read).
     const rows: Array<{ id: number; at: string; rev: number; actor: string; action: string; target: string; details: string }> = []
-    let before = Number.MAX_SAFE_INTEGER
+    let before: number | undefined
     for (let read = 0; rows.length < limit && read < 100_000; ) {
-      const page = await this.store.db.selectFrom('audit').selectAll().where('id', '<', before).orderBy('id', 'desc').limit(1000).execute()
+      let q = this.store.db.selectFrom('audit').selectAll()
+      // (No bound on the first page: PostgreSQL's integer id refuses a bound past 2^31.)
+      if (before !== undefined) q = q.where('id', '<', before)
+      const page = await q.orderBy('id', 'desc').limit(1000).execute()
       if (!page.length) break
       read += page.length
       before = page[page.length - 1].id

@@ -8,6 +8,7 @@ import os from 'node:os'
 import path from 'node:path'
 import t from 'tap'
 import { HubAdmin } from '../../src/hub/admin.js'
+import { HubAuth } from '../../src/hub/auth.js'
 import { HubServer, initHub, openHubStore } from '../../src/hub/hub.js'
 import { HubModel, type SystemRow } from '../../src/hub/model.js'
 import { intToIp } from '../../src/common/ipv4.js'
@@ -88,6 +89,41 @@ t.test('enrolment keys: shown once, stored hashed, uses counted, revoked and exp
     (await h.admin.listKeys()).map((x) => x.state),
     ['no-uses', 'revoked', 'expired'],
   )
+  await h.store.close()
+})
+
+t.test("the leader's periodic work: an ephemeral system offline for 30 min goes, others stay; idle sessions go", async (t) => {
+  const h = await freshHub()
+  const hub = new HubServer({
+    dataDir: h.dir,
+    listen: '127.0.0.1:0',
+    portal: 'off',
+    log: createLogger(0, 'logfmt', { out: { write: () => {} } }),
+  })
+  await hub.start()
+  t.teardown(() => hub.stop())
+  t.ok(hub.leader, 'the only hub leads')
+  const eph = await h.admin.createKey('ci runners', { ephemeral: true })
+  const keep = await h.admin.createKey('laptops', { autoApprove: true })
+  const [e, l] = [generateKeyPair(), generateKeyPair()].map((kp) => kp.publicKey.toString('base64'))
+  t.match(await h.admin.enrol(req(e, eph.key)), { ok: true })
+  t.match(await h.admin.enrol(req(l, keep.key)), { ok: true })
+  const auth = new HubAuth(h.store)
+  await auth.addAdmin('test', 'alice', 'correct horse battery', 'admin')
+  const login = await auth.login('127.0.0.1', 'alice', 'correct horse battery')
+  t.ok(login.ok)
+  await hub.leaderWork(Date.now() + 29 * 60_000)
+  t.equal((await h.admin.listSystems()).length, 2, 'after 29 min both stay')
+  await hub.leaderWork(Date.now() + 31 * 60_000)
+  const left = await h.admin.listSystems()
+  t.same(
+    left.map((s) => s.identity),
+    [identityFromPublicKey(Buffer.from(l, 'base64'))],
+    'after 31 min offline the ephemeral system is removed, the other stays',
+  )
+  t.match((await h.admin.auditLog(5)).at(-1), { action: 'system.remove', actor: 'hub (ephemeral clean-up)' }, 'and the audit log says who')
+  await hub.leaderWork(Date.now() + 13 * 3600_000)
+  t.equal(await auth.session(login.ok ? login.cookie : ''), null, 'a session idle for 13 h is gone')
   await h.store.close()
 })
 
