@@ -10,8 +10,8 @@ import path from 'node:path'
 import t from 'tap'
 import { HubAdmin } from '../../src/hub/admin.js'
 import { HubAuth } from '../../src/hub/auth.js'
-import { HubServer, initHub } from '../../src/hub/hub.js'
-import { HubStore } from '../../src/hub/store.js'
+import { HubServer, initHub, openHubStore } from '../../src/hub/hub.js'
+import type { HubStore } from '../../src/hub/store.js'
 import { helloTimestamp } from '../../src/hubproto/wire.js'
 import { createLogger } from '../../src/log/logger.js'
 import { generateKeyPair } from '../../src/protocol/primitives.js'
@@ -28,11 +28,15 @@ const EVIL_TAG = '<b>"x'
 const EVIL_KEY_DESC = 'key "<i>one</i>'
 const EVIL_POLICY = '<img src=x onerror=alert(1)>'
 
+/** Also run on a real PostgreSQL by hub-portal-pages-postgres.test.ts (a fresh database, as hub-store's). */
+const freshDatabase = (globalThis as { ENCLAVE_TEST_HUB_DB?: (name: string) => Promise<string> }).ENCLAVE_TEST_HUB_DB
+
 t.before(async () => {
-  hubKey = (await initHub(dir, '127.0.0.1:0')).publicKey
+  const postgresUrl = freshDatabase ? await freshDatabase('portal') : undefined
+  hubKey = (await initHub(dir, '127.0.0.1:0', { postgresUrl })).publicKey
   hub = new HubServer({ dataDir: dir, listen: '127.0.0.1:0', portal: '127.0.0.1:0', log })
   await hub.start()
-  store = await HubStore.open({ file: path.join(dir, 'hub.db') })
+  store = await openHubStore(dir)
   admin = new HubAdmin(store, 'test-admin')
   const auth = new HubAuth(store)
   await auth.addAdmin('test', 'alice', 'correct horse battery', 'admin')
