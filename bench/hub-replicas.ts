@@ -13,7 +13,6 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process'
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { HubAdmin } from '../src/hub/admin.js'
@@ -24,6 +23,7 @@ import { BIN } from '../src/lab/lab.js'
 import { postgresSkipReason, startPostgres } from '../src/lab/postgres.js'
 import { generateKeyPair } from '../src/protocol/primitives.js'
 import { SimAgent } from './hub-load.js'
+import { freePort } from '../src/lab/ports.js'
 
 export interface HubReplicasResult {
   case: 'hub-replicas'
@@ -45,14 +45,6 @@ export interface HubReplicasResult {
 const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b)
   return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] : Number.NaN
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer()
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()))
-  const p = (s.address() as net.AddressInfo).port
-  await new Promise<void>((r) => s.close(() => r()))
-  return p
 }
 
 export async function runHubReplicas(agents = 9000, perSite = 300): Promise<HubReplicasResult | { case: 'hub-replicas'; skipped: string }> {

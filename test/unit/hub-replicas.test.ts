@@ -12,7 +12,6 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process'
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -24,18 +23,11 @@ import { enrol } from '../../src/ops/enrol.js'
 import { Mesh, type MeshNode } from '../helpers/mesh.js'
 import { mapHeld, simAgent } from '../helpers/hub-agent.js'
 import { postgresSkipReason, startPostgres } from '../helpers/postgres.js'
+import { freePort } from '../../src/lab/ports.js'
 
 const BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'run.js')
 const skip = postgresSkipReason()
 if (skip) t.plan(0, skip)
-
-async function freePort(): Promise<number> {
-  const s = net.createServer()
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()))
-  const p = (s.address() as net.AddressInfo).port
-  await new Promise<void>((r) => s.close(() => r()))
-  return p
-}
 
 async function until(what: string, cond: () => boolean | Promise<boolean>, ms: number): Promise<number> {
   const t0 = Date.now()
