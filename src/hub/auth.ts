@@ -241,20 +241,28 @@ export class HubAuth {
     dummyHash ??= hashPassword(crypto.randomBytes(16).toString('hex'))
     const good = password.length <= 1024 && (await verifyPassword(password, a?.password ?? (await dummyHash))) && !!a
     if (!good || !a) return { ok: false }
-    this.loginByAddress.clear(byAddr)
-    this.loginByUser.forgive(byUser)
     const cookie = crypto.randomBytes(32).toString('base64url')
     const csrf = crypto.randomBytes(32).toString('base64url')
     const t = new Date(this.now()).toISOString()
-    await this.store.db
-      .insertInto('sessions')
-      .values({ id_sha256: sha256(cookie), admin_id: a.id, csrf, created_at: t, seen_at: t })
-      .execute()
-    // Old sessions go when someone logs in: the table holds only live ones.
-    await this.store.db
-      .deleteFrom('sessions')
-      .where('seen_at', '<', new Date(this.now() - SESSION_IDLE_MS).toISOString())
-      .execute()
+    // Recorded in a write (serialised with a password change, on any replica) and only while the account
+    // still has the password just checked: a change that committed meanwhile ended every session.
+    const recorded = await this.store.write(null, async (trx) => {
+      const still = await trx.selectFrom('admins').select('id').where('id', '=', a.id).where('password', '=', a.password).executeTakeFirst()
+      if (!still) return false
+      await trx
+        .insertInto('sessions')
+        .values({ id_sha256: sha256(cookie), admin_id: a.id, csrf, created_at: t, seen_at: t })
+        .execute()
+      // Old sessions go when someone logs in: the table holds only live ones.
+      await trx
+        .deleteFrom('sessions')
+        .where('seen_at', '<', new Date(this.now() - SESSION_IDLE_MS).toISOString())
+        .execute()
+      return true
+    })
+    if (!recorded) return { ok: false }
+    this.loginByAddress.clear(byAddr)
+    this.loginByUser.forgive(byUser)
     return {
       ok: true,
       cookie,

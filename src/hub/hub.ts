@@ -704,7 +704,17 @@ export class HubServer extends EventEmitter {
       return
     }
     conn.reflexive = addr
-    await this.admin.setEndpoint(conn.systemId, addr)
+    try {
+      await this.admin.setEndpoint(conn.systemId, addr)
+    } catch (e) {
+      // The database is down: the session goes on (introductions use conn.reflexive); the endpoint is
+      // recorded at the system's next connection or report.
+      if (!isDatabaseDown(e)) throw e
+      this.opts.log.warn(
+        { identity: conn.identity, addr, err: (e as Error).message },
+        'NAT report not recorded: the database is unreachable',
+      )
+    }
   }
 
   /** The portal and admin API, when on. */

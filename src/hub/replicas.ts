@@ -107,13 +107,7 @@ export class Replicas extends EventEmitter {
     if (this.stopped || this.connecting || this.client) return
     this.connecting = true
     const c = new pg.Client({ connectionString: this.o.postgresUrl, connectionTimeoutMillis: 5000 })
-    const lost = (why: string) => {
-      if (this.client !== c) return
-      this.client = undefined
-      if (this.leader) this.o.log.warn({ replica: this.id, why }, 'hub replica lost the lead (its database session ended)')
-      this.leader = false
-      c.end().catch(() => undefined)
-    }
+    const lost = (why: string) => this.lose(c, why)
     c.on('error', (e) => lost(e.message))
     c.on('end', () => lost('connection ended'))
     c.on('notification', (n) => {
@@ -140,6 +134,15 @@ export class Replicas extends EventEmitter {
     }
   }
 
+  /** The session is gone (or cannot be trusted): so is the lead that lives on it. */
+  private lose(c: pg.Client, why: string): void {
+    if (this.client !== c) return
+    this.client = undefined
+    if (this.leader) this.o.log.warn({ replica: this.id, why }, 'hub replica lost the lead (its database session ended)')
+    this.leader = false
+    c.end().catch(() => undefined)
+  }
+
   private channel(id: string): string {
     return `enclave_hub_r_${id}`
   }
@@ -150,14 +153,16 @@ export class Replicas extends EventEmitter {
     try {
       await sql`insert into replicas (id, addr, heartbeat_ms) values (${this.id}, ${this.o.addr}, (extract(epoch from clock_timestamp()) * 1000)::bigint)
         on conflict (id) do update set heartbeat_ms = excluded.heartbeat_ms`.execute(db)
+      const dead = this.o.deadAfterMs ?? 10_000
+      // Our systems whose presence row is missing or another's: the leader took this replica for dead (a
+      // late heartbeat, an outage), or a presence write failed. Written again unless a live replica holds
+      // the system now (it attached there since; the connection here is the stale one and will close).
+      await this.reassertPresence(dead)
       if (!this.dbUp) {
-        // Back after an outage: the leader may have taken our systems for dead; say where they are again.
-        for (const id of this.local) await this.writePresence(id)
         this.o.log.info({ replica: this.id }, 'hub database reachable again')
         this.emit('revision', -1)
       }
       this.dbUp = true
-      const dead = this.o.deadAfterMs ?? 10_000
       const rows = await sql<{ system_id: number; replica_id: string }>`select p.system_id, p.replica_id from presence p
         join replicas r on r.id = p.replica_id
         where r.heartbeat_ms > (extract(epoch from clock_timestamp()) * 1000)::bigint - ${dead}`.execute(db)
@@ -193,13 +198,34 @@ export class Replicas extends EventEmitter {
     this.leaderBusy = true
     try {
       if (this.postgres) {
-        const dead = this.o.deadAfterMs ?? 10_000
-        const gone = await sql<{ id: string }>`delete from replicas
-          where heartbeat_ms < (extract(epoch from clock_timestamp()) * 1000)::bigint - ${dead} returning id`.execute(this.o.store.db)
-        for (const r of gone.rows) {
-          const p = await sql`delete from presence where replica_id = ${r.id}`.execute(this.o.store.db)
-          this.o.log.info({ replica: r.id, systems: Number(p.numAffectedRows ?? 0) }, 'hub replica is gone: its systems read as offline')
+        // The lead is the session's lock. A session PostgreSQL ended without a word reaching us (a cut
+        // network) would leave two leaders: each round first confirms the lock on the session itself.
+        const c = this.client
+        // query_timeout (node-postgres reads it per query; its types do not list it): a cut session never answers.
+        const check = {
+          text: `select count(*)::int as n from pg_locks where locktype = 'advisory' and granted and pid = pg_backend_pid() and objid = $1`,
+          values: [PG_LEADER_LOCK],
+          query_timeout: this.o.leaderTryMs ?? 2000,
+        } as pg.QueryConfig
+        const held = c
+          ? await c.query<{ n: number }>(check).then(
+              (r) => Number(r.rows[0]?.n) > 0,
+              () => false,
+            )
+          : false
+        if (!held) {
+          if (c) this.lose(c, 'the lead could not be confirmed on its session')
+          this.leader = false
+          return
         }
+        const dead = this.o.deadAfterMs ?? 10_000
+        // One statement: a replica whose heartbeat comes back in between cannot lose the rows it writes again.
+        const gone = await sql<{ id: string; systems: number }>`with gone as (delete from replicas
+            where heartbeat_ms < (extract(epoch from clock_timestamp()) * 1000)::bigint - ${dead} returning id),
+          p as (delete from presence where replica_id in (select id from gone) returning replica_id)
+          select g.id, (select count(*) from p where p.replica_id = g.id)::int as systems from gone g`.execute(this.o.store.db)
+        for (const r of gone.rows)
+          this.o.log.info({ replica: r.id, systems: r.systems }, 'hub replica is gone: its systems read as offline')
       }
       await this.o.leaderWork()
     } catch (e) {
@@ -207,6 +233,19 @@ export class Replicas extends EventEmitter {
     } finally {
       this.leaderBusy = false
     }
+  }
+
+  private async reassertPresence(deadAfterMs: number): Promise<void> {
+    if (!this.local.size) return
+    const db = this.o.store.db
+    const missing = await sql<{ id: number }>`select x.id from unnest(${[...this.local]}::int[]) as x(id)
+      where not exists (select 1 from presence p where p.system_id = x.id and p.replica_id = ${this.id})`.execute(db)
+    if (!missing.rows.length) return
+    await sql`insert into presence (system_id, replica_id, since)
+      select x.id, ${this.id}, ${new Date().toISOString()} from unnest(${missing.rows.map((r) => Number(r.id))}::int[]) as x(id)
+      on conflict (system_id) do update set replica_id = excluded.replica_id, since = excluded.since
+      where not exists (select 1 from replicas r where r.id = presence.replica_id
+        and r.heartbeat_ms > (extract(epoch from clock_timestamp()) * 1000)::bigint - ${deadAfterMs})`.execute(db)
   }
 
   private async writePresence(systemId: number): Promise<void> {

@@ -317,11 +317,12 @@ export interface StoreOptions {
   create?: boolean
 }
 
-/** A PostgreSQL URL without its password, for messages and logs. */
+/** A PostgreSQL URL without its password (user-info, or a `password`/`sslpassword` parameter), for messages and logs. */
 export function redactUrl(u: string): string {
   try {
     const x = new URL(u)
     if (x.password) x.password = '***'
+    for (const k of [...x.searchParams.keys()]) if (/password/i.test(k)) x.searchParams.set(k, '***')
     return x.toString()
   } catch {
     return '(an unreadable URL)'
