@@ -85,7 +85,10 @@ export class ExitPathBench {
   }
 
   /** Starts the given implementation on client and exit; returns a function that stops it. */
-  async start(impl: Impl, workers?: number): Promise<() => Promise<void>> {
+  /** The enclave agents of the last start (their output, for investigations). */
+  agents: Array<{ name: string; log: string }> = []
+
+  async start(impl: Impl, workers?: number, env: Record<string, string> = {}): Promise<() => Promise<void>> {
     if (impl === 'nebula') return this.startNebula()
     if (impl === 'enclave') {
       const c = this.lab.makeNode({ name: 'c', ns: this.ns('client') })
@@ -101,8 +104,14 @@ export class ExitPathBench {
         ExitNode: { ProvidesRoutes: ['172.26.0.0/20'] },
       })
       const extra = workers ? ['--workers', String(workers)] : []
-      const ea = this.lab.startAgent(e, ['-v', '0', ...extra])
-      const ca = this.lab.startAgent(c, ['-v', '1', ...extra])
+      const ea = this.lab.startAgent(e, ['-v', '0', ...extra], env)
+      const ca = this.lab.startAgent(c, ['-v', '1', ...extra], env)
+      this.agents = [
+        { name: 'exit', log: '' },
+        { name: 'client', log: '' },
+      ]
+      Object.defineProperty(this.agents[0], 'log', { get: () => ea.log })
+      Object.defineProperty(this.agents[1], 'log', { get: () => ca.log })
       await ca.waitFor(/control socket ready/, 20000)
       await sh('ip', ['netns', 'exec', this.ns('client'), 'ping', '-c', '2', '-W', '3', '172.26.0.250'])
       return async () => {

@@ -110,7 +110,7 @@ export function hubPaths(dataDir: string) {
 export async function initHub(
   dataDir: string,
   listen: string,
-  o: { postgresUrl?: string; join?: boolean; kek?: string } = {},
+  o: { postgresUrl?: string; join?: boolean; kek?: string; urlInConfig?: boolean } = {},
 ): Promise<{ publicKey: string; listen: string; dataDir: string; store: Engine; replica: boolean }> {
   parseListen(listen)
   const p = hubPaths(dataDir)
@@ -121,7 +121,11 @@ export async function initHub(
   fs.chmodSync(dataDir, 0o700)
   const store = await HubStore.open(o.postgresUrl ? { postgresUrl: o.postgresUrl } : { file: p.db, create: true })
   try {
-    const cfg: HubConfig = { Listen: listen, ...(o.postgresUrl ? { Store: { Engine: 'postgres', Url: o.postgresUrl } } : {}) }
+    // A URL given in $ENCLAVE_HUB_POSTGRES_URL (urlInConfig false) stays out of hub.json: it may hold a password.
+    const cfg: HubConfig = {
+      Listen: listen,
+      ...(o.postgresUrl ? { Store: { Engine: 'postgres', ...(o.urlInConfig === false ? {} : { Url: o.postgresUrl }) } } : {}),
+    }
     const exists = (await store.getMeta('rev')) !== undefined
     if (o.join) {
       // Another replica of an existing hub: the same database and the key-encryption key of the first.
@@ -1232,6 +1236,8 @@ export class HubServer extends EventEmitter {
   }
 
   private loading?: Promise<void>
+  /** The last follow of the database failed (logged once until one succeeds). */
+  private followFailing = false
   /** Peer entries shared by every model this hub loads (HubModel). */
   private readonly entries: EntryCache = new Map()
 
@@ -1351,6 +1357,7 @@ export class HubServer extends EventEmitter {
     this.following = true
     try {
       await this.refreshModel()
+      this.followFailing = false
       const rev = this.modelRev
       if (rev === this.rev) return
       this.rev = rev
@@ -1367,7 +1374,9 @@ export class HubServer extends EventEmitter {
       for (const m of this.entries.values()) for (const id of m.keys()) if (!this.model.systems.has(id)) m.delete(id)
       for (const c of [...this.conns.values()]) this.fanOutOne(c, rev, vis)
     } catch (e) {
-      this.opts.log.error({ err: (e as Error).message }, 'hub could not follow the database')
+      // Once per outage, not every 100 ms poll.
+      if (!this.followFailing) this.opts.log.error({ err: (e as Error).message }, 'hub could not follow the database')
+      this.followFailing = true
     } finally {
       this.following = false
     }

@@ -121,6 +121,10 @@ export class Replicas extends EventEmitter {
     })
     try {
       await c.connect()
+      if (this.stopped) {
+        await c.end().catch(() => undefined)
+        return
+      }
       await c.query('listen enclave_hub')
       await c.query(`listen ${this.channel(this.id)}`)
       this.client = c

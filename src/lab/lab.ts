@@ -205,7 +205,9 @@ export class Lab {
 
   /** Starts `enclave run` for the node inside its namespace; ended by PID at teardown. */
   startAgent(info: NodeInfo, args: string[] = ['-v', '3'], env: Record<string, string> = {}): AgentProc {
-    const p = this.spawn(info.ns, process.execPath, [BIN, 'run', '--config-dir', info.dir, ...args], {
+    // ENCLAVE_LAB_NODE_ARGS: node flags for the agents a lab starts (investigations: --trace-gc, --cpu-prof).
+    const nodeArgs = (process.env.ENCLAVE_LAB_NODE_ARGS ?? '').split(' ').filter(Boolean)
+    const p = this.spawn(info.ns, process.execPath, [...nodeArgs, BIN, 'run', '--config-dir', info.dir, ...args], {
       ENCLAVE_RUN_DIR: info.runDir,
       ...env,
     })

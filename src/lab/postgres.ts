@@ -4,7 +4,7 @@
  * fsync off. `stop()` stops that server by its own data directory (pg_ctl reads the postmaster's PID
  * from it) and removes the directory. Needs root (to run as `postgres`); otherwise a skip reason.
  */
-import { execFile } from 'node:child_process'
+import { execFile, execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -65,6 +65,20 @@ export async function startPostgres(prefix = 'enclave-pg'): Promise<TestPostgres
   const opts = `-k ${sock} -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200`
   const start = () => asPg('pg_ctl', ['-D', data, '-l', path.join(dir, 'log'), '-o', opts, '-w', '-t', '30', 'start'])
   await start()
+  // A test process that dies before its teardown (an exception while importing a test file) still stops
+  // its server: 'exit' handlers run then, synchronously.
+  const stopOnExit = () => {
+    try {
+      execFileSync('/usr/sbin/runuser', ['-u', 'postgres', '--', path.join(bin, 'pg_ctl'), '-D', data, '-m', 'immediate', '-w', 'stop'], {
+        stdio: 'ignore',
+        timeout: 20_000,
+      })
+    } catch {
+      // already stopped
+    }
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+  process.once('exit', stopOnExit)
   const url = (db = 'postgres') => `postgresql://postgres@/${db}?host=${encodeURIComponent(sock)}`
   let stopped = false
   return {
@@ -96,6 +110,7 @@ export async function startPostgres(prefix = 'enclave-pg'): Promise<TestPostgres
     async stop() {
       if (stopped) return
       stopped = true
+      process.removeListener('exit', stopOnExit)
       await asPg('pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop']).catch(() => undefined)
       fs.rmSync(dir, { recursive: true, force: true })
     },

@@ -49,7 +49,11 @@ export default class HubInit extends BaseCommand {
       } catch (e) {
         throw new EnclaveError('EUSAGE', `--kek-file ${flags['kek-file']}: ${(e as Error).message}`, 2)
       }
-    const r = await initHub(dir, flags.listen, flags.store === 'postgres' ? { postgresUrl, join: flags.join, kek } : {})
+    const r = await initHub(
+      dir,
+      flags.listen,
+      flags.store === 'postgres' ? { postgresUrl, join: flags.join, kek, urlInConfig: !!flags['postgres-url'] } : {},
+    )
     if (!this.jsonEnabled()) {
       this.log(r.replica ? `Hub replica created in ${dir} (the hub in ${redactUrl(postgresUrl as string)})` : `Hub created in ${dir}`)
       if (r.store === 'postgres' && !r.replica)
