@@ -237,14 +237,15 @@ function printExitPath(net: NetnsResult[], skipped: string[]): void {
       perCore: med(i, 'udp64', 'kpps_per_core'),
       avg: med(i, 'ping', 'avg_ms'),
       p99: med(i, 'ping', 'p99_ms'),
+      max: med(i, 'ping', 'max_ms'),
     }
   const runs = Math.max(...net.map((r) => r.run)) + 1
   console.log(`\nClient -> tunnel -> exit node -> SNAT -> LAN host (median of ${runs} runs):`)
-  console.log('  impl           TCP 1 Gbit/s  TCP 4 Gbit/s  64 B UDP kpps  ping avg / p99 ms  64 B kpps per exit-node core')
+  console.log('  impl           TCP 1 Gbit/s  TCP 4 Gbit/s  64 B UDP kpps  ping avg / p99 / max ms  64 B kpps per exit-node core')
   for (const i of impls) {
     const r = row[i]
     console.log(
-      `  ${i.padEnd(13)}  ${r.tcp1.toFixed(2).padStart(12)}  ${r.tcp4.toFixed(2).padStart(12)}  ${r.udp64.toFixed(1).padStart(13)}  ${`${r.avg.toFixed(3)} / ${r.p99.toFixed(3)}`.padStart(17)}  ${r.perCore.toFixed(1).padStart(12)}`,
+      `  ${i.padEnd(13)}  ${r.tcp1.toFixed(2).padStart(12)}  ${r.tcp4.toFixed(2).padStart(12)}  ${r.udp64.toFixed(1).padStart(13)}  ${`${r.avg.toFixed(3)} / ${r.p99.toFixed(3)} / ${r.max.toFixed(2)}`.padStart(23)}  ${r.perCore.toFixed(1).padStart(12)}`,
     )
   }
   for (const s of skipped) console.log(`  ${s}`)
