@@ -87,6 +87,12 @@ export interface HubConfig {
   Relay?: { Enabled?: boolean; Ports?: string; PairMbit?: number; TotalMbit?: number }
   /** The database: SQLite in the data directory (the default), or PostgreSQL for several replicas. */
   Store?: { Engine: Engine; Url?: string }
+  /**
+   * Replicas on PostgreSQL: how often each says it lives (HeartbeatMs, default 2,000) and how long after
+   * its last heartbeat one is taken for dead (DeadAfterMs, default 10,000; at least 3 heartbeats). A
+   * shorter DeadAfterMs marks a dead replica's systems offline sooner, at the cost of more database writes.
+   */
+  Replicas?: { HeartbeatMs?: number; DeadAfterMs?: number }
   /** The URL agents enrol with, for the portal's join command (default http://<Listen>). */
   PublicUrl?: string
   /** The portal and admin API (issue 21): 127.0.0.1:8444 unless Listen says otherwise ("off": none). */
@@ -195,6 +201,19 @@ export async function loadHubKey(dataDir: string, cfg: HubConfig, store: HubStor
   return unsealHubKey(store, parseKek(text, process.env.ENCLAVE_HUB_KEK ? 'ENCLAVE_HUB_KEK' : file))
 }
 
+/** hub.json's Replicas timers, checked (the leader retries its lock as often as it beats). */
+export function replicaTimersOf(cfg: HubConfig, file = HUB_CONFIG): { heartbeatMs?: number; deadAfterMs?: number; leaderTryMs?: number } {
+  const r = cfg.Replicas
+  if (!r) return {}
+  const hb = r.HeartbeatMs ?? 2000
+  const dead = r.DeadAfterMs ?? 10_000
+  if (!Number.isInteger(hb) || hb < 200 || hb > 60_000)
+    throw new EnclaveError('ECONFIG', `${file}: $.Replicas.HeartbeatMs: a whole number of ms from 200 to 60,000`)
+  if (!Number.isInteger(dead) || dead < 3 * hb)
+    throw new EnclaveError('ECONFIG', `${file}: $.Replicas.DeadAfterMs: at least three heartbeats (${3 * hb} ms)`)
+  return { heartbeatMs: hb, deadAfterMs: dead, leaderTryMs: hb }
+}
+
 /** hub.json, read and checked enough to start (the file name in every error). */
 export function readHubConfig(dataDir: string): HubConfig {
   const file = hubPaths(dataDir).config
@@ -214,6 +233,7 @@ export function readHubConfig(dataDir: string): HubConfig {
   }
   if (!cfg || typeof cfg !== 'object' || typeof cfg.Listen !== 'string')
     throw new EnclaveError('ECONFIG', `${file}: $.Listen: must be "address:port"`)
+  replicaTimersOf(cfg, file)
   const st = cfg.Store
   if (st !== undefined) {
     if (typeof st !== 'object' || (st.Engine !== 'sqlite' && st.Engine !== 'postgres'))
@@ -589,6 +609,7 @@ export class HubServer extends EventEmitter {
       postgresUrl: cfg.Store?.Engine === 'postgres' ? process.env.ENCLAVE_HUB_POSTGRES_URL || cfg.Store.Url : undefined,
       addr: `${this.address}:${this.port}`,
       leaderWork: () => this.leaderWork(),
+      ...replicaTimersOf(cfg),
       ...this.opts.replicaTimers,
     })
     this.replicas.on('revision', () => void this.followStore())

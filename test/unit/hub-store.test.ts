@@ -9,7 +9,7 @@ import path from 'node:path'
 import t from 'tap'
 import { HubAdmin } from '../../src/hub/admin.js'
 import { HubAuth } from '../../src/hub/auth.js'
-import { HubServer, initHub, openHubStore } from '../../src/hub/hub.js'
+import { HubServer, initHub, openHubStore, readHubConfig, replicaTimersOf } from '../../src/hub/hub.js'
 import { HubModel, type SystemRow } from '../../src/hub/model.js'
 import { intToIp } from '../../src/common/ipv4.js'
 import { identityFromPublicKey, virtualAddressFromPublicKey } from '../../src/config/identity.js'
@@ -89,6 +89,19 @@ t.test('enrolment keys: shown once, stored hashed, uses counted, revoked and exp
     (await h.admin.listKeys()).map((x) => x.state),
     ['no-uses', 'revoked', 'expired'],
   )
+  await h.store.close()
+})
+
+t.test('hub.json Replicas timers: checked, with the file and the JSON path in the error', async (t) => {
+  const h = await freshHub()
+  const file = path.join(h.dir, 'hub.json')
+  const cfg = JSON.parse(fs.readFileSync(file, 'utf8'))
+  fs.writeFileSync(file, JSON.stringify({ ...cfg, Replicas: { HeartbeatMs: 1000, DeadAfterMs: 2000 } }))
+  t.throws(() => readHubConfig(h.dir), { message: /hub\.json: \$\.Replicas\.DeadAfterMs: at least three heartbeats \(3000 ms\)/ })
+  fs.writeFileSync(file, JSON.stringify({ ...cfg, Replicas: { HeartbeatMs: 50 } }))
+  t.throws(() => readHubConfig(h.dir), { message: /\$\.Replicas\.HeartbeatMs/ })
+  fs.writeFileSync(file, JSON.stringify({ ...cfg, Replicas: { HeartbeatMs: 1000, DeadAfterMs: 3000 } }))
+  t.same(replicaTimersOf(readHubConfig(h.dir)), { heartbeatMs: 1000, deadAfterMs: 3000, leaderTryMs: 1000 })
   await h.store.close()
 })
 
