@@ -395,6 +395,10 @@ export class HubStore {
     })
     // An idle connection that breaks (PostgreSQL restarted) is dropped from the pool, not thrown.
     pool.on('error', () => undefined)
+    // A connection that breaks while checked out (in a transaction, a heartbeat) emits 'error' on its client,
+    // where the pool has no listener then: without this one, PostgreSQL going down could end the process.
+    // The query in flight still fails, and its caller sees that.
+    pool.on('connect', (client) => client.on('error', () => undefined))
     const store = new HubStore(new Kysely<HubDb>({ dialect: new PostgresDialect({ pool }) }), 'postgres', null, redactUrl(url), pool)
     try {
       await store.migrate()

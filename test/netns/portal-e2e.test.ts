@@ -12,10 +12,8 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { HubAuth } from '../../src/hub/auth.js'
-import { HubStore } from '../../src/hub/store.js'
 import { BrowserHarness, CHROMIUM, browserMissing, logIn, shot } from '../helpers/browser.js'
-import { type AgentInfo, type AgentProc, HubProc, Lab, ROOT, BIN, bridge, pingUntil, rootSkipReason, statusJson } from '../helpers/netns.js'
+import { type AgentInfo, type AgentProc, HubProc, Lab, BIN, bridge, pingUntil, rootSkipReason, statusJson } from '../helpers/netns.js'
 
 const ADMIN = { user: 'alice', password: 'correct horse battery' }
 const PORTAL = '127.0.0.1:8444'
@@ -42,25 +40,15 @@ if (skip) {
 
     hub = new HubProc(lab, nsHub, path.join(lab.tmp, 'hub'))
     const hubKey: string = (await hub.json(['init', '--listen', '198.18.0.100:8443'])).publicKey
-    // The account: `enclave hub admin add` when this tree has it (password on stdin), else on the database.
-    if (fs.existsSync(path.join(ROOT, 'lib', 'src', 'commands', 'hub', 'admin', 'add.js'))) {
-      const r = await lab.exec(
-        nsHub,
-        'sh',
-        ['-c', `printf '%s\\n' "$PW" | "$NODE" "$BIN" hub admin add "$USERNAME" --data-dir "$DIR"`],
-        30_000,
-        { PW: ADMIN.password, NODE: process.execPath, BIN, USERNAME: ADMIN.user, DIR: hub.dir },
-      )
-      t.equal(r.code, 0, `enclave hub admin add: ${r.stdout.trim()}${r.stderr.trim()}`)
-    } else {
-      const store = await HubStore.open({ file: path.join(hub.dir, 'hub.db') })
-      try {
-        await new HubAuth(store).addAdmin('test', ADMIN.user, ADMIN.password, 'admin')
-      } finally {
-        await store.close()
-      }
-      t.comment('no `enclave hub admin add` in this tree: the account was added with HubAuth on hub.db')
-    }
+    // The account, as an admin makes it: `enclave hub admin add` with the password on stdin.
+    const r = await lab.exec(
+      nsHub,
+      'sh',
+      ['-c', `printf '%s\\n' "$PW" | "$NODE" "$BIN" hub admin add "$USERNAME" --data-dir "$DIR"`],
+      30_000,
+      { PW: ADMIN.password, NODE: process.execPath, BIN, USERNAME: ADMIN.user, DIR: hub.dir },
+    )
+    t.equal(r.code, 0, `enclave hub admin add: ${r.stdout.trim()}${r.stderr.trim()}`)
     await hub.serve(['--portal', PORTAL])
 
     // Chromium in the hub's namespace: its 127.0.0.1 is the hub's. `exec` all the way down keeps the
