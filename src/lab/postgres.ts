@@ -1,7 +1,8 @@
 /**
  * A real PostgreSQL for tests and benchmarks: Debian's postgresql-15 (any installed major), `initdb` as the `postgres`
  * user in a temporary directory, listening on a Unix socket in that directory only (no TCP at all), with
- * fsync off. `stop()` stops that server by its own data directory (pg_ctl reads the postmaster's PID
+ * fsync off (the OS keeps what a stopped server wrote; tests never crash the OS) but commits synchronous,
+ * so that an immediate stop, which tests use as a crash, loses no committed transaction. `stop()` stops that server by its own data directory (pg_ctl reads the postmaster's PID
  * from it) and removes the directory. Needs root (to run as `postgres`); otherwise a skip reason.
  */
 import { execFile, execFileSync } from 'node:child_process'
@@ -62,7 +63,7 @@ export async function startPostgres(prefix = 'enclave-pg'): Promise<TestPostgres
   const asPg = (cmd: string, args: string[]) =>
     run('/usr/sbin/runuser', ['-u', 'postgres', '--', path.join(bin, cmd), ...args], { timeout: 60_000 })
   await asPg('initdb', ['-D', data, '-A', 'trust', '-U', 'postgres', '-E', 'UTF8', '--no-sync', '--no-instructions'])
-  const opts = `-k ${sock} -c listen_addresses='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200`
+  const opts = `-k ${sock} -c listen_addresses='' -c fsync=off -c full_page_writes=off -c max_connections=200`
   const start = () => asPg('pg_ctl', ['-D', data, '-l', path.join(dir, 'log'), '-o', opts, '-w', '-t', '30', 'start'])
   await start()
   // A test process that dies before its teardown (an exception while importing a test file) still stops
