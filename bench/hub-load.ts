@@ -166,6 +166,20 @@ export class SimAgent {
   }
 }
 
+/** Resolves once a hub on 127.0.0.1:`port` answers its key request (at most tries x 50 ms). */
+export async function waitForHub(port: number, tries = 200): Promise<void> {
+  for (
+    let i = 0;
+    i < tries &&
+    !(await fetch(`http://127.0.0.1:${port}/enclave/v1/key`).then(
+      () => true,
+      () => false,
+    ));
+    i++
+  )
+    await new Promise((r) => setTimeout(r, 50))
+}
+
 function rssKiB(pid: number): number {
   const m = /VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))
   return m ? Number(m[1]) : 0
@@ -192,16 +206,7 @@ export async function runHubLoad(agents: number, sites = 1): Promise<HubLoadResu
     })
     hub.stdout?.on('data', (d) => out.push(String(d)))
     hub.stderr?.on('data', (d) => out.push(String(d)))
-    for (
-      let i = 0;
-      i < 200 &&
-      !(await fetch(`http://127.0.0.1:${port}/enclave/v1/key`).then(
-        () => true,
-        () => false,
-      ));
-      i++
-    )
-      await new Promise((r) => setTimeout(r, 50))
+    await waitForHub(port)
     const pid = hub.pid as number
     const rss0 = rssKiB(pid)
     const store = await HubStore.open({ file: path.join(dir, 'hub.db') })

@@ -22,7 +22,7 @@ import { HUB_PATH } from '../src/hubproto/wire.js'
 import { BIN } from '../src/lab/lab.js'
 import { postgresSkipReason, startPostgres } from '../src/lab/postgres.js'
 import { generateKeyPair } from '../src/protocol/primitives.js'
-import { SimAgent } from './hub-load.js'
+import { SimAgent, waitForHub } from './hub-load.js'
 import { freePort } from '../src/lab/ports.js'
 
 export interface HubReplicasResult {
@@ -86,17 +86,7 @@ export async function runHubReplicas(agents = 9000, perSite = 300): Promise<HubR
       p.stderr?.on('data', (d) => out.push(String(d)))
       procs.push(p)
     }
-    for (const port of ports)
-      for (
-        let i = 0;
-        i < 400 &&
-        !(await fetch(`http://127.0.0.1:${port}/enclave/v1/key`).then(
-          () => true,
-          () => false,
-        ));
-        i++
-      )
-        await new Promise((r) => setTimeout(r, 50))
+    for (const port of ports) await waitForHub(port, 400)
     store = await HubStore.open({ postgresUrl: url })
     const admin = new HubAdmin(store, 'bench')
     const sites = Math.ceil(agents / perSite)

@@ -39,6 +39,18 @@ async function freshHub() {
   const store = await openHubStore(dir)
   return { dir, publicKey, store, admin: new HubAdmin(store, 'tester') }
 }
+/** A quiet HubServer on loopback for `dir` (no portal), stopped at the test's end. */
+async function serveHub(t: { teardown: (fn: () => Promise<void>) => void }, dir: string): Promise<HubServer> {
+  const hub = new HubServer({
+    dataDir: dir,
+    listen: '127.0.0.1:0',
+    portal: 'off',
+    log: createLogger(0, 'logfmt', { out: { write: () => {} } }),
+  })
+  await hub.start()
+  t.teardown(() => hub.stop())
+  return hub
+}
 const req = (publicKey: string, key: string | undefined, ts = helloTimestamp(Date.now())) => ({
   publicKey,
   key,
@@ -107,14 +119,7 @@ t.test('hub.json Replicas timers: checked, with the file and the JSON path in th
 
 t.test("the leader's periodic work: an ephemeral system offline for 30 min goes, others stay; idle sessions go", async (t) => {
   const h = await freshHub()
-  const hub = new HubServer({
-    dataDir: h.dir,
-    listen: '127.0.0.1:0',
-    portal: 'off',
-    log: createLogger(0, 'logfmt', { out: { write: () => {} } }),
-  })
-  await hub.start()
-  t.teardown(() => hub.stop())
+  const hub = await serveHub(t, h.dir)
   t.ok(hub.leader, 'the only hub leads')
   const eph = await h.admin.createKey('ci runners', { ephemeral: true })
   const keep = await h.admin.createKey('laptops', { autoApprove: true })
@@ -142,14 +147,7 @@ t.test("the leader's periodic work: an ephemeral system offline for 30 min goes,
 
 t.test('concurrent enrolments over the network never over-use a key', async (t) => {
   const h = await freshHub()
-  const hub = new HubServer({
-    dataDir: h.dir,
-    listen: '127.0.0.1:0',
-    portal: 'off',
-    log: createLogger(0, 'logfmt', { out: { write: () => {} } }),
-  })
-  await hub.start()
-  t.teardown(() => hub.stop())
+  const hub = await serveHub(t, h.dir)
   const k = await h.admin.createKey('five', { autoApprove: true, uses: 5 })
   const profiles = Array.from({ length: 12 }, (_, i) => {
     const f = path.join(h.dir, `agent${i}`, 'Universe.profile')
