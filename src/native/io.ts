@@ -40,6 +40,8 @@ export interface NativeIo {
   unixDgramSend(path: string, data: string): number
   close(fd: number): number
   strerror(errno: number): string
+  /** prctl(PR_SET_NAME) on the calling thread (15 bytes kept): 0 or -errno. */
+  setThreadName(name: string): number
   MAX_BATCH: number
 }
 
