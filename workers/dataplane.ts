@@ -20,11 +20,15 @@ import type { DataplaneTables, WorkerInit } from '../src/ipc/messages.js'
 import { HEADROOM, Pipeline } from '../src/dataplane/pipeline.js'
 import { coalesceForTun, segmentPacket } from '../src/dataplane/offload.js'
 import { COOKIE_REPLY_SIZE } from '../src/protocol/constants.js'
+import { DataPathWarmup } from '../src/dataplane/warmup.js'
 
 const init = workerData as WorkerInit
 const port = parentPort!
 // The I/O and the clock are chosen once, here: the loop below calls one implementation of each.
-const io: PacketIo = init.io.kind === 'memory' ? new MemoryPacketIo(init.io) : (await import('../src/native/io.js')).native
+const nativeIo = init.io.kind === 'native' ? (await import('../src/native/io.js')).native : undefined
+const io: PacketIo = nativeIo ?? new MemoryPacketIo(init.io as Extract<typeof init.io, { kind: 'memory' }>)
+// Named for top -H, ps -L and perf (the kernel keeps 15 bytes).
+nativeIo?.setThreadName(`enclave-dp${init.id}`)
 const clock = workerClock(init.clock)
 const g = new Int32Array(init.layout.global)
 // With TSO one read can become ~48 segments: the outbound batch must hold a whole one.
@@ -51,6 +55,13 @@ const acks = new Int32Array(init.layout.tableAcks)
 Atomics.store(acks, init.id, pipe.tables.gen)
 /** How long an idle worker sleeps in poll before it checks G_STOP and table updates again. */
 const IDLE_POLL_MS = 200
+/**
+ * The JIT warm-up (src/dataplane/warmup.ts) runs in slices of this many rounds while the poll finds
+ * nothing to do: under 1 ms a slice once compiled, a few ms for the very first ones.
+ */
+const WARMUP_SLICE = 16
+const warmup =
+  init.warmup > 0 ? new DataPathWarmup({ mtu: init.mtu, offload: init.offload, uso: init.uso, rounds: init.warmup }) : undefined
 
 function pullTables(): void {
   for (;;) {
@@ -108,14 +119,28 @@ function runDataplaneLoop(): void {
   const { tunFd, udpFd } = init.io.kind === 'native' ? init.io : { tunFd: -1, udpFd: -1 }
   const SLOT = pipe.slot
   const B = pipe.batch
+  let warming = warmup !== undefined
   while (Atomics.load(g, G_STOP) === 0) {
     if (Atomics.load(g, G_CONFIG_GEN) !== tablesGen) pullTables()
-    const ev = io.poll2(udpFd, tunFd, IDLE_POLL_MS)
+    const ev = io.poll2(udpFd, tunFd, warming ? 0 : IDLE_POLL_MS)
     if (ev < 0) {
       port.postMessage({ t: 'log', level: 'error', msg: `poll failed: ${io.strerror(-ev)}` })
       break
     }
-    if (ev === 0) continue
+    if (ev === 0) {
+      if (warming) {
+        warming = warmup!.step(WARMUP_SLICE)
+        if (!warming) {
+          const w = warmup!.result
+          port.postMessage({
+            t: 'log',
+            level: 'debug',
+            msg: `data path warmed up: ${w.rounds} rounds, ${w.accepted} of ${w.packets} synthetic packets through, in ${w.ms} ms`,
+          })
+        }
+      }
+      continue
+    }
     pipe.setClock(clock())
     pipe.logLevel = g[G_LOG_LEVEL]
     if (ev & 1) {

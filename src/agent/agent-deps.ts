@@ -26,6 +26,8 @@ export interface AgentDeps {
   testHooks: boolean
   /** Handshake messages per second above which control is under load (mac2 and cookies); WireGuard's default. */
   underLoadHandshakesPerS?: number
+  /** Rounds of each worker's JIT warm-up (src/dataplane/warmup.ts); undefined: WARMUP_ROUNDS. */
+  warmupRounds?: number
 }
 
 export function defaultDeps(env: NodeJS.ProcessEnv = process.env): AgentDeps {
@@ -39,5 +41,7 @@ export function defaultDeps(env: NodeJS.ProcessEnv = process.env): AgentDeps {
     handshakePool: startHandshakePool,
     requireRoot: true,
     testHooks: env.ENCLAVE_TEST_HOOKS === '1',
+    // ENCLAVE_DATAPATH_WARMUP=0 turns the workers' JIT warm-up off (for measuring what it is worth).
+    warmupRounds: env.ENCLAVE_DATAPATH_WARMUP === '0' ? 0 : undefined,
   }
 }

@@ -45,6 +45,7 @@ import {
 } from '../ipc/layout.js'
 import { type RingBuffers, RingConsumer, createRing } from '../ipc/ring.js'
 import type { DataplaneTables, WorkerInit } from '../ipc/messages.js'
+import { WARMUP_ROUNDS } from '../dataplane/warmup.js'
 import { createConntrack, ctCutPeer, ctPeerCount } from '../dataplane/conntrack.js'
 import { PolicyState } from './network/policy-state.js'
 import { PathManager } from './network/paths.js'
@@ -460,6 +461,8 @@ export class Agent implements AgentApi {
       tables: this.network.tables(),
       offload: this.dev.offload,
       uso: this.dev.uso,
+      // Memory devices are simulations (tests, many agents in one process): no warm-up there.
+      warmup: this.dev.workerIo(i).kind === 'native' ? (this.deps.warmupRounds ?? WARMUP_ROUNDS) : 0,
     }
   }
 

@@ -61,6 +61,8 @@ export interface WorkerInit {
   offload: boolean
   /** ...and with UDP segmentation offload (TUN_F_USO4): UDP datagrams of one flow may be merged on write. */
   uso: boolean
+  /** Rounds of synthetic traffic the worker runs through its code while idle, before the JIT is left to real packets (src/dataplane/warmup.ts); 0: none. */
+  warmup: number
 }
 
 export interface FlowLog {

@@ -20,8 +20,10 @@ import {
   rootSkipReason,
   statusJson,
   UDP_ASK,
+  until,
   UDP_WHOAMI,
 } from '../helpers/netns.js'
+import { WARMUP_ROUNDS } from '../../src/dataplane/warmup.js'
 
 const skip = rootSkipReason() || (!haveCommand('iptables') ? 'iptables is not installed' : false)
 if (skip) {
@@ -89,6 +91,26 @@ if (skip) {
       t.equal((await lab.exec(nsC, 'ping', pingArgs(E1.va))).code, 0, "exit node's virtual address answers")
       const r = await lab.exec(nsC, 'ping', pingArgs('172.26.0.250', 4))
       t.equal(r.code, 0, `printer answers through the exit node\n${r.stdout}`)
+    })
+
+    await t.test('every data-plane worker ran its JIT warm-up, all synthetic packets through (issue 23)', async (t) => {
+      const line = 'data path warmed up: (\\d+) rounds, (\\d+) of (\\d+) synthetic packets through'
+      await e1.waitFor(new RegExp(line), 10000)
+      const warmed = () => [...e1.log.matchAll(new RegExp(line, 'g'))]
+      const workers = Number(/data plane up.*workers=(\d+)/.exec(e1.log)?.[1])
+      t.ok(workers >= 1, `exit1 runs ${workers} data-plane workers`)
+      await until(`${workers} warm-up lines in exit1's log`, () => warmed().length >= workers, 10000)
+      for (const m of warmed()) {
+        t.equal(Number(m[1]), WARMUP_ROUNDS, 'the default rounds')
+        t.equal(m[2], m[3], `worker: ${m[2]} of ${m[3]} synthetic packets accepted`)
+      }
+      t.equal(warmed().length, workers, 'one warm-up per worker')
+      // The synthetic traffic never reached the device: its counters hold only the pings above.
+      const st = JSON.parse((await lab.exec(nsE1, 'ip', ['-j', '-s', 'link', 'show', 'dev', 'enclave0'])).stdout)[0].stats64
+      t.ok(
+        st.rx.packets < 100 && st.tx.packets < 100,
+        `exit1's TUN: ${st.rx.packets} in, ${st.tx.packets} out (the pings), none of the warm-up's ~11,000 per worker`,
+      )
     })
 
     await t.test('pings larger than the MTU: the fragmented replies pass whole (issue 18, finding 4)', async (t) => {

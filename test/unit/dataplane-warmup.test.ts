@@ -1,0 +1,69 @@
+/**
+ * The data-plane workers' JIT warm-up (src/dataplane/warmup.ts, issue 23): synthetic traffic through
+ * the real Pipeline code, on a session pair of its own, before real packets make the functions hot.
+ */
+import { execFile } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+import t from 'tap'
+import { DataPathWarmup, WARMUP_ROUNDS, warmUp } from '../../src/dataplane/warmup.js'
+
+const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..')
+const probe = path.join(ROOT, 'test/helpers/warmup-jit-probe.mjs')
+
+// Rounds of 1 packet each way, every eighth of 4: the packets sent through outbound() in all.
+const expectedPackets = (rounds: number) => 2 * (rounds + 3 * Math.floor((rounds + 1) / 8))
+
+t.test('every synthetic packet goes all the way through, with and without the offload paths', async (t) => {
+  for (const offload of [false, true]) {
+    const r = warmUp({ mtu: 1420, offload, uso: offload, rounds: 800 })
+    t.equal(r.rounds, 800, `offload ${offload}: rounds`)
+    t.equal(r.packets, expectedPackets(800), `offload ${offload}: packets sent`)
+    // A packet the firewall, the replay window, the routes or the offload split refused would show here:
+    // the warm-up would then train the drop paths instead of the path real packets take.
+    t.equal(r.accepted, r.packets, `offload ${offload}: ${r.accepted} of ${r.packets} accepted by the other side for its TUN`)
+  }
+  // An MTU below the largest synthetic size: packets shrink to fit, none refused.
+  const small = warmUp({ mtu: 1280, offload: false, uso: false, rounds: 200 })
+  t.equal(small.accepted, small.packets, 'MTU 1280: all accepted')
+})
+
+t.test('the worker runs it in slices between polls', async (t) => {
+  const w = new DataPathWarmup({ mtu: 1420, offload: true, uso: true, rounds: 40 })
+  t.equal(w.step(16), true, 'more remain after the first slice')
+  t.equal(w.result.rounds, 16)
+  t.equal(w.step(16), true)
+  t.equal(w.step(16), false, 'the third slice finishes it')
+  t.equal(w.result.rounds, 40, 'never more than asked')
+  t.equal(w.done, true)
+  t.equal(w.step(16), false, 'a finished warm-up does nothing more')
+  t.equal(w.result.rounds, 40)
+  t.equal(w.result.accepted, w.result.packets)
+  t.ok(WARMUP_ROUNDS >= 2500, `the default (${WARMUP_ROUNDS} rounds) covers what --trace-opt showed V8 needs (~2,500)`)
+})
+
+t.test(
+  'afterwards the per-packet functions run TurboFan code; without it they do not',
+  { skip: fs.existsSync(path.join(ROOT, 'lib/src/dataplane/warmup.js')) ? false : 'run `npm run build` first (npm test does)' },
+  async (t) => {
+    const run = (mode: string) =>
+      new Promise<{ before: Record<string, number>; after: Record<string, number> }>((resolve, reject) =>
+        // env -i: no loader or coverage hook of the test runner in the probe's process.
+        execFile(
+          'env',
+          ['-i', `PATH=${process.env.PATH}`, process.execPath, '--allow-natives-syntax', '--no-concurrent-recompilation', probe, mode],
+          { cwd: ROOT, timeout: 60000 },
+          (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(JSON.parse(stdout))),
+        ),
+      )
+    // %GetOptimizationStatus bits (V8 11, Node 20): 16 optimised, 64 TurboFan.
+    const turbofan = (s: number) => (s & 16) !== 0 && (s & 64) !== 0
+    const none = await run('none')
+    for (const [fn, s] of Object.entries(none.after)) t.notOk(turbofan(s), `no warm-up: ${fn} is not optimised (status ${s})`)
+    const plain = await run('plain')
+    for (const fn of ['outbound', 'inbound', 'setClock'])
+      t.ok(turbofan(plain.after[fn]), `plain TUN: ${fn} runs TurboFan code (status ${plain.after[fn]})`)
+    const offload = await run('offload')
+    for (const [fn, s] of Object.entries(offload.after)) t.ok(turbofan(s), `offload TUN: ${fn} runs TurboFan code (status ${s})`)
+  },
+)
