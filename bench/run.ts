@@ -4,7 +4,7 @@
  *     the cost of one mac1 check (@noble/hashes, hash-wasm).
  *  2. In namespaces (root, iperf3; nebula and wireguard-go where installed, skipped with a message
  *     where not): client -> tunnel -> exit node -> SNAT -> LAN host for our agent and each stock peer,
- *     back to back: TCP 1 and 4 streams, 64-byte UDP delivered, ping average and p99, and 64-byte
+ *     interleaved run by run: TCP 1 and 4 streams, 64-byte UDP delivered, ping average and p99, and 64-byte
  *     packets per CPU-second of the exit node. Targets are ratios from the same run: TCP >= 2x the best
  *     stock peer; 64 B UDP >= 2x nebula; ping average and p99 <= nebula's; per-core >= nebula's.
  *  3. Tags and policies: decisions in process, and the exit node with 0 and 100 policies.
@@ -130,16 +130,20 @@ async function main() {
     // The lab tears the namespaces down on SIGINT/SIGTERM and on exit as well.
     try {
       await b.setup()
-      for (const impl of IMPLS) {
-        if (only && !only.includes(impl)) continue
+      // Runs interleave the implementations (enclave, nebula, wireguard-go, then again): this machine's
+      // load drifts over minutes, and a ratio of figures taken minutes apart measures the drift too.
+      const impls = IMPLS.filter((impl) => {
+        if (only && !only.includes(impl)) return false
         const missing = implMissing(impl)
         if (missing) {
           skipped.push(`${impl}: skipped, ${missing}`)
           emit({ case: 'exit-path', impl, skipped: missing })
-          continue
         }
-        const stop = await b.start(impl)
-        for (let run = 0; run < runs; run++) {
+        return !missing
+      })
+      for (let run = 0; run < runs; run++) {
+        for (const impl of impls) {
+          const stop = await b.start(impl)
           for (const test of ['tcp1', 'tcp4'] as const) {
             const r = await b.iperf(test === 'tcp1' ? 1 : 4, seconds)
             const rec: NetnsResult = { case: 'exit-path', impl, test, run, gbps: +r.gbps.toFixed(3), retransmits: r.retransmits }
@@ -162,8 +166,8 @@ async function main() {
           const prec: NetnsResult = { case: 'exit-path', impl, test: 'ping', run, avg_ms: pg.avg, p99_ms: pg.p99, max_ms: pg.max }
           net.push(prec)
           emit(prec)
+          await stop()
         }
-        await stop()
       }
     } finally {
       b.teardown()
