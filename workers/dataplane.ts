@@ -20,7 +20,7 @@ import type { DataplaneTables, WorkerInit } from '../src/ipc/messages.js'
 import { HEADROOM, Pipeline } from '../src/dataplane/pipeline.js'
 import { coalesceForTun, segmentPacket } from '../src/dataplane/offload.js'
 import { COOKIE_REPLY_SIZE } from '../src/protocol/constants.js'
-import { DataPathWarmup } from '../src/dataplane/warmup.js'
+import type { DataPathWarmup } from '../src/dataplane/warmup.js'
 
 const init = workerData as WorkerInit
 const port = parentPort!
@@ -56,12 +56,39 @@ Atomics.store(acks, init.id, pipe.tables.gen)
 /** How long an idle worker sleeps in poll before it checks G_STOP and table updates again. */
 const IDLE_POLL_MS = 200
 /**
- * The JIT warm-up (src/dataplane/warmup.ts) runs in slices of this many rounds while the poll finds
- * nothing to do: under 1 ms a slice once compiled, a few ms for the very first ones.
+ * The JIT warm-up (src/dataplane/warmup.ts) runs in slices while the poll finds nothing to do: at most
+ * this many rounds, and no more once WARMUP_SLICE_MS has passed (a first, unoptimised round can take
+ * longer on its own).
  */
-const WARMUP_SLICE = 16
-const warmup =
-  init.warmup > 0 ? new DataPathWarmup({ mtu: init.mtu, offload: init.offload, uso: init.uso, rounds: init.warmup }) : undefined
+const WARMUP_SLICE = 64
+const WARMUP_SLICE_MS = 0.5
+/** Dropped once done (its synthetic pair holds a connection table and slabs: several MB). */
+let warmup: DataPathWarmup | undefined
+if (init.warmup > 0)
+  try {
+    // Loaded only when used: it brings the synthetic session pair (keys, tables, conntrack) with it.
+    const { DataPathWarmup } = await import('../src/dataplane/warmup.js')
+    warmup = new DataPathWarmup({ mtu: init.mtu, offload: init.offload, uso: init.uso, rounds: init.warmup })
+  } catch (e) {
+    port.postMessage({ t: 'log', level: 'warn', msg: `data path warm-up not started: ${(e as Error).message}` })
+  }
+
+/** One slice of the warm-up; false when it is over (done, or failed: that costs speed, never packets). */
+function warmSlice(): boolean {
+  try {
+    if (warmup!.step(WARMUP_SLICE, WARMUP_SLICE_MS)) return true
+    const w = warmup!.result
+    port.postMessage({
+      t: 'log',
+      level: 'debug',
+      msg: `data path warmed up: ${w.rounds} rounds, ${w.accepted} of ${w.packets} synthetic packets through, in ${w.ms} ms`,
+    })
+  } catch (e) {
+    port.postMessage({ t: 'log', level: 'warn', msg: `data path warm-up stopped: ${(e as Error).message}` })
+  }
+  warmup = undefined
+  return false
+}
 
 function pullTables(): void {
   for (;;) {
@@ -128,17 +155,7 @@ function runDataplaneLoop(): void {
       break
     }
     if (ev === 0) {
-      if (warming) {
-        warming = warmup!.step(WARMUP_SLICE)
-        if (!warming) {
-          const w = warmup!.result
-          port.postMessage({
-            t: 'log',
-            level: 'debug',
-            msg: `data path warmed up: ${w.rounds} rounds, ${w.accepted} of ${w.packets} synthetic packets through, in ${w.ms} ms`,
-          })
-        }
-      }
+      if (warming) warming = warmSlice()
       continue
     }
     pipe.setClock(clock())

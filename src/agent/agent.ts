@@ -45,7 +45,7 @@ import {
 } from '../ipc/layout.js'
 import { type RingBuffers, RingConsumer, createRing } from '../ipc/ring.js'
 import type { DataplaneTables, WorkerInit } from '../ipc/messages.js'
-import { WARMUP_ROUNDS } from '../dataplane/warmup.js'
+import { WARMUP_ROUNDS } from '../dataplane/warmup-rounds.js'
 import { createConntrack, ctCutPeer, ctPeerCount } from '../dataplane/conntrack.js'
 import { PolicyState } from './network/policy-state.js'
 import { PathManager } from './network/paths.js'

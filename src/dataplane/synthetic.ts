@@ -11,7 +11,7 @@ import { PeerMemory } from '../agent/peers/peer-memory.js'
 import type { Cidr } from '../common/ipv4.js'
 import { compilePolicies, policyTablesFor } from '../compile/policy.js'
 import { type RoutePeer, compileTables } from '../compile/routes.js'
-import { KP_VALID, createLayout, views, writeHandshakeKeys } from '../ipc/layout.js'
+import { KP_RECV_ONLY, KP_VALID, createLayout, views, writeHandshakeKeys } from '../ipc/layout.js'
 import type { DataplaneTables } from '../ipc/messages.js'
 import { RingConsumer, createRing } from '../ipc/ring.js'
 import { localStatic } from '../protocol/noise.js'
@@ -92,6 +92,39 @@ function side(
     offload,
   })
   return { pipe, ring: new RingConsumer(ring), v, kp, layout, conntrack, local }
+}
+
+/**
+ * A new session between the pair, installed as control installs one after a handshake: the
+ * initiator (client) sends with it at once; the responder (exit) holds it receive-only until the
+ * initiator's first packet on it confirms it (the worker's promotion). `n` (0-31) picks fresh slots
+ * and indexes; the old session stays installed, as the previous keypair does.
+ */
+export function rekeyPair(pair: ReturnType<typeof sessionPair>, n: number): void {
+  const k1 = Buffer.alloc(32)
+  const k2 = Buffer.alloc(32)
+  sodium.randombytes_buf(k1)
+  sodium.randombytes_buf(k2)
+  const cIndex = ((n + 3) << 12) | (32 + n)
+  const eIndex = ((n + 3) << 12) | (64 + n)
+  const now = Date.now()
+  new KeypairSlots(pair.c.v).install(
+    cIndex & 4095,
+    cIndex,
+    0,
+    { sendKey: k1, recvKey: k2, localIndex: cIndex, remoteIndex: eIndex, isInitiator: true },
+    KP_VALID,
+    now,
+  )
+  new PeerMemory(pair.c.v, pair.c.layout.maxPeers, 1).setSendKeypair(0, cIndex & 4095)
+  new KeypairSlots(pair.e.v).install(
+    eIndex & 4095,
+    eIndex,
+    0,
+    { sendKey: k2, recvKey: k1, localIndex: eIndex, remoteIndex: cIndex, isInitiator: false },
+    KP_RECV_ONLY,
+    now,
+  )
 }
 
 /** An IPv4 header of `size` bytes in all, zeroed payload (no checksum: nothing on the path checks it). */

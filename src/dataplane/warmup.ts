@@ -1,5 +1,6 @@
 /**
- * The data path's JIT warm-up, run by every data-plane worker before it takes traffic.
+ * The data path's JIT warm-up, run by every data-plane worker while no traffic needs it (between polls
+ * that find nothing, from its start).
  *
  * V8 compiles a function with TurboFan only once it has run enough, and it does so on a background
  * thread, which then competes for a CPU with the packet that made the function hot. At interactive
@@ -16,12 +17,14 @@
  * that results does not deoptimise on the first real packet of another kind.
  * The tables go through structuredClone, as the worker's own arrive (postMessage): the same object
  * shapes, so the compiled code's property accesses stay monomorphic. Half-way, new tables replace
- * them, as a reload does. The clock the pipelines see moves 5 ms a round (20 s in all), so the
+ * them, as a reload does; every REKEY_EVERY rounds a new session starts, the responder's side
+ * receive-only until the first packet confirms it, as after a handshake. The clock the pipelines see moves 5 ms a round (20 s in all), so the
  * once-a-second work (conntrack sweeps, token buckets) has run too.
  */
 import { coalesceForTun, segmentPacket, VNET_HDR_LEN } from './offload.js'
 import { HEADROOM, type Pipeline } from './pipeline.js'
-import { A_VA, B_VA, LAN, deliver, ipv4icmp, ipv4tcp, ipv4udp, pairTables, sessionPair } from './synthetic.js'
+import { A_VA, B_VA, LAN, deliver, ipv4icmp, ipv4tcp, ipv4udp, pairTables, rekeyPair, sessionPair } from './synthetic.js'
+import { WARMUP_ROUNDS } from './warmup-rounds.js'
 
 export interface WarmupOptions {
   mtu: number
@@ -41,11 +44,10 @@ export interface WarmupResult {
   ms: number
 }
 
-/**
- * Enough for V8 (Node 20) to have compiled the per-packet and per-batch functions with TurboFan:
- * measured with --trace-opt, the last hot-path function was marked after ~2,500 rounds.
- */
-export const WARMUP_ROUNDS = 4000
+export { WARMUP_ROUNDS }
+
+/** A new session every this many rounds: a real one's first packets (counter 0, the responder's confirmation) take branches of their own. */
+const REKEY_EVERY = 500
 
 const SIZES = [84, 64, 1400, 576, 120, 1280]
 const PEER_EP = 0xc6120002 // the endpoint each synthetic side has for the other
@@ -76,6 +78,7 @@ class Side {
  */
 export class DataPathWarmup {
   readonly result: WarmupResult
+  private readonly pair: ReturnType<typeof sessionPair>
   private readonly c: Side
   private readonly e: Side
   private readonly maxSize: number
@@ -86,6 +89,7 @@ export class DataPathWarmup {
   constructor(private readonly o: WarmupOptions) {
     const pair = sessionPair(8, () => undefined, undefined, o.offload)
     for (const p of [pair.client, pair.exit]) p.tables = structuredClone(p.tables)
+    this.pair = pair
     this.c = new Side(pair.client, o.uso)
     this.e = new Side(pair.exit, o.uso)
     this.maxSize = Math.min(o.mtu, 1400)
@@ -96,10 +100,14 @@ export class DataPathWarmup {
     return this.r >= (this.o.rounds ?? WARMUP_ROUNDS)
   }
 
-  /** Runs up to `rounds` more rounds; returns whether any remain. */
-  step(rounds: number): boolean {
+  /** Runs up to `rounds` more rounds, and stops early once `budgetMs` has passed (after one round at least); returns whether any remain. */
+  step(rounds: number, budgetMs = Number.POSITIVE_INFINITY): boolean {
     const end = Math.min(this.o.rounds ?? WARMUP_ROUNDS, this.r + rounds)
-    for (; this.r < end; this.r++) this.round(this.r)
+    const until = performance.now() + budgetMs
+    for (; this.r < end; ) {
+      this.round(this.r++)
+      if (performance.now() >= until) break
+    }
     this.result.rounds = this.r
     this.result.ms = Math.round(performance.now() - this.t0)
     return !this.done
@@ -107,6 +115,7 @@ export class DataPathWarmup {
 
   private round(r: number): void {
     const { c, e, o } = this
+    if (r % REKEY_EVERY === REKEY_EVERY >> 1) rekeyPair(this.pair, Math.floor(r / REKEY_EVERY) % 32)
     if (r === (o.rounds ?? WARMUP_ROUNDS) >> 1) {
       c.pipe.tables = structuredClone(pairTables(A_VA, B_VA, false))
       e.pipe.tables = structuredClone(pairTables(B_VA, A_VA, true))

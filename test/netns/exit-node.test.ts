@@ -23,7 +23,7 @@ import {
   until,
   UDP_WHOAMI,
 } from '../helpers/netns.js'
-import { WARMUP_ROUNDS } from '../../src/dataplane/warmup.js'
+import { WARMUP_ROUNDS } from '../../src/dataplane/warmup-rounds.js'
 
 const skip = rootSkipReason() || (!haveCommand('iptables') ? 'iptables is not installed' : false)
 if (skip) {
