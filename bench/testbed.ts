@@ -1,5 +1,5 @@
 /**
  * The benchmark's and the unit tests' fixture: a client/exit-node pair of Pipelines sharing a session,
- * and synthetic packets. It lives in src/dataplane/synthetic.ts, since the workers' warm-up runs it too.
+ * and synthetic packets. It lives in src/warmup/synthetic.ts, since the workers' warm-up runs it too.
  */
-export * from '../src/dataplane/synthetic.js'
+export * from '../src/warmup/synthetic.js'

@@ -20,7 +20,7 @@ import type { DataplaneTables, WorkerInit } from '../src/ipc/messages.js'
 import { HEADROOM, Pipeline } from '../src/dataplane/pipeline.js'
 import { coalesceForTun, segmentPacket } from '../src/dataplane/offload.js'
 import { COOKIE_REPLY_SIZE } from '../src/protocol/constants.js'
-import type { DataPathWarmup } from '../src/dataplane/warmup.js'
+import type { DataPathWarmup } from '../src/warmup/warmup.js'
 
 const init = workerData as WorkerInit
 const port = parentPort!
@@ -67,7 +67,7 @@ let warmup: DataPathWarmup | undefined
 if (init.warmup > 0)
   try {
     // Loaded only when used: it brings the synthetic session pair (keys, tables, conntrack) with it.
-    const { DataPathWarmup } = await import('../src/dataplane/warmup.js')
+    const { DataPathWarmup } = await import('../src/warmup/warmup.js')
     warmup = new DataPathWarmup({ mtu: init.mtu, offload: init.offload, uso: init.uso, rounds: init.warmup })
   } catch (e) {
     port.postMessage({ t: 'log', level: 'warn', msg: `data path warm-up not started: ${(e as Error).message}` })

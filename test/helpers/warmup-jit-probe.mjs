@@ -9,7 +9,7 @@ import { Pipeline } from '../../lib/src/dataplane/pipeline.js'
 import { ctReply16, ctTrack16 } from '../../lib/src/dataplane/conntrack.js'
 import { replayMaybeFresh } from '../../lib/src/dataplane/replay.js'
 import { seal } from '../../lib/src/dataplane/transport.js'
-import { DataPathWarmup, warmUp } from '../../lib/src/dataplane/warmup.js'
+import { DataPathWarmup, warmUp } from '../../lib/src/warmup/warmup.js'
 
 // (open and replayCheckAndSet32 are always inlined into inbound: they never get code of their own.)
 const status = new Function('f', 'return %GetOptimizationStatus(f)')

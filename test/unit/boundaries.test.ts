@@ -52,9 +52,12 @@ const ALLOWED: Record<string, string[]> = {
   'src/io': ['src/common'],
   'src/ipc': ['src/common', 'src/protocol', 'src/io'],
   'src/dataplane': ['src/common', 'src/protocol', 'src/ipc', 'src/io'],
+  // The workers' JIT warm-up: a session pair set up as control sets one up (keypair slots, peer memory,
+  // compiled tables), driven through the data plane. Only workers/dataplane.ts loads it.
+  'src/warmup': ['src/common', 'src/protocol', 'src/ipc', 'src/io', 'src/dataplane', 'src/compile', 'src/agent'],
   'src/native': ['src/io'],
   'src/platform': ['src/common', 'src/top'],
-  workers: ['src/common', 'src/protocol', 'src/ipc', 'src/io', 'src/dataplane', 'src/native'],
+  workers: ['src/common', 'src/protocol', 'src/ipc', 'src/io', 'src/dataplane', 'src/native', 'src/warmup'],
   // What the CLI also reads: the profile, the compilers, the log, the views, the control-socket client, operations.
   'src/config': ['src/top', 'src/common', 'src/protocol', 'src/hubproto'],
   // The hub's wire format (shared by the hub and the agent) and the hub server: never the daemon's parts.
@@ -129,6 +132,7 @@ const ALLOWED: Record<string, string[]> = {
     'workers',
     'src/hub',
     'src/hubproto',
+    'src/warmup',
   ],
 }
 

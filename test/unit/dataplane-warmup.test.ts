@@ -6,7 +6,7 @@ import { execFile } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { DataPathWarmup, WARMUP_ROUNDS, warmUp } from '../../src/dataplane/warmup.js'
+import { DataPathWarmup, WARMUP_ROUNDS, warmUp } from '../../src/warmup/warmup.js'
 
 const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../..')
 const probe = path.join(ROOT, 'test/helpers/warmup-jit-probe.mjs')
@@ -48,7 +48,7 @@ t.test('the worker runs it in slices between polls', async (t) => {
 
 t.test(
   "afterwards the per-packet functions run TurboFan code, and a new session's first packets keep it; without it they do not",
-  { skip: fs.existsSync(path.join(ROOT, 'lib/src/dataplane/warmup.js')) ? false : 'run `npm run build` first (npm test does)' },
+  { skip: fs.existsSync(path.join(ROOT, 'lib/src/warmup/warmup.js')) ? false : 'run `npm run build` first (npm test does)' },
   async (t) => {
     type Probe = { before: Record<string, number>; after: Record<string, number>; fresh: Record<string, number> }
     const run = (mode: string) =>

@@ -16,8 +16,8 @@ import type { DataplaneTables } from '../ipc/messages.js'
 import { RingConsumer, createRing } from '../ipc/ring.js'
 import { localStatic } from '../protocol/noise.js'
 import { generateKeyPair } from '../protocol/primitives.js'
-import { createConntrack } from './conntrack.js'
-import { HEADROOM, Pipeline } from './pipeline.js'
+import { createConntrack } from '../dataplane/conntrack.js'
+import { HEADROOM, Pipeline } from '../dataplane/pipeline.js'
 
 export const A_VA = 0x64400001
 export const B_VA = 0x64400002

@@ -10,7 +10,7 @@
  * thread running on the CPU the packet was waiting for).
  *
  * So each worker first sends synthetic traffic through the same Pipeline code, on a session pair of
- * its own (src/dataplane/synthetic.ts: its own shared memory, keys and conntrack, none of the agent's):
+ * its own (src/warmup/synthetic.ts: its own shared memory, keys and conntrack, none of the agent's):
  * ICMP echo, UDP and TCP, both directions, to a LAN behind an exit node and to the node itself, single
  * packets and small batches, new flows and established ones, through the offload (vnet header) paths
  * when the TUN has them. Every branch a real packet takes has then been seen, so the optimised code
@@ -21,10 +21,10 @@
  * receive-only until the first packet confirms it, as after a handshake. The clock the pipelines see moves 5 ms a round (20 s in all), so the
  * once-a-second work (conntrack sweeps, token buckets) has run too.
  */
-import { coalesceForTun, segmentPacket, VNET_HDR_LEN } from './offload.js'
-import { HEADROOM, type Pipeline } from './pipeline.js'
+import { coalesceForTun, segmentPacket, VNET_HDR_LEN } from '../dataplane/offload.js'
+import { HEADROOM, type Pipeline } from '../dataplane/pipeline.js'
 import { A_VA, B_VA, LAN, deliver, ipv4icmp, ipv4tcp, ipv4udp, pairTables, rekeyPair, sessionPair } from './synthetic.js'
-import { WARMUP_ROUNDS } from './warmup-rounds.js'
+import { WARMUP_ROUNDS } from '../dataplane/warmup-rounds.js'
 
 export interface WarmupOptions {
   mtu: number
