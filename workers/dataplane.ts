@@ -56,12 +56,17 @@ Atomics.store(acks, init.id, pipe.tables.gen)
 /** How long an idle worker sleeps in poll before it checks G_STOP and table updates again. */
 const IDLE_POLL_MS = 200
 /**
- * The JIT warm-up (src/dataplane/warmup.ts) runs in slices while the poll finds nothing to do: at most
+ * The JIT warm-up (src/warmup/warmup.ts) runs in slices while the poll finds nothing to do: at most
  * this many rounds, and no more once WARMUP_SLICE_MS has passed (a first, unoptimised round can take
  * longer on its own).
  */
 const WARMUP_SLICE = 64
 const WARMUP_SLICE_MS = 0.5
+/**
+ * Between slices the poll waits this long: the warm-up takes at most about a third of a core, and the
+ * agent's own start (handshakes, the hub, routes) and its neighbours keep the rest.
+ */
+const WARMUP_PAUSE_MS = 1
 /** Dropped once done (its synthetic pair holds a connection table and slabs: several MB). */
 let warmup: DataPathWarmup | undefined
 if (init.warmup > 0)
@@ -149,7 +154,7 @@ function runDataplaneLoop(): void {
   let warming = warmup !== undefined
   while (Atomics.load(g, G_STOP) === 0) {
     if (Atomics.load(g, G_CONFIG_GEN) !== tablesGen) pullTables()
-    const ev = io.poll2(udpFd, tunFd, warming ? 0 : IDLE_POLL_MS)
+    const ev = io.poll2(udpFd, tunFd, warming ? WARMUP_PAUSE_MS : IDLE_POLL_MS)
     if (ev < 0) {
       port.postMessage({ t: 'log', level: 'error', msg: `poll failed: ${io.strerror(-ev)}` })
       break
