@@ -108,23 +108,22 @@ export function rekeyPair(pair: ReturnType<typeof sessionPair>, n: number): void
   const cIndex = ((n + 3) << 12) | (32 + n)
   const eIndex = ((n + 3) << 12) | (64 + n)
   const now = Date.now()
-  new KeypairSlots(pair.c.v).install(
-    cIndex & 4095,
-    cIndex,
-    0,
-    { sendKey: k1, recvKey: k2, localIndex: cIndex, remoteIndex: eIndex, isInitiator: true },
-    KP_VALID,
-    now,
-  )
+  const install = (
+    v: typeof pair.c.v,
+    index: number,
+    keys: { sendKey: Uint8Array; recvKey: Uint8Array; remote: number; initiator: boolean },
+  ) =>
+    new KeypairSlots(v).install(
+      index & 4095,
+      index,
+      0,
+      { sendKey: keys.sendKey, recvKey: keys.recvKey, localIndex: index, remoteIndex: keys.remote, isInitiator: keys.initiator },
+      keys.initiator ? KP_VALID : KP_RECV_ONLY,
+      now,
+    )
+  install(pair.c.v, cIndex, { sendKey: k1, recvKey: k2, remote: eIndex, initiator: true })
   new PeerMemory(pair.c.v, pair.c.layout.maxPeers, 1).setSendKeypair(0, cIndex & 4095)
-  new KeypairSlots(pair.e.v).install(
-    eIndex & 4095,
-    eIndex,
-    0,
-    { sendKey: k2, recvKey: k1, localIndex: eIndex, remoteIndex: cIndex, isInitiator: false },
-    KP_RECV_ONLY,
-    now,
-  )
+  install(pair.e.v, eIndex, { sendKey: k2, recvKey: k1, remote: cIndex, initiator: false })
 }
 
 /** An IPv4 header of `size` bytes in all, zeroed payload (no checksum: nothing on the path checks it). */

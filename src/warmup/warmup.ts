@@ -18,8 +18,8 @@
  * The tables go through structuredClone, as the worker's own arrive (postMessage): the same object
  * shapes, so the compiled code's property accesses stay monomorphic. Half-way, new tables replace
  * them, as a reload does; every REKEY_EVERY rounds a new session starts, the responder's side
- * receive-only until the first packet confirms it, as after a handshake. The clock the pipelines see moves 5 ms a round (20 s in all), so the
- * once-a-second work (conntrack sweeps, token buckets) has run too.
+ * receive-only until the first packet confirms it, as after a handshake. The clock the
+ * pipelines see moves 5 ms a round (20 s in all), so the once-a-second work (conntrack sweeps, token buckets) has run too.
  */
 import { coalesceForTun, segmentPacket, VNET_HDR_LEN } from '../dataplane/offload.js'
 import { HEADROOM, type Pipeline } from '../dataplane/pipeline.js'
@@ -82,6 +82,8 @@ export class DataPathWarmup {
   private readonly c: Side
   private readonly e: Side
   private readonly maxSize: number
+  /** Rounds in all. */
+  private readonly total: number
   private r = 0
   private readonly t0 = performance.now()
   private readonly clock0 = Date.now()
@@ -93,16 +95,17 @@ export class DataPathWarmup {
     this.c = new Side(pair.client, o.uso)
     this.e = new Side(pair.exit, o.uso)
     this.maxSize = Math.min(o.mtu, 1400)
+    this.total = o.rounds ?? WARMUP_ROUNDS
     this.result = { rounds: 0, packets: 0, accepted: 0, ms: 0 }
   }
 
   get done(): boolean {
-    return this.r >= (this.o.rounds ?? WARMUP_ROUNDS)
+    return this.r >= this.total
   }
 
   /** Runs up to `rounds` more rounds, and stops early once `budgetMs` has passed (after one round at least); returns whether any remain. */
   step(rounds: number, budgetMs = Number.POSITIVE_INFINITY): boolean {
-    const end = Math.min(this.o.rounds ?? WARMUP_ROUNDS, this.r + rounds)
+    const end = Math.min(this.total, this.r + rounds)
     const until = performance.now() + budgetMs
     for (; this.r < end; ) {
       this.round(this.r++)
@@ -116,7 +119,7 @@ export class DataPathWarmup {
   private round(r: number): void {
     const { c, e, o } = this
     if (r % REKEY_EVERY === REKEY_EVERY >> 1) rekeyPair(this.pair, Math.floor(r / REKEY_EVERY) % 32)
-    if (r === (o.rounds ?? WARMUP_ROUNDS) >> 1) {
+    if (r === this.total >> 1) {
       c.pipe.tables = structuredClone(pairTables(A_VA, B_VA, false))
       e.pipe.tables = structuredClone(pairTables(B_VA, A_VA, true))
     }
