@@ -16,7 +16,7 @@
 import path from 'node:path'
 import t from 'tap'
 import { NatLab, type NatSite } from '../../src/lab/nat.js'
-import { HubProc, Lab, type AgentInfo, haveCommand, rootSkipReason, statusJson, until } from '../helpers/netns.js'
+import { type AgentProc, HubProc, Lab, type AgentInfo, haveCommand, rootSkipReason, statusJson, until } from '../helpers/netns.js'
 
 const skip = rootSkipReason() || (!haveCommand('iptables') ? 'iptables is not installed' : false)
 const HUB = '198.51.100.10'
@@ -70,17 +70,17 @@ t.test('relay first, then direct where the NATs allow it', { skip }, async (t) =
   await json(['policy', 'create', 'laptops talk', '--senders', 'laptops', '--receivers', 'laptops', '--acl', 'icmp'])
 
   const nodes: Record<string, AgentInfo> = {}
-  for (const [name, h] of Object.entries(hosts)) {
-    nodes[name] = lab.makeAgent({ name, ns: h.ns })
-    const r = await lab.cli(nodes[name], ['enrol', key, '--hub', `http://${HUB}:8443`, '--hub-key', hubKey])
-    if (r.code !== 0) throw new Error(`enrol ${name} failed (${r.code}): ${r.stdout}${r.stderr}`)
-  }
-  const procs: Record<string, { log: string }> = {}
-  for (const n of Object.values(nodes)) {
-    const p = lab.startAgent(n, ['-v', '4'], { ENCLAVE_STATE_DIR: path.join(n.dir, 'state') })
-    procs[n.name] = p
-    await p.waitFor(/control socket ready/)
-  }
+  for (const [name, h] of Object.entries(hosts)) nodes[name] = lab.makeAgent({ name, ns: h.ns })
+  // Eleven systems enrol and start at once (as a fleet would), not one after the other.
+  await Promise.all(
+    Object.values(nodes).map(async (n) => {
+      const r = await lab.cli(n, ['enrol', key, '--hub', `http://${HUB}:8443`, '--hub-key', hubKey])
+      if (r.code !== 0) throw new Error(`enrol ${n.name} failed (${r.code}): ${r.stdout}${r.stderr}`)
+    }),
+  )
+  const procs: Record<string, AgentProc> = {}
+  for (const n of Object.values(nodes)) procs[n.name] = lab.startAgent(n, ['-v', '4'], { ENCLAVE_STATE_DIR: path.join(n.dir, 'state') })
+  for (const n of Object.values(nodes)) await procs[n.name].waitFor(/control socket ready/)
   // Discovery first (the NAT class decides whether the hub hands out a relay).
   for (const n of Object.values(nodes))
     await until(`${n.name}'s NAT class`, async () => (await statusJson(lab, n)).hub?.nat !== undefined, 15_000)
