@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process'
 
 const PARTS = {
-  unit: { files: 'test/unit/*.test.ts', jobs: 2 },
+  unit: { files: 'test/unit/*.test.ts', jobs: 3 },
   cli: { files: 'test/cli/*.test.ts', jobs: 2 },
   browser: { files: 'test/browser/*.test.ts', jobs: 1 },
   netns: { files: 'test/netns/*.test.ts', jobs: 1 },
