@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Runs the suite in its three parts and ends with one plain summary line that any CI reads:
+// Runs the suite in its four parts and ends with one plain summary line that any CI reads:
 // "tests: N passed, N failed, N skipped". Parts: `unit` (no root; files in parallel), `cli` (the real
 // bin/run.js), `browser` (the hub's portal in Debian's chromium through playwright-core) and `netns` (root: real TUN, namespaces, iptables, wireguard-go; one file at a time).
 // `node scripts/test.mjs unit cli` runs some; extra tap arguments follow `--`.
