@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Runs the suite in its four parts and ends with one plain summary line that any CI reads:
-// "tests: N passed, N failed, N skipped". Parts: `unit` (no root; files in parallel), `cli` (the real
-// bin/run.js), `browser` (the hub's portal in Debian's chromium through playwright-core) and `netns` (root: real TUN, namespaces, iptables, wireguard-go; one file at a time).
-// `node scripts/test.mjs unit cli` runs some; extra tap arguments follow `--`.
+// "tests: N passed, N failed, N skipped". Parts: `unit` (no root; three files at a time), `cli` (the real
+// bin/run.js), `browser` (the hub's portal in Debian's chromium through playwright-core; the whole suite runs
+// it beside cli, two files at a time) and `netns` (root: real TUN, namespaces, iptables, wireguard-go; one
+// file at a time). `node scripts/test.mjs unit cli+browser` runs some; extra tap arguments follow `--`.
 // With ENCLAVE_REQUIRE_ALL=1 (CI: root, every tool installed) a skipped test fails the run.
 import { spawn } from 'node:child_process'
 
@@ -14,15 +15,20 @@ const PARTS = {
 }
 const argv = process.argv.slice(2)
 const dash = argv.indexOf('--')
-const names = (dash < 0 ? argv : argv.slice(0, dash)).filter((a) => a in PARTS)
-const extra = dash < 0 ? argv.filter((a) => !(a in PARTS)) : argv.slice(dash + 1)
-const chosen = names.length ? names : Object.keys(PARTS)
+// A part's name, or several joined by '+' (run as one part: their files together).
+const isPart = (a) => a.split('+').every((p) => p in PARTS)
+const names = (dash < 0 ? argv : argv.slice(0, dash)).filter(isPart)
+const extra = dash < 0 ? argv.filter((a) => !isPart(a)) : argv.slice(dash + 1)
+// The whole suite runs cli and browser as one part: their files together, two at a time.
+const chosen = (names.length ? names : ['unit', 'cli+browser', 'netns']).map((n) => n.split('+'))
 
-function runPart(name) {
-  const { files, jobs } = PARTS[name]
+function runPart(group) {
+  const name = group.join('+')
+  const files = group.map((g) => PARTS[g].files)
+  const jobs = Math.max(...group.map((g) => PARTS[g].jobs))
   return new Promise((resolve) => {
     const started = Date.now()
-    const tap = spawn(process.execPath, ['node_modules/tap/dist/esm/run.mjs', `--jobs=${jobs}`, files, ...extra], {
+    const tap = spawn(process.execPath, ['node_modules/tap/dist/esm/run.mjs', `--jobs=${jobs}`, ...files, ...extra], {
       stdio: ['inherit', 'pipe', 'inherit'],
     })
     let tail = ''
@@ -40,7 +46,7 @@ function runPart(name) {
 }
 
 const results = []
-for (const name of chosen) results.push(await runPart(name))
+for (const group of chosen) results.push(await runPart(group))
 const sum = { pass: 0, fail: 0, skip: 0, todo: 0, total: 0 }
 let failed = false
 console.log('')
