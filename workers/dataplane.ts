@@ -10,7 +10,7 @@
  * and packets without a session go to control through the SPSC ring.
  * Routing tables arrive as whole snapshots (postMessage, pulled synchronously when G_CONFIG_GEN
  * moves), so a worker never sees a half-built table. Control wakes the poll (an eventfd, or the memory
- * queue's bell) when it stops the workers or publishes tables; the loop checks G_STOP every 200 ms anyway.
+ * queue's bell) when it stops the workers or publishes tables; the loop checks G_STOP at least every 200 ms anyway.
  */
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads'
 import { type PacketIo, checkBatchBuffers } from '../src/io/packet-io.js'
@@ -54,8 +54,11 @@ let tablesGen = init.tables.gen
 // Control waits for every worker to run with new tables before it says a change is applied.
 const acks = new Int32Array(init.layout.tableAcks)
 Atomics.store(acks, init.id, pipe.tables.gen)
-/** How long an idle worker sleeps in poll before it checks G_STOP and table updates again. */
-const IDLE_POLL_MS = 200
+/**
+ * How long an idle worker sleeps in poll before it checks G_STOP and table updates again, unless control
+ * wakes it first (as it does for both). Tests set it long to show that the wake-up alone suffices.
+ */
+const IDLE_POLL_MS = init.idlePollMs ?? 200
 /**
  * The JIT warm-up (src/warmup/warmup.ts) runs in slices while the poll finds nothing to do: at most
  * this many rounds, and no more once WARMUP_SLICE_MS has passed (a first, unoptimised round can take
@@ -97,13 +100,16 @@ function warmSlice(): boolean {
 }
 
 function pullTables(): void {
+  // The generation first: control posts a table before it stores its generation, so every generation read
+  // here has its message waiting. Read after the messages, a table posted in between would be marked as
+  // taken while the worker kept the one before it.
+  tablesGen = Atomics.load(g, G_CONFIG_GEN)
   for (;;) {
     const m = receiveMessageOnPort(port)
     if (!m) break
     const msg = m.message as { t: string; tables?: DataplaneTables }
     if (msg.t === 'tables' && msg.tables) pipe.tables = msg.tables
   }
-  tablesGen = Atomics.load(g, G_CONFIG_GEN)
   Atomics.store(acks, init.id, pipe.tables.gen)
 }
 
