@@ -71,7 +71,7 @@ t.test('relay first, then direct where the NATs allow it', { skip }, async (t) =
 
   const nodes: Record<string, AgentInfo> = {}
   for (const [name, h] of Object.entries(hosts)) nodes[name] = lab.makeAgent({ name, ns: h.ns })
-  // Eleven systems enrol and start at once (as a fleet would), not one after the other.
+  // Ten systems enrol and start at once (as a fleet would), not one after the other.
   await Promise.all(
     Object.values(nodes).map(async (n) => {
       const r = await lab.cli(n, ['enrol', key, '--hub', `http://${HUB}:8443`, '--hub-key', hubKey])
@@ -80,7 +80,8 @@ t.test('relay first, then direct where the NATs allow it', { skip }, async (t) =
   )
   const procs: Record<string, AgentProc> = {}
   for (const n of Object.values(nodes)) procs[n.name] = lab.startAgent(n, ['-v', '4'], { ENCLAVE_STATE_DIR: path.join(n.dir, 'state') })
-  for (const n of Object.values(nodes)) await procs[n.name].waitFor(/control socket ready/)
+  // Ten agents starting at once on two cores: more than the default 15 s for the last one.
+  for (const n of Object.values(nodes)) await procs[n.name].waitFor(/control socket ready/, 45_000)
   // Discovery first (the NAT class decides whether the hub hands out a relay).
   for (const n of Object.values(nodes))
     await until(`${n.name}'s NAT class`, async () => (await statusJson(lab, n)).hub?.nat !== undefined, 15_000)

@@ -237,7 +237,7 @@ if (skip) {
       hubProc?.kill('SIGTERM')
       await until('the hub stopped', () => hubProc?.exitCode !== null, 10_000)
       const l2 = await va(nodes.lap2)
-      // 15 s: the agents' reconnection attempts at about 1, 2, 4 and 8 s all fail meanwhile.
+      // 15 s: the agents' reconnection attempts (random waits capped at 1, 2, 4 and 8 s) fail meanwhile.
       const train = await lab.exec(nsL1, 'ping', ['-c', '75', '-i', '0.2', '-W', '1', l2], 60_000)
       t.match(train.stdout, / 75 received, 0% packet loss/, '75 pings over 15 s with the hub down: none lost')
       await procs.lap2.stop()

@@ -138,8 +138,9 @@ if (skip) {
     })
 
     await t.test('a peer cache that is not ours is ignored with one warning', async (t) => {
-      // On the client: it has the exit node's Endpoint, so it starts a session at once without its
-      // cache (the exit node without its cache waits for the client's 15 s rekey timeout, shown above).
+      // On the client: it has the exit node's Endpoint, so it starts a session at once without its cache.
+      // (An exit node without a usable cache has no endpoint for the client: it waits for the client's own
+      // handshake, after WireGuard's 15 s without an answer. That recovery is the protocol's, not the cache's.)
       const clientCache = path.join(C.runDir, 'peers.json')
       t.ok(fs.existsSync(clientCache), "the client's cache exists")
       t.equal(await c.stop(), 0, 'the client stopped')
