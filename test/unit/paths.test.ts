@@ -7,7 +7,7 @@
 import t from 'tap'
 import { PeerMemory } from '../../src/agent/peers/peer-memory.js'
 import type { PeerRuntime } from '../../src/agent/peers/peer-table.js'
-import { MAX_SWITCHES, PathManager } from '../../src/agent/network/paths.js'
+import { KICK_SAME_ENDPOINT_MS, MAX_SWITCHES, PathManager } from '../../src/agent/network/paths.js'
 import { parseIpv4 } from '../../src/common/ipv4.js'
 import { DIRECT_HOLD_MS, PF_FIELDS, PF_LAST_RX_DIRECT, PF_LAST_TX_ANY, createLayout, packEndpoint, views } from '../../src/ipc/layout.js'
 import { createLogger } from '../../src/log/logger.js'
@@ -43,7 +43,7 @@ t.test('probe crypto: both sides derive one pair key; a probe verifies only from
 })
 
 /** A fake pair of agents: A and B, each with real shared memory for its one peer, and a network. */
-function world() {
+function world(initiateA?: (peer: PeerRuntime, reason: string) => void) {
   let now = 1_000_000
   const clock = () => now
   const ka = generateKeyPair()
@@ -82,7 +82,15 @@ function world() {
       deliver(me, answer, myRelay.ip, myRelay.port)
     }
   }
-  pa = new PathManager({ privateKey: ka.privateKey, publicKey: ka.publicKey, memory: A.memory, send: sender('A'), log, clock })
+  pa = new PathManager({
+    privateKey: ka.privateKey,
+    publicKey: ka.publicKey,
+    memory: A.memory,
+    send: sender('A'),
+    log,
+    clock,
+    initiate: initiateA,
+  })
   pb = new PathManager({ privateKey: kb.privateKey, publicKey: kb.publicKey, memory: B.memory, send: sender('B'), log, clock })
   const run = () => {
     while (queue.length) queue.shift()?.()
@@ -234,4 +242,46 @@ t.test('replays: a probe seen before is not answered again; an answer to no prob
   t.equal(sent.filter((s) => s === '5:6').length, 0, 'a probe older than 30 s: not answered')
   pb.datagram(makeAnswer(ka, makeProbe(kb, w.now()).nonce), 7, 8)
   t.equal(pb.pathOf(w.aOnB), undefined, 'an answer to a probe it never sent changes nothing')
+})
+
+t.test('a path that opens to where the last initiation went waits for its answer before initiating again', async (t) => {
+  // A found B's mapping from the hub and sent an initiation there for waiting traffic; a new initiation at
+  // once would lose the first's answer (our state replaced) and reach a busy B as a flood.
+  const calls: Array<{ reason: string; at: number }> = []
+  let w: ReturnType<typeof world>
+  const initiate = (peer: PeerRuntime, reason: string) => {
+    calls.push({ reason, at: w.now() })
+    peer.hs.lastSentMs = w.now()
+    peer.hs.lastSentTo = w.A.memory.endpointRaw(peer.slot)
+  }
+  w = world(initiate)
+  const sentAt = w.now()
+  Object.assign(w.bOnA, {
+    session: { staged: [Buffer.alloc(1)] },
+    hs: { lastSentMs: sentAt, lastSentTo: packEndpoint(w.B_PUB.ip, w.B_PUB.port) },
+  })
+  w.advance(60) // past INITIATION_GAP_MS
+  w.pa.punch(w.bOnA, ['198.51.100.12:40000'])
+  w.pb.punch(w.aOnB, ['198.51.100.11:40000'])
+  w.run()
+  t.equal(w.pa.pathOf(w.bOnA), 'direct', 'the path opened to the endpoint the initiation went to')
+  t.same(calls, [], 'no second initiation while the first may still be answered')
+  w.step(KICK_SAME_ENDPOINT_MS)
+  t.equal(calls.length, 1, 'once its answer is overdue, one new initiation on the path')
+  t.equal(calls[0]?.reason, 'path direct')
+  t.ok(calls[0].at - sentAt >= KICK_SAME_ENDPOINT_MS, `not before ${KICK_SAME_ENDPOINT_MS} ms after the first (${calls[0].at - sentAt} ms)`)
+
+  // The last initiation went elsewhere (a stale endpoint): the path that opens gets one at once.
+  calls.length = 0
+  const v = world(initiate)
+  w = v
+  Object.assign(v.bOnA, {
+    session: { staged: [Buffer.alloc(1)] },
+    hs: { lastSentMs: v.now(), lastSentTo: packEndpoint(ip('203.0.113.9'), 51820) },
+  })
+  v.advance(60)
+  v.pa.punch(v.bOnA, ['198.51.100.12:40000'])
+  v.pb.punch(v.aOnB, ['198.51.100.11:40000'])
+  v.run()
+  t.equal(calls.length, 1, 'an initiation went out on the new path at once')
 })

@@ -56,6 +56,13 @@ export const SWITCH_WINDOW_MS = 30_000
 export const PATH_REQUEST_EVERY_MS = 10_000
 /** The least time between two of our initiations to a peer (WireGuard refuses more than 50 a second). */
 export const INITIATION_GAP_MS = 50
+/**
+ * The last initiation went to the endpoint the path now uses: its answer may still be coming (a busy
+ * peer answers late, and refuses a second initiation that reaches it within 20 ms of the first as a
+ * flood; our state for the first would be gone). Kick only once the answer is overdue: this, plus two
+ * round trips of the path.
+ */
+export const KICK_SAME_ENDPOINT_MS = 250
 /** Probes sent 250 ms apart on a path just found direct. */
 export const AFTER_PROBES = 3
 /** Probe nonces remembered per peer (answered within the last two windows). */
@@ -402,7 +409,8 @@ export class PathManager {
    * Traffic waits for a session and the path just opened: a new initiation on it now, since the last one
    * may have gone where nothing answers (a stale endpoint, or a NAT that had not opened yet). Not within
    * INITIATION_GAP_MS of the last (the peer would refuse it as a flood, and we would have dropped the
-   * first's state): the tick tries again. Not within a second of one that went to the bound relay (that
+   * first's state), nor, when the last went to this same endpoint, before its answer is overdue
+   * (KICK_SAME_ENDPOINT_MS): the tick tries again. Not within a second of one that went to the bound relay (that
    * one is answered).
    */
   private kick(peer: PeerRuntime, s: PeerPath, now: number): void {
@@ -418,6 +426,8 @@ export class PathManager {
       return
     }
     if (since < INITIATION_GAP_MS) return
+    const rtt = s.rttMs ?? 0
+    if (peer.hs.lastSentTo === this.d.memory.endpointRaw(peer.slot) && since < KICK_SAME_ENDPOINT_MS + 2 * rtt) return
     s.kick = false
     this.d.initiate(peer, `path ${s.path}`)
   }
