@@ -511,7 +511,7 @@ Napi::Value SendBatch(const Napi::CallbackInfo& info) {
 // poll2(fdA, fdB, timeoutMs, wakeFd = -1) -> bit 1: A readable, bit 2: B readable, bit 4: woken (the
 // wake eventfd was signalled; it is drained here); 0 on timeout; -errno
 Napi::Value Poll2(const Napi::CallbackInfo& info) {
-  int wake = info.Length() > 3 && info[3].IsNumber() ? I32(info, 3) : -1;
+  int wake = info.Length() > 3 ? I32(info, 3) : -1;
   struct pollfd p[3] = {{I32(info, 0), POLLIN, 0}, {I32(info, 1), POLLIN, 0}, {wake, POLLIN, 0}};
   int r = poll(p, wake >= 0 ? 3 : 2, I32(info, 2));
   if (r < 0) return Num(info, errno == EINTR ? 0 : -errno);

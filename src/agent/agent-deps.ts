@@ -26,10 +26,8 @@ export interface AgentDeps {
   testHooks: boolean
   /** Handshake messages per second above which control is under load (mac2 and cookies); WireGuard's default. */
   underLoadHandshakesPerS?: number
-  /** Rounds of each worker's JIT warm-up (src/warmup/warmup.ts); undefined: WARMUP_ROUNDS. */
+  /** Rounds of each worker's JIT warm-up (src/dataplane/warmup.ts); undefined: WARMUP_ROUNDS. */
   warmupRounds?: number
-  /** The workers' idle poll timeout (ms; undefined: 200). Tests make it long: a stop or reload must wake them. */
-  idlePollMs?: number
 }
 
 export function defaultDeps(env: NodeJS.ProcessEnv = process.env): AgentDeps {

@@ -470,7 +470,6 @@ export class Agent implements AgentApi {
       uso: this.dev.uso,
       // Memory devices are simulations (tests, many agents in one process): no warm-up there.
       warmup: this.dev.workerIo(i).kind === 'native' ? (this.deps.warmupRounds ?? WARMUP_ROUNDS) : 0,
-      idlePollMs: this.deps.idlePollMs,
     }
   }
 

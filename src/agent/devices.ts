@@ -30,7 +30,7 @@ export interface DeviceSet {
   workerIo(i: number): WorkerIo
   /**
    * Wakes worker i out of its poll now (it then sees a stop or new tables) rather than at the poll's
-   * timeout: a stop, or a reload's confirmation by the workers, does not wait up to 200 ms for it.
+   * timeout: a stop or a reload confirmed by the workers does not wait up to 200 ms per worker.
    */
   wake(i: number): void
   /** Control's sends (handshakes, keepalives, staged packets), through the first worker's socket. */

@@ -91,10 +91,6 @@ export class WorkerSupervisor {
           w &&
           new Promise<void>((r) => {
             const t = setTimeout(() => {
-              this.log.warn(
-                { worker: this.workers.indexOf(w) },
-                `a data-plane worker did not leave its loop within ${STOP_GRACE_MS} ms of the stop: terminated`,
-              )
               void w.terminate()
               r()
             }, STOP_GRACE_MS)

@@ -63,8 +63,6 @@ export interface WorkerInit {
   uso: boolean
   /** Rounds of synthetic traffic the worker runs through its code while idle, before the JIT is left to real packets (src/dataplane/warmup.ts); 0: none. */
   warmup: number
-  /** The idle poll's timeout (ms); undefined: 200. Control wakes the poll for a stop or new tables. */
-  idlePollMs?: number
 }
 
 export interface FlowLog {

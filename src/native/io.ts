@@ -57,14 +57,7 @@ function load(): NativeIo {
     new URL('../../native/build/Release/enclave_io.node', import.meta.url),
     new URL('../../../native/build/Release/enclave_io.node', import.meta.url),
   ]
-  for (const c of candidates)
-    if (fs.existsSync(c)) {
-      const io = require(c.pathname) as NativeIo
-      // An addon built from an older source lacks newer calls: say so, not "x is not a function" later.
-      if (typeof io.eventfdOpen !== 'function')
-        throw new Error(`native addon ${c.pathname} is older than this enclave; run \`npm rebuild\` in the enclave package`)
-      return io
-    }
+  for (const c of candidates) if (fs.existsSync(c)) return require(c.pathname) as NativeIo
   throw new Error('native addon enclave_io.node is not built; run `npm rebuild` (or `npm ci`) in the enclave package')
 }
 

@@ -195,22 +195,3 @@ t.test('a reload says when Policies leave a peer without a tag any policy names'
     /Warning: Policies are in force and \w+ \(laptop\) carry no tag any policy names/,
   )
 })
-
-t.test('control wakes idle workers: with a 60 s idle poll, a reload is still confirmed by both and a stop ends them', async (t) => {
-  const mesh = new Mesh('wake')
-  t.teardown(() => mesh.close())
-  const a = mesh.node('a')
-  mesh.writeProfile(a, {})
-  // Asleep in poll for up to 60 s: only control's wake-up can make them take tables or see the stop in time.
-  await mesh.start(a, { workers: 2, deps: { idlePollMs: 60_000 } })
-  await new Promise((r) => setTimeout(r, 200)) // both in their idle poll
-  for (let i = 0; i < 3; i++) {
-    mesh.writeProfile(a, { Tags: [`t${i}`] })
-    const r = await a.agent!.reload()
-    // tablesApplied gives up after 3 s: without the wake-up this is false.
-    t.equal(r.workersApplied, true, `reload ${i}: both workers took the new tables`)
-  }
-  await a.agent!.stop('test')
-  t.notMatch(a.log.join('\n'), /did not leave its loop/, 'the stop ended both workers; none had to be terminated')
-  t.match(a.log.join('\n'), /everything this agent added was removed/, 'and the agent stopped cleanly')
-})
