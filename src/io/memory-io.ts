@@ -120,8 +120,6 @@ const EOPNOTSUPP = 95
 export class MemoryPacketIo implements PacketIo {
   readonly MAX_BATCH = 256
   private readonly bell: Int32Array
-  /** The bell's value when poll2 last returned. */
-  private seen = 0
   private readonly wire: Int32Array
   private readonly tunIn: PacketRing
   private readonly tunOut: PacketRing
@@ -141,22 +139,12 @@ export class MemoryPacketIo implements PacketIo {
     return (this.udpIn.size() > 0 ? 1 : 0) | (this.tunIn.size() > 0 ? 2 : 0)
   }
 
-  /**
-   * As the addon's poll2; bit 4: the bell rang since the last poll2 returned (a packet, or control's
-   * wake-up). Comparing with the value at the last return, not at this call, keeps a ring that came
-   * between the two (control's, after the loop read G_STOP) from being slept through.
-   */
   poll2(_udpFd: number, _tunFd: number, timeoutMs: number): number {
-    const now = Atomics.load(this.bell, 0)
+    const seen = Atomics.load(this.bell, 0)
     const r = this.ready()
-    if (now !== this.seen) {
-      this.seen = now
-      return r | 4
-    }
     if (r !== 0 || timeoutMs === 0) return r
-    Atomics.wait(this.bell, 0, now, timeoutMs)
-    this.seen = Atomics.load(this.bell, 0)
-    return this.ready() | (this.seen !== now ? 4 : 0)
+    Atomics.wait(this.bell, 0, seen, timeoutMs)
+    return this.ready()
   }
 
   recvBatch(_fd: number, slab: Uint8Array, slotSize: number, lens: Int32Array, addrs: Uint32Array, max: number): number {
