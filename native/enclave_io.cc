@@ -26,7 +26,6 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/ioctl.h>
@@ -508,36 +507,15 @@ Napi::Value SendBatch(const Napi::CallbackInfo& info) {
   return Num(info, sent);
 }
 
-// poll2(fdA, fdB, timeoutMs, wakeFd = -1) -> bit 1: A readable, bit 2: B readable, bit 4: woken (the
-// wake eventfd was signalled; it is drained here); 0 on timeout; -errno
+// poll2(fdA, fdB, timeoutMs) -> bit 1: A readable, bit 2: B readable; 0 on timeout; -errno
 Napi::Value Poll2(const Napi::CallbackInfo& info) {
-  int wake = info.Length() > 3 ? I32(info, 3) : -1;
-  struct pollfd p[3] = {{I32(info, 0), POLLIN, 0}, {I32(info, 1), POLLIN, 0}, {wake, POLLIN, 0}};
-  int r = poll(p, wake >= 0 ? 3 : 2, I32(info, 2));
+  struct pollfd p[2] = {{I32(info, 0), POLLIN, 0}, {I32(info, 1), POLLIN, 0}};
+  int r = poll(p, 2, I32(info, 2));
   if (r < 0) return Num(info, errno == EINTR ? 0 : -errno);
   int mask = 0;
   if (p[0].revents & (POLLIN | POLLERR | POLLHUP)) mask |= 1;
   if (p[1].revents & (POLLIN | POLLERR | POLLHUP)) mask |= 2;
-  if (wake >= 0 && (p[2].revents & POLLIN)) {
-    uint64_t v;
-    if (read(wake, &v, sizeof(v)) < 0 && errno != EAGAIN) return Num(info, -errno);
-    mask |= 4;
-  }
   return Num(info, mask);
-}
-
-// eventfdOpen() -> fd | -errno: a non-blocking eventfd that control signals to wake a worker out of poll2
-// (a stop, new tables) instead of leaving it asleep until the poll's timeout.
-Napi::Value EventfdOpen(const Napi::CallbackInfo& info) {
-  int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  return Num(info, fd < 0 ? -errno : fd);
-}
-
-// eventfdSignal(fd) -> 0 | -errno (adds 1; a counter at its limit is already signalled: EAGAIN is 0).
-Napi::Value EventfdSignal(const Napi::CallbackInfo& info) {
-  uint64_t one = 1;
-  if (write(I32(info, 0), &one, sizeof(one)) < 0 && errno != EAGAIN) return Num(info, -errno);
-  return Num(info, 0);
 }
 
 // epollCreate() -> epfd | -errno. epollCtl(epfd, add, fd) -> 0 | -errno (add: EPOLLIN; else removes).
@@ -652,8 +630,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("recvBatch", Napi::Function::New(env, RecvBatch));
   exports.Set("sendBatch", Napi::Function::New(env, SendBatch));
   exports.Set("poll2", Napi::Function::New(env, Poll2));
-  exports.Set("eventfdOpen", Napi::Function::New(env, EventfdOpen));
-  exports.Set("eventfdSignal", Napi::Function::New(env, EventfdSignal));
   exports.Set("epollCreate", Napi::Function::New(env, EpollCreate));
   exports.Set("epollCtl", Napi::Function::New(env, EpollCtl));
   exports.Set("epollWait", Napi::Function::New(env, EpollWait));

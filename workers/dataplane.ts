@@ -9,8 +9,7 @@
  * Handshake messages (their mac1 checked, and under load their mac2, else a cookie reply is sent from here)
  * and packets without a session go to control through the SPSC ring.
  * Routing tables arrive as whole snapshots (postMessage, pulled synchronously when G_CONFIG_GEN
- * moves), so a worker never sees a half-built table. Control wakes the poll (an eventfd, or the memory
- * queue's bell) when it stops the workers or publishes tables; the loop checks G_STOP at least every 200 ms anyway.
+ * moves), so a worker never sees a half-built table. The loop checks G_STOP at least every 200 ms.
  */
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads'
 import { type PacketIo, checkBatchBuffers } from '../src/io/packet-io.js'
@@ -54,11 +53,8 @@ let tablesGen = init.tables.gen
 // Control waits for every worker to run with new tables before it says a change is applied.
 const acks = new Int32Array(init.layout.tableAcks)
 Atomics.store(acks, init.id, pipe.tables.gen)
-/**
- * How long an idle worker sleeps in poll before it checks G_STOP and table updates again, unless control
- * wakes it first (as it does for both). Tests set it long to show that the wake-up alone suffices.
- */
-const IDLE_POLL_MS = init.idlePollMs ?? 200
+/** How long an idle worker sleeps in poll before it checks G_STOP and table updates again. */
+const IDLE_POLL_MS = 200
 /**
  * The JIT warm-up (src/warmup/warmup.ts) runs in slices while the poll finds nothing to do: at most
  * this many rounds, and no more once WARMUP_SLICE_MS has passed (a first, unoptimised round can take
@@ -155,20 +151,19 @@ function runOffloadOutbound(tunFd: number, udpFd: number, SLOT: number, B: numbe
 }
 
 function runDataplaneLoop(): void {
-  const { tunFd, udpFd, wakeFd } = init.io.kind === 'native' ? init.io : { tunFd: -1, udpFd: -1, wakeFd: -1 }
+  const { tunFd, udpFd } = init.io.kind === 'native' ? init.io : { tunFd: -1, udpFd: -1 }
   const SLOT = pipe.slot
   const B = pipe.batch
   let warming = warmup !== undefined
   while (Atomics.load(g, G_STOP) === 0) {
     if (Atomics.load(g, G_CONFIG_GEN) !== tablesGen) pullTables()
-    const ev = io.poll2(udpFd, tunFd, warming ? WARMUP_PAUSE_MS : IDLE_POLL_MS, wakeFd)
+    const ev = io.poll2(udpFd, tunFd, warming ? WARMUP_PAUSE_MS : IDLE_POLL_MS)
     if (ev < 0) {
       port.postMessage({ t: 'log', level: 'error', msg: `poll failed: ${io.strerror(-ev)}` })
       break
     }
-    if ((ev & 3) === 0) {
-      // Timed out (the warm-up's turn), or woken by control (bit 4): the loop's top reads G_STOP and tables.
-      if (warming && ev === 0) warming = warmSlice()
+    if (ev === 0) {
+      if (warming) warming = warmSlice()
       continue
     }
     pipe.setClock(clock())

@@ -243,7 +243,6 @@ export class Agent implements AgentApi {
     for (let i = 0; i < nWorkers; i++) this.rings.push(createRing(256))
     this.acquired('data-plane workers', async () => {
       Atomics.store(this.v.global, G_STOP, 1)
-      this.wakeWorkers()
       await this.supervisor.stopAll()
     })
     await this.supervisor.startAll(nWorkers)
@@ -441,17 +440,11 @@ export class Agent implements AgentApi {
     const publish = (tables: DataplaneTables) => {
       this.supervisor.post({ t: 'tables', tables })
       Atomics.store(this.v.global, G_CONFIG_GEN, tables.gen)
-      this.wakeWorkers()
     }
     const routes = new OsRouteInstaller(this.dev.ifname, fwmarkFor(this.profile), log, this.deps.os)
     this.network = new NetworkState(new PolicyState(workers), routes, this.footprint, publish, log, now, () =>
       this.deps.os.localAddresses(),
     )
-  }
-
-  /** Workers asleep in poll see a stop or new tables now, not at the poll's timeout (up to 200 ms). */
-  private wakeWorkers(): void {
-    for (let i = 0; i < this.rings.length; i++) this.dev.wake(i)
   }
 
   private workerInit(i: number): WorkerInit {

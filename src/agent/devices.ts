@@ -10,7 +10,6 @@ import { agentFwmark } from '../ops/route-installer.js'
 import { EnclaveError } from '../errors.js'
 import type { WorkerIo } from '../io/packet-io.js'
 import type { MemoryNet, MemoryPort } from '../io/memory-net.js'
-import { ring } from '../io/memory-io.js'
 import type { OsNetwork } from '../platform/os-network.js'
 import type { Profile } from '../config/profile.js'
 import type { SendDatagram } from './peers/transport-send.js'
@@ -28,11 +27,6 @@ export interface DeviceSet {
   readonly port: number
   /** What worker i reads and writes. */
   workerIo(i: number): WorkerIo
-  /**
-   * Wakes worker i out of its poll now (it then sees a stop or new tables) rather than at the poll's
-   * timeout: a stop or a reload confirmed by the workers does not wait up to 200 ms per worker.
-   */
-  wake(i: number): void
   /** Control's sends (handshakes, keepalives, staged packets), through the first worker's socket. */
   readonly send: SendDatagram
   close(): void
@@ -67,12 +61,10 @@ export const openNativeDevices: OpenDevices = async (p, queues, os, opts) => {
   }
   const tun = openTunQueues(p.interface, queues, opts.offload, opts.uso)
   const udp: number[] = []
-  const wakes: number[] = []
   const closeAll = () => {
-    for (const fd of [...udp, ...tun.fds, ...wakes]) native.close(fd)
+    for (const fd of [...udp, ...tun.fds]) native.close(fd)
     udp.length = 0
     tun.fds.length = 0
-    wakes.length = 0
   }
   try {
     await os.configureInterface(tun.name, p.virtualAddress, p.mtu)
@@ -91,25 +83,14 @@ export const openNativeDevices: OpenDevices = async (p, queues, os, opts) => {
     closeAll()
     throw new EnclaveError('EBIND', `${(e as Error).message} (is another agent or WireGuard using it? set LocalPort in the profile)`)
   }
-  for (let i = 0; i < queues; i++) {
-    const fd = native.eventfdOpen()
-    if (fd < 0) {
-      closeAll()
-      throw new EnclaveError('EIFACE', `cannot create an eventfd for worker ${i}: ${native.strerror(-fd)}`)
-    }
-    wakes.push(fd)
-  }
   const tunFds = [...tun.fds]
   const udpFds = [...udp]
-  const wakeFds = [...wakes]
   return {
     ifname: tun.name,
     offload: tun.offload,
     uso: tun.uso,
     port,
-    workerIo: (i) => ({ kind: 'native', tunFd: tunFds[i], udpFd: udpFds[i], wakeFd: wakeFds[i] }),
-    // After close the numbers may belong to someone else: never signal them then.
-    wake: (i) => void (wakes.length > 0 && native.eventfdSignal(wakeFds[i])),
+    workerIo: (i) => ({ kind: 'native', tunFd: tunFds[i], udpFd: udpFds[i] }),
     send: new UdpSender(udpFds[0]).send,
     close: closeAll,
   }
@@ -139,7 +120,6 @@ export function memoryDevices(net: MemoryNet, ip: number): OpenDevices & { port?
       uso: false,
       port: udpPort,
       workerIo: (i) => ({ kind: 'memory', ...port.queues[i] }),
-      wake: (i) => ring(new Int32Array(port.queues[i].bell)),
       send: port.send,
       close: () => {
         net.detach(port)

@@ -13,11 +13,8 @@ export interface PacketIo {
   writeBatch(fd: number, slab: Uint8Array, slotSize: number, offset: number, lens: Int32Array, count: number): number
   recvBatch(fd: number, slab: Uint8Array, slotSize: number, lens: Int32Array, addrs: Uint32Array, max: number, timeoutMs: number): number
   sendBatch(fd: number, slab: Uint8Array, slotSize: number, offset: number, lens: Int32Array, addrs: Uint32Array, count: number): number
-  /**
-   * Bit 1: the UDP side is readable; bit 2: the TUN side; bit 4: control woke the worker (a stop, new
-   * tables) through `wakeFd` (native) or the bell (memory). 0 on timeout, -errno on error.
-   */
-  poll2(udpFd: number, tunFd: number, timeoutMs: number, wakeFd?: number): number
+  /** Bit 1: the UDP side is readable; bit 2: the TUN side. 0 on timeout, -errno on error. */
+  poll2(udpFd: number, tunFd: number, timeoutMs: number): number
   strerror(errno: number): string
   readonly MAX_BATCH: number
 }
@@ -42,7 +39,7 @@ export interface MemoryQueue {
 }
 
 /** What a worker is given to open its PacketIo: a TUN queue and UDP socket, or memory queues. */
-export type WorkerIo = { kind: 'native'; tunFd: number; udpFd: number; wakeFd: number } | ({ kind: 'memory' } & MemoryQueue)
+export type WorkerIo = { kind: 'native'; tunFd: number; udpFd: number } | ({ kind: 'memory' } & MemoryQueue)
 
 /** Checks a slab/lens pair against a batch before it is used in a loop (a clear message at worker start). */
 export function checkBatchBuffers(

@@ -25,12 +25,7 @@ export interface NativeIo {
   udpLocalPort(fd: number): number
   recvBatch(fd: number, slab: Uint8Array, slotSize: number, lens: Int32Array, addrs: Uint32Array, max: number, timeoutMs: number): number
   sendBatch(fd: number, slab: Uint8Array, slotSize: number, offset: number, lens: Int32Array, addrs: Uint32Array, count: number): number
-  /** Bit 1: A readable, bit 2: B readable, bit 4: `wakeFd` was signalled (and is drained); 0 on timeout; -errno. */
-  poll2(fdA: number, fdB: number, timeoutMs: number, wakeFd?: number): number
-  /** A non-blocking eventfd for waking a worker out of poll2: fd or -errno. */
-  eventfdOpen(): number
-  /** Signals an eventfd from eventfdOpen: 0 or -errno. */
-  eventfdSignal(fd: number): number
+  poll2(fdA: number, fdB: number, timeoutMs: number): number
   epollCreate(): number
   /** add: watch `fd` for reading; false: stop watching it. 0 or -errno. */
   epollCtl(epfd: number, add: boolean, fd: number): number

@@ -115,36 +115,3 @@ t.test('sendBatch', async (t) => {
   t.throws(call(SLOT, -8, lensOf(10, 10), 2), RangeError, 'negative offset')
   t.throws(() => native.sendBatch(tx, slab(), SLOT, 0, lensOf(10, 10), new Uint32Array(2), 2), RangeError, 'addrs too short')
 })
-
-t.test('poll2 wakes on its eventfd: bit 4, the eventfd drained, the sockets reported beside it', async (t) => {
-  const wake = native.eventfdOpen()
-  t.ok(wake >= 0, 'an eventfd')
-  t.teardown(() => native.close(wake))
-  t.equal(native.eventfdSignal(wake), 0)
-  t.equal(native.poll2(-1, -1, 10_000, wake), 4, 'signalled before the poll: woken (not the 10 s timeout, which is 0)')
-  t.equal(native.poll2(-1, -1, 0, wake), 0, 'drained: the next poll finds nothing')
-  t.equal(native.sendBatch(tx, slab(), SLOT, 0, lensOf(10), addrsFor(1), 1), 1)
-  native.eventfdSignal(wake)
-  t.equal(native.poll2(rx, -1, 1000, wake), 1 | 4, 'a datagram and a wake-up at once: both bits')
-  t.equal(native.recvBatch(rx, new Uint8Array(128 * SLOT), SLOT, new Int32Array(128), new Uint32Array(256), 128, 0), 1)
-  t.equal(native.poll2(rx, -1, 0), 0, 'without a wake fd, as before')
-
-  // A thread asleep in poll2 (a worker) is woken by another thread's signal.
-  const { Worker } = await import('node:worker_threads')
-  const addon = new URL('../../native/build/Release/enclave_io.node', import.meta.url).pathname
-  const w = new Worker(
-    `const { parentPort, workerData } = require('node:worker_threads')
-     const io = require(workerData.addon)
-     parentPort.postMessage('polling')
-     parentPort.postMessage(io.poll2(-1, -1, 30000, workerData.wake))`,
-    { eval: true, workerData: { addon, wake } },
-  )
-  const said: unknown[] = []
-  const done = new Promise<void>((resolve) => w.on('message', (m) => said.push(m) === 2 && resolve()))
-  await new Promise<void>((resolve) => w.once('message', () => resolve()))
-  await new Promise((r) => setTimeout(r, 50)) // into its poll
-  native.eventfdSignal(wake)
-  await done
-  t.equal(said[1], 4, 'the sleeping thread returned woken (a 30 s timeout would be 0)')
-  await w.terminate()
-})
