@@ -2,16 +2,25 @@
 // Runs the suite in its four parts and ends with one plain summary line that any CI reads:
 // "tests: N passed, N failed, N skipped". Parts: `unit` (no root; three files at a time), `cli` (the real
 // bin/run.js), `browser` (the hub's portal in Debian's chromium through playwright-core; the whole suite runs
-// it beside cli, two files at a time) and `netns` (root: real TUN, namespaces, iptables, wireguard-go; one
-// file at a time). `node scripts/test.mjs unit cli+browser` runs some; extra tap arguments follow `--`.
+// it beside cli, two files at a time) and `netns` (root: real TUN, namespaces, iptables, wireguard-go; two
+// files at a time, then the files whose time bounds want the machine to themselves one at a time).
+// `node scripts/test.mjs unit cli+browser` runs some; extra tap arguments follow `--`.
 // With ENCLAVE_REQUIRE_ALL=1 (CI: root, every tool installed) a skipped test fails the run.
 import { spawn } from 'node:child_process'
+import fs from 'node:fs'
 
 const PARTS = {
   unit: { files: 'test/unit/*.test.ts', jobs: 3 },
   cli: { files: 'test/cli/*.test.ts', jobs: 2 },
   browser: { files: 'test/browser/*.test.ts', jobs: 1 },
-  netns: { files: 'test/netns/*.test.ts', jobs: 1 },
+  // Every netns file makes its own namespaces (named with its pid), wireguard-go devices and ports inside
+  // them, so two can run at once. These assert time bounds that another file's agents starting on the same
+  // two cores would eat into (relay within 1 s, recovery within 2 s), so they run after, alone.
+  netns: {
+    files: 'test/netns/*.test.ts',
+    jobs: 2,
+    alone: ['hub-paths', 'restart', 'hub-replica-relay', 'portal-e2e'].map((f) => `test/netns/${f}.test.ts`),
+  },
 }
 const argv = process.argv.slice(2)
 const dash = argv.indexOf('--')
@@ -22,12 +31,43 @@ const extra = dash < 0 ? argv.filter((a) => !isPart(a)) : argv.slice(dash + 1)
 // The whole suite runs cli and browser as one part: their files together, two at a time.
 const chosen = (names.length ? names : ['unit', 'cli+browser', 'netns']).map((n) => n.split('+'))
 
-function runPart(group) {
-  const name = group.join('+')
-  const files = group.map((g) => PARTS[g].files)
+/** A part's tap runs: its files at its jobs, then (netns) the files that run alone, one at a time. */
+function lanes(group) {
+  const alone = group.flatMap((g) => PARTS[g].alone ?? [])
   const jobs = Math.max(...group.map((g) => PARTS[g].jobs))
+  if (alone.length === 0) return [{ files: group.map((g) => PARTS[g].files), jobs }]
+  for (const f of alone) if (!fs.existsSync(f)) throw new Error(`scripts/test.mjs: ${f} is named to run alone but does not exist`)
+  const all = group.flatMap((g) => {
+    const [dir, glob] = [PARTS[g].files.replace(/\/[^/]*$/, ''), PARTS[g].files.replace(/^.*\//, '')]
+    const suffix = glob.replace(/^\*/, '')
+    return fs
+      .readdirSync(dir)
+      .filter((f) => f.endsWith(suffix))
+      .sort()
+      .map((f) => `${dir}/${f}`)
+  })
+  return [
+    { files: all.filter((f) => !alone.includes(f)), jobs },
+    { files: alone, jobs: 1 },
+  ]
+}
+
+async function runPart(group) {
+  const name = group.join('+')
+  const started = Date.now()
+  const n = {}
+  let code = 0
+  for (const lane of lanes(group)) {
+    const r = await runTap(lane.files, lane.jobs)
+    if (!r.n) return { name, code: r.code || 1, n: undefined, seconds: (Date.now() - started) / 1000 }
+    for (const [k, v] of Object.entries(r.n)) n[k] = (n[k] ?? 0) + v
+    code ||= r.code
+  }
+  return { name, code, n, seconds: (Date.now() - started) / 1000 }
+}
+
+function runTap(files, jobs) {
   return new Promise((resolve) => {
-    const started = Date.now()
     const tap = spawn(process.execPath, ['node_modules/tap/dist/esm/run.mjs', `--jobs=${jobs}`, ...files, ...extra], {
       stdio: ['inherit', 'pipe', 'inherit'],
     })
@@ -40,7 +80,7 @@ function runPart(group) {
       // tap's last line is like "# { total: 15, pass: 12, fail: 1, todo: 2, skip: 1 }" (keys only when non-zero).
       const m = /# \{ (total: \d+[^}]*) \}/.exec(tail)
       const n = m ? Object.fromEntries(m[1].split(', ').map((kv) => kv.split(': ').map((x, i) => (i ? Number(x) : x)))) : undefined
-      resolve({ name, code: code ?? (signal ? 1 : 0), n, seconds: (Date.now() - started) / 1000 })
+      resolve({ code: code ?? (signal ? 1 : 0), n })
     })
   })
 }
