@@ -244,7 +244,12 @@ export class Handshakes {
   private async answer(msg: Buffer, ip: number, port: number): Promise<void> {
     const from = `${intToIp(ip)}:${port}`
     const local = this.d.local
-    const ci = await this.d.runTask({ op: 'consume', msg, privateKey: local.privateKey, publicKey: local.publicKey, nowMs: this.now() })
+    // The flood check below measures the gap between the peer's initiations as they arrived here. Measured
+    // after the pool, time an initiation waited in a busy pool would shrink that gap: two sent seconds apart
+    // could leave the pool together, and the second, the one the peer still holds state for, would be
+    // refused as a flood while the first was answered in vain.
+    const arrived = this.now()
+    const ci = await this.d.runTask({ op: 'consume', msg, privateKey: local.privateKey, publicKey: local.publicKey, nowMs: arrived })
     if (this.closed) return
     const peer = ci ? this.d.peers.byPublicKey(ci.peerPublicKey) : undefined
     if (!ci) {
@@ -259,7 +264,7 @@ export class Handshakes {
       )
       return
     }
-    const verdict = acceptInitiation(peer.crypto, ci, this.now(), 1000 / MAX_INITIATIONS_PER_PEER_PER_S)
+    const verdict = acceptInitiation(peer.crypto, ci, arrived, 1000 / MAX_INITIATIONS_PER_PEER_PER_S)
     if (verdict !== 'ok') {
       this.d.log.protocol({ peer: peer.cfg.identity, from, verdict }, 'handshake initiation refused')
       return
