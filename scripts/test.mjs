@@ -3,7 +3,7 @@
 // "tests: N passed, N failed, N skipped". Parts: `unit` (no root; three files at a time), `cli` (the real
 // bin/run.js), `browser` (the hub's portal in Debian's chromium through playwright-core; the whole suite runs
 // it beside cli, two files at a time) and `netns` (root: real TUN, namespaces, iptables, wireguard-go; two
-// files at a time, then the files whose time bounds want the machine to themselves one at a time).
+// files at a time, then one at a time the files whose time bounds want the machine to themselves, and the fuzzers).
 // `node scripts/test.mjs unit cli+browser` runs some; extra tap arguments follow `--`.
 // With ENCLAVE_REQUIRE_ALL=1 (CI: root, every tool installed) a skipped test fails the run.
 import { spawn } from 'node:child_process'
@@ -14,12 +14,15 @@ const PARTS = {
   cli: { files: 'test/cli/*.test.ts', jobs: 2 },
   browser: { files: 'test/browser/*.test.ts', jobs: 1 },
   // Every netns file makes its own namespaces (named with its pid), wireguard-go devices and ports inside
-  // them, so two can run at once. These assert time bounds that another file's agents starting on the same
-  // two cores would eat into (relay within 1 s, recovery within 2 s), so they run after, alone.
+  // them, so two can run at once. These run after, alone: some assert time bounds that another file's
+  // agents starting on the same two cores would eat into (relay within 1 s, recovery within 2 s, a policy
+  // change seen within 0.5 s); the two fuzzers load both cores and count answered pings meanwhile.
   netns: {
     files: 'test/netns/*.test.ts',
     jobs: 2,
-    alone: ['hub-paths', 'restart', 'hub-replica-relay', 'portal-e2e'].map((f) => `test/netns/${f}.test.ts`),
+    alone: ['hub-paths', 'restart', 'hub-replica-relay', 'portal-e2e', 'policy', 'lan-fuzz', 'overlay'].map(
+      (f) => `test/netns/${f}.test.ts`,
+    ),
   },
 }
 const argv = process.argv.slice(2)

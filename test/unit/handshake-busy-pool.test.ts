@@ -17,7 +17,10 @@ import { startHandshakePool } from '../../src/agent/handshake-pool.js'
 import type { HandshakeTaskRunner } from '../../src/agent/peers/handshakes.js'
 import { Mesh } from '../helpers/mesh.js'
 
-/** The real pool, with the first consume's result held until a second consume is queued; results in order. */
+/**
+ * The real pool, with the first consume's result held until a second consume's result is ready: then both
+ * come back in order, at the same moment of the responder's clock.
+ */
 function busyPool(real: HandshakePool, seen: { consumes: number }): HandshakePool {
   let open!: () => void
   const gate = new Promise<void>((r) => {
@@ -29,9 +32,9 @@ function busyPool(real: HandshakePool, seen: { consumes: number }): HandshakePoo
     const i = ++seen.consumes
     const result = real.runTask(task).then(async (r) => {
       if (i === 1) await gate
+      if (i === 2) open()
       return r
     })
-    if (i === 2) open()
     const inOrder = last.then(() => result)
     last = inOrder.catch(() => undefined)
     return inOrder
@@ -59,6 +62,7 @@ t.test('two initiations that arrived apart are not taken for a flood when a busy
   // a retries after REKEY_TIMEOUT (plus up to 333 ms of jitter); the retry opens b's pool, and b gets both
   // results back to back, at the same moment of its clock.
   await mesh.advance(REKEY_TIMEOUT_MS + 1000, 250)
+  await mesh.until("a's retry at b's pool", () => seen.consumes >= 2)
   t.equal(seen.consumes, 2, 'b took exactly two initiations from a')
   // With the retry answered the session is up within milliseconds; refused, the next retry comes 5 s later.
   await mesh.until('the session', () => mesh.peerStatus(a, b).state === 'Up', 2000).catch(() => undefined)
