@@ -1,10 +1,14 @@
 /**
- * The agent's time as a worker reads it: the wall clock plus an offset in shared memory that only the
- * agent's Clock writes (src/platform/clock.ts OffsetClock), so a test that moves time moves the workers'
- * too. Without a shared offset, the wall clock.
+ * The agent's time as a worker reads it: from the control thread's anchor (src/common/agent-time.ts, so
+ * control and workers read the same time, and a step of the wall clock moves neither), plus an offset in
+ * shared memory that only the agent's Clock writes (src/platform/clock.ts OffsetClock), so a test that
+ * moves time moves the workers' too.
  */
-export function workerClock(shared: SharedArrayBuffer | undefined): () => number {
-  if (!shared) return Date.now
+import { type TimeAnchor, agentTimeReader } from '../common/agent-time.js'
+
+export function workerClock(anchor: TimeAnchor, shared: SharedArrayBuffer | undefined): () => number {
+  const base = agentTimeReader(anchor)
+  if (!shared) return base
   const off = new Float64Array(shared)
-  return () => Date.now() + off[0]
+  return () => base() + off[0]
 }
