@@ -158,7 +158,13 @@ export class PeerCache {
 
   private write(peers: CachedPeer[], now: number, shape: string): void {
     try {
-      savePeerCache(this.dir, peers)
+      // The next start judges these against the wall clock: the agent's own time (monotonic) may have
+      // drifted from it by a step made while it ran.
+      const toWall = Date.now() - now
+      savePeerCache(
+        this.dir,
+        peers.map((p) => ({ ...p, seenMs: p.seenMs + toWall })),
+      )
       this.lastShape = shape
       this.lastWriteMs = now
       this.failed = false
