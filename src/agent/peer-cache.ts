@@ -158,13 +158,7 @@ export class PeerCache {
 
   private write(peers: CachedPeer[], now: number, shape: string): void {
     try {
-      // The next start judges these against the wall clock: the agent's own time (monotonic) may have
-      // drifted from it by a step made while it ran.
-      const toWall = Date.now() - now
-      savePeerCache(
-        this.dir,
-        peers.map((p) => ({ ...p, seenMs: p.seenMs + toWall })),
-      )
+      savePeerCache(this.dir, peers)
       this.lastShape = shape
       this.lastWriteMs = now
       this.failed = false
