@@ -29,7 +29,7 @@ const nativeIo = init.io.kind === 'native' ? (await import('../src/native/io.js'
 const io: PacketIo = nativeIo ?? new MemoryPacketIo(init.io as Extract<typeof init.io, { kind: 'memory' }>)
 // Named for top -H, ps -L and perf (the kernel keeps 15 bytes).
 nativeIo?.setThreadName(`enclave-dp${init.id}`)
-const clock = workerClock(init.clockAnchor, init.clock)
+const clock = workerClock(init.clock)
 const g = new Int32Array(init.layout.global)
 // With TSO one read can become ~48 segments: the outbound batch must hold a whole one.
 const pipe = new Pipeline({ ...init, batch: init.offload ? 128 : init.batch, post: (m) => port.postMessage(m) })

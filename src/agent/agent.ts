@@ -265,8 +265,7 @@ export class Agent implements AgentApi {
       this.memory,
       (peer, why) => this.handshakes.initiate(peer, why),
       (m) => this.log.warn(m),
-      // The cache's times are on the wall clock (PeerCache writes them so): a restart is judged by it.
-      Date.now(),
+      deps.clock.now(),
     )
     for (const peer of this.peers)
       if (peer.cfg.persistentKeepalive > 0 && peer.ep.configured) this.handshakes.initiate(peer, 'persistent keepalive configured')
@@ -455,7 +454,6 @@ export class Agent implements AgentApi {
       ring: this.rings[i],
       conntrack: this.conntrack,
       io: this.dev.workerIo(i),
-      clockAnchor: this.deps.clock.anchor,
       clock: this.deps.clock.shared,
       mtu: this.profile.mtu,
       batch: 64,
@@ -638,13 +636,13 @@ export class Agent implements AgentApi {
 
   /** Resolves true once every running worker acknowledged tables of generation `gen` (false after 3 s). */
   private async tablesApplied(gen: number): Promise<boolean> {
-    const deadline = performance.now() + 3000
+    const deadline = Date.now() + 3000
     for (;;) {
       let all = true
       for (let i = 0; i < this.layout.workers; i++)
         if (this.supervisor.running(i) && Atomics.load(this.v.tableAcks, i) - gen < 0) all = false
       if (all) return true
-      if (performance.now() > deadline || this.stopping) return false
+      if (Date.now() > deadline || this.stopping) return false
       await new Promise((r) => setTimeout(r, 2))
     }
   }

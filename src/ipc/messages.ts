@@ -3,7 +3,6 @@ import type { SharedLayout } from './layout.js'
 import type { RingBuffers } from './ring.js'
 import type { WorkerIo } from '../io/packet-io.js'
 import type { HandshakeState } from '../protocol/noise.js'
-import type { TimeAnchor } from '../common/agent-time.js'
 
 /** Values in the `local` table: where a destination lives on this node. */
 export const LOCAL_SELF = 0
@@ -52,8 +51,7 @@ export interface WorkerInit {
   conntrack: SharedArrayBuffer
   /** The worker's TUN queue and UDP socket, or its memory queues (src/io/packet-io.ts). */
   io: WorkerIo
-  /** The agent's time: its anchor (src/common/agent-time.ts), and the test clock's offset when there is one. */
-  clockAnchor: TimeAnchor
+  /** The agent's clock offset when it is not the wall clock (src/platform/clock.ts). */
   clock?: SharedArrayBuffer
   mtu: number
   batch: number

@@ -1,14 +1,10 @@
 /**
- * The agent's time as a worker reads it: from the control thread's anchor (src/common/agent-time.ts, so
- * control and workers read the same time, and a step of the wall clock moves neither), plus an offset in
- * shared memory that only the agent's Clock writes (src/platform/clock.ts OffsetClock), so a test that
- * moves time moves the workers' too.
+ * The agent's time as a worker reads it: the wall clock plus an offset in shared memory that only the
+ * agent's Clock writes (src/platform/clock.ts OffsetClock), so a test that moves time moves the workers'
+ * too. Without a shared offset, the wall clock.
  */
-import { type TimeAnchor, agentTimeReader } from '../common/agent-time.js'
-
-export function workerClock(anchor: TimeAnchor, shared: SharedArrayBuffer | undefined): () => number {
-  const base = agentTimeReader(anchor)
-  if (!shared) return base
+export function workerClock(shared: SharedArrayBuffer | undefined): () => number {
+  if (!shared) return Date.now
   const off = new Float64Array(shared)
-  return () => base() + off[0]
+  return () => Date.now() + off[0]
 }

@@ -1,44 +1,33 @@
 /**
  * The agent's clock seam. Control reads the time and runs its periodic tick through a Clock; the
- * data-plane workers read the same time (the Clock's anchor, and a shared offset, so a test that moves the
- * clock moves theirs).
- *  - `systemClock`: the agent's time (src/common/agent-time.ts: the wall clock's scale, advanced by the
- *    monotonic clock, so a step of the wall clock moves no timer) and real timers.
- *  - `OffsetClock`: the same plus an offset that only grows; `advance(ms)` moves time forward for
+ * data-plane workers read the same time (a shared offset, so a test that moves the clock moves theirs).
+ *  - `systemClock`: the wall clock and real timers.
+ *  - `OffsetClock`: the wall clock plus an offset that only grows; `advance(ms)` moves time forward for
  *    control and workers alike and runs the periodic callbacks as the jump would have (one call per
  *    period, in steps), so tests reach timeouts (rekey, reject-after, failover) without waiting.
  */
-import { type TimeAnchor, agentTimeReader, takeAnchor } from '../common/agent-time.js'
-
 export interface Clock {
   now(): number
   setInterval(fn: () => void, ms: number): { clear(): void }
-  /** The workers read the time from this anchor (src/ipc/shared-clock.ts). */
-  readonly anchor: TimeAnchor
-  /** Shared with workers (Float64 [0] = offset in ms), or undefined when there is none. */
+  /** Shared with workers (Float64 [0] = offset in ms), or undefined for the wall clock. */
   readonly shared?: SharedArrayBuffer
 }
 
-const processAnchor = takeAnchor()
-
 export const systemClock: Clock = {
-  now: agentTimeReader(processAnchor),
+  now: () => Date.now(),
   setInterval(fn, ms) {
     const t = setInterval(fn, ms)
     return { clear: () => clearInterval(t) }
   },
-  anchor: processAnchor,
 }
 
 export class OffsetClock implements Clock {
   readonly shared = new SharedArrayBuffer(8)
-  readonly anchor = takeAnchor()
   private readonly off = new Float64Array(this.shared)
-  private readonly base = agentTimeReader(this.anchor)
   private readonly intervals = new Set<{ fn: () => void; ms: number; next: number; timer: NodeJS.Timeout }>()
 
   now(): number {
-    return this.base() + this.off[0]
+    return Date.now() + this.off[0]
   }
 
   get offsetMs(): number {
