@@ -144,7 +144,11 @@ export class HubLink {
   reflexive?: string
   private stopped = false
   private attempt = 0
-  /** When a refused map last made this agent ask for the whole map (REFUSED_RESYNC_MS). */
+  /**
+   * When a refused map last made this agent ask for the whole map (REFUSED_RESYNC_MS). This and the link's
+   * other intervals (liveness, time up, the reflect round) are on performance.now(): a step of the wall clock
+   * must neither drop a live hub nor keep a silent one.
+   */
   private refusedAt = -Infinity
   /** Sends on the connection that is up (undefined before the first). */
   private sendNow?: (m: unknown) => void
@@ -282,7 +286,7 @@ export class HubLink {
           this.state = 'up'
           this.error = undefined
           this.systemState = w.state
-          this.upSince = Date.now()
+          this.upSince = performance.now()
           log.info({ hub: url, identity: w.identity, state: w.state }, 'connected to the hub')
           if (this.wasUp) this.o.onReconnected?.()
           this.wasUp = true
@@ -302,7 +306,7 @@ export class HubLink {
           .then(() => this.handle(m, s))
           .catch((e) => {
             // A refused map is asked for again, but not in a loop: the same map would be refused again.
-            const now = Date.now()
+            const now = performance.now()
             const again = now - this.refusedAt >= REFUSED_RESYNC_MS
             log.error(
               {
@@ -330,7 +334,7 @@ export class HubLink {
       clearTimeout(this.reflectTimer)
       if (this.state === 'up') log.warn({ hub: url }, 'lost the hub; tunnels, policies and routes stay as they are')
       if (this.state !== 'refused') this.state = 'unreachable'
-      if (Date.now() - this.upSince > 60_000) this.attempt = 0
+      if (performance.now() - this.upSince > 60_000) this.attempt = 0
       this.scheduleRetry()
     })
   }
@@ -339,15 +343,15 @@ export class HubLink {
   private watch(ws: WebSocket, url: string): void {
     clearInterval(this.liveness)
     const silence = this.o.silenceMs ?? HUB_SILENCE_MS
-    let heard = Date.now()
+    let heard = performance.now()
     ws.on('pong', () => {
-      heard = Date.now()
+      heard = performance.now()
     })
     this.liveness = setInterval(
       () => {
         if (this.ws !== ws) return
-        if (Date.now() - heard >= silence) {
-          this.o.log.warn({ hub: url, silentS: Math.round((Date.now() - heard) / 1000) }, 'the hub answers no pings: reconnecting')
+        if (performance.now() - heard >= silence) {
+          this.o.log.warn({ hub: url, silentS: Math.round((performance.now() - heard) / 1000) }, 'the hub answers no pings: reconnecting')
           this.error = 'no answer to pings'
           ws.terminate()
           return
@@ -390,10 +394,10 @@ export class HubLink {
     const token = Buffer.from(reflect.token, 'hex')
     const round = ++this.reflectRound
     this.seen = new Map()
-    const start = Date.now()
+    const start = performance.now()
     const tick = async () => {
       if (this.ws !== ws || this.stopped || round !== this.reflectRound) return
-      const elapsed = Date.now() - start
+      const elapsed = performance.now() - start
       if (elapsed < REFLECT_TRIES * 1000 && this.seen.size < reflect.ports.length) {
         reflect.ports.forEach((port, i) => {
           if (!this.seen.has(port)) sendUdp(reflectDatagram(token, round * 4 + i), ip, port)
