@@ -5,8 +5,8 @@
  * it; then the link acknowledges the revision. The last map is cached on disk (0600, atomic) so that
  * tunnels, policies and routes come back from it when the agent restarts while the hub is down.
  *
- * Reconnects with full jitter: the first retry within 1 s, then doubling to a 60 s cap, reset after a
- * minute up. A reconnect sends the hash of the cached map: the hub answers with only the revision when
+ * Reconnects with full jitter: the first retry within 1 s, then doubling to a 60 s cap while attempts
+ * fail, reset only after a connection stayed up a minute. A reconnect sends the hash of the cached map: the hub answers with only the revision when
  * nothing changed (no full map).
  */
 import fs from 'node:fs'
@@ -97,6 +97,8 @@ export interface HubLinkOptions {
   apply: (map: HubMap) => Promise<boolean>
   /** Cap of the reconnect backoff (ms). */
   maxBackoffMs?: number
+  /** The link's monotonic clock in ms, for its intervals (default performance.now; tests move it). */
+  monotonicMs?: () => number
   /**
    * The link pings the hub every third of this and drops a connection that answered none of its pings
    * for this long (default HUB_SILENCE_MS): a path that carries the hub's packets but not ours (a route
@@ -146,8 +148,8 @@ export class HubLink {
   private attempt = 0
   /**
    * When a refused map last made this agent ask for the whole map (REFUSED_RESYNC_MS). This and the link's
-   * other intervals (liveness, time up, the reflect round) are on performance.now(): a step of the wall clock
-   * must neither drop a live hub nor keep a silent one.
+   * other intervals (time up, the reflect round, and liveness: see watch) are on the monotonic clock
+   * (`mono`), which a step of the wall clock does not move.
    */
   private refusedAt = -Infinity
   /** Sends on the connection that is up (undefined before the first). */
@@ -160,6 +162,7 @@ export class HubLink {
   private transportSend?: CipherState
   private sendRaw?: (frame: Buffer) => void
   private upSince = 0
+  private readonly mono: () => number
   private retry?: NodeJS.Timeout
   private map: HubMap | null = null
   private hash = ''
@@ -175,6 +178,7 @@ export class HubLink {
 
   constructor(private readonly o: HubLinkOptions) {
     this.urlIndex = Math.floor(Math.random() * (o.profile.hub?.urls.length ?? 1))
+    this.mono = o.monotonicMs ?? (() => performance.now())
   }
 
   /** Seeds the link with the cached map (already applied by the agent at start). */
@@ -286,7 +290,7 @@ export class HubLink {
           this.state = 'up'
           this.error = undefined
           this.systemState = w.state
-          this.upSince = performance.now()
+          this.upSince = this.mono()
           log.info({ hub: url, identity: w.identity, state: w.state }, 'connected to the hub')
           if (this.wasUp) this.o.onReconnected?.()
           this.wasUp = true
@@ -306,7 +310,7 @@ export class HubLink {
           .then(() => this.handle(m, s))
           .catch((e) => {
             // A refused map is asked for again, but not in a loop: the same map would be refused again.
-            const now = performance.now()
+            const now = this.mono()
             const again = now - this.refusedAt >= REFUSED_RESYNC_MS
             log.error(
               {
@@ -332,9 +336,13 @@ export class HubLink {
       if (this.ws !== ws) return
       clearInterval(this.liveness)
       clearTimeout(this.reflectTimer)
-      if (this.state === 'up') log.warn({ hub: url }, 'lost the hub; tunnels, policies and routes stay as they are')
+      const wasUp = this.state === 'up'
+      if (wasUp) log.warn({ hub: url }, 'lost the hub; tunnels, policies and routes stay as they are')
       if (this.state !== 'refused') this.state = 'unreachable'
-      if (performance.now() - this.upSince > 60_000) this.attempt = 0
+      // Only a connection that stayed up a minute starts the backoff over; attempts that never came up
+      // (the hub down, refusing, or closing at once) keep it growing, so a fleet does not hammer a hub
+      // that is coming back.
+      if (wasUp && this.mono() - this.upSince >= 60_000) this.attempt = 0
       this.scheduleRetry()
     })
   }
@@ -343,15 +351,21 @@ export class HubLink {
   private watch(ws: WebSocket, url: string): void {
     clearInterval(this.liveness)
     const silence = this.o.silenceMs ?? HUB_SILENCE_MS
-    let heard = performance.now()
+    let heard = this.mono()
+    let heardWall = Date.now()
     ws.on('pong', () => {
-      heard = performance.now()
+      heard = this.mono()
+      heardWall = Date.now()
     })
     this.liveness = setInterval(
       () => {
         if (this.ws !== ws) return
-        if (performance.now() - heard >= silence) {
-          this.o.log.warn({ hub: url, silentS: Math.round((performance.now() - heard) / 1000) }, 'the hub answers no pings: reconnecting')
+        // Silence on either clock. The monotonic one still counts when the wall clock is stepped back (a
+        // silent hub is not kept for the step); the wall clock also counts a suspend, so a laptop that
+        // wakes up reconnects at once. A step forward costs one reconnection of the hub link, no tunnel.
+        const silent = Math.max(this.mono() - heard, Date.now() - heardWall)
+        if (silent >= silence) {
+          this.o.log.warn({ hub: url, silentS: Math.round(silent / 1000) }, 'the hub answers no pings: reconnecting')
           this.error = 'no answer to pings'
           ws.terminate()
           return
@@ -394,10 +408,10 @@ export class HubLink {
     const token = Buffer.from(reflect.token, 'hex')
     const round = ++this.reflectRound
     this.seen = new Map()
-    const start = performance.now()
+    const start = this.mono()
     const tick = async () => {
       if (this.ws !== ws || this.stopped || round !== this.reflectRound) return
-      const elapsed = performance.now() - start
+      const elapsed = this.mono() - start
       if (elapsed < REFLECT_TRIES * 1000 && this.seen.size < reflect.ports.length) {
         reflect.ports.forEach((port, i) => {
           if (!this.seen.has(port)) sendUdp(reflectDatagram(token, round * 4 + i), ip, port)
