@@ -636,13 +636,13 @@ export class Agent implements AgentApi {
 
   /** Resolves true once every running worker acknowledged tables of generation `gen` (false after 3 s). */
   private async tablesApplied(gen: number): Promise<boolean> {
-    const deadline = Date.now() + 3000
+    const deadline = performance.now() + 3000
     for (;;) {
       let all = true
       for (let i = 0; i < this.layout.workers; i++)
         if (this.supervisor.running(i) && Atomics.load(this.v.tableAcks, i) - gen < 0) all = false
       if (all) return true
-      if (Date.now() > deadline || this.stopping) return false
+      if (performance.now() > deadline || this.stopping) return false
       await new Promise((r) => setTimeout(r, 2))
     }
   }

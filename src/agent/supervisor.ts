@@ -136,7 +136,8 @@ export class WorkerSupervisor {
     if (this.stopping || this.deviceLost) return
     const freed = this.kpI32 ? releaseReplayLocks(this.kpI32, i) : 0
     if (freed) this.log.warn({ worker: i, locks: freed }, 'released the replay locks the exited worker held')
-    const now = Date.now()
+    // Monotonic: a step of the wall clock neither makes crashes an hour apart a loop nor hides a real one.
+    const now = performance.now()
     this.restarts = this.restarts.filter((t) => now - t < CRASH_WINDOW_MS)
     this.restarts.push(now)
     this.restartsTotal++
