@@ -339,10 +339,11 @@ export class HubLink {
       const wasUp = this.state === 'up'
       if (wasUp) log.warn({ hub: url }, 'lost the hub; tunnels, policies and routes stay as they are')
       if (this.state !== 'refused') this.state = 'unreachable'
-      // Only a connection that stayed up a minute starts the backoff over; attempts that never came up
-      // (the hub down, refusing, or closing at once) keep it growing, so a fleet does not hammer a hub
-      // that is coming back.
-      if (wasUp && this.mono() - this.upSince >= 60_000) this.attempt = 0
+      // Attempts that never came up (the hub down, refusing, or closing at once) keep the backoff growing,
+      // so a fleet does not hammer a hub that is coming back. A connection that came up shows the hub
+      // reachable: the next try is within 1 s after a minute up, within 2 s after a shorter one (a replica
+      // that died: its agents move to another at once; one that flaps is not hammered either).
+      if (wasUp) this.attempt = this.mono() - this.upSince >= 60_000 ? 0 : Math.min(this.attempt, 1)
       this.scheduleRetry()
     })
   }

@@ -107,6 +107,26 @@ t.test('a wall clock stepped back an hour does not keep a silent hub', async (t)
   t.match(lines.join(''), /the hub answers no pings: reconnecting/)
 })
 
+t.test('a suspend (the wall clock moved on, the monotonic one did not) still drops a silent hub at once', async (t) => {
+  let frozen = false
+  let at = 0
+  const { link, seen } = await fakeHub(t, false, {
+    // A suspended machine: CLOCK_MONOTONIC does not count the sleep. Frozen here, the wall clock jumps.
+    monotonicMs: () => (frozen ? at : performance.now()),
+  })
+  link.start()
+  const up = performance.now() + 5000
+  while (performance.now() < up && seen.messages < 1) await sleep(5)
+  t.equal(seen.messages >= 1, true, 'the link is connected and watching')
+  at = performance.now()
+  frozen = true
+  await withWallStep(3_600_000, async () => {
+    const end = performance.now() + 5000
+    while (performance.now() < end && seen.closedByAgent < 1) await sleep(20)
+  })
+  t.ok(seen.closedByAgent >= 1, `dropped within 5 s (${seen.closedByAgent} closed)`)
+})
+
 t.test('attempts that never come up keep the backoff growing, also after the agent has run a while', async (t) => {
   // A hub that closes every connection at once (down behind a proxy, or refusing); the link an hour into
   // the agent's life. Before, every close restarted the backoff once the process was a minute old: retries
