@@ -129,8 +129,9 @@ t.test('a suspend (the wall clock moved on, the monotonic one did not) still dro
 
 t.test('attempts that never come up keep the backoff growing, also after the agent has run a while', async (t) => {
   // A hub that closes every connection at once (down behind a proxy, or refusing); the link an hour into
-  // the agent's life. Before, every close restarted the backoff once the process was a minute old: retries
-  // stayed within 1 s for ever, and a fleet would hammer a hub coming back.
+  // the agent's life. Before, every close restarted the backoff (a minute after the last connection came
+  // up, or at once when none had): retries stayed within 1 s for ever, and a fleet would hammer a hub coming
+  // back.
   const random = Math.random
   Math.random = () => 0.999 // each wait is its cap: 1 s, then 2 s, 4 s
   t.teardown(() => {
