@@ -10,15 +10,15 @@ import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 
 const PARTS = {
-  unit: { files: 'test/unit/*.test.ts', jobs: 3 },
-  cli: { files: 'test/cli/*.test.ts', jobs: 2 },
-  browser: { files: 'test/browser/*.test.ts', jobs: 1 },
+  unit: { dir: 'test/unit', jobs: 3 },
+  cli: { dir: 'test/cli', jobs: 2 },
+  browser: { dir: 'test/browser', jobs: 1 },
   // Every netns file makes its own namespaces (named with its pid), wireguard-go devices and ports inside
   // them, so two can run at once. These run after, alone: some assert time bounds that another file's
   // agents starting on the same two cores would eat into (relay within 1 s, recovery within 2 s, a policy
   // change seen within 0.5 s); the two fuzzers load both cores and count answered pings meanwhile.
   netns: {
-    files: 'test/netns/*.test.ts',
+    dir: 'test/netns',
     jobs: 2,
     alone: ['hub-paths', 'restart', 'hub-replica-relay', 'portal-e2e', 'policy', 'lan-fuzz', 'overlay'].map(
       (f) => `test/netns/${f}.test.ts`,
@@ -38,17 +38,15 @@ const chosen = (names.length ? names : ['unit', 'cli+browser', 'netns']).map((n)
 function lanes(group) {
   const alone = group.flatMap((g) => PARTS[g].alone ?? [])
   const jobs = Math.max(...group.map((g) => PARTS[g].jobs))
-  if (alone.length === 0) return [{ files: group.map((g) => PARTS[g].files), jobs }]
+  if (alone.length === 0) return [{ files: group.map((g) => `${PARTS[g].dir}/*.test.ts`), jobs }]
   for (const f of alone) if (!fs.existsSync(f)) throw new Error(`scripts/test.mjs: ${f} is named to run alone but does not exist`)
-  const all = group.flatMap((g) => {
-    const [dir, glob] = [PARTS[g].files.replace(/\/[^/]*$/, ''), PARTS[g].files.replace(/^.*\//, '')]
-    const suffix = glob.replace(/^\*/, '')
-    return fs
+  const files = (dir) =>
+    fs
       .readdirSync(dir)
-      .filter((f) => f.endsWith(suffix))
+      .filter((f) => f.endsWith('.test.ts'))
       .sort()
       .map((f) => `${dir}/${f}`)
-  })
+  const all = group.flatMap((g) => files(PARTS[g].dir))
   return [
     { files: all.filter((f) => !alone.includes(f)), jobs },
     { files: alone, jobs: 1 },

@@ -6,8 +6,8 @@
  * tunnels, policies and routes come back from it when the agent restarts while the hub is down.
  *
  * Reconnects with full jitter: the first retry within 1 s, then doubling to a 60 s cap while attempts
- * fail; after a connection that came up, within 2 s (1 s after a minute up). A reconnect sends the hash of the cached map: the hub answers with only the revision when
- * nothing changed (no full map).
+ * fail; after a connection that came up, within 2 s (1 s after a minute up). A reconnect sends the hash
+ * of the cached map: the hub answers with only the revision when nothing changed (no full map).
  */
 import fs from 'node:fs'
 import os from 'node:os'

@@ -14,6 +14,7 @@ import { WebSocketServer } from 'ws'
 import { HubLink } from '../../src/agent/hub-link.js'
 import type { Profile } from '../../src/config/profile.js'
 import { createLogger } from '../../src/log/logger.js'
+import { until } from '../helpers/until.js'
 
 /** A WebSocket "hub" that accepts connections and never completes the handshake; it answers pings if told to. */
 async function fakeHub(
@@ -68,13 +69,10 @@ async function fakeHub(
   return { link, seen, lines }
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
 t.test('a hub connection whose pings go unanswered is dropped and made again', async (t) => {
   const { link, seen, lines } = await fakeHub(t, false)
   link.start()
-  const end = Date.now() + 5000
-  while (Date.now() < end && (seen.closedByAgent < 1 || seen.connections < 2)) await sleep(50)
+  await until(() => seen.closedByAgent >= 1 && seen.connections >= 2, 5000, 50)
   t.ok(seen.closedByAgent >= 1, `the link dropped the silent connection (${seen.closedByAgent} closed)`)
   t.ok(seen.connections >= 2, `and connected again (${seen.connections} connections)`)
   t.match(lines.join(''), /the hub answers no pings: reconnecting/, 'it says why')
@@ -82,7 +80,7 @@ t.test('a hub connection whose pings go unanswered is dropped and made again', a
 })
 
 /** Runs fn with this thread's wall clock stepped by stepMs (NTP, a VM resumed, `date -s`). */
-async function withWallStep(stepMs: number, fn: () => Promise<void>): Promise<void> {
+async function withWallStep(stepMs: number, fn: () => Promise<unknown>): Promise<void> {
   const real = Date.now
   Date.now = () => real() + stepMs
   try {
@@ -96,13 +94,9 @@ t.test('a wall clock stepped back an hour does not keep a silent hub', async (t)
   const { link, seen, lines } = await fakeHub(t, false)
   link.start()
   // Stepped once the link watches the connection: the agent's first handshake message is sent when it does.
-  const up = performance.now() + 5000
-  while (performance.now() < up && seen.messages < 1) await sleep(5)
+  await until(() => seen.messages >= 1, 5000, 5)
   t.equal(seen.messages >= 1, true, 'the link is connected and watching')
-  await withWallStep(-3_600_000, async () => {
-    const end = performance.now() + 5000
-    while (performance.now() < end && seen.closedByAgent < 1) await sleep(50)
-  })
+  await withWallStep(-3_600_000, () => until(() => seen.closedByAgent >= 1, 5000, 50))
   t.ok(seen.closedByAgent >= 1, `dropped within 5 s (${seen.closedByAgent} closed; before, none for the hour)`)
   t.match(lines.join(''), /the hub answers no pings: reconnecting/)
 })
@@ -115,15 +109,11 @@ t.test('a suspend (the wall clock moved on, the monotonic one did not) still dro
     monotonicMs: () => (frozen ? at : performance.now()),
   })
   link.start()
-  const up = performance.now() + 5000
-  while (performance.now() < up && seen.messages < 1) await sleep(5)
+  await until(() => seen.messages >= 1, 5000, 5)
   t.equal(seen.messages >= 1, true, 'the link is connected and watching')
   at = performance.now()
   frozen = true
-  await withWallStep(3_600_000, async () => {
-    const end = performance.now() + 5000
-    while (performance.now() < end && seen.closedByAgent < 1) await sleep(20)
-  })
+  await withWallStep(3_600_000, () => until(() => seen.closedByAgent >= 1, 5000))
   t.ok(seen.closedByAgent >= 1, `dropped within 5 s (${seen.closedByAgent} closed)`)
 })
 
@@ -143,8 +133,7 @@ t.test('attempts that never come up keep the backoff growing, also after the age
     monotonicMs: () => performance.now() + 3_600_000,
   })
   link.start()
-  const end = performance.now() + 6000
-  while (performance.now() < end && seen.connections < 4) await sleep(20)
+  await until(() => seen.connections >= 4, 6000)
   const gaps = seen.at.slice(1).map((a, i) => a - seen.at[i])
   t.ok(gaps.length >= 2, `the link tried again (${seen.connections} connections)`)
   t.ok(gaps[1] > 1.5 * gaps[0], `the second wait is longer than the first (${gaps.map((g) => Math.round(g)).join(' ms, ')} ms)`)
