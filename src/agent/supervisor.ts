@@ -148,7 +148,13 @@ export class WorkerSupervisor {
     }
     this.log.error({ worker: i, code }, 'data-plane worker exited unexpectedly; restarting it')
     setTimeout(() => {
-      if (!this.stopping) this.start(i).catch((e: Error) => this.log.error({ worker: i, err: e.message }, 'worker restart failed'))
+      if (this.stopping) return
+      const t0 = performance.now()
+      this.start(i).then(
+        // Its loop reads packets again: until this line, that queue's packets wait in the ring.
+        () => this.log.info({ worker: i, ms: Math.round(performance.now() - t0) }, 'data-plane worker restarted'),
+        (e: Error) => this.log.error({ worker: i, err: e.message }, 'worker restart failed'),
+      )
     }, RESTART_DELAY_MS)
   }
 }

@@ -69,8 +69,7 @@ if (skip) {
     // A crashed worker is restarted by control and the tunnel keeps working.
     const cr = await lab.cli(B, ['debug', 'crash-worker', '0'])
     t.equal(cr.code, 0, `crash hook ${cr.stderr}`)
-    await b.waitFor(/worker exited unexpectedly; restarting it/)
-    await new Promise((r) => setTimeout(r, 500))
+    await b.waitFor(/worker exited unexpectedly; restarting it[\s\S]*data-plane worker restarted/)
     const p4 = await lab.exec(nsA, 'ping', pingArgs(B.va, 4))
     t.equal(p4.code, 0, 'tunnel works after a worker restart')
 
