@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Runs the suite in its four parts and ends with one plain summary line that any CI reads:
-// "tests: N passed, N failed, N skipped". Parts: `unit` (no root; three files at a time), `cli` (the real
+// Runs the suite in its four parts and ends with the failing tests' "not ok" lines, if any, and one plain
+// summary line that any CI reads: "tests: N passed, N failed, N skipped". Parts: `unit` (no root; three files at a time), `cli` (the real
 // bin/run.js), `browser` (the hub's portal in Debian's chromium through playwright-core; the whole suite runs
 // it beside cli, two files at a time) and `netns` (root: real TUN, namespaces, iptables, wireguard-go; two
 // files at a time, then one at a time the files whose time bounds want the machine to themselves, and the fuzzers).
@@ -57,14 +57,16 @@ async function runPart(group) {
   const name = group.join('+')
   const started = Date.now()
   const n = {}
+  const failures = []
   let code = 0
   for (const lane of lanes(group)) {
     const r = await runTap(lane.files, lane.jobs)
-    if (!r.n) return { name, code: r.code || 1, n: undefined, seconds: (Date.now() - started) / 1000 }
+    failures.push(...r.failures)
+    if (!r.n) return { name, code: r.code || 1, n: undefined, failures, seconds: (Date.now() - started) / 1000 }
     for (const [k, v] of Object.entries(r.n)) n[k] = (n[k] ?? 0) + v
     code ||= r.code
   }
-  return { name, code, n, seconds: (Date.now() - started) / 1000 }
+  return { name, code, n, failures, seconds: (Date.now() - started) / 1000 }
 }
 
 function runTap(files, jobs) {
@@ -73,15 +75,22 @@ function runTap(files, jobs) {
       stdio: ['inherit', 'pipe', 'inherit'],
     })
     let tail = ''
+    let partial = ''
+    const failures = []
     tap.stdout.on('data', (d) => {
       process.stdout.write(d)
       tail = (tail + d.toString()).slice(-4000)
+      // Every "not ok" line, kept with its indentation (its depth in the file's subtests), for the summary.
+      const lines = (partial + d.toString()).split('\n')
+      partial = lines.pop() ?? ''
+      for (const l of lines)
+        if (/^\s*not ok \d+/.test(l) && !/# TODO/.test(l) && failures.length < 60) failures.push(l.replace(/ # time=.*$/, ''))
     })
     tap.on('exit', (code, signal) => {
       // tap's last line is like "# { total: 15, pass: 12, fail: 1, todo: 2, skip: 1 }" (keys only when non-zero).
       const m = /# \{ (total: \d+[^}]*) \}/.exec(tail)
       const n = m ? Object.fromEntries(m[1].split(', ').map((kv) => kv.split(': ').map((x, i) => (i ? Number(x) : x)))) : undefined
-      resolve({ code: code ?? (signal ? 1 : 0), n })
+      resolve({ code: code ?? (signal ? 1 : 0), n, failures })
     })
   })
 }
@@ -106,6 +115,10 @@ if (process.env.ENCLAVE_REQUIRE_ALL === '1' && sum.skip > 0) {
   console.log(`ENCLAVE_REQUIRE_ALL=1: ${sum.skip} test(s) skipped, and here every test must run (see "# SKIP" above)`)
   failed = true
 }
+// The failures again at the end, where a CI log's tail shows them (tap prints them amid thousands of lines).
+const failures = results.flatMap((r) => r.failures.map((l) => `  ${r.name}: ${l}`))
+if (failures.length)
+  console.log(`\nfailed (indented by depth: the failed assertions, then their subtest, then the file):\n${failures.join('\n')}`)
 const todo = sum.todo ? `, ${sum.todo} todo` : ''
 console.log(`\ntests: ${sum.pass} passed, ${sum.fail} failed, ${sum.skip} skipped${todo} (${sum.total} assertions)`)
 process.exit(failed ? 1 : 0)
