@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-// Runs the suite in its four parts and ends with the failing tests' "not ok" lines, if any, and one plain
-// summary line that any CI reads: "tests: N passed, N failed, N skipped". Parts: `unit` (no root; three files at a time), `cli` (the real
-// bin/run.js), `browser` (the hub's portal in Debian's chromium through playwright-core; the whole suite runs
+// Runs the suite in its four parts and ends with the failing tests' "not ok" lines, if any, and one
+// plain summary line that any CI reads: "tests: N passed, N failed, N skipped". Parts: `unit` (no root;
+// three files at a time), `cli` (the real bin/run.js), `browser` (the hub's portal in Debian's chromium through playwright-core; the whole suite runs
 // it beside cli, two files at a time) and `netns` (root: real TUN, namespaces, iptables, wireguard-go; two
 // files at a time, then one at a time the files whose time bounds want the machine to themselves, and the fuzzers).
 // `node scripts/test.mjs unit cli+browser` runs some; extra tap arguments follow `--`.
@@ -77,16 +77,26 @@ function runTap(files, jobs) {
     let tail = ''
     let partial = ''
     const failures = []
+    let left = 0
+    // Every "not ok" line, kept with its indentation (its depth in the file's subtests), for the summary.
+    // Past 60, only the files' own lines (depth 0) are kept: they name what failed.
+    const collect = (l) => {
+      if (!/^\s*not ok \d+/.test(l) || /# TODO/.test(l)) return
+      if (failures.length < 60 || !/^\s/.test(l)) failures.push(l.replace(/ # time=.*$/, ''))
+      else left++
+    }
+    tap.stdout.setEncoding('utf8') // a character split between two chunks stays whole
     tap.stdout.on('data', (d) => {
       process.stdout.write(d)
-      tail = (tail + d.toString()).slice(-4000)
-      // Every "not ok" line, kept with its indentation (its depth in the file's subtests), for the summary.
-      const lines = (partial + d.toString()).split('\n')
+      tail = (tail + d).slice(-4000)
+      const lines = (partial + d).split('\n')
       partial = lines.pop() ?? ''
-      for (const l of lines)
-        if (/^\s*not ok \d+/.test(l) && !/# TODO/.test(l) && failures.length < 60) failures.push(l.replace(/ # time=.*$/, ''))
+      for (const l of lines) collect(l)
     })
-    tap.on('exit', (code, signal) => {
+    // 'close', not 'exit': by then stdout is read to its end.
+    tap.on('close', (code, signal) => {
+      collect(partial)
+      if (left) failures.push(`(${left} more "not ok" lines inside these files: see above)`)
       // tap's last line is like "# { total: 15, pass: 12, fail: 1, todo: 2, skip: 1 }" (keys only when non-zero).
       const m = /# \{ (total: \d+[^}]*) \}/.exec(tail)
       const n = m ? Object.fromEntries(m[1].split(', ').map((kv) => kv.split(': ').map((x, i) => (i ? Number(x) : x)))) : undefined

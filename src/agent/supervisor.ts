@@ -152,7 +152,9 @@ export class WorkerSupervisor {
       const t0 = performance.now()
       this.start(i).then(
         // Its loop reads packets again: until this line, that queue's packets wait in the ring.
-        () => this.log.info({ worker: i, ms: Math.round(performance.now() - t0) }, 'data-plane worker restarted'),
+        () => {
+          if (!this.stopping) this.log.info({ worker: i, ms: Math.round(performance.now() - t0) }, 'data-plane worker restarted')
+        },
         (e: Error) => this.log.error({ worker: i, err: e.message }, 'worker restart failed'),
       )
     }, RESTART_DELAY_MS)
