@@ -47,6 +47,8 @@ export interface AgentApi {
 export interface AgentTestHooks {
   /** Terminates data-plane worker i as a crash would (the supervisor restarts it). */
   crashWorker(i: number): void
+  /** Whether data-plane worker i has a thread (from the start of a (re)start until it exits). */
+  workerRunning(i: number): boolean
   /** Connection-table entries held for a peer slot (by the peer's identity while it exists, else by slot). */
   flowsOf(peer: string | number): number
   /** The slot of a configured peer. */

@@ -549,6 +549,7 @@ export class Agent implements AgentApi {
   /** Test hooks (the control socket offers them only when AgentDeps.testHooks is set). */
   readonly testHooks: AgentTestHooks = {
     crashWorker: (i) => this.supervisor.crash(i),
+    workerRunning: (i) => this.supervisor.running(i),
     flowsOf: (peer) => {
       const slot = typeof peer === 'number' ? peer : this.peers.byName(peer)?.slot
       return slot === undefined ? 0 : ctPeerCount(new Int32Array(this.conntrack), slot)

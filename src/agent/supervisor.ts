@@ -122,6 +122,11 @@ export class WorkerSupervisor {
     w.on('exit', (code) => this.exited(i, code))
     return Promise.race([
       isReady,
+      // A worker that dies while it loads fails this start at once, not when the timeout below fires
+      // (after a later restart may already have succeeded). After 'ready' the race is settled: no effect.
+      new Promise<void>((_, rej) =>
+        w.once('exit', (code) => rej(new Error(`data-plane worker ${i} exited (code ${code}) before it was ready`))),
+      ),
       new Promise<void>((_, rej) =>
         setTimeout(
           () => rej(new Error(`data-plane worker ${i} did not start within ${START_TIMEOUT_MS / 1000} s`)),

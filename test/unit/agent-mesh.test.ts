@@ -102,6 +102,27 @@ t.test('a crashed worker is restarted and traffic goes on', async (t) => {
   t.equal(mesh.status(a).counters?.staged ?? 0, 1, 'only the very first packet waited for a session: the workers carried the rest')
 })
 
+t.test('a worker that dies again while it restarts: the failed start is reported as such, and the next one runs', async (t) => {
+  const mesh = new Mesh('crash-again')
+  t.teardown(() => mesh.close())
+  const { a, b } = pair(mesh)
+  await mesh.start(a, { workers: 2 })
+  await mesh.start(b)
+  t.ok(await mesh.udp(a, b), 'session up')
+  const lines = (s: string) => a.log.filter((l) => l.includes(s))
+  a.agent!.testHooks.crashWorker(0)
+  await mesh.until('worker 0 exiting', () => lines('exited unexpectedly; restarting it').length >= 1)
+  // The restart starts a thread 100 ms later; it loads its modules for hundreds of ms before its loop runs.
+  await mesh.until('worker 0 starting again', () => a.agent!.testHooks.workerRunning(0))
+  a.agent!.testHooks.crashWorker(0)
+  await mesh.until('the failed start reported', () => lines('worker restart failed').length >= 1, 20_000)
+  t.match(lines('worker restart failed')[0], /exited \(code \d+\) before it was ready/, 'as a death while loading, not as a 15 s timeout')
+  await mesh.until('worker 0 running again', () => lines('data-plane worker restarted').length >= 1)
+  t.equal(lines('exited unexpectedly; restarting it').length, 2, 'two exits, each followed by a restart')
+  t.equal(await delivered(mesh, a, b, 10), 10, '10 of 10 packets afterwards')
+  t.equal(await delivered(mesh, b, a, 10), 10, 'and 10 of 10 back')
+})
+
 t.test('an exit node and a client: OS routes, SNAT with ManageNat, failover to a second exit node', async (t) => {
   const mesh = new Mesh('exit')
   t.teardown(() => mesh.close())
