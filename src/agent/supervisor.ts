@@ -120,6 +120,7 @@ export class WorkerSupervisor {
     })
     w.on('error', (e) => this.log.error({ worker: i, err: e.message }, 'data-plane worker crashed'))
     w.on('exit', (code) => this.exited(i, code))
+    let timer: NodeJS.Timeout | undefined
     return Promise.race([
       isReady,
       // A worker that dies while it loads fails this start at once, not when the timeout below fires
@@ -127,13 +128,13 @@ export class WorkerSupervisor {
       new Promise<void>((_, rej) =>
         w.once('exit', (code) => rej(new Error(`data-plane worker ${i} exited (code ${code}) before it was ready`))),
       ),
-      new Promise<void>((_, rej) =>
-        setTimeout(
+      new Promise<void>((_, rej) => {
+        timer = setTimeout(
           () => rej(new Error(`data-plane worker ${i} did not start within ${START_TIMEOUT_MS / 1000} s`)),
           START_TIMEOUT_MS,
-        ).unref(),
-      ),
-    ])
+        ).unref()
+      }),
+    ]).finally(() => clearTimeout(timer))
   }
 
   private exited(i: number, code: number): void {
@@ -160,7 +161,10 @@ export class WorkerSupervisor {
         () => {
           if (!this.stopping) this.log.info({ worker: i, ms: Math.round(performance.now() - t0) }, 'data-plane worker restarted')
         },
-        (e: Error) => this.log.error({ worker: i, err: e.message }, 'worker restart failed'),
+        (e: Error) => {
+          // A stop terminates a worker still loading after its grace: that is no failure.
+          if (!this.stopping) this.log.error({ worker: i, err: e.message }, 'worker restart failed')
+        },
       )
     }, RESTART_DELAY_MS)
   }
