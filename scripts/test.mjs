@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // Runs the suite in its four parts and ends with the failing tests' "not ok" lines, if any, and one
 // plain summary line that any CI reads: "tests: N passed, N failed, N skipped". Parts: `unit` (no root;
-// three files at a time), `cli` (the real bin/run.js), `browser` (the hub's portal in Debian's chromium through playwright-core; the whole suite runs
-// it beside cli, two files at a time) and `netns` (root: real TUN, namespaces, iptables, wireguard-go; two
+// three files at a time), `cli` (the real bin/run.js), `browser` (the hub's portal in Debian's chromium
+// through playwright-core; the whole suite runs it beside cli, two files at a time) and `netns` (root: real TUN, namespaces, iptables, wireguard-go; two
 // files at a time, then one at a time the files whose time bounds want the machine to themselves, and the fuzzers).
 // `node scripts/test.mjs unit cli+browser` runs some; extra tap arguments follow `--`.
 // With ENCLAVE_REQUIRE_ALL=1 (CI: root, every tool installed) a skipped test fails the run.

@@ -108,8 +108,14 @@ export class WorkerSupervisor {
     this.kpI32 ??= new Int32Array(init.layout.kpI32)
     const w = startWorker('dataplane', { workerData: init })
     this.workers[i] = w
+    // Settled once: ready, or failed by the worker's exit (a death while it loads fails this start at once,
+    // not after a later restart succeeded) or by the timeout. Whatever comes after the first has no effect.
     let ready!: () => void
-    const isReady = new Promise<void>((r) => (ready = r))
+    let notReady!: (e: Error) => void
+    const isReady = new Promise<void>((res, rej) => {
+      ready = res
+      notReady = rej
+    })
     w.on('message', (m: { t: string } & Record<string, unknown>) => {
       if (m.t === 'ready') ready()
       else if (m.t === 'flow' || m.t === 'log') this.logs.push({ worker: i, msg: m })
@@ -119,22 +125,15 @@ export class WorkerSupervisor {
       }
     })
     w.on('error', (e) => this.log.error({ worker: i, err: e.message }, 'data-plane worker crashed'))
-    w.on('exit', (code) => this.exited(i, code))
-    let timer: NodeJS.Timeout | undefined
-    return Promise.race([
-      isReady,
-      // A worker that dies while it loads fails this start at once, not when the timeout below fires
-      // (after a later restart may already have succeeded). After 'ready' the race is settled: no effect.
-      new Promise<void>((_, rej) =>
-        w.once('exit', (code) => rej(new Error(`data-plane worker ${i} exited (code ${code}) before it was ready`))),
-      ),
-      new Promise<void>((_, rej) => {
-        timer = setTimeout(
-          () => rej(new Error(`data-plane worker ${i} did not start within ${START_TIMEOUT_MS / 1000} s`)),
-          START_TIMEOUT_MS,
-        ).unref()
-      }),
-    ]).finally(() => clearTimeout(timer))
+    w.on('exit', (code) => {
+      notReady(new Error(`data-plane worker ${i} exited (code ${code}) before it was ready`))
+      this.exited(i, code)
+    })
+    const timer = setTimeout(
+      () => notReady(new Error(`data-plane worker ${i} did not start within ${START_TIMEOUT_MS / 1000} s`)),
+      START_TIMEOUT_MS,
+    ).unref()
+    return isReady.finally(() => clearTimeout(timer))
   }
 
   private exited(i: number, code: number): void {
